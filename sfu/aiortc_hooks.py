@@ -1,0 +1,276 @@
+"""Every use of aiortc's private internals lives here, and nowhere else.
+
+aiortc is a WebRTC endpoint: each receiver depayloads, jitter-buffers and decodes on a thread, and
+each sender encodes. An SFU must do neither, so we hook it at the RTP level (see
+``shared/design/MEDIA_PLANE.md``):
+
+- incoming SRTP is still decrypted by aiortc's ``RTCDtlsTransport``; we replace the transport
+  instance's ``_handle_rtp_data`` / ``_handle_rtcp_data`` so packets reach the SFU as bytes,
+  skipping ``RtpPacket.parse`` and the receivers entirely;
+- receivers never decode: the decoder thread that ``receive()`` starts is stopped at once;
+- senders never run: ``RTCRtpSender.send`` is replaced on the instance to record the negotiated
+  parameters only, so there are no per-sender RTP/RTCP tasks (4,900 of them in a room of 50);
+- outgoing packets are SRTP-protected and handed to the nominated ICE pair's datagram transport
+  synchronously, skipping four layers of coroutines per packet.
+
+These names are private, so aiortc is pinned (==1.16.0) and ``missing_internals()`` is checked by a
+test that fails loudly when one disappears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc import clock as aiortc_clock
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
+
+logger = logging.getLogger(__name__)
+
+RtpHandler = Callable[[bytes, int], None]
+"""(decrypted RTP bytes, arrival time in ms) -> None."""
+RtcpHandler = Callable[[bytes], None]
+
+# (owner, attribute) pairs this module relies on.
+_REQUIRED: list[tuple[type, str]] = [
+    (RTCDtlsTransport, "_handle_rtp_data"),
+    (RTCDtlsTransport, "_handle_rtcp_data"),
+    (RTCDtlsTransport, "_recv_next"),
+    (RTCDtlsTransport, "_send_rtp"),
+    (RTCRtpReceiver, "_RTCRtpReceiver__stop_decoder"),
+    (RTCRtpReceiver, "receive"),
+    (RTCRtpSender, "send"),
+]
+# Instance attributes set in __init__ (checked on live objects by the test).
+DTLS_INSTANCE_ATTRS = ("_tx_srtp", "_state", "transport")
+SENDER_INSTANCE_ATTRS = ("_ssrc", "_rtx_ssrc", "_stream_id")
+ICE_CONNECTION_ATTRS = ("_nominated",)
+
+
+def missing_internals() -> list[str]:
+    """Names this module needs that the installed aiortc lacks (empty when all is well)."""
+    missing = [f"{owner.__name__}.{name}" for owner, name in _REQUIRED if not hasattr(owner, name)]
+    if not hasattr(aiortc_clock, "current_ms"):
+        missing.append("aiortc.clock.current_ms")
+    return missing
+
+
+def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
+    """Deliver the transport's decrypted RTP and RTCP to the SFU instead of aiortc's receivers.
+
+    An exception escaping into ``RTCDtlsTransport._recv_next`` would close the whole transport
+    (every track of that participant): the handlers are guarded, and a failure drops one packet.
+    """
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        try:
+            on_rtp(data, arrival_time_ms)
+        except Exception:
+            logger.exception("SFU RTP handler failed; packet dropped")
+
+    async def handle_rtcp_data(data: bytes) -> None:
+        try:
+            on_rtcp(data)
+        except Exception:
+            logger.exception("SFU RTCP handler failed; packet dropped")
+
+    dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+    dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+
+
+def disable_decoding(
+    receiver: RTCRtpReceiver, on_receive: Callable[[RTCRtpReceiveParameters], None]
+) -> None:
+    """Let ``receive()`` run for its bookkeeping, then stop the decoder thread it started."""
+    original = receiver.receive
+
+    async def receive(parameters: RTCRtpReceiveParameters) -> None:
+        await original(parameters)
+        receiver._RTCRtpReceiver__stop_decoder()  # type: ignore[attr-defined]
+        on_receive(parameters)
+
+    receiver.receive = receive  # type: ignore[method-assign]
+
+
+def capture_sender(
+    sender: RTCRtpSender, on_parameters: Callable[[RTCRtpSendParameters], None]
+) -> None:
+    """Replace ``send()`` so the sender never starts its RTP/RTCP tasks; we send for it."""
+
+    async def send(parameters: RTCRtpSendParameters) -> None:
+        on_parameters(parameters)
+
+    sender.send = send  # type: ignore[method-assign]
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    """(media SSRC, RTX SSRC) that aiortc announced for this sender in its SDP."""
+    return sender._ssrc, sender._rtx_ssrc
+
+
+def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
+    """aiortc puts every track of a connection in one MediaStream; give each its own msid."""
+    sender._stream_id = stream_id
+
+
+def arrival_ms() -> int:
+    return aiortc_clock.current_ms()
+
+
+class DatagramWriter:
+    """Protects and sends RTP/RTCP on a connected DTLS transport, synchronously.
+
+    ``RTCDtlsTransport._send_rtp`` goes through four coroutines down to ``sendto``; this does the
+    same work (SRTP protect, then the nominated pair's UDP transport) in plain calls. Returns
+    False when the transport is not (or no longer) connected.
+    """
+
+    __slots__ = ("_dtls", "_srtp", "_sendto", "_addr", "_pair", "sent_packets", "sent_bytes")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self._dtls = dtls
+        self._srtp: Any = None
+        self._sendto: Callable[[bytes, Any], None] | None = None
+        self._addr: Any = None
+        self._pair: Any = None
+        self.sent_packets = 0
+        self.sent_bytes = 0
+
+    def _refresh(self) -> bool:
+        dtls = self._dtls
+        if dtls._state != DtlsState.CONNECTED or dtls._tx_srtp is None:
+            return False
+        connection = dtls.transport._connection
+        pair = connection._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            return False
+        self._srtp = dtls._tx_srtp
+        self._pair = pair
+        self._sendto = pair.protocol.transport.sendto
+        self._addr = pair.remote_addr
+        return True
+
+    def _ready(self) -> bool:
+        # The nominated pair may change (ICE restart, consent failure): check it cheaply.
+        dtls = self._dtls
+        if dtls._state != DtlsState.CONNECTED:
+            self._sendto = None
+            return False
+        if self._sendto is None or dtls.transport._connection._nominated.get(1) is not self._pair:
+            return self._refresh()
+        return True
+
+    def send_rtp(self, packet: bytes) -> bool:
+        if self._sendto is None and not self._ready():
+            return False
+        data = self._srtp.protect(packet)
+        try:
+            self._sendto(data, self._addr)  # type: ignore[misc]
+        except (OSError, AttributeError):
+            self._sendto = None
+            return False
+        self.sent_packets += 1
+        self.sent_bytes += len(data)
+        return True
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        if not self._ready():
+            return False
+        data = self._srtp.protect_rtcp(packet)
+        try:
+            self._sendto(data, self._addr)  # type: ignore[misc]
+        except (OSError, AttributeError):
+            self._sendto = None
+            return False
+        return True
+
+    def check(self) -> bool:
+        """Re-validate the cached pair (call periodically, e.g. from the RTCP timer)."""
+        return self._ready()
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+# -- ICE: announced addresses and a UDP port range ------------------------------------------------
+# aioice gathers every interface except 127.0.0.1, on any port, and offers no way to choose
+# either. An operator needs both (firewalls, loopback tests), so each connection's host
+# gathering is replaced on the instance; STUN/TURN (only when configured) still run as aioice does.
+
+
+class PortAllocator:
+    """Hands out UDP ports from a range, round-robin, skipping ports the OS refuses."""
+
+    def __init__(self, low: int, high: int) -> None:
+        if not 0 < low <= high < 65536:
+            raise ValueError(f"bad UDP port range {low}-{high}")
+        self.low, self.high = low, high
+        self._next = low
+
+    def candidates(self) -> list[int]:
+        size = self.high - self.low + 1
+        start = self._next
+        self._next = self.low + (start - self.low + 1) % size
+        return [self.low + (start - self.low + i) % size for i in range(size)]
+
+
+def configure_ice(
+    pc: Any, announce: list[str] | None, ports: PortAllocator | None
+) -> None:
+    """Restrict host candidates of every ICE gatherer of ``pc`` created so far.
+
+    Call after the transceivers exist and before ``setLocalDescription`` (which gathers).
+    ``announce`` None keeps aioice's own choice of interfaces.
+    """
+    from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+    from aioice.ice import StunProtocol, get_host_addresses
+
+    for transceiver in pc.getTransceivers():
+        gatherer = transceiver.sender.transport.transport.iceGatherer
+        connection = gatherer._connection
+        if getattr(connection, "_diemcau_configured", False):
+            continue
+        connection._diemcau_configured = True
+        original = connection.get_component_candidates
+
+        async def gather_component(
+            component: int, addresses: list[str], timeout: int = 5,
+            _connection: Any = connection, _original: Any = original,
+        ) -> list[Any]:
+            loop = asyncio.get_running_loop()
+            # ``addresses`` is aioice's own list (every interface but 127.0.0.1): replaced.
+            hosts = announce if announce is not None else get_host_addresses(True, False)
+            candidates = []
+            for host in hosts:
+                bound = None
+                for port in ports.candidates() if ports else [0]:
+                    try:
+                        bound = await loop.create_datagram_endpoint(
+                            lambda: StunProtocol(_connection), local_addr=(host, port)
+                        )
+                        break
+                    except OSError:
+                        continue
+                if bound is None:
+                    logger.warning("ICE: no free UDP port on %s in the configured range", host)
+                    continue
+                transport, protocol = bound
+                sockname = transport.get_extra_info("sockname")
+                protocol.local_candidate = Candidate(
+                    foundation=candidate_foundation("host", "udp", sockname[0]),
+                    component=component, transport="udp",
+                    priority=candidate_priority(component, "host"),
+                    host=sockname[0], port=sockname[1], type="host",
+                )
+                _connection._protocols.append(protocol)
+                candidates.append(protocol.local_candidate)
+            if _connection.stun_server or _connection.turn_server:
+                candidates += await _original(component=component, addresses=[], timeout=timeout)
+            return candidates
+
+        connection.get_component_candidates = gather_component

@@ -1,0 +1,259 @@
+"""Publisher: the shell around a participant's publishing peer connection (the client offers).
+
+It demultiplexes the decrypted RTP of the whole bundled transport to Producers (by SSRC, learnt
+from the MID header extension or the SDP), unwraps RTX, asks for keyframes, answers loss with
+NACKs upstream and sends REMB so the publisher can raise its bitrate (aiortc's own receivers would
+have, but they are bypassed). Only this shell touches asyncio and aiortc objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
+from aiortc.rtcrtpreceiver import NackGenerator
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    pack_remb_fci,
+)
+
+from sfu import aiortc_hooks
+from sfu.producer import Producer
+from sfu.rtp_packet import RtpView
+from sfu.types import Codec, DropReason, Kind
+
+logger = logging.getLogger(__name__)
+
+URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+REMB_INTERVAL_S = 0.5
+
+
+def codec_from_parameters(parameters: RTCRtpReceiveParameters) -> Codec | None:
+    """The primary codec of a negotiated m-line, with its RTX payload type when offered."""
+    media = [c for c in parameters.codecs if c.name.lower() not in ("rtx", "red", "ulpfec")]
+    if not media:
+        return None
+    first = media[0]
+    rtx = next(
+        (c.payloadType for c in parameters.codecs
+         if c.name.lower() == "rtx" and c.parameters.get("apt") == first.payloadType),
+        None,
+    )
+    return Codec(first.mimeType, first.clockRate, first.payloadType, rtx)
+
+
+def extension_ids(parameters: RTCRtpReceiveParameters) -> dict[str, int]:
+    return {ext.uri: ext.id for ext in parameters.headerExtensions}
+
+
+class Publisher:
+    def __init__(
+        self,
+        participant_id: str,
+        pc: RTCPeerConnection,
+        on_producer: Callable[[Producer], None],
+        loop_time: Callable[[], float],
+        configure_ice: Callable[[RTCPeerConnection], None] = lambda pc: None,
+    ) -> None:
+        self.participant_id = participant_id
+        self._configure_ice = configure_ice
+        self.pc = pc
+        self.producers: dict[str, Producer] = {}  # by mid
+        self.drops: Counter[DropReason] = Counter()
+        self._on_producer = on_producer
+        self._time = loop_time
+        self._by_ssrc: dict[int, Producer] = {}
+        self._rtx_by_ssrc: dict[int, Producer] = {}
+        self._mid_ext_id: int | None = None
+        self._abs_send_time_id: int | None = None
+        self._writer: aiortc_hooks.DatagramWriter | None = None
+        self._hooked: set[int] = set()
+        self._rtcp_ssrc = uuid.uuid4().int & 0xFFFFFFFF
+        self._estimator = RemoteBitrateEstimator()
+        self._last_remb = float("-inf")
+        self._nack: dict[Producer, NackGenerator] = {}
+        self.estimated_bitrate: int | None = None
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply the client's offer and return our answer. Raises ValueError on a bad offer."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.mid is None or transceiver.mid in self.producers:
+                continue
+            if transceiver.direction == "sendonly":
+                continue  # we never send on the publisher connection
+            transceiver.direction = "recvonly"
+            self._add_producer(transceiver.mid, Kind(transceiver.kind), transceiver.receiver)
+        self._configure_ice(self.pc)
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        return self.pc.localDescription.sdp
+
+    def _add_producer(self, mid: str, kind: Kind, receiver: RTCRtpReceiver) -> None:
+        producer = Producer(
+            f"{self.participant_id}:{mid}", self.participant_id, kind, mid, self._send_pli
+        )
+        self.producers[mid] = producer
+        if id(receiver.transport) not in self._hooked:
+            self._hooked.add(id(receiver.transport))
+            aiortc_hooks.hook_transport(receiver.transport, self._on_rtp, self._on_rtcp)
+            self._writer = aiortc_hooks.DatagramWriter(receiver.transport)
+
+        def on_receive(parameters: RTCRtpReceiveParameters) -> None:
+            self._configure(producer, parameters)
+
+        aiortc_hooks.disable_decoding(receiver, on_receive)
+
+    def _configure(self, producer: Producer, parameters: RTCRtpReceiveParameters) -> None:
+        codec = codec_from_parameters(parameters)
+        if codec is None:
+            logger.warning("producer %s negotiated no usable codec", producer.id)
+            return
+        producer.set_codec(codec)
+        ids = extension_ids(parameters)
+        producer.audio_level_ext_id = ids.get(URI_AUDIO_LEVEL)
+        self._mid_ext_id = ids.get(URI_MID, self._mid_ext_id)
+        self._abs_send_time_id = ids.get(URI_ABS_SEND_TIME, self._abs_send_time_id)
+        for encoding in parameters.encodings:
+            if encoding.ssrc:
+                self._by_ssrc[encoding.ssrc] = producer
+                producer.ssrc = producer.ssrc or encoding.ssrc
+            if encoding.rtx is not None and encoding.rtx.ssrc:
+                self._rtx_by_ssrc[encoding.rtx.ssrc] = producer
+        if producer.is_video:
+            self._nack[producer] = NackGenerator()
+        self._on_producer(producer)
+
+    # -- incoming RTP ----------------------------------------------------------------------------
+
+    def _route(self, packet: RtpView) -> Producer | None:
+        ssrc = packet.ssrc
+        producer = self._by_ssrc.get(ssrc) or self._rtx_by_ssrc.get(ssrc)
+        if producer is not None or self._mid_ext_id is None:
+            return producer
+        mid = packet.extensions.get(self._mid_ext_id)
+        if mid is None:
+            return None
+        producer = self.producers.get(mid.decode("ascii", "replace"))
+        if producer is None or producer.codec is None:
+            return None
+        # Learn the SSRC: media or RTX according to the payload type.
+        if packet.payload_type == producer.codec.rtx_payload_type:
+            self._rtx_by_ssrc[ssrc] = producer
+        else:
+            self._by_ssrc[ssrc] = producer
+            producer.ssrc = producer.ssrc or ssrc
+        return producer
+
+    def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
+        try:
+            packet = RtpView.parse(data)
+        except ValueError:
+            self.drops[DropReason.MALFORMED] += 1
+            return
+        producer = self._route(packet)
+        if producer is None or producer.codec is None:
+            self.drops[DropReason.UNKNOWN_SSRC] += 1
+            return
+        codec = producer.codec
+        if packet.payload_type == codec.rtx_payload_type and packet.payload_type is not None:
+            if not packet.payload:
+                return  # padding-only RTX: a bandwidth probe
+            try:
+                packet = packet.unwrap_rtx(codec.payload_type, producer.ssrc or packet.ssrc)
+            except ValueError:
+                self.drops[DropReason.MALFORMED] += 1
+                return
+        elif packet.payload_type != codec.payload_type:
+            self.drops[DropReason.UNKNOWN_SSRC] += 1
+            return
+        now = self._time()
+        if producer.is_video:
+            self._feedback(producer, packet, data, arrival_ms, now)
+        producer.receive(packet, now)
+
+    def _feedback(
+        self, producer: Producer, packet: RtpView, data: bytes, arrival_ms: int, now: float
+    ) -> None:
+        nack = self._nack.get(producer)
+        if nack is not None and nack.add(packet):  # type: ignore[arg-type]
+            self._send_rtcp(
+                RtcpRtpfbPacket(
+                    fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc, media_ssrc=packet.ssrc,
+                    lost=sorted(nack.missing),
+                )
+            )
+        if self._abs_send_time_id is None:
+            return
+        abs_send_time = packet.extensions.get(self._abs_send_time_id)
+        if abs_send_time is None or len(abs_send_time) != 3:
+            return
+        remb = self._estimator.add(
+            arrival_time_ms=arrival_ms,
+            abs_send_time=int.from_bytes(abs_send_time, "big"),
+            payload_size=len(data),
+            ssrc=packet.ssrc,
+        )
+        if remb is not None:
+            self.estimated_bitrate = remb[0]
+        if self.estimated_bitrate and now - self._last_remb >= REMB_INTERVAL_S:
+            self._last_remb = now
+            ssrcs = [p.ssrc for p in self.producers.values() if p.is_video and p.ssrc]
+            self._send_rtcp(
+                RtcpPsfbPacket(
+                    fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc, media_ssrc=0,
+                    fci=pack_remb_fci(self.estimated_bitrate, ssrcs),
+                )
+            )
+
+    # -- RTCP ------------------------------------------------------------------------------------
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError:
+            self.drops[DropReason.MALFORMED] += 1
+            return
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket):
+                producer = self._by_ssrc.get(packet.ssrc)
+                if producer is not None:
+                    info = packet.sender_info
+                    producer.sender_report = (info.ntp_timestamp, info.rtp_timestamp)
+
+    def _send_pli(self, producer: Producer) -> None:
+        if producer.ssrc is not None:
+            self._send_rtcp(
+                RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc, media_ssrc=producer.ssrc)
+            )
+
+    def _send_rtcp(self, packet: RtcpPsfbPacket | RtcpRtpfbPacket) -> None:
+        if self._writer is not None:
+            self._writer.send_rtcp(bytes(packet))
+
+    def set_muted(self, kind: Kind, muted: bool) -> list[Producer]:
+        changed = [p for p in self.producers.values() if p.kind is kind]
+        for producer in changed:
+            producer.muted = muted
+            for consumer in producer.consumers:
+                consumer.set_muted(muted)
+        return changed
+
+    async def close(self) -> None:
+        for producer in self.producers.values():
+            producer.close()
+        await asyncio.shield(self.pc.close())

@@ -1,0 +1,103 @@
+"""Room and Participant: who is in a meeting, and who consumes whose producers.
+
+A participant has a Publisher (its own tracks in) and a Subscriber (everybody else's tracks
+out). The room wires them: a producer that becomes ready is consumed by every other participant,
+and a participant who joins consumes every ready producer already there. Events for the client
+(joined/left/muted) go through the participant's ``notify`` callback, so this module knows nothing
+of WebSockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sfu.producer import Producer
+from sfu.publisher import Publisher
+from sfu.subscriber import Subscriber
+from sfu.types import Kind
+
+logger = logging.getLogger(__name__)
+
+Notify = Callable[[dict[str, object]], None]
+
+
+@dataclass(eq=False)
+class Participant:
+    id: str
+    name: str
+    notify: Notify
+    publisher: Publisher | None = None
+    subscriber: Subscriber | None = None
+    muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
+    joined_at: float = 0.0
+
+    def describe(self) -> dict[str, object]:
+        return {"id": self.id, "name": self.name, "muted": dict(self.muted)}
+
+    @property
+    def producers(self) -> list[Producer]:
+        return list(self.publisher.producers.values()) if self.publisher else []
+
+
+class Room:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.participants: dict[str, Participant] = {}
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self.participants)
+
+    def others(self, participant_id: str) -> list[Participant]:
+        return [p for pid, p in self.participants.items() if pid != participant_id]
+
+    def add(self, participant: Participant) -> None:
+        """Admit a participant: tell the others, and subscribe it to every ready producer."""
+        others = self.others(participant.id)
+        self.participants[participant.id] = participant
+        for other in others:
+            other.notify({"type": "participant_joined", "participant": participant.describe()})
+            for producer in other.producers:
+                if producer.codec is not None and participant.subscriber is not None:
+                    participant.subscriber.add_producer(producer)
+
+    def producer_ready(self, producer: Producer) -> None:
+        """A publisher's track negotiated its codec: every other participant consumes it."""
+        for other in self.others(producer.participant_id):
+            if other.subscriber is not None:
+                other.subscriber.add_producer(producer)
+
+    def set_muted(self, participant: Participant, kind: Kind, muted: bool) -> None:
+        participant.muted[kind.value] = muted
+        if participant.publisher is not None:
+            participant.publisher.set_muted(kind, muted)
+        message = {
+            "type": "track_muted", "participant_id": participant.id,
+            "kind": kind.value, "muted": muted,
+        }
+        for p in self.participants.values():
+            p.notify(message)
+
+    async def remove(self, participant_id: str) -> Participant | None:
+        participant = self.participants.pop(participant_id, None)
+        if participant is None:
+            return None
+        for producer in participant.producers:
+            for other in self.participants.values():
+                if other.subscriber is not None:
+                    other.subscriber.remove_producer(producer.id)
+        for other in self.participants.values():
+            other.notify({"type": "participant_left", "participant_id": participant_id})
+        closing = []
+        if participant.publisher is not None:
+            closing.append(participant.publisher.close())
+        if participant.subscriber is not None:
+            closing.append(participant.subscriber.close())
+        results = await asyncio.gather(*closing, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                logger.warning("closing %s: %r", participant_id, result)
+        return participant

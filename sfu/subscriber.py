@@ -1,0 +1,306 @@
+"""Subscriber: the shell around a participant's subscribing peer connection (the server offers).
+
+One m-line per consumed track. An m-line whose producer went away is made inactive and reused by
+the next track of the same kind (aiortc never recycles mids, and its SDP grows ~1.4 KB per
+m-line). Offers go out one at a time: changes that arrive meanwhile are folded into the next one.
+RTCP from the subscriber (PLI/FIR, NACK, REMB) is routed here by SSRC; sender reports for all its
+consumers are sent by one timer, compounded, instead of one task per sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    unpack_remb_fci,
+)
+
+from sfu import aiortc_hooks
+from sfu.consumer import Consumer
+from sfu.producer import Producer
+from sfu.publisher import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL
+from sfu.types import Codec
+
+logger = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT_S = 15.0
+CONNECT_TIMEOUT_S = 15.0
+SENDER_REPORT_INTERVAL_S = 1.0
+MAX_RTCP_COMPOUND_BYTES = 1100
+
+SendOffer = Callable[[str, dict[str, dict[str, str]]], Awaitable[None]]
+
+
+def match_codec(codec: Codec, parameters: RTCRtpSendParameters) -> Codec | None:
+    """The subscriber's payload types for the producer's codec (matched by name, not number)."""
+    for candidate in parameters.codecs:
+        if candidate.mimeType.lower() != codec.mime_type.lower():
+            continue
+        rtx = next(
+            (c.payloadType for c in parameters.codecs
+             if c.name.lower() == "rtx" and c.parameters.get("apt") == candidate.payloadType),
+            None,
+        )
+        return Codec(candidate.mimeType, candidate.clockRate, candidate.payloadType, rtx)
+    return None
+
+
+@dataclass(eq=False)
+class Slot:
+    """One sendonly m-line of the subscriber connection."""
+
+    transceiver: RTCRtpTransceiver
+    kind: str
+    consumer: Consumer | None = None
+    previous: Consumer | None = None
+    parameters: RTCRtpSendParameters | None = None
+    stream_id: str = field(default="")
+
+
+class Subscriber:
+    def __init__(
+        self,
+        participant_id: str,
+        pc: RTCPeerConnection,
+        send_offer: SendOffer,
+        loop_time: Callable[[], float],
+        configure_ice: Callable[[RTCPeerConnection], None] = lambda pc: None,
+    ) -> None:
+        self.participant_id = participant_id
+        self._configure_ice = configure_ice
+        self._hooked = False
+        self.pc = pc
+        self.slots: list[Slot] = []
+        self.consumers: dict[str, Consumer] = {}  # by producer id
+        self.estimated_bitrate: int | None = None  # from the subscriber's REMB
+        self.negotiations = 0
+        self._send_offer = send_offer
+        self._time = loop_time
+        self._by_ssrc: dict[int, Consumer] = {}
+        self._writer: aiortc_hooks.DatagramWriter | None = None
+        self._dirty = asyncio.Event()
+        self._answer: asyncio.Future[str] | None = None
+        self._closed = False
+        self._negotiation_task = asyncio.ensure_future(self._negotiate_forever())
+        self._report_task = asyncio.ensure_future(self._report_forever())
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def add_producer(self, producer: Producer) -> None:
+        if self._closed or producer.id in self.consumers or producer.closed:
+            return
+        slot = next(
+            (s for s in self.slots if s.consumer is None and s.kind == producer.kind.value), None
+        )
+        if slot is None:
+            transceiver = self.pc.addTransceiver(producer.kind.value, direction="sendonly")
+            slot = Slot(transceiver, producer.kind.value)
+            self.slots.append(slot)
+            self._attach(slot)
+        else:
+            slot.transceiver.direction = "sendonly"
+        ssrc, rtx_ssrc = aiortc_hooks.sender_ssrcs(slot.transceiver.sender)
+        if self._writer is None:
+            self._writer = aiortc_hooks.DatagramWriter(slot.transceiver.sender.transport)
+        consumer = Consumer(
+            producer, self.participant_id, slot.transceiver.mid or "", ssrc, rtx_ssrc,
+            self._writer, continue_from=slot.previous,
+        )
+        slot.consumer = consumer
+        slot.stream_id = producer.participant_id
+        aiortc_hooks.set_stream_id(slot.transceiver.sender, producer.participant_id)
+        self.consumers[producer.id] = consumer
+        self._by_ssrc[ssrc] = consumer
+        self._by_ssrc[rtx_ssrc] = consumer
+        producer.consumers.append(consumer)
+        if producer.muted:
+            consumer.set_muted(True)
+        self._dirty.set()
+
+    def remove_producer(self, producer_id: str) -> None:
+        consumer = self.consumers.pop(producer_id, None)
+        if consumer is None:
+            return
+        consumer.close()
+        for slot in self.slots:
+            if slot.consumer is consumer:
+                slot.consumer = None
+                slot.previous = consumer
+                slot.transceiver.direction = "inactive"
+        self._dirty.set()
+
+    def _attach(self, slot: Slot) -> None:
+        def on_parameters(parameters: RTCRtpSendParameters) -> None:
+            slot.parameters = parameters
+            self._configure(slot)
+
+        aiortc_hooks.capture_sender(slot.transceiver.sender, on_parameters)
+
+    def _configure(self, slot: Slot) -> None:
+        consumer, parameters = slot.consumer, slot.parameters
+        if consumer is None or parameters is None or consumer.producer.codec is None:
+            return
+        ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
+        codec = match_codec(consumer.producer.codec, parameters)
+        consumer.configure(codec, ids.get(URI_AUDIO_LEVEL, 0), ids.get(URI_ABS_SEND_TIME, 0))
+
+    def producer_configured(self, producer: Producer) -> None:
+        """A producer learnt its codec after our consumer was created: configure it now."""
+        for slot in self.slots:
+            if slot.consumer is not None and slot.consumer.producer is producer:
+                self._configure(slot)
+
+    # -- negotiation -----------------------------------------------------------------------------
+
+    def track_map(self) -> dict[str, dict[str, str]]:
+        return {
+            slot.transceiver.mid: {
+                "participant_id": slot.consumer.producer.participant_id,
+                "kind": slot.kind,
+                "stream_id": slot.stream_id,
+            }
+            for slot in self.slots
+            if slot.consumer is not None and slot.transceiver.mid is not None
+        }
+
+    async def _negotiate_forever(self) -> None:
+        while not self._closed:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._negotiate_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("subscriber %s: negotiation failed", self.participant_id)
+
+    async def _negotiate_once(self) -> None:
+        if not self.slots:
+            return
+        if not self._hooked:
+            self._hooked = True
+            self.hook_transport()
+        self._configure_ice(self.pc)
+        offer = await self.pc.createOffer()
+        await self.pc.setLocalDescription(offer)
+        for slot in self.slots:  # mids exist only now
+            if slot.consumer is not None:
+                slot.consumer.mid = slot.transceiver.mid or ""
+        loop = asyncio.get_running_loop()
+        self._answer = loop.create_future()
+        self.negotiations += 1
+        await self._send_offer(self.pc.localDescription.sdp, self.track_map())
+        try:
+            sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
+        finally:
+            self._answer = None
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        # aiortc starts DTLS once per transport; a second offer racing the first handshake
+        # would start it twice, so the next offer waits for the connection.
+        await self._wait_connected()
+        for slot in self.slots:
+            self._configure(slot)
+
+    async def _wait_connected(self) -> None:
+        if self.pc.connectionState == "connected":
+            return
+        done = asyncio.Event()
+
+        def on_change() -> None:
+            if self.pc.connectionState in ("connected", "failed", "closed"):
+                done.set()
+
+        self.pc.on("connectionstatechange", on_change)
+        try:
+            await asyncio.wait_for(done.wait(), CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning("subscriber %s: connection not established", self.participant_id)
+        finally:
+            self.pc.remove_listener("connectionstatechange", on_change)
+
+    def has_pending_offer(self) -> bool:
+        return self._answer is not None and not self._answer.done()
+
+    def set_answer(self, sdp: str) -> bool:
+        """The client's answer; False when no offer is outstanding."""
+        if not self.has_pending_offer():
+            return False
+        self._answer.set_result(sdp)  # type: ignore[union-attr]
+        return True
+
+    # -- RTCP ------------------------------------------------------------------------------------
+
+    def on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError:
+            return
+        now = self._time()
+        for packet in packets:
+            if isinstance(packet, RtcpPsfbPacket):
+                if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                    consumer = self._by_ssrc.get(packet.media_ssrc)
+                    if consumer is not None:
+                        consumer.on_keyframe_request(now)
+                elif packet.fmt == RTCP_PSFB_APP:
+                    try:
+                        self.estimated_bitrate = unpack_remb_fci(packet.fci)[0]
+                    except ValueError:
+                        pass
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                consumer = self._by_ssrc.get(packet.media_ssrc)
+                if consumer is not None:
+                    consumer.on_nack(packet.lost)
+
+    def hook_transport(self) -> None:
+        """Route this connection's RTCP to us (call once the first transceiver exists)."""
+        transport = self.slots[0].transceiver.sender.transport
+        aiortc_hooks.hook_transport(transport, lambda data, arrival: None, self.on_rtcp)
+
+    async def _report_forever(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(SENDER_REPORT_INTERVAL_S)
+            self.send_sender_reports()
+
+    def send_sender_reports(self) -> int:
+        writer = self._writer
+        if writer is None or not writer.check():
+            return 0
+        sent = 0
+        chunk = b""
+        for consumer in self.consumers.values():
+            report = consumer.sender_report()
+            if report is None:
+                continue
+            data = bytes(report)
+            if len(chunk) + len(data) > MAX_RTCP_COMPOUND_BYTES:
+                writer.send_rtcp(chunk)
+                chunk = b""
+            chunk += data
+            sent += 1
+        if chunk:
+            writer.send_rtcp(chunk)
+        return sent
+
+    async def close(self) -> None:
+        self._closed = True
+        self._negotiation_task.cancel()
+        self._report_task.cancel()
+        if self._answer is not None and not self._answer.done():
+            self._answer.cancel()
+        for consumer in list(self.consumers.values()):
+            consumer.close()
+        self.consumers.clear()
+        await self.pc.close()

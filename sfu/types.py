@@ -1,0 +1,53 @@
+"""Small domain types shared by the media plane (mediasoup's and LiveKit's vocabulary)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class DropReason(enum.Enum):
+    """Why a packet was not forwarded to a consumer (counted per consumer, exported as metrics)."""
+
+    PAUSED = "paused"
+    WAITING_FOR_KEYFRAME = "waiting_for_keyframe"
+    TOO_OLD = "too_old"  # older than the consumer's sync point, or a duplicate of a dropped one
+    PADDING_ONLY = "padding_only"
+    NOT_CONNECTED = "not_connected"
+    UNKNOWN_SSRC = "unknown_ssrc"  # producer side: no producer for this SSRC/MID
+    MALFORMED = "malformed"  # producer side: RTP that does not parse
+
+
+class PauseReason(enum.Enum):
+    """Why a consumer sends nothing (LiveKit's VideoPauseReason)."""
+
+    MUTED = "muted"  # the publisher muted the track
+    NO_CODEC = "no_codec"  # the subscriber did not accept the producer's codec
+    NOT_NEGOTIATED = "not_negotiated"  # the subscriber has not answered the offer yet
+    BANDWIDTH = "bandwidth"
+    NOT_VISIBLE = "not_visible"
+
+
+class Kind(enum.Enum):
+    AUDIO = "audio"
+    VIDEO = "video"
+
+
+@dataclass(frozen=True, slots=True)
+class VideoLayer:
+    spatial: int
+    temporal: int
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """A negotiated codec as the SFU needs it: matched between sides by name, not payload type."""
+
+    mime_type: str  # "video/VP8", "audio/opus", "video/H264"
+    clock_rate: int
+    payload_type: int
+    rtx_payload_type: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.mime_type.split("/", 1)[1].lower()

@@ -1,0 +1,98 @@
+"""Worker: the media plane of one process (rooms, peer connections, ICE settings).
+
+One worker per process today; the design leaves room for one per core behind signaling, which is
+why the worker owns its rooms and nothing else in the process reaches into them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.rtcconfiguration import RTCBundlePolicy
+
+from sfu import aiortc_hooks
+from sfu.publisher import Publisher
+from sfu.room import Notify, Participant, Room
+from sfu.subscriber import Subscriber
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    ice_addresses: tuple[str, ...] | None = None  # None: every non-loopback interface
+    port_range: tuple[int, int] | None = None
+    ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs; none by default (no public STUN)
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(self, config: MediaConfig) -> None:
+        self.config = config
+        self.rooms: dict[str, Room] = {}
+        self._ports = (
+            aiortc_hooks.PortAllocator(*config.port_range) if config.port_range else None
+        )
+        self._addresses = list(config.ice_addresses) if config.ice_addresses else None
+
+    def _new_pc(self) -> RTCPeerConnection:
+        servers = [RTCIceServer(urls=url) for url in self.config.ice_servers]
+        # Always pass iceServers explicitly: aiortc's default is a public STUN server.
+        return RTCPeerConnection(
+            RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+
+    def configure_ice(self, pc: RTCPeerConnection) -> None:
+        aiortc_hooks.configure_ice(pc, self._addresses, self._ports)
+
+    def room(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name)
+        return room
+
+    def join(
+        self,
+        room_name: str,
+        participant_id: str,
+        name: str,
+        notify: Notify,
+        send_offer: Callable[[str, dict[str, dict[str, str]]], Awaitable[None]],
+    ) -> Participant:
+        room = self.room(room_name)
+        loop_time = asyncio.get_running_loop().time
+        participant = Participant(participant_id, name, notify, joined_at=loop_time())
+
+        def on_producer(producer: object) -> None:
+            room.producer_ready(producer)  # type: ignore[arg-type]
+
+        participant.publisher = Publisher(
+            participant_id, self._new_pc(), on_producer, loop_time, self.configure_ice
+        )
+        participant.subscriber = Subscriber(
+            participant_id, self._new_pc(), send_offer, loop_time, self.configure_ice
+        )
+        room.add(participant)
+        return participant
+
+    async def leave(self, room_name: str, participant_id: str) -> None:
+        room = self.rooms.get(room_name)
+        if room is None:
+            return
+        await room.remove(participant_id)
+        if not room.participants:
+            self.rooms.pop(room_name, None)
+
+    async def close(self) -> None:
+        """Drain every room (graceful shutdown)."""
+        for name, room in list(self.rooms.items()):
+            for participant_id in list(room.participants):
+                participant = room.participants.get(participant_id)
+                if participant is not None:
+                    participant.notify({"type": "left", "reason": "server-shutdown"})
+                await room.remove(participant_id)
+            self.rooms.pop(name, None)

@@ -1,0 +1,90 @@
+"""The ``diemcau`` command: ``serve`` runs everything in one process; ``bench`` measures."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from sfu.worker import MediaConfig
+from signaling.config import Config
+
+
+def port_range(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in text.split("-", 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH, got {text!r}") from None
+    if not 1024 <= low <= high <= 65535:
+        raise argparse.ArgumentTypeError(f"port range {text} must lie within 1024-65535")
+    return low, high
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diemcau", description="Self-hosted WebRTC meetings")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run signaling, SFU and web client")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--data-dir", type=Path, default=Path("./data"))
+    serve.add_argument("--ice-address", action="append", dest="ice_addresses", metavar="ADDR",
+                       help="address for media (ICE host candidates); repeatable; default: "
+                            "every non-loopback interface")
+    serve.add_argument("--rtc-port-range", type=port_range, default=None, metavar="LOW-HIGH",
+                       help="UDP ports for media, e.g. 40000-40999 (default: any)")
+    serve.add_argument("--ice-server", action="append", dest="ice_servers", default=[],
+                       metavar="URL", help="STUN/TURN server (none by default: self-hosted)")
+    serve.add_argument("--log-level", default="info")
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_commands = bench.add_subparsers(dest="bench", required=True)
+    forward = bench_commands.add_parser("forward", help="CPU per forwarded packet")
+    forward.add_argument("--subscribers", default="1,4,16,64")
+    forward.add_argument("--duration", type=float, default=10.0)
+    forward.add_argument("--json", type=Path, default=None)
+    return parser
+
+
+def serve(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from signaling.app import create_app
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    config = Config(
+        host=args.host, port=args.port, data_dir=args.data_dir,
+        media=MediaConfig(
+            ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
+            port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),
+        ),
+    )
+    loop = new_event_loop()
+    print(f"diemcau: open http://{args.host}:{args.port}/?room=demo&name=YourName", flush=True)
+    web.run_app(create_app(config), host=args.host, port=args.port, loop=loop,
+                print=None, shutdown_timeout=10)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        serve(args)
+    elif args.command == "bench":
+        from loadtest.bench_forward import run_cli
+
+        return run_cli(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The signaling protocol's client messages (docs/protocol.md), validated by msgspec.
+
+msgspec rather than hand-written checks: one declaration gives decoding, type and range
+validation, and error messages that name the offending field (``... - at `$.room```).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=4 << 20)]
+
+
+class _Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=False):
+    pass
+
+
+class Join(_Message, tag="join"):
+    room: Name
+    name: Name
+    token: str | None = None
+
+
+class Publish(_Message, tag="publish"):
+    sdp: Sdp
+
+
+class SubscribeAnswer(_Message, tag="subscribe_answer"):
+    sdp: Sdp
+
+
+class IceCandidateInit(msgspec.Struct):
+    candidate: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    sdpMid: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # noqa: N815 (W3C name)
+    sdpMLineIndex: Annotated[int, msgspec.Meta(ge=0, le=65535)] | None = None  # noqa: N815
+
+
+class Ice(_Message, tag="ice"):
+    target: Literal["publisher", "subscriber"]
+    candidate: IceCandidateInit | None = None
+
+
+class Mute(_Message, tag="mute"):
+    kind: Literal["audio", "video"]
+    muted: bool
+
+
+class Leave(_Message, tag="leave"):
+    pass
+
+
+class Ping(_Message, tag="ping"):
+    id: str | int | None = None
+
+
+ClientMessage = Join | Publish | SubscribeAnswer | Ice | Mute | Leave | Ping
+MESSAGE_TYPES = ("join", "publish", "subscribe_answer", "ice", "mute", "leave", "ping")
+
+_decoder = msgspec.json.Decoder(ClientMessage)
+
+
+class ProtocolError(Exception):
+    """A message we refuse; ``code`` and ``message`` go back to the sender as an ``error``."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"type": "error", "code": self.code, "message": self.message}
+        if self.ref is not None:
+            out["ref"] = self.ref
+        return out
+
+
+def decode(raw: str | bytes) -> ClientMessage:
+    """Decode and validate one frame, or raise ProtocolError naming what is wrong."""
+    try:
+        return _decoder.decode(raw)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass: check it first
+        if not isinstance(exc, msgspec.ValidationError):
+            raise ProtocolError("bad-json", f"not valid JSON: {exc}") from None
+        text = str(exc)
+        if text.startswith("Expected `object`") and text.endswith("`$`") or "- at" not in text:
+            if "missing required field `type`" in text:
+                raise ProtocolError(
+                    "unknown-type", "message has no `type`; expected one of "
+                    + ", ".join(MESSAGE_TYPES)
+                ) from None
+            if text.startswith("Expected `object`"):
+                raise ProtocolError("bad-json", "a message must be a JSON object") from None
+        if text.endswith("at `$.type`"):
+            raise ProtocolError(
+                "unknown-type", f"{text}; expected one of " + ", ".join(MESSAGE_TYPES)
+            ) from None
+        raise ProtocolError("bad-message", text, ref=_type_of(raw)) from None
+
+
+def _type_of(raw: str | bytes) -> str | None:
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) and kind in MESSAGE_TYPES else None

@@ -1,0 +1,223 @@
+"""One participant's WebSocket session: decode, dispatch through a table of handlers, reply.
+
+Every failure of one message becomes an ``error`` to its sender; nothing a client sends can take
+the session's task down, let alone the room or the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from aiortc.sdp import candidate_from_sdp
+
+from sfu.room import Participant
+from sfu.types import Kind
+from sfu.worker import Worker
+from signaling.config import Config
+from signaling.messages import (
+    Ice,
+    Join,
+    Leave,
+    Mute,
+    Ping,
+    ProtocolError,
+    Publish,
+    SubscribeAnswer,
+    decode,
+)
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 1000
+"""Messages queued for a client that does not read; beyond this the client is disconnected."""
+
+
+class Session:
+    def __init__(self, ws: web.WebSocketResponse, worker: Worker, config: Config) -> None:
+        self.ws = ws
+        self.worker = worker
+        self.config = config
+        self.participant: Participant | None = None
+        self.room_name: str | None = None
+        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._closing = False
+        self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
+            Join: self.on_join,
+            Publish: self.on_publish,
+            SubscribeAnswer: self.on_subscribe_answer,
+            Ice: self.on_ice,
+            Mute: self.on_mute,
+            Leave: self.on_leave,
+            Ping: self.on_ping,
+        }
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue a message (callable from synchronous room code); one writer keeps order."""
+        if self._closing:
+            return
+        if self._outbox.qsize() >= OUTBOX_LIMIT:
+            logger.warning("client %s does not read; disconnecting", self.participant_id)
+            self._closing = True
+            self._outbox.put_nowait(None)
+            return
+        self._outbox.put_nowait(message)
+
+    async def _write_forever(self) -> None:
+        while True:
+            message = await self._outbox.get()
+            if message is None:
+                await self.ws.close()
+                return
+            try:
+                await self.ws.send_json(message)
+            except (ConnectionError, RuntimeError):
+                return
+
+    @property
+    def participant_id(self) -> str | None:
+        return self.participant.id if self.participant else None
+
+    # -- input -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        writer = asyncio.ensure_future(self._write_forever())
+        try:
+            async for frame in self.ws:
+                if frame.type == WSMsgType.TEXT:
+                    await self.handle_frame(frame.data)
+                elif frame.type == WSMsgType.BINARY:
+                    self.send(ProtocolError("bad-json", "binary frames are not accepted").to_json())
+                elif frame.type == WSMsgType.ERROR:
+                    logger.info("websocket error: %s", self.ws.exception())
+                    break
+                if self._closing:
+                    break
+        finally:
+            await self.leave()
+            self._outbox.put_nowait(None)
+            try:
+                await asyncio.wait_for(writer, 2.0)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
+
+    async def handle_frame(self, raw: str) -> None:
+        ref: str | None = None
+        try:
+            if len(raw) > self.config.max_message_bytes:
+                raise ProtocolError(
+                    "too-large",
+                    f"message of {len(raw)} bytes exceeds the limit of "
+                    f"{self.config.max_message_bytes}",
+                )
+            message = decode(raw)
+            ref = message.__struct_config__.tag  # type: ignore[assignment]
+            if self.participant is None and not isinstance(message, Join | Ping):
+                raise ProtocolError("not-joined", "send `join` first", ref)
+            await self._handlers[type(message)](message)
+        except ProtocolError as exc:
+            if exc.ref is None:
+                exc.ref = ref
+            self.send(exc.to_json())
+        except Exception:
+            reference = uuid.uuid4().hex[:8]
+            logger.exception("internal error [%s] handling %s", reference, ref)
+            self.send(
+                ProtocolError("internal", f"server error (reference {reference})", ref).to_json()
+            )
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    async def on_join(self, message: Join) -> None:
+        if self.participant is not None:
+            raise ProtocolError("already-joined", f"already in room {self.room_name!r}")
+        participant_id = uuid.uuid4().hex[:12]
+        room = self.worker.room(message.room)
+        others = [p.describe() for p in room.participants.values()]
+        self.room_name = message.room
+        self.participant = self.worker.join(
+            message.room, participant_id, message.name, self.send, self._send_offer
+        )
+        # Queued before anything the room may send on our behalf, so `joined` comes first.
+        self.send({
+            "type": "joined", "participant_id": participant_id, "room": message.room,
+            "participants": others, "ice_servers": [
+                {"urls": url} for url in self.worker.config.ice_servers
+            ],
+        })
+        logger.info("%s (%s) joined room %r", message.name, participant_id, message.room)
+
+    async def _send_offer(self, sdp: str, tracks: dict[str, dict[str, str]]) -> None:
+        self.send({"type": "subscribe_offer", "sdp": sdp, "tracks": tracks})
+
+    async def on_publish(self, message: Publish) -> None:
+        assert self.participant is not None and self.participant.publisher is not None
+        try:
+            answer = await self.participant.publisher.answer(message.sdp)
+        except Exception as exc:  # aiortc raises ValueError, but also AssertionError etc.
+            raise ProtocolError("bad-sdp", f"cannot use this offer: {_describe(exc)}") from None
+        self.send({"type": "publish_answer", "sdp": answer})
+
+    async def on_subscribe_answer(self, message: SubscribeAnswer) -> None:
+        assert self.participant is not None and self.participant.subscriber is not None
+        if not self.participant.subscriber.set_answer(message.sdp):
+            raise ProtocolError("bad-state", "no subscribe_offer is waiting for an answer")
+
+    async def on_ice(self, message: Ice) -> None:
+        assert self.participant is not None
+        connection = (
+            self.participant.publisher if message.target == "publisher"
+            else self.participant.subscriber
+        )
+        assert connection is not None
+        if connection.pc.remoteDescription is None:
+            raise ProtocolError("bad-state", f"no {message.target} description yet for ICE")
+        init = message.candidate
+        if init is None or not init.candidate:
+            await connection.pc.addIceCandidate(None)  # end of candidates
+            return
+        try:
+            candidate = candidate_from_sdp(init.candidate.removeprefix("candidate:"))
+        except Exception as exc:
+            raise ProtocolError("bad-message", f"bad ICE candidate: {_describe(exc)}") from None
+        candidate.sdpMid = init.sdpMid
+        candidate.sdpMLineIndex = init.sdpMLineIndex
+        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+            candidate.sdpMLineIndex = 0
+        try:
+            await connection.pc.addIceCandidate(candidate)
+        except Exception as exc:
+            raise ProtocolError("bad-message", f"ICE candidate refused: {_describe(exc)}") from None
+
+    async def on_mute(self, message: Mute) -> None:
+        assert self.participant is not None and self.room_name is not None
+        room = self.worker.rooms.get(self.room_name)
+        if room is not None:
+            room.set_muted(self.participant, Kind(message.kind), message.muted)
+
+    async def on_leave(self, message: Leave) -> None:
+        await self.leave()
+        self.send({"type": "left", "reason": "requested"})
+        self._closing = True
+        self._outbox.put_nowait(None)
+
+    async def on_ping(self, message: Ping) -> None:
+        self.send({"type": "pong", "id": message.id})
+
+    async def leave(self) -> None:
+        participant, room_name = self.participant, self.room_name
+        self.participant = None
+        if participant is not None and room_name is not None:
+            await self.worker.leave(room_name, participant.id)
+            logger.info("%s left room %r", participant.id, room_name)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,38 @@
+"""Three aiortc participants meet through the real server on loopback; media is really decoded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from loadtest.client import SyntheticParticipant
+from tests.conftest import base_url
+
+pytestmark = pytest.mark.media
+
+
+async def test_three_participants_decode_each_other(server) -> None:
+    url = base_url(server)
+    people = [SyntheticParticipant(url, "phong-hop", name) for name in ("An", "Binh", "Chi")]
+    try:
+        for person in people:
+            await person.join()
+        ids = {p.participant_id for p in people}
+
+        def everyone_receives() -> bool:
+            for person in people:
+                for other in ids - {person.participant_id}:
+                    got = person.received.get(other, {})
+                    if got.get("video", 0) < 5 or got.get("audio", 0) < 5:
+                        return False
+            return True
+
+        ok = await people[0].wait_for(everyone_receives, timeout=30)
+        summary = {p.name: dict(p.received) for p in people}
+        assert ok, f"not every participant decoded the others: {summary}"
+        for person in people:
+            assert set(person.others) == ids - {person.participant_id}
+            assert not person.errors
+    finally:
+        await asyncio.gather(*(p.leave() for p in people), return_exceptions=True)
