@@ -95,6 +95,18 @@ SEQ_SCENARIOS: dict[str, tuple[int, list[Op]]] = {
         0,
         [("in", 10, 0), ("in", 12, 2), ("drop", 11), ("in", 13, 3), ("in", 11, 1)],
     ),
+    "drop of the newest packet, repeated or after sending": (
+        0,
+        [
+            ("in", 10, 0),
+            ("drop", 10),  # already sent: nothing to shift
+            ("in", 11, 1),
+            ("drop", 12),
+            ("in", 12, None),  # duplicate of the newest packet, which was dropped
+            ("drop", 12),  # duplicate drop: shifts nothing more
+            ("in", 13, 2),
+        ],
+    ),
     "drop before any input": (
         40,
         [("drop", 65535), ("in", 0, 40), ("in", 65535, None)],

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what diemcau needs on a fresh Debian machine (idempotent): Debian packages, a venv
+# in .venv, and the project with its test extras. Usage: scripts/setup.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+python=${PYTHON:-python3}
+apt_packages=(iproute2)
+"$python" -m venv --help >/dev/null 2>&1 || apt_packages+=(python3-venv)
+[ "$want_test" = 1 ] && apt_packages+=(chromium util-linux)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v WARNING || true
+if [ "$want_test" = 1 ]; then
+  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v WARNING || true
+else
+  .venv/bin/python -m pip install -q -e . 2>&1 | grep -v WARNING || true
+fi
+.venv/bin/python -c "import aiortc, aiohttp, msgspec" # fail here, not later, if pip failed
