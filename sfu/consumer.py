@@ -130,7 +130,10 @@ class Consumer:
             return
         timestamp = self._ts.input(packet.timestamp, now)
         if self._rewrite_vp8:
-            tail = ext_block + self._vp8.rewrite(packet.payload)
+            # Called for every packet: the munger tracks the newest picture id for later syncs.
+            rewritten = self._vp8.rewrite(packet.payload)
+            if rewritten is not packet.payload:
+                tail = ext_block + rewritten
         data = pack_header(
             self._first_byte, (packet.marker << 7) | self.codec.payload_type,  # type: ignore[union-attr]
             seq, timestamp, self.ssrc,

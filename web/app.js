@@ -43,9 +43,8 @@ function showError(code, message) {
   $('banner').hidden = false;
 }
 
-function showNotice(text, { sound = false } = {}) {
+function showNotice(text) {
   $('notice-text').textContent = text;
-  $('sound-btn').hidden = !sound;
   $('notice').hidden = !text;
 }
 
@@ -53,7 +52,7 @@ function showNotice(text, { sound = false } = {}) {
 
 function onSoundBlocked() {
   soundBlocked = true;
-  showNotice(t('soundBlocked'), { sound: true });
+  $('sound-notice').hidden = false;
 }
 
 function enableSound() {
@@ -63,7 +62,7 @@ function enableSound() {
     tile.video.muted = false;
     playVideo(tile.video, onSoundBlocked);
   }
-  showNotice('');
+  $('sound-notice').hidden = true;
 }
 
 function updateParticipantTile(p) {
@@ -183,14 +182,18 @@ function teardown(c) {
   clearParticipants();
   $('room-info').hidden = true;
   showNotice('');
+  $('sound-notice').hidden = true;
   soundBlocked = false;
   renderControls();
 }
 
-function endCall(c, { state, text }) {
+let endText = ['leftRoom', '']; // i18n key of the "left" screen, and a suffix
+
+function endCall(c, { state, key, suffix = '' }) {
   teardown(c);
   setState(state);
-  $('left-text').textContent = text;
+  endText = [key, suffix];
+  $('left-text').textContent = t(key) + suffix;
   showView('left');
 }
 
@@ -236,12 +239,12 @@ async function join(room, name) {
     .on('error', (m) => { if (call === c) showError(m.code, m.message); })
     .on('left', (m) => {
       if (call !== c || c.leaving) return;
-      endCall(c, { state: 'left', text: m.reason ? `${t('leftRoom')} (${m.reason})` : t('leftRoom') });
+      endCall(c, { state: 'left', key: 'leftRoom', suffix: m.reason ? ` (${m.reason})` : '' });
     })
     .on('close', () => {
       if (call !== c || c.leaving) return;
       showError('socket', t('connectionLost'));
-      endCall(c, { state: 'error', text: t('connectionLost') });
+      endCall(c, { state: 'error', key: 'connectionLost' });
     });
 
   let joined;
@@ -275,7 +278,10 @@ async function join(room, name) {
     if (stream) stream.getTracks().forEach((tr) => tr.stop());
     return;
   }
-  if (missing) showNotice(missing === 'all' ? t('noMedia', { reason }) : t(missing === 'video' ? 'noCamera' : 'noMic'));
+  if (missing) {
+    c.notice = missing === 'all' ? ['noMedia', { reason }] : [missing === 'video' ? 'noCamera' : 'noMic'];
+    showNotice(t(...c.notice));
+  }
   c.stream = stream;
   if (stream) {
     c.selfTile.video.srcObject = stream;
@@ -304,7 +310,7 @@ async function leave() {
       await c.signaling.request({ type: 'leave' }, 'left', { timeoutMs: 2000 });
     } catch (_) { /* leaving anyway */ }
   }
-  endCall(c, { state: 'left', text: t('leftRoom') });
+  endCall(c, { state: 'left', key: 'leftRoom' });
 }
 
 // ---- boot ----
@@ -315,7 +321,9 @@ function onLanguage() {
     document.title = `${diemcau.room} · ${t('appName')}`;
   }
   for (const p of Object.values(diemcau.participants)) updateParticipantTile(p);
-  if (diemcau.state === 'left') $('left-text').textContent = t('leftRoom');
+    if (call.notice) showNotice(t(...call.notice));
+  }
+  $('left-text').textContent = t(endText[0]) + endText[1];
   renderControls();
   updateCount();
 }
@@ -338,7 +346,10 @@ function boot() {
   $('rejoin-btn').addEventListener('click', () => join(diemcau.room, diemcau.name));
   $('copy-link').addEventListener('click', () => {
     if (!navigator.clipboard) return;
-    navigator.clipboard.writeText(location.href).then(() => showNotice(t('linkCopied')), () => {});
+    navigator.clipboard.writeText(location.href).then(() => {
+      $('copy-link').textContent = t('linkCopied');
+      setTimeout(() => { $('copy-link').textContent = t('copyLink'); }, 2000);
+    }, () => {});
   });
   $('join-form').addEventListener('submit', (ev) => {
     ev.preventDefault();

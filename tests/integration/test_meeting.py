@@ -36,3 +36,30 @@ async def test_three_participants_decode_each_other(server) -> None:
             assert not person.errors
     finally:
         await asyncio.gather(*(p.leave() for p in people), return_exceptions=True)
+
+
+async def test_leaving_and_joining_renegotiates_and_reuses_mlines(server) -> None:
+    url = base_url(server)
+    an = SyntheticParticipant(url, "doi-nguoi", "An")
+    binh = SyntheticParticipant(url, "doi-nguoi", "Binh")
+    chi = SyntheticParticipant(url, "doi-nguoi", "Chi")
+    try:
+        await an.join()
+        await binh.join()
+        assert await an.wait_for(lambda: an.received[binh.participant_id]["video"] >= 3, 20)
+        mids_with_binh = set(an.tracks)
+        await binh.leave()
+        assert await an.wait_for(lambda: binh.participant_id not in an.others, 5)
+        assert await an.wait_for(lambda: an.tracks == {}, 5), an.tracks  # m-lines now inactive
+        await chi.join()
+        assert await an.wait_for(lambda: an.received[chi.participant_id]["video"] >= 3, 20), (
+            dict(an.received)
+        )
+        assert await an.wait_for(lambda: an.received[chi.participant_id]["audio"] >= 3, 10)
+        # Chi's tracks came on the m-lines Binh left: the SDP did not grow.
+        assert set(an.tracks) == mids_with_binh
+        assert {info["participant_id"] for info in an.tracks.values()} == {chi.participant_id}
+        assert an.others == {chi.participant_id: "Chi"}
+    finally:
+        for person in (an, binh, chi):
+            await person.leave()
