@@ -319,10 +319,9 @@ function onLanguage() {
   if (call) {
     renderTileName(call.selfTile);
     document.title = `${diemcau.room} · ${t('appName')}`;
-  }
-  for (const p of Object.values(diemcau.participants)) updateParticipantTile(p);
     if (call.notice) showNotice(t(...call.notice));
   }
+  for (const p of Object.values(diemcau.participants)) updateParticipantTile(p);
   $('left-text').textContent = t(endText[0]) + endText[1];
   renderControls();
   updateCount();

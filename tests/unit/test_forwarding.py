@@ -149,8 +149,8 @@ def test_padding_only_packets_leave_no_gap() -> None:
 def test_reused_mline_continues_numbering_across_publishers() -> None:
     first, old, writer, _ = video_pair(ssrc=5000)
     for i in range(3):
-        first.receive(rtp(60000 + i, 1000 + 3000 * i, vp8_payload((32766 + i) % 32768, (254 + i) % 256,
-                                                                  key=(i == 0))), 0.033 * i)
+        payload = vp8_payload((32766 + i) % 32768, (254 + i) % 256, key=(i == 0))
+        first.receive(rtp(60000 + i, 1000 + 3000 * i, payload), 0.033 * i)
     old.close()
     second = Producer("carol:1", "carol", Kind.VIDEO, "1", lambda p: None)
     second.set_codec(VP8_IN)
