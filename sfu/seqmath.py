@@ -16,6 +16,7 @@ The functions are plain int arithmetic (no branches, no allocation) because they
 """
 
 __all__ = [
+    "pid7_add",
     "pid7_diff",
     "pid_add",
     "pid_diff",
@@ -76,6 +77,11 @@ def pid_add(a: int, n: int) -> int:
 def pid_diff(a: int, b: int) -> int:
     """Signed a - b in [-16384, 16383] for 15-bit picture ids."""
     return ((a - b + 0x4000) & 0x7FFF) - 0x4000
+
+
+def pid7_add(a: int, n: int) -> int:
+    """a + n modulo 2**7 (the short picture id form)."""
+    return (a + n) & 0x7F
 
 
 def pid7_diff(a: int, b: int) -> int:

@@ -28,7 +28,7 @@ going through `Vp8Descriptor`, to avoid allocating an object per packet.
 
 from dataclasses import dataclass
 
-from sfu.seqmath import pid7_diff, pid_add, pid_diff, tl0_add, tl0_diff
+from sfu.seqmath import pid7_add, pid7_diff, pid_add, pid_diff, tl0_add, tl0_diff
 
 __all__ = ["Vp8Descriptor", "Vp8PictureIdMunger", "is_vp8_keyframe"]
 
@@ -232,10 +232,13 @@ class Vp8PictureIdMunger:
         if n < 3 or not payload[0] & 0x80:
             return payload  # no extension byte: no picture id, no TL0PICIDX
         x = payload[1]
-        pos_tl0 = 0
+        m = wide = 0
         i = 2
         if x & 0x80:
-            i = 4 if payload[2] & 0x80 else 3
+            m = payload[2]
+            wide = m & 0x80
+            i = 4 if wide else 3
+        pos_tl0 = 0
         if x & 0x40:
             pos_tl0 = i
             i += 1
@@ -244,24 +247,27 @@ class Vp8PictureIdMunger:
         if i > n:
             return payload  # truncated descriptor
 
+        # The *_add calls are skipped on zero offsets: this is the per-packet fast path.
         pid = tl0 = 0
         pid_off = self._pid_offset
         if x & 0x80:
-            m = payload[2]
-            if m & 0x80:
-                pid = pid_add(((m & 0x7F) << 8) | payload[3], pid_off)
+            last = self.last_picture_id
+            if wide:
+                pid = ((m & 0x7F) << 8) | payload[3]
+                if pid_off:
+                    pid = pid_add(pid, pid_off)
                 # Picture ids repeat for every packet of a frame: skip the compare then.
-                last = self.last_picture_id
                 if pid != last and (last is None or pid_diff(pid, last) > 0):
                     self.last_picture_id = pid
             else:
-                pid = (m + pid_off) & 0x7F  # = pid_add(...) mod 128: see the class docstring
-                last = self.last_picture_id
+                pid = pid7_add(m, pid_off) if pid_off else m  # see the class docstring
                 if pid != last and (last is None or pid7_diff(pid, last) > 0):
                     self.last_picture_id = pid
         tl0_off = self._tl0_offset
         if pos_tl0:
-            tl0 = tl0_add(payload[pos_tl0], tl0_off)
+            tl0 = payload[pos_tl0]
+            if tl0_off:
+                tl0 = tl0_add(tl0, tl0_off)
             last = self.last_tl0picidx
             if tl0 != last and (last is None or tl0_diff(tl0, last) > 0):
                 self.last_tl0picidx = tl0
@@ -270,7 +276,7 @@ class Vp8PictureIdMunger:
             return payload
         buf = bytearray(payload)
         if x & 0x80:
-            if buf[2] & 0x80:
+            if wide:
                 buf[2] = 0x80 | (pid >> 8)
                 buf[3] = pid & 0xFF
             else:

@@ -2,7 +2,9 @@
 import { Signaling } from './signaling.js';
 import { Session, getLocalMedia } from './session.js';
 import { LANGUAGES, applyTranslations, lang, onLangChange, setLang, t } from './i18n.js';
-import { createTile, playVideo, renderTileName, setTileState, syncStream } from './tiles.js';
+import {
+  createTile, playVideo, renderTileName, setTileState, syncStream, watchGrid,
+} from './tiles.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -236,7 +238,12 @@ async function join(room, name) {
       p.muted[m.kind] = !!m.muted;
       updateParticipantTile(p);
     })
-    .on('error', (m) => { if (call === c) showError(m.code, m.message); })
+    .on('error', (m) => {
+      if (call !== c) return;
+      // A refused trickled candidate is not actionable (ICE still finds a path, or says 'failed').
+      if (m.ref === 'ice') console.warn(`ICE candidate refused: [${m.code}] ${m.message}`);
+      else showError(m.code, m.message);
+    })
     .on('left', (m) => {
       if (call !== c || c.leaving) return;
       endCall(c, { state: 'left', key: 'leftRoom', suffix: m.reason ? ` (${m.reason})` : '' });
@@ -252,10 +259,10 @@ async function join(room, name) {
     await signaling.connect();
     joined = await signaling.request({ type: 'join', room, name }, 'joined');
   } catch (err) {
+    media.then((m) => m.stream && m.stream.getTracks().forEach((tr) => tr.stop()));
     if (call !== c) return;
     c.leaving = true;
     teardown(c);
-    media.then((m) => m.stream && m.stream.getTracks().forEach((tr) => tr.stop()));
     setState('error');
     showError(err.code || 'socket', err.message);
     showView('join');
@@ -333,6 +340,7 @@ function boot() {
   select.value = lang();
   select.addEventListener('change', () => setLang(select.value));
   onLangChange(onLanguage);
+  watchGrid($('grid'));
   applyTranslations();
   renderControls();
 

@@ -36,7 +36,7 @@ const STRINGS = {
     unsupported: 'Trình duyệt này không hỗ trợ WebRTC.',
   },
   en: {
-    appName: 'Diem Cau',
+    appName: 'Điểm Cầu',
     room: 'Room',
     displayName: 'Display name',
     join: 'Join',

@@ -77,3 +77,27 @@ export function syncStream(stream, desired) {
   for (const tr of added) stream.addTrack(tr);
   return { changed: changed || added.length > 0, added };
 }
+
+/** Size the tiles (CSS variable --tile-w) so that all of them fit the grid, as large as possible. */
+export function layoutGrid(grid, { gap = 12, ratio = 16 / 9, minWidth = 160 } = {}) {
+  const n = grid.children.length;
+  if (!n) return;
+  const style = getComputedStyle(grid);
+  const width = grid.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const height = grid.clientHeight - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom);
+  let best = 0;
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const w = Math.min((width - gap * (cols - 1)) / cols, ((height - gap * (rows - 1)) / rows) * ratio);
+    best = Math.max(best, w);
+  }
+  grid.style.setProperty('--tile-w', `${Math.max(minWidth, Math.floor(best))}px`);
+}
+
+/** Keep the grid laid out when it is resized or tiles come and go. */
+export function watchGrid(grid) {
+  const relayout = () => layoutGrid(grid);
+  if (window.ResizeObserver) new ResizeObserver(relayout).observe(grid);
+  else window.addEventListener('resize', relayout);
+  new MutationObserver(relayout).observe(grid, { childList: true });
+}

@@ -125,6 +125,11 @@ async def test_two_participants_meet_and_leave(server_url, browser, artifacts_di
                 })"""
             )
 
+        # No error banner on either side.
+        for page in (page_a, page_b):
+            banner = page.locator("#banner")
+            assert await banner.is_hidden(), await banner.inner_text()
+
         await page_a.screenshot(path=str(artifacts_dir / "meeting-a-joined.png"))
         await page_b.screenshot(path=str(artifacts_dir / "meeting-b-joined.png"))
 

@@ -1,6 +1,7 @@
 import pytest
 
 from sfu.seqmath import (
+    pid7_add,
     pid7_diff,
     pid_add,
     pid_diff,
@@ -134,6 +135,14 @@ def test_pid_add(a: int, n: int, expected: int) -> None:
 )
 def test_pid_diff(a: int, b: int, expected: int) -> None:
     assert pid_diff(a, b) == expected
+
+
+@pytest.mark.parametrize(
+    ("a", "n", "expected"),
+    [(0, 1, 1), (127, 1, 0), (120, 20, 12), (0, -1, 127), (5, 32768 + 128, 5)],
+)
+def test_pid7_add(a: int, n: int, expected: int) -> None:
+    assert pid7_add(a, n) == expected
 
 
 @pytest.mark.parametrize(
