@@ -92,6 +92,8 @@ class Subscriber:
         self._writer: aiortc_hooks.DatagramWriter | None = None
         self._dirty = asyncio.Event()
         self._answer: asyncio.Future[str] | None = None
+        # Set once an answer is applied: the client's trickled candidates must wait for it.
+        self._described = asyncio.Event()
         self._closed = False
         self._negotiation_task = asyncio.ensure_future(self._negotiate_forever())
         self._report_task = asyncio.ensure_future(self._report_forever())
@@ -207,6 +209,7 @@ class Subscriber:
         finally:
             self._answer = None
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        self._described.set()
         # aiortc starts DTLS once per transport; a second offer racing the first handshake
         # would start it twice, so the next offer waits for the connection.
         await self._wait_connected()
@@ -229,6 +232,15 @@ class Subscriber:
             logger.warning("subscriber %s: connection not established", self.participant_id)
         finally:
             self.pc.remove_listener("connectionstatechange", on_change)
+
+    async def wait_described(self, timeout: float) -> bool:
+        """Wait (bounded) until an answer has been applied; ICE candidates need one."""
+        if not self._described.is_set():
+            try:
+                await asyncio.wait_for(self._described.wait(), timeout)
+            except TimeoutError:
+                return False
+        return True
 
     def has_pending_offer(self) -> bool:
         return self._answer is not None and not self._answer.done()

@@ -33,6 +33,8 @@ from signaling.messages import (
 
 logger = logging.getLogger(__name__)
 
+ICE_WAIT_S = 5.0
+"""How long a trickled subscriber candidate may wait for the answer it belongs to."""
 OUTBOX_LIMIT = 1000
 """Messages queued for a client that does not read; beyond this the client is disconnected."""
 
@@ -176,6 +178,9 @@ class Session:
             else self.participant.subscriber
         )
         assert connection is not None
+        if message.target == "subscriber":
+            # The browser trickles right after its answer, which we apply in another task.
+            await self.participant.subscriber.wait_described(ICE_WAIT_S)  # type: ignore[union-attr]
         if connection.pc.remoteDescription is None:
             raise ProtocolError("bad-state", f"no {message.target} description yet for ICE")
         init = message.candidate
