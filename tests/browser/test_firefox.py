@@ -1,0 +1,267 @@
+"""Firefox ESR meets an aiortc participant through the real server; both decode the other's video.
+
+Firefox is driven over WebDriver BiDi (firefox_bidi.py; Playwright cannot drive Debian's Firefox).
+Firefox gathers no 127.0.0.1 candidate, so the test gives lo an extra address, 198.18.0.1
+(RFC 2544, it exists only in the private namespace), and the server announces that address.
+Run inside a private network namespace as root (see /work/shared/design/TESTING.md):
+    unshare -n sh -c 'ip link set lo up; exec .venv/bin/pytest tests/browser/test_firefox.py -q'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from firefox_bidi import Firefox, firefox_path
+
+from loadtest.client import SyntheticParticipant
+
+pytestmark = [pytest.mark.browser, pytest.mark.media]
+
+if firefox_path() is None:
+    pytest.skip("firefox-esr is missing (apt-get install firefox-esr)", allow_module_level=True)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ICE_ADDRESS = "198.18.0.1"
+ROOM = "firefox-test"
+SERVER_START_TIMEOUT = 15.0
+SERVER_STOP_TIMEOUT = 5.0
+JOIN_TIMEOUT = 15.0
+MEDIA_TIMEOUT = 15.0
+
+# Firefox side: decoded remote video, and what its publisher really sends (per simulcast rid).
+STATS_JS = """(async () => {
+  const d = window.diemcau;
+  const out = {state: d.state, selfId: d.selfId, framesDecoded: 0, inbound: [], outbound: [],
+               pub: null, sub: null};
+  const sub = d.pcs.subscriber, pub = d.pcs.publisher;
+  if (sub) {
+    out.sub = sub.connectionState;
+    (await sub.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') {
+        out.framesDecoded += r.framesDecoded || 0;
+        out.inbound.push({w: r.frameWidth, h: r.frameHeight, frames: r.framesDecoded});
+      }
+    });
+  }
+  if (pub) {
+    out.pub = pub.connectionState;
+    (await pub.getStats()).forEach((r) => {
+      if (r.type === 'outbound-rtp' && r.kind === 'video') {
+        out.outbound.push({rid: r.rid || null, w: r.frameWidth || 0, h: r.frameHeight || 0,
+                           bytes: r.bytesSent || 0, frames: r.framesEncoded || 0});
+      }
+    });
+  }
+  return JSON.stringify(out);
+})()"""
+
+
+# The remote tile of participant PEER_ID as the page renders it.
+TILE_JS = """(() => {
+  const el = document.querySelector(`.tile[data-participant-id=${JSON.stringify(PEER_ID)}]`);
+  if (!el) return JSON.stringify({found: false});
+  const v = el.querySelector('video.remote-video');
+  return JSON.stringify({
+    found: true, name: el.querySelector('.name').textContent.trim(),
+    videoWidth: v.videoWidth, videoHeight: v.videoHeight, paused: v.paused,
+    placeholder: !el.querySelector('.placeholder').hidden,
+  });
+})()"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=5)
+
+
+def _only_loopback() -> bool:
+    return {name for _index, name in socket.if_nameindex()} == {"lo"}
+
+
+@pytest.fixture
+def lo_address() -> Iterator[str]:
+    """Give lo the address Firefox will gather (only in a private namespace, never on the host).
+
+    Removed again afterwards, so later tests in the same namespace see plain loopback.
+    """
+    assert _only_loopback(), (
+        "refusing to change lo outside a private network namespace (only lo must exist): "
+        "run under `unshare -n`"
+    )
+    addrs = subprocess.run(
+        ["ip", "-o", "addr", "show", "dev", "lo"], check=True, capture_output=True, text=True,
+        timeout=5,
+    ).stdout
+    added_addr = f" {ICE_ADDRESS}/" not in addrs
+    if added_addr:
+        _ip("addr", "add", f"{ICE_ADDRESS}/32", "dev", "lo")
+    routes = subprocess.run(
+        ["ip", "route", "show", "default"], check=True, capture_output=True, text=True, timeout=5
+    ).stdout
+    added_route = not routes.strip()
+    if added_route:
+        _ip("route", "add", "default", "dev", "lo", "src", ICE_ADDRESS)
+    try:
+        yield ICE_ADDRESS
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError):
+            if added_route:
+                _ip("route", "del", "default", "dev", "lo")
+            if added_addr:
+                _ip("addr", "del", f"{ICE_ADDRESS}/32", "dev", "lo")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture
+def ff_server_url(tmp_path: Path, lo_address: str) -> Iterator[str]:
+    """`signaling.cli serve` announcing only `lo_address` for ICE; yields its base URL."""
+    port = _free_port()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    log_path = tmp_path / "server.log"
+    cmd = [
+        sys.executable, "-m", "signaling.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--data-dir", str(data_dir), "--ice-address", lo_address,
+    ]
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while not _healthy(base + "/healthz"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-4000:]
+                pytest.fail(f"server did not answer /healthz:\n{tail}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=SERVER_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=SERVER_STOP_TIMEOUT)
+        print("---- server log (tail) ----")  # shown by pytest only when the test fails
+        print(log_path.read_text(errors="replace")[-6000:])
+
+
+async def _stats(ff: Firefox, ctx: str) -> dict:
+    return json.loads(await ff.evaluate(ctx, STATS_JS, timeout=5.0))
+
+
+async def _poll(check, timeout: float, interval: float = 0.25):
+    """Call async `check()` until it returns something truthy or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    result = await check()
+    while not result and time.monotonic() < deadline:
+        await asyncio.sleep(interval)
+        result = await check()
+    return result
+
+
+async def test_firefox_and_aiortc_exchange_video(
+    ff_server_url: str, tmp_path: Path, artifacts_dir: Path
+) -> None:
+    peer = SyntheticParticipant(ff_server_url, ROOM, "Aio", ice_addresses=[ICE_ADDRESS])
+    async with Firefox.launch(tmp_path) as ff:
+        ctx = await ff.new_tab()
+        stats: dict = {}
+        try:
+            await ff.navigate(ctx, f"{ff_server_url}/?room={ROOM}&name=Fox")
+
+            async def joined() -> dict | None:
+                nonlocal stats
+                stats = await _stats(ff, ctx)
+                return stats if stats["state"] == "joined" and stats["selfId"] else None
+
+            assert await _poll(joined, JOIN_TIMEOUT), f"Firefox did not join: {stats}"
+            fox_id = stats["selfId"]
+
+            await peer.join(timeout=JOIN_TIMEOUT)
+            assert await peer.wait_for(lambda: fox_id in peer.others, JOIN_TIMEOUT), peer.events
+
+            # Firefox decodes the aiortc participant's video, and keeps decoding it.
+            async def decoding() -> bool:
+                nonlocal stats
+                stats = await _stats(ff, ctx)
+                return stats["framesDecoded"] > 0
+
+            assert await _poll(decoding, MEDIA_TIMEOUT), f"Firefox decoded no frame: {stats}"
+            first = stats["framesDecoded"]
+            await asyncio.sleep(1.0)
+            stats = await _stats(ff, ctx)
+            assert stats["framesDecoded"] > first, f"framesDecoded did not rise: {first} {stats}"
+
+            # The aiortc participant decodes Firefox's video, and keeps decoding it.
+            assert await peer.wait_for(
+                lambda: peer.received[fox_id]["video"] > 0, MEDIA_TIMEOUT
+            ), f"aiortc decoded no frame from Firefox: {dict(peer.received)} {stats}"
+            first = peer.received[fox_id]["video"]
+            await asyncio.sleep(1.0)
+            second = peer.received[fox_id]["video"]
+            assert second > first, f"frames from Firefox did not rise: {first} -> {second}"
+            assert peer.received[fox_id]["audio"] > 0, dict(peer.received)
+            assert not peer.errors, peer.errors
+
+            # The page shows that video in the aiortc participant's tile (not the placeholder).
+            tile_js = TILE_JS.replace("PEER_ID", json.dumps(peer.participant_id))
+            tile: dict = {}
+
+            async def tile_shows_video() -> dict | None:
+                nonlocal tile
+                tile = json.loads(await ff.evaluate(ctx, tile_js, timeout=5.0))
+                return tile if tile.get("videoWidth", 0) > 0 and not tile["placeholder"] else None
+
+            assert await _poll(tile_shows_video, MEDIA_TIMEOUT), f"tile shows no video: {tile}"
+            assert tile["name"] == "Aio", tile
+
+            # What Firefox really sends: one outbound-rtp per simulcast rid it encodes.
+            stats = await _stats(ff, ctx)
+            sending = [o for o in stats["outbound"] if o["bytes"] > 0]
+            print(f"Firefox outbound video: {stats['outbound']}; inbound: {stats['inbound']}")
+            assert sending, stats
+            banner = await ff.evaluate(ctx, "(b => b.hidden ? '' : b.innerText)(banner)")
+            assert not banner, f"error banner shown: {banner}"
+            with contextlib.suppress(Exception):
+                await ff.screenshot(ctx, artifacts_dir / "firefox-joined.png")
+
+            # The aiortc participant leaves: its tile goes away on Firefox's page.
+            await peer.leave()
+
+            async def tile_gone() -> bool:
+                return not json.loads(await ff.evaluate(ctx, tile_js, timeout=5.0))["found"]
+
+            assert await _poll(tile_gone, JOIN_TIMEOUT), "the tile stayed after the peer left"
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await ff.screenshot(ctx, artifacts_dir / "firefox-failure.png")
+            print("---- Firefox console ----\n" + "\n".join(ff.console[-60:]))
+            print("---- Firefox log ----\n" + ff.log_tail())
+            raise
+        finally:
+            await peer.leave()  # idempotent
