@@ -56,6 +56,14 @@ def codec_from_parameters(parameters: RTCRtpReceiveParameters) -> Codec | None:
     return Codec(first.mimeType, first.clockRate, first.payloadType, rtx)
 
 
+def check_offer_shape(sdp: str) -> None:
+    """aiortc's parser skips lines it does not know, so "hello" would parse as an empty offer."""
+    if not sdp.startswith("v="):
+        raise ValueError("SDP must start with v=0")
+    if not any(line.startswith(("m=audio", "m=video")) for line in sdp.splitlines()):
+        raise ValueError("SDP offers no audio or video section (m=audio / m=video)")
+
+
 def extension_ids(parameters: RTCRtpReceiveParameters) -> dict[str, int]:
     return {ext.uri: ext.id for ext in parameters.headerExtensions}
 
@@ -90,6 +98,7 @@ class Publisher:
 
     async def answer(self, offer_sdp: str) -> str:
         """Apply the client's offer and return our answer. Raises ValueError on a bad offer."""
+        check_offer_shape(offer_sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         for transceiver in self.pc.getTransceivers():
             if transceiver.mid is None or transceiver.mid in self.producers:

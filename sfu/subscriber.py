@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -236,6 +237,8 @@ class Subscriber:
     async def wait_described(self, timeout: float) -> bool:
         """Wait (bounded) until an answer has been applied; ICE candidates need one."""
         if not self._described.is_set():
+            if not self.has_pending_offer():
+                return False  # no offer out: nothing to wait for
             try:
                 await asyncio.wait_for(self._described.wait(), timeout)
             except TimeoutError:
@@ -269,7 +272,7 @@ class Subscriber:
                 elif packet.fmt == RTCP_PSFB_APP:
                     try:
                         self.estimated_bitrate = unpack_remb_fci(packet.fci)[0]
-                    except ValueError:
+                    except (ValueError, struct.error):  # aiortc lets short FCIs through
                         pass
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 consumer = self._by_ssrc.get(packet.media_ssrc)

@@ -82,6 +82,10 @@ def decode(raw: str | bytes) -> ClientMessage:
     """Decode and validate one frame, or raise ProtocolError naming what is wrong."""
     try:
         return _decoder.decode(raw)
+    except RecursionError:
+        raise ProtocolError("bad-json", "JSON nested too deeply") from None
+    except UnicodeError:
+        raise ProtocolError("bad-json", "text is not valid UTF-8") from None
     except msgspec.DecodeError as exc:  # ValidationError is a subclass: check it first
         if not isinstance(exc, msgspec.ValidationError):
             raise ProtocolError("bad-json", f"not valid JSON: {exc}") from None
@@ -104,7 +108,7 @@ def decode(raw: str | bytes) -> ClientMessage:
 def _type_of(raw: str | bytes) -> str | None:
     try:
         value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
         return None
     kind = value.get("type") if isinstance(value, dict) else None
     return kind if isinstance(kind, str) and kind in MESSAGE_TYPES else None

@@ -7,12 +7,14 @@ the session's task down, let alone the room or the server.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
 from sfu.room import Participant
@@ -112,10 +114,16 @@ class Session:
     async def handle_frame(self, raw: str) -> None:
         ref: str | None = None
         try:
-            if len(raw) > self.config.max_message_bytes:
+            # A quick character count first: a str has at least as many bytes as characters.
+            size = len(raw)
+            if size > self.config.max_message_bytes or (
+                size * 4 > self.config.max_message_bytes
+                and (size := len(raw.encode("utf-8", "surrogatepass")))
+                > self.config.max_message_bytes
+            ):
                 raise ProtocolError(
                     "too-large",
-                    f"message of {len(raw)} bytes exceeds the limit of "
+                    f"message of {size} bytes exceeds the limit of "
                     f"{self.config.max_message_bytes}",
                 )
             message = decode(raw)
@@ -189,6 +197,7 @@ class Session:
             return
         try:
             candidate = candidate_from_sdp(init.candidate.removeprefix("candidate:"))
+            check_candidate(candidate)
         except Exception as exc:
             raise ProtocolError("bad-message", f"bad ICE candidate: {_describe(exc)}") from None
         candidate.sdpMid = init.sdpMid
@@ -223,6 +232,25 @@ class Session:
             logger.info("%s left room %r", participant.id, room_name)
 
 
+CANDIDATE_TYPES = {"host", "srflx", "prflx", "relay"}
+
+
+def check_candidate(candidate: RTCIceCandidate) -> None:
+    """aioice trusts what it is given: a port of 99999 later kills the ICE socket."""
+    if not 0 < candidate.port < 65536:
+        raise ValueError(f"port {candidate.port} is out of range")
+    if candidate.protocol.lower() not in ("udp", "tcp"):
+        raise ValueError(f"protocol {candidate.protocol!r} is not udp or tcp")
+    if candidate.type not in CANDIDATE_TYPES:
+        raise ValueError(f"type {candidate.type!r} is not one of {sorted(CANDIDATE_TYPES)}")
+    if not candidate.ip.endswith(".local"):
+        ipaddress.ip_address(candidate.ip)  # ValueError names the bad address
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    """A message naming the problem even when aiortc raises a bare AssertionError/KeyError."""
+    text = str(exc)
+    name = type(exc).__name__
+    if not text or isinstance(exc, AssertionError | KeyError | IndexError):
+        text = f"{name}{': ' + text if text else ''} (malformed or unsupported SDP)"
     return text[:200]

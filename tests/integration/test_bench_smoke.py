@@ -1,0 +1,24 @@
+"""A tiny forwarding benchmark: the real server as a subprocess, 1 publisher -> 2 subscribers."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtest.bench_forward import RESULT_KEYS, bench, format_table
+
+pytestmark = pytest.mark.media
+
+
+@pytest.mark.timeout(60)
+async def test_bench_forward_smoke() -> None:
+    result = await bench(2, 2.0, warmup=0.5)
+    missing = [key for key in RESULT_KEYS if key not in result]
+    assert not missing, f"missing keys {missing} in {result}"
+    assert result["forwarded_packets"] > 0, result
+    assert result["cpu_us_per_packet"] is not None and result["cpu_us_per_packet"] > 0, result
+    assert result["incoming_packets_per_s"] > 0, result
+    # Subscribers counted what the server says it forwarded (a few packets in flight aside).
+    assert 0.9 < result["subscriber_vs_forwarded"] < 1.1, result
+    assert 700 < result["publisher_video_kbps"] < 1500, result  # ~1 Mbps replayed VP8
+    assert not result["server_log_problems"], result["server_log_problems"]
+    assert "srv CPU %" in format_table([result])
