@@ -1,9 +1,12 @@
 """Consumer: one outgoing copy of a producer for one subscriber.
 
-"What to send" (paused? waiting for a keyframe?) is decided here; "how to rewrite" is delegated to
-the pure rewriters (sequence numbers, timestamps, VP8 picture id). The consumer writes through a
-``PacketWriter`` (the subscriber connection's SRTP + UDP shell), so it stays free of I/O itself and
-unit tests drive it with a list.
+"What to send" is decided here from three layer values (mediasoup's names): ``preferred`` (the
+most the subscriber's tile needs), ``target`` (what the allocator grants within its bandwidth)
+and ``current`` (what is being forwarded). A switch happens only at a keyframe of the target
+layer; until then the current layer keeps flowing. "How to rewrite" is delegated to the pure
+rewriters (sequence numbers, timestamps, VP8 picture id), so the subscriber sees one continuous
+stream whatever layer or publisher feeds it. Output goes through a ``PacketWriter`` (the
+subscriber connection's SRTP + UDP shell), so unit tests drive a consumer with a list.
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 from sfu.history import RtpHistory
 from sfu.producer import Producer
 from sfu.rewriting import SequenceRewriter, TimestampRewriter
-from sfu.rtp_packet import RtpView, first_byte, pack_header, wrap_rtx
+from sfu.rtp_packet import (
+    RtpView,
+    extension_elements,
+    finish_extension_block,
+    first_byte,
+    pack_header,
+    transport_cc_element,
+    wrap_rtx,
+)
 from sfu.types import Codec, DropReason, PauseReason
 from sfu.vp8 import Vp8Descriptor, Vp8PictureIdMunger
 
@@ -25,18 +36,26 @@ KEYFRAME_RETRY_S = 1.0
 """A consumer waiting for a keyframe asks again this often until one comes."""
 HISTORY_SIZE = 512
 """Packets kept per video consumer to answer NACKs (~2-3 s of 1 Mbps VP8)."""
+RTP_OVERHEAD = 12 + 16  # header + a typical extension block, for transport-cc accounting
 
 
 class PacketWriter(Protocol):
     def send_rtp(self, packet: bytes) -> bool: ...
 
 
+class TransportStamper(Protocol):
+    """Hands out transport-wide sequence numbers (``sfu.twcc.TransportSequencer``)."""
+
+    def next(self, size: int, now_s: float, probe_cluster: int = -1) -> int: ...
+
+
 class Consumer:
     __slots__ = (
         "producer", "subscriber_id", "mid", "ssrc", "rtx_ssrc", "writer", "codec", "ext_key",
-        "pause_reason", "drops", "packets_sent", "octets_sent",
-        "_seq", "_ts", "_vp8", "_history", "_rtx_seq", "_last_keyframe_request", "_first_byte",
-        "closed", "retransmitted", "_synced", "_rewrite_vp8",
+        "pause_reason", "drops", "packets_sent", "octets_sent", "closed", "retransmitted",
+        "preferred_layer", "target_layer", "current_layer", "layer_switches", "twcc",
+        "twcc_id", "_seq", "_ts", "_vp8", "_history", "_rtx_seq", "_last_keyframe_request",
+        "_first_byte", "_rewrite_vp8",
     )
 
     def __init__(
@@ -57,15 +76,22 @@ class Consumer:
         self.writer = writer
         self.codec: Codec | None = None
         self.ext_key: tuple[int, int] = (0, 0)
+        self.twcc: TransportStamper | None = None
+        self.twcc_id = 0
         self._first_byte = first_byte(False)
         self.pause_reason: PauseReason | None = PauseReason.NOT_NEGOTIATED
-        self._synced = False  # the next forwardable packet (a keyframe for video) syncs rewriters
-        self._rewrite_vp8 = False
         self.drops: Counter[DropReason] = Counter()
         self.packets_sent = 0
         self.octets_sent = 0
         self.retransmitted = 0
+        self.layer_switches = 0
         self.closed = False
+        top = len(producer.layers) - 1
+        self.preferred_layer = top
+        # Start on the lowest layer: its keyframes are small and come fast (first frame < 1 s);
+        # the allocator raises the target once it knows the subscriber's bandwidth.
+        self.target_layer: int | None = 0
+        self.current_layer: int | None = None  # None: not forwarding yet (needs a sync point)
         clock_rate = producer.codec.clock_rate if producer.codec else 90000
         if continue_from is not None and continue_from.ssrc == ssrc:
             # A reused m-line: the subscriber sees one stream, so numbering continues seamlessly.
@@ -81,14 +107,24 @@ class Consumer:
             self._rtx_seq = random.randrange(32768)
         self._history = RtpHistory(HISTORY_SIZE) if producer.is_video else None
         self._last_keyframe_request = float("-inf")
+        self._rewrite_vp8 = False
 
-    # -- negotiation ---------------------------------------------------------------------------
+    # -- negotiation and policy -------------------------------------------------------------------
 
-    def configure(self, codec: Codec | None, audio_level_id: int, abs_send_time_id: int) -> None:
+    def configure(
+        self,
+        codec: Codec | None,
+        audio_level_id: int,
+        abs_send_time_id: int,
+        twcc: TransportStamper | None = None,
+        twcc_id: int = 0,
+    ) -> None:
         """Apply what the subscriber negotiated; resumes the consumer when a codec matched."""
         self.codec = codec
         self.ext_key = (audio_level_id, abs_send_time_id)
-        self._first_byte = first_byte(bool(audio_level_id or abs_send_time_id))
+        self.twcc = twcc if twcc_id else None
+        self.twcc_id = twcc_id
+        self._first_byte = first_byte(bool(audio_level_id or abs_send_time_id or twcc_id))
         if codec is None:
             self.pause_reason = PauseReason.NO_CODEC
         elif self.pause_reason in (PauseReason.NOT_NEGOTIATED, PauseReason.NO_CODEC):
@@ -96,59 +132,84 @@ class Consumer:
 
     @property
     def waiting_keyframe(self) -> bool:
-        return not self._synced and self.producer.is_video
+        return self.producer.is_video and self.current_layer != self.target_layer
 
     def set_muted(self, muted: bool) -> None:
         if muted:
-            self.pause_reason = PauseReason.MUTED
-            self._synced = False  # resume at a fresh sync point (a keyframe for video)
+            self._pause(PauseReason.MUTED)
         elif self.pause_reason is PauseReason.MUTED:
             self.pause_reason = None
-            self._synced = False
+
+    def set_target(self, layer: int | None, reason: PauseReason | None = None) -> None:
+        """The allocator's decision: a layer, or None with the reason to pause."""
+        if layer is None:
+            if self.pause_reason in (None, PauseReason.BANDWIDTH, PauseReason.NOT_VISIBLE):
+                self._pause(reason or PauseReason.BANDWIDTH)
+            return
+        if self.pause_reason in (PauseReason.BANDWIDTH, PauseReason.NOT_VISIBLE):
+            self.pause_reason = None
+        layer = max(0, min(layer, len(self.producer.layers) - 1))
+        if layer != self.target_layer:
+            self.target_layer = layer
+            self._last_keyframe_request = float("-inf")  # ask for the new layer at once
+
+    def _pause(self, reason: PauseReason) -> None:
+        self.pause_reason = reason
+        self.current_layer = None  # resume at a fresh sync point (a keyframe for video)
 
     # -- the per-packet path --------------------------------------------------------------------
 
     def send(
-        self, packet: RtpView, keyframe: bool, ext_block: bytes, tail: bytes, now: float
+        self, packet: RtpView, layer: int, keyframe: bool, elements: bytes, now: float
     ) -> None:
         if self.pause_reason is not None:
             self.drops[DropReason.PAUSED] += 1
-            self._seq_drop(packet.sequence_number)
             return
-        if not self._synced:
-            if not keyframe:
-                self.drops[DropReason.WAITING_FOR_KEYFRAME] += 1
-                self._seq_drop(packet.sequence_number)
-                if now - self._last_keyframe_request >= KEYFRAME_RETRY_S:
-                    self._last_keyframe_request = now
-                    self.producer.request_keyframe(now)
+        if layer != self.current_layer:
+            if layer == self.target_layer and keyframe:
+                self._switch_to(packet, layer, now)
+            else:
+                self.drops[DropReason.WAITING_FOR_KEYFRAME if layer == self.target_layer
+                           else DropReason.LAYER_MISMATCH] += 1
+                self._want_keyframe(now)
                 return
-            self._start_at(packet, now)
+        elif self.target_layer != layer:
+            self._want_keyframe(now)  # keep forwarding this layer until the target's keyframe
         seq = self._seq.input(packet.sequence_number)
         if seq is None:
             self.drops[DropReason.TOO_OLD] += 1
             return
         timestamp = self._ts.input(packet.timestamp, now)
+        payload = packet.payload
         if self._rewrite_vp8:
             # Called for every packet: the munger tracks the newest picture id for later syncs.
-            rewritten = self._vp8.rewrite(packet.payload)
-            if rewritten is not packet.payload:
-                tail = ext_block + rewritten
+            payload = self._vp8.rewrite(payload)
+        if self.twcc is not None:
+            transport_seq = self.twcc.next(len(payload) + RTP_OVERHEAD, now)
+            elements += transport_cc_element(self.twcc_id, transport_seq)
         data = pack_header(
             self._first_byte, (packet.marker << 7) | self.codec.payload_type,  # type: ignore[union-attr]
             seq, timestamp, self.ssrc,
-        ) + tail
+        ) + finish_extension_block(elements) + payload
         if self._history is not None:
             self._history.put(seq, data)
         if self.writer.send_rtp(data):
             self.packets_sent += 1
-            self.octets_sent += len(packet.payload)
+            self.octets_sent += len(payload)
         else:
             self.drops[DropReason.NOT_CONNECTED] += 1
 
-    def _start_at(self, packet: RtpView, now: float) -> None:
-        """The first packet after attach/unmute/source change: sync every rewriter to it."""
-        self._synced = True
+    def _want_keyframe(self, now: float) -> None:
+        if now - self._last_keyframe_request >= KEYFRAME_RETRY_S:
+            self._last_keyframe_request = now
+            if self.target_layer is not None:
+                self.producer.request_keyframe(now, self.target_layer)
+
+    def _switch_to(self, packet: RtpView, layer: int, now: float) -> None:
+        """Start forwarding ``layer`` from this keyframe: sync every rewriter to it."""
+        if self.current_layer is not None:
+            self.layer_switches += 1
+        self.current_layer = layer
         self._seq.sync(packet.sequence_number)
         self._ts.sync(packet.timestamp, now)
         if self.producer.codec is not None and self.producer.codec.name == "vp8":
@@ -159,23 +220,20 @@ class Consumer:
             self._vp8.sync(descriptor.picture_id, descriptor.tl0picidx)
             self._rewrite_vp8 = True
 
-    def _seq_drop(self, in_seq: int) -> None:
-        # Only once a stream is running do dropped packets need closing over; before the
-        # (re)sync point the rewriter ignores them anyway.
-        if self._synced:
-            self._seq.drop(in_seq)
-
-    def skip(self, in_seq: int) -> None:
+    def skip(self, in_seq: int, layer: int) -> None:
         """The producer got a packet with nothing to forward (padding-only)."""
-        self.drops[DropReason.PADDING_ONLY] += 1
-        self._seq_drop(in_seq)
+        if layer == self.current_layer and self.pause_reason is None:
+            self.drops[DropReason.PADDING_ONLY] += 1
+            self._seq.drop(in_seq)
 
     # -- feedback from the subscriber ------------------------------------------------------------
 
     def on_keyframe_request(self, now: float) -> None:
-        self.producer.request_keyframe(now)
+        layer = self.current_layer if self.current_layer is not None else self.target_layer
+        if layer is not None:
+            self.producer.request_keyframe(now, layer)
 
-    def on_nack(self, lost: list[int]) -> int:
+    def on_nack(self, lost: list[int], now: float = 0.0) -> int:
         """Resend what the subscriber lost from our history; returns how many were resent."""
         if self._history is None or self.codec is None:
             return 0
@@ -184,6 +242,8 @@ class Consumer:
             data = self._history.get(seq)
             if data is None:
                 continue
+            if self.twcc is not None:
+                data = self._restamp(data, now)
             if self.codec.rtx_payload_type is not None:
                 data = wrap_rtx(data, self.codec.rtx_payload_type, self._rtx_seq, self.rtx_ssrc)
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
@@ -192,10 +252,35 @@ class Consumer:
         self.retransmitted += resent
         return resent
 
+    def _restamp(self, data: bytes, now: float) -> bytes:
+        """A retransmission is a new packet for transport-cc: give it a fresh number."""
+        view = RtpView.parse(data)
+        elements = [(i, v) for i, v in view.extensions.items() if i != self.twcc_id]
+        transport_seq = self.twcc.next(len(data), now)  # type: ignore[union-attr]
+        block = finish_extension_block(
+            extension_elements(elements) + transport_cc_element(self.twcc_id, transport_seq)
+        )
+        header = data[:12]
+        return bytes([header[0] | 0x10]) + header[1:] + block + view.payload
+
+    def padding_packet(self, size: int, now: float, probe_cluster: int) -> bytes | None:
+        """A padding-only RTX packet for bandwidth probing (None without RTX or transport-cc)."""
+        if self.codec is None or self.codec.rtx_payload_type is None or self.twcc is None:
+            return None
+        padding = max(1, min(size, 255))
+        transport_seq = self.twcc.next(padding + RTP_OVERHEAD, now, probe_cluster)
+        block = finish_extension_block(transport_cc_element(self.twcc_id, transport_seq))
+        header = pack_header(0xB0, self.codec.rtx_payload_type, self._rtx_seq,
+                             self._ts.last_output, self.rtx_ssrc)
+        self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        return header + block + bytes(padding - 1) + bytes([padding])
+
     def sender_report(self) -> RtcpSrPacket | None:
         """An SR mapping the publisher's NTP time to our timestamps (lip sync), if known yet."""
-        report = self.producer.sender_report
-        if report is None or self.packets_sent == 0:
+        if self.current_layer is None or self.packets_sent == 0 or self._ts.offset is None:
+            return None
+        report = self.producer.layers[self.current_layer].sender_report
+        if report is None:
             return None
         ntp, rtp_timestamp = report
         return RtcpSrPacket(

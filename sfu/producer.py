@@ -1,8 +1,8 @@
-"""Producer: one incoming track, fanned out to its consumers.
+"""Producer: one incoming track (with up to three simulcast layers), fanned out to consumers.
 
 Pure with respect to I/O: the producer never touches sockets or asyncio. Its shell (the
-``Publisher``) gives it parsed packets and the time, and gives it a callback to ask the
-publisher for a keyframe.
+``Publisher``) gives it parsed packets, the layer they belong to and the time, and a callback to
+ask the publisher for a keyframe on one layer's SSRC.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sfu.h264 import is_h264_keyframe
-from sfu.rtp_packet import RtpView, abs_send_time_now, build_extension_block
+from sfu.rtp_packet import RtpView, abs_send_time_now, extension_elements
 from sfu.types import Codec, Kind
 from sfu.vp8 import is_vp8_keyframe
 
@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from sfu.consumer import Consumer
 
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
-"""At most one PLI per producer this often, however many subscribers ask (LiveKit throttles too)."""
+"""At most one PLI per layer this often, however many subscribers ask (LiveKit throttles too)."""
+BITRATE_WINDOW_S = 1.0
+LAYER_STALE_S = 2.0
+"""A layer that sent nothing for this long counts as stopped (paused by the client, or gone)."""
 
 
 def _no_keyframe(payload: bytes) -> bool:
@@ -32,6 +35,44 @@ KEYFRAME_DETECTORS: dict[str, Callable[[bytes], bool]] = {
 }
 
 
+class Layer:
+    """One simulcast encoding (or the only one) of a producer, lowest quality = index 0."""
+
+    __slots__ = (
+        "index", "rid", "ssrc", "bitrate_bps", "last_packet_s", "last_keyframe_s",
+        "sender_report", "_window_start", "_window_bytes", "_last_keyframe_request",
+        "width", "keyframes",
+    )
+
+    def __init__(self, index: int, rid: str | None) -> None:
+        self.index = index
+        self.rid = rid
+        self.ssrc: int | None = None
+        self.bitrate_bps = 0
+        self.last_packet_s = float("-inf")
+        self.last_keyframe_s = float("-inf")
+        self.keyframes = 0
+        self.width: int | None = None
+        # (ntp, rtp) of this SSRC's latest sender report: consumers translate it (lip sync).
+        self.sender_report: tuple[int, int] | None = None
+        self._window_start = float("-inf")
+        self._window_bytes = 0
+        self._last_keyframe_request = float("-inf")
+
+    def count(self, size: int, now: float) -> None:
+        self.last_packet_s = now
+        self._window_bytes += size
+        elapsed = now - self._window_start
+        if elapsed >= BITRATE_WINDOW_S:
+            if elapsed < 2 * BITRATE_WINDOW_S:
+                self.bitrate_bps = int(self._window_bytes * 8 / elapsed)
+            self._window_start = now
+            self._window_bytes = 0
+
+    def active(self, now: float) -> bool:
+        return now - self.last_packet_s < LAYER_STALE_S
+
+
 class Producer:
     """An incoming audio or video track of one participant."""
 
@@ -41,27 +82,23 @@ class Producer:
         participant_id: str,
         kind: Kind,
         mid: str,
-        request_keyframe: Callable[[Producer], None],
+        request_keyframe: Callable[[Producer, Layer], None],
+        rids: list[str] | None = None,
     ) -> None:
         self.id = producer_id
         self.participant_id = participant_id
         self.kind = kind
         self.mid = mid
         self.codec: Codec | None = None
-        self.ssrc: int | None = None
+        self.layers = [Layer(i, rid) for i, rid in enumerate(rids)] if rids else [Layer(0, None)]
         self.muted = False
         self.closed = False
         self.consumers: list[Consumer] = []
-        # (ntp timestamp, rtp timestamp) of the publisher's latest sender report: consumers
-        # translate it into their own timestamp space so subscribers keep lip sync.
-        self.sender_report: tuple[int, int] | None = None
         self.audio_level_ext_id: int | None = None  # the publisher's id, set on negotiation
         self.packets_received = 0
         self.bytes_received = 0
-        self.keyframes_received = 0
         self.keyframe_requests_sent = 0
         self._request_keyframe = request_keyframe
-        self._last_keyframe_request = float("-inf")
         self._is_keyframe: Callable[[bytes], bool] = _no_keyframe
 
     def set_codec(self, codec: Codec) -> None:
@@ -72,44 +109,55 @@ class Producer:
     def is_video(self) -> bool:
         return self.kind is Kind.VIDEO
 
-    def request_keyframe(self, now: float) -> None:
-        """Ask the publisher for a keyframe, rate-limited across all consumers."""
-        if not self.is_video or self.closed:
-            return
-        if now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL_S:
-            return
-        self._last_keyframe_request = now
-        self.keyframe_requests_sent += 1
-        self._request_keyframe(self)
+    @property
+    def simulcast(self) -> bool:
+        return len(self.layers) > 1
 
-    def receive(self, packet: RtpView, now: float) -> None:
-        """Forward one packet (already demultiplexed and RTX-unwrapped) to every consumer."""
+    def layer_by_rid(self, rid: str) -> Layer | None:
+        return next((layer for layer in self.layers if layer.rid == rid), None)
+
+    def request_keyframe(self, now: float, layer_index: int = 0) -> None:
+        """Ask the publisher for a keyframe on one layer, rate-limited across all consumers."""
+        if not self.is_video or self.closed or not 0 <= layer_index < len(self.layers):
+            return
+        layer = self.layers[layer_index]
+        if now - layer._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL_S:
+            return
+        layer._last_keyframe_request = now
+        self.keyframe_requests_sent += 1
+        self._request_keyframe(self, layer)
+
+    def receive(self, packet: RtpView, layer: Layer, now: float) -> None:
+        """Forward one packet (demultiplexed, RTX-unwrapped) of ``layer`` to every consumer."""
         self.packets_received += 1
-        self.bytes_received += len(packet.payload)
+        size = len(packet.payload)
+        self.bytes_received += size
+        layer.count(size + packet.padding_size, now)
         consumers = self.consumers
-        if not packet.payload:
-            # Padding-only (bandwidth probes): nothing to forward; consumers close the gap.
+        index = layer.index
+        if not size:
+            # Padding-only (the publisher's bandwidth probes): nothing to forward.
             for consumer in consumers:
-                consumer.skip(packet.sequence_number)
+                consumer.skip(packet.sequence_number, index)
             return
         keyframe = self._is_keyframe(packet.payload)
-        if keyframe and self.is_video:
-            self.keyframes_received += 1
+        if keyframe and self.kind is Kind.VIDEO:
+            layer.last_keyframe_s = now
+            layer.keyframes += 1
         if not consumers:
             return
         # Subscribers normally share extension ids (the server writes every offer), so the
-        # extension block + payload tail is built once per packet and reused by all of them.
+        # extension elements are built once per packet and reused by all of them.
         last_key: tuple[int, int] | None = None
-        ext_block = tail = b""
+        elements = b""
         for consumer in consumers:
             key = consumer.ext_key
             if key != last_key:
-                ext_block = self._extension_block(packet, key, now)
-                tail = ext_block + packet.payload
+                elements = self._extension_elements(packet, key, now)
                 last_key = key
-            consumer.send(packet, keyframe, ext_block, tail, now)
+            consumer.send(packet, index, keyframe, elements, now)
 
-    def _extension_block(self, packet: RtpView, key: tuple[int, int], now: float) -> bytes:
+    def _extension_elements(self, packet: RtpView, key: tuple[int, int], now: float) -> bytes:
         audio_level_id, abs_send_time_id = key
         elements: list[tuple[int, bytes]] = []
         if audio_level_id and self.audio_level_ext_id is not None:
@@ -118,10 +166,11 @@ class Producer:
                 elements.append((audio_level_id, level))
         if abs_send_time_id:
             elements.append((abs_send_time_id, abs_send_time_now(now)))
-        return build_extension_block(elements)
+        return extension_elements(elements)
 
     def close(self) -> None:
         self.closed = True
         for consumer in list(self.consumers):
             consumer.close()
         self.consumers.clear()
+

@@ -30,8 +30,9 @@ from aiortc.rtp import (
 )
 
 from sfu import aiortc_hooks
-from sfu.producer import Producer
+from sfu.producer import Layer, Producer
 from sfu.rtp_packet import RtpView
+from sfu.sdp_munging import SimulcastOffer, add_simulcast_to_answer, parse_simulcast_offer
 from sfu.types import Codec, DropReason, Kind
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,18 @@ def extension_ids(parameters: RTCRtpReceiveParameters) -> dict[str, int]:
     return {ext.uri: ext.id for ext in parameters.headerExtensions}
 
 
+class Route:
+    """Where packets of one SSRC go: a producer's layer, as media or as its RTX."""
+
+    __slots__ = ("producer", "layer", "rtx", "nack")
+
+    def __init__(self, producer: Producer, layer: Layer, rtx: bool) -> None:
+        self.producer = producer
+        self.layer = layer
+        self.rtx = rtx
+        self.nack = NackGenerator() if producer.is_video and not rtx else None
+
+
 class Publisher:
     def __init__(
         self,
@@ -84,21 +97,23 @@ class Publisher:
         self.drops: Counter[DropReason] = Counter()
         self._on_producer = on_producer
         self._time = loop_time
-        self._by_ssrc: dict[int, Producer] = {}
-        self._rtx_by_ssrc: dict[int, Producer] = {}
+        self._routes: dict[int, Route] = {}  # by SSRC, learnt from the SDP or the MID/RID
+        self._simulcast: dict[str, SimulcastOffer] = {}
         self._mid_ext_id: int | None = None
         self._abs_send_time_id: int | None = None
+        self._rid_ext_id: int | None = None
+        self._repaired_rid_ext_id: int | None = None
         self._writer: aiortc_hooks.DatagramWriter | None = None
         self._hooked: set[int] = set()
         self._rtcp_ssrc = uuid.uuid4().int & 0xFFFFFFFF
         self._estimator = RemoteBitrateEstimator()
         self._last_remb = float("-inf")
-        self._nack: dict[Producer, NackGenerator] = {}
         self.estimated_bitrate: int | None = None
 
     async def answer(self, offer_sdp: str) -> str:
         """Apply the client's offer and return our answer. Raises ValueError on a bad offer."""
         check_offer_shape(offer_sdp)
+        simulcast = parse_simulcast_offer(offer_sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         for transceiver in self.pc.getTransceivers():
             if transceiver.mid is None or transceiver.mid in self.producers:
@@ -106,15 +121,24 @@ class Publisher:
             if transceiver.direction == "sendonly":
                 continue  # we never send on the publisher connection
             transceiver.direction = "recvonly"
-            self._add_producer(transceiver.mid, Kind(transceiver.kind), transceiver.receiver)
+            offer = simulcast.get(transceiver.mid)
+            if offer is not None:
+                self._simulcast[transceiver.mid] = offer
+                self._rid_ext_id = offer.rid_ext_id
+                self._repaired_rid_ext_id = offer.repaired_rid_ext_id
+            self._add_producer(transceiver.mid, Kind(transceiver.kind), transceiver.receiver,
+                               offer.rids if offer is not None else None)
         self._configure_ice(self.pc)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
-        return self.pc.localDescription.sdp
+        # aiortc drops rid/simulcast from its answer: add them to the text the client gets.
+        return add_simulcast_to_answer(self.pc.localDescription.sdp, self._simulcast)
 
-    def _add_producer(self, mid: str, kind: Kind, receiver: RTCRtpReceiver) -> None:
+    def _add_producer(
+        self, mid: str, kind: Kind, receiver: RTCRtpReceiver, rids: list[str] | None
+    ) -> None:
         producer = Producer(
-            f"{self.participant_id}:{mid}", self.participant_id, kind, mid, self._send_pli
+            f"{self.participant_id}:{mid}", self.participant_id, kind, mid, self._send_pli, rids
         )
         self.producers[mid] = producer
         if id(receiver.transport) not in self._hooked:
@@ -137,36 +161,41 @@ class Publisher:
         producer.audio_level_ext_id = ids.get(URI_AUDIO_LEVEL)
         self._mid_ext_id = ids.get(URI_MID, self._mid_ext_id)
         self._abs_send_time_id = ids.get(URI_ABS_SEND_TIME, self._abs_send_time_id)
-        for encoding in parameters.encodings:
-            if encoding.ssrc:
-                self._by_ssrc[encoding.ssrc] = producer
-                producer.ssrc = producer.ssrc or encoding.ssrc
-            if encoding.rtx is not None and encoding.rtx.ssrc:
-                self._rtx_by_ssrc[encoding.rtx.ssrc] = producer
-        if producer.is_video:
-            self._nack[producer] = NackGenerator()
+        if not producer.simulcast:  # simulcast SSRCs are never in the SDP: learnt by RID
+            layer = producer.layers[0]
+            for encoding in parameters.encodings:
+                if encoding.ssrc:
+                    self._learn(encoding.ssrc, producer, layer, rtx=False)
+                if encoding.rtx is not None and encoding.rtx.ssrc:
+                    self._learn(encoding.rtx.ssrc, producer, layer, rtx=True)
         self._on_producer(producer)
+
+    def _learn(self, ssrc: int, producer: Producer, layer: Layer, rtx: bool) -> Route:
+        route = self._routes[ssrc] = Route(producer, layer, rtx)
+        if not rtx:
+            layer.ssrc = ssrc
+        return route
 
     # -- incoming RTP ----------------------------------------------------------------------------
 
-    def _route(self, packet: RtpView) -> Producer | None:
-        ssrc = packet.ssrc
-        producer = self._by_ssrc.get(ssrc) or self._rtx_by_ssrc.get(ssrc)
-        if producer is not None or self._mid_ext_id is None:
-            return producer
+    def _route(self, packet: RtpView) -> Route | None:
+        route = self._routes.get(packet.ssrc)
+        if route is not None or self._mid_ext_id is None:
+            return route
+        # An SSRC not seen before: the MID (and for simulcast the RID) extensions say whose.
         mid = packet.extensions.get(self._mid_ext_id)
-        if mid is None:
-            return None
-        producer = self.producers.get(mid.decode("ascii", "replace"))
+        producer = self.producers.get(mid.decode("ascii", "replace")) if mid else None
         if producer is None or producer.codec is None:
             return None
-        # Learn the SSRC: media or RTX according to the payload type.
-        if packet.payload_type == producer.codec.rtx_payload_type:
-            self._rtx_by_ssrc[ssrc] = producer
-        else:
-            self._by_ssrc[ssrc] = producer
-            producer.ssrc = producer.ssrc or ssrc
-        return producer
+        if producer.simulcast:
+            for ext_id, rtx in ((self._rid_ext_id, False), (self._repaired_rid_ext_id, True)):
+                rid = packet.extensions.get(ext_id) if ext_id is not None else None
+                layer = producer.layer_by_rid(rid.decode("ascii", "replace")) if rid else None
+                if layer is not None:
+                    return self._learn(packet.ssrc, producer, layer, rtx)
+            return None
+        rtx = packet.payload_type == producer.codec.rtx_payload_type
+        return self._learn(packet.ssrc, producer, producer.layers[0], rtx)
 
     def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
         try:
@@ -174,16 +203,20 @@ class Publisher:
         except ValueError:
             self.drops[DropReason.MALFORMED] += 1
             return
-        producer = self._route(packet)
-        if producer is None or producer.codec is None:
+        route = self._route(packet)
+        if route is None:
             self.drops[DropReason.UNKNOWN_SSRC] += 1
             return
+        producer, layer = route.producer, route.layer
         codec = producer.codec
-        if packet.payload_type == codec.rtx_payload_type and packet.payload_type is not None:
+        assert codec is not None
+        if route.rtx:
             if not packet.payload:
-                return  # padding-only RTX: a bandwidth probe
+                return  # padding-only RTX: the publisher probing its uplink
+            if layer.ssrc is None:
+                return  # RTX before any media of this layer: nothing to repair yet
             try:
-                packet = packet.unwrap_rtx(codec.payload_type, producer.ssrc or packet.ssrc)
+                packet = packet.unwrap_rtx(codec.payload_type, layer.ssrc)
             except ValueError:
                 self.drops[DropReason.MALFORMED] += 1
                 return
@@ -192,13 +225,13 @@ class Publisher:
             return
         now = self._time()
         if producer.is_video:
-            self._feedback(producer, packet, data, arrival_ms, now)
-        producer.receive(packet, now)
+            self._feedback(route, packet, data, arrival_ms, now)
+        producer.receive(packet, layer, now)
 
     def _feedback(
-        self, producer: Producer, packet: RtpView, data: bytes, arrival_ms: int, now: float
+        self, route: Route, packet: RtpView, data: bytes, arrival_ms: int, now: float
     ) -> None:
-        nack = self._nack.get(producer)
+        nack = route.nack
         if nack is not None and nack.add(packet):  # type: ignore[arg-type]
             self._send_rtcp(
                 RtcpRtpfbPacket(
@@ -221,7 +254,7 @@ class Publisher:
             self.estimated_bitrate = remb[0]
         if self.estimated_bitrate and now - self._last_remb >= REMB_INTERVAL_S:
             self._last_remb = now
-            ssrcs = [p.ssrc for p in self.producers.values() if p.is_video and p.ssrc]
+            ssrcs = [ssrc for ssrc, r in self._routes.items() if r.producer.is_video and not r.rtx]
             self._send_rtcp(
                 RtcpPsfbPacket(
                     fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc, media_ssrc=0,
@@ -239,15 +272,15 @@ class Publisher:
             return
         for packet in packets:
             if isinstance(packet, RtcpSrPacket):
-                producer = self._by_ssrc.get(packet.ssrc)
-                if producer is not None:
+                route = self._routes.get(packet.ssrc)
+                if route is not None and not route.rtx:
                     info = packet.sender_info
-                    producer.sender_report = (info.ntp_timestamp, info.rtp_timestamp)
+                    route.layer.sender_report = (info.ntp_timestamp, info.rtp_timestamp)
 
-    def _send_pli(self, producer: Producer) -> None:
-        if producer.ssrc is not None:
+    def _send_pli(self, producer: Producer, layer: Layer) -> None:
+        if layer.ssrc is not None:
             self._send_rtcp(
-                RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc, media_ssrc=producer.ssrc)
+                RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc, media_ssrc=layer.ssrc)
             )
 
     def _send_rtcp(self, packet: RtcpPsfbPacket | RtcpRtpfbPacket) -> None:

@@ -180,6 +180,35 @@ def build_extension_block(elements: list[tuple[int, bytes]]) -> bytes:
     return _EXT_HEADER.pack(profile, len(body) // 4) + body
 
 
+def extension_elements(elements: list[tuple[int, bytes]]) -> bytes:
+    """One-byte-form elements (RFC 8285), without the block header and padding.
+
+    The SFU writes every subscriber offer, so its ids are small: the one-byte form always fits.
+    """
+    out = b""
+    for ext_id, value in elements:
+        if not 0 < ext_id < 15 or not 0 < len(value) <= 16:
+            raise ValueError(f"RTP header extension {ext_id} does not fit the one-byte form")
+        out += bytes([(ext_id << 4) | (len(value) - 1)]) + value
+    return out
+
+
+_PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+
+
+def finish_extension_block(elements: bytes) -> bytes:
+    """Header (0xBEDE, length in words) + elements + zero padding; empty stays empty."""
+    if not elements:
+        return b""
+    padded = elements + _PADDING[len(elements) & 3]
+    return _EXT_HEADER.pack(ONE_BYTE_PROFILE, len(padded) >> 2) + padded
+
+
+def transport_cc_element(ext_id: int, seq: int) -> bytes:
+    """The transport-wide sequence number element: 2 bytes of data."""
+    return bytes(((ext_id << 4) | 1, seq >> 8, seq & 0xFF))
+
+
 def first_byte(has_extension: bool) -> int:
     """V=2, no padding, no CSRC; X as given."""
     return 0x90 if has_extension else 0x80

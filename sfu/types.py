@@ -11,6 +11,7 @@ class DropReason(enum.Enum):
 
     PAUSED = "paused"
     WAITING_FOR_KEYFRAME = "waiting_for_keyframe"
+    LAYER_MISMATCH = "layer_mismatch"  # another simulcast layer than the one being forwarded
     TOO_OLD = "too_old"  # older than the consumer's sync point, or a duplicate of a dropped one
     PADDING_ONLY = "padding_only"
     NOT_CONNECTED = "not_connected"

@@ -36,6 +36,10 @@ def rtp(seq: int, ts: int, payload: bytes, ssrc: int = 0xA1, pt: int = 96, marke
     return RtpView(b"", pt, marker, seq, ts, ssrc, extensions or {}, payload, 0)
 
 
+def feed(producer: Producer, packet: RtpView, now: float, layer: int = 0) -> None:
+    producer.receive(packet, producer.layers[layer], now)
+
+
 def header(packet: bytes) -> tuple[int, int, int, int, int]:
     first, second, seq, ts, ssrc = struct.unpack_from("!BBHII", packet)
     return first, second & 0x7F, seq, ts, ssrc
@@ -48,7 +52,7 @@ def payload_of(packet: bytes) -> bytes:
 
 def video_pair(ssrc: int = 5000) -> tuple[Producer, Consumer, ListWriter, list[Producer]]:
     requests: list[Producer] = []
-    producer = Producer("alice:1", "alice", Kind.VIDEO, "1", requests.append)
+    producer = Producer("alice:1", "alice", Kind.VIDEO, "1", lambda p, layer: requests.append(p))
     producer.set_codec(VP8_IN)
     writer = ListWriter()
     consumer = Consumer(producer, "bob", "0", ssrc, ssrc + 1, writer)
@@ -60,12 +64,12 @@ def video_pair(ssrc: int = 5000) -> tuple[Producer, Consumer, ListWriter, list[P
 def test_consumer_waits_for_keyframe_and_asks_every_second() -> None:
     producer, consumer, writer, requests = video_pair()
     for i, now in enumerate([0.0, 0.1, 0.5, 1.05, 1.2]):
-        producer.receive(rtp(100 + i, 9000 * i, vp8_payload(10 + i, 1, key=False)), now)
+        feed(producer, rtp(100 + i, 9000 * i, vp8_payload(10 + i, 1, key=False)), now)
     assert writer.packets == []
     assert consumer.drops[DropReason.WAITING_FOR_KEYFRAME] == 5
     assert len(requests) == 2  # at t=0 and again after a second
-    producer.receive(rtp(105, 45000, vp8_payload(15, 1, key=True)), 1.3)
-    producer.receive(rtp(106, 45000, vp8_payload(15, 1, key=False, start=False)), 1.3)
+    feed(producer, rtp(105, 45000, vp8_payload(15, 1, key=True)), 1.3)
+    feed(producer, rtp(106, 45000, vp8_payload(15, 1, key=False, start=False)), 1.3)
     assert len(writer.packets) == 2
     (_, pt, seq0, ts0, ssrc), (_, _, seq1, ts1, _) = map(header, writer.packets)
     assert (pt, ssrc) == (100, 5000)
@@ -75,7 +79,7 @@ def test_consumer_waits_for_keyframe_and_asks_every_second() -> None:
 
 def test_extension_block_uses_the_subscribers_ids() -> None:
     producer, _consumer, writer, _ = video_pair()
-    producer.receive(rtp(1, 0, vp8_payload(1, 1, key=True), extensions={9: b"\x01\x02\x03"}), 0)
+    feed(producer, rtp(1, 0, vp8_payload(1, 1, key=True), extensions={9: b"\x01\x02\x03"}), 0)
     view = RtpView.parse(writer.packets[0])
     assert set(view.extensions) == {3}  # abs-send-time under our id; the publisher's id 9 gone
     assert len(view.extensions[3]) == 3
@@ -86,7 +90,7 @@ def test_keyframe_requests_are_rate_limited_across_consumers() -> None:
     second = Consumer(producer, "carol", "0", 7000, 7001, ListWriter())
     second.configure(VP8_OUT, 0, 3)
     producer.consumers.append(second)
-    producer.receive(rtp(1, 0, vp8_payload(1, 1, key=False)), 0.0)
+    feed(producer, rtp(1, 0, vp8_payload(1, 1, key=False)), 0.0)
     assert len(requests) == 1  # two consumers asked, one PLI went upstream
     second.on_keyframe_request(0.2)
     assert len(requests) == 1
@@ -97,7 +101,7 @@ def test_keyframe_requests_are_rate_limited_across_consumers() -> None:
 def test_nack_is_answered_with_rtx_from_history() -> None:
     producer, consumer, writer, _ = video_pair(ssrc=5000)
     for i in range(5):
-        producer.receive(rtp(200 + i, 3000 * i, vp8_payload(20 + i, 2, key=(i == 0))), 0.01 * i)
+        feed(producer, rtp(200 + i, 3000 * i, vp8_payload(20 + i, 2, key=(i == 0))), 0.01 * i)
     lost = header(writer.packets[2])[2]
     assert consumer.on_nack([lost, (lost + 1000) & 0xFFFF]) == 1  # the second is not in history
     rtx = writer.packets[-1]
@@ -112,8 +116,8 @@ def test_nack_is_answered_with_rtx_from_history() -> None:
 def test_sender_report_translates_publisher_time_into_consumer_timestamps() -> None:
     producer, consumer, writer, _ = video_pair()
     assert consumer.sender_report() is None  # nothing sent, nothing to report
-    producer.receive(rtp(1, 123456, vp8_payload(1, 1, key=True)), 0.0)
-    producer.sender_report = (0xE000000000000000, 120456)
+    feed(producer, rtp(1, 123456, vp8_payload(1, 1, key=True)), 0.0)
+    producer.layers[0].sender_report = (0xE000000000000000, 120456)
     report = consumer.sender_report()
     assert report is not None and report.ssrc == 5000
     out_ts = header(writer.packets[0])[3]
@@ -125,23 +129,23 @@ def test_sender_report_translates_publisher_time_into_consumer_timestamps() -> N
 
 def test_mute_pauses_and_unmute_resumes_at_a_keyframe() -> None:
     producer, consumer, writer, _ = video_pair()
-    producer.receive(rtp(1, 0, vp8_payload(1, 1, key=True)), 0.0)
+    feed(producer, rtp(1, 0, vp8_payload(1, 1, key=True)), 0.0)
     consumer.set_muted(True)
-    producer.receive(rtp(2, 3000, vp8_payload(2, 1, key=False)), 0.1)
+    feed(producer, rtp(2, 3000, vp8_payload(2, 1, key=False)), 0.1)
     assert consumer.pause_reason is PauseReason.MUTED
     assert consumer.drops[DropReason.PAUSED] == 1
     consumer.set_muted(False)
-    producer.receive(rtp(3, 6000, vp8_payload(3, 1, key=False)), 0.2)
-    producer.receive(rtp(4, 9000, vp8_payload(4, 1, key=True)), 0.3)
+    feed(producer, rtp(3, 6000, vp8_payload(3, 1, key=False)), 0.2)
+    feed(producer, rtp(4, 9000, vp8_payload(4, 1, key=True)), 0.3)
     seqs = [header(p)[2] for p in writer.packets]
     assert len(seqs) == 2 and seqs[1] == (seqs[0] + 1) & 0xFFFF  # no gap after the pause
 
 
 def test_padding_only_packets_leave_no_gap() -> None:
     producer, _consumer, writer, _ = video_pair()
-    producer.receive(rtp(65534, 0, vp8_payload(1, 1, key=True)), 0.0)
-    producer.receive(rtp(65535, 0, b""), 0.01)  # a probe: nothing to forward
-    producer.receive(rtp(0, 3000, vp8_payload(2, 1, key=False)), 0.02)
+    feed(producer, rtp(65534, 0, vp8_payload(1, 1, key=True)), 0.0)
+    feed(producer, rtp(65535, 0, b""), 0.01)  # a probe: nothing to forward
+    feed(producer, rtp(0, 3000, vp8_payload(2, 1, key=False)), 0.02)
     seqs = [header(p)[2] for p in writer.packets]
     assert seqs[1] == (seqs[0] + 1) & 0xFFFF
 
@@ -150,15 +154,15 @@ def test_reused_mline_continues_numbering_across_publishers() -> None:
     first, old, writer, _ = video_pair(ssrc=5000)
     for i in range(3):
         payload = vp8_payload((32766 + i) % 32768, (254 + i) % 256, key=(i == 0))
-        first.receive(rtp(60000 + i, 1000 + 3000 * i, payload), 0.033 * i)
+        feed(first, rtp(60000 + i, 1000 + 3000 * i, payload), 0.033 * i)
     old.close()
-    second = Producer("carol:1", "carol", Kind.VIDEO, "1", lambda p: None)
+    second = Producer("carol:1", "carol", Kind.VIDEO, "1", lambda p, layer: None)
     second.set_codec(VP8_IN)
     new = Consumer(second, "bob", "0", 5000, 5001, writer, continue_from=old)
     new.configure(VP8_OUT, 0, 3)
     second.consumers.append(new)
-    second.receive(rtp(7, 777777, vp8_payload(500, 9, key=True)), 1.0)
-    second.receive(rtp(8, 780777, vp8_payload(501, 10, key=False)), 1.033)
+    feed(second, rtp(7, 777777, vp8_payload(500, 9, key=True)), 1.0)
+    feed(second, rtp(8, 780777, vp8_payload(501, 10, key=False)), 1.033)
     outs = [header(p) for p in writer.packets]
     seqs = [h[2] for h in outs]
     assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False)), seqs
@@ -170,14 +174,14 @@ def test_reused_mline_continues_numbering_across_publishers() -> None:
 
 
 def test_audio_forwards_at_once_with_audio_level_under_subscriber_id() -> None:
-    producer = Producer("alice:0", "alice", Kind.AUDIO, "0", lambda p: None)
+    producer = Producer("alice:0", "alice", Kind.AUDIO, "0", lambda p, layer: None)
     producer.set_codec(OPUS_IN)
     producer.audio_level_ext_id = 1
     writer = ListWriter()
     consumer = Consumer(producer, "bob", "2", 9000, 9001, writer)
     consumer.configure(OPUS_OUT, audio_level_id=2, abs_send_time_id=0)
     producer.consumers.append(consumer)
-    producer.receive(rtp(10, 960, b"\xfc\x01\x02", pt=111, extensions={1: b"\x9e"}), 0.0)
+    feed(producer, rtp(10, 960, b"\xfc\x01\x02", pt=111, extensions={1: b"\x9e"}), 0.0)
     view = RtpView.parse(writer.packets[0])
     assert view.payload_type == 109 and view.ssrc == 9000
     assert view.extensions == {2: b"\x9e"}
@@ -187,5 +191,5 @@ def test_audio_forwards_at_once_with_audio_level_under_subscriber_id() -> None:
 def test_no_matching_codec_pauses_the_consumer() -> None:
     producer, consumer, writer, _ = video_pair()
     consumer.configure(None, 0, 3)
-    producer.receive(rtp(1, 0, vp8_payload(1, 1, key=True)), 0.0)
+    feed(producer, rtp(1, 0, vp8_payload(1, 1, key=True)), 0.0)
     assert consumer.pause_reason is PauseReason.NO_CODEC and writer.packets == []
