@@ -33,6 +33,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,7 +64,8 @@ VIDEO_TIMEOUT_S = 30.0  # every subscriber receives video within this (keyframes
 WARMUP_S = 3.0
 STOP_TIMEOUT_S = 15.0
 CHILD_LIFETIME_S = 1800.0  # a worker process never outlives this, whatever happens to us
-IN_PROCESS_MAX = 16  # above this many subscribers, spread them over worker processes
+IN_PROCESS_MAX = 64  # above this many subscribers, spread them over worker processes
+# (measured: 64 subscribers + the publisher cost this process ~16% of a core, 10.5k packets/s)
 DEFAULT_WORKERS = 2
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -149,8 +151,10 @@ def parse_metrics(text: str) -> dict[str, float]:
 class ServerProcess:
     """``diemcau serve`` as a subprocess on 127.0.0.1, with its log in ``workdir``."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None,
+                 python_args: list[str] | None = None) -> None:
         self.workdir = workdir
+        self.python_args = python_args or []  # e.g. ["-m", "cProfile", "-o", FILE]
         self.port = port or free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log_path = workdir / "server.log"
@@ -163,7 +167,7 @@ class ServerProcess:
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         command = [
-            sys.executable, "-m", "signaling.cli", "serve", "--host", HOST,
+            sys.executable, *self.python_args, "-m", "signaling.cli", "serve", "--host", HOST,
             "--port", str(self.port), "--data-dir", str(self.workdir / "data"),
             "--ice-address", HOST, "--log-level", "warning",
         ]
@@ -230,19 +234,54 @@ class ServerProcess:
 # -- the participants -----------------------------------------------------------------------------
 
 
-class BenchPublisher(SyntheticParticipant):
-    """Publishes the pre-encoded clip: aiortc's senders only packetize, never encode."""
+AUDIO_LEVEL_DBOV = 18
+"""The level our Opus clip would report (a tone at -15 dBFS peak), as browsers send it."""
 
-    def __init__(self, base_url: str, room: str, clip: Clip) -> None:
+
+def send_audio_level(sender: Any, level_dbov: int) -> bool:
+    """Make an aiortc sender of pre-encoded audio send the ssrc-audio-level extension.
+
+    aiortc computes the level only for frames it encodes; for ``av.Packet`` input it sends no
+    audio-level extension at all, unlike browsers (Chrome and Firefox send it on every packet).
+    The encoded frame's ``audio_level`` is set on the way out of ``_next_encoded_frame``
+    (a private aiortc name, used by the load generator only). Returns False if it is gone.
+    """
+    original = getattr(sender, "_next_encoded_frame", None)
+    if original is None:
+        logger.warning("aiortc has no RTCRtpSender._next_encoded_frame: no audio level sent")
+        return False
+
+    async def next_encoded_frame(codec: Any) -> Any:
+        frame = await original(codec)
+        if frame is not None and frame.audio_level is None:
+            frame.audio_level = -level_dbov
+        return frame
+
+    sender._next_encoded_frame = next_encoded_frame
+    return True
+
+
+class BenchPublisher(SyntheticParticipant):
+    """Publishes the pre-encoded clip: aiortc's senders only packetize, never encode.
+
+    ``audio_level`` (dBov, like browsers) adds the ssrc-audio-level extension to audio packets;
+    None sends audio without it, as aiortc does for pre-encoded packets.
+    """
+
+    def __init__(self, base_url: str, room: str, clip: Clip,
+                 audio_level: int | None = AUDIO_LEVEL_DBOV) -> None:
         super().__init__(base_url, room, "publisher", decode=False,
                          video_track_factory=lambda: PreEncodedVideoTrack(clip))
+        self.audio_level = audio_level
         self.video_track = PreEncodedVideoTrack(clip)
         self.audio_track = PreEncodedAudioTrack(clip)
 
     async def publish(self, timeout: float = 10.0) -> None:
         # SyntheticParticipant.publish would add aiortc's AudioStreamTrack (an Opus encoder).
-        self.publisher.addTransceiver(self.audio_track, direction="sendonly")
+        audio = self.publisher.addTransceiver(self.audio_track, direction="sendonly")
         self.publisher.addTransceiver(self.video_track, direction="sendonly")
+        if self.audio_level is not None:
+            send_audio_level(audio.sender, self.audio_level)
         aiortc_hooks.configure_ice(self.publisher, self.ice_addresses, None)
         offer = await self.publisher.createOffer()
         await self.publisher.setLocalDescription(offer)
@@ -305,7 +344,7 @@ class CountingSubscriber(SyntheticParticipant):
             await self.send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
 
 
-# -- subscriber groups: in this process or in a worker process --------------------------------------
+# -- subscriber groups: in this process or in a worker process ------------------------------------
 
 
 def _counts_of(subscribers: list[CountingSubscriber]) -> dict[str, Any]:
@@ -437,7 +476,32 @@ async def _sum_counts(groups: list[LocalGroup | RemoteGroup]) -> dict[str, Any]:
     return dict(total)
 
 
-# -- profiling (optional) ---------------------------------------------------------------------------
+class LoopLag:
+    """How late this event loop wakes up (a starved load generator would distort the pacing)."""
+
+    def __init__(self, period: float = 0.01) -> None:
+        self.period = period
+        self.max_lag = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.period
+            await asyncio.sleep(self.period)
+            self.max_lag = max(self.max_lag, loop.time() - due)
+
+    def start(self) -> None:
+        self.max_lag = 0.0
+        self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> float:
+        if self._task is not None:
+            self._task.cancel()
+        return self.max_lag
+
+
+# -- profiling (optional) -------------------------------------------------------------------------
 
 
 def pyspy_binary() -> str | None:
@@ -445,15 +509,27 @@ def pyspy_binary() -> str | None:
     return str(local) if local.exists() else shutil.which("py-spy")
 
 
-def start_pyspy(pid: int, duration: float, output: Path) -> subprocess.Popen[bytes] | None:
+PYSPY_RATE = 1000  # samples/s; py-spy runs on the other core and (non-native) never pauses us
+
+
+def start_pyspy(
+    pid: int, duration: float, output: Path, native: bool = False
+) -> subprocess.Popen[bytes] | None:
+    """py-spy the server for ``duration`` s into a raw (collapsed stacks) file.
+
+    ``native`` adds C frames (uvloop, libsrtp, syscalls); py-spy must then pause the process at
+    each sample, which inflates its CPU time: use it for shares, not for the CPU figures.
+    """
     binary = pyspy_binary()
     if binary is None:
         logger.warning("py-spy not installed: no profile")
         return None
     output.parent.mkdir(parents=True, exist_ok=True)
+    mode = ["--native", "--rate", "250"] if native else ["--nonblocking", "--rate",
+                                                          str(PYSPY_RATE)]
     return subprocess.Popen(
         [binary, "record", "--pid", str(pid), "--duration", str(max(1, round(duration))),
-         "--rate", "250", "--nonblocking", "--format", "raw", "-o", str(output)],
+         *mode, "--format", "raw", "-o", str(output)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
     )
 
@@ -466,14 +542,14 @@ def self_time(raw_profile: Path, top: int = 15) -> list[dict[str, Any]]:
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        leaf = stack.rsplit(";", 1)[-1]
+        leaf = re.sub(r":\d+\)$", ")", stack.rsplit(";", 1)[-1])  # per function, not per line
         leaves[leaf] += int(count)
         total += int(count)
     return [{"function": name, "samples": n, "share": round(n / total, 4)}
             for name, n in leaves.most_common(top)] if total else []
 
 
-# -- one benchmark run ------------------------------------------------------------------------------
+# -- one benchmark run ----------------------------------------------------------------------------
 
 
 async def bench(
@@ -483,6 +559,9 @@ async def bench(
     workers: int | None = None,
     warmup: float = WARMUP_S,
     profile: Path | None = None,
+    profile_native: bool = False,
+    server_python_args: list[str] | None = None,
+    audio_level: int | None = AUDIO_LEVEL_DBOV,
 ) -> dict[str, Any]:
     """1 publisher -> ``n_subscribers`` through a fresh server; figures of the measured window."""
     require_private_namespace()
@@ -493,16 +572,17 @@ async def bench(
     workers = max(0, min(workers, n_subscribers))
     loop = asyncio.get_running_loop()
     clip = await loop.run_in_executor(None, load_clip)
-    result: dict[str, Any] = {"subscribers": n_subscribers, "workers": workers}
+    result: dict[str, Any] = {"subscribers": n_subscribers, "workers": workers,
+                              "publisher_sends_audio_level": audio_level is not None}
     with tempfile.TemporaryDirectory(prefix="diemcau-bench-") as tmp:
-        server = ServerProcess(Path(tmp))
+        server = ServerProcess(Path(tmp), python_args=server_python_args)
         async with aiohttp.ClientSession() as http:
             publisher: BenchPublisher | None = None
             groups: list[LocalGroup | RemoteGroup] = []
             try:
                 started = time.monotonic()
                 await server.start(http)
-                publisher = BenchPublisher(server.url, ROOM, clip)
+                publisher = BenchPublisher(server.url, ROOM, clip, audio_level)
                 await publisher.join(JOIN_TIMEOUT_S)
                 names = [f"sub-{i}" for i in range(n_subscribers)]
                 if workers == 0:
@@ -531,8 +611,11 @@ async def bench(
                 before_cpu, before_own = process_cpu_s(server.pid), process_cpu_s()
                 before_video, before_audio = (publisher.video_track.bytes,
                                               publisher.audio_track.bytes)
+                lag = LoopLag()
+                lag.start()
                 t0 = time.monotonic()
-                profiler = start_pyspy(server.pid, duration, profile) if profile else None
+                profiler = (start_pyspy(server.pid, duration, profile, profile_native)
+                            if profile else None)
                 await asyncio.sleep(duration)
                 after_cpu, after_own = process_cpu_s(server.pid), process_cpu_s()
                 elapsed = time.monotonic() - t0
@@ -541,6 +624,7 @@ async def bench(
                 after_video, after_audio = (publisher.video_track.bytes,
                                             publisher.audio_track.bytes)
                 rss = process_rss_mib(server.pid)
+                max_lag = lag.stop()
                 if profiler is not None:
                     try:
                         await loop.run_in_executor(None, profiler.wait, duration + 20)
@@ -583,6 +667,8 @@ async def bench(
                                                         / n_subscribers, 1),
                     "server_rss_mib": round(rss, 1),
                     "loadgen_cpu_percent": round(100 * loadgen_cpu / elapsed, 1),
+                    "loadgen_max_loop_lag_ms": round(max_lag * 1000, 1),
+                    "server_cpu_s_from_metrics": round(delta("process_cpu_seconds"), 3),
                     "load_average_1m": load_average(),
                     "dropped_packets": drops,
                     "keyframe_requests": int(delta("diemcau_keyframe_requests")),
@@ -597,7 +683,8 @@ async def bench(
                 await server.stop()
                 problems = server.log_problems()
                 if problems:
-                    kept = Path(tempfile.gettempdir()) / f"diemcau-bench-server-n{n_subscribers}.log"
+                    kept = (Path(tempfile.gettempdir())
+                            / f"diemcau-bench-server-n{n_subscribers}.log")
                     with contextlib.suppress(OSError):
                         shutil.copyfile(server.log_path, kept)
                         result["server_log"] = str(kept)
@@ -605,7 +692,7 @@ async def bench(
     return result
 
 
-# -- command line -----------------------------------------------------------------------------------
+# -- command line ---------------------------------------------------------------------------------
 
 
 COLUMNS = [
@@ -614,6 +701,7 @@ COLUMNS = [
     ("us/pkt", "cpu_us_per_packet", "{:>7.1f}"),
     ("in pkt/s", "incoming_packets_per_s", "{:>8.0f}"),
     ("fwd pkt/s", "forwarded_packets_per_s", "{:>9.0f}"),
+    ("marg us/pkt", "marginal_us_per_packet", "{:>11.1f}"),
     ("sub rx/fwd", "subscriber_vs_forwarded", "{:>10.3f}"),
     ("pub kbps", "publisher_video_kbps", "{:>8.0f}"),
     ("RSS MiB", "server_rss_mib", "{:>7.1f}"),
@@ -638,6 +726,17 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def add_marginal_costs(results: list[dict[str, Any]]) -> None:
+    """CPU per extra forwarded packet between consecutive N: the fixed costs (receiving, RTCP,
+    timers) cancel out, leaving what one more subscriber's packets cost."""
+    ok = [r for r in results if "error" not in r and r.get("server_cpu_s") is not None]
+    for previous, current in zip(ok, ok[1:], strict=False):
+        extra = current["forwarded_packets_per_s"] - previous["forwarded_packets_per_s"]
+        if extra > 0:
+            cpu = (current["server_cpu_percent"] - previous["server_cpu_percent"]) / 100
+            current["marginal_us_per_packet"] = round(cpu / extra * 1e6, 2)
+
+
 def parse_subscribers(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -660,17 +759,27 @@ def run_cli(args: argparse.Namespace) -> int:
 
     workers = getattr(args, "workers", None)
     profile_dir: Path | None = getattr(args, "profile_dir", None)
+    profile_native = bool(getattr(args, "profile_native", False))
+    cprofile_dir: Path | None = getattr(args, "cprofile_dir", None)
+    audio_level = None if getattr(args, "no_audio_level", False) else AUDIO_LEVEL_DBOV
     clip = load_clip()
     print(f"clip: {json.dumps(clip.describe())}", flush=True)
     results: list[dict[str, Any]] = []
     failed = False
     for n in counts:
-        profile = profile_dir / f"forward-n{n}.txt" if profile_dir else None
+        suffix = "-native" if profile_native else ""
+        profile = profile_dir / f"forward-n{n}{suffix}.txt" if profile_dir else None
         print(f"N={n}: running ({args.duration:g} s measured) ...", flush=True)
         try:
             with asyncio.Runner(loop_factory=new_event_loop) as runner:
+                python_args = (["-m", "cProfile", "-o", str(cprofile_dir / f"server-n{n}.prof")]
+                               if cprofile_dir else None)
+                if cprofile_dir:
+                    cprofile_dir.mkdir(parents=True, exist_ok=True)
                 result = runner.run(bench(n, float(args.duration), workers=workers,
-                                          profile=profile))
+                                          profile=profile, profile_native=profile_native,
+                                          server_python_args=python_args,
+                                          audio_level=audio_level))
         except Exception as exc:  # noqa: BLE001 - reported per row, the next N still runs
             logger.debug("N=%d failed", n, exc_info=True)
             result = {"subscribers": n, "error": f"{type(exc).__name__}: {exc}"}
@@ -679,6 +788,7 @@ def run_cli(args: argparse.Namespace) -> int:
         if result.get("server_log_problems"):
             print(f"N={n}: server log problems: {result['server_log_problems'][:3]}",
                   file=sys.stderr)
+    add_marginal_costs(results)
     print(format_table(results), flush=True)
     for result in results:
         for entry in result.get("profile_top", [])[:10]:
@@ -709,6 +819,12 @@ def main(argv: list[str] | None = None) -> int:
                              f"{IN_PROCESS_MAX} subscribers, else {DEFAULT_WORKERS})")
     parser.add_argument("--profile-dir", type=Path, default=None,
                         help="py-spy the server during each window (raw collapsed stacks)")
+    parser.add_argument("--profile-native", action="store_true",
+                        help="with C frames (py-spy pauses the server: CPU figures inflate)")
+    parser.add_argument("--cprofile-dir", type=Path, default=None,
+                        help="run the server under cProfile (whole run; CPU figures inflate)")
+    parser.add_argument("--no-audio-level", action="store_true",
+                        help="publish audio without the ssrc-audio-level extension")
     return run_cli(parser.parse_args(argv))
 
 

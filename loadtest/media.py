@@ -89,7 +89,7 @@ class Clip:
 
 
 def _video_planes() -> tuple[bytes, bytes]:
-    """A diagonal luma gradient (twice the plane, so a shifted window is one slice) and grey chroma."""
+    """A diagonal luma gradient (twice over: a shifted window is one slice), grey chroma."""
     row = bytes(x * 255 // WIDTH for x in range(WIDTH))
     luma = b"".join(bytes((v + y) & 255 for v in row) for y in range(HEIGHT))
     return luma + luma, bytes([128]) * (WIDTH * HEIGHT // 4)

@@ -24,10 +24,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc import clock as aiortc_clock
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
+
+from sfu.ratelog import handler_errors
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ def missing_internals() -> list[str]:
     return missing
 
 
+
+
 def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
     """Deliver the transport's decrypted RTP and RTCP to the SFU instead of aiortc's receivers.
 
@@ -69,14 +74,14 @@ def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHand
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
         try:
             on_rtp(data, arrival_time_ms)
-        except Exception:
-            logger.exception("SFU RTP handler failed; packet dropped")
+        except Exception as exc:
+            handler_errors.exception("RTP", exc)
 
     async def handle_rtcp_data(data: bytes) -> None:
         try:
             on_rtcp(data)
-        except Exception:
-            logger.exception("SFU RTCP handler failed; packet dropped")
+        except Exception as exc:
+            handler_errors.exception("RTCP", exc)
 
     dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
     dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
@@ -129,7 +134,8 @@ class DatagramWriter:
     False when the transport is not (or no longer) connected.
     """
 
-    __slots__ = ("_dtls", "_srtp", "_sendto", "_addr", "_pair", "sent_packets", "sent_bytes")
+    __slots__ = ("_dtls", "_srtp", "_sendto", "_addr", "_pair", "sent_packets", "sent_bytes",
+                 "protect_errors")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self._dtls = dtls
@@ -139,6 +145,7 @@ class DatagramWriter:
         self._pair: Any = None
         self.sent_packets = 0
         self.sent_bytes = 0
+        self.protect_errors = 0
 
     def _refresh(self) -> bool:
         dtls = self._dtls
@@ -167,7 +174,11 @@ class DatagramWriter:
     def send_rtp(self, packet: bytes) -> bool:
         if self._sendto is None and not self._ready():
             return False
-        data = self._srtp.protect(packet)
+        try:
+            data = self._srtp.protect(packet)
+        except pylibsrtp.Error:
+            self.protect_errors += 1  # a malformed packet of ours: drop it, keep the others
+            return False
         try:
             self._sendto(data, self._addr)  # type: ignore[misc]
         except (OSError, AttributeError):
@@ -180,7 +191,11 @@ class DatagramWriter:
     def send_rtcp(self, packet: bytes) -> bool:
         if not self._ready():
             return False
-        data = self._srtp.protect_rtcp(packet)
+        try:
+            data = self._srtp.protect_rtcp(packet)
+        except pylibsrtp.Error:
+            self.protect_errors += 1
+            return False
         try:
             self._sendto(data, self._addr)  # type: ignore[misc]
         except (OSError, AttributeError):

@@ -24,7 +24,6 @@ from sfu.rtp_packet import (
     RtpView,
     extension_elements,
     finish_extension_block,
-    first_byte,
     pack_header,
     transport_cc_element,
     wrap_rtx,
@@ -55,7 +54,7 @@ class Consumer:
         "pause_reason", "drops", "packets_sent", "octets_sent", "closed", "retransmitted",
         "preferred_layer", "target_layer", "current_layer", "layer_switches", "twcc",
         "twcc_id", "_seq", "_ts", "_vp8", "_history", "_rtx_seq", "_last_keyframe_request",
-        "_first_byte", "_rewrite_vp8",
+        "_rewrite_vp8",
     )
 
     def __init__(
@@ -78,7 +77,6 @@ class Consumer:
         self.ext_key: tuple[int, int] = (0, 0)
         self.twcc: TransportStamper | None = None
         self.twcc_id = 0
-        self._first_byte = first_byte(False)
         self.pause_reason: PauseReason | None = PauseReason.NOT_NEGOTIATED
         self.drops: Counter[DropReason] = Counter()
         self.packets_sent = 0
@@ -124,7 +122,6 @@ class Consumer:
         self.ext_key = (audio_level_id, abs_send_time_id)
         self.twcc = twcc if twcc_id else None
         self.twcc_id = twcc_id
-        self._first_byte = first_byte(bool(audio_level_id or abs_send_time_id or twcc_id))
         if codec is None:
             self.pause_reason = PauseReason.NO_CODEC
         elif self.pause_reason in (PauseReason.NOT_NEGOTIATED, PauseReason.NO_CODEC):
@@ -187,10 +184,13 @@ class Consumer:
         if self.twcc is not None:
             transport_seq = self.twcc.next(len(payload) + RTP_OVERHEAD, now)
             elements += transport_cc_element(self.twcc_id, transport_seq)
+        block = finish_extension_block(elements)
+        # The X bit follows the block actually written: a packet may lack an extension (an
+        # audio level) that was negotiated, and a set X bit without a block is malformed.
         data = pack_header(
-            self._first_byte, (packet.marker << 7) | self.codec.payload_type,  # type: ignore[union-attr]
+            0x90 if block else 0x80, (packet.marker << 7) | self.codec.payload_type,  # type: ignore[union-attr]
             seq, timestamp, self.ssrc,
-        ) + finish_extension_block(elements) + payload
+        ) + block + payload
         if self._history is not None:
             self._history.put(seq, data)
         if self.writer.send_rtp(data):

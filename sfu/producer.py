@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sfu.h264 import is_h264_keyframe
+from sfu.ratelog import handler_errors
 from sfu.rtp_packet import RtpView, abs_send_time_now, extension_elements
 from sfu.types import Codec, Kind
 from sfu.vp8 import is_vp8_keyframe
@@ -98,6 +99,7 @@ class Producer:
         self.packets_received = 0
         self.bytes_received = 0
         self.keyframe_requests_sent = 0
+        self.consumer_errors = 0
         self._request_keyframe = request_keyframe
         self._is_keyframe: Callable[[bytes], bool] = _no_keyframe
 
@@ -155,7 +157,11 @@ class Producer:
             if key != last_key:
                 elements = self._extension_elements(packet, key, now)
                 last_key = key
-            consumer.send(packet, index, keyframe, elements, now)
+            try:
+                consumer.send(packet, index, keyframe, elements, now)
+            except Exception as exc:  # one broken consumer must not starve the others
+                self.consumer_errors += 1
+                handler_errors.exception("consumer", exc)
 
     def _extension_elements(self, packet: RtpView, key: tuple[int, int], now: float) -> bytes:
         audio_level_id, abs_send_time_id = key

@@ -193,3 +193,17 @@ def test_no_matching_codec_pauses_the_consumer() -> None:
     consumer.configure(None, 0, 3)
     feed(producer, rtp(1, 0, vp8_payload(1, 1, key=True)), 0.0)
     assert consumer.pause_reason is PauseReason.NO_CODEC and writer.packets == []
+
+
+def test_negotiated_but_absent_extension_leaves_the_x_bit_clear() -> None:
+    """Audio without an audio level (non-browser publishers): no block, so no X bit."""
+    producer = Producer("alice:0", "alice", Kind.AUDIO, "0", lambda p, layer: None)
+    producer.set_codec(OPUS_IN)
+    producer.audio_level_ext_id = 1
+    writer = ListWriter()
+    consumer = Consumer(producer, "bob", "2", 9000, 9001, writer)
+    consumer.configure(OPUS_OUT, audio_level_id=2, abs_send_time_id=0)
+    producer.consumers.append(consumer)
+    feed(producer, rtp(10, 960, b"\xfc\x01", pt=111), 0.0)
+    assert writer.packets[0][0] == 0x80
+    assert RtpView.parse(writer.packets[0]).payload == b"\xfc\x01"

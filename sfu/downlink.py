@@ -1,0 +1,121 @@
+"""What one subscriber receives: its audio-only state, each video consumer's layer, and probes.
+
+Pure policy (time passed in, no I/O): the Subscriber shell feeds it the current estimate and its
+consumers every tick and applies the decision. The estimate is the subscriber's own
+(transport-cc, send-side) or its REMB; either way it cannot rise much above what we send, so the
+policy asks for a probe whenever it wants to know whether more would fit (MEDIA_PLANE.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sfu.allocator import Priority, VideoDemand, allocate, layer_for_tile
+from sfu.audio_only import AudioOnlyGate
+from sfu.consumer import Consumer
+from sfu.types import PauseReason
+
+AUDIO_RESERVE_BPS = 48_000
+"""Per audio consumer: Opus at ~32 kbit/s plus RTP/SRTP/UDP overhead."""
+PROBE_INTERVAL_S = 2.0
+PROBE_HEADROOM = 1.1
+MAX_PROBE_BPS = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Tile:
+    width: int
+    height: int
+    visible: bool
+
+
+@dataclass
+class Decision:
+    targets: dict[Consumer, tuple[int | None, PauseReason | None]]
+    audio_only: bool
+    reason: str | None  # "bandwidth" | "user" | None
+    changed: bool  # the audio-only state (or its reason) changed: tell the client
+    probe_bps: int | None = None
+
+
+@dataclass
+class DownlinkPolicy:
+    gate: AudioOnlyGate = field(default_factory=AudioOnlyGate)
+    user_audio_only: bool = False
+    tiles: dict[str, Tile] = field(default_factory=dict)  # by publishing participant id
+    pinned: set[str] = field(default_factory=set)
+    speakers: set[str] = field(default_factory=set)
+    can_probe: bool = False
+    _last_probe: float = float("-inf")
+    _reported: tuple[bool, str | None] = (False, None)
+
+    def _demand(self, consumer: Consumer) -> VideoDemand:
+        producer = consumer.producer
+        owner = producer.participant_id
+        tile = self.tiles.get(owner)
+        top = len(producer.layers) - 1
+        if tile is None:
+            max_layer: int | None = top  # no layout reported (e.g. a non-browser client)
+        elif not tile.visible:
+            max_layer = None
+        else:
+            max_layer = layer_for_tile(tile.width, [layer.width for layer in producer.layers])
+        consumer.preferred_layer = top if max_layer is None else max_layer
+        if owner in self.pinned:
+            priority = Priority.PINNED
+        elif owner in self.speakers:
+            priority = Priority.SPEAKER
+        else:
+            priority = Priority.NORMAL
+        return VideoDemand(
+            key=str(id(consumer)),
+            priority=priority,
+            max_layer=max_layer,
+            layer_bps=tuple(layer.bitrate_bps for layer in producer.layers),
+            current=consumer.target_layer if consumer.pause_reason is None else None,
+            tile_area=tile.width * tile.height if tile else 0,
+        )
+
+    def decide(
+        self, estimate_bps: float | None, consumers: Sequence[Consumer], now: float
+    ) -> Decision:
+        self.gate.update(estimate_bps, now)
+        audio_only = self.user_audio_only or self.gate.audio_only
+        reason = "user" if self.user_audio_only else ("bandwidth" if audio_only else None)
+        video = [c for c in consumers if c.producer.is_video and not c.producer.muted]
+        audio_count = len(consumers) - len(video)
+        targets: dict[Consumer, tuple[int | None, PauseReason | None]] = {}
+        demands = {c: self._demand(c) for c in video}
+        if audio_only:
+            targets = {c: (None, PauseReason.BANDWIDTH) for c in video}
+        elif estimate_bps is None:
+            # No estimate yet: lowest layers, which start fast; the estimate follows.
+            targets = {c: (0 if d.max_layer is not None else None, PauseReason.NOT_VISIBLE)
+                       for c, d in demands.items()}
+        else:
+            budget = estimate_bps - audio_count * AUDIO_RESERVE_BPS
+            grants = allocate(budget, list(demands.values()))
+            for consumer, demand in demands.items():
+                layer = grants[demand.key]
+                why = PauseReason.NOT_VISIBLE if demand.max_layer is None else PauseReason.BANDWIDTH
+                targets[consumer] = (layer, why if layer is None else None)
+        decision = Decision(targets, audio_only, reason, (audio_only, reason) != self._reported)
+        self._reported = (audio_only, reason)
+        decision.probe_bps = self._probe(estimate_bps, demands.values(), audio_only, now)
+        return decision
+
+    def _probe(self, estimate_bps: float | None, demands: object, audio_only: bool,
+               now: float) -> int | None:
+        """A probe target when we need to know whether more would fit, at most every 2 s."""
+        if not self.can_probe or self.user_audio_only or now - self._last_probe < PROBE_INTERVAL_S:
+            return None
+        wanted = sum(d.cost(d.max_layer) for d in demands  # type: ignore[attr-defined]
+                     if d.max_layer is not None)
+        if audio_only or estimate_bps is None:
+            wanted = max(wanted, self.gate.recover_bps)
+        target = int(min(wanted * PROBE_HEADROOM, MAX_PROBE_BPS))
+        if estimate_bps is not None and estimate_bps >= target:
+            return None
+        self._last_probe = now
+        return target

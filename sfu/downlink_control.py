@@ -1,0 +1,141 @@
+"""The shell that runs a subscriber's DownlinkPolicy: estimates in, layers and probes out.
+
+Estimates come from transport-cc feedback (our send-side estimator) when the subscriber
+negotiated it, else from its REMB. Every tick the policy decides; this shell applies the layer
+targets, tells the client when its audio-only state changes, and paces probe packets (padding
+on an RTX stream) so the estimator can learn whether more bandwidth is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sfu.consumer import Consumer
+from sfu.downlink import DownlinkPolicy
+from sfu.twcc import TransportFeedback, TransportSequencer
+
+logger = logging.getLogger(__name__)
+
+PROBE_DURATION_S = 0.3
+PROBE_TICK_S = 0.01
+PROBE_PACKET_BYTES = 255  # the most padding one RTP packet can declare
+PROBE_MAX_PACKETS = 2000
+
+
+class DownlinkControl:
+    def __init__(
+        self,
+        participant_id: str,
+        policy: DownlinkPolicy,
+        notify: Callable[[dict[str, Any]], None],
+        send_rtp: Callable[[bytes], bool],
+        loop_time: Callable[[], float],
+    ) -> None:
+        self.participant_id = participant_id
+        self.policy = policy
+        self.notify = notify
+        self._send_rtp = send_rtp
+        self._time = loop_time
+        self.sequencer = TransportSequencer()
+        self.estimator: Any = None  # SendSideBandwidthEstimator once transport-cc is negotiated
+        self.remb_bps: int | None = None
+        self.probes_sent = 0
+        self.audio_only_seconds = 0.0
+        self.layer_switches = 0
+        self._audio_only_since: float | None = None
+        self._cluster = 0
+        self._probe_handle: asyncio.TimerHandle | None = None
+
+    # -- estimates ---------------------------------------------------------------------------------
+
+    def enable_transport_cc(self) -> None:
+        if self.estimator is None:
+            from sfu.bwe import SendSideBandwidthEstimator
+
+            self.estimator = SendSideBandwidthEstimator()
+            self.policy.can_probe = True
+
+    def on_transport_feedback(self, feedback: TransportFeedback) -> None:
+        if self.estimator is not None:
+            self.estimator.on_feedback(feedback, self.sequencer, self._time())
+
+    def on_remb(self, bitrate_bps: int) -> None:
+        self.remb_bps = bitrate_bps
+
+    @property
+    def estimate_bps(self) -> float | None:
+        if self.estimator is not None:
+            return float(self.estimator.estimate_bps) if self._has_feedback() else None
+        return float(self.remb_bps) if self.remb_bps is not None else None
+
+    def _has_feedback(self) -> bool:
+        return getattr(self.estimator, "acked_bps", None) is not None
+
+    # -- the tick ----------------------------------------------------------------------------------
+
+    def tick(self, consumers: Sequence[Consumer]) -> None:
+        now = self._time()
+        decision = self.policy.decide(self.estimate_bps, consumers, now)
+        for consumer, (layer, reason) in decision.targets.items():
+            consumer.set_target(layer, reason)
+        if decision.audio_only:
+            if self._audio_only_since is None:
+                self._audio_only_since = now
+        elif self._audio_only_since is not None:
+            self.audio_only_seconds += now - self._audio_only_since
+            self._audio_only_since = None
+        if decision.changed:
+            logger.info("%s: audio-only %s (%s), estimate %s", self.participant_id,
+                        decision.audio_only, decision.reason, self.estimate_bps)
+            self.notify({
+                "type": "bandwidth", "direction": "down", "audio_only": decision.audio_only,
+                "reason": decision.reason,
+                "estimate_bps": int(self.estimate_bps) if self.estimate_bps else None,
+                "threshold_bps": self.policy.gate.threshold_bps,
+            })
+        if decision.probe_bps:
+            self.start_probe(decision.probe_bps, consumers)
+
+    def seconds_audio_only(self, now: float) -> float:
+        running = now - self._audio_only_since if self._audio_only_since is not None else 0.0
+        return self.audio_only_seconds + running
+
+    # -- probing -----------------------------------------------------------------------------------
+
+    def start_probe(self, target_bps: int, consumers: Sequence[Consumer]) -> bool:
+        """Send padding at ``target_bps`` (minus what media already sends) for ~300 ms."""
+        carrier = next((c for c in consumers if c.producer.is_video and c.codec is not None
+                        and c.codec.rtx_payload_type is not None and c.twcc is not None), None)
+        if carrier is None or self._probe_handle is not None:
+            return False
+        self._cluster += 1
+        cluster = self._cluster
+        total = min(PROBE_MAX_PACKETS, int(target_bps * PROBE_DURATION_S / 8 / PROBE_PACKET_BYTES))
+        ticks = max(1, int(PROBE_DURATION_S / PROBE_TICK_S))
+        per_tick = max(1, -(-total // ticks))
+        loop = asyncio.get_running_loop()
+        state = {"left": total}
+
+        def burst() -> None:
+            self._probe_handle = None
+            now = self._time()
+            for _ in range(min(per_tick, state["left"])):
+                packet = carrier.padding_packet(PROBE_PACKET_BYTES, now, cluster)
+                if packet is None or not self._send_rtp(packet):
+                    state["left"] = 0
+                    break
+                state["left"] -= 1
+                self.probes_sent += 1
+            if state["left"] > 0 and not carrier.closed:
+                self._probe_handle = loop.call_later(PROBE_TICK_S, burst)
+
+        burst()
+        return True
+
+    def close(self) -> None:
+        if self._probe_handle is not None:
+            self._probe_handle.cancel()
+            self._probe_handle = None
