@@ -27,8 +27,14 @@ class AudioOnlyGate:
     def recover_bps(self) -> int:
         return int(self.threshold_bps * self.recover_factor)
 
-    def update(self, estimate_bps: float | None, now: float) -> bool:
-        """Feed the latest estimate; returns True when the audio-only state changed."""
+    def update(self, estimate_bps: float | None, now: float, congested: bool = True) -> bool:
+        """Feed the latest estimate; returns True when the audio-only state changed.
+
+        ``congested`` says the estimate is a measurement of the link (it fell below what we
+        send, or a probe failed) rather than a receiver that simply got little: only then does
+        a low estimate start the clock. Once started, the clock runs while the estimate stays
+        low, even if we meanwhile send less (we do: the allocator lowers layers at once).
+        """
         if estimate_bps is None:
             return False
         if not self.audio_only:
@@ -36,6 +42,8 @@ class AudioOnlyGate:
                 self._below_since = None
                 return False
             if self._below_since is None:
+                if not congested:
+                    return False
                 self._below_since = now
             if now - self._below_since < self.enter_after_s:
                 return False

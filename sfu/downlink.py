@@ -78,9 +78,10 @@ class DownlinkPolicy:
         )
 
     def decide(
-        self, estimate_bps: float | None, consumers: Sequence[Consumer], now: float
+        self, estimate_bps: float | None, consumers: Sequence[Consumer], now: float,
+        congested: bool = True,
     ) -> Decision:
-        self.gate.update(estimate_bps, now)
+        self.gate.update(estimate_bps, now, congested)
         audio_only = self.user_audio_only or self.gate.audio_only
         reason = "user" if self.user_audio_only else ("bandwidth" if audio_only else None)
         video = [c for c in consumers if c.producer.is_video and not c.producer.muted]

@@ -23,6 +23,9 @@ PROBE_DURATION_S = 0.3
 PROBE_TICK_S = 0.01
 PROBE_PACKET_BYTES = 255  # the most padding one RTP packet can declare
 PROBE_MAX_PACKETS = 2000
+CONGESTED_BELOW_SENT = 0.8
+"""An estimate under 80 % of what we send is a measured limit, not an idle receiver."""
+PROBE_RESULT_VALID_S = 3.0
 
 
 class DownlinkControl:
@@ -48,6 +51,11 @@ class DownlinkControl:
         self._audio_only_since: float | None = None
         self._cluster = 0
         self._probe_handle: asyncio.TimerHandle | None = None
+        self._probe_started = float("-inf")
+        self.last_probe_bps: int | None = None
+        self.sent_bps = 0.0
+        self._sent_bytes = 0
+        self._sent_at: float | None = None
 
     # -- estimates ---------------------------------------------------------------------------------
 
@@ -76,9 +84,30 @@ class DownlinkControl:
 
     # -- the tick ----------------------------------------------------------------------------------
 
-    def tick(self, consumers: Sequence[Consumer]) -> None:
+    def _measure_sent(self, now: float, sent_bytes: int) -> None:
+        if self._sent_at is not None and now > self._sent_at:
+            rate = (sent_bytes - self._sent_bytes) * 8 / (now - self._sent_at)
+            self.sent_bps = rate if self.sent_bps == 0 else 0.5 * self.sent_bps + 0.5 * rate
+        self._sent_at, self._sent_bytes = now, sent_bytes
+
+    def congested(self, now: float) -> bool:
+        """Is the estimate a measured limit? (MEDIA_PLANE.md: tell congestion from idleness.)"""
+        estimate = self.estimate_bps
+        if estimate is None:
+            return False
+        if estimate < CONGESTED_BELOW_SENT * self.sent_bps:
+            return True
+        if self.estimator is not None and now - self._probe_started < PROBE_RESULT_VALID_S:
+            result = self.estimator.probe_result(self._cluster)
+            if result is not None:
+                self.last_probe_bps = result
+                return result < self.policy.gate.threshold_bps
+        return False
+
+    def tick(self, consumers: Sequence[Consumer], sent_bytes: int = 0) -> None:
         now = self._time()
-        decision = self.policy.decide(self.estimate_bps, consumers, now)
+        self._measure_sent(now, sent_bytes)
+        decision = self.policy.decide(self.estimate_bps, consumers, now, self.congested(now))
         for consumer, (layer, reason) in decision.targets.items():
             consumer.set_target(layer, reason)
         if decision.audio_only:
@@ -113,6 +142,7 @@ class DownlinkControl:
             return False
         self._cluster += 1
         cluster = self._cluster
+        self._probe_started = self._time()
         total = min(PROBE_MAX_PACKETS, int(target_bps * PROBE_DURATION_S / 8 / PROBE_PACKET_BYTES))
         ticks = max(1, int(PROBE_DURATION_S / PROBE_TICK_S))
         per_tick = max(1, -(-total // ticks))

@@ -28,6 +28,7 @@ import struct
 _FIXED = struct.Struct("!BBHII")
 _EXT_HEADER = struct.Struct("!HH")
 _OSN = struct.Struct("!H")
+_RTCP_HEADER = struct.Struct("!BBH")
 
 RTP_HEADER_SIZE = 12
 ONE_BYTE_PROFILE = 0xBEDE
@@ -231,3 +232,20 @@ def abs_send_time_now(now_s: float) -> bytes:
     """abs-send-time: 6.18 fixed-point seconds, 24 bits (only the low bits of the time matter)."""
     value = int(now_s * (1 << 18)) & 0xFFFFFF
     return value.to_bytes(3, "big")
+
+
+def split_rtcp_compound(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(packet type, count/FMT, whole packet) for each packet of a compound RTCP datagram.
+
+    Stops quietly at the first malformed length: what came before is still usable.
+    """
+    out: list[tuple[int, int, bytes]] = []
+    pos, size = 0, len(data)
+    while pos + 4 <= size:
+        first, packet_type, words = _RTCP_HEADER.unpack_from(data, pos)
+        end = pos + 4 + 4 * words
+        if first >> 6 != 2 or end > size:
+            break
+        out.append((packet_type, first & 0x1F, data[pos:end]))
+        pos = end
+    return out

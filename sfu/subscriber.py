@@ -30,8 +30,13 @@ from aiortc.rtp import (
 
 from sfu import aiortc_hooks
 from sfu.consumer import Consumer
+from sfu.downlink import DownlinkPolicy
+from sfu.downlink_control import DownlinkControl
 from sfu.producer import Producer
 from sfu.publisher import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL
+from sfu.rtp_packet import split_rtcp_compound
+from sfu.sdp_munging import URI_TWCC, add_transport_cc_to_offer, negotiated_extension_id
+from sfu.twcc import TRANSPORT_CC_FMT, TransportFeedback
 from sfu.types import Codec
 
 logger = logging.getLogger(__name__)
@@ -39,6 +44,11 @@ logger = logging.getLogger(__name__)
 ANSWER_TIMEOUT_S = 15.0
 CONNECT_TIMEOUT_S = 15.0
 SENDER_REPORT_INTERVAL_S = 1.0
+TICK_S = 0.25
+"""How often layers and the audio-only state are re-decided from the latest estimate."""
+TWCC_EXT_ID = 5
+"""aiortc's offers use ids 1-3 (mid, audio level, abs-send-time): transport-cc takes 5."""
+RTCP_RTPFB = 205
 MAX_RTCP_COMPOUND_BYTES = 1100
 
 SendOffer = Callable[[str, dict[str, dict[str, str]]], Awaitable[None]]
@@ -78,9 +88,17 @@ class Subscriber:
         send_offer: SendOffer,
         loop_time: Callable[[], float],
         configure_ice: Callable[[RTCPeerConnection], None] = lambda pc: None,
+        notify: Callable[[dict[str, object]], None] = lambda message: None,
+        policy: DownlinkPolicy | None = None,
+        transport_cc: bool = True,
     ) -> None:
         self.participant_id = participant_id
         self._configure_ice = configure_ice
+        self._offer_transport_cc = transport_cc
+        self._twcc_id = 0
+        self.downlink = DownlinkControl(
+            participant_id, policy or DownlinkPolicy(), notify, self._send_rtp, loop_time
+        )
         self._hooked = False
         self.pc = pc
         self.slots: list[Slot] = []
@@ -98,6 +116,7 @@ class Subscriber:
         self._closed = False
         self._negotiation_task = asyncio.ensure_future(self._negotiate_forever())
         self._report_task = asyncio.ensure_future(self._report_forever())
+        self._tick_task = asyncio.ensure_future(self._tick_forever())
 
     # -- membership ------------------------------------------------------------------------------
 
@@ -157,7 +176,8 @@ class Subscriber:
             return
         ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
         codec = match_codec(consumer.producer.codec, parameters)
-        consumer.configure(codec, ids.get(URI_AUDIO_LEVEL, 0), ids.get(URI_ABS_SEND_TIME, 0))
+        consumer.configure(codec, ids.get(URI_AUDIO_LEVEL, 0), ids.get(URI_ABS_SEND_TIME, 0),
+                           self.downlink.sequencer, self._twcc_id)
 
     def producer_configured(self, producer: Producer) -> None:
         """A producer learnt its codec after our consumer was created: configure it now."""
@@ -204,13 +224,23 @@ class Subscriber:
         loop = asyncio.get_running_loop()
         self._answer = loop.create_future()
         self.negotiations += 1
-        await self._send_offer(self.pc.localDescription.sdp, self.track_map())
+        sdp = self.pc.localDescription.sdp
+        if self._offer_transport_cc:
+            # aiortc knows nothing of transport-cc: offered in the text only; we do its work.
+            sdp = add_transport_cc_to_offer(sdp, TWCC_EXT_ID)
+        await self._send_offer(sdp, self.track_map())
         try:
             sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
         finally:
             self._answer = None
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         self._described.set()
+        first_mid = next((s.transceiver.mid for s in self.slots if s.transceiver.mid), None)
+        if self._offer_transport_cc and first_mid is not None:
+            twcc_id = negotiated_extension_id(sdp, first_mid, URI_TWCC) or 0
+            if twcc_id and not self._twcc_id:
+                self._twcc_id = twcc_id
+                self.downlink.enable_transport_cc()
         # aiortc starts DTLS once per transport; a second offer racing the first handshake
         # would start it twice, so the next offer waits for the connection.
         await self._wait_connected()
@@ -258,31 +288,64 @@ class Subscriber:
     # -- RTCP ------------------------------------------------------------------------------------
 
     def on_rtcp(self, data: bytes) -> None:
-        try:
-            packets = RtcpPacket.parse(data)
-        except ValueError:
-            return
         now = self._time()
-        for packet in packets:
-            if isinstance(packet, RtcpPsfbPacket):
-                if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-                    consumer = self._by_ssrc.get(packet.media_ssrc)
-                    if consumer is not None:
-                        consumer.on_keyframe_request(now)
-                elif packet.fmt == RTCP_PSFB_APP:
-                    try:
-                        self.estimated_bitrate = unpack_remb_fci(packet.fci)[0]
-                    except (ValueError, struct.error):  # aiortc lets short FCIs through
-                        pass
-            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+        # aiortc would read transport-cc feedback as a NACK: it is split off and parsed by us.
+        for kind, fmt, chunk in split_rtcp_compound(data):
+            if kind == RTCP_RTPFB and fmt == TRANSPORT_CC_FMT:
+                try:
+                    self.downlink.on_transport_feedback(TransportFeedback.parse(chunk))
+                except ValueError:
+                    pass
+                continue
+            try:
+                packets = RtcpPacket.parse(chunk)
+            except ValueError:
+                continue
+            for packet in packets:
+                self._on_rtcp_packet(packet, now)
+
+    def _on_rtcp_packet(self, packet: object, now: float) -> None:
+        if isinstance(packet, RtcpPsfbPacket):
+            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 consumer = self._by_ssrc.get(packet.media_ssrc)
                 if consumer is not None:
-                    consumer.on_nack(packet.lost)
+                    consumer.on_keyframe_request(now)
+            elif packet.fmt == RTCP_PSFB_APP:
+                try:
+                    self.estimated_bitrate = unpack_remb_fci(packet.fci)[0]
+                except (ValueError, struct.error):  # aiortc lets short FCIs through
+                    return
+                self.downlink.on_remb(self.estimated_bitrate)
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            consumer = self._by_ssrc.get(packet.media_ssrc)
+            if consumer is not None:
+                consumer.on_nack(packet.lost, now)
 
     def hook_transport(self) -> None:
         """Route this connection's RTCP to us (call once the first transceiver exists)."""
         transport = self.slots[0].transceiver.sender.transport
         aiortc_hooks.hook_transport(transport, lambda data, arrival: None, self.on_rtcp)
+
+    def _send_rtp(self, packet: bytes) -> bool:
+        return self._writer.send_rtp(packet) if self._writer is not None else False
+
+    async def _tick_forever(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(TICK_S)
+            try:
+                self.downlink.tick(list(self.consumers.values()), self._sent_bytes())
+            except Exception:
+                logger.exception("subscriber %s: bandwidth tick failed", self.participant_id)
+
+    def _sent_bytes(self) -> int:
+        return self._writer.sent_bytes if self._writer is not None else 0
+
+    def set_tiles(self, tiles: dict[str, object]) -> None:
+        self.downlink.policy.tiles = tiles  # type: ignore[assignment]
+
+    def set_user_audio_only(self, enabled: bool) -> None:
+        self.downlink.policy.user_audio_only = enabled
+        self.downlink.tick(list(self.consumers.values()), self._sent_bytes())
 
     async def _report_forever(self) -> None:
         while not self._closed:
@@ -313,6 +376,8 @@ class Subscriber:
         self._closed = True
         self._negotiation_task.cancel()
         self._report_task.cancel()
+        self._tick_task.cancel()
+        self.downlink.close()
         if self._answer is not None and not self._answer.done():
             self._answer.cancel()
         for consumer in list(self.consumers.values()):

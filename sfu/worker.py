@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from sfu import aiortc_hooks
+from sfu.audio_only import DEFAULT_THRESHOLD_BPS, AudioOnlyGate
+from sfu.downlink import DownlinkPolicy
 from sfu.publisher import Publisher
 from sfu.room import Notify, Participant, Room
 from sfu.subscriber import Subscriber
@@ -27,7 +29,19 @@ class MediaConfig:
     ice_addresses: tuple[str, ...] | None = None  # None: every non-loopback interface
     port_range: tuple[int, int] | None = None
     ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs; none by default (no public STUN)
-    extra: dict[str, str] = field(default_factory=dict)
+    audio_only_below_bps: int = DEFAULT_THRESHOLD_BPS
+    audio_only_recover_factor: float = 1.25
+    audio_only_enter_s: float = 0.5
+    audio_only_recover_s: float = 5.0
+    transport_cc: bool = True
+
+    def downlink_policy(self) -> DownlinkPolicy:
+        return DownlinkPolicy(gate=AudioOnlyGate(
+            threshold_bps=self.audio_only_below_bps,
+            recover_factor=self.audio_only_recover_factor,
+            enter_after_s=self.audio_only_enter_s,
+            recover_after_s=self.audio_only_recover_s,
+        ))
 
 
 class Worker:
@@ -74,7 +88,9 @@ class Worker:
             participant_id, self._new_pc(), on_producer, loop_time, self.configure_ice
         )
         participant.subscriber = Subscriber(
-            participant_id, self._new_pc(), send_offer, loop_time, self.configure_ice
+            participant_id, self._new_pc(), send_offer, loop_time, self.configure_ice,
+            notify=notify, policy=self.config.downlink_policy(),
+            transport_cc=self.config.transport_cc,
         )
         room.add(participant)
         return participant

@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="UDP ports for media, e.g. 40000-40999 (default: any)")
     serve.add_argument("--ice-server", action="append", dest="ice_servers", default=[],
                        metavar="URL", help="STUN/TURN server (none by default: self-hosted)")
+    serve.add_argument("--audio-only-below", type=int, default=2_000_000, metavar="BPS",
+                       help="below this estimate a participant gets audio only (default 2000000)")
+    serve.add_argument("--audio-only-recover-factor", type=float, default=1.25,
+                       help="video returns above threshold x this factor (default 1.25)")
+    serve.add_argument("--audio-only-recover-seconds", type=float, default=5.0,
+                       help="... held for this long (default 5)")
     serve.add_argument("--log-level", default="info")
     bench = commands.add_parser("bench", help="benchmarks")
     bench_commands = bench.add_subparsers(dest="bench", required=True)
@@ -59,6 +65,9 @@ def serve(args: argparse.Namespace) -> None:
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),
+            audio_only_below_bps=args.audio_only_below,
+            audio_only_recover_factor=args.audio_only_recover_factor,
+            audio_only_recover_s=args.audio_only_recover_seconds,
         ),
     )
     loop = new_event_loop()

@@ -48,6 +48,21 @@ class Mute(_Message, tag="mute"):
     muted: bool
 
 
+class TileSize(msgspec.Struct):
+    participant_id: Annotated[str, msgspec.Meta(max_length=64)]
+    width: Annotated[int, msgspec.Meta(ge=0, le=16384)]
+    height: Annotated[int, msgspec.Meta(ge=0, le=16384)]
+    visible: bool = True
+
+
+class Tiles(_Message, tag="tiles"):
+    tiles: Annotated[list[TileSize], msgspec.Meta(max_length=1000)]
+
+
+class AudioOnly(_Message, tag="audio_only"):
+    enabled: bool
+
+
 class Leave(_Message, tag="leave"):
     pass
 
@@ -56,8 +71,9 @@ class Ping(_Message, tag="ping"):
     id: str | int | None = None
 
 
-ClientMessage = Join | Publish | SubscribeAnswer | Ice | Mute | Leave | Ping
-MESSAGE_TYPES = ("join", "publish", "subscribe_answer", "ice", "mute", "leave", "ping")
+ClientMessage = Join | Publish | SubscribeAnswer | Ice | Mute | Tiles | AudioOnly | Leave | Ping
+MESSAGE_TYPES = ("join", "publish", "subscribe_answer", "ice", "mute", "tiles", "audio_only",
+                 "leave", "ping")
 
 _decoder = msgspec.json.Decoder(ClientMessage)
 

@@ -17,11 +17,13 @@ from aiohttp import WSMsgType, web
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
+from sfu.downlink import Tile
 from sfu.room import Participant
 from sfu.types import Kind
 from sfu.worker import Worker
 from signaling.config import Config
 from signaling.messages import (
+    AudioOnly,
     Ice,
     Join,
     Leave,
@@ -30,6 +32,7 @@ from signaling.messages import (
     ProtocolError,
     Publish,
     SubscribeAnswer,
+    Tiles,
     decode,
 )
 
@@ -56,6 +59,8 @@ class Session:
             SubscribeAnswer: self.on_subscribe_answer,
             Ice: self.on_ice,
             Mute: self.on_mute,
+            Tiles: self.on_tiles,
+            AudioOnly: self.on_audio_only,
             Leave: self.on_leave,
             Ping: self.on_ping,
         }
@@ -214,6 +219,17 @@ class Session:
         room = self.worker.rooms.get(self.room_name)
         if room is not None:
             room.set_muted(self.participant, Kind(message.kind), message.muted)
+
+    async def on_tiles(self, message: Tiles) -> None:
+        assert self.participant is not None and self.participant.subscriber is not None
+        self.participant.subscriber.set_tiles({
+            tile.participant_id: Tile(tile.width, tile.height, tile.visible)
+            for tile in message.tiles
+        })
+
+    async def on_audio_only(self, message: AudioOnly) -> None:
+        assert self.participant is not None and self.participant.subscriber is not None
+        self.participant.subscriber.set_user_audio_only(message.enabled)
 
     async def on_leave(self, message: Leave) -> None:
         await self.leave()

@@ -8,6 +8,7 @@ import pytest
 
 from signaling.messages import (
     MESSAGE_TYPES,
+    AudioOnly,
     Ice,
     IceCandidateInit,
     Join,
@@ -17,6 +18,8 @@ from signaling.messages import (
     ProtocolError,
     Publish,
     SubscribeAnswer,
+    Tiles,
+    TileSize,
     decode,
 )
 
@@ -24,6 +27,11 @@ SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 CANDIDATE = "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"
 
 VALID = [
+    ("tiles", {"type": "tiles", "tiles": [{"participant_id": "p1", "width": 640, "height": 360,
+                                           "visible": False}]},
+     Tiles(tiles=[TileSize("p1", 640, 360, False)])),
+    ("tiles empty", {"type": "tiles", "tiles": []}, Tiles(tiles=[])),
+    ("audio_only", {"type": "audio_only", "enabled": True}, AudioOnly(enabled=True)),
     # (id, message as a Python object, expected struct)
     ("join", {"type": "join", "room": "phong-hop", "name": "An"},
      Join(room="phong-hop", name="An")),
@@ -85,8 +93,8 @@ def test_valid_messages(message: dict, expected: object) -> None:
 
 
 def test_every_documented_type_has_a_valid_case() -> None:
-    assert set(MESSAGE_TYPES) == {"join", "publish", "subscribe_answer", "ice", "mute", "leave",
-                                  "ping"}
+    assert set(MESSAGE_TYPES) == {"join", "publish", "subscribe_answer", "ice", "mute", "tiles",
+                                  "audio_only", "leave", "ping"}
     assert {c[1]["type"] for c in VALID} == set(MESSAGE_TYPES)
 
 
@@ -178,14 +186,18 @@ def test_unknown_type(message: dict, text: str) -> None:
     assert error.code == "unknown-type"
     assert text in error.message
     # the answer lists what is accepted
-    assert "expected one of join, publish, subscribe_answer, ice, mute, leave, ping" in (
-        error.message)
+    assert "expected one of " + ", ".join(MESSAGE_TYPES) in error.message
     assert error.ref is None
 
 
 # -- bad-message ---------------------------------------------------------------------------------
 
 BAD_MESSAGE = [
+    ("tiles not a list", {"type": "tiles", "tiles": {}}, "$.tiles", "tiles"),
+    ("tile width negative", {"type": "tiles", "tiles": [
+        {"participant_id": "p", "width": -1, "height": 1}]}, "$.tiles[0].width", "tiles"),
+    ("audio_only not bool", {"type": "audio_only", "enabled": "yes"}, "$.enabled",
+     "audio_only"),
     # (id, message, field named in the error message, ref)
     ("join: no room", {"type": "join", "name": "n"}, "`room`", "join"),
     ("join: no name", {"type": "join", "room": "r"}, "`name`", "join"),
