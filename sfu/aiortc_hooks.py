@@ -208,6 +208,23 @@ class DatagramWriter:
         return self._ready()
 
 
+RECEIVER_INSTANCE_ATTRS = ("_RTCRtpReceiver__remote_bitrate_estimator",)
+"""Instance attributes of a video ``RTCRtpReceiver`` used here (checked by the test)."""
+
+
+def disable_remb(receiver: RTCRtpReceiver) -> bool:
+    """Stop a (client-side) video receiver from estimating and sending REMB on its own.
+
+    The load generator sends REMB values it chooses instead (``loadtest/simulcast.py``).
+    Returns False when aiortc no longer has the attribute (nothing was changed).
+    """
+    name = RECEIVER_INSTANCE_ATTRS[0]
+    if not hasattr(receiver, name):
+        return False
+    setattr(receiver, name, None)
+    return True
+
+
 def loop_time() -> float:
     return asyncio.get_running_loop().time()
 

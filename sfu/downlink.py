@@ -111,12 +111,14 @@ class DownlinkPolicy:
         """A probe target when we need to know whether more would fit, at most every 2 s."""
         if not self.can_probe or self.user_audio_only or now - self._last_probe < PROBE_INTERVAL_S:
             return None
+        if estimate_bps is None:
+            return None  # no feedback yet: the connection may not even be up
         wanted = sum(d.cost(d.max_layer) for d in demands  # type: ignore[attr-defined]
                      if d.max_layer is not None)
-        if audio_only or estimate_bps is None:
+        if audio_only:
             wanted = max(wanted, self.gate.recover_bps)
         target = int(min(wanted * PROBE_HEADROOM, MAX_PROBE_BPS))
-        if estimate_bps is not None and estimate_bps >= target:
+        if estimate_bps >= target:
             return None
         self._last_probe = now
         return target

@@ -52,6 +52,7 @@ class DownlinkControl:
         self._cluster = 0
         self._probe_handle: asyncio.TimerHandle | None = None
         self._probe_started = float("-inf")
+        self._probe_target = 0
         self.last_probe_bps: int | None = None
         self.sent_bps = 0.0
         self._sent_bytes = 0
@@ -97,11 +98,18 @@ class DownlinkControl:
             return False
         if estimate < CONGESTED_BELOW_SENT * self.sent_bps:
             return True
-        if self.estimator is not None and now - self._probe_started < PROBE_RESULT_VALID_S:
+        threshold = self.policy.gate.threshold_bps
+        # Only a probe aimed at the threshold or above can show the link is below it.
+        if (self.estimator is not None and self._probe_target >= threshold
+                and now - self._probe_started < PROBE_RESULT_VALID_S):
             result = self.estimator.probe_result(self._cluster)
             if result is not None:
+                if result != self.last_probe_bps:
+                    logger.info("%s: probe %d result %d bps (estimate %s, sent %.0f)",
+                                self.participant_id, self._cluster, result, estimate,
+                                self.sent_bps)
                 self.last_probe_bps = result
-                return result < self.policy.gate.threshold_bps
+                return result < threshold
         return False
 
     def tick(self, consumers: Sequence[Consumer], sent_bytes: int = 0) -> None:
@@ -143,6 +151,9 @@ class DownlinkControl:
         self._cluster += 1
         cluster = self._cluster
         self._probe_started = self._time()
+        self._probe_target = target_bps
+        logger.info("%s: probing at %d bps (estimate %s, sent %.0f)", self.participant_id,
+                    target_bps, self.estimate_bps, self.sent_bps)
         total = min(PROBE_MAX_PACKETS, int(target_bps * PROBE_DURATION_S / 8 / PROBE_PACKET_BYTES))
         ticks = max(1, int(PROBE_DURATION_S / PROBE_TICK_S))
         per_tick = max(1, -(-total // ticks))

@@ -32,7 +32,15 @@ from aiortc.rtp import (
 from sfu import aiortc_hooks
 from sfu.producer import Layer, Producer
 from sfu.rtp_packet import RtpView
-from sfu.sdp_munging import SimulcastOffer, add_simulcast_to_answer, parse_simulcast_offer
+from sfu.sdp_munging import (
+    URI_TWCC,
+    SimulcastOffer,
+    add_simulcast_to_answer,
+    add_transport_cc_to_answer,
+    offered_extension_ids,
+    parse_simulcast_offer,
+)
+from sfu.twcc import FeedbackRecorder
 from sfu.types import Codec, DropReason, Kind
 
 logger = logging.getLogger(__name__)
@@ -41,6 +49,8 @@ URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 REMB_INTERVAL_S = 0.5
+FEEDBACK_INTERVAL_S = 0.05
+"""Transport-cc feedback to publishers every 50 ms, as libwebrtc receivers do."""
 
 
 def codec_from_parameters(parameters: RTCRtpReceiveParameters) -> Codec | None:
@@ -109,11 +119,19 @@ class Publisher:
         self._estimator = RemoteBitrateEstimator()
         self._last_remb = float("-inf")
         self.estimated_bitrate: int | None = None
+        # Transport-cc with publishers that offer it (browsers): they estimate their uplink
+        # themselves from our feedback, and then our REMB must stay silent (it would cap them).
+        self._twcc_ids: dict[str, int] = {}
+        self._twcc_ext_id: int | None = None
+        self._twcc_recorder = FeedbackRecorder()
+        self._feedback_task: asyncio.Task[None] | None = None
+        self.feedback_packets_sent = 0
 
     async def answer(self, offer_sdp: str) -> str:
         """Apply the client's offer and return our answer. Raises ValueError on a bad offer."""
         check_offer_shape(offer_sdp)
         simulcast = parse_simulcast_offer(offer_sdp)
+        twcc_ids = offered_extension_ids(offer_sdp, URI_TWCC)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         for transceiver in self.pc.getTransceivers():
             if transceiver.mid is None or transceiver.mid in self.producers:
@@ -131,8 +149,16 @@ class Publisher:
         self._configure_ice(self.pc)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
-        # aiortc drops rid/simulcast from its answer: add them to the text the client gets.
-        return add_simulcast_to_answer(self.pc.localDescription.sdp, self._simulcast)
+        # aiortc drops rid/simulcast and transport-cc from its answer: add them to the text
+        # the client gets (aiortc keeps its own description; we do that work ourselves).
+        sdp = add_simulcast_to_answer(self.pc.localDescription.sdp, self._simulcast)
+        if twcc_ids:
+            self._twcc_ids.update(twcc_ids)
+            self._twcc_ext_id = next(iter(self._twcc_ids.values()))
+            sdp = add_transport_cc_to_answer(sdp, self._twcc_ids)
+            if self._feedback_task is None:
+                self._feedback_task = asyncio.ensure_future(self._feedback_forever())
+        return sdp
 
     def _add_producer(
         self, mid: str, kind: Kind, receiver: RTCRtpReceiver, rids: list[str] | None
@@ -224,6 +250,10 @@ class Publisher:
             self.drops[DropReason.UNKNOWN_SSRC] += 1
             return
         now = self._time()
+        if self._twcc_ext_id is not None:
+            stamp = packet.extensions.get(self._twcc_ext_id)
+            if stamp is not None and len(stamp) == 2:
+                self._twcc_recorder.on_packet((stamp[0] << 8) | stamp[1], arrival_ms / 1000)
         if producer.is_video:
             self._feedback(route, packet, data, arrival_ms, now)
         producer.receive(packet, layer, now)
@@ -239,7 +269,7 @@ class Publisher:
                     lost=sorted(nack.missing),
                 )
             )
-        if self._abs_send_time_id is None:
+        if self._abs_send_time_id is None or self._twcc_ext_id is not None:
             return
         abs_send_time = packet.extensions.get(self._abs_send_time_id)
         if abs_send_time is None or len(abs_send_time) != 3:
@@ -287,6 +317,20 @@ class Publisher:
         if self._writer is not None:
             self._writer.send_rtcp(bytes(packet))
 
+    async def _feedback_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FEEDBACK_INTERVAL_S)
+            if self._writer is None:
+                continue
+            media_ssrc = next((s for s, r in self._routes.items() if not r.rtx), 0)
+            arrival_now = aiortc_hooks.arrival_ms() / 1000
+            for _ in range(8):  # drain, bounded
+                packet = self._twcc_recorder.build(arrival_now, self._rtcp_ssrc, media_ssrc)
+                if packet is None:
+                    break
+                if self._writer.send_rtcp(packet):
+                    self.feedback_packets_sent += 1
+
     def set_muted(self, kind: Kind, muted: bool) -> list[Producer]:
         changed = [p for p in self.producers.values() if p.kind is kind]
         for producer in changed:
@@ -296,6 +340,8 @@ class Publisher:
         return changed
 
     async def close(self) -> None:
+        if self._feedback_task is not None:
+            self._feedback_task.cancel()
         for producer in self.producers.values():
             producer.close()
         await asyncio.shield(self.pc.close())

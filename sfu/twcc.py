@@ -420,8 +420,10 @@ class FeedbackRecorder:
                 return  # too old to report
             elif self._stamps[ext & self._mask] == ext:
                 return  # duplicate: keep the first arrival
-            if ext < self._start:
-                self._start = ext  # late arrival of a packet already reported lost
+            if ext < self._start and highest - ext < self.MAX_PACKETS:
+                # A late arrival of a packet already reported lost: report it again. Later than
+                # that it is worthless to the sender's estimator and not worth a big feedback.
+                self._start = ext
         slot = ext & self._mask
         self._stamps[slot] = ext
         self._arrivals[slot] = arrival_s
