@@ -313,6 +313,152 @@ class PreEncodedAudioTrack(_ReplayTrack):
         super().__init__((clip or load_clip()).audio)
 
 
+
+# -- simulcast: the same kind of content at three resolutions ------------------------------------
+# A synthetic simulcast publisher (loadtest/simulcast.py) replays these as q/h/f encodings, like
+# Chrome's three rid-tagged layers. Every layer has a keyframe each second, so a PLI is answered
+# by jumping to the next keyframe of that layer's loop.
+
+SIMULCAST_LAYERS: tuple[tuple[str, int, int, int], ...] = (
+    ("q", 320, 180, 150_000),
+    ("h", 640, 360, 500_000),
+    ("f", 1280, 720, 1_300_000),
+)
+"""(rid, width, height, target bits/s), lowest first, as protocol.md asks of the web client."""
+SIMULCAST_KEYFRAME_INTERVAL = FPS  # 1 s
+SIMULCAST_CLIP_SECONDS = 4
+
+
+@dataclass(frozen=True)
+class LayerClip:
+    """One simulcast layer's loop: VP8 frames 1/FPS apart, starting with a keyframe."""
+
+    rid: str
+    width: int
+    height: int
+    frames: tuple[bytes, ...]
+    keyframes: tuple[bool, ...]
+
+    @property
+    def bitrate(self) -> float:
+        return sum(map(len, self.frames)) * 8 * FPS / len(self.frames)
+
+    def next_keyframe(self, index: int) -> int:
+        """The loop index of the first keyframe at or after ``index`` (mod the loop)."""
+        n = len(self.frames)
+        for step in range(n):
+            if self.keyframes[(index + step) % n]:
+                return (index + step) % n
+        return 0
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "rid": self.rid, "size": f"{self.width}x{self.height}", "frames": len(self.frames),
+            "keyframes": sum(self.keyframes), "kbps": round(self.bitrate / 1000, 1),
+            "largest_frame_bytes": max(map(len, self.frames)),
+        }
+
+
+def encode_video_sized(
+    width: int, height: int, bitrate: int, frames: int, keyframe_interval: int,
+) -> tuple[list[bytes], list[bool]]:
+    """VP8 of the benchmark's kind of content (moving gradient + a block of noise) at any size."""
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.framerate = fractions.Fraction(FPS, 1)
+    codec.time_base = fractions.Fraction(1, FPS)
+    codec.bit_rate = bitrate
+    codec.gop_size = keyframe_interval
+    codec.thread_count = 2
+    codec.options = {
+        "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
+        "error-resilient": "1", "kf_max_dist": str(keyframe_interval),
+        "kf_min_dist": str(keyframe_interval),
+    }
+    row = bytes(x * 255 // width for x in range(width))
+    luma_once = b"".join(bytes((v + y) & 255 for v in row) for y in range(height))
+    luma2 = luma_once + luma_once
+    chroma = bytes([128]) * (width * height // 4)
+    plane = width * height
+    # A noise block of 1/64 of the picture: the encoder then lands near its target bitrate
+    # (152 / 504 / 1353 kbit/s for q / h / f here); more noise overshoots it threefold.
+    noise_w, noise_h = width // 8, height // 8
+    rng = random.Random(1)
+    out: list[bytes] = []
+    keys: list[bool] = []
+    for index in range(frames):
+        shift = (index * 7 * width // WIDTH) % plane
+        luma = bytearray(luma2[shift:shift + plane])
+        bx = (index * 5 * width // WIDTH) % (width - noise_w)
+        by = (index * 3 * height // HEIGHT) % (height - noise_h)
+        noise = rng.randbytes(noise_w * noise_h)
+        for r in range(noise_h):
+            start = (by + r) * width + bx
+            luma[start:start + noise_w] = noise[r * noise_w:(r + 1) * noise_w]
+        frame = av.VideoFrame(width, height, "yuv420p")
+        frame.planes[0].update(bytes(luma))
+        frame.planes[1].update(chroma)
+        frame.planes[2].update(chroma)
+        frame.pts = index
+        if index % keyframe_interval == 0:
+            frame.pict_type = av.video.frame.PictureType.I
+        for packet in codec.encode(frame):
+            out.append(bytes(packet))
+            keys.append(bool(packet.is_keyframe))
+    for packet in codec.encode(None):
+        out.append(bytes(packet))
+        keys.append(bool(packet.is_keyframe))
+    if not out or not keys[0]:
+        raise RuntimeError("VP8 encoder produced no leading keyframe")
+    return out, keys
+
+
+def simulcast_cache_path(rid: str, width: int, height: int, bitrate: int) -> Path:
+    params = [rid, width, height, bitrate, FPS, SIMULCAST_KEYFRAME_INTERVAL,
+              SIMULCAST_CLIP_SECONDS, av.__version__, 2]
+    key = hashlib.sha256(json.dumps(params).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"diemcau-simulcast-{rid}-{key}.bin"
+
+
+_simulcast: tuple[LayerClip, ...] | None = None
+_simulcast_lock = threading.Lock()
+
+
+def load_simulcast_clips(use_file_cache: bool = True) -> tuple[LayerClip, ...]:
+    """The three layers q/h/f: from memory, else the file cache, else encoded now (~5 s)."""
+    global _simulcast
+    with _simulcast_lock:
+        if _simulcast is not None:
+            return _simulcast
+        layers = []
+        for rid, width, height, bitrate in SIMULCAST_LAYERS:
+            path = simulcast_cache_path(rid, width, height, bitrate)
+            clip: Clip | None = None
+            if use_file_cache:
+                try:
+                    clip = _load(path.read_bytes())
+                except (OSError, ValueError, KeyError):
+                    clip = None
+            if clip is None:
+                started = time.monotonic()
+                video, keys = encode_video_sized(
+                    width, height, bitrate, SIMULCAST_CLIP_SECONDS * FPS,
+                    SIMULCAST_KEYFRAME_INTERVAL,
+                )
+                clip = Clip(tuple(video), tuple(keys), ())
+                logger.info("encoded simulcast layer %s (%dx%d) in %.1f s", rid, width, height,
+                            time.monotonic() - started)
+                if use_file_cache:
+                    try:
+                        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                        tmp.write_bytes(_dump(clip))
+                        os.replace(tmp, path)
+                    except OSError as exc:
+                        logger.warning("could not cache layer %s in %s: %s", rid, path, exc)
+            layers.append(LayerClip(rid, width, height, clip.video, clip.video_keyframes))
+        _simulcast = tuple(layers)
+        return _simulcast
+
 if __name__ == "__main__":  # python -m loadtest.media: encode (or load) and describe the clip
     logging.basicConfig(level=logging.INFO)
     print(json.dumps(load_clip().describe(), indent=1))

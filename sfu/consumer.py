@@ -168,7 +168,8 @@ class Consumer:
             else:
                 self.drops[DropReason.WAITING_FOR_KEYFRAME if layer == self.target_layer
                            else DropReason.LAYER_MISMATCH] += 1
-                self._want_keyframe(now)
+                if self.current_layer != self.target_layer:  # settled: nothing to ask for
+                    self._want_keyframe(now)
                 return
         elif self.target_layer != layer:
             self._want_keyframe(now)  # keep forwarding this layer until the target's keyframe

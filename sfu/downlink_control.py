@@ -25,6 +25,13 @@ PROBE_PACKET_BYTES = 255  # the most padding one RTP packet can declare
 PROBE_MAX_PACKETS = 2000
 CONGESTED_BELOW_SENT = 0.8
 """An estimate under 80 % of what we send is a measured limit, not an idle receiver."""
+REMB_CONGESTED_BELOW_SENT = 1.2
+"""A receiver estimate (REMB) that is not idle climbs toward 1.5x what arrives (libwebrtc's and
+aiortc's cap); one that stays under 1.2x is pinned by the link. Only read after REMB_SETTLE_S,
+since a fresh REMB estimator starts near the incoming rate."""
+REMB_SETTLE_S = 5.0
+REMB_DROP = 0.9
+REMB_DROP_VALID_S = 2.0
 PROBE_RESULT_VALID_S = 3.0
 
 
@@ -57,6 +64,8 @@ class DownlinkControl:
         self.sent_bps = 0.0
         self._sent_bytes = 0
         self._sent_at: float | None = None
+        self._first_tick: float | None = None
+        self._remb_dropped_at = float("-inf")
 
     # -- estimates ---------------------------------------------------------------------------------
 
@@ -72,6 +81,9 @@ class DownlinkControl:
             self.estimator.on_feedback(feedback, self.sequencer, self._time())
 
     def on_remb(self, bitrate_bps: int) -> None:
+        # A receiver's AIMD only decreases on overuse or loss: a drop is congestion evidence.
+        if self.remb_bps is not None and bitrate_bps < REMB_DROP * self.remb_bps:
+            self._remb_dropped_at = self._time()
         self.remb_bps = bitrate_bps
 
     @property
@@ -98,6 +110,12 @@ class DownlinkControl:
             return False
         if estimate < CONGESTED_BELOW_SENT * self.sent_bps:
             return True
+        if self.estimator is None and now - self._remb_dropped_at < REMB_DROP_VALID_S:
+            return True
+        if (self.estimator is None and self._first_tick is not None
+                and now - self._first_tick >= REMB_SETTLE_S
+                and estimate < REMB_CONGESTED_BELOW_SENT * self.sent_bps):
+            return True
         threshold = self.policy.gate.threshold_bps
         # Only a probe aimed at the threshold or above can show the link is below it.
         if (self.estimator is not None and self._probe_target >= threshold
@@ -114,6 +132,8 @@ class DownlinkControl:
 
     def tick(self, consumers: Sequence[Consumer], sent_bytes: int = 0) -> None:
         now = self._time()
+        if self._first_tick is None and sent_bytes:
+            self._first_tick = now
         self._measure_sent(now, sent_bytes)
         decision = self.policy.decide(self.estimate_bps, consumers, now, self.congested(now))
         for consumer, (layer, reason) in decision.targets.items():

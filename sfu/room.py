@@ -18,6 +18,7 @@ from sfu.producer import Producer
 from sfu.publisher import Publisher
 from sfu.subscriber import Subscriber
 from sfu.types import Kind
+from sfu.uplink import UplinkPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,9 @@ class Participant:
     subscriber: Subscriber | None = None
     muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
     joined_at: float = 0.0
+    uplink: UplinkPolicy = field(default_factory=UplinkPolicy)
+    uplink_estimate_bps: int | None = None  # reported by the client (the browser's estimate)
+    uplink_audio_only: bool = False
 
     def describe(self) -> dict[str, object]:
         return {"id": self.id, "name": self.name, "muted": dict(self.muted)}
@@ -80,6 +84,35 @@ class Room:
         }
         for p in self.participants.values():
             p.notify(message)
+
+    def maintain(self, now: float) -> None:
+        """Periodic: tell each publisher which encodings to send, and whether video at all."""
+        for participant in self.participants.values():
+            publisher = participant.publisher
+            if publisher is None:
+                continue
+            video = [p for p in publisher.producers.values() if p.is_video]
+            if not video:
+                continue
+            sending = sum(layer.bitrate_bps for p in video for layer in p.layers
+                          if layer.active(now))
+            estimate = participant.uplink_estimate_bps or publisher.estimated_bitrate
+            allowed = participant.uplink.video_allowed(estimate, sending, now)
+            active: dict[str, bool] = {}
+            for producer in video:
+                if producer.simulcast:
+                    active.update(participant.uplink.active_layers(producer, now))
+            message = participant.uplink.message(allowed, active)
+            if message is not None:
+                participant.notify(message)
+            if allowed == participant.uplink_audio_only:  # the state flipped
+                participant.uplink_audio_only = not allowed
+                participant.notify({
+                    "type": "bandwidth", "direction": "up", "audio_only": not allowed,
+                    "reason": "bandwidth" if not allowed else None,
+                    "estimate_bps": int(estimate) if estimate else None,
+                    "threshold_bps": participant.uplink.gate.threshold_bps,
+                })
 
     async def remove(self, participant_id: str) -> Participant | None:
         participant = self.participants.pop(participant_id, None)

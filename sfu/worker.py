@@ -52,6 +52,24 @@ class Worker:
             aiortc_hooks.PortAllocator(*config.port_range) if config.port_range else None
         )
         self._addresses = list(config.ice_addresses) if config.ice_addresses else None
+        self._maintain_task: asyncio.Task[None] | None = None
+
+    MAINTAIN_INTERVAL_S = 0.5
+
+    def start(self) -> None:
+        """Start the periodic room maintenance (call from a running loop)."""
+        self._maintain_task = asyncio.ensure_future(self._maintain_forever())
+
+    async def _maintain_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.MAINTAIN_INTERVAL_S)
+            now = loop.time()
+            for room in list(self.rooms.values()):
+                try:
+                    room.maintain(now)
+                except Exception:
+                    logger.exception("maintenance of room %r failed", room.name)
 
     def _new_pc(self) -> RTCPeerConnection:
         servers = [RTCIceServer(urls=url) for url in self.config.ice_servers]
@@ -80,6 +98,7 @@ class Worker:
         room = self.room(room_name)
         loop_time = asyncio.get_running_loop().time
         participant = Participant(participant_id, name, notify, joined_at=loop_time())
+        participant.uplink.gate = self.config.downlink_policy().gate  # same thresholds up
 
         def on_producer(producer: object) -> None:
             room.producer_ready(producer)  # type: ignore[arg-type]
@@ -105,6 +124,8 @@ class Worker:
 
     async def close(self) -> None:
         """Drain every room (graceful shutdown)."""
+        if self._maintain_task is not None:
+            self._maintain_task.cancel()
         for name, room in list(self.rooms.items()):
             for participant_id in list(room.participants):
                 participant = room.participants.get(participant_id)

@@ -80,6 +80,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     worker = Worker(app[CONFIG].media)
+    worker.start()
     app[WORKER] = worker
     app[REGISTRY] = make_registry(worker)
     yield

@@ -63,6 +63,10 @@ class AudioOnly(_Message, tag="audio_only"):
     enabled: bool
 
 
+class Uplink(_Message, tag="uplink"):
+    available_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000_000_000)]
+
+
 class Leave(_Message, tag="leave"):
     pass
 
@@ -71,9 +75,11 @@ class Ping(_Message, tag="ping"):
     id: str | int | None = None
 
 
-ClientMessage = Join | Publish | SubscribeAnswer | Ice | Mute | Tiles | AudioOnly | Leave | Ping
+ClientMessage = (
+    Join | Publish | SubscribeAnswer | Ice | Mute | Tiles | AudioOnly | Uplink | Leave | Ping
+)
 MESSAGE_TYPES = ("join", "publish", "subscribe_answer", "ice", "mute", "tiles", "audio_only",
-                 "leave", "ping")
+                 "uplink", "leave", "ping")
 
 _decoder = msgspec.json.Decoder(ClientMessage)
 

@@ -33,6 +33,7 @@ from signaling.messages import (
     Publish,
     SubscribeAnswer,
     Tiles,
+    Uplink,
     decode,
 )
 
@@ -61,6 +62,7 @@ class Session:
             Mute: self.on_mute,
             Tiles: self.on_tiles,
             AudioOnly: self.on_audio_only,
+            Uplink: self.on_uplink,
             Leave: self.on_leave,
             Ping: self.on_ping,
         }
@@ -230,6 +232,10 @@ class Session:
     async def on_audio_only(self, message: AudioOnly) -> None:
         assert self.participant is not None and self.participant.subscriber is not None
         self.participant.subscriber.set_user_audio_only(message.enabled)
+
+    async def on_uplink(self, message: Uplink) -> None:
+        assert self.participant is not None
+        self.participant.uplink_estimate_bps = message.available_bps
 
     async def on_leave(self, message: Leave) -> None:
         await self.leave()

@@ -32,7 +32,9 @@ TOP_LAYER_TIMEOUT = 45.0  # the subscriber receives 1280 wide
 FIRST_FRAME_TIMEOUT = 20.0
 AUDIO_ONLY_CONFIRM_MS = 3_000
 VIDEO_BACK_TIMEOUT = 5.0
+STEADY_TIMEOUT = 15.0  # video decoded at >= 5 frames/s before the audio-only toggle
 CONSOLE: dict[int, list[str]] = {}  # id(page) -> console lines, for failure reports
+SENT: dict[int, list[tuple[float, dict]]] = {}  # id(page) -> (monotonic time, message) sent
 TIMINGS: dict[str, object] = {}
 
 # The publisher's outbound video streams, one per simulcast encoding.
@@ -70,13 +72,22 @@ INBOUND_JS = """async () => {
 SENDER_ACTIVE_JS = """() => {
   const pc = window.diemcau && window.diemcau.pcs.publisher;
   if (!pc) return null;
-  const tr = pc.getTransceivers().find((x) => x.receiver.track && x.receiver.track.kind === 'video');
+  const tr = pc.getTransceivers()
+    .find((x) => x.receiver.track && x.receiver.track.kind === 'video');
   if (!tr) return null;
   return tr.sender.getParameters().encodings.map((e) => ({rid: e.rid ?? null, active: e.active}));
 }"""
 
 
-async def _open(browser, url: str, locale: str, *, big: bool = False):
+# Diagnostics: what the server's publisher answer says about feedback and simulcast.
+ANSWER_LINES_JS = """() => {
+  const pc = window.diemcau && window.diemcau.pcs.publisher;
+  const sdp = pc && pc.remoteDescription ? pc.remoteDescription.sdp : '';
+  return sdp.split(/\\r?\\n/).filter((l) => /^(m=|a=(extmap|rtcp-fb|simulcast|rid))/.test(l));
+}"""
+
+
+async def _open(browser, url: str, locale: str, *, big: bool = False, route=None):
     """`big`: a 1600x900 viewport at devicePixelRatio 2, so a remote tile of the two-tile layout
     is ~1550 device pixels wide and the top (1280 wide) layer is what fits it."""
     context = await browser.new_context(
@@ -95,10 +106,17 @@ async def _open(browser, url: str, locale: str, *, big: bool = False):
             text = payload if isinstance(payload, str) else f"<{len(payload)} bytes>"
             messages.append(f"ws {direction} {text[:200]}")
 
-        ws.on("framesent", lambda payload: frame("->", payload))
+        def sent(payload) -> None:
+            frame("->", payload)
+            with contextlib.suppress(ValueError, TypeError):
+                SENT.setdefault(id(page), []).append((time.monotonic(), json.loads(payload)))
+
+        ws.on("framesent", sent)
         ws.on("framereceived", lambda payload: frame("<-", payload))
 
     page.on("websocket", on_websocket)
+    if route is not None:
+        await page.route_web_socket("**/ws", route)
     await page.goto(url, timeout=10_000)
     return page
 
@@ -108,7 +126,7 @@ def _report(page) -> str:
 
 
 def _record(artifacts_dir: Path, key: str, value: object) -> None:
-    TIMINGS[key] = value
+    TIMINGS[key] = {"value": value, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     print(f"timing {key}: {value}")
     path = artifacts_dir / "simulcast-timings.json"
     old: dict[str, object] = {}
@@ -127,11 +145,11 @@ async def _remote_tile(page, name: str):
 
 
 @contextlib.asynccontextmanager
-async def _meeting(browser, server_url: str, room: str, artifacts_dir: Path, tag: str):
+async def _meeting(browser, server_url: str, room: str, artifacts_dir: Path, tag: str, route=None):
     """Pages A (vi) and B (en, big tiles) in `room`, each seeing the other's tile.
 
     Screenshots and console logs on failure."""
-    page_a = await _open(browser, f"{server_url}/?room={room}&name=An", "vi-VN")
+    page_a = await _open(browser, f"{server_url}/?room={room}&name=An", "vi-VN", route=route)
     page_b = None
     try:
         await page_a.wait_for_function("window.diemcau.state === 'joined'", timeout=JOIN_TIMEOUT_MS)
@@ -185,7 +203,8 @@ async def test_publisher_sends_three_layers(server_url, browser, artifacts_dir: 
         await a.screenshot(path=str(artifacts_dir / "simulcast-layers-a.png"))
         assert {"q", "h", "f"} <= flowing.keys(), (
             f"rids with bytesSent rising after {elapsed} s: {sorted(map(str, flowing))}; "
-            f"outbound video stats: {after}\n" + _report(a)
+            f"outbound video stats: {after}\n"
+            f"publisher answer: {await a.evaluate(ANSWER_LINES_JS)}\n" + _report(a)
         )
         widths = {rid: f"{s['frameWidth']}x{s['frameHeight']}" for rid, s in flowing.items()}
         _record(artifacts_dir, "three_layers_s", elapsed)
@@ -208,7 +227,8 @@ async def test_top_layer_when_unconstrained(server_url, browser, artifacts_dir: 
         outbound = await a.evaluate(OUTBOUND_JS)
         assert stats["frameWidth"] >= 1280, (
             f"B still receives {stats['frameWidth']} wide after {elapsed} s; "
-            f"A sends {outbound}\n" + _report(b)
+            f"A sends {outbound}\npublisher answer: {await a.evaluate(ANSWER_LINES_JS)}\n"
+            + _report(b)
         )
         _record(artifacts_dir, "top_layer_s", elapsed)
 
@@ -220,6 +240,15 @@ async def test_manual_audio_only(server_url, browser, artifacts_dir: Path):
     ):
         first = await _wait_frames(a, FIRST_FRAME_TIMEOUT)
         assert first["framesDecoded"] > 0, "A decoded no video before the toggle\n" + _report(a)
+        # Video must flow steadily first, or "it stopped" would prove nothing.
+        deadline = time.monotonic() + STEADY_TIMEOUT
+        rising = False
+        while not rising and time.monotonic() < deadline:
+            s0 = await a.evaluate(INBOUND_JS)
+            await asyncio.sleep(1.0)
+            s1 = await a.evaluate(INBOUND_JS)
+            rising = s1["framesDecoded"] >= s0["framesDecoded"] + 5
+        assert rising, f"A's video is not flowing before the toggle: {s0} -> {s1}\n" + _report(a)
         tiles_sent = await a.evaluate("window.diemcau.sendLog.includes('tiles')")
         assert tiles_sent, "A never sent `tiles`: " + str(
             await a.evaluate("window.diemcau.sendLog")
@@ -229,7 +258,7 @@ async def test_manual_audio_only(server_url, browser, artifacts_dir: Path):
         t0 = time.monotonic()
         await a.click("#audio-only-btn", timeout=5_000)
         await a.wait_for_function(
-            "window.diemcau.bandwidth.down.audio_only && window.diemcau.bandwidth.down.reason === 'user'",
+            "(({down}) => down.audio_only && down.reason === 'user')(window.diemcau.bandwidth)",
             timeout=AUDIO_ONLY_CONFIRM_MS,
         )
         _record(artifacts_dir, "audio_only_confirmed_s", round(time.monotonic() - t0, 2))
@@ -274,3 +303,161 @@ async def test_manual_audio_only(server_url, browser, artifacts_dir: Path):
         encodings = await a.evaluate(SENDER_ACTIVE_JS)  # B watches: some layer is sent again
         assert encodings and any(e["active"] for e in encodings), encodings
         await a.screenshot(path=str(artifacts_dir / "simulcast-audio-only-off-a.png"))
+
+
+class ServerStandIn:
+    """A WebSocket route for page A: passes everything through, except that the test, not the
+    server, sends `bandwidth` and `publish_layers` (the server's own are dropped)."""
+
+    PLAYED = ("bandwidth", "publish_layers")
+
+    def __init__(self, on_joined: list[dict]) -> None:
+        self.ws = None
+        self.on_joined = on_joined  # sent right after `joined`: before the publisher exists
+
+    def __call__(self, ws) -> None:
+        server = ws.connect_to_server()
+        self.ws = ws
+
+        def from_server(message) -> None:
+            kind = None
+            if isinstance(message, str):
+                with contextlib.suppress(ValueError, AttributeError):
+                    kind = json.loads(message).get("type")
+            if kind in self.PLAYED:
+                return
+            ws.send(message)
+            if kind == "joined":
+                for extra in self.on_joined:
+                    ws.send(json.dumps(extra))
+
+        server.on_message(from_server)
+
+    def send(self, message: dict) -> None:
+        assert self.ws is not None, "page A has no WebSocket"
+        self.ws.send(json.dumps(message))
+
+
+def _encodings_are(expected: dict[str, bool]) -> str:
+    return (
+        "(() => { const e = ("
+        + SENDER_ACTIVE_JS
+        + ")(); return !!e && e.length === 3 && e.every((x) => x.active === "
+        + json.dumps(expected)
+        + "[x.rid]); })()"
+    )
+
+
+async def test_client_follows_server_layers_and_bandwidth(server_url, browser, artifacts_dir):
+    """Client side only: `publish_layers` sets the sender's encodings (also when it comes before
+    the sender exists), `bandwidth` and `publish_layers` video=false show the notices."""
+    stand_in = ServerStandIn(
+        [{"type": "publish_layers", "video": True, "active": {"q": True, "h": False, "f": True}}]
+    )
+    room = "simulcast-client"
+    async with _meeting(browser, server_url, room, artifacts_dir, "client", stand_in) as (a, b):
+        # Sent before the publisher existed, applied once it did.
+        await a.wait_for_function(
+            _encodings_are({"q": True, "h": False, "f": True}), timeout=10_000
+        )
+        notice = a.locator("#bw-notice")
+        assert await notice.is_hidden()
+
+        stand_in.send(
+            {"type": "publish_layers", "video": True, "active": {"q": True, "h": True, "f": False}}
+        )
+        await a.wait_for_function(_encodings_are({"q": True, "h": True, "f": False}), timeout=3_000)
+        assert await notice.is_hidden()
+
+        # `tiles` while the window is resized: coalesced (>= 500 ms apart), ends at the last size.
+        t0 = time.monotonic()
+        for width in (1000, 1100, 1200, 900, 1280):
+            await a.set_viewport_size({"width": width, "height": 800})
+            await asyncio.sleep(0.15)
+        await asyncio.sleep(1.5)
+        sent = [(t, m) for t, m in SENT.get(id(a), []) if m.get("type") == "tiles" and t >= t0]
+        assert sent, "no `tiles` while resizing"
+        gaps = [round(t2 - t1, 3) for (t1, _), (t2, _) in zip(sent, sent[1:], strict=False)]
+        assert all(g >= 0.45 for g in gaps), f"`tiles` closer than 500 ms: {gaps}"
+        bodies = [json.dumps(m["tiles"], sort_keys=True) for _, m in sent]
+        assert all(x != y for x, y in zip(bodies, bodies[1:], strict=False)), bodies
+        last = sent[-1][1]["tiles"]
+        assert len(last) == 1 and last[0]["visible"], last
+        expected = await a.evaluate(
+            "(() => { const r = document.querySelector('.tile:not(.self)').getBoundingClientRect();"
+            " return [Math.round(r.width), Math.round(r.height)]; })()"
+        )
+        assert [last[0]["width"], last[0]["height"]] == expected, (last, expected)
+        _record(artifacts_dir, "tiles_while_resizing", {"messages": len(sent), "gaps_s": gaps})
+
+        # Uplink too slow: no video at all, and the "up" notice (Vietnamese page).
+        stand_in.send({"type": "publish_layers", "video": False, "active": {}})
+        stand_in.send(
+            {
+                "type": "bandwidth",
+                "direction": "up",
+                "audio_only": True,
+                "reason": "bandwidth",
+                "estimate_bps": 900_000,
+                "threshold_bps": 2_000_000,
+            }
+        )
+        await a.wait_for_function(
+            _encodings_are({"q": False, "h": False, "f": False}), timeout=3_000
+        )
+        await notice.wait_for(state="visible", timeout=3_000)
+        assert "Chỉ gửi âm thanh: đường lên dưới 2 Mbps" in await notice.inner_text()
+
+        # Downlink too slow as well: both causes, the remote tile shows its placeholder.
+        stand_in.send(
+            {
+                "type": "bandwidth",
+                "direction": "down",
+                "audio_only": True,
+                "reason": "bandwidth",
+                "estimate_bps": 1_500_000,
+                "threshold_bps": 2_500_000,
+            }
+        )
+        await a.wait_for_function("window.diemcau.bandwidth.down.audio_only", timeout=3_000)
+        down = await a.evaluate("window.diemcau.bandwidth.down")
+        assert down["reason"] == "bandwidth" and down["estimate_bps"] == 1_500_000, down
+        assert "Âm thanh: băng thông dưới 2,5 Mbps" in await notice.inner_text()
+        assert await a.locator(".tile:not(.self) .placeholder").first.is_visible()
+        await a.select_option("#lang-select", "en")
+        text = await notice.inner_text()
+        assert "Audio only: bandwidth below 2.5 Mbps" in text, text
+        assert "Sending audio only: uplink below 2 Mbps" in text, text
+        await a.screenshot(path=str(artifacts_dir / "simulcast-client-notice-a.png"))
+
+        # Recovered: notice gone, layers back.
+        stand_in.send(
+            {
+                "type": "bandwidth",
+                "direction": "down",
+                "audio_only": False,
+                "reason": None,
+                "estimate_bps": 3_000_000,
+                "threshold_bps": 2_500_000,
+            }
+        )
+        stand_in.send(
+            {
+                "type": "bandwidth",
+                "direction": "up",
+                "audio_only": False,
+                "reason": None,
+                "estimate_bps": 3_000_000,
+                "threshold_bps": 2_000_000,
+            }
+        )
+        stand_in.send(
+            {"type": "publish_layers", "video": True, "active": {"q": True, "h": True, "f": True}}
+        )
+        await notice.wait_for(state="hidden", timeout=3_000)
+        await a.wait_for_function(_encodings_are({"q": True, "h": True, "f": True}), timeout=3_000)
+        await a.wait_for_function(
+            "!document.querySelector('.tile:not(.self)').classList.contains('no-video')",
+            timeout=5_000,
+        )
+        assert await a.locator("#banner").is_hidden(), await a.locator("#banner").inner_text()

@@ -61,3 +61,17 @@ def test_port_allocator_cycles_through_the_range() -> None:
     assert ports.candidates() == [5000, 5001, 5002]
     assert ports.candidates() == [5001, 5002, 5000]
     assert ports.candidates()[0] == 5002
+
+
+async def test_disable_remb_clears_the_video_receivers_estimator() -> None:
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("video", direction="recvonly").receiver
+        for name in aiortc_hooks.RECEIVER_INSTANCE_ATTRS:
+            assert hasattr(receiver, name), f"RTCRtpReceiver.{name} is gone"
+        name = aiortc_hooks.RECEIVER_INSTANCE_ATTRS[0]
+        assert getattr(receiver, name) is not None
+        assert aiortc_hooks.disable_remb(receiver)
+        assert getattr(receiver, name) is None
+    finally:
+        await pc.close()

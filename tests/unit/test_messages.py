@@ -20,6 +20,7 @@ from signaling.messages import (
     SubscribeAnswer,
     Tiles,
     TileSize,
+    Uplink,
     decode,
 )
 
@@ -32,6 +33,7 @@ VALID = [
      Tiles(tiles=[TileSize("p1", 640, 360, False)])),
     ("tiles empty", {"type": "tiles", "tiles": []}, Tiles(tiles=[])),
     ("audio_only", {"type": "audio_only", "enabled": True}, AudioOnly(enabled=True)),
+    ("uplink", {"type": "uplink", "available_bps": 2500000}, Uplink(available_bps=2500000)),
     # (id, message as a Python object, expected struct)
     ("join", {"type": "join", "room": "phong-hop", "name": "An"},
      Join(room="phong-hop", name="An")),
@@ -94,7 +96,7 @@ def test_valid_messages(message: dict, expected: object) -> None:
 
 def test_every_documented_type_has_a_valid_case() -> None:
     assert set(MESSAGE_TYPES) == {"join", "publish", "subscribe_answer", "ice", "mute", "tiles",
-                                  "audio_only", "leave", "ping"}
+                                  "audio_only", "uplink", "leave", "ping"}
     assert {c[1]["type"] for c in VALID} == set(MESSAGE_TYPES)
 
 
@@ -198,6 +200,7 @@ BAD_MESSAGE = [
         {"participant_id": "p", "width": -1, "height": 1}]}, "$.tiles[0].width", "tiles"),
     ("audio_only not bool", {"type": "audio_only", "enabled": "yes"}, "$.enabled",
      "audio_only"),
+    ("uplink negative", {"type": "uplink", "available_bps": -1}, "$.available_bps", "uplink"),
     # (id, message, field named in the error message, ref)
     ("join: no room", {"type": "join", "name": "n"}, "`room`", "join"),
     ("join: no name", {"type": "join", "room": "r"}, "`name`", "join"),

@@ -1,0 +1,590 @@
+"""Synthetic simulcast: a publisher that sends three rid-tagged VP8 layers like Chrome, and a
+subscriber whose downlink estimate (REMB) the test chooses.
+
+``SimulcastPublisher`` offers one video m-line with ``a=rid:q/h/f send`` + ``a=simulcast:send
+q;h;f`` and no ``a=ssrc`` lines (what Chromium sends), then replays pre-encoded VP8 for each layer
+(``loadtest.media.load_simulcast_clips``: 320x180, 640x360, 1280x720) as RTP on three SSRCs of its
+own, every packet carrying the MID, RID and abs-send-time extensions, SRTP-protected and sent
+through the publisher connection's DTLS transport. aiortc's own video sender never runs. A PLI
+for a layer makes that layer jump to its next keyframe at the next frame. Audio is aiortc's
+sender of pre-encoded Opus (with the audio-level extension, as the forwarding benchmark does).
+
+``RembSubscriber`` receives without decoding (its transport's decrypted RTP is only counted, per
+remote participant and kind), never lets aiortc estimate or send REMB, and sends its own REMB of
+``forced_remb_bps`` every 200 ms. The SFU rewrites SSRCs, so the layer it receives is recognised
+by the VP8 keyframe's frame width (``layer_widths`` / ``packets_by_width``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCSessionDescription
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+)
+
+from loadtest.client import SyntheticParticipant
+from loadtest.media import (
+    FPS,
+    LayerClip,
+    PreEncodedAudioTrack,
+    load_clip,
+    load_simulcast_clips,
+)
+from sfu import aiortc_hooks
+from sfu.rtp_packet import RtpView, abs_send_time_now, build_extension_block, pack_header
+
+logger = logging.getLogger(__name__)
+
+URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+URI_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+VIDEO_CLOCK = 90000
+MAX_PAYLOAD = 1100
+"""VP8 payload bytes per RTP packet (Chrome's packets are ~1200 bytes all-in)."""
+PACKETS_PER_YIELD = 8
+"""A 720p keyframe is ~20 packets: yield to the loop between bursts (an in-process server reads)."""
+MAX_LAG_S = 0.2
+SENDER_REPORT_INTERVAL_S = 1.0
+REMB_INTERVAL_S = 0.2
+AUDIO_LEVEL_DBOV = 18
+
+_EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\w+)?\s+(\S+)")
+_RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([\w-]+)/(\d+)")
+
+
+# -- SDP text --------------------------------------------------------------------------------------
+
+
+def _sections(sdp: str) -> tuple[list[str], list[list[str]]]:
+    session: list[str] = []
+    sections: list[list[str]] = []
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if not line:
+            continue
+        if line.startswith("m="):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        else:
+            session.append(line)
+    return session, sections
+
+
+def _join(session: list[str], sections: list[list[str]]) -> str:
+    return "\r\n".join(session + [line for s in sections for line in s]) + "\r\n"
+
+
+def _mid_of(section: list[str]) -> str | None:
+    return next((line[6:].strip() for line in section if line.startswith("a=mid:")), None)
+
+
+@dataclass
+class SimulcastOfferInfo:
+    mid: str
+    rid_ext_id: int
+    repaired_rid_ext_id: int
+
+
+def make_simulcast_offer(sdp: str, rids: tuple[str, ...] = ("q", "h", "f")) -> tuple[
+        str, SimulcastOfferInfo]:
+    """Turn aiortc's offer into what Chrome offers for simulcast on its (first) video m-line.
+
+    Adds the rid / repaired-rid extensions (ids unused anywhere in the offer), ``a=rid:X send``
+    and ``a=simulcast:send q;h;f``, and drops the video ``a=ssrc`` / ``a=ssrc-group`` lines.
+    """
+    session, sections = _sections(sdp)
+    used = {int(m.group(1)) for s in sections for line in s if (m := _EXTMAP.match(line))}
+    free = [i for i in range(1, 15) if i not in used]
+    rid_id, rrid_id = free[-2], free[-1]  # Chrome's own offers use 10 and 11 for these
+    for section in sections:
+        if not section[0].startswith("m=video"):
+            continue
+        mid = _mid_of(section)
+        if mid is None:
+            raise ValueError("video section without a=mid")
+        kept = [line for line in section if not line.startswith(("a=ssrc:", "a=ssrc-group:"))]
+        insert_at = max(i for i, line in enumerate(kept)
+                        if line.startswith(("a=extmap:", "a=mid:", "m="))) + 1
+        kept[insert_at:insert_at] = [f"a=extmap:{rid_id} {URI_RID}",
+                                     f"a=extmap:{rrid_id} {URI_REPAIRED_RID}"]
+        kept += [f"a=rid:{rid} send" for rid in rids]
+        kept.append("a=simulcast:send " + ";".join(rids))
+        section[:] = kept
+        return _join(session, sections), SimulcastOfferInfo(mid, rid_id, rrid_id)
+    raise ValueError("the offer has no video section")
+
+
+def section_info(sdp: str, mid: str) -> tuple[dict[str, int], dict[str, int]]:
+    """({uri: ext id}, {codec name lower: payload type}) of the section with ``mid``."""
+    _session, sections = _sections(sdp)
+    for section in sections:
+        if _mid_of(section) == mid:
+            exts = {m.group(2): int(m.group(1)) for line in section if (m := _EXTMAP.match(line))}
+            codecs: dict[str, int] = {}
+            for line in section:
+                match = _RTPMAP.match(line)
+                if match:
+                    codecs.setdefault(match.group(2).lower(), int(match.group(1)))
+            return exts, codecs
+    raise ValueError(f"no section with mid {mid}")
+
+
+# -- VP8 -------------------------------------------------------------------------------------------
+
+
+def vp8_payloads(frame: bytes, picture_id: int, max_size: int = MAX_PAYLOAD) -> list[bytes]:
+    """RFC 7741 packetization with a 15-bit picture id (as Chrome sends), one partition."""
+    pid = bytes((0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF))
+    first = b"\x90\x80" + pid  # X, S (start of partition 0); I
+    rest = b"\x80\x80" + pid
+    chunk = max_size - len(first)
+    return [(first if pos == 0 else rest) + frame[pos:pos + chunk]
+            for pos in range(0, len(frame), chunk)]
+
+
+def vp8_keyframe_size(payload: bytes) -> tuple[int, int] | None:
+    """(width, height) if this RTP payload starts a VP8 keyframe, else None (never raises)."""
+    n = len(payload)
+    if n < 1 or payload[0] & 0x17 != 0x10:  # S set, partition 0
+        return None
+    i = 1
+    if payload[0] & 0x80:
+        if n < 2:
+            return None
+        x = payload[1]
+        i = 2
+        if x & 0x80:
+            if n <= i:
+                return None
+            i += 2 if payload[i] & 0x80 else 1
+        if x & 0x40:
+            i += 1
+        if x & 0x30:
+            i += 1
+    header = payload[i:i + 10]
+    if len(header) < 10 or header[0] & 0x01 or header[3:6] != b"\x9d\x01\x2a":
+        return None
+    width = int.from_bytes(header[6:8], "little") & 0x3FFF
+    height = int.from_bytes(header[8:10], "little") & 0x3FFF
+    return width, height
+
+
+# -- the publisher ---------------------------------------------------------------------------------
+
+
+class LayerSender:
+    """One simulcast encoding: its SSRC, numbering and position in the pre-encoded loop."""
+
+    def __init__(self, clip: LayerClip, ssrc: int) -> None:
+        self.clip = clip
+        self.rid = clip.rid
+        self.ssrc = ssrc
+        self.active = True
+        self.seq = random.randrange(32768)
+        self.ts_base = random.getrandbits(32)
+        self.picture_id = random.randrange(1 << 15)
+        self.index = 0  # position in the loop
+        self.keyframe_wanted = False
+        self.packets = 0
+        self.octets = 0
+        self.frames = 0
+        self.keyframes_sent = 0
+        self.plis = 0
+        self.pli_at: list[float] = []
+        self.last_timestamp: int | None = None
+
+
+class SimulcastPublisher(SyntheticParticipant):
+    """Publishes audio + one simulcast video m-line with three rid-tagged layers (q, h, f)."""
+
+    def __init__(self, base_url: str, room: str, name: str = "simulcast", **kwargs: Any) -> None:
+        kwargs.setdefault("decode", False)
+        super().__init__(base_url, room, name, **kwargs)
+        self.clips = load_simulcast_clips()
+        ssrcs = random.sample(range(1, 1 << 32), len(self.clips))
+        self.layers = [LayerSender(clip, ssrc)
+                       for clip, ssrc in zip(self.clips, ssrcs, strict=True)]
+        self._by_ssrc = {layer.ssrc: layer for layer in self.layers}
+        self.audio_track: PreEncodedAudioTrack | None = None
+        self.video_mid: str | None = None
+        self.offer_sdp: str | None = None
+        self.answer_sdp: str | None = None
+        self.rembs: list[int] = []  # uplink estimates the server sent us
+        self.nacks = 0
+        self.send_failures = 0
+        self._writer: aiortc_hooks.DatagramWriter | None = None
+        self._pt = 0
+        self._ext: list[tuple[int, bytes]] = []
+        self._abs_id = 0
+        self._rid_id = 0
+        self._t0 = 0.0
+        self._sender_task: asyncio.Task[None] | None = None
+        self._rtcp_ssrc = random.getrandbits(32)
+
+    async def publish(self, timeout: float = 10.0) -> None:
+        pc = self.publisher
+        if self.audio:
+            from loadtest.bench_forward import send_audio_level
+
+            self.audio_track = PreEncodedAudioTrack(load_clip())
+            audio = pc.addTransceiver(self.audio_track, direction="sendonly")
+            send_audio_level(audio.sender, AUDIO_LEVEL_DBOV)
+        video = pc.addTransceiver("video", direction="sendonly")
+        # aiortc's sender must never send video: we send the three layers ourselves.
+        aiortc_hooks.capture_sender(video.sender, lambda _parameters: None)
+        aiortc_hooks.configure_ice(pc, self.ice_addresses, None)
+        await pc.setLocalDescription(await pc.createOffer())
+        self.video_mid = video.mid
+        offer, info = make_simulcast_offer(pc.localDescription.sdp)
+        self.offer_sdp = offer
+        answer = await self.request({"type": "publish", "sdp": offer}, "publish_answer", timeout)
+        self.answer_sdp = answer["sdp"]
+        exts, codecs = section_info(answer["sdp"], info.mid)
+        if "vp8" not in codecs:
+            raise RuntimeError(f"the server did not accept VP8: {codecs}")
+        self._pt = codecs["vp8"]
+        mid_id = exts.get(URI_MID)
+        self._abs_id = exts.get(URI_ABS_SEND_TIME, 0)
+        self._rid_id = exts.get(URI_RID, 0)
+        if not mid_id or not self._rid_id:
+            raise RuntimeError(f"the answer lacks the MID or RID extension: {exts}")
+        self._ext = [(mid_id, info.mid.encode())]
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        transports = {id(t.sender.transport): t.sender.transport for t in pc.getTransceivers()}
+        for transport in transports.values():
+            aiortc_hooks.hook_transport(transport, lambda _data, _arrival: None, self._on_rtcp)
+        self._writer = aiortc_hooks.DatagramWriter(video.sender.transport)
+        self._sender_task = asyncio.ensure_future(self._send_forever())
+
+    # -- RTCP from the server ----------------------------------------------------------------------
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError:
+            return
+        now = time.monotonic()
+        for packet in packets:
+            if isinstance(packet, RtcpPsfbPacket):
+                if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                    layer = self._by_ssrc.get(packet.media_ssrc)
+                    if layer is not None:
+                        layer.plis += 1
+                        layer.pli_at.append(now)
+                        layer.keyframe_wanted = True
+                elif packet.fmt == RTCP_PSFB_APP:
+                    with contextlib.suppress(Exception):
+                        self.rembs.append(unpack_remb_fci(packet.fci)[0])
+            elif isinstance(packet, RtcpRtpfbPacket):
+                self.nacks += 1
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def _timestamp(self, layer: LayerSender, now: float) -> int:
+        return (layer.ts_base + int((now - self._t0) * VIDEO_CLOCK)) & 0xFFFFFFFF
+
+    async def _send_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._t0 = start = loop.time()
+        tick = 0
+        last_report = start
+        try:
+            while True:
+                due = start + tick / FPS
+                now = loop.time()
+                if now - due > MAX_LAG_S:
+                    start, tick = now, 0  # a starved loop: carry on from now, no burst
+                elif due > now:
+                    await asyncio.sleep(due - now)
+                tick += 1
+                assert self._writer is not None
+                if not self._writer.check():
+                    continue  # not connected yet
+                for layer in self.layers:
+                    if layer.active:
+                        await self._send_frame(layer, loop.time())
+                if loop.time() - last_report >= SENDER_REPORT_INTERVAL_S:
+                    last_report = loop.time()
+                    self._send_sender_reports(last_report)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("simulcast sender failed")
+
+    async def _send_frame(self, layer: LayerSender, now: float) -> None:
+        clip = layer.clip
+        if layer.keyframe_wanted:
+            layer.keyframe_wanted = False
+            layer.index = clip.next_keyframe(layer.index)
+        frame = clip.frames[layer.index]
+        if clip.keyframes[layer.index]:
+            layer.keyframes_sent += 1
+        layer.index = (layer.index + 1) % len(clip.frames)
+        timestamp = self._timestamp(layer, now)
+        layer.last_timestamp = timestamp
+        payloads = vp8_payloads(frame, layer.picture_id)
+        layer.picture_id = (layer.picture_id + 1) & 0x7FFF
+        layer.frames += 1
+        rid = (self._rid_id, layer.rid.encode())
+        last = len(payloads) - 1
+        assert self._writer is not None
+        for i, payload in enumerate(payloads):
+            elements = [*self._ext, rid]
+            if self._abs_id:
+                elements.append((self._abs_id, abs_send_time_now(time.monotonic())))
+            data = pack_header(0x90, (0x80 if i == last else 0) | self._pt, layer.seq,
+                               timestamp, layer.ssrc) + build_extension_block(elements) + payload
+            layer.seq = (layer.seq + 1) & 0xFFFF
+            if self._writer.send_rtp(data):
+                layer.packets += 1
+                layer.octets += len(payload)
+            else:
+                self.send_failures += 1
+            if i % PACKETS_PER_YIELD == PACKETS_PER_YIELD - 1:
+                await asyncio.sleep(0)
+
+    def _send_sender_reports(self, now: float) -> None:
+        from aiortc.clock import current_ntp_time
+
+        ntp = current_ntp_time()
+        chunk = b""
+        for layer in self.layers:
+            if layer.packets:
+                chunk += bytes(RtcpSrPacket(ssrc=layer.ssrc, sender_info=RtcpSenderInfo(
+                    ntp_timestamp=ntp, rtp_timestamp=self._timestamp(layer, now),
+                    packet_count=layer.packets & 0xFFFFFFFF,
+                    octet_count=layer.octets & 0xFFFFFFFF,
+                )))
+        if chunk and self._writer is not None:
+            self._writer.send_rtcp(chunk)
+
+    def describe(self) -> dict[str, Any]:
+        return {layer.rid: {"ssrc": layer.ssrc, "frames": layer.frames, "packets": layer.packets,
+                            "keyframes": layer.keyframes_sent, "plis": layer.plis}
+                for layer in self.layers}
+
+    async def close(self) -> None:
+        if self._sender_task is not None:
+            self._sender_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._sender_task
+        if self.audio_track is not None:
+            self.audio_track.stop()
+        await super().close()
+
+
+# -- the subscriber --------------------------------------------------------------------------------
+
+
+class TimedEvents(list):  # type: ignore[type-arg]
+    """The participant's event list, with the monotonic time each message arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, item: Any) -> None:
+        self.times.append(time.monotonic())
+        super().append(item)
+
+    def timed(self, message_type: str) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, m) for t, m in zip(self.times, self, strict=True)
+                if m.get("type") == message_type]
+
+
+@dataclass
+class SsrcState:
+    """What one incoming SSRC carries; for video, the layer (keyframe width) now arriving."""
+
+    mid: str
+    kind: str
+    width: int | None = None
+    height: int | None = None
+    packets: int = 0
+
+
+@dataclass
+class KeyframeSeen:
+    at: float  # time.monotonic()
+    participant_id: str
+    width: int
+    height: int
+
+
+class RembSubscriber(SyntheticParticipant):
+    """Subscribes, counts RTP without decoding, and reports the REMB the test chooses.
+
+    ``forced_remb_bps`` None sends no REMB at all. ``received[participant][kind]`` counts RTP
+    packets; ``packets_by_width[participant][width]`` counts video packets per layer (the width of
+    the latest keyframe on that stream), ``keyframes`` lists every keyframe with its time.
+    """
+
+    def __init__(self, base_url: str, room: str, name: str = "remb",
+                 forced_remb_bps: int | None = None, **kwargs: Any) -> None:
+        super().__init__(base_url, room, name, audio=False, video=False, decode=False, **kwargs)
+        self.forced_remb_bps = forced_remb_bps
+        self.events = TimedEvents()
+        self.ssrcs: dict[int, SsrcState] = {}
+        self.kinds_by_pt: dict[int, str] = {}
+        self.rtx_pts: set[int] = set()
+        self.packets_by_width: dict[str, Counter[int]] = defaultdict(Counter)
+        self.keyframes: list[KeyframeSeen] = []
+        self.last_packet_at: dict[tuple[str, str], float] = {}
+        self.rembs_sent = 0
+        self.unknown_packets = 0
+        self._hooked: set[int] = set()
+        self._disabled: set[int] = set()
+        self._writer: aiortc_hooks.DatagramWriter | None = None
+        self._remb_task: asyncio.Task[None] | None = None
+        self._rtcp_ssrc = uuid.uuid4().int & 0xFFFFFFFF
+
+    # -- offers ------------------------------------------------------------------------------------
+
+    def _learn(self, sdp: str) -> None:
+        _session, sections = _sections(sdp)
+        for section in sections:
+            kind = section[0][2:].split()[0]
+            mid = _mid_of(section)
+            for line in section:
+                match = _RTPMAP.match(line)
+                if match:
+                    pt = int(match.group(1))
+                    if match.group(2).lower() == "rtx":
+                        self.rtx_pts.add(pt)
+                    else:
+                        self.kinds_by_pt[pt] = kind
+                if line.startswith("a=ssrc:") and mid is not None:
+                    ssrc = int(line[7:].split()[0])
+                    state = self.ssrcs.get(ssrc)
+                    if state is None or state.mid != mid:
+                        self.ssrcs[ssrc] = SsrcState(mid, kind)
+
+    async def _answer(self, message: dict[str, Any]) -> None:
+        async with self._offer_lock:
+            pc = self.subscriber
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+            self.tracks = message["tracks"]
+            self._learn(message["sdp"])
+            for transceiver in pc.getTransceivers():
+                receiver = transceiver.receiver
+                if id(receiver) not in self._disabled:
+                    self._disabled.add(id(receiver))
+                    aiortc_hooks.disable_decoding(receiver, lambda _parameters: None)
+                    aiortc_hooks.disable_remb(receiver)
+                transport = receiver.transport
+                if id(transport) not in self._hooked:
+                    self._hooked.add(id(transport))
+                    aiortc_hooks.hook_transport(transport, self._on_rtp, lambda _data: None)
+                    self._writer = aiortc_hooks.DatagramWriter(transport)
+            if self._remb_task is None:
+                self._remb_task = asyncio.ensure_future(self._remb_forever())
+            aiortc_hooks.configure_ice(pc, self.ice_addresses, None)
+            await pc.setLocalDescription(await pc.createAnswer())
+            await self.send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
+
+    # -- RTP ---------------------------------------------------------------------------------------
+
+    def _on_rtp(self, data: bytes, _arrival_ms: int) -> None:
+        pt = data[1] & 0x7F
+        if pt in self.rtx_pts:
+            return  # retransmissions and probes: not media
+        ssrc = int.from_bytes(data[8:12], "big")
+        state = self.ssrcs.get(ssrc)
+        info = self.tracks.get(state.mid) if state is not None else None
+        if state is None or info is None:
+            self.unknown_packets += 1
+            return
+        participant, kind = info["participant_id"], info["kind"]
+        state.packets += 1
+        self.received[participant][kind] += 1
+        now = time.monotonic()
+        self.last_packet_at[(participant, kind)] = now
+        if kind != "video":
+            return
+        try:
+            payload = RtpView.parse(data).payload
+        except ValueError:
+            return
+        size = vp8_keyframe_size(payload)
+        if size is not None:
+            state.width, state.height = size
+            self.keyframes.append(KeyframeSeen(now, participant, *size))
+        if state.width is not None:
+            self.packets_by_width[participant][state.width] += 1
+
+    # -- REMB --------------------------------------------------------------------------------------
+
+    def video_ssrcs(self) -> list[int]:
+        return [ssrc for ssrc, state in self.ssrcs.items() if state.kind == "video"]
+
+    def send_remb(self, bitrate_bps: int) -> bool:
+        if self._writer is None:
+            return False
+        packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc, media_ssrc=0,
+                                fci=pack_remb_fci(bitrate_bps, self.video_ssrcs()))
+        sent = self._writer.send_rtcp(bytes(packet))
+        self.rembs_sent += sent
+        return sent
+
+    async def _remb_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REMB_INTERVAL_S)
+            if self.forced_remb_bps is not None:
+                self.send_remb(self.forced_remb_bps)
+
+    # -- what the test asks ------------------------------------------------------------------------
+
+    def current_width(self, participant_id: str) -> int | None:
+        """The layer (frame width) now arriving from ``participant_id``, if any video came."""
+        widths = [s.width for s in self.ssrcs.values()
+                  if s.kind == "video" and s.width is not None
+                  and self.tracks.get(s.mid, {}).get("participant_id") == participant_id]
+        return widths[-1] if widths else None
+
+    def seconds_since(self, participant_id: str, kind: str) -> float:
+        last = self.last_packet_at.get((participant_id, kind))
+        return float("inf") if last is None else time.monotonic() - last
+
+    def bandwidth_events(self) -> list[tuple[float, dict[str, Any]]]:
+        return self.events.timed("bandwidth")
+
+    async def close(self) -> None:
+        if self._remb_task is not None:
+            self._remb_task.cancel()
+        await super().close()
+
+
+@dataclass
+class WidthWindow:
+    """Video packets per width received between two moments (for "only this layer" checks)."""
+
+    start: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def begin(cls, subscriber: RembSubscriber, participant_id: str) -> WidthWindow:
+        return cls(dict(subscriber.packets_by_width[participant_id]))
+
+    def since(self, subscriber: RembSubscriber, participant_id: str) -> dict[int, int]:
+        now = subscriber.packets_by_width[participant_id]
+        return {w: n - self.start.get(w, 0) for w, n in now.items() if n - self.start.get(w, 0)}

@@ -1,0 +1,60 @@
+"""What a publisher should send: which simulcast encodings, and whether video at all (pure).
+
+Encodings nobody consumes are paused (the client sets ``active=false``) after a grace period, so
+a layer a subscriber might switch back to is not stopped and restarted every few seconds; the
+lowest one always stays on, ready for new subscribers. Below 2 Mbps of uplink (measured, not
+merely unprobed: the estimate must fall under what the publisher sends) the publisher is told
+to stop video; since a silent camera cannot prove the link has recovered, video is retried after
+a while and the browser's own estimator probes as the encodings come back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sfu.audio_only import AudioOnlyGate
+from sfu.producer import Producer
+
+UNUSED_PAUSE_AFTER_S = 5.0
+UPLINK_RETRY_S = 15.0
+CONGESTED_BELOW_SENT = 0.8
+
+
+@dataclass
+class UplinkPolicy:
+    gate: AudioOnlyGate = field(default_factory=AudioOnlyGate)
+    _last_needed: dict[tuple[str, int], float] = field(default_factory=dict)
+    reported: tuple[bool, tuple[tuple[str, bool], ...]] | None = None
+
+    def active_layers(self, producer: Producer, now: float) -> dict[str, bool]:
+        """rid -> keep sending, for a simulcast producer."""
+        wanted = {0}
+        for consumer in producer.consumers:
+            if consumer.pause_reason is None:
+                wanted.update(x for x in (consumer.target_layer, consumer.current_layer)
+                              if x is not None)
+        active: dict[str, bool] = {}
+        for layer in producer.layers:
+            key = (producer.id, layer.index)
+            if layer.index in wanted:
+                self._last_needed[key] = now
+            last = self._last_needed.setdefault(key, now)  # new layers get the grace period
+            active[layer.rid or str(layer.index)] = now - last < UNUSED_PAUSE_AFTER_S
+        return active
+
+    def video_allowed(self, estimate_bps: float | None, sending_bps: float, now: float) -> bool:
+        congested = estimate_bps is not None and estimate_bps < CONGESTED_BELOW_SENT * sending_bps
+        self.gate.update(estimate_bps, now, congested)
+        if self.gate.audio_only and self.gate.entered_at is not None \
+                and now - self.gate.entered_at >= UPLINK_RETRY_S:
+            self.gate.audio_only = False  # try again: the browser probes as video restarts
+            self.gate.entered_at = None
+        return not self.gate.audio_only
+
+    def message(self, video: bool, active: dict[str, bool]) -> dict[str, object] | None:
+        """The ``publish_layers`` message when something changed since the last one."""
+        state = (video, tuple(sorted(active.items())))
+        if state == self.reported:
+            return None
+        self.reported = state
+        return {"type": "publish_layers", "video": video, "active": active}
