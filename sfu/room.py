@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,11 +47,33 @@ class Participant:
         return list(self.publisher.producers.values()) if self.publisher else []
 
 
+def retire_counters(participant: Participant, now: float, into: Counter[str]) -> None:
+    """Fold a leaving participant's counters into the worker's totals (metrics stay monotonic)."""
+    subscriber = participant.subscriber
+    if subscriber is not None:
+        into["audio_only_seconds"] += subscriber.downlink.seconds_audio_only(now)
+        into["probe_packets"] += subscriber.downlink.probes_sent
+        for consumer in subscriber.consumers.values():
+            into["layer_switches"] += consumer.layer_switches
+            into["forwarded_packets"] += consumer.packets_sent
+            into["forwarded_bytes"] += consumer.octets_sent
+            into["retransmitted_packets"] += consumer.retransmitted
+            for reason, count in consumer.drops.items():
+                into[f"drop:{reason.value}"] += count
+    for producer in participant.producers:
+        into["received_packets"] += producer.packets_received
+        into["keyframe_requests"] += producer.keyframe_requests_sent
+    if participant.publisher is not None:
+        for reason, count in participant.publisher.drops.items():
+            into[f"drop:{reason.value}"] += count
+
+
 class Room:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, retired: Counter[str] | None = None) -> None:
         self.name = name
         self.participants: dict[str, Participant] = {}
         self.closed = False
+        self.retired: Counter[str] = retired if retired is not None else Counter()
 
     def __len__(self) -> int:
         return len(self.participants)
@@ -118,6 +141,7 @@ class Room:
         participant = self.participants.pop(participant_id, None)
         if participant is None:
             return None
+        retire_counters(participant, asyncio.get_running_loop().time(), self.retired)
         for producer in participant.producers:
             for other in self.participants.values():
                 if other.subscriber is not None:

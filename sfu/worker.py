@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ class Worker:
         )
         self._addresses = list(config.ice_addresses) if config.ice_addresses else None
         self._maintain_task: asyncio.Task[None] | None = None
+        self.retired: Counter[str] = Counter()  # counters of participants who left
 
     MAINTAIN_INTERVAL_S = 0.5
 
@@ -84,7 +86,7 @@ class Worker:
     def room(self, name: str) -> Room:
         room = self.rooms.get(name)
         if room is None:
-            room = self.rooms[name] = Room(name)
+            room = self.rooms[name] = Room(name, self.retired)
         return room
 
     def join(

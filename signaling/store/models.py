@@ -1,0 +1,208 @@
+"""The control plane's records, errors and the ``Store`` interface.
+
+Records are frozen msgspec Structs: cheap to build from a row and safe to hand between the store's
+thread and the event loop. Secrets (passwords, invitation tokens, device secrets, API session
+tokens) only ever appear here as hashes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+
+Role = Literal["operator", "host", "member"]
+RoomKind = Literal["multipoint", "endpoint-phone"]
+ROLES: tuple[Role, ...] = ("operator", "host", "member")
+ROOM_KINDS: tuple[RoomKind, ...] = ("multipoint", "endpoint-phone")
+DEFAULT_CAPACITY = 26
+"""The old MCU's limit (the Polycom served 26 sites): what a room holds unless told otherwise."""
+
+
+class Organisation(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+    created_at: float
+
+
+class Account(msgspec.Struct, frozen=True):
+    id: int
+    username: str
+    display_name: str
+    role: Role
+    org_id: int | None
+    password_hash: str
+    disabled: bool
+    created_at: float
+
+
+class Room(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+    org_id: int
+    capacity: int
+    kind: RoomKind
+    locked: bool
+    lobby: bool
+    auto_record: bool
+    password_hash: str | None
+    created_at: float
+
+
+class Invitation(msgspec.Struct, frozen=True):
+    id: int
+    room_id: int
+    token_hash: str
+    label: str
+    max_uses: int
+    uses_left: int
+    expires_at: float
+    revoked: bool
+    created_by: int | None
+    created_at: float
+
+
+class Meeting(msgspec.Struct, frozen=True):
+    """A scheduled meeting: on ``first_date`` (and, if weekly, the same weekday after it, up to
+    ``until``) from ``start`` to ``end`` local time, local being UTC + ``utc_offset_min``."""
+
+    id: int
+    room_id: int
+    title: str
+    first_date: str
+    start: str
+    end: str
+    weekly: bool
+    until: str | None
+    utc_offset_min: int
+    account_ids: tuple[int, ...] = ()
+    endpoint_ids: tuple[int, ...] = ()
+
+
+class Endpoint(msgspec.Struct, frozen=True):
+    """A meeting room's computer: joins its scheduled meetings with long-lived credentials."""
+
+    id: int
+    name: str
+    org_id: int
+    secret_hash: str
+    created_at: float
+    last_seen_at: float | None
+
+
+class JoinRecord(msgspec.Struct, frozen=True):
+    at: float
+    room: str
+    identity: str
+    role: str
+    address: str
+    outcome: str
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    pass
+
+
+class NotFound(StoreError):
+    def __init__(self, entity: str, key: object) -> None:
+        super().__init__(f"no {entity} {key!r}")
+        self.entity = entity
+        self.key = key
+
+
+class Conflict(StoreError):
+    """A uniqueness rule would be broken (a room or user name taken, a duplicate membership)."""
+
+
+class InvitationUnusable(StoreError):
+    """``reason`` is one of ``unknown``, ``wrong-room``, ``revoked``, ``expired``, ``used-up``."""
+
+    def __init__(self, reason: str, invitation: Invitation | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.invitation = invitation
+
+
+# -- the interface -------------------------------------------------------------------------------
+
+ROOM_FIELDS = frozenset({"capacity", "kind", "locked", "lobby", "auto_record", "password_hash"})
+"""What ``update_room`` may change (the name and owner are fixed: links and tokens name them)."""
+
+
+class Store(Protocol):
+    """Everything the control plane keeps. Every write is one transaction; every method is safe
+    to call from many tasks at once. A second database can implement this later."""
+
+    async def close(self) -> None: ...
+
+    async def schema_version(self) -> int: ...
+
+    async def is_empty(self) -> bool: ...
+
+    # organisations
+    async def create_organisation(self, name: str) -> Organisation: ...
+    async def get_organisation(self, org_id: int) -> Organisation: ...
+    async def list_organisations(self) -> list[Organisation]: ...
+
+    # accounts
+    async def create_account(self, username: str, display_name: str, role: Role,
+                             org_id: int | None, password_hash: str) -> Account: ...
+    async def get_account(self, account_id: int) -> Account: ...
+    async def find_account(self, username: str) -> Account | None: ...
+    async def list_accounts(self, org_id: int | None = None) -> list[Account]: ...
+    async def set_account_password(self, account_id: int, password_hash: str) -> None: ...
+    async def delete_account(self, account_id: int) -> None: ...
+
+    # rooms and memberships
+    async def create_room(self, name: str, org_id: int, *, capacity: int = DEFAULT_CAPACITY,
+                          kind: RoomKind = "multipoint", password_hash: str | None = None,
+                          locked: bool = False, lobby: bool = False,
+                          auto_record: bool = False) -> Room: ...
+    async def get_room(self, name: str) -> Room: ...
+    async def find_room(self, name: str) -> Room | None: ...
+    async def list_rooms(self, org_id: int | None = None,
+                         member_id: int | None = None) -> list[Room]: ...
+    async def update_room(self, name: str, **changes: object) -> Room: ...
+    async def delete_room(self, name: str) -> None: ...
+    async def add_member(self, room_id: int, account_id: int) -> None: ...
+    async def remove_member(self, room_id: int, account_id: int) -> None: ...
+    async def list_members(self, room_id: int) -> list[Account]: ...
+    async def is_member(self, room_id: int, account_id: int) -> bool: ...
+
+    # invitations
+    async def create_invitation(self, room_id: int, token_hash: str, *, max_uses: int,
+                                expires_at: float, label: str = "",
+                                created_by: int | None = None) -> Invitation: ...
+    async def list_invitations(self, room_id: int) -> list[Invitation]: ...
+    async def revoke_invitation(self, room_id: int, invitation_id: int) -> None: ...
+    async def consume_invitation(self, token_hash: str, room_id: int,
+                                 now: float) -> Invitation: ...
+
+    # scheduled meetings
+    async def create_meeting(self, room_id: int, title: str, first_date: str, start: str,
+                             end: str, *, weekly: bool = True, until: str | None = None,
+                             utc_offset_min: int = 420, account_ids: tuple[int, ...] = (),
+                             endpoint_ids: tuple[int, ...] = ()) -> Meeting: ...
+    async def list_meetings(self, room_id: int | None = None,
+                            endpoint_id: int | None = None) -> list[Meeting]: ...
+    async def delete_meeting(self, room_id: int, meeting_id: int) -> None: ...
+
+    # endpoint devices
+    async def create_endpoint(self, name: str, org_id: int, secret_hash: str) -> Endpoint: ...
+    async def get_endpoint(self, endpoint_id: int) -> Endpoint: ...
+    async def list_endpoints(self, org_id: int | None = None) -> list[Endpoint]: ...
+    async def touch_endpoint(self, endpoint_id: int, now: float) -> None: ...
+    async def delete_endpoint(self, endpoint_id: int) -> None: ...
+
+    # REST API sessions (opaque bearer tokens, stored hashed)
+    async def create_api_session(self, token_hash: str, account_id: int,
+                                 expires_at: float) -> None: ...
+    async def api_session_account(self, token_hash: str, now: float) -> Account | None: ...
+    async def delete_api_session(self, token_hash: str) -> None: ...
+
+    # audit
+    async def record_join(self, record: JoinRecord) -> None: ...
+    async def list_joins(self, room: str | None = None, limit: int = 100) -> list[JoinRecord]: ...
