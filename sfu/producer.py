@@ -100,6 +100,9 @@ class Producer:
         self.bytes_received = 0
         self.keyframe_requests_sent = 0
         self.consumer_errors = 0
+        # RFC 6464 audio levels (0 = loudest, 127 = silence), summed for speaker detection.
+        self.level_sum = 0
+        self.level_count = 0
         self._request_keyframe = request_keyframe
         self._is_keyframe: Callable[[bytes], bool] = _no_keyframe
 
@@ -142,6 +145,11 @@ class Producer:
             for consumer in consumers:
                 consumer.skip(packet.sequence_number, index)
             return
+        if self.audio_level_ext_id is not None:
+            level = packet.extensions.get(self.audio_level_ext_id)
+            if level:
+                self.level_sum += level[0] & 0x7F
+                self.level_count += 1
         keyframe = self._is_keyframe(packet.payload)
         if keyframe and self.kind is Kind.VIDEO:
             layer.last_keyframe_s = now
@@ -173,6 +181,14 @@ class Producer:
         if abs_send_time_id:
             elements.append((abs_send_time_id, abs_send_time_now(now)))
         return extension_elements(elements)
+
+    def take_level(self) -> float | None:
+        """Mean audio level (-dBov) since the last call, None without level data."""
+        if not self.level_count:
+            return None
+        mean = self.level_sum / self.level_count
+        self.level_sum = self.level_count = 0
+        return mean
 
     def close(self) -> None:
         self.closed = True

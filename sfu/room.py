@@ -24,6 +24,9 @@ from sfu.uplink import UplinkPolicy
 logger = logging.getLogger(__name__)
 
 Notify = Callable[[dict[str, object]], None]
+SPEAKING_LEVEL = 50.0
+"""Mean level at or above -50 dBov over the last half second counts as speaking."""
+MAX_SPEAKERS = 3
 
 
 @dataclass(eq=False)
@@ -74,6 +77,7 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.closed = False
         self.retired: Counter[str] = retired if retired is not None else Counter()
+        self.speakers: list[str] = []
 
     def __len__(self) -> int:
         return len(self.participants)
@@ -108,8 +112,27 @@ class Room:
         for p in self.participants.values():
             p.notify(message)
 
+    def update_speakers(self) -> None:
+        """The loudest few participants speak: they get allocator priority and the UI shows it."""
+        levels: dict[str, float] = {}
+        for participant in self.participants.values():
+            for producer in participant.producers:
+                if producer.kind is Kind.AUDIO and not producer.muted:
+                    level = producer.take_level()
+                    if level is not None and level <= SPEAKING_LEVEL:
+                        levels[participant.id] = level
+        speakers = sorted(levels, key=levels.__getitem__)[:MAX_SPEAKERS]
+        if speakers == self.speakers:
+            return
+        self.speakers = speakers
+        for participant in self.participants.values():
+            if participant.subscriber is not None:
+                participant.subscriber.downlink.policy.speakers = set(speakers)
+            participant.notify({"type": "speakers", "participant_ids": speakers})
+
     def maintain(self, now: float) -> None:
-        """Periodic: tell each publisher which encodings to send, and whether video at all."""
+        """Periodic: speakers; tell each publisher which encodings to send, and whether video."""
+        self.update_speakers()
         for participant in self.participants.values():
             publisher = participant.publisher
             if publisher is None:

@@ -207,3 +207,14 @@ def test_negotiated_but_absent_extension_leaves_the_x_bit_clear() -> None:
     feed(producer, rtp(10, 960, b"\xfc\x01", pt=111), 0.0)
     assert writer.packets[0][0] == 0x80
     assert RtpView.parse(writer.packets[0]).payload == b"\xfc\x01"
+
+
+def test_audio_levels_are_averaged_for_speaker_detection() -> None:
+    producer = Producer("alice:0", "alice", Kind.AUDIO, "0", lambda p, layer: None)
+    producer.set_codec(OPUS_IN)
+    producer.audio_level_ext_id = 1
+    assert producer.take_level() is None
+    for seq, level in enumerate((0x80 | 30, 40, 50)):  # the V bit is not part of the level
+        feed(producer, rtp(seq, 960 * seq, b"\xfc", pt=111, extensions={1: bytes([level])}), 0)
+    assert producer.take_level() == 40.0
+    assert producer.take_level() is None  # reset after reading
