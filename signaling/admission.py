@@ -1,0 +1,426 @@
+"""Who may join which room: the join rules, and the live seats that enforce capacity.
+
+``Admission.admit`` authenticates one join (token, invitation link, endpoint device, account with
+the room password, or nobody in ``--open-rooms`` mode), applies the room's rules and either seats
+the participant (``Admitted``), parks a guest in the lobby (``Waiting``) or raises
+``JoinRefused`` with a code the client shows. Seats live in memory: the server is one process,
+and the final capacity check and the seat it grants happen with no ``await`` between them, so
+concurrent joins can never overfill a room (50 at once into a room of 26 seat exactly 26).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from signaling import ratelimit
+from signaling.auth import (
+    JoinRefused,
+    JoinRole,
+    Passwords,
+    create_join_token,
+    hash_secret_token,
+    secret_matches,
+    verify_join_token,
+)
+from signaling.ratelimit import RateLimiter
+from signaling.store import DEFAULT_CAPACITY, InvitationUnusable, JoinRecord, NotFound, Room, Store
+from signaling.store.schedule import EARLY_JOIN_S, is_on, next_start
+
+logger = logging.getLogger(__name__)
+
+REJOIN_TTL_S = 12 * 3600
+NOT_COUNTED: frozenset[str] = frozenset({"recorder"})
+"""Roles that take no seat: the recorder is the server's own machinery, not a participant."""
+HOST_ROLES: frozenset[str] = frozenset({"host", "recorder"})
+"""Roles that enter a locked room and skip the lobby."""
+
+
+class Credentials(msgspec.Struct, frozen=True, kw_only=True):
+    """What a client presents with ``join`` (all optional; see ``Admission.admit``)."""
+
+    name: str = ""
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    room_password: str | None = None
+    invite: str | None = None
+    endpoint_id: int | None = None
+    endpoint_secret: str | None = None
+    take_over: bool = False
+
+
+@dataclass(frozen=True)
+class Principal:
+    identity: str
+    name: str
+    role: JoinRole
+    can_publish: bool = True
+    can_subscribe: bool = True
+    rejoin_token: str | None = None
+
+
+@dataclass(frozen=True)
+class Admitted:
+    room: str
+    session_id: str
+    identity: str
+    name: str
+    role: JoinRole
+    can_publish: bool
+    can_subscribe: bool
+    auto_record: bool = False
+    replaced_session: str | None = None
+    """Take over: the session that held this identity's seat; disconnect it."""
+    replaced_room: str | None = None
+    rejoin_token: str | None = None
+    """For guests from an invitation: reconnect with this instead of spending another use."""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A guest in the lobby; ``Admission.admit_waiting`` seats them when a host agrees."""
+
+    room: str
+    session_id: str
+    principal: Principal
+    capacity: int
+    auto_record: bool
+    since: float
+    take_over: bool = False
+
+
+@dataclass
+class _Seat:
+    session_id: str
+    role: JoinRole
+
+
+@dataclass
+class _RoomSeats:
+    seats: dict[str, _Seat] = field(default_factory=dict)  # identity -> seat
+
+    def counted(self) -> int:
+        return sum(1 for seat in self.seats.values() if seat.role not in NOT_COUNTED)
+
+
+class Admission:
+    def __init__(self, store: Store, secret: bytes, passwords: Passwords,
+                 limiter: RateLimiter | None = None, *, open_rooms: bool = False,
+                 open_room_capacity: int = DEFAULT_CAPACITY,
+                 clock: Callable[[], float] = time.time, audit: bool = True) -> None:
+        self.store = store
+        self.secret = secret
+        self.passwords = passwords
+        self.limiter = limiter or RateLimiter()
+        self.open_rooms = open_rooms
+        self.open_room_capacity = open_room_capacity
+        self.clock = clock
+        self.audit = audit
+        self._rooms: dict[str, _RoomSeats] = {}
+        self._where: dict[str, tuple[str, str]] = {}  # identity -> (room, session id)
+        self._lobby: dict[str, dict[str, Waiting]] = {}  # room -> session id -> waiting
+        self._audit_tasks: set[asyncio.Task[None]] = set()
+        self._dummy_hash: str | None = None
+
+    async def close(self) -> None:
+        """Finish the audit writes in flight (call before closing the store)."""
+        if self._audit_tasks:
+            await asyncio.gather(*self._audit_tasks, return_exceptions=True)
+
+    # -- the rules -----------------------------------------------------------------------------
+
+    async def admit(self, room_name: str, credentials: Credentials, address: str,
+                    session_id: str) -> Admitted | Waiting:
+        """Authenticate and apply the rules; seat, park in the lobby, or raise ``JoinRefused``.
+
+        One way in is used, first present first: ``token``; ``invite``; ``endpoint_id`` with
+        ``endpoint_secret``; ``username`` with ``password`` (and ``room_password`` when the room
+        has one); else, in open-rooms mode, anyone with a name.
+        """
+        now = self.clock()
+        principal: Principal | None = None
+        try:
+            room = await self.store.find_room(room_name)
+            principal = await self._authenticate(room_name, room, credentials, address, now)
+            outcome = self._enter(room_name, room, principal, session_id, credentials.take_over,
+                                  now)
+        except JoinRefused as refused:
+            self._record(now, room_name, principal, credentials, address, refused.code)
+            raise
+        self._record(now, room_name, principal, credentials, address,
+                     "lobby" if isinstance(outcome, Waiting) else "admitted")
+        return outcome
+
+    async def _authenticate(self, room_name: str, room: Room | None, credentials: Credentials,
+                            address: str, now: float) -> Principal:
+        if credentials.token is not None:
+            return self._by_token(room_name, room, credentials.token, address, now)
+        if credentials.invite is not None:
+            return await self._by_invitation(room_name, room, credentials, address, now)
+        if credentials.endpoint_id is not None:
+            return await self._by_endpoint(room_name, room, credentials, address, now)
+        if credentials.username is not None:
+            return await self._by_account(room_name, room, credentials, address, now)
+        if self.open_rooms:
+            return Principal(f"open:{secrets_suffix()}", _display(credentials.name), "guest")
+        self._require_room(room_name, room)
+        raise JoinRefused("not-invited", f"room {room_name!r} needs an invitation link, a join "
+                                         "token, or an account and the room password")
+
+    def _require_room(self, room_name: str, room: Room | None) -> None:
+        if room is None and not self.open_rooms:
+            raise JoinRefused("no-such-room", f"there is no room {room_name!r} (names are "
+                                              "case-sensitive)")
+
+    def _limit(self, keys: list[ratelimit.Key], now: float) -> None:
+        wait = self.limiter.take_all(keys, now)
+        if wait > 0:
+            raise JoinRefused("rate-limited", f"too many failed attempts; try again in "
+                                              f"{int(wait) + 1} s", retry_after=int(wait) + 1)
+
+    def _by_token(self, room_name: str, room: Room | None, token: str, address: str,
+                  now: float) -> Principal:
+        keys = [(ratelimit.JOIN_ADDRESS, address)]
+        self._limit(keys, now)
+        grants = verify_join_token(self.secret, token, now, room=room_name)
+        self._require_room(room_name, room)
+        self.limiter.refund_all(keys, now)
+        return Principal(grants.identity, grants.name, grants.role, grants.can_publish,
+                         grants.can_subscribe)
+
+    async def _by_invitation(self, room_name: str, room: Room | None,
+                             credentials: Credentials, address: str, now: float) -> Principal:
+        keys = [(ratelimit.JOIN_ADDRESS, address)]
+        self._limit(keys, now)
+        if room is None:
+            raise JoinRefused("not-invited", f"this invitation is not for room {room_name!r}")
+        try:
+            invitation = await self.store.consume_invitation(
+                hash_secret_token(credentials.invite or ""), room.id, now)
+        except InvitationUnusable as exc:
+            raise _invitation_refused(exc, room_name) from None
+        self.limiter.refund_all(keys, now)
+        identity = f"guest:{invitation.id}:{secrets_suffix()}"
+        name = _display(credentials.name or invitation.label)
+        ttl = max(60.0, min(REJOIN_TTL_S, invitation.expires_at - now))
+        rejoin = create_join_token(self.secret, room_name, identity, name, "guest",
+                                   ttl_s=ttl, now=now)
+        return Principal(identity, name, "guest", rejoin_token=rejoin)
+
+    async def _by_endpoint(self, room_name: str, room: Room | None, credentials: Credentials,
+                           address: str, now: float) -> Principal:
+        endpoint_id = credentials.endpoint_id
+        keys = [(ratelimit.PASSWORD_ACCOUNT, f"endpoint:{endpoint_id}"),
+                (ratelimit.PASSWORD_ADDRESS, address)]
+        self._limit(keys, now)
+        try:
+            endpoint = await self.store.get_endpoint(endpoint_id or 0)
+        except NotFound:
+            endpoint = None
+        if endpoint is None or not secret_matches(endpoint.secret_hash,
+                                                  credentials.endpoint_secret or ""):
+            raise JoinRefused("bad-password", "wrong endpoint id or secret")
+        self.limiter.refund_all(keys, now)
+        if room is None:
+            raise JoinRefused("not-invited", f"there is no room {room_name!r}")
+        meetings = await self.store.list_meetings(room.id, endpoint.id)
+        if not any(is_on(m, now, EARLY_JOIN_S) for m in meetings):
+            starts = [s for m in meetings if (s := next_start(m, now)) is not None]
+            when = (" (next starts " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(
+                min(starts))) + ")") if starts else ""
+            raise JoinRefused("not-invited", f"{endpoint.name} has no meeting in room "
+                                             f"{room_name!r} now{when}")
+        await self.store.touch_endpoint(endpoint.id, now)
+        return Principal(f"endpoint:{endpoint.id}", endpoint.name, "endpoint")
+
+    async def _by_account(self, room_name: str, room: Room | None, credentials: Credentials,
+                          address: str, now: float) -> Principal:
+        username = credentials.username or ""
+        keys = [(ratelimit.PASSWORD_ACCOUNT, username), (ratelimit.PASSWORD_ADDRESS, address)]
+        self._limit(keys, now)
+        account = await self.store.find_account(username)
+        if account is None:
+            # Hash anyway: an unknown name must not answer faster than a wrong password.
+            await self.passwords.verify(await self._dummy(), credentials.password or "")
+            raise JoinRefused("bad-password", "wrong user name or password")
+        if not await self.passwords.verify(account.password_hash, credentials.password or ""):
+            raise JoinRefused("bad-password", "wrong user name or password")
+        if account.disabled:
+            raise JoinRefused("bad-password", "this account is disabled")
+        self._require_room(room_name, room)
+        owner = account.role == "operator" or (
+            account.role == "host" and room is not None and room.org_id == account.org_id)
+        if room is not None and not owner:
+            if not await self.store.is_member(room.id, account.id):
+                raise JoinRefused("not-invited", f"{username} is not a member of room "
+                                                 f"{room_name!r}; ask its host to add you")
+            if room.password_hash is not None and not await self.passwords.verify(
+                    room.password_hash, credentials.room_password or ""):
+                raise JoinRefused("bad-password", f"wrong password for room {room_name!r} "
+                                                  "(passwords are case-sensitive)")
+        self.limiter.refund_all(keys, now)
+        return Principal(f"account:{account.id}", _display(credentials.name or
+                                                           account.display_name),
+                         "host" if owner else "member")
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.passwords.hash("not a real password")
+        return self._dummy_hash
+
+    # -- seats ---------------------------------------------------------------------------------
+
+    def _enter(self, room_name: str, room: Room | None, principal: Principal, session_id: str,
+               take_over: bool, now: float) -> Admitted | Waiting:
+        """The synchronous part: no await from the room check to the seat."""
+        capacity = room.capacity if room is not None else self.open_room_capacity
+        auto_record = room.auto_record if room is not None else False
+        if room is not None and room.locked and principal.role not in HOST_ROLES:
+            raise JoinRefused("room-locked", f"room {room_name!r} is locked by its host")
+        if room is not None and room.lobby and principal.role == "guest":
+            waiting = Waiting(room_name, session_id, principal, capacity, auto_record, now,
+                              take_over)
+            self._lobby.setdefault(room_name, {})[session_id] = waiting
+            return waiting
+        return self._seat(room_name, capacity, auto_record, principal, session_id, take_over)
+
+    def _seat(self, room_name: str, capacity: int, auto_record: bool, principal: Principal,
+              session_id: str, take_over: bool) -> Admitted:
+        identity = principal.identity
+        previous = self._where.get(identity)
+        if previous is not None and not take_over:
+            raise JoinRefused("already-in-room", f"you are already in room {previous[0]!r} "
+                                                 "(another window or device); choose "
+                                                 "\"take over\" to move here",
+                              room=previous[0])
+        seats = self._rooms.setdefault(room_name, _RoomSeats())
+        frees_one = previous is not None and previous[0] == room_name \
+            and seats.seats[identity].role not in NOT_COUNTED
+        if principal.role not in NOT_COUNTED and seats.counted() - frees_one >= capacity:
+            if not seats.seats:
+                del self._rooms[room_name]
+            raise JoinRefused("room-full", f"room {room_name!r} is full: it holds at most "
+                                           f"{capacity} participants", limit=capacity)
+        if previous is not None:
+            self._unseat(previous[0], identity)
+            seats = self._rooms.setdefault(room_name, seats)
+        seats.seats[identity] = _Seat(session_id, principal.role)
+        self._where[identity] = (room_name, session_id)
+        return Admitted(
+            room_name, session_id, identity, principal.name, principal.role,
+            principal.can_publish and principal.role != "recorder", principal.can_subscribe,
+            auto_record, previous[1] if previous else None, previous[0] if previous else None,
+            principal.rejoin_token,
+        )
+
+    def _unseat(self, room_name: str, identity: str) -> None:
+        seats = self._rooms.get(room_name)
+        if seats is not None:
+            seats.seats.pop(identity, None)
+            if not seats.seats:
+                del self._rooms[room_name]
+        self._where.pop(identity, None)
+
+    def release(self, room_name: str, identity: str, session_id: str) -> bool:
+        """A participant left (or waited in the lobby and went away). Only the session that
+        holds the seat frees it: the old session of a take-over leaving later must not free the
+        new one's. Returns whether anything was freed."""
+        lobby = self._lobby.get(room_name)
+        if lobby is not None and lobby.pop(session_id, None) is not None:
+            if not lobby:
+                del self._lobby[room_name]
+            return True
+        if self._where.get(identity) != (room_name, session_id):
+            return False
+        self._unseat(room_name, identity)
+        return True
+
+    # -- the lobby -----------------------------------------------------------------------------
+
+    def lobby(self, room_name: str) -> list[Waiting]:
+        return sorted(self._lobby.get(room_name, {}).values(), key=lambda w: w.since)
+
+    def admit_waiting(self, room_name: str, session_id: str) -> Admitted:
+        """A host lets a guest in: seat them (``room-full`` still applies). KeyError if no such
+        guest waits."""
+        waiting = self._lobby[room_name][session_id]
+        admitted = self._seat(room_name, waiting.capacity, waiting.auto_record,
+                              waiting.principal, session_id, waiting.take_over)
+        self.deny_waiting(room_name, session_id)  # out of the lobby, now seated
+        return admitted
+
+    def deny_waiting(self, room_name: str, session_id: str) -> Waiting:
+        waiting = self._lobby[room_name].pop(session_id)
+        if not self._lobby[room_name]:
+            del self._lobby[room_name]
+        return waiting
+
+    # -- what is where -------------------------------------------------------------------------
+
+    def occupants(self, room_name: str) -> dict[str, str]:
+        """identity -> session id of everyone seated in the room."""
+        seats = self._rooms.get(room_name)
+        return {} if seats is None else {i: s.session_id for i, s in seats.seats.items()}
+
+    def count(self, room_name: str) -> int:
+        seats = self._rooms.get(room_name)
+        return 0 if seats is None else seats.counted()
+
+    def clear_room(self, room_name: str) -> list[str]:
+        """End the meeting: free every seat and empty the lobby; returns the session ids."""
+        sessions = list(self._lobby.pop(room_name, {}))
+        for identity, session_id in self.occupants(room_name).items():
+            self._unseat(room_name, identity)
+            sessions.append(session_id)
+        return sessions
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def _record(self, now: float, room_name: str, principal: Principal | None,
+                credentials: Credentials, address: str, outcome: str) -> None:
+        if not self.audit:
+            return
+        identity = principal.identity if principal else (
+            f"account:{credentials.username}" if credentials.username else
+            f"endpoint:{credentials.endpoint_id}" if credentials.endpoint_id else "?")
+        role = principal.role if principal else "?"
+        record = JoinRecord(now, room_name, identity, role, address, outcome)
+        # In the background: the seat is already decided; a slow disk must not delay the join.
+        task = asyncio.ensure_future(self._write_record(record))
+        self._audit_tasks.add(task)
+        task.add_done_callback(self._audit_tasks.discard)
+
+    async def _write_record(self, record: JoinRecord) -> None:
+        try:
+            await self.store.record_join(record)
+        except Exception:
+            logger.exception("could not record a join in the audit")
+
+
+def _invitation_refused(exc: InvitationUnusable, room_name: str) -> JoinRefused:
+    if exc.reason == "expired" and exc.invitation is not None:
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(exc.invitation.expires_at))
+        return JoinRefused("token-expired", f"this invitation link expired at {stamp}")
+    reason = {
+        "unknown": "this invitation link is not valid",
+        "wrong-room": f"this invitation link is not for room {room_name!r}",
+        "revoked": "this invitation link was withdrawn by the host",
+        "used-up": "this invitation link has been used as many times as it allows",
+    }[exc.reason]
+    return JoinRefused("not-invited", reason)
+
+
+def _display(name: str) -> str:
+    name = name.strip()[:64]
+    return name or "Khách"
+
+
+def secrets_suffix() -> str:
+    return secrets.token_hex(6)

@@ -1,0 +1,172 @@
+"""The control plane as one object on the app: store, secrets, rate limits, admission, moderator.
+
+``control_ctx(...)`` is a ``cleanup_ctx`` that opens it (the store is async to open, so it cannot
+be built in the synchronous ``create_app``) and closes it after the rooms have drained.
+``bootstrap`` sets up an empty data directory on first start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from signaling.admission import Admission
+from signaling.api_models import ParticipantInfo
+from signaling.auth import (
+    DEFAULT_TOKEN_TTL_S,
+    JoinRole,
+    Passwords,
+    create_join_token,
+    load_or_create_secret,
+    new_secret_token,
+    random_password,
+)
+from signaling.ratelimit import RateLimiter
+from signaling.store import Store, open_store
+
+logger = logging.getLogger(__name__)
+
+DEMO_ROOM = "demo"
+DEMO_INVITE_USES = 100
+DEMO_INVITE_TTL_S = 30 * 86400
+
+
+class Moderator(Protocol):
+    """What hosts do to a live meeting; the media side (the lead's sessions and rooms)
+    implements it. Unknown rooms or participants raise ``KeyError`` (the API answers 404)."""
+
+    def participants(self, room: str) -> list[ParticipantInfo]: ...
+
+    def waiting(self, room: str) -> list[ParticipantInfo]: ...
+
+    async def mute(self, room: str, participant_id: str,
+                   kind: Literal["audio", "video"]) -> None: ...
+
+    async def remove(self, room: str, participant_id: str) -> None: ...
+
+    async def set_locked(self, room: str, locked: bool) -> None: ...
+
+    async def admit(self, room: str, participant_id: str) -> None: ...
+
+    async def deny(self, room: str, participant_id: str) -> None: ...
+
+    async def end(self, room: str) -> None: ...
+
+    async def pin(self, room: str, participant_id: str | None) -> None: ...
+
+
+@dataclass
+class ControlPlane:
+    store: Store
+    passwords: Passwords
+    secret: bytes
+    limiter: RateLimiter
+    admission: Admission
+    moderator: Moderator | None = None
+    """Set by the app once the media worker exists; moderation answers 503 until then."""
+    clock: Callable[[], float] = field(default=time.time)
+    session_ttl_s: float = 12 * 3600
+
+    @classmethod
+    async def open(cls, data_dir: Path, *, open_rooms: bool = False,
+                   passwords: Passwords | None = None, store: Store | None = None,
+                   clock: Callable[[], float] = time.time) -> ControlPlane:
+        store = store or await open_store(data_dir)
+        passwords = passwords or Passwords()
+        secret = load_or_create_secret(data_dir)
+        limiter = RateLimiter()
+        admission = Admission(store, secret, passwords, limiter, open_rooms=open_rooms,
+                              clock=clock)
+        return cls(store, passwords, secret, limiter, admission, clock=clock)
+
+    async def close(self) -> None:
+        await self.admission.close()
+        await self.store.close()
+
+
+CONTROL = web.AppKey("control", ControlPlane)
+
+
+def control_ctx(data_dir: Path, *, open_rooms: bool = False, passwords: Passwords | None = None,
+                moderator: Moderator | None = None,
+                on_bootstrap: Callable[[BootstrapResult], None] | None = None,
+                ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that puts a ``ControlPlane`` on ``app[CONTROL]`` and, on an empty
+    store, bootstraps it and hands the result (the operator's password, shown once) to
+    ``on_bootstrap``."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        control = await ControlPlane.open(data_dir, open_rooms=open_rooms, passwords=passwords)
+        control.moderator = moderator
+        try:
+            result = await bootstrap(control.store, data_dir, control.passwords)
+            if result is not None and on_bootstrap is not None:
+                on_bootstrap(result)
+            if open_rooms:
+                logger.warning("OPEN ROOMS: anyone who can reach this server joins any room "
+                               "without credentials (--open-rooms); use only on a closed "
+                               "network or for tests")
+            app[CONTROL] = control
+            yield
+        finally:
+            await control.close()
+
+    return ctx
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    username: str
+    password: str
+    """Shown once; only its hash is stored."""
+    organisation: str
+    room: str
+    join_path: str
+    """``/?room=demo&invite=...``: prefix with the server's URL."""
+
+
+async def bootstrap(store: Store, data_dir: Path,
+                    passwords: Passwords | None = None) -> BootstrapResult | None:
+    """On an empty store: an operator account with a random password, a demo organisation and
+    room, and an invitation link to it. None if the store already has accounts."""
+    if not await store.is_empty():
+        return None
+    passwords = passwords or Passwords()
+    load_or_create_secret(data_dir)
+    password = random_password()
+    organisation = await store.create_organisation("Demo")
+    await store.create_account("admin", "Operator", "operator", None,
+                               await passwords.hash(password))
+    room = await store.create_room(DEMO_ROOM, organisation.id)
+    token, token_hash = new_secret_token()
+    await store.create_invitation(room.id, token_hash, max_uses=DEMO_INVITE_USES,
+                                  expires_at=time.time() + DEMO_INVITE_TTL_S, label="demo")
+    logger.info("first start: created operator account 'admin' and room %r", DEMO_ROOM)
+    return BootstrapResult("admin", password, organisation.name, room.name,
+                           invitation_link(room.name, token))
+
+
+def invitation_link(room: str, token: str) -> str:
+    return "/?" + urlencode({"room": room, "invite": token})
+
+
+def token_link(room: str, token: str) -> str:
+    return "/?" + urlencode({"room": room, "token": token})
+
+
+def token_create(data_dir: Path, room: str, name: str, *, identity: str | None = None,
+                 role: JoinRole = "member", ttl_s: float = DEFAULT_TOKEN_TTL_S,
+                 can_publish: bool = True, can_subscribe: bool = True) -> tuple[str, str]:
+    """For ``diemcau token create``: a join token signed with this data directory's secret,
+    and its join path (``/?room=...&token=...``). Needs no running server."""
+    identity = identity or f"token:{new_secret_token()[0][:12]}"
+    token = create_join_token(load_or_create_secret(data_dir), room, identity, name, role,
+                              can_publish, can_subscribe, ttl_s)
+    return token, token_link(room, token)

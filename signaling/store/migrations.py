@@ -1,0 +1,107 @@
+"""Numbered schema migrations. Never edit a released one: append a new step.
+
+Each step is a list of single statements (not one script: ``executescript`` commits on its own,
+and a step must be applied in the same transaction as the bump of ``schema_version`` so a crash
+leaves either the old schema or the new one).
+
+Names and passwords are case-sensitive (the plans say so): every text key uses BINARY collation,
+which is SQLite's default; we spell it out so nobody "fixes" it to NOCASE.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    # 1: the control plane
+    [
+        """CREATE TABLE organisations (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE COLLATE BINARY,
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE accounts (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL UNIQUE COLLATE BINARY,
+            display_name TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('operator', 'host', 'member')),
+            org_id INTEGER REFERENCES organisations(id) ON DELETE RESTRICT,
+            password_hash TEXT NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE rooms (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE COLLATE BINARY,
+            org_id INTEGER NOT NULL REFERENCES organisations(id) ON DELETE RESTRICT,
+            capacity INTEGER NOT NULL CHECK (capacity > 0),
+            kind TEXT NOT NULL CHECK (kind IN ('multipoint', 'endpoint-phone')),
+            locked INTEGER NOT NULL DEFAULT 0,
+            lobby INTEGER NOT NULL DEFAULT 0,
+            auto_record INTEGER NOT NULL DEFAULT 0,
+            password_hash TEXT,
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE memberships (
+            room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            PRIMARY KEY (room_id, account_id)
+        )""",
+        """CREATE TABLE invitations (
+            id INTEGER PRIMARY KEY,
+            room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            token_hash TEXT NOT NULL UNIQUE,
+            label TEXT NOT NULL DEFAULT '',
+            max_uses INTEGER NOT NULL CHECK (max_uses > 0),
+            uses_left INTEGER NOT NULL CHECK (uses_left >= 0),
+            expires_at REAL NOT NULL,
+            revoked INTEGER NOT NULL DEFAULT 0,
+            created_by INTEGER REFERENCES accounts(id) ON DELETE SET NULL,
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE meetings (
+            id INTEGER PRIMARY KEY,
+            room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            title TEXT NOT NULL,
+            first_date TEXT NOT NULL,
+            start TEXT NOT NULL,
+            "end" TEXT NOT NULL,
+            weekly INTEGER NOT NULL,
+            until TEXT,
+            utc_offset_min INTEGER NOT NULL
+        )""",
+        """CREATE TABLE meeting_accounts (
+            meeting_id INTEGER NOT NULL REFERENCES meetings(id) ON DELETE CASCADE,
+            account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            PRIMARY KEY (meeting_id, account_id)
+        )""",
+        """CREATE TABLE endpoints (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE COLLATE BINARY,
+            org_id INTEGER NOT NULL REFERENCES organisations(id) ON DELETE RESTRICT,
+            secret_hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            last_seen_at REAL
+        )""",
+        """CREATE TABLE meeting_endpoints (
+            meeting_id INTEGER NOT NULL REFERENCES meetings(id) ON DELETE CASCADE,
+            endpoint_id INTEGER NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+            PRIMARY KEY (meeting_id, endpoint_id)
+        )""",
+        """CREATE TABLE api_sessions (
+            token_hash TEXT PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+            expires_at REAL NOT NULL
+        )""",
+        """CREATE TABLE joins (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            room TEXT NOT NULL,
+            identity TEXT NOT NULL,
+            role TEXT NOT NULL,
+            address TEXT NOT NULL,
+            outcome TEXT NOT NULL
+        )""",
+        "CREATE INDEX joins_room_at ON joins (room, at)",
+        "CREATE INDEX meeting_endpoints_endpoint ON meeting_endpoints (endpoint_id)",
+        "CREATE INDEX memberships_account ON memberships (account_id)",
+    ],
+]
