@@ -78,6 +78,7 @@ class Room:
         self.closed = False
         self.retired: Counter[str] = retired if retired is not None else Counter()
         self.speakers: list[str] = []
+        self.pinned: str | None = None  # the chair's video, first for everyone
 
     def __len__(self) -> int:
         return len(self.participants)
@@ -89,11 +90,22 @@ class Room:
         """Admit a participant: tell the others, and subscribe it to every ready producer."""
         others = self.others(participant.id)
         self.participants[participant.id] = participant
+        if participant.subscriber is not None and self.pinned:
+            participant.subscriber.downlink.policy.pinned = {self.pinned}
         for other in others:
             other.notify({"type": "participant_joined", "participant": participant.describe()})
             for producer in other.producers:
                 if producer.codec is not None and participant.subscriber is not None:
                     participant.subscriber.add_producer(producer)
+
+    def pin(self, participant_id: str | None) -> None:
+        """Pin (or unpin) one participant's video for everyone (the chair, multipoint model)."""
+        self.pinned = participant_id
+        for participant in self.participants.values():
+            if participant.subscriber is not None:
+                participant.subscriber.downlink.policy.pinned = (
+                    {participant_id} if participant_id else set())
+            participant.notify({"type": "pinned", "participant_id": participant_id})
 
     def producer_ready(self, producer: Producer) -> None:
         """A publisher's track negotiated its codec: every other participant consumes it."""

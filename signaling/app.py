@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from pathlib import Path
 
@@ -16,8 +16,11 @@ from aiohttp import WSCloseCode, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from sfu.worker import Worker
+from signaling.api import add_api_routes
 from signaling.config import HARD_MAX_MESSAGE_BYTES, Config
+from signaling.control import CONTROL, BootstrapResult, control_ctx
 from signaling.metrics import make_registry, render
+from signaling.moderation import LiveModerator, SessionRegistry
 from signaling.session import Session
 
 logger = logging.getLogger(__name__)
@@ -27,6 +30,7 @@ WORKER = web.AppKey("worker", Worker)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 WEB_ROOT = web.AppKey("web_root", Path)
+SESSIONS = web.AppKey("sessions", SessionRegistry)
 
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html",
                 ".svg": "image/svg+xml"}
@@ -72,7 +76,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     app[SOCKETS].add(ws)
     try:
-        await Session(ws, app[WORKER], config).run()
+        await Session(ws, app[WORKER], config, app[CONTROL], app[SESSIONS],
+                      request.remote or "?").run()
     finally:
         app[SOCKETS].discard(ws)
     return ws
@@ -83,6 +88,7 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     worker.start()
     app[WORKER] = worker
     app[REGISTRY] = make_registry(worker)
+    app[CONTROL].moderator = LiveModerator(worker, app[CONTROL], app[SESSIONS])
     yield
     await worker.close()
 
@@ -92,12 +98,20 @@ async def close_sockets(app: web.Application) -> None:
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(
+    config: Config, on_bootstrap: Callable[[BootstrapResult], None] | None = None
+) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[CONFIG] = config
     app[SOCKETS] = weakref.WeakSet()
+    app[SESSIONS] = SessionRegistry()
     app[WEB_ROOT] = web_root()
+    # The control plane opens first and closes last: rooms drain before the store closes.
+    app.cleanup_ctx.append(
+        control_ctx(config.data_dir, open_rooms=config.open_rooms, on_bootstrap=on_bootstrap)
+    )
     app.cleanup_ctx.append(worker_ctx)
+    add_api_routes(app)
     app.on_shutdown.append(close_sockets)
     app.add_routes([
         web.get("/", index),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sfu.worker import MediaConfig
 from signaling.config import Config
+from signaling.control import BootstrapResult
 
 
 def port_range(text: str) -> tuple[int, int]:
@@ -42,13 +43,34 @@ def build_parser() -> argparse.ArgumentParser:
                        help="video returns above threshold x this factor (default 1.25)")
     serve.add_argument("--audio-only-recover-seconds", type=float, default=5.0,
                        help="... held for this long (default 5)")
+    serve.add_argument("--open-rooms", action="store_true",
+                       help="anyone may join any room without credentials (closed networks "
+                            "and tests only; logged loudly)")
     serve.add_argument("--log-level", default="info")
+    token = commands.add_parser("token", help="join tokens")
+    token_commands = token.add_subparsers(dest="token", required=True)
+    create = token_commands.add_parser("create", help="make a signed join token")
+    create.add_argument("--data-dir", type=Path, default=Path("./data"))
+    create.add_argument("--room", required=True)
+    create.add_argument("--name", required=True, help="display name")
+    create.add_argument("--identity", default=None)
+    create.add_argument("--role", default="member",
+                        choices=["host", "member", "guest", "endpoint", "recorder"])
+    create.add_argument("--ttl", type=float, default=6 * 3600, help="seconds (default 6 h)")
+    create.add_argument("--no-publish", action="store_true")
+    create.add_argument("--no-subscribe", action="store_true")
+    create.add_argument("--url", default="http://127.0.0.1:8080")
     bench = commands.add_parser("bench", help="benchmarks")
     bench_commands = bench.add_subparsers(dest="bench", required=True)
     forward = bench_commands.add_parser("forward", help="CPU per forwarded packet")
     forward.add_argument("--subscribers", default="1,4,16,64")
     forward.add_argument("--duration", type=float, default=10.0)
     forward.add_argument("--json", type=Path, default=None)
+    loadtest = commands.add_parser(
+        "loadtest", help="synthetic meetings: quality under load, room capacity, room limit")
+    from loadtest.run import add_arguments as add_loadtest_arguments
+
+    add_loadtest_arguments(loadtest)
     return parser
 
 
@@ -61,7 +83,7 @@ def serve(args: argparse.Namespace) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.data_dir.mkdir(parents=True, exist_ok=True)
     config = Config(
-        host=args.host, port=args.port, data_dir=args.data_dir,
+        host=args.host, port=args.port, data_dir=args.data_dir, open_rooms=args.open_rooms,
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),
@@ -70,10 +92,33 @@ def serve(args: argparse.Namespace) -> None:
             audio_only_recover_s=args.audio_only_recover_seconds,
         ),
     )
+    base = f"http://{args.host}:{args.port}"
+
+    def announce(result: BootstrapResult) -> None:
+        # Printed once, on the first start: only the hash is stored.
+        print(f"diemcau: first start. Operator account {result.username!r}, password "
+              f"{result.password}  (shown once; console: {base}/console)", flush=True)
+        print(f"diemcau: demo room ready: {base}{result.join_path}&name=YourName", flush=True)
+
+    if args.open_rooms:
+        print("diemcau: WARNING --open-rooms: anyone who reaches this server joins any room "
+              f"without credentials; try {base}/?room=demo&name=YourName", flush=True)
     loop = new_event_loop()
-    print(f"diemcau: open http://{args.host}:{args.port}/?room=demo&name=YourName", flush=True)
-    web.run_app(create_app(config), host=args.host, port=args.port, loop=loop,
+    print(f"diemcau: listening on {base}", flush=True)
+    web.run_app(create_app(config, announce), host=args.host, port=args.port, loop=loop,
                 print=None, shutdown_timeout=10)
+
+
+def token_create_cli(args: argparse.Namespace) -> int:
+    from signaling.control import token_create
+
+    token, path = token_create(
+        args.data_dir, args.room, args.name, identity=args.identity, role=args.role,
+        ttl_s=args.ttl, can_publish=not args.no_publish, can_subscribe=not args.no_subscribe,
+    )
+    print(token)
+    print(args.url.rstrip("/") + path)
+    return 0
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -88,10 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         serve(args)
+    elif args.command == "token":
+        return token_create_cli(args)
     elif args.command == "bench":
         from loadtest.bench_forward import run_cli
 
         return run_cli(args)
+    elif args.command == "loadtest":
+        from loadtest.run import run_cli as run_loadtest
+
+        return run_loadtest(args)
     return 0
 
 

@@ -21,3 +21,5 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     heartbeat_s: float = 20.0
+    open_rooms: bool = False
+    """Anyone may join any room without credentials: closed networks and tests only."""

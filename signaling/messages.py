@@ -18,10 +18,20 @@ class _Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=False):
     pass
 
 
+Secret = Annotated[str, msgspec.Meta(max_length=4096)]
+
+
 class Join(_Message, tag="join"):
     room: Name
     name: Name
-    token: str | None = None
+    token: Secret | None = None
+    username: Name | None = None
+    password: Secret | None = None
+    room_password: Secret | None = None
+    invite: Secret | None = None
+    endpoint_id: Annotated[int, msgspec.Meta(ge=1, le=2**53)] | None = None
+    endpoint_secret: Secret | None = None
+    take_over: bool = False
 
 
 class Publish(_Message, tag="publish"):

@@ -21,7 +21,9 @@ from sfu.downlink import Tile
 from sfu.room import Participant
 from sfu.types import Kind
 from sfu.worker import Worker
+from signaling.admission import Admitted, Credentials, Waiting
 from signaling.config import Config
+from signaling.control import ControlPlane
 from signaling.messages import (
     AudioOnly,
     Ice,
@@ -36,6 +38,7 @@ from signaling.messages import (
     Uplink,
     decode,
 )
+from signaling.moderation import SessionRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +49,27 @@ OUTBOX_LIMIT = 1000
 
 
 class Session:
-    def __init__(self, ws: web.WebSocketResponse, worker: Worker, config: Config) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        worker: Worker,
+        config: Config,
+        control: ControlPlane | None = None,
+        sessions: SessionRegistry | None = None,
+        address: str = "?",
+    ) -> None:
         self.ws = ws
         self.worker = worker
         self.config = config
+        self.control = control
+        self.sessions = sessions if sessions is not None else SessionRegistry()
+        self.address = address
         self.participant: Participant | None = None
         self.room_name: str | None = None
+        self.admitted: Admitted | None = None
+        self._session_id: str | None = None  # the participant id, from join on (lobby too)
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._waiting: Waiting | None = None
         self._closing = False
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             Join: self.on_join,
@@ -136,7 +153,10 @@ class Session:
             message = decode(raw)
             ref = message.__struct_config__.tag  # type: ignore[assignment]
             if self.participant is None and not isinstance(message, Join | Ping):
-                raise ProtocolError("not-joined", "send `join` first", ref)
+                if self._waiting is None:
+                    raise ProtocolError("not-joined", "send `join` first", ref)
+                if not isinstance(message, Leave):  # a lobby guest may only wait or go
+                    raise ProtocolError("in-lobby", "waiting for the host to let you in", ref)
             await self._handlers[type(message)](message)
         except ProtocolError as exc:
             if exc.ref is None:
@@ -152,29 +172,63 @@ class Session:
     # -- handlers --------------------------------------------------------------------------------
 
     async def on_join(self, message: Join) -> None:
-        if self.participant is not None:
+        if self._session_id is not None:
             raise ProtocolError("already-joined", f"already in room {self.room_name!r}")
-        participant_id = uuid.uuid4().hex[:12]
-        room = self.worker.room(message.room)
+        session_id = uuid.uuid4().hex[:12]
+        if self.control is None:  # no control plane (media-only tests): everyone is a member
+            self._session_id, self.room_name = session_id, message.room
+            self.sessions.add(session_id, self)
+            await self.finish_join(Admitted(message.room, session_id, f"anon:{session_id}",
+                                            message.name, "member", True, True))
+            return
+        credentials = Credentials(
+            name=message.name, token=message.token, username=message.username,
+            password=message.password, room_password=message.room_password,
+            invite=message.invite, endpoint_id=message.endpoint_id,
+            endpoint_secret=message.endpoint_secret, take_over=message.take_over,
+        )
+        outcome = await self.control.admission.admit(message.room, credentials, self.address,
+                                                     session_id)
+        self._session_id, self.room_name = session_id, message.room
+        self.sessions.add(session_id, self)
+        if isinstance(outcome, Waiting):
+            self._waiting = outcome
+            self.send({"type": "lobby", "room": message.room, "participant_id": session_id})
+            logger.info("%s waits in the lobby of %r", message.name, message.room)
+            return
+        await self.finish_join(outcome)
+
+    async def finish_join(self, admitted: Admitted) -> None:
+        """Seated (at once, or by a host from the lobby): enter the media room."""
+        self._waiting = None
+        if admitted.replaced_session:
+            old = self.sessions.get(admitted.replaced_session)
+            if old is not None and old is not self:
+                await old.kick("taken-over", release=False)
+        self.admitted = admitted
+        room = self.worker.room(admitted.room)
         others = [p.describe() for p in room.participants.values()]
-        self.room_name = message.room
         self.participant = self.worker.join(
-            message.room, participant_id, message.name, self.send, self._send_offer
+            admitted.room, admitted.session_id, admitted.name, self.send, self._send_offer
         )
         # Queued before anything the room may send on our behalf, so `joined` comes first.
         self.send({
-            "type": "joined", "participant_id": participant_id, "room": message.room,
-            "participants": others, "ice_servers": [
-                {"urls": url} for url in self.worker.config.ice_servers
-            ],
+            "type": "joined", "participant_id": admitted.session_id, "room": admitted.room,
+            "participants": others, "role": admitted.role,
+            "can_publish": admitted.can_publish, "can_subscribe": admitted.can_subscribe,
+            "rejoin_token": admitted.rejoin_token, "pinned": room.pinned,
+            "ice_servers": [{"urls": url} for url in self.worker.config.ice_servers],
         })
-        logger.info("%s (%s) joined room %r", message.name, participant_id, message.room)
+        logger.info("%s (%s, %s) joined room %r", admitted.name, admitted.session_id,
+                    admitted.role, admitted.room)
 
     async def _send_offer(self, sdp: str, tracks: dict[str, dict[str, str]]) -> None:
         self.send({"type": "subscribe_offer", "sdp": sdp, "tracks": tracks})
 
     async def on_publish(self, message: Publish) -> None:
         assert self.participant is not None and self.participant.publisher is not None
+        if self.admitted is not None and not self.admitted.can_publish:
+            raise ProtocolError("not-allowed", "this join does not allow publishing")
         try:
             answer = await self.participant.publisher.answer(message.sdp)
         except Exception as exc:  # aiortc raises ValueError, but also AssertionError etc.
@@ -246,12 +300,26 @@ class Session:
     async def on_ping(self, message: Ping) -> None:
         self.send({"type": "pong", "id": message.id})
 
-    async def leave(self) -> None:
-        participant, room_name = self.participant, self.room_name
+    async def leave(self, release: bool = True) -> None:
+        participant, room_name, session_id = self.participant, self.room_name, self._session_id
         self.participant = None
         if participant is not None and room_name is not None:
             await self.worker.leave(room_name, participant.id)
             logger.info("%s left room %r", participant.id, room_name)
+        if session_id is not None:
+            self.sessions.discard(session_id, self)
+            if release and self.control is not None and room_name is not None:
+                identity = self.admitted.identity if self.admitted else (
+                    self._waiting.principal.identity if self._waiting else "")
+                self.control.admission.release(room_name, identity, session_id)
+        self._waiting = None
+
+    async def kick(self, reason: str, release: bool = True) -> None:
+        """Moderation or take-over: tell the client why, leave, and close the socket."""
+        self.send({"type": "left", "reason": reason})
+        await self.leave(release=release)
+        self._closing = True
+        self._outbox.put_nowait(None)
 
 
 CANDIDATE_TYPES = {"host", "srflx", "prflx", "relay"}

@@ -32,6 +32,7 @@ def _media_needs_private_namespace(request: pytest.FixtureRequest) -> None:
 
 def make_config(tmp_path: Path, **overrides: object) -> Config:
     media = MediaConfig(ice_addresses=("127.0.0.1",))
+    overrides.setdefault("open_rooms", True)
     return Config(data_dir=tmp_path, media=media, **overrides)  # type: ignore[arg-type]
 
 

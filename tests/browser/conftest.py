@@ -64,7 +64,7 @@ def server_url(tmp_path: Path) -> Iterator[str]:
         sys.executable,
         "-m",
         "signaling.cli",
-        "serve",
+        "serve", "--open-rooms",
         "--host",
         "127.0.0.1",
         "--port",

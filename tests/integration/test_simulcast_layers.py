@@ -238,7 +238,7 @@ async def test_layer_follows_remb_with_threshold_lowered(tmp_path: Path) -> None
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", "import sys; from signaling.cli import main; sys.exit(main())",
-         "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+         "serve", "--open-rooms", "--port", str(port), "--data-dir", str(tmp_path / "data"),
          "--ice-address", "127.0.0.1", "--audio-only-below", "100000", "--log-level", "warning"],
         cwd=Path(__file__).resolve().parents[2],
     )

@@ -1,0 +1,112 @@
+"""Moderation of live meetings: the ``Moderator`` the REST API calls, over the live sessions.
+
+Sessions register themselves by participant id (and lobby guests by their session id, which is
+the participant id they will get); the moderator finds them there, and the media side (the
+worker's rooms) does the muting and pinning.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from sfu.types import Kind
+from sfu.worker import Worker
+from signaling.api_models import ParticipantInfo
+from signaling.control import ControlPlane
+
+if TYPE_CHECKING:
+    from signaling.session import Session
+
+
+class SessionRegistry:
+    """participant id -> live Session (joined or waiting in a lobby)."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, Session] = {}
+
+    def add(self, participant_id: str, session: Session) -> None:
+        self._sessions[participant_id] = session
+
+    def discard(self, participant_id: str, session: Session) -> None:
+        if self._sessions.get(participant_id) is session:
+            del self._sessions[participant_id]
+
+    def get(self, participant_id: str) -> Session | None:
+        return self._sessions.get(participant_id)
+
+    def in_room(self, room: str) -> list[Session]:
+        return [s for s in self._sessions.values() if s.room_name == room]
+
+
+class LiveModerator:
+    def __init__(self, worker: Worker, control: ControlPlane, sessions: SessionRegistry) -> None:
+        self.worker = worker
+        self.control = control
+        self.sessions = sessions
+
+    def _session(self, room: str, participant_id: str) -> Session:
+        session = self.sessions.get(participant_id)
+        if session is None or session.room_name != room:
+            raise KeyError(participant_id)
+        return session
+
+    def participants(self, room: str) -> list[ParticipantInfo]:
+        live = self.worker.rooms.get(room)
+        if live is None:
+            return []
+        out = []
+        for participant in live.participants.values():
+            session = self.sessions.get(participant.id)
+            admitted = session.admitted if session is not None else None
+            out.append(ParticipantInfo(
+                id=participant.id, name=participant.name,
+                role=admitted.role if admitted else "member",
+                identity=admitted.identity if admitted else "",
+                audio_muted=participant.muted["audio"], video_muted=participant.muted["video"],
+            ))
+        return out
+
+    def waiting(self, room: str) -> list[ParticipantInfo]:
+        return [ParticipantInfo(id=w.session_id, name=w.principal.name, role=w.principal.role,
+                                identity=w.principal.identity)
+                for w in self.control.admission.lobby(room)]
+
+    async def mute(self, room: str, participant_id: str,
+                   kind: Literal["audio", "video"]) -> None:
+        session = self._session(room, participant_id)
+        live = self.worker.rooms.get(room)
+        if live is None or session.participant is None:
+            raise KeyError(participant_id)
+        # The server stops forwarding at once; the client is told so it shows (and keeps) it.
+        live.set_muted(session.participant, Kind(kind), True)
+        session.send({"type": "muted_by_host", "kind": kind})
+
+    async def remove(self, room: str, participant_id: str) -> None:
+        await self._session(room, participant_id).kick("removed")
+
+    async def set_locked(self, room: str, locked: bool) -> None:
+        for session in self.sessions.in_room(room):
+            session.send({"type": "room_locked", "locked": locked})
+
+    async def admit(self, room: str, participant_id: str) -> None:
+        session = self._session(room, participant_id)
+        admitted = self.control.admission.admit_waiting(room, participant_id)
+        await session.finish_join(admitted)
+
+    async def deny(self, room: str, participant_id: str) -> None:
+        session = self._session(room, participant_id)
+        self.control.admission.deny_waiting(room, participant_id)
+        await session.kick("denied")
+
+    async def end(self, room: str) -> None:
+        self.control.admission.clear_room(room)
+        for session in self.sessions.in_room(room):
+            await session.kick("ended")
+
+    async def pin(self, room: str, participant_id: str | None) -> None:
+        live = self.worker.rooms.get(room)
+        if live is None:
+            raise KeyError(room)
+        if participant_id is not None and participant_id not in live.participants:
+            raise KeyError(participant_id)
+        live.pin(participant_id)
