@@ -144,7 +144,8 @@ def ff_server_url(tmp_path: Path, lo_address: str) -> Iterator[str]:
     data_dir.mkdir()
     log_path = tmp_path / "server.log"
     cmd = [
-        sys.executable, "-m", "signaling.cli", "serve", "--open-rooms", "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "signaling.cli", "serve", "--open-rooms", "--host", "127.0.0.1",
+        "--port", str(port),
         "--data-dir", str(data_dir), "--ice-address", lo_address,
     ]
     base = f"http://127.0.0.1:{port}"

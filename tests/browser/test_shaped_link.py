@@ -149,7 +149,8 @@ def shaped_server(link: ShapedLink, tmp_path: Path) -> Iterator[tuple[str, Path]
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     log_path = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "signaling.cli", "serve", "--open-rooms", "--host", host, "--port", str(port),
+    cmd = [sys.executable, "-m", "signaling.cli", "serve", "--open-rooms", "--host", host,
+           "--port", str(port),
            "--data-dir", str(data_dir), "--ice-address", host, "--log-level", "info"]
     base = f"http://{host}:{port}"
     with open(log_path, "wb") as log:

@@ -34,7 +34,6 @@ AUDIO_ONLY_CONFIRM_MS = 3_000
 VIDEO_BACK_TIMEOUT = 5.0
 STEADY_TIMEOUT = 15.0  # video decoded at >= 5 frames/s before the audio-only toggle
 CONSOLE: dict[int, list[str]] = {}  # id(page) -> console lines, for failure reports
-SENT: dict[int, list[tuple[float, dict]]] = {}  # id(page) -> (monotonic time, message) sent
 TIMINGS: dict[str, object] = {}
 
 # The publisher's outbound video streams, one per simulcast encoding.
@@ -106,12 +105,7 @@ async def _open(browser, url: str, locale: str, *, big: bool = False, route=None
             text = payload if isinstance(payload, str) else f"<{len(payload)} bytes>"
             messages.append(f"ws {direction} {text[:200]}")
 
-        def sent(payload) -> None:
-            frame("->", payload)
-            with contextlib.suppress(ValueError, TypeError):
-                SENT.setdefault(id(page), []).append((time.monotonic(), json.loads(payload)))
-
-        ws.on("framesent", sent)
+        ws.on("framesent", lambda payload: frame("->", payload))
         ws.on("framereceived", lambda payload: frame("<-", payload))
 
     page.on("websocket", on_websocket)
@@ -338,6 +332,27 @@ class ServerStandIn:
         self.ws.send(json.dumps(message))
 
 
+TILE_FOLLOWS_TRACK_JS = """(() => {
+  const p = Object.values(window.diemcau.participants)[0];
+  const tile = document.querySelector('.tile:not(.self)');
+  if (!p || !tile) return false;
+  const receiving = p.stream.getVideoTracks().some((t) => t.readyState === 'live' && !t.muted);
+  return tile.classList.contains('no-video') === !receiving;
+})()"""
+
+
+# Record, in the page, when each WebSocket message is sent: window.__sent = [[ms, message]].
+RECORD_SENDS_JS = """() => {
+  window.__sent = [];
+  const proto = WebSocket.prototype;
+  const send = proto.send;
+  proto.send = function (data) {
+    try { window.__sent.push([performance.now(), JSON.parse(data)]); } catch (_) { /* binary */ }
+    return send.call(this, data);
+  };
+}"""
+
+
 def _encodings_are(expected: dict[str, bool]) -> str:
     return (
         "(() => { const e = ("
@@ -370,15 +385,18 @@ async def test_client_follows_server_layers_and_bandwidth(server_url, browser, a
         assert await notice.is_hidden()
 
         # `tiles` while the window is resized: coalesced (>= 500 ms apart), ends at the last size.
-        t0 = time.monotonic()
+        # Send times are taken in the page (Playwright's frame events arrive with some jitter).
+        await a.evaluate(RECORD_SENDS_JS)
         for width in (1000, 1100, 1200, 900, 1280):
             await a.set_viewport_size({"width": width, "height": 800})
             await asyncio.sleep(0.15)
         await asyncio.sleep(1.5)
-        sent = [(t, m) for t, m in SENT.get(id(a), []) if m.get("type") == "tiles" and t >= t0]
+        sent = [
+            (t / 1000, m) for t, m in await a.evaluate("window.__sent") if m.get("type") == "tiles"
+        ]
         assert sent, "no `tiles` while resizing"
         gaps = [round(t2 - t1, 3) for (t1, _), (t2, _) in zip(sent, sent[1:], strict=False)]
-        assert all(g >= 0.45 for g in gaps), f"`tiles` closer than 500 ms: {gaps}"
+        assert all(g >= 0.499 for g in gaps), f"`tiles` closer than 500 ms: {gaps}"
         bodies = [json.dumps(m["tiles"], sort_keys=True) for _, m in sent]
         assert all(x != y for x, y in zip(bodies, bodies[1:], strict=False)), bodies
         last = sent[-1][1]["tiles"]
@@ -456,8 +474,7 @@ async def test_client_follows_server_layers_and_bandwidth(server_url, browser, a
         )
         await notice.wait_for(state="hidden", timeout=3_000)
         await a.wait_for_function(_encodings_are({"q": True, "h": True, "f": True}), timeout=3_000)
-        await a.wait_for_function(
-            "!document.querySelector('.tile:not(.self)').classList.contains('no-video')",
-            timeout=5_000,
-        )
+        # The placeholder now follows the received video alone (the real server may still be
+        # holding video back on its own estimate: then the track is muted and that is right).
+        await a.wait_for_function(TILE_FOLLOWS_TRACK_JS, timeout=5_000)
         assert await a.locator("#banner").is_hidden(), await a.locator("#banner").inner_text()

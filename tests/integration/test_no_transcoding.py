@@ -76,7 +76,8 @@ async def test_server_never_decodes_or_encodes(tmp_path: Path) -> None:
     marker = tmp_path / "codecs-created.txt"
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", TRAPPED_SERVER, str(marker), "serve", "--open-rooms", "--port", str(port),
+        [sys.executable, "-c", TRAPPED_SERVER, str(marker), "serve", "--open-rooms",
+         "--port", str(port),
          "--data-dir", str(tmp_path / "data"), "--ice-address", "127.0.0.1",
          "--log-level", "warning"],
         cwd=Path(__file__).resolve().parents[2],
