@@ -46,7 +46,7 @@ _LOW_LOSS = 0.02
 _MULTIPLICATIVE_PER_S = 1.08
 _PACKET_BITS = 1200 * 8
 _PROBE_MIN_PACKETS = 5
-_PROBE_MIN_COVERED = 0.8
+_PROBE_FULLY_COVERED = 0.95
 _PROBE_MAX_INTERVAL_S = 1.0
 _MAX_CLUSTERS = 16
 
@@ -349,6 +349,8 @@ class SendSideBandwidthEstimator:
         self._rtt_s = 0.1
         self._clusters: dict[int, _Cluster] = {}
         self._probe_results: dict[int, int] = {}
+        self._probe_targets: dict[int, int] = {}
+        self._episode_cut = False
 
     def probe_result(self, cluster: int) -> int | None:
         """The measured rate of probe cluster ``cluster`` in bit/s, once enough of it is known."""
@@ -477,13 +479,18 @@ class SendSideBandwidthEstimator:
         if self.state == OVERUSING:
             interval = min(max(self._rtt_s, 0.01), _MAX_DECREASE_INTERVAL_S)
             recent = self.last_decrease_s is not None and now_s - self.last_decrease_s < interval
-            if acked is not None and not recent:
+            # One cut per congestion episode: after it the sender sends less (layers drop), so
+            # the delivered rate falls and a second 0.85 x cut would undershoot the link.
+            if acked is not None and not recent and not self._episode_cut:
                 target = _BETA * acked
                 if target < self.estimate_bps:
                     self._set(target)
                     self.last_decrease_s = now_s
+                    self._episode_cut = True
                 self._capacity.on_overuse(acked)
-        elif self.state == NORMAL and acked is not None and self.loss_fraction < _LOW_LOSS:
+        elif self.state == NORMAL:
+            self._episode_cut = False
+        if self.state == NORMAL and acked is not None and self.loss_fraction < _LOW_LOSS:
             self._increase(dt, acked)
         self._loss_based(now_s)
 
@@ -520,23 +527,41 @@ class SendSideBandwidthEstimator:
             self._set(self.estimate_bps * (1 - 0.5 * self.loss_fraction))
             self.last_decrease_s = now_s
 
+    def expect_probe(self, cluster: int, target_bps: int) -> None:
+        """A probe aimed at ``target_bps``: its result is capped there (the first packets of a
+        burst pass a token bucket at line rate and would overstate the link)."""
+        self._probe_targets[cluster] = target_bps
+        if len(self._probe_targets) > _MAX_CLUSTERS:
+            del self._probe_targets[next(iter(self._probe_targets))]
+
     def _update_probes(
         self, packets: list[tuple[float, float, int, int]], sequencer: TransportSequencer
     ) -> None:
         touched: set[int] = set()
+        newest_media_send = -math.inf
         for arrival_s, send_s, size, cluster in packets:
             if cluster >= 0:
                 self._cluster(cluster).add(send_s, arrival_s, size)
                 touched.add(cluster)
-        for cluster in touched:
-            state = self._clusters.get(cluster)
-            if state is None or state.received < _PROBE_MIN_PACKETS:
+            elif send_s > newest_media_send:
+                newest_media_send = send_s
+        for cluster in list(self._clusters):
+            state = self._clusters[cluster]
+            if cluster not in touched and cluster in self._probe_results:
                 continue
-            if state.reported < _PROBE_MIN_COVERED * sequencer.cluster_sent(cluster):
-                continue  # wait until feedback has covered most of the burst
+            if state.received < _PROBE_MIN_PACKETS:
+                continue
+            # Judge a probe only when it is over (closed by the sender, or plain media sent
+            # after it) and feedback has covered nearly all of it: a partial burst overstates.
+            over = sequencer.is_closed(cluster) or newest_media_send > state.last_send + 0.02
+            if not over or state.reported < _PROBE_FULLY_COVERED * sequencer.cluster_sent(cluster):
+                continue
             rate = state.rate()
             if rate is None:
                 continue
+            target = self._probe_targets.get(cluster)
+            if target is not None:
+                rate = min(rate, target)
             self._probe_results[cluster] = int(rate)
             if len(self._probe_results) > _MAX_CLUSTERS:
                 del self._probe_results[next(iter(self._probe_results))]

@@ -19,6 +19,9 @@ from sfu.types import PauseReason
 AUDIO_RESERVE_BPS = 48_000
 """Per audio consumer: Opus at ~32 kbit/s plus RTP/SRTP/UDP overhead."""
 PROBE_INTERVAL_S = 2.0
+MAX_PROBE_INTERVAL_S = 30.0
+"""A probe that fails (the link is full) doubles the wait for the next one, up to 30 s: probing
+an overfull link every 2 s makes layers flap. While audio-only the wait stays short."""
 PROBE_HEADROOM = 1.1
 MAX_PROBE_BPS = 10_000_000
 
@@ -48,7 +51,15 @@ class DownlinkPolicy:
     speakers: set[str] = field(default_factory=set)
     can_probe: bool = False
     _last_probe: float = float("-inf")
+    _probe_interval: float = PROBE_INTERVAL_S
     _reported: tuple[bool, str | None] = (False, None)
+
+    def probe_outcome(self, succeeded: bool) -> None:
+        """A probe's verdict: back off after failures, probe freely after a success."""
+        if succeeded:
+            self._probe_interval = PROBE_INTERVAL_S
+        else:
+            self._probe_interval = min(self._probe_interval * 2, MAX_PROBE_INTERVAL_S)
 
     def _demand(self, consumer: Consumer) -> VideoDemand:
         producer = consumer.producer
@@ -109,7 +120,8 @@ class DownlinkPolicy:
     def _probe(self, estimate_bps: float | None, demands: object, audio_only: bool,
                now: float) -> int | None:
         """A probe target when we need to know whether more would fit, at most every 2 s."""
-        if not self.can_probe or self.user_audio_only or now - self._last_probe < PROBE_INTERVAL_S:
+        interval = PROBE_INTERVAL_S if audio_only else self._probe_interval
+        if not self.can_probe or self.user_audio_only or now - self._last_probe < interval:
             return None
         if estimate_bps is None:
             return None  # no feedback yet: the connection may not even be up

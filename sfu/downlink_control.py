@@ -23,6 +23,8 @@ PROBE_DURATION_S = 0.3
 PROBE_TICK_S = 0.01
 PROBE_PACKET_BYTES = 255  # the most padding one RTP packet can declare
 PROBE_MAX_PACKETS = 2000
+PROBE_SUCCESS = 0.9
+SRTP_OVERHEAD = 10  # the auth tag the writer's byte count includes
 CONGESTED_BELOW_SENT = 0.8
 """An estimate under 80 % of what we send is a measured limit, not an idle receiver."""
 REMB_CONGESTED_BELOW_SENT = 1.2
@@ -60,11 +62,13 @@ class DownlinkControl:
         self._probe_handle: asyncio.TimerHandle | None = None
         self._probe_started = float("-inf")
         self._probe_target = 0
+        self._judged = 0
         self.last_probe_bps: int | None = None
         self.sent_bps = 0.0
         self._sent_bytes = 0
         self._sent_at: float | None = None
         self._first_tick: float | None = None
+        self._probe_bytes = 0  # padding is not media: kept out of the sent rate
         self._remb_dropped_at = float("-inf")
 
     # -- estimates ---------------------------------------------------------------------------------
@@ -103,8 +107,23 @@ class DownlinkControl:
             self.sent_bps = rate if self.sent_bps == 0 else 0.5 * self.sent_bps + 0.5 * rate
         self._sent_at, self._sent_bytes = now, sent_bytes
 
+    def _probe_verdict(self, now: float) -> int | None:
+        """The latest probe's result while it is fresh; judged once for the back-off."""
+        if self.estimator is None or now - self._probe_started >= PROBE_RESULT_VALID_S:
+            return None
+        result = self.estimator.probe_result(self._cluster)
+        if result is not None and self._judged != self._cluster:
+            self._judged = self._cluster
+            self.last_probe_bps = result
+            self.policy.probe_outcome(result >= PROBE_SUCCESS * self._probe_target)
+            logger.info("%s: probe %d at %d bps -> %d bps (estimate %s, sent %.0f)",
+                        self.participant_id, self._cluster, self._probe_target, result,
+                        self.estimate_bps, self.sent_bps)
+        return result
+
     def congested(self, now: float) -> bool:
         """Is the estimate a measured limit? (MEDIA_PLANE.md: tell congestion from idleness.)"""
+        result = self._probe_verdict(now)  # first: every probe is judged for the back-off
         estimate = self.estimate_bps
         if estimate is None:
             return False
@@ -112,29 +131,25 @@ class DownlinkControl:
             return True
         if self.estimator is None and now - self._remb_dropped_at < REMB_DROP_VALID_S:
             return True
+        # Our estimator only decreases on overuse or loss: a recent decrease is a measurement.
+        decreased = getattr(self.estimator, "last_decrease_s", None)
+        if decreased is not None and now - decreased < REMB_DROP_VALID_S:
+            return True
         if (self.estimator is None and self._first_tick is not None
                 and now - self._first_tick >= REMB_SETTLE_S
                 and estimate < REMB_CONGESTED_BELOW_SENT * self.sent_bps):
             return True
         threshold = self.policy.gate.threshold_bps
         # Only a probe aimed at the threshold or above can show the link is below it.
-        if (self.estimator is not None and self._probe_target >= threshold
-                and now - self._probe_started < PROBE_RESULT_VALID_S):
-            result = self.estimator.probe_result(self._cluster)
-            if result is not None:
-                if result != self.last_probe_bps:
-                    logger.info("%s: probe %d result %d bps (estimate %s, sent %.0f)",
-                                self.participant_id, self._cluster, result, estimate,
-                                self.sent_bps)
-                self.last_probe_bps = result
-                return result < threshold
+        if result is not None and self._probe_target >= threshold:
+            return result < threshold
         return False
 
     def tick(self, consumers: Sequence[Consumer], sent_bytes: int = 0) -> None:
         now = self._time()
         if self._first_tick is None and sent_bytes:
             self._first_tick = now
-        self._measure_sent(now, sent_bytes)
+        self._measure_sent(now, sent_bytes - self._probe_bytes)
         decision = self.policy.decide(self.estimate_bps, consumers, now, self.congested(now))
         for consumer, (layer, reason) in decision.targets.items():
             consumer.set_target(layer, reason)
@@ -163,22 +178,28 @@ class DownlinkControl:
     # -- probing -----------------------------------------------------------------------------------
 
     def start_probe(self, target_bps: int, consumers: Sequence[Consumer]) -> bool:
-        """Send padding at ``target_bps`` (minus what media already sends) for ~300 ms."""
+        """Probe at ``target_bps`` for ~300 ms: media sent meanwhile counts, padding fills the
+        rest (sending the full target on top of media would overload the link we measure)."""
         carrier = next((c for c in consumers if c.producer.is_video and c.codec is not None
                         and c.codec.rtx_payload_type is not None and c.twcc is not None), None)
-        if carrier is None or self._probe_handle is not None:
+        if carrier is None or self._probe_handle is not None or self.estimator is None:
             return False
         self._cluster += 1
         cluster = self._cluster
         self._probe_started = self._time()
         self._probe_target = target_bps
-        logger.info("%s: probing at %d bps (estimate %s, sent %.0f)", self.participant_id,
-                    target_bps, self.estimate_bps, self.sent_bps)
-        total = min(PROBE_MAX_PACKETS, int(target_bps * PROBE_DURATION_S / 8 / PROBE_PACKET_BYTES))
+        padding_bps = max(0.0, target_bps - self.sent_bps)
+        logger.info("%s: probing at %d bps (estimate %s, sent %.0f, padding %.0f)",
+                    self.participant_id, target_bps, self.estimate_bps, self.sent_bps,
+                    padding_bps)
+        self.estimator.expect_probe(cluster, target_bps)
+        self.sequencer.open_cluster(cluster)
+        total = min(PROBE_MAX_PACKETS,
+                    int(padding_bps * PROBE_DURATION_S / 8 / PROBE_PACKET_BYTES))
         ticks = max(1, int(PROBE_DURATION_S / PROBE_TICK_S))
-        per_tick = max(1, -(-total // ticks))
+        per_tick = -(-total // ticks)
         loop = asyncio.get_running_loop()
-        state = {"left": total}
+        state = {"left": total, "ticks": ticks}
 
         def burst() -> None:
             self._probe_handle = None
@@ -190,8 +211,12 @@ class DownlinkControl:
                     break
                 state["left"] -= 1
                 self.probes_sent += 1
-            if state["left"] > 0 and not carrier.closed:
+                self._probe_bytes += len(packet) + SRTP_OVERHEAD
+            state["ticks"] -= 1
+            if state["ticks"] > 0 and not carrier.closed:
                 self._probe_handle = loop.call_later(PROBE_TICK_S, burst)
+            else:
+                self.sequencer.close_cluster(cluster)
 
         burst()
         return True
@@ -200,3 +225,4 @@ class DownlinkControl:
         if self._probe_handle is not None:
             self._probe_handle.cancel()
             self._probe_handle = None
+        self.sequencer.active_cluster = -1

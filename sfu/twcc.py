@@ -271,6 +271,8 @@ class TransportSequencer:
         "_tail",
         "_window_bytes",
         "_cluster_sent",
+        "active_cluster",
+        "_closed",
     )
 
     def __init__(self, size: int = 8192, first_seq: int = 0) -> None:
@@ -289,9 +291,28 @@ class TransportSequencer:
         self._tail = self._ext  # oldest packet counted in _window_bytes
         self._window_bytes = 0
         self._cluster_sent: dict[int, int] = {}
+        # While a probe runs, media packets belong to it too (as in libwebrtc): the probe then
+        # measures everything sent, not just the padding's share of the link.
+        self.active_cluster = -1
+        self._closed: list[int] = []
+
+    def open_cluster(self, cluster: int) -> None:
+        self.active_cluster = cluster
+
+    def close_cluster(self, cluster: int) -> None:
+        """The probe is over: its result may be judged once feedback covers it."""
+        if self.active_cluster == cluster:
+            self.active_cluster = -1
+        self._closed.append(cluster)
+        del self._closed[:-64]
+
+    def is_closed(self, cluster: int) -> bool:
+        return cluster in self._closed
 
     def next(self, size: int, now_s: float, probe_cluster: int = -1) -> int:
         """The transport sequence number for the next outgoing packet; records it."""
+        if probe_cluster < 0:
+            probe_cluster = self.active_cluster
         ext = self._ext
         slot = ext & self._mask
         if ext - self._tail >= self._capacity:

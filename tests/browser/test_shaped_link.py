@@ -13,9 +13,9 @@ The page's getStats (inbound video frameWidth / framesDecoded, inbound audio pac
 ``window.diemcau.bandwidth.down`` are sampled every 150 ms; the ``bandwidth`` messages are
 timestamped as the page receives them. Timings are printed and go to artifacts/shaped_link.json.
 
-A second test (xfail: a server problem, see its marker) subscribes to two publishers and cuts
-to 2.6 Mbit/s, where f + h fits and the estimate should stay above 2 Mbps: one layer should drop
-and the video stay; artifacts/shaped_link_intermediate.json records what happens.
+A second test subscribes to two publishers and cuts to 2.6 Mbit/s, where f + h fits and the
+estimate should stay above 2 Mbps: one layer should drop and the video stay;
+artifacts/shaped_link_intermediate.json records what happens.
 
 Run (as root; the suite's own private namespace with only lo):
     unshare -n sh -c 'ip link set lo up;
@@ -509,10 +509,6 @@ TWO_CUT_RATE = "2600kbit"  # two top layers (~2.7 Mbit/s with audio) no longer f
 TWO_CUT_S = 12.0
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "server: on a 2.6 Mbit/s link (above 2 Mbps, room for f + h) the estimate is cut twice in one "
-    "overuse episode (sfu/bwe.py _update_rate: 0.85 x the delivered rate, which has already fallen "
-    "because the allocator dropped a layer) to ~1.7 Mbit/s, and the gate goes audio-only"))
 async def test_intermediate_limit_drops_one_layer(
     link: ShapedLink, shaped_server: tuple[str, Path], tmp_path: Path
 ) -> None:
