@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="video returns above threshold x this factor (default 1.25)")
     serve.add_argument("--audio-only-recover-seconds", type=float, default=5.0,
                        help="... held for this long (default 5)")
+    serve.add_argument("--tls", choices=["self-signed"], default=None,
+                       help="self-signed: make a certificate for a LAN test (in the data dir)")
+    serve.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain")
+    serve.add_argument("--tls-key", type=Path, default=None, help="PEM private key")
     serve.add_argument("--open-rooms", action="store_true",
                        help="anyone may join any room without credentials (closed networks "
                             "and tests only; logged loudly)")
@@ -92,7 +96,18 @@ def serve(args: argparse.Namespace) -> None:
             audio_only_recover_s=args.audio_only_recover_seconds,
         ),
     )
-    base = f"http://{args.host}:{args.port}"
+    ssl_context = None
+    if args.tls_cert or args.tls_key or args.tls:
+        from signaling.tls import self_signed, server_context
+
+        if args.tls == "self-signed":
+            cert, key = self_signed(args.data_dir, [args.host, *(args.ice_addresses or [])])
+        elif args.tls_cert and args.tls_key:
+            cert, key = args.tls_cert, args.tls_key
+        else:
+            raise SystemExit("diemcau: give both --tls-cert and --tls-key (or --tls self-signed)")
+        ssl_context = server_context(cert, key)
+    base = f"{'https' if ssl_context else 'http'}://{args.host}:{args.port}"
 
     def announce(result: BootstrapResult) -> None:
         # Printed once, on the first start: only the hash is stored.
@@ -106,7 +121,7 @@ def serve(args: argparse.Namespace) -> None:
     loop = new_event_loop()
     print(f"diemcau: listening on {base}", flush=True)
     web.run_app(create_app(config, announce), host=args.host, port=args.port, loop=loop,
-                print=None, shutdown_timeout=10)
+                ssl_context=ssl_context, print=None, shutdown_timeout=10)
 
 
 def token_create_cli(args: argparse.Namespace) -> int:
