@@ -1,10 +1,12 @@
-// Entry point: join form, tiles grid, controls. Signaling in signaling.js, WebRTC in session.js.
-import { Signaling } from './signaling.js';
+// Entry point: join form, tiles grid, controls. Signaling in signaling.js, WebRTC in session.js,
+// remote participants in participants.js, audio-only and simulcast layers in bandwidth.js.
+import { Signaling, sendLog } from './signaling.js';
 import { Session, getLocalMedia } from './session.js';
 import { LANGUAGES, applyTranslations, lang, onLangChange, setLang, t } from './i18n.js';
-import {
-  createTile, playVideo, renderTileName, setTileState, syncStream, watchGrid,
-} from './tiles.js';
+import { createTile, playVideo, renderTileName, setTileState, watchGrid } from './tiles.js';
+import { Roster } from './participants.js';
+import { TileReporter } from './tilereport.js';
+import { VideoLayers, bandwidthNotice, initialBandwidth, parseBandwidth } from './bandwidth.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -16,6 +18,9 @@ const diemcau = {
   room: null,
   name: null,
   participants: {}, // id -> {id, name, muted: {audio, video}, stream}
+  bandwidth: initialBandwidth(), // {down, up}: {audio_only, reason, estimate_bps, threshold_bps}
+  audioOnly: false, // the user's "audio only" toggle
+  sendLog, // types of the messages sent, the last 200
   pcs: {
     get publisher() { return session ? session.publisher : null; },
     get subscriber() { return session ? session.subscriber : null; },
@@ -23,10 +28,16 @@ const diemcau = {
 };
 window.diemcau = diemcau;
 
-let call = null; // {signaling, session, stream, selfTile, entries, leaving}
-const tiles = new Map(); // participant id -> tile
-const watchedTracks = new WeakSet();
-let soundBlocked = false;
+let call = null; // {signaling, session, stream, selfTile, layers, reporter, published, leaving}
+const roster = new Roster(document.getElementById('grid'), diemcau.participants, {
+  videoBlocked: () => diemcau.bandwidth.down.audio_only,
+  onChange: () => {
+    updateCount();
+    if (call && call.reporter) call.reporter.schedule();
+  },
+  onSoundBlocked: (blocked) => { $('sound-notice').hidden = !blocked; },
+});
+let lastThreshold = null; // the last threshold_bps the server gave
 
 const charCount = (s) => [...s].length;
 const validField = (s) => typeof s === 'string' && charCount(s) >= 1 && charCount(s) <= 64;
@@ -50,37 +61,16 @@ function showNotice(text) {
   $('notice').hidden = !text;
 }
 
-// ---- tiles ----
-
-function onSoundBlocked() {
-  soundBlocked = true;
-  $('sound-notice').hidden = false;
-}
-
-function enableSound() {
-  if (!soundBlocked) return;
-  soundBlocked = false;
-  for (const tile of tiles.values()) {
-    tile.video.muted = false;
-    playVideo(tile.video, onSoundBlocked);
-  }
-  $('sound-notice').hidden = true;
-}
-
-function updateParticipantTile(p) {
-  const tile = tiles.get(p.id);
-  if (!tile) return;
-  const live = p.stream.getVideoTracks().some((tr) => tr.readyState === 'live' && !tr.muted);
-  setTileState(tile, { micMuted: !!p.muted.audio, showVideo: live && !p.muted.video });
-}
+// ---- tiles and audio-only ----
 
 function updateSelfTile() {
   if (!call) return;
   const audio = call.stream && call.stream.getAudioTracks()[0];
   const video = call.stream && call.stream.getVideoTracks()[0];
+  const sending = !diemcau.audioOnly && !(call.layers && call.layers.videoOff);
   setTileState(call.selfTile, {
     micMuted: !audio || !audio.enabled,
-    showVideo: !!video && video.enabled,
+    showVideo: !!video && video.enabled && sending,
   });
 }
 
@@ -88,64 +78,38 @@ function updateCount() {
   $('count-label').textContent = t('participants', { n: Object.keys(diemcau.participants).length + 1 });
 }
 
-function addParticipant(info) {
-  if (!info || !info.id || info.id === diemcau.selfId) return;
-  let p = diemcau.participants[info.id];
-  const name = typeof info.name === 'string' && info.name ? info.name : info.id;
-  if (!p) {
-    p = { id: info.id, name, muted: { audio: false, video: false }, stream: new MediaStream() };
-    diemcau.participants[p.id] = p;
-    const tile = createTile({ id: p.id, name });
-    tiles.set(p.id, tile);
-    $('grid').append(tile.el);
-  } else {
-    p.name = name;
-    tiles.get(p.id).name = name;
-    renderTileName(tiles.get(p.id));
-  }
-  if (info.muted) p.muted = { audio: !!info.muted.audio, video: !!info.muted.video };
-  applyTracks();
-  updateCount();
+function renderBandwidth() {
+  const text = call ? bandwidthNotice(diemcau.bandwidth, {
+    userAudioOnly: diemcau.audioOnly,
+    videoOff: !!call.layers && call.layers.videoOff,
+    lastThreshold,
+  }) : '';
+  $('bw-notice-text').textContent = text;
+  $('bw-notice').hidden = !text;
+  roster.refreshAll();
+  updateSelfTile();
 }
 
-function removeParticipant(id) {
-  const tile = tiles.get(id);
-  if (tile) {
-    tile.video.srcObject = null;
-    tile.el.remove();
-    tiles.delete(id);
-  }
-  delete diemcau.participants[id];
-  updateCount();
+function onBandwidth(msg) {
+  const parsed = parseBandwidth(msg);
+  if (!parsed) return;
+  diemcau.bandwidth[parsed[0]] = parsed[1];
+  if (parsed[1].threshold_bps) lastThreshold = parsed[1].threshold_bps;
+  renderBandwidth();
+  if (call && call.reporter) call.reporter.schedule();
 }
 
-function clearParticipants() {
-  for (const id of [...tiles.keys()]) removeParticipant(id);
-  $('grid').replaceChildren();
-}
-
-/** Put each mapped receiver track into its participant's MediaStream; drop unmapped ones. */
-function applyTracks() {
-  const want = new Map();
-  for (const e of (call && call.entries) || []) {
-    if (!want.has(e.participant_id)) want.set(e.participant_id, []);
-    want.get(e.participant_id).push(e.track);
-  }
-  for (const p of Object.values(diemcau.participants)) {
-    const { changed, added } = syncStream(p.stream, want.get(p.id) || []);
-    for (const tr of added) {
-      if (watchedTracks.has(tr)) continue;
-      watchedTracks.add(tr);
-      const refresh = () => Object.values(diemcau.participants).forEach(updateParticipantTile);
-      for (const ev of ['mute', 'unmute', 'ended']) tr.addEventListener(ev, refresh);
-    }
-    const tile = tiles.get(p.id);
-    if (changed && tile) {
-      tile.video.srcObject = p.stream.getTracks().length ? p.stream : null;
-      if (tile.video.srcObject) playVideo(tile.video, onSoundBlocked);
-    }
-    updateParticipantTile(p);
-  }
+/** The "audio only" toggle: no video received (server side) and none sent (here). */
+function setAudioOnly(enabled) {
+  if (!call || diemcau.state !== 'joined' || diemcau.audioOnly === enabled) return;
+  diemcau.audioOnly = enabled;
+  call.signaling.send({ type: 'audio_only', enabled });
+  call.layers.setUserOff(enabled);
+  const video = call.stream && call.stream.getVideoTracks()[0];
+  // With the camera off, video is muted either way.
+  if (video && video.enabled) call.signaling.send({ type: 'mute', kind: 'video', muted: enabled });
+  renderBandwidth();
+  renderControls();
 }
 
 // ---- local media and controls ----
@@ -162,13 +126,21 @@ function renderControls() {
   };
   render($('mic-btn'), audio, 'mic');
   render($('cam-btn'), video, 'camera');
+  const btn = $('audio-only-btn');
+  btn.textContent = t('audioOnly');
+  btn.setAttribute('aria-pressed', String(diemcau.audioOnly));
+  btn.classList.toggle('on', diemcau.audioOnly);
+  btn.disabled = !call || diemcau.state !== 'joined';
 }
 
 function toggle(kind) {
   const track = call && call.stream && call.stream.getTracks().find((tr) => tr.kind === kind);
   if (!track) return;
   track.enabled = !track.enabled;
-  if (diemcau.state === 'joined') call.signaling.send({ type: 'mute', kind, muted: !track.enabled });
+  // While audio only, video stays muted; the camera state applies when it ends.
+  if (diemcau.state === 'joined' && (kind === 'audio' || !diemcau.audioOnly)) {
+    call.signaling.send({ type: 'mute', kind, muted: !track.enabled });
+  }
   renderControls();
   updateSelfTile();
 }
@@ -177,15 +149,20 @@ function toggle(kind) {
 
 function teardown(c) {
   if (!c) return;
+  c.reporter.stop();
+  c.layers.close();
   c.session.close();
   c.signaling.close();
   if (c.stream) c.stream.getTracks().forEach((tr) => tr.stop());
   if (call === c) call = null;
-  clearParticipants();
+  roster.clear();
   $('room-info').hidden = true;
   showNotice('');
   $('sound-notice').hidden = true;
-  soundBlocked = false;
+  roster.soundBlocked = false;
+  diemcau.bandwidth = initialBandwidth();
+  diemcau.audioOnly = false;
+  renderBandwidth();
   renderControls();
 }
 
@@ -213,36 +190,41 @@ async function join(room, name) {
   showView('call');
 
   const signaling = new Signaling();
-  const c = { signaling, session: null, stream: null, entries: [], leaving: false };
+  const c = { signaling, session: null, stream: null, published: false, leaving: false };
   c.selfTile = createTile({ name, self: true });
+  c.layers = new VideoLayers(() => (c.published ? c.session.videoSender() : null));
+  c.reporter = new TileReporter(() => roster.list(), (msg) => signaling.send(msg), $('grid'));
   c.session = new Session(signaling, {
-    onTracks: (entries) => { if (call === c) { c.entries = entries; applyTracks(); } },
+    onTracks: (entries) => { if (call === c) roster.applyTracks(entries); },
     onConnectionState: (which, st) => { if (st === 'failed') showError('ice', t('mediaFailed', { which })); },
     onError: (err, context) => showError(err.code || context, err.message || String(err)),
   });
   session = c.session;
   call = c;
-  clearParticipants();
+  roster.clear();
   $('grid').append(c.selfTile.el);
   updateSelfTile();
   renderControls();
   const media = getLocalMedia();
 
   signaling
-    .on('participant_joined', (m) => { if (call === c) addParticipant(m.participant); })
-    .on('participant_left', (m) => { if (call === c) removeParticipant(m.participant_id); })
+    .on('participant_joined', (m) => { if (call === c) roster.add(m.participant, diemcau.selfId); })
+    .on('participant_left', (m) => { if (call === c) roster.remove(m.participant_id); })
     .on('subscribe_offer', (m) => { if (call === c) c.session.handleSubscribeOffer(m); })
-    .on('track_muted', (m) => {
-      const p = diemcau.participants[m.participant_id];
-      if (call !== c || !p || (m.kind !== 'audio' && m.kind !== 'video')) return;
-      p.muted[m.kind] = !!m.muted;
-      updateParticipantTile(p);
+    .on('track_muted', (m) => { if (call === c) roster.setMuted(m.participant_id, m.kind, m.muted); })
+    .on('bandwidth', (m) => { if (call === c) onBandwidth(m); })
+    .on('publish_layers', (m) => {
+      if (call !== c) return;
+      c.layers.setLayers(m);
+      renderBandwidth();
     })
     .on('error', (m) => {
       if (call !== c) return;
-      // A refused trickled candidate is not actionable (ICE still finds a path, or says 'failed').
-      if (m.ref === 'ice') console.warn(`ICE candidate refused: [${m.code}] ${m.message}`);
-      else showError(m.code, m.message);
+      // Not actionable: a refused trickled candidate (ICE still finds a path, or says 'failed'),
+      // a refused `tiles` hint, or a message type this server does not know (an older server).
+      if (m.ref === 'ice' || m.ref === 'tiles' || m.code === 'unknown-type') {
+        console.warn(`server refused a message: [${m.code}] ${m.message}`);
+      } else showError(m.code, m.message);
     })
     .on('left', (m) => {
       if (call !== c || c.leaving) return;
@@ -272,8 +254,10 @@ async function join(room, name) {
   diemcau.selfId = joined.participant_id;
   c.selfTile.el.dataset.participantId = joined.participant_id;
   c.session.start(joined.ice_servers || []);
-  for (const p of joined.participants || []) addParticipant(p);
+  for (const p of joined.participants || []) roster.add(p, diemcau.selfId);
   setState('joined');
+  c.reporter.start();
+  renderControls();
   $('joining-label').hidden = true;
   $('room-label').textContent = joined.room || room;
   $('room-info').hidden = false;
@@ -292,7 +276,7 @@ async function join(room, name) {
   c.stream = stream;
   if (stream) {
     c.selfTile.video.srcObject = stream;
-    playVideo(c.selfTile.video, onSoundBlocked);
+    playVideo(c.selfTile.video); // muted: autoplay is allowed
   }
   updateSelfTile();
   renderControls();
@@ -303,8 +287,12 @@ async function join(room, name) {
     if (call === c) showError(err.code || 'publish', err.message || String(err));
     return;
   }
+  if (call !== c) return;
+  c.published = true;
+  c.layers.apply(); // a `publish_layers` or the audio-only toggle may have come first
   for (const tr of stream.getTracks()) {
-    if (!tr.enabled && call === c) signaling.send({ type: 'mute', kind: tr.kind, muted: true });
+    const off = !tr.enabled || (tr.kind === 'video' && diemcau.audioOnly);
+    if (off) signaling.send({ type: 'mute', kind: tr.kind, muted: true });
   }
 }
 
@@ -328,7 +316,7 @@ function onLanguage() {
     document.title = `${diemcau.room} · ${t('appName')}`;
     if (call.notice) showNotice(t(...call.notice));
   }
-  for (const p of Object.values(diemcau.participants)) updateParticipantTile(p);
+  renderBandwidth();
   $('left-text').textContent = t(endText[0]) + endText[1];
   renderControls();
   updateCount();
@@ -345,10 +333,11 @@ function boot() {
   renderControls();
 
   $('banner-close').addEventListener('click', () => { $('banner').hidden = true; });
-  $('sound-btn').addEventListener('click', enableSound);
-  document.addEventListener('click', enableSound);
+  $('sound-btn').addEventListener('click', () => roster.enableSound());
+  document.addEventListener('click', () => roster.enableSound());
   $('mic-btn').addEventListener('click', () => toggle('audio'));
   $('cam-btn').addEventListener('click', () => toggle('video'));
+  $('audio-only-btn').addEventListener('click', () => setAudioOnly(!diemcau.audioOnly));
   $('leave-btn').addEventListener('click', leave);
   $('rejoin-btn').addEventListener('click', () => join(diemcau.room, diemcau.name));
   $('copy-link').addEventListener('click', () => {

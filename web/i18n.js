@@ -34,6 +34,10 @@ const STRINGS = {
     participants: '{n} người trong phòng',
     fieldRequired: 'Cần nhập phòng và tên hiển thị (1–64 ký tự).',
     unsupported: 'Trình duyệt này không hỗ trợ WebRTC.',
+    audioOnly: 'Chỉ âm thanh',
+    audioOnlyUser: 'Chỉ âm thanh (bạn đã chọn)',
+    audioOnlyDown: 'Âm thanh: băng thông dưới {mbps} Mbps',
+    audioOnlyUp: 'Chỉ gửi âm thanh: đường lên dưới {mbps} Mbps',
   },
   en: {
     appName: 'Điểm Cầu',
@@ -68,6 +72,10 @@ const STRINGS = {
     participants: '{n} in the room',
     fieldRequired: 'Enter a room and a display name (1–64 characters).',
     unsupported: 'This browser does not support WebRTC.',
+    audioOnly: 'Audio only',
+    audioOnlyUser: 'Audio only (your choice)',
+    audioOnlyDown: 'Audio only: bandwidth below {mbps} Mbps',
+    audioOnlyUp: 'Sending audio only: uplink below {mbps} Mbps',
   },
 };
 

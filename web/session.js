@@ -137,6 +137,15 @@ export class Session {
     await this.negotiatePublisher();
   }
 
+  /** The sender of our video (null before `publish`, or without a camera). */
+  videoSender() {
+    const pc = this.publisher;
+    if (!pc || this.closed) return null;
+    const tr = pc.getTransceivers().find((x) => x.receiver && x.receiver.track
+      && x.receiver.track.kind === 'video' && !x.stopped);
+    return tr ? tr.sender : null;
+  }
+
   /** (Re-)offer on the publisher connection; serialised. */
   negotiatePublisher() {
     this._pubQueue = this._pubQueue.then(async () => {

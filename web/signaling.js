@@ -12,6 +12,10 @@ export class SignalingError extends Error {
   }
 }
 
+/** Types of the messages sent (all connections), the last SEND_LOG_MAX; for tests. */
+export const sendLog = [];
+const SEND_LOG_MAX = 200;
+
 export function defaultUrl() {
   return (location.protocol === 'https:' ? 'wss' : 'ws') + '://' + location.host + '/ws';
 }
@@ -76,6 +80,8 @@ export class Signaling {
   send(msg) {
     if (!this.isOpen) return false;
     this.ws.send(JSON.stringify(msg));
+    sendLog.push(msg.type);
+    if (sendLog.length > SEND_LOG_MAX) sendLog.splice(0, sendLog.length - SEND_LOG_MAX);
     return true;
   }
 
