@@ -53,7 +53,8 @@ class Consumer:
         "producer", "subscriber_id", "mid", "ssrc", "rtx_ssrc", "writer", "codec", "ext_key",
         "pause_reason", "drops", "packets_sent", "octets_sent", "closed", "retransmitted",
         "preferred_layer", "target_layer", "current_layer", "layer_switches", "twcc",
-        "twcc_id", "_seq", "_ts", "_vp8", "_history", "_rtx_seq", "_last_keyframe_request",
+        "twcc_id", "wanted_layer", "_seq", "_ts", "_vp8", "_history", "_rtx_seq",
+        "_last_keyframe_request",
         "_rewrite_vp8",
     )
 
@@ -90,6 +91,7 @@ class Consumer:
         # the allocator raises the target once it knows the subscriber's bandwidth.
         self.target_layer: int | None = 0
         self.current_layer: int | None = None  # None: not forwarding yet (needs a sync point)
+        self.wanted_layer: int | None = 0  # the allocator's grant (target may be lower for now)
         clock_rate = producer.codec.clock_rate if producer.codec else 90000
         if continue_from is not None and continue_from.ssrc == ssrc:
             # A reused m-line: the subscriber sees one stream, so numbering continues seamlessly.

@@ -22,7 +22,9 @@ PROBE_INTERVAL_S = 2.0
 MAX_PROBE_INTERVAL_S = 30.0
 """A probe that fails (the link is full) doubles the wait for the next one, up to 30 s: probing
 an overfull link every 2 s makes layers flap. While audio-only the wait stays short."""
-PROBE_HEADROOM = 1.1
+PROBE_HEADROOM = 1.3
+"""Probe above what the wanted layers cost: the allocator grants a new layer only with its 15 %
+upgrade margin (plus audio), so a probe at 1.1x would prove too little to ever get it."""
 MAX_PROBE_BPS = 10_000_000
 
 
@@ -126,7 +128,7 @@ class DownlinkPolicy:
         if estimate_bps is None:
             return None  # no feedback yet: the connection may not even be up
         wanted = sum(d.cost(d.max_layer) for d in demands  # type: ignore[attr-defined]
-                     if d.max_layer is not None)
+                     if d.max_layer is not None) + AUDIO_RESERVE_BPS
         if audio_only:
             wanted = max(wanted, self.gate.recover_bps)
         target = int(min(wanted * PROBE_HEADROOM, MAX_PROBE_BPS))

@@ -37,6 +37,19 @@ REMB_DROP_VALID_S = 2.0
 PROBE_RESULT_VALID_S = 3.0
 
 
+def flowing_layer(consumer: Consumer, layer: int | None, now: float) -> int | None:
+    """The granted layer, or while the publisher has it paused, the best one below it that
+    flows: a paused layer is switched back on (``wanted_layer`` tells the uplink policy), and
+    until its first keyframe the subscriber keeps seeing something."""
+    if layer is None:
+        return None
+    layers = consumer.producer.layers
+    for index in range(min(layer, len(layers) - 1), -1, -1):
+        if layers[index].active(now):
+            return index
+    return layer
+
+
 class DownlinkControl:
     def __init__(
         self,
@@ -152,7 +165,8 @@ class DownlinkControl:
         self._measure_sent(now, sent_bytes - self._probe_bytes)
         decision = self.policy.decide(self.estimate_bps, consumers, now, self.congested(now))
         for consumer, (layer, reason) in decision.targets.items():
-            consumer.set_target(layer, reason)
+            consumer.wanted_layer = layer
+            consumer.set_target(flowing_layer(consumer, layer, now), reason)
         if decision.audio_only:
             if self._audio_only_since is None:
                 self._audio_only_since = now

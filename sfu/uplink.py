@@ -31,8 +31,8 @@ class UplinkPolicy:
         wanted = {0}
         for consumer in producer.consumers:
             if consumer.pause_reason is None:
-                wanted.update(x for x in (consumer.target_layer, consumer.current_layer)
-                              if x is not None)
+                wanted.update(x for x in (consumer.wanted_layer, consumer.target_layer,
+                                          consumer.current_layer) if x is not None)
         active: dict[str, bool] = {}
         for layer in producer.layers:
             key = (producer.id, layer.index)
