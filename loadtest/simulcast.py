@@ -52,6 +52,8 @@ from loadtest.media import (
 )
 from sfu import aiortc_hooks
 from sfu.rtp_packet import RtpView, abs_send_time_now, build_extension_block, pack_header
+from sfu.sdp_munging import join_sections, split_sections
+from sfu.vp8 import vp8_keyframe_size
 
 logger = logging.getLogger(__name__)
 
@@ -76,25 +78,6 @@ _RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([\w-]+)/(\d+)")
 # -- SDP text --------------------------------------------------------------------------------------
 
 
-def _sections(sdp: str) -> tuple[list[str], list[list[str]]]:
-    session: list[str] = []
-    sections: list[list[str]] = []
-    for line in sdp.replace("\r\n", "\n").split("\n"):
-        if not line:
-            continue
-        if line.startswith("m="):
-            sections.append([line])
-        elif sections:
-            sections[-1].append(line)
-        else:
-            session.append(line)
-    return session, sections
-
-
-def _join(session: list[str], sections: list[list[str]]) -> str:
-    return "\r\n".join(session + [line for s in sections for line in s]) + "\r\n"
-
-
 def _mid_of(section: list[str]) -> str | None:
     return next((line[6:].strip() for line in section if line.startswith("a=mid:")), None)
 
@@ -113,7 +96,7 @@ def make_simulcast_offer(sdp: str, rids: tuple[str, ...] = ("q", "h", "f")) -> t
     Adds the rid / repaired-rid extensions (ids unused anywhere in the offer), ``a=rid:X send``
     and ``a=simulcast:send q;h;f``, and drops the video ``a=ssrc`` / ``a=ssrc-group`` lines.
     """
-    session, sections = _sections(sdp)
+    session, sections = split_sections(sdp)
     used = {int(m.group(1)) for s in sections for line in s if (m := _EXTMAP.match(line))}
     free = [i for i in range(1, 15) if i not in used]
     rid_id, rrid_id = free[-2], free[-1]  # Chrome's own offers use 10 and 11 for these
@@ -131,13 +114,13 @@ def make_simulcast_offer(sdp: str, rids: tuple[str, ...] = ("q", "h", "f")) -> t
         kept += [f"a=rid:{rid} send" for rid in rids]
         kept.append("a=simulcast:send " + ";".join(rids))
         section[:] = kept
-        return _join(session, sections), SimulcastOfferInfo(mid, rid_id, rrid_id)
+        return join_sections(session, sections), SimulcastOfferInfo(mid, rid_id, rrid_id)
     raise ValueError("the offer has no video section")
 
 
 def section_info(sdp: str, mid: str) -> tuple[dict[str, int], dict[str, int]]:
     """({uri: ext id}, {codec name lower: payload type}) of the section with ``mid``."""
-    _session, sections = _sections(sdp)
+    _session, sections = split_sections(sdp)
     for section in sections:
         if _mid_of(section) == mid:
             exts = {m.group(2): int(m.group(1)) for line in section if (m := _EXTMAP.match(line))}
@@ -161,33 +144,6 @@ def vp8_payloads(frame: bytes, picture_id: int, max_size: int = MAX_PAYLOAD) -> 
     chunk = max_size - len(first)
     return [(first if pos == 0 else rest) + frame[pos:pos + chunk]
             for pos in range(0, len(frame), chunk)]
-
-
-def vp8_keyframe_size(payload: bytes) -> tuple[int, int] | None:
-    """(width, height) if this RTP payload starts a VP8 keyframe, else None (never raises)."""
-    n = len(payload)
-    if n < 1 or payload[0] & 0x17 != 0x10:  # S set, partition 0
-        return None
-    i = 1
-    if payload[0] & 0x80:
-        if n < 2:
-            return None
-        x = payload[1]
-        i = 2
-        if x & 0x80:
-            if n <= i:
-                return None
-            i += 2 if payload[i] & 0x80 else 1
-        if x & 0x40:
-            i += 1
-        if x & 0x30:
-            i += 1
-    header = payload[i:i + 10]
-    if len(header) < 10 or header[0] & 0x01 or header[3:6] != b"\x9d\x01\x2a":
-        return None
-    width = int.from_bytes(header[6:8], "little") & 0x3FFF
-    height = int.from_bytes(header[8:10], "little") & 0x3FFF
-    return width, height
 
 
 # -- the publisher ---------------------------------------------------------------------------------
@@ -462,7 +418,7 @@ class RembSubscriber(SyntheticParticipant):
     # -- offers ------------------------------------------------------------------------------------
 
     def _learn(self, sdp: str) -> None:
-        _session, sections = _sections(sdp)
+        _session, sections = split_sections(sdp)
         for section in sections:
             kind = section[0][2:].split()[0]
             mid = _mid_of(section)

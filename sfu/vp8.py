@@ -160,31 +160,48 @@ class Vp8Descriptor:
         return bytes((b0,))
 
 
-def is_vp8_keyframe(payload: bytes) -> bool:
-    """True for the first packet of a VP8 key frame; never raises (malformed -> False)."""
+def frame_start_offset(payload: bytes) -> int | None:
+    """Where the VP8 payload header starts, if this packet starts partition 0 of a frame.
+
+    None for any other packet (the payload header, and so the key frame bit, is only present at
+    the start of partition 0) and for a descriptor that overruns the payload; never raises.
+    """
     n = len(payload)
-    if n == 0:
-        return False
-    b0 = payload[0]
-    # The payload header (and so the P bit) is only present at the start of partition 0.
-    if b0 & 0x17 != 0x10:
-        return False
+    if n == 0 or payload[0] & 0x17 != 0x10:  # S set, partition 0
+        return None
     i = 1
-    if b0 & 0x80:
+    if payload[0] & 0x80:
         if n < 2:
-            return False
+            return None
         x = payload[1]
         i = 2
         if x & 0x80:
             if n <= i:
-                return False
+                return None
             i += 2 if payload[i] & 0x80 else 1
         if x & 0x40:
             i += 1
         if x & 0x30:
             i += 1
-    # i < n also rejects a descriptor that overruns the payload or leaves no payload header.
-    return i < n and not payload[i] & 0x01
+    return i if i < n else None
+
+
+def is_vp8_keyframe(payload: bytes) -> bool:
+    """True for the first packet of a VP8 key frame; never raises (malformed -> False)."""
+    i = frame_start_offset(payload)
+    return i is not None and not payload[i] & 0x01
+
+
+def vp8_keyframe_size(payload: bytes) -> tuple[int, int] | None:
+    """(width, height) from a key frame's first packet (RFC 6386 9.1), else None."""
+    i = frame_start_offset(payload)
+    if i is None:
+        return None
+    header = payload[i:i + 10]
+    if len(header) < 10 or header[0] & 0x01 or header[3:6] != b"\x9d\x01\x2a":
+        return None
+    return (int.from_bytes(header[6:8], "little") & 0x3FFF,
+            int.from_bytes(header[8:10], "little") & 0x3FFF)
 
 
 class Vp8PictureIdMunger:

@@ -305,3 +305,15 @@ def test_malformed_payload_is_returned_unchanged(payload: bytes) -> None:
     m.sync(999, 99)  # non-zero offsets, so the slow path would be taken if parsing succeeded
     assert m.rewrite(payload) is payload
     assert (m.last_picture_id, m.last_tl0picidx) == (10, 3)
+
+
+def test_keyframe_size_reads_the_frame_header() -> None:
+    from sfu.vp8 import vp8_keyframe_size
+
+    # descriptor (X, S; 15-bit picture id) + key frame tag + start code + 640x360
+    header = bytes([0x00, 0x00, 0x00]) + b"\x9d\x01\x2a" + (640).to_bytes(2, "little") + (
+        360).to_bytes(2, "little")
+    assert vp8_keyframe_size(bytes([0x90, 0x80, 0x81, 0x23]) + header) == (640, 360)
+    assert vp8_keyframe_size(bytes([0x90, 0x80, 0x81, 0x23]) + b"\x01" + header[1:]) is None
+    assert vp8_keyframe_size(bytes([0x80, 0x80, 0x81, 0x23]) + header) is None  # not S
+    assert vp8_keyframe_size(b"\x90") is None
