@@ -108,7 +108,8 @@ def create_app(
     app[WEB_ROOT] = web_root()
     # The control plane opens first and closes last: rooms drain before the store closes.
     app.cleanup_ctx.append(
-        control_ctx(config.data_dir, open_rooms=config.open_rooms, on_bootstrap=on_bootstrap)
+        control_ctx(config.data_dir, open_rooms=config.open_rooms, on_bootstrap=on_bootstrap,
+                    open_room_capacity=config.open_room_capacity)
     )
     app.cleanup_ctx.append(worker_ctx)
     add_api_routes(app)

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--open-rooms", action="store_true",
                        help="anyone may join any room without credentials (closed networks "
                             "and tests only; logged loudly)")
+    serve.add_argument("--room-capacity", type=int, default=None, metavar="N",
+                       help="capacity of rooms made on the fly with --open-rooms (default 26)")
     serve.add_argument("--log-level", default="info")
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--json", type=Path, default=None)
     loadtest = commands.add_parser(
         "loadtest", help="synthetic meetings: quality under load, room capacity, room limit")
-    from loadtest.run import add_arguments as add_loadtest_arguments
+    from loadtest.report import add_arguments as add_loadtest_arguments
 
     add_loadtest_arguments(loadtest)
     return parser
@@ -88,6 +90,7 @@ def serve(args: argparse.Namespace) -> None:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     config = Config(
         host=args.host, port=args.port, data_dir=args.data_dir, open_rooms=args.open_rooms,
+        open_room_capacity=args.room_capacity,
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),

@@ -22,4 +22,6 @@ class Config:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     heartbeat_s: float = 20.0
     open_rooms: bool = False
+    open_room_capacity: int | None = None
+    """Capacity of rooms made on the fly under --open-rooms (None: the default, 26)."""
     """Anyone may join any room without credentials: closed networks and tests only."""

@@ -77,13 +77,15 @@ class ControlPlane:
     @classmethod
     async def open(cls, data_dir: Path, *, open_rooms: bool = False,
                    passwords: Passwords | None = None, store: Store | None = None,
-                   clock: Callable[[], float] = time.time) -> ControlPlane:
+                   clock: Callable[[], float] = time.time,
+                   open_room_capacity: int | None = None) -> ControlPlane:
         store = store or await open_store(data_dir)
         passwords = passwords or Passwords()
         secret = load_or_create_secret(data_dir)
         limiter = RateLimiter()
+        extra = {"open_room_capacity": open_room_capacity} if open_room_capacity else {}
         admission = Admission(store, secret, passwords, limiter, open_rooms=open_rooms,
-                              clock=clock)
+                              clock=clock, **extra)
         return cls(store, passwords, secret, limiter, admission, clock=clock)
 
     async def close(self) -> None:
@@ -97,13 +99,15 @@ CONTROL = web.AppKey("control", ControlPlane)
 def control_ctx(data_dir: Path, *, open_rooms: bool = False, passwords: Passwords | None = None,
                 moderator: Moderator | None = None,
                 on_bootstrap: Callable[[BootstrapResult], None] | None = None,
+                open_room_capacity: int | None = None,
                 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context that puts a ``ControlPlane`` on ``app[CONTROL]`` and, on an empty
     store, bootstraps it and hands the result (the operator's password, shown once) to
     ``on_bootstrap``."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        control = await ControlPlane.open(data_dir, open_rooms=open_rooms, passwords=passwords)
+        control = await ControlPlane.open(data_dir, open_rooms=open_rooms, passwords=passwords,
+                                          open_room_capacity=open_room_capacity)
         control.moderator = moderator
         try:
             result = await bootstrap(control.store, data_dir, control.passwords)

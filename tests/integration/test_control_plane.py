@@ -167,3 +167,17 @@ async def operator_token(control: ControlPlane, http: aiohttp.ClientSession, url
                          json={"username": "op2", "password": "op-pw-123"}) as response:
         assert response.status == 200, await response.text()
         return (await response.json())["token"]
+
+
+async def test_open_rooms_have_the_configured_capacity(tmp_path: Path) -> None:
+    app = create_app(make_config(tmp_path, open_rooms=True, open_room_capacity=2))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        results = [await join(base_url(server), room="Mo", name=f"N{i}") for i in range(3)]
+        assert [r["type"] for _c, r in results] == ["joined", "joined", "error"]
+        assert results[2][1]["code"] == "room-full" and "2" in results[2][1]["message"]
+        for client, _reply in results:
+            await client.close()
+    finally:
+        await server.close()
