@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -206,6 +207,10 @@ class Subscriber:
                 await self._negotiate_once()
             except asyncio.CancelledError:
                 raise
+            except (TimeoutError, ConnectionError, InvalidStateError) as exc:
+                # The client went quiet or away mid-offer: retried on the next change.
+                logger.warning("subscriber %s: negotiation abandoned: %r", self.participant_id,
+                               exc)
             except Exception:
                 logger.exception("subscriber %s: negotiation failed", self.participant_id)
 
