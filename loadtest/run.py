@@ -1,0 +1,534 @@
+"""``diemcau loadtest``: synthetic meetings against the real server; quality, capacity, limit.
+
+Synthetic participants (``loadtest.quality.LoadParticipant``, spread over worker processes) join
+real rooms through the real signaling, publish simulcast VP8 q/h/f + Opus replayed from
+pre-encoded clips (no encoder runs), subscribe as a browser does (tiles of a gallery layout,
+REMB for a fixed downlink) and measure what arrives without decoding.
+
+Modes (each bounded in participants and time; it stops by itself):
+
+- fixed: ``--participants N --rooms R --duration S``;
+- ramp: ``--ramp [--max-participants M] [--step K]``: one room grows by K until an objective
+  breaks (loss > 1 %, delay p95 > 150 ms, server CPU > 85 % of its cores, or video missing);
+  prints the capacity for this machine and a recommended room limit (80 % of it);
+- room limit: ``--room-capacity K --participants K+M``: K join, then M at once must get
+  ``room-full``; the K's quality before and after is compared;
+- ``--target janus``: the same load (gallery tiles off: both servers forward the top layer)
+  first against diemcau, then against Janus 1.1.2; prints the CPU-per-packet ratio.
+
+Media moves, so it runs only in a private network namespace with only loopback::
+
+    unshare -n sh -c 'ip link set lo up; exec .venv/bin/diemcau loadtest --participants 10 \\
+        --duration 20 --json /tmp/load.json --plot /tmp/load.png'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from tqdm import tqdm
+
+from loadtest import report
+from loadtest.bench_forward import (
+    HEALTH_TIMEOUT_S,
+    HOST,
+    BenchError,
+    ServerProcess,
+    load_average,
+    only_loopback,
+    parse_metrics,
+    process_cpu_s,
+)
+from loadtest.media import load_clip, load_simulcast_clips
+from loadtest.report import RAMP_MAX_TIME_S, RAMP_STEP_S, add_arguments  # noqa: F401
+from loadtest.workers import LocalWorker, RemoteWorker
+
+logger = logging.getLogger(__name__)
+
+SETTLE_TIMEOUT_S = 20.0
+WARMUP_S = 2.0
+RECOMMEND_SHARE = 0.8
+NAMESPACE_HELP = (
+    "diemcau loadtest moves real media and must run inside a private network namespace that "
+    "has only loopback, e.g.:\n  unshare -n sh -c 'ip link set lo up; exec .venv/bin/diemcau "
+    "loadtest --participants 10 --duration 20'"
+)
+
+
+# -- the server under test ------------------------------------------------------------------------
+
+
+def serve_help() -> str:
+    return subprocess.run([sys.executable, "-m", "signaling.cli", "serve", "--help"],
+                          capture_output=True, text=True, timeout=60).stdout
+
+
+def capacity_option(text: str | None = None) -> str | None:
+    """The ``diemcau serve`` option that sets the room capacity, if this server has one."""
+    options = re.findall(r"--[\w-]*capacity[\w-]*", serve_help() if text is None else text)
+    preferred = [o for o in options if "room" in o]
+    return (preferred or options or [None])[0]
+
+
+class DiemcauServer(ServerProcess):
+    """``diemcau serve`` on 127.0.0.1 (bench_forward's) with extra options."""
+
+    def __init__(self, workdir: Path, extra_args: list[str]) -> None:
+        super().__init__(workdir)
+        self.extra_args = extra_args
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        command = [sys.executable, "-m", "signaling.cli", "serve", "--host", HOST,
+                   "--port", str(self.port), "--data-dir", str(self.workdir / "data"),
+                   "--ice-address", HOST, "--log-level", "warning", *self.extra_args]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HEALTH_TIMEOUT_S
+        while loop.time() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                async with session.get(self.url + "/healthz",
+                                       timeout=aiohttp.ClientTimeout(total=1)) as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise BenchError(f"server not healthy within {HEALTH_TIMEOUT_S} s:\n{self.log_tail()}")
+
+
+class DiemcauTarget:
+    """Our server: started here (or ``--url``); CPU and memory from its /metrics."""
+
+    name = "diemcau"
+
+    def __init__(self, url: str | None, extra_args: list[str]) -> None:
+        self.url = url
+        self.extra_args = extra_args
+        self.server: DiemcauServer | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.http: aiohttp.ClientSession | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.url or (self.server.url if self.server else "")
+
+    async def start(self) -> None:
+        self.http = aiohttp.ClientSession()
+        if self.url is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="diemcau-load-")
+            self.server = DiemcauServer(Path(self._tmp.name), self.extra_args)
+            await self.server.start(self.http)
+
+    def worker_options(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "target": "diemcau", "ice_addresses": [HOST]}
+
+    async def sample(self) -> dict[str, float]:
+        assert self.http is not None
+        async with self.http.get(self.base_url + "/metrics",
+                                 timeout=aiohttp.ClientTimeout(total=10)) as response:
+            metrics = parse_metrics(await response.text())
+        return {"cpu_s": metrics.get("process_cpu_seconds", 0.0),
+                "rss_mb": metrics.get("process_resident_memory_bytes", 0.0) / 1e6,
+                "forwarded": metrics.get("diemcau_rtp_forwarded_packets", 0.0),
+                "incoming": metrics.get("diemcau_rtp_received_packets", 0.0),
+                "participants": metrics.get("diemcau_participants", 0.0),
+                "at": time.monotonic()}
+
+    def problems(self) -> list[str]:
+        return self.server.log_problems()[:20] if self.server else []
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        if self.http is not None:
+            await self.http.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    with open("/proc/stat") as file:
+        values = [int(v) for v in file.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def udp_errors() -> int:
+    """Datagrams this network namespace dropped for full receive buffers (a slow reader)."""
+    with open("/proc/net/snmp") as file:
+        rows = [line.split() for line in file if line.startswith("Udp:")]
+    return int(dict(zip(rows[0][1:], rows[1][1:], strict=True)).get("RcvbufErrors", 0))
+
+
+def server_window(before: dict[str, float], after: dict[str, float],
+                  received_packets: int) -> dict[str, Any]:
+    elapsed = max(1e-6, after["at"] - before["at"])
+    cpu_s = after["cpu_s"] - before["cpu_s"]
+    forwarded = after.get("forwarded", 0.0) - before.get("forwarded", 0.0)
+    return {
+        "cpu_pct": round(100 * cpu_s / elapsed, 1),
+        "rss_mb": round(after["rss_mb"], 1),
+        "cpu_us_per_packet": round(cpu_s / received_packets * 1e6, 2) if received_packets else None,
+        "cpu_us_per_forwarded_packet": round(cpu_s / forwarded * 1e6, 2) if forwarded else None,
+        "forwarded_packets_per_s": round(forwarded / elapsed, 1) if forwarded else None,
+        "received_by_participants_per_s": round(received_packets / elapsed, 1),
+    }
+
+
+# -- one load -------------------------------------------------------------------------------------
+
+
+class Load:
+    """Workers, the participants spread over them, and windows of figures."""
+
+    def __init__(self, target: Any, workers: int, downlink_bps: int, send_tiles: bool,
+                 added_delay_ms: float = 0.0, uplink_bps: int = 20_000_000) -> None:
+        options = {**target.worker_options(), "downlink_bps": downlink_bps,
+                   "send_tiles": send_tiles, "added_delay_ms": added_delay_ms,
+                   "uplink_bps": uplink_bps}
+        self.target = target
+        self.workers = ([LocalWorker(options)] if workers == 0
+                        else [RemoteWorker(options) for _ in range(workers)])
+        self.joined: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []
+        self.published_at: dict[str, float] = {}
+        self.count = 0
+        self._own_cpu = process_cpu_s()
+
+    async def start(self) -> None:
+        await asyncio.gather(*(w.start() for w in self.workers))
+
+    async def add(self, rooms: list[str], count: int) -> list[dict[str, Any]]:
+        specs: list[list[dict[str, Any]]] = [[] for _ in self.workers]
+        for i in range(count):
+            index = self.count + i
+            specs[index % len(self.workers)].append(
+                {"name": f"p{index}", "room": rooms[index % len(rooms)]})
+        self.count += count
+        results = [r for rs in await asyncio.gather(*(w.join(s) for w, s in
+                                                      zip(self.workers, specs, strict=True)))
+                   for r in rs]
+        for result in results:
+            (self.joined if result["ok"] else self.refused).append(result)
+            if result["ok"]:
+                self.published_at[result["name"]] = result["published_at"]
+        return results
+
+    async def subscribe(self) -> None:
+        """Janus: subscribers only once every publisher is connected (TESTING.md)."""
+        if self.target.name == "janus":
+            await asyncio.gather(*(w.published() for w in self.workers))
+            await asyncio.gather(*(w.subscribe() for w in self.workers))
+
+    async def window(self, reset: bool = True) -> tuple[list[dict[str, Any]], float]:
+        parts = await asyncio.gather(*(w.window(reset, self.published_at) for w in self.workers))
+        return [p for part in parts for p in part["participants"]], \
+            sum(part["cpu_s"] for part in parts) + process_cpu_s()
+
+    async def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> bool:
+        """Until every participant receives video from everyone in its room (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            windows, _ = await self.window(reset=False)
+            if windows and all(w["video_from"] >= w["others"] for w in windows):
+                return True
+            await asyncio.sleep(0.5)
+        return False
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
+
+
+async def measure(load: Load, duration: float, label: str, quiet: bool) -> dict[str, Any]:
+    """One window of ``duration`` s: quality of every participant, server and load generator."""
+    await load.window(reset=True)
+    _, gen_before = await load.window(reset=False)
+    before = await load.target.sample()
+    busy_before = machine_busy()
+    udp_before = udp_errors()
+    steps = max(1, int(round(duration)))
+    with tqdm(total=steps, desc=label, unit="s", disable=quiet, leave=False) as bar:
+        for _ in range(steps):
+            await asyncio.sleep(duration / steps)
+            bar.update(1)
+            with contextlib.suppress(Exception):
+                now = await load.target.sample()
+                cpu = 100 * (now["cpu_s"] - before["cpu_s"]) / max(1e-6, now["at"] - before["at"])
+                bar.set_postfix(server_cpu=f"{cpu:.0f}%")
+    windows, gen_after = await load.window(reset=True)
+    after = await load.target.sample()
+    busy_after = machine_busy()
+    udp_after = udp_errors()
+    quality = report.aggregate(windows)
+    first = [ms for w in windows for ms in w["first_frame_ms"]]
+    elapsed = max(1e-6, after["at"] - before["at"])
+    return {
+        "participants": len(windows),
+        "join_ms": report.stats([j["join_ms"] for j in load.joined]),
+        "first_frame_ms": report.stats(first),
+        **quality,
+        "reconnects": sum(w["reconnects"] for w in windows),
+        "server": server_window(before, after, quality["received_packets"]),
+        "loadgen_cpu_pct": round(100 * (gen_after - gen_before) / elapsed, 1),
+        "duration_s": round(elapsed, 2),
+        "load_average_1m": load_average(),  # other work on this machine skews every figure
+        "udp_rcvbuf_drops": udp_after - udp_before,  # kernel drops: somebody read too slowly
+        "machine_cpu_pct": round(100 * (busy_after[0] - busy_before[0])
+                                 / max(1, busy_after[1] - busy_before[1]), 1),  # of all cores
+    }
+
+
+def refused_by_code(refused: list[dict[str, Any]]) -> dict[str, int]:
+    return dict(Counter(str(r.get("code")) for r in refused))
+
+
+# -- modes ----------------------------------------------------------------------------------------
+
+
+async def run_fixed(target: Any, args: argparse.Namespace, send_tiles: bool) -> dict[str, Any]:
+    rooms = [f"load-{i}" for i in range(args.rooms)]
+    load = Load(target, args.workers, args.downlink_kbps * 1000, send_tiles,
+                args.added_delay_ms, args.uplink_kbps * 1000)
+    try:
+        await load.start()
+        await load.add(rooms, args.participants)
+        await load.subscribe()
+        settled = await load.settle()
+        await asyncio.sleep(WARMUP_S)
+        row = await measure(load, args.duration, f"{target.name} N={len(load.joined)}",
+                            args.quiet)
+        row.update(joined=len(load.joined), refused=refused_by_code(load.refused),
+                   settled=settled, rooms=args.rooms)
+        row["breaches"] = report.slo_breaches(row, row["server"]["cpu_pct"], args.server_cores)
+        return row
+    finally:
+        await load.stop()
+
+
+async def run_ramp(target: Any, args: argparse.Namespace) -> dict[str, Any]:
+    load = Load(target, args.workers, args.downlink_kbps * 1000, not args.no_tiles,
+                args.added_delay_ms, args.uplink_kbps * 1000)
+    steps: list[dict[str, Any]] = []
+    capacity = 0
+    started = time.monotonic()
+    stopped_by = "max participants"
+    try:
+        await load.start()
+        while load.count < args.max_participants:
+            if time.monotonic() - started > args.max_time:
+                stopped_by = "time limit"
+                break
+            add = min(args.step if load.count else max(2, args.step),
+                      args.max_participants - load.count)
+            await load.add(["load-0"], add)
+            await load.settle(SETTLE_TIMEOUT_S)
+            await asyncio.sleep(WARMUP_S)
+            row = await measure(load, args.step_duration, f"ramp N={len(load.joined)}",
+                                args.quiet)
+            row["cpu_slo_pct"] = report.CPU_SLO_PCT * args.server_cores
+            row["breaches"] = report.slo_breaches(row, row["server"]["cpu_pct"],
+                                                  args.server_cores)
+            if load.refused:
+                row["breaches"].append(f"{len(load.refused)} refused: "
+                                       f"{refused_by_code(load.refused)}")
+            steps.append(row)
+            if not args.quiet:
+                tqdm.write(report.format_rows([row]).splitlines()[-1 if not row["breaches"]
+                                                                   else -2])
+            if row["breaches"]:
+                stopped_by = "; ".join(row["breaches"])
+                break
+            capacity = row["participants"]
+    finally:
+        await load.stop()
+    last = steps[-1] if steps else {}
+    return {**last, "joined": len(load.joined), "refused": refused_by_code(load.refused),
+            "steps": steps, "capacity": capacity, "stopped_by": stopped_by,
+            "capacity_is_lower_bound": stopped_by in ("max participants", "time limit"),
+            "recommended_room_limit": max(1, int(capacity * RECOMMEND_SHARE)) if capacity
+            else None}
+
+
+async def run_room_limit(target: Any, args: argparse.Namespace) -> dict[str, Any]:
+    k = args.room_capacity
+    extra = args.participants - k
+    load = Load(target, args.workers, args.downlink_kbps * 1000, not args.no_tiles,
+                args.added_delay_ms, args.uplink_kbps * 1000)
+    try:
+        await load.start()
+        await load.add(["load-0"], k)
+        await load.settle()
+        await asyncio.sleep(WARMUP_S)
+        before = await measure(load, args.duration / 2, f"{k} in the room", args.quiet)
+        first_refused = len(load.refused)
+        attempts = await load.add(["load-0"], extra) if extra > 0 else []
+        late = [a for a in attempts if not a["ok"]]
+        after = await measure(load, args.duration / 2, f"after {extra} more tried",
+                              args.quiet)
+        sample = await target.sample()
+    finally:
+        await load.stop()
+    after["breaches"] = report.slo_breaches(after, after["server"]["cpu_pct"], args.server_cores)
+    codes = refused_by_code(late)
+    ok = (codes.get("room-full", 0) == extra and len(load.joined) == k
+          and first_refused == 0 and not after["breaches"])
+    return {**after, "joined": len(load.joined), "refused": refused_by_code(load.refused),
+            "room_capacity": k, "attempted_extra": extra,
+            "refused_ms": report.stats([a.get("ms", 0.0) for a in late]),
+            "server_participants": sample.get("participants"),
+            "before": before, "limit_held": ok}
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def validate(args: argparse.Namespace) -> None:
+    if args.url and not re.match(r"^https?://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?/?$",
+                                 args.url):
+        raise BenchError("--url must be a loopback address")
+    if not (1 <= args.participants <= 200 and 1 <= args.rooms <= args.participants):
+        raise BenchError("need 1 <= rooms <= participants <= 200")
+    if not (0 < args.duration <= 600 and 1 <= args.max_participants <= 200 and args.step >= 1):
+        raise BenchError("duration must be in (0, 600] s, max participants in [1, 200]")
+    if args.room_capacity is not None and not 1 <= args.room_capacity <= args.participants:
+        raise BenchError("--room-capacity K needs --participants >= K")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole run as a report dict (what ``--json`` writes)."""
+    if not only_loopback():
+        raise BenchError(NAMESPACE_HELP)
+    validate(args)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, load_clip)
+    await loop.run_in_executor(None, load_simulcast_clips)
+    extra: list[str] = []
+    if args.url is None:
+        text = await loop.run_in_executor(None, serve_help)
+        if "--open-rooms" in text:
+            extra.append("--open-rooms")  # synthetic participants carry no credentials
+        option = capacity_option(text)
+        if args.room_capacity is not None:
+            if option is None:
+                raise BenchError("this server has no room capacity option (diemcau serve --help)")
+            extra += [option, str(args.room_capacity)]
+        elif option is not None:  # the room limit must not cap the load we ask for
+            extra += [option, str(max(args.participants, args.max_participants) + 1)]
+    document: dict[str, Any] = {
+        "tool": "diemcau loadtest", "target": args.target, "cpu_count": os.cpu_count(),
+        "load_average_1m_start": load_average(), "args": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if k not in ("func",)}}
+    target = DiemcauTarget(args.url, extra)
+    await target.start()
+    try:
+        if args.ramp:
+            result = await run_ramp(target, args)
+            document.update(mode="ramp", **result)
+        elif args.room_capacity is not None:
+            document.update(mode="room-capacity", **await run_room_limit(target, args))
+        else:
+            document.update(mode="fixed", **await run_fixed(target, args, not args.no_tiles
+                                                             and args.target != "janus"))
+    finally:
+        await target.stop()
+        document["server_log_problems"] = target.problems()
+    if args.target == "janus":
+        from loadtest.janus import JanusTarget
+
+        janus = JanusTarget(rooms=args.rooms, participants=args.participants)
+        await janus.start()
+        try:
+            theirs = await run_fixed(janus, args, send_tiles=False)
+        finally:
+            await janus.stop()
+            document["janus_log_problems"] = janus.problems()
+        ours_us = document["server"]["cpu_us_per_packet"]
+        theirs_us = theirs["server"]["cpu_us_per_packet"]
+        document["janus"] = theirs
+        document["ratio_cpu_per_packet_diemcau_over_janus"] = (
+            round(ours_us / theirs_us, 2) if ours_us and theirs_us else None)
+    document["load_average_1m_end"] = load_average()
+    return document
+
+
+def print_summary(document: dict[str, Any]) -> None:
+    rows = document.get("steps") or [document]
+    if document.get("mode") == "room-capacity":
+        rows = [document["before"], document]
+    print(report.format_rows(rows))
+    if document.get("janus"):
+        print("Janus 1.1.2, same load:")
+        print(report.format_rows([document["janus"]]))
+        print(f"CPU per packet received by participants: diemcau "
+              f"{document['server']['cpu_us_per_packet']} us, Janus "
+              f"{document['janus']['server']['cpu_us_per_packet']} us; ratio diemcau/Janus = "
+              f"{document['ratio_cpu_per_packet_diemcau_over_janus']}")
+    if document.get("mode") == "ramp":
+        bound = " (at least: no objective broke)" if document["capacity_is_lower_bound"] else ""
+        print(f"capacity on this machine: {document['capacity']} participants in one room{bound}"
+              f"; stopped by: {document['stopped_by']}")
+        print(f"recommended room limit: {document['recommended_room_limit']}")
+    if document.get("mode") == "room-capacity":
+        print(f"room capacity {document['room_capacity']}: joined {document['joined']}, "
+              f"refused {document['refused']} in {document['refused_ms']['max']} ms max; "
+              f"limit held and quality kept: {document['limit_held']}")
+    print(f"load generator CPU {document.get('loadgen_cpu_pct')}% of a core; "
+          f"content markers {document.get('content_marker')}")
+    for problem in document.get("server_log_problems", [])[:5]:
+        print(f"server log: {problem}", file=sys.stderr)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from signaling.cli import new_event_loop
+
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            document = runner.run(run(args))
+    except BenchError as exc:
+        print(f"diemcau loadtest: {exc}", file=sys.stderr)
+        return 2
+    print_summary(document)
+    if args.json is not None:
+        args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot is not None:
+        rows = document.get("steps") or [document]
+        if document.get("mode") == "room-capacity":
+            rows = [document["before"], document]
+        report.plot(rows, args.plot, f"diemcau loadtest ({document['mode']})",
+                    document.get("capacity"))
+        print(f"wrote {args.plot}")
+    if document.get("mode") == "room-capacity" and not document["limit_held"]:
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.run",
+                                     description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run_cli(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

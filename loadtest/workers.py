@@ -1,0 +1,259 @@
+"""Load-generator processes for ``diemcau loadtest``: each hosts some ``LoadParticipant``s.
+
+The parent sends commands over a pipe: ``join`` (specs), ``subscribe`` (Janus only),
+``window`` (per-participant figures since the last window; optionally a new window starts),
+``stop``. A worker outlives nothing: it stops when told, when the parent goes away, or after
+``CHILD_LIFETIME_S``. A supervisor rejoins a participant whose socket or connection failed
+(bounded), and counts it as a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import time
+from typing import Any
+
+from loadtest.bench_forward import process_cpu_s
+from loadtest.client import SignalingError
+from loadtest.quality import LoadParticipant, content_index
+
+logger = logging.getLogger(__name__)
+
+JOIN_CONCURRENCY = 4
+JOIN_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 15.0
+CHILD_LIFETIME_S = 1800.0
+MAX_RECONNECTS = 3
+SUPERVISE_PERIOD_S = 1.0
+
+
+class WorkerCore:
+    """The participants of one process."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options  # base_url, target, downlink_bps, send_tiles, ice_addresses
+        self.participants: dict[str, LoadParticipant] = {}
+        self.markers = content_index()
+        self._semaphore = asyncio.Semaphore(JOIN_CONCURRENCY)
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def _make(self, spec: dict[str, Any]) -> LoadParticipant:
+        kwargs = {"downlink_bps": self.options.get("downlink_bps", 20_000_000),
+                  "send_tiles": self.options.get("send_tiles", True),
+                  "marker_index": self.markers,
+                  "added_delay_ms": self.options.get("added_delay_ms", 0.0),
+                  "uplink_bps": self.options.get("uplink_bps", 20_000_000),
+                  "ice_addresses": self.options.get("ice_addresses") or ["127.0.0.1"]}
+        if self.options.get("target") == "janus":
+            from loadtest.janus import JanusParticipant
+
+            return JanusParticipant(self.options["base_url"], spec["room"], spec["name"], **kwargs)
+        return LoadParticipant(self.options["base_url"], spec["room"], spec["name"], **kwargs)
+
+    async def _join_one(self, spec: dict[str, Any]) -> dict[str, Any]:
+        async with self._semaphore:
+            participant = self._make(spec)
+            started = time.monotonic()
+            result: dict[str, Any] = {"name": spec["name"], "room": spec["room"], "ok": False}
+            try:
+                await participant.join(JOIN_TIMEOUT_S)
+                result.update(ok=True, join_ms=participant.join_ms,
+                              published_at=participant.published_at)
+                self.participants[spec["name"]] = participant
+            except SignalingError as exc:
+                result.update(code=exc.code, ms=(time.monotonic() - started) * 1000)
+            except Exception as exc:  # noqa: BLE001 - reported to the parent
+                result.update(code=type(exc).__name__, error=str(exc)[:200],
+                              ms=(time.monotonic() - started) * 1000)
+            if not result["ok"]:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(participant.close(), STOP_TIMEOUT_S)
+            return result
+
+    async def join(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self._supervisor is None:
+            self._supervisor = asyncio.ensure_future(self._supervise())
+        return list(await asyncio.gather(*(self._join_one(spec) for spec in specs)))
+
+    async def published(self, timeout: float = JOIN_TIMEOUT_S) -> int:
+        """Until every publisher connection here is connected (bounded); how many are."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            states = [p.publisher.connectionState for p in self.participants.values()]
+            if all(state == "connected" for state in states) or loop.time() > deadline:
+                return states.count("connected")
+            await asyncio.sleep(0.2)
+
+    async def subscribe(self) -> int:
+        """Janus: every participant subscribes to the other feeds of its room."""
+        done = 0
+        for participant in list(self.participants.values()):
+            subscribe = getattr(participant, "subscribe_all", None)
+            if subscribe is not None:
+                with contextlib.suppress(Exception):
+                    await subscribe(JOIN_TIMEOUT_S)
+                    done += 1
+        return done
+
+    def window(self, reset: bool, published_at: dict[str, float]) -> dict[str, Any]:
+        out = []
+        for participant in self.participants.values():
+            w = participant.window(reset)
+            w["first_frame_ms"] = participant.first_frame_ms(published_at)
+            out.append(w)
+        return {"participants": out, "cpu_s": process_cpu_s()}
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(SUPERVISE_PERIOD_S)
+            for name, participant in list(self.participants.items()):
+                if self._stopping or not participant.broken():
+                    continue
+                if participant.reconnects >= MAX_RECONNECTS:
+                    continue
+                logger.warning("%s: connection lost, rejoining", name)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(participant.close(), STOP_TIMEOUT_S)
+                fresh = self._make({"name": name, "room": participant.room})
+                fresh.reconnects = participant.reconnects + 1
+                self.participants[name] = fresh
+                with contextlib.suppress(Exception):
+                    await fresh.join(JOIN_TIMEOUT_S)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        await asyncio.gather(*(asyncio.wait_for(p.leave(), STOP_TIMEOUT_S)
+                               for p in self.participants.values()), return_exceptions=True)
+        self.participants.clear()
+
+
+class LocalWorker:
+    """A WorkerCore in this process (small runs, tests)."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.core = WorkerCore(options)
+
+    async def start(self) -> None:
+        pass
+
+    async def join(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return await self.core.join(specs)
+
+    async def published(self) -> int:
+        return await self.core.published()
+
+    async def subscribe(self) -> int:
+        return await self.core.subscribe()
+
+    async def window(self, reset: bool, published_at: dict[str, float]) -> dict[str, Any]:
+        result = self.core.window(reset, published_at)
+        result["cpu_s"] = 0.0  # this process: counted by the caller
+        return result
+
+    async def stop(self) -> None:
+        await self.core.stop()
+
+
+def _child_main(conn: Any, options: dict[str, Any]) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    from signaling.cli import new_event_loop
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(_child(conn, options))
+
+
+async def _child(conn: Any, options: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    core = WorkerCore(options)
+    deadline = loop.time() + CHILD_LIFETIME_S
+    conn.send(("ready", None))
+    try:
+        while loop.time() < deadline:
+            if not await loop.run_in_executor(None, conn.poll, 0.5):
+                continue
+            command, argument = conn.recv()
+            if command == "join":
+                conn.send(("join", await core.join(argument)))
+            elif command == "published":
+                conn.send(("published", await core.published()))
+            elif command == "subscribe":
+                conn.send(("subscribe", await core.subscribe()))
+            elif command == "window":
+                conn.send(("window", core.window(*argument)))
+            elif command == "stop":
+                break
+    except (EOFError, OSError):
+        pass  # the parent went away
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(core.stop(), STOP_TIMEOUT_S * 2)
+        with contextlib.suppress(Exception):
+            conn.send(("stopped", None))
+
+
+class RemoteWorker:
+    """A WorkerCore in a worker process (its own event loop)."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe()
+        self.process = context.Process(target=_child_main, args=(child_conn, options),
+                                       daemon=True, name="diemcau-loadtest-worker")
+        self._lock = asyncio.Lock()
+
+    async def _call(self, command: str, argument: Any, timeout: float) -> Any:
+        async with self._lock:
+            self._conn.send((command, argument))
+            kind, value = await self._reply(timeout)
+            if kind != command:
+                raise RuntimeError(f"worker answered {kind} to {command}")
+            return value
+
+    async def _reply(self, timeout: float) -> tuple[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if await loop.run_in_executor(None, self._conn.poll, 0.1):
+                return self._conn.recv()
+            if not self.process.is_alive():
+                raise RuntimeError(f"worker process exited ({self.process.exitcode})")
+        raise RuntimeError(f"worker process did not answer within {timeout} s")
+
+    async def start(self) -> None:
+        self.process.start()
+        kind, _ = await self._reply(60)
+        if kind != "ready":
+            raise RuntimeError(f"worker process said {kind}")
+
+    async def join(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        timeout = JOIN_TIMEOUT_S * (2 + len(specs) / JOIN_CONCURRENCY) + 10
+        return await self._call("join", specs, timeout)
+
+    async def published(self) -> int:
+        return await self._call("published", None, JOIN_TIMEOUT_S + 10)
+
+    async def subscribe(self) -> int:
+        return await self._call("subscribe", None, 120)
+
+    async def window(self, reset: bool, published_at: dict[str, float]) -> dict[str, Any]:
+        return await self._call("window", (reset, published_at), 30)
+
+    async def stop(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(Exception):
+                async with self._lock:
+                    self._conn.send(("stop", None))
+                    await self._reply(STOP_TIMEOUT_S * 2 + 5)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.process.join, 5)
+        if self.process.is_alive():
+            self.process.terminate()
+            await loop.run_in_executor(None, self.process.join, 5)
+        self._conn.close()
