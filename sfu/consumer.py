@@ -190,12 +190,13 @@ class Consumer:
         block = finish_extension_block(elements)
         # The X bit follows the block actually written: a packet may lack an extension (an
         # audio level) that was negotiated, and a set X bit without a block is malformed.
-        data = pack_header(
+        head = pack_header(
             0x90 if block else 0x80, (packet.marker << 7) | self.codec.payload_type,  # type: ignore[union-attr]
             seq, timestamp, self.ssrc,
-        ) + block + payload
+        ) + block
+        data = head + payload
         if self._history is not None:
-            self._history.put(seq, data)
+            self._history.put(seq, head, payload)
         if self.writer.send_rtp(data):
             self.packets_sent += 1
             self.octets_sent += len(payload)
