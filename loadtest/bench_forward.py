@@ -168,7 +168,8 @@ class ServerProcess:
     async def start(self, session: aiohttp.ClientSession) -> None:
         command = [
             sys.executable, *self.python_args, "-m", "signaling.cli", "serve", "--open-rooms",
-            "--room-capacity", "1000", "--host", HOST, "--port", str(self.port), "--data-dir", str(self.workdir / "data"),
+            "--room-capacity", "1000", "--host", HOST, "--port", str(self.port),
+            "--data-dir", str(self.workdir / "data"),
             "--ice-address", HOST, "--log-level", "warning",
         ]
         with open(self.log_path, "wb") as log:
