@@ -201,6 +201,14 @@ class Admission:
         self._limit(keys, now)
         if room is None:
             raise JoinRefused("not-invited", f"this invitation is not for room {room_name!r}")
+        # Refuse a locked or full room before spending a use: a guest retrying a full room
+        # must not use up a single-use link. (_enter checks again, atomically, after this await.)
+        if room.locked:
+            raise JoinRefused("room-locked", f"room {room_name!r} is locked by its host")
+        seats = self._rooms.get(room_name)
+        if not room.lobby and seats is not None and seats.counted() >= room.capacity:
+            raise JoinRefused("room-full", f"room {room_name!r} is full: it holds at most "
+                                           f"{room.capacity} participants", limit=room.capacity)
         try:
             invitation = await self.store.consume_invitation(
                 hash_secret_token(credentials.invite or ""), room.id, now)

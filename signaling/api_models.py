@@ -196,6 +196,7 @@ class ParticipantInfo(msgspec.Struct, kw_only=True):
     identity: str = ""
     audio_muted: bool = False
     video_muted: bool = False
+    pinned: bool = False
 
 
 class MuteIn(_In):

@@ -45,6 +45,11 @@ async def index(request: web.Request) -> web.FileResponse:
                             headers={"Cache-Control": "no-cache"})
 
 
+async def console(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(request.app[WEB_ROOT] / "console.html",
+                            headers={"Cache-Control": "no-cache"})
+
+
 async def static_file(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
     root = request.app[WEB_ROOT]
@@ -116,6 +121,7 @@ def create_app(
     app.on_shutdown.append(close_sockets)
     app.add_routes([
         web.get("/", index),
+        web.get("/console", console),
         web.get("/static/{name}", static_file),
         web.get("/ws", websocket),
         web.get("/healthz", healthz),

@@ -63,6 +63,7 @@ class LiveModerator:
                 role=admitted.role if admitted else "member",
                 identity=admitted.identity if admitted else "",
                 audio_muted=participant.muted["audio"], video_muted=participant.muted["video"],
+                pinned=live.pinned == participant.id,
             ))
         return out
 

@@ -206,6 +206,7 @@ class Session:
             if old is not None and old is not self:
                 await old.kick("taken-over", release=False)
         self.admitted = admitted
+        locked = await self._room_locked(admitted.room)  # before joining: no await after it
         room = self.worker.room(admitted.room)
         others = [p.describe() for p in room.participants.values()]
         self.participant = self.worker.join(
@@ -217,10 +218,17 @@ class Session:
             "participants": others, "role": admitted.role,
             "can_publish": admitted.can_publish, "can_subscribe": admitted.can_subscribe,
             "rejoin_token": admitted.rejoin_token, "pinned": room.pinned,
+            "locked": locked,
             "ice_servers": [{"urls": url} for url in self.worker.config.ice_servers],
         })
         logger.info("%s (%s, %s) joined room %r", admitted.name, admitted.session_id,
                     admitted.role, admitted.room)
+
+    async def _room_locked(self, room: str) -> bool:
+        if self.control is None:
+            return False
+        stored = await self.control.store.find_room(room)
+        return bool(stored is not None and stored.locked)
 
     async def _send_offer(self, sdp: str, tracks: dict[str, dict[str, str]]) -> None:
         self.send({"type": "subscribe_offer", "sdp": sdp, "tracks": tracks})

@@ -1,16 +1,26 @@
 // Entry point: join form, tiles grid, controls. Signaling in signaling.js, WebRTC in session.js,
-// remote participants in participants.js, audio-only and simulcast layers in bandwidth.js.
+// remote participants in participants.js, audio-only and simulcast layers in bandwidth.js, join
+// credentials and refusals in joinflow.js, views and notices in screens.js.
 import { Signaling, sendLog } from './signaling.js';
 import { Session, getLocalMedia } from './session.js';
 import { LANGUAGES, applyTranslations, lang, onLangChange, setLang, t } from './i18n.js';
-import { createTile, playVideo, renderTileName, setTileState, watchGrid } from './tiles.js';
+import { createTile, markPinned, playVideo, renderTileName, setTileState, watchGrid } from './tiles.js';
 import { Roster } from './participants.js';
 import { TileReporter } from './tilereport.js';
 import { VideoLayers, bandwidthNotice, initialBandwidth, parseBandwidth } from './bandwidth.js';
+import {
+  credentials, dropRejoin, offerFor, rerenderJoinError, saveRejoin, showJoinError, staleRejoin,
+  urlParams, validField,
+} from './joinflow.js';
+import {
+  FINAL_REASONS, hostNoticeKind, renderControlButtons, rerenderScreens, showError, showHostNotice,
+  showLeft, showLock, showNotice, showView, wireScreens,
+} from './screens.js';
 
 const $ = (id) => document.getElementById(id);
 
-// Test and debugging hook. `state`: 'idle' (form shown) | 'joining' | 'joined' | 'left' | 'error'.
+// Test and debugging hook. `state`: 'idle' (form shown) | 'joining' | 'lobby' | 'joined' | 'left'
+// | 'error'.
 let session = null; // the Session of the current (or last) call
 const diemcau = {
   state: 'idle',
@@ -18,6 +28,10 @@ const diemcau = {
   room: null,
   name: null,
   participants: {}, // id -> {id, name, muted: {audio, video}, stream}
+  role: null,
+  pinned: null, // the pinned participant's id
+  locked: false, // the host locked the room (known from `room_locked`)
+  leftReason: null,
   bandwidth: initialBandwidth(), // {down, up}: {audio_only, reason, estimate_bps, threshold_bps}
   audioOnly: false, // the user's "audio only" toggle
   sendLog, // types of the messages sent, the last 200
@@ -33,33 +47,39 @@ const roster = new Roster(document.getElementById('grid'), diemcau.participants,
   videoBlocked: () => diemcau.bandwidth.down.audio_only,
   onChange: () => {
     updateCount();
+    markPinned($('grid'), diemcau.pinned);
     if (call && call.reporter) call.reporter.schedule();
   },
   onSoundBlocked: (blocked) => { $('sound-notice').hidden = !blocked; },
 });
 let lastThreshold = null; // the last threshold_bps the server gave
 
-const charCount = (s) => [...s].length;
-const validField = (s) => typeof s === 'string' && charCount(s) >= 1 && charCount(s) <= 64;
-
 function setState(state) {
   diemcau.state = state;
   document.body.dataset.state = state;
 }
 
-function showView(which) {
-  for (const v of ['join', 'call', 'left']) $(`${v}-view`).hidden = v !== which;
+/** `muted_by_host`: our device goes off, and stays off until we turn it on again. */
+function onMutedByHost(c, kind) {
+  if (kind !== 'audio' && kind !== 'video') return;
+  c.hostMuted[kind] = true;
+  const track = c.stream && c.stream.getTracks().find((tr) => tr.kind === kind);
+  if (track && track.enabled) {
+    track.enabled = false;
+    c.signaling.send({ type: 'mute', kind, muted: true });
+  }
+  showHostNotice(kind);
+  renderControls();
+  updateSelfTile();
 }
 
-function showError(code, message) {
-  $('banner-text').textContent = `${t('error')} [${code}]: ${message}`;
-  $('banner').hidden = false;
+function setPinned(id) {
+  diemcau.pinned = id || null;
+  markPinned($('grid'), diemcau.pinned);
+  if (call && call.reporter) call.reporter.schedule();
 }
 
-function showNotice(text) {
-  $('notice-text').textContent = text;
-  $('notice').hidden = !text;
-}
+const setLocked = (locked) => showLock((diemcau.locked = !!locked));
 
 // ---- tiles and audio-only ----
 
@@ -115,28 +135,16 @@ function setAudioOnly(enabled) {
 // ---- local media and controls ----
 
 function renderControls() {
-  const audio = call && call.stream && call.stream.getAudioTracks()[0];
-  const video = call && call.stream && call.stream.getVideoTracks()[0];
-  const render = (btn, track, what) => {
-    const on = !!track && track.enabled;
-    btn.textContent = `${on ? t('turnOff') : t('turnOn')} ${t(what).toLowerCase()}`;
-    btn.setAttribute('aria-pressed', String(!on));
-    btn.classList.toggle('off', !on);
-    btn.disabled = !track;
-  };
-  render($('mic-btn'), audio, 'mic');
-  render($('cam-btn'), video, 'camera');
-  const btn = $('audio-only-btn');
-  btn.textContent = t('audioOnly');
-  btn.setAttribute('aria-pressed', String(diemcau.audioOnly));
-  btn.classList.toggle('on', diemcau.audioOnly);
-  btn.disabled = !call || diemcau.state !== 'joined';
+  renderControlButtons(call && call.stream, {
+    audioOnly: diemcau.audioOnly, joined: !!call && diemcau.state === 'joined',
+  });
 }
 
 function toggle(kind) {
   const track = call && call.stream && call.stream.getTracks().find((tr) => tr.kind === kind);
   if (!track) return;
   track.enabled = !track.enabled;
+  if (track.enabled && hostNoticeKind() === kind) showHostNotice(null);
   // While audio only, video stays muted; the camera state applies when it ends.
   if (diemcau.state === 'joined' && (kind === 'audio' || !diemcau.audioOnly)) {
     call.signaling.send({ type: 'mute', kind, muted: !track.enabled });
@@ -159,6 +167,9 @@ function teardown(c) {
   $('room-info').hidden = true;
   showNotice('');
   $('sound-notice').hidden = true;
+  showHostNotice(null);
+  setLocked(false);
+  diemcau.pinned = null;
   roster.soundBlocked = false;
   diemcau.bandwidth = initialBandwidth();
   diemcau.audioOnly = false;
@@ -166,14 +177,13 @@ function teardown(c) {
   renderControls();
 }
 
-let endText = ['leftRoom', '']; // i18n key of the "left" screen, and a suffix
-
-function endCall(c, { state, key, suffix = '' }) {
+/** The call is over: `state` 'left' (with the `left` message's reason) or 'error'. */
+function endCall(c, state, reason = null) {
   teardown(c);
   setState(state);
-  endText = [key, suffix];
-  $('left-text').textContent = t(key) + suffix;
-  showView('left');
+  diemcau.leftReason = reason;
+  if (FINAL_REASONS.includes(reason)) dropRejoin(diemcau.room);
+  showLeft(state, reason);
 }
 
 async function join(room, name) {
@@ -189,8 +199,10 @@ async function join(room, name) {
   $('joining-label').hidden = false;
   showView('call');
 
+  showJoinError(null);
+  const { fields, kind } = credentials(room, urlParams());
   const signaling = new Signaling();
-  const c = { signaling, session: null, stream: null, published: false, leaving: false };
+  const c = { signaling, session: null, stream: null, published: false, leaving: false, hostMuted: {} };
   c.selfTile = createTile({ name, self: true });
   c.layers = new VideoLayers(() => (c.published ? c.session.videoSender() : null));
   c.reporter = new TileReporter(() => roster.list(), (msg) => signaling.send(msg), $('grid'));
@@ -213,6 +225,10 @@ async function join(room, name) {
     .on('subscribe_offer', (m) => { if (call === c) c.session.handleSubscribeOffer(m); })
     .on('track_muted', (m) => { if (call === c) roster.setMuted(m.participant_id, m.kind, m.muted); })
     .on('bandwidth', (m) => { if (call === c) onBandwidth(m); })
+    .on('muted_by_host', (m) => { if (call === c) onMutedByHost(c, m.kind); })
+    .on('pinned', (m) => { if (call === c) setPinned(m.participant_id); })
+    .on('room_locked', (m) => { if (call === c) setLocked(m.locked); })
+    .on('joined', (m) => { if (call === c && c.admit) c.admit(m); })
     .on('publish_layers', (m) => {
       if (call !== c) return;
       c.layers.setLayers(m);
@@ -220,39 +236,56 @@ async function join(room, name) {
     })
     .on('error', (m) => {
       if (call !== c) return;
-      // Not actionable: a refused trickled candidate (ICE still finds a path, or says 'failed'),
-      // a refused `tiles` hint, or a message type this server does not know (an older server).
-      if (m.ref === 'ice' || m.ref === 'tiles' || m.code === 'unknown-type') {
+      // Not shown: a refused trickled candidate (ICE still finds a path, or says 'failed'),
+      // a refused `tiles` hint, a refused `join` (the join form shows it), or a message type
+      // this server does not know (an older server).
+      if (['ice', 'tiles', 'join'].includes(m.ref) || m.code === 'unknown-type') {
         console.warn(`server refused a message: [${m.code}] ${m.message}`);
       } else showError(m.code, m.message);
     })
     .on('left', (m) => {
       if (call !== c || c.leaving) return;
-      endCall(c, { state: 'left', key: 'leftRoom', suffix: m.reason ? ` (${m.reason})` : '' });
+      endCall(c, 'left', m.reason || 'requested');
     })
     .on('close', () => {
       if (call !== c || c.leaving) return;
       showError('socket', t('connectionLost'));
-      endCall(c, { state: 'error', key: 'connectionLost' });
+      endCall(c, 'error');
     });
 
   let joined;
   try {
     await signaling.connect();
-    joined = await signaling.request({ type: 'join', room, name }, 'joined');
+    joined = await signaling.request({ type: 'join', room, name, ...fields }, ['joined', 'lobby'],
+      { timeoutMs: 15000 });
+    if (joined.type === 'lobby' && call === c) {
+      setState('lobby');
+      showView('lobby');
+      joined = await new Promise((resolve) => { c.admit = resolve; });
+      showView('call');
+    }
   } catch (err) {
     media.then((m) => m.stream && m.stream.getTracks().forEach((tr) => tr.stop()));
     if (call !== c) return;
     c.leaving = true;
     teardown(c);
+    if (staleRejoin(kind, err)) {
+      dropRejoin(room);
+      join(room, name);
+      return;
+    }
     setState('error');
-    showError(err.code || 'socket', err.message);
+    showJoinError(err, room);
+    offerFor(err, kind);
     showView('join');
     return;
   }
   if (call !== c) return;
+  if (joined.rejoin_token) saveRejoin(room, joined.rejoin_token);
+  diemcau.role = joined.role || null;
   diemcau.selfId = joined.participant_id;
   c.selfTile.el.dataset.participantId = joined.participant_id;
+  setPinned(joined.pinned);
   c.session.start(joined.ice_servers || []);
   for (const p of joined.participants || []) roster.add(p, diemcau.selfId);
   setState('joined');
@@ -274,6 +307,7 @@ async function join(room, name) {
     showNotice(t(...c.notice));
   }
   c.stream = stream;
+  for (const tr of stream ? stream.getTracks() : []) if (c.hostMuted[tr.kind]) tr.enabled = false;
   if (stream) {
     c.selfTile.video.srcObject = stream;
     playVideo(c.selfTile.video); // muted: autoplay is allowed
@@ -305,7 +339,7 @@ async function leave() {
       await c.signaling.request({ type: 'leave' }, 'left', { timeoutMs: 2000 });
     } catch (_) { /* leaving anyway */ }
   }
-  endCall(c, { state: 'left', key: 'leftRoom' });
+  endCall(c, 'left', 'requested');
 }
 
 // ---- boot ----
@@ -317,7 +351,8 @@ function onLanguage() {
     if (call.notice) showNotice(t(...call.notice));
   }
   renderBandwidth();
-  $('left-text').textContent = t(endText[0]) + endText[1];
+  rerenderScreens();
+  rerenderJoinError();
   renderControls();
   updateCount();
 }
@@ -332,7 +367,8 @@ function boot() {
   applyTranslations();
   renderControls();
 
-  $('banner-close').addEventListener('click', () => { $('banner').hidden = true; });
+  wireScreens();
+  $('lobby-leave').addEventListener('click', leave);
   $('sound-btn').addEventListener('click', () => roster.enableSound());
   document.addEventListener('click', () => roster.enableSound());
   $('mic-btn').addEventListener('click', () => toggle('audio'));
@@ -340,28 +376,15 @@ function boot() {
   $('audio-only-btn').addEventListener('click', () => setAudioOnly(!diemcau.audioOnly));
   $('leave-btn').addEventListener('click', leave);
   $('rejoin-btn').addEventListener('click', () => join(diemcau.room, diemcau.name));
-  $('copy-link').addEventListener('click', () => {
-    if (!navigator.clipboard) return;
-    navigator.clipboard.writeText(location.href).then(() => {
-      $('copy-link').textContent = t('linkCopied');
-      setTimeout(() => { $('copy-link').textContent = t('copyLink'); }, 2000);
-    }, () => {});
-  });
   $('join-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
-    const room = $('room-input').value.trim();
-    const name = $('name-input').value.trim();
-    if (!validField(room) || !validField(name)) {
-      showError('bad-message', t('fieldRequired'));
-      return;
-    }
-    join(room, name);
+    const [room, name] = ['room-input', 'name-input'].map((id) => $(id).value.trim());
+    if (validField(room) && validField(name)) join(room, name);
+    else showError('bad-message', t('fieldRequired'));
   });
 
   if (!window.RTCPeerConnection) showError('unsupported', t('unsupported'));
-  const params = new URLSearchParams(location.search);
-  const room = (params.get('room') || '').trim();
-  const name = (params.get('name') || '').trim();
+  const { room, name } = urlParams();
   $('room-input').value = room;
   $('name-input').value = name;
   if (validField(room) && validField(name)) {

@@ -4,11 +4,12 @@
 // Every received message is also passed to the callbacks registered with `on(type, fn)`.
 
 export class SignalingError extends Error {
-  constructor(code, message, ref) {
+  constructor(code, message, ref, details = {}) {
     super(message);
     this.name = 'SignalingError';
     this.code = code;
     this.ref = ref;
+    this.details = details; // the whole `error` message: `limit`, `room`, `retry_after`, ...
   }
 }
 
@@ -86,7 +87,8 @@ export class Signaling {
   }
 
   /**
-   * Send `msg` and wait for a reply of type `replyType` (optionally satisfying `match`).
+   * Send `msg` and wait for a reply of type `replyType` (or one of a list of types; optionally
+   * satisfying `match`).
    * An `error` with `ref === msg.type` rejects the oldest pending request of that type.
    */
   request(msg, replyType, { timeoutMs = 10000, match = null } = {}) {
@@ -98,7 +100,7 @@ export class Signaling {
       const entry = { ref: msg.type, replyType, match, resolve, reject, timer: null };
       entry.timer = setTimeout(() => {
         this._removePending(entry);
-        reject(new SignalingError('timeout', `no ${replyType} within ${timeoutMs} ms`, msg.type));
+        reject(new SignalingError('timeout', `no ${[].concat(replyType).join('/')} within ${timeoutMs} ms`, msg.type));
       }, timeoutMs);
       this.pending.push(entry);
       this.send(msg);
@@ -151,10 +153,11 @@ export class Signaling {
       const entry = this.pending.find((p) => msg.ref && p.ref === msg.ref);
       if (entry) {
         this._removePending(entry);
-        entry.reject(new SignalingError(msg.code, msg.message, msg.ref));
+        entry.reject(new SignalingError(msg.code, msg.message, msg.ref, msg));
       }
     } else {
-      const entry = this.pending.find((p) => p.replyType === msg.type && (!p.match || p.match(msg)));
+      const entry = this.pending.find((p) => [].concat(p.replyType).includes(msg.type)
+        && (!p.match || p.match(msg)));
       if (entry) {
         this._removePending(entry);
         entry.resolve(msg);

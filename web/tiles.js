@@ -101,3 +101,25 @@ export function watchGrid(grid) {
   else window.addEventListener('resize', relayout);
   new MutationObserver(relayout).observe(grid, { childList: true });
 }
+
+const PIN_ICON = '<svg viewBox="0 0 24 24" width="15" height="15" aria-hidden="true"><path '
+  + 'fill="currentColor" d="M16 3l5 5-3 1-4 4 1 5-2 2-4-4-5 5-1-1 5-5-4-4 2-2 5 1 4-4z"/></svg>';
+
+/** The pinned participant's tile (`pinned`, by id; null for none) goes first and large. */
+export function markPinned(grid, id) {
+  let any = false;
+  for (const el of grid.querySelectorAll('.tile')) {
+    const on = !!id && el.dataset.participantId === id;
+    any = any || on;
+    el.classList.toggle('pinned', on);
+    let icon = el.querySelector('.pin-icon');
+    if (on && !icon) {
+      icon = document.createElement('span');
+      icon.className = 'pin-icon';
+      icon.innerHTML = PIN_ICON;
+      el.querySelector('.label').prepend(icon);
+    } else if (!on && icon) icon.remove();
+    if (icon && on) icon.title = t('pinned');
+  }
+  grid.classList.toggle('has-pin', any);
+}

@@ -181,3 +181,23 @@ async def test_open_rooms_have_the_configured_capacity(tmp_path: Path) -> None:
             await client.close()
     finally:
         await server.close()
+
+
+async def test_refused_guests_do_not_spend_invitation_uses(closed_server: TestServer) -> None:
+    control = closed_server.app[CONTROL]
+    room_id = await setup_room(control, "Nho", capacity=1)
+    secret, secret_hash = new_secret_token()
+    await control.store.create_invitation(room_id, secret_hash, max_uses=2,
+                                          expires_at=control.clock() + 3600, label="khach")
+    url = base_url(closed_server)
+    first, reply = await join(url, room="Nho", name="A", invite=secret)
+    assert reply["type"] == "joined", reply
+    for _ in range(3):  # a full room refuses; the link's second use must survive
+        other, reply = await join(url, room="Nho", name="B", invite=secret)
+        assert reply.get("code") == "room-full", reply
+        await other.close()
+    await first.close()
+    await asyncio.sleep(0.2)  # the server notices the closed socket and frees the seat
+    second, reply = await join(url, room="Nho", name="B", invite=secret)
+    assert reply["type"] == "joined", reply
+    await second.close()
