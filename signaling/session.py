@@ -311,9 +311,8 @@ class Session:
     async def leave(self, release: bool = True) -> None:
         participant, room_name, session_id = self.participant, self.room_name, self._session_id
         self.participant = None
-        if participant is not None and room_name is not None:
-            await self.worker.leave(room_name, participant.id)
-            logger.info("%s left room %r", participant.id, room_name)
+        # The seat first: closing the media (peer connections) can take a while, and a
+        # waiting participant should not find the room full meanwhile.
         if session_id is not None:
             self.sessions.discard(session_id, self)
             if release and self.control is not None and room_name is not None:
@@ -321,6 +320,9 @@ class Session:
                     self._waiting.principal.identity if self._waiting else "")
                 self.control.admission.release(room_name, identity, session_id)
         self._waiting = None
+        if participant is not None and room_name is not None:
+            await self.worker.leave(room_name, participant.id)
+            logger.info("%s left room %r", participant.id, room_name)
 
     async def kick(self, reason: str, release: bool = True) -> None:
         """Moderation or take-over: tell the client why, leave, and close the socket."""
