@@ -16,7 +16,7 @@ DEFAULT_THRESHOLD_BPS = 2_000_000
 class AudioOnlyGate:
     threshold_bps: int = DEFAULT_THRESHOLD_BPS
     recover_factor: float = 1.25
-    enter_after_s: float = 0.5
+    enter_after_s: float = 0.25
     recover_after_s: float = 5.0
     audio_only: bool = False
     entered_at: float | None = None

@@ -32,7 +32,7 @@ class MediaConfig:
     ice_servers: tuple[str, ...] = ()  # STUN/TURN URLs; none by default (no public STUN)
     audio_only_below_bps: int = DEFAULT_THRESHOLD_BPS
     audio_only_recover_factor: float = 1.25
-    audio_only_enter_s: float = 0.5
+    audio_only_enter_s: float = 0.25
     audio_only_recover_s: float = 5.0
     transport_cc: bool = True
 
