@@ -22,6 +22,10 @@ Media moves, so it must run in a private network namespace with only loopback (T
 
 ``python -m loadtest.bench_forward`` takes the same options plus ``--workers`` and
 ``--profile-dir`` (py-spy samples the server during each measurement window).
+
+Modules: ``loadtest.server`` (the server subprocess, ``/proc`` and ``/metrics``),
+``loadtest.bench_participants`` (publisher, counting subscribers, worker processes),
+``loadtest.profiling`` (py-spy).
 """
 
 from __future__ import annotations
@@ -31,43 +35,48 @@ import asyncio
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiortc import RTCSessionDescription
-from aiortc.sdp import SessionDescription
 
-from loadtest.client import SyntheticParticipant
-from loadtest.media import Clip, PreEncodedAudioTrack, PreEncodedVideoTrack, load_clip
-from sfu import aiortc_hooks
+from loadtest.bench_participants import (
+    AUDIO_LEVEL_DBOV,
+    JOIN_TIMEOUT_S,
+    BenchPublisher,
+    LocalGroup,
+    LoopLag,
+    RemoteGroup,
+    send_audio_level,  # noqa: F401 - loadtest.simulcast imports it from here
+    sum_counts,
+)
+from loadtest.media import load_clip
+from loadtest.profiling import self_time, start_pyspy
+from loadtest.server import (
+    STOP_TIMEOUT_S,
+    BenchError,
+    ServerProcess,
+    load_average,
+    process_cpu_s,
+    process_rss_mib,
+    require_private_namespace,
+)
 
 logger = logging.getLogger(__name__)
 
 ROOM = "bench"
-HOST = "127.0.0.1"
-HEALTH_TIMEOUT_S = 30.0
-JOIN_CONCURRENCY = 8
-JOIN_TIMEOUT_S = 20.0
 VIDEO_TIMEOUT_S = 30.0  # every subscriber receives video within this (keyframes every 2.5 s)
 WARMUP_S = 3.0
-STOP_TIMEOUT_S = 15.0
-CHILD_LIFETIME_S = 1800.0  # a worker process never outlives this, whatever happens to us
 IN_PROCESS_MAX = 64  # above this many subscribers, spread them over worker processes
 # (measured: 64 subscribers + the publisher cost this process ~16% of a core, 10.5k packets/s)
 DEFAULT_WORKERS = 2
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVE_ARGS = ["--open-rooms", "--room-capacity", "1000"]
 
 RESULT_KEYS = (
     "subscribers", "duration_s", "server_cpu_percent", "server_cpu_s", "forwarded_packets",
@@ -77,477 +86,12 @@ RESULT_KEYS = (
     "server_rss_mib", "loadgen_cpu_percent", "workers",
 )
 
-
-class BenchError(RuntimeError):
-    pass
-
-
-# -- environment ----------------------------------------------------------------------------------
-
-
-def only_loopback() -> bool:
-    return {name for _index, name in socket.if_nameindex()} <= {"lo"}
-
-
 NAMESPACE_HELP = (
     "diemcau bench forward moves real media and must run inside a private network namespace "
     "that has only loopback, e.g.:\n"
     "  unshare -n sh -c 'ip link set lo up; exec .venv/bin/diemcau bench forward "
     "--subscribers 1,4,16,64 --duration 10 --json /tmp/bench.json'"
 )
-
-
-def require_private_namespace() -> None:
-    if not only_loopback():
-        names = sorted(name for _index, name in socket.if_nameindex())
-        raise BenchError(f"network interfaces other than lo exist ({', '.join(names)}).\n"
-                         + NAMESPACE_HELP)
-
-
-def process_cpu_s(pid: int | str = "self") -> float:
-    """utime + stime of a process, in seconds (children not included)."""
-    with open(f"/proc/{pid}/stat") as file:
-        fields = file.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def process_rss_mib(pid: int | str = "self") -> float:
-    with open(f"/proc/{pid}/status") as file:
-        for line in file:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def load_average() -> float:
-    with open("/proc/loadavg") as file:
-        return float(file.read().split()[0])
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> {name{labels}: value}; a ``_total`` suffix is dropped."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        if "{" not in name and name.endswith("_total"):
-            name = name[: -len("_total")]
-        name = name.replace("_total{", "{")
-        with contextlib.suppress(ValueError):
-            values[name] = float(value)
-    return values
-
-
-# -- the server under test ------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """``diemcau serve`` as a subprocess on 127.0.0.1, with its log in ``workdir``."""
-
-    def __init__(self, workdir: Path, port: int | None = None,
-                 python_args: list[str] | None = None) -> None:
-        self.workdir = workdir
-        self.python_args = python_args or []  # e.g. ["-m", "cProfile", "-o", FILE]
-        self.port = port or free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.log_path = workdir / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    async def start(self, session: aiohttp.ClientSession) -> None:
-        command = [
-            sys.executable, *self.python_args, "-m", "signaling.cli", "serve", "--open-rooms",
-            "--room-capacity", "1000", "--host", HOST, "--port", str(self.port),
-            "--data-dir", str(self.workdir / "data"),
-            "--ice-address", HOST, "--log-level", "warning",
-        ]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + HEALTH_TIMEOUT_S
-        while loop.time() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
-                async with session.get(self.url + "/healthz",
-                                       timeout=aiohttp.ClientTimeout(total=1)) as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-        raise BenchError(f"server not healthy within {HEALTH_TIMEOUT_S} s (is lo up?):\n"
-                         + self.log_tail())
-
-    async def metrics(self, session: aiohttp.ClientSession) -> dict[str, float]:
-        async with session.get(self.url + "/metrics",
-                               timeout=aiohttp.ClientTimeout(total=5)) as response:
-            return parse_metrics(await response.text())
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def log_problems(self) -> list[str]:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return []
-        lines = text.splitlines()
-        problems = [line for line in lines if (" ERROR " in line or " CRITICAL " in line
-                    or " WARNING " in line) and "--open-rooms" not in line]
-        if "Traceback (most recent call last):" in lines:  # the first one in full
-            start = lines.index("Traceback (most recent call last):")
-            end = start + 1
-            while end < len(lines) and end - start < 60 and not lines[end][:4].isdigit():
-                end += 1
-            problems = [f"{len(problems)} error/warning lines; first traceback:",
-                        *lines[start:end], *problems[:10]]
-        return problems
-
-    async def stop(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STOP_TIMEOUT_S
-        while proc.poll() is None and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        if proc.poll() is None:
-            logger.warning("server did not stop within %s s: killed", STOP_TIMEOUT_S)
-            proc.kill()
-            proc.wait(5)
-
-
-# -- the participants -----------------------------------------------------------------------------
-
-
-AUDIO_LEVEL_DBOV = 18
-"""The level our Opus clip would report (a tone at -15 dBFS peak), as browsers send it."""
-
-
-def send_audio_level(sender: Any, level_dbov: int) -> bool:
-    """Make an aiortc sender of pre-encoded audio send the ssrc-audio-level extension.
-
-    aiortc computes the level only for frames it encodes; for ``av.Packet`` input it sends no
-    audio-level extension at all, unlike browsers (Chrome and Firefox send it on every packet).
-    The encoded frame's ``audio_level`` is set on the way out of ``_next_encoded_frame``
-    (a private aiortc name, used by the load generator only). Returns False if it is gone.
-    """
-    original = getattr(sender, "_next_encoded_frame", None)
-    if original is None:
-        logger.warning("aiortc has no RTCRtpSender._next_encoded_frame: no audio level sent")
-        return False
-
-    async def next_encoded_frame(codec: Any) -> Any:
-        frame = await original(codec)
-        if frame is not None and frame.audio_level is None:
-            frame.audio_level = -level_dbov
-        return frame
-
-    sender._next_encoded_frame = next_encoded_frame
-    return True
-
-
-class BenchPublisher(SyntheticParticipant):
-    """Publishes the pre-encoded clip: aiortc's senders only packetize, never encode.
-
-    ``audio_level`` (dBov, like browsers) adds the ssrc-audio-level extension to audio packets;
-    None sends audio without it, as aiortc does for pre-encoded packets.
-    """
-
-    def __init__(self, base_url: str, room: str, clip: Clip,
-                 audio_level: int | None = AUDIO_LEVEL_DBOV) -> None:
-        super().__init__(base_url, room, "publisher", decode=False,
-                         video_track_factory=lambda: PreEncodedVideoTrack(clip))
-        self.audio_level = audio_level
-        self.video_track = PreEncodedVideoTrack(clip)
-        self.audio_track = PreEncodedAudioTrack(clip)
-
-    async def publish(self, timeout: float = 10.0) -> None:
-        # SyntheticParticipant.publish would add aiortc's AudioStreamTrack (an Opus encoder).
-        audio = self.publisher.addTransceiver(self.audio_track, direction="sendonly")
-        self.publisher.addTransceiver(self.video_track, direction="sendonly")
-        if self.audio_level is not None:
-            send_audio_level(audio.sender, self.audio_level)
-        aiortc_hooks.configure_ice(self.publisher, self.ice_addresses, None)
-        offer = await self.publisher.createOffer()
-        await self.publisher.setLocalDescription(offer)
-        answer = await self.request(
-            {"type": "publish", "sdp": self.publisher.localDescription.sdp},
-            "publish_answer", timeout,
-        )
-        await self.publisher.setRemoteDescription(
-            RTCSessionDescription(sdp=answer["sdp"], type="answer")
-        )
-
-    async def close(self) -> None:
-        self.video_track.stop()
-        self.audio_track.stop()
-        await super().close()
-
-
-class CountingSubscriber(SyntheticParticipant):
-    """Receives without decoding: its subscriber transport's decrypted RTP is only counted."""
-
-    def __init__(self, base_url: str, room: str, name: str) -> None:
-        super().__init__(base_url, room, name, audio=False, video=False, decode=False)
-        self.packets: Counter[str] = Counter()
-        self.bytes: Counter[str] = Counter()
-        self._kind_by_pt: dict[int, str] = {}
-        self._hooked: set[int] = set()
-        self._disabled: set[int] = set()
-
-    def _on_rtp(self, data: bytes, _arrival_ms: int) -> None:
-        kind = self._kind_by_pt.get(data[1] & 0x7F, "other")
-        self.packets[kind] += 1
-        self.bytes[kind] += len(data)
-
-    def _learn_payload_types(self, sdp: str) -> None:
-        for media in SessionDescription.parse(sdp).media:
-            for codec in media.rtp.codecs:
-                self._kind_by_pt[codec.payloadType] = media.kind
-
-    async def _answer(self, message: dict[str, Any]) -> None:
-        # SyntheticParticipant._answer, minus the decoding consumers: once the offer is applied
-        # the transceivers and their (bundled) DTLS transport exist; hook them before the answer
-        # starts the connection (receivers' receive() runs only after setLocalDescription).
-        async with self._offer_lock:
-            pc = self.subscriber
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
-            self.tracks = message["tracks"]
-            self._learn_payload_types(message["sdp"])
-            for transceiver in pc.getTransceivers():
-                receiver = transceiver.receiver
-                if id(receiver) not in self._disabled:
-                    self._disabled.add(id(receiver))
-                    aiortc_hooks.disable_decoding(receiver, lambda _parameters: None)
-                transport = receiver.transport
-                if id(transport) not in self._hooked:
-                    self._hooked.add(id(transport))
-                    aiortc_hooks.hook_transport(transport, self._on_rtp, lambda _data: None)
-            aiortc_hooks.configure_ice(pc, self.ice_addresses, None)
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
-            await self.send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
-
-
-# -- subscriber groups: in this process or in a worker process ------------------------------------
-
-
-def _counts_of(subscribers: list[CountingSubscriber]) -> dict[str, Any]:
-    packets: Counter[str] = Counter()
-    octets: Counter[str] = Counter()
-    receiving = 0
-    for sub in subscribers:
-        packets.update(sub.packets)
-        octets.update(sub.bytes)
-        receiving += sub.packets["video"] > 0
-    return {"subscribers": len(subscribers), "receiving_video": receiving,
-            "packets": sum(packets.values()), "video_packets": packets["video"],
-            "audio_packets": packets["audio"], "bytes": sum(octets.values()),
-            "video_bytes": octets["video"], "errors": sum(len(s.errors) for s in subscribers)}
-
-
-class LocalGroup:
-    """Subscribers in this process."""
-
-    def __init__(self, base_url: str, room: str, names: list[str]) -> None:
-        self.subscribers = [CountingSubscriber(base_url, room, name) for name in names]
-
-    async def start(self) -> None:
-        semaphore = asyncio.Semaphore(JOIN_CONCURRENCY)
-
-        async def join(sub: CountingSubscriber) -> None:
-            async with semaphore:
-                await sub.join(JOIN_TIMEOUT_S)
-
-        await asyncio.gather(*(join(sub) for sub in self.subscribers))
-
-    async def counts(self) -> dict[str, Any]:
-        return {**_counts_of(self.subscribers), "cpu_s": 0.0}  # our CPU is counted by the caller
-
-    async def stop(self) -> None:
-        await asyncio.gather(*(sub.leave() for sub in self.subscribers), return_exceptions=True)
-
-
-def _child_main(conn: Any, base_url: str, room: str, names: list[str]) -> None:
-    """Entry point of a worker process (spawned): hosts a LocalGroup, obeys the parent."""
-    logging.basicConfig(level=logging.WARNING)
-    from signaling.cli import new_event_loop
-
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(_child(conn, base_url, room, names))
-
-
-async def _child(conn: Any, base_url: str, room: str, names: list[str]) -> None:
-    loop = asyncio.get_running_loop()
-    group = LocalGroup(base_url, room, names)
-    deadline = loop.time() + CHILD_LIFETIME_S
-    try:
-        try:
-            await group.start()
-        except Exception as exc:  # noqa: BLE001 - reported to the parent
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
-            return
-        conn.send(("started", None))
-        while loop.time() < deadline:
-            if not await loop.run_in_executor(None, conn.poll, 0.5):
-                continue
-            command = conn.recv()
-            if command == "counts":
-                conn.send(("counts", {**_counts_of(group.subscribers),
-                                      "cpu_s": process_cpu_s()}))
-            elif command == "stop":
-                break
-    except (EOFError, OSError):
-        pass  # the parent went away
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(group.stop(), STOP_TIMEOUT_S)
-        with contextlib.suppress(Exception):
-            conn.send(("stopped", None))
-
-
-class RemoteGroup:
-    """Subscribers in a worker process (its own event loop and core)."""
-
-    def __init__(self, base_url: str, room: str, names: list[str]) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child_conn = context.Pipe()
-        self.process = context.Process(
-            target=_child_main, args=(child_conn, base_url, room, names), daemon=True,
-            name="diemcau-bench-subscribers",
-        )
-        self.names = names
-
-    async def _reply(self, timeout: float) -> tuple[str, Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if await loop.run_in_executor(None, self._conn.poll, 0.2):
-                return self._conn.recv()
-            if not self.process.is_alive():
-                raise BenchError(f"worker process exited ({self.process.exitcode})")
-        raise BenchError(f"worker process did not answer within {timeout} s")
-
-    async def start(self) -> None:
-        self.process.start()
-        kind, value = await self._reply(JOIN_TIMEOUT_S * (1 + len(self.names) / JOIN_CONCURRENCY)
-                                        + 10)
-        if kind != "started":
-            raise BenchError(f"worker process failed to join: {value}")
-
-    async def counts(self) -> dict[str, Any]:
-        self._conn.send("counts")
-        kind, value = await self._reply(10)
-        assert kind == "counts", kind
-        return value
-
-    async def stop(self) -> None:
-        if self.process.is_alive():
-            with contextlib.suppress(Exception):
-                self._conn.send("stop")
-                await self._reply(STOP_TIMEOUT_S + 5)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.process.join, 5)
-        if self.process.is_alive():
-            self.process.terminate()
-            await loop.run_in_executor(None, self.process.join, 5)
-        self._conn.close()
-
-
-async def _sum_counts(groups: list[LocalGroup | RemoteGroup]) -> dict[str, Any]:
-    total: Counter[str] = Counter()
-    for counts in await asyncio.gather(*(group.counts() for group in groups)):
-        total.update(counts)
-    return dict(total)
-
-
-class LoopLag:
-    """How late this event loop wakes up (a starved load generator would distort the pacing)."""
-
-    def __init__(self, period: float = 0.01) -> None:
-        self.period = period
-        self.max_lag = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            due = loop.time() + self.period
-            await asyncio.sleep(self.period)
-            self.max_lag = max(self.max_lag, loop.time() - due)
-
-    def start(self) -> None:
-        self.max_lag = 0.0
-        self._task = asyncio.ensure_future(self._run())
-
-    def stop(self) -> float:
-        if self._task is not None:
-            self._task.cancel()
-        return self.max_lag
-
-
-# -- profiling (optional) -------------------------------------------------------------------------
-
-
-def pyspy_binary() -> str | None:
-    local = Path(sys.executable).parent / "py-spy"
-    return str(local) if local.exists() else shutil.which("py-spy")
-
-
-PYSPY_RATE = 1000  # samples/s; py-spy runs on the other core and (non-native) never pauses us
-
-
-def start_pyspy(
-    pid: int, duration: float, output: Path, native: bool = False
-) -> subprocess.Popen[bytes] | None:
-    """py-spy the server for ``duration`` s into a raw (collapsed stacks) file.
-
-    ``native`` adds C frames (uvloop, libsrtp, syscalls); py-spy must then pause the process at
-    each sample, which inflates its CPU time: use it for shares, not for the CPU figures.
-    """
-    binary = pyspy_binary()
-    if binary is None:
-        logger.warning("py-spy not installed: no profile")
-        return None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    mode = ["--native", "--rate", "250"] if native else ["--nonblocking", "--rate",
-                                                          str(PYSPY_RATE)]
-    return subprocess.Popen(
-        [binary, "record", "--pid", str(pid), "--duration", str(max(1, round(duration))),
-         *mode, "--format", "raw", "-o", str(output)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-    )
-
-
-def self_time(raw_profile: Path, top: int = 15) -> list[dict[str, Any]]:
-    """Leaf functions of a py-spy raw (collapsed) profile by share of non-idle samples."""
-    leaves: Counter[str] = Counter()
-    total = 0
-    for line in raw_profile.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        leaf = re.sub(r":\d+\)$", ")", stack.rsplit(";", 1)[-1])  # per function, not per line
-        leaves[leaf] += int(count)
-        total += int(count)
-    return [{"function": name, "samples": n, "share": round(n / total, 4)}
-            for name, n in leaves.most_common(top)] if total else []
 
 
 # -- one benchmark run ----------------------------------------------------------------------------
@@ -565,7 +109,7 @@ async def bench(
     audio_level: int | None = AUDIO_LEVEL_DBOV,
 ) -> dict[str, Any]:
     """1 publisher -> ``n_subscribers`` through a fresh server; figures of the measured window."""
-    require_private_namespace()
+    require_private_namespace(NAMESPACE_HELP)
     if n_subscribers < 1 or duration <= 0:
         raise ValueError("need at least one subscriber and a positive duration")
     if workers is None:
@@ -576,7 +120,8 @@ async def bench(
     result: dict[str, Any] = {"subscribers": n_subscribers, "workers": workers,
                               "publisher_sends_audio_level": audio_level is not None}
     with tempfile.TemporaryDirectory(prefix="diemcau-bench-") as tmp:
-        server = ServerProcess(Path(tmp), python_args=server_python_args)
+        server = ServerProcess(Path(tmp), python_args=server_python_args,
+                               serve_args=SERVE_ARGS)
         async with aiohttp.ClientSession() as http:
             publisher: BenchPublisher | None = None
             groups: list[LocalGroup | RemoteGroup] = []
@@ -594,7 +139,7 @@ async def bench(
                 await asyncio.gather(*(group.start() for group in groups))
                 result["join_s"] = round(time.monotonic() - started, 2)
                 deadline = loop.time() + VIDEO_TIMEOUT_S
-                counts = await _sum_counts(groups)
+                counts = await sum_counts(groups)
                 while counts.get("receiving_video", 0) < n_subscribers:
                     if loop.time() > deadline:
                         raise BenchError(
@@ -602,13 +147,13 @@ async def bench(
                             f"subscribers receive video after {VIDEO_TIMEOUT_S} s\n"
                             + server.log_tail())
                     await asyncio.sleep(0.2)
-                    counts = await _sum_counts(groups)
+                    counts = await sum_counts(groups)
                 result["all_video_s"] = round(time.monotonic() - started, 2)
                 await asyncio.sleep(warmup)
 
                 # -- the measured window --
                 before_metrics = await server.metrics(http)
-                before_counts = await _sum_counts(groups)
+                before_counts = await sum_counts(groups)
                 before_cpu, before_own = process_cpu_s(server.pid), process_cpu_s()
                 before_video, before_audio = (publisher.video_track.bytes,
                                               publisher.audio_track.bytes)
@@ -620,7 +165,7 @@ async def bench(
                 await asyncio.sleep(duration)
                 after_cpu, after_own = process_cpu_s(server.pid), process_cpu_s()
                 elapsed = time.monotonic() - t0
-                after_counts = await _sum_counts(groups)
+                after_counts = await sum_counts(groups)
                 after_metrics = await server.metrics(http)
                 after_video, after_audio = (publisher.video_track.bytes,
                                             publisher.audio_track.bytes)
@@ -751,7 +296,7 @@ def parse_subscribers(text: str) -> list[int]:
 def run_cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        require_private_namespace()
+        require_private_namespace(NAMESPACE_HELP)
         counts = parse_subscribers(str(args.subscribers))
     except BenchError as exc:
         print(f"diemcau bench forward: {exc}", file=sys.stderr)

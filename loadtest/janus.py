@@ -28,9 +28,9 @@ from typing import Any
 
 import aiohttp
 
-from loadtest.bench_forward import BenchError, process_cpu_s, process_rss_mib
 from loadtest.client import SignalingError
 from loadtest.quality import LoadParticipant
+from loadtest.server import BenchError, process_cpu_s, process_rss_mib
 
 JANUS_URL = "http://127.0.0.1:8088/janus"
 JANUS_HOST = "127.0.0.2"

@@ -88,46 +88,56 @@ class Clip:
 # -- encoding (once) ------------------------------------------------------------------------------
 
 
-def _video_planes() -> tuple[bytes, bytes]:
+def _video_planes(width: int = WIDTH, height: int = HEIGHT) -> tuple[bytes, bytes]:
     """A diagonal luma gradient (twice over: a shifted window is one slice), grey chroma."""
-    row = bytes(x * 255 // WIDTH for x in range(WIDTH))
-    luma = b"".join(bytes((v + y) & 255 for v in row) for y in range(HEIGHT))
-    return luma + luma, bytes([128]) * (WIDTH * HEIGHT // 4)
+    row = bytes(x * 255 // width for x in range(width))
+    luma = b"".join(bytes((v + y) & 255 for v in row) for y in range(height))
+    return luma + luma, bytes([128]) * (width * height // 4)
 
 
-def encode_video(frames: int = CLIP_SECONDS * FPS) -> tuple[list[bytes], list[bool]]:
+def _vp8_encoder(width: int, height: int, bitrate: int, keyframe_interval: int,
+                 **options: str) -> av.CodecContext:
     codec = av.CodecContext.create("libvpx", "w")
-    codec.width, codec.height, codec.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
     codec.framerate = fractions.Fraction(FPS, 1)
     codec.time_base = fractions.Fraction(1, FPS)
-    codec.bit_rate = VIDEO_BITRATE
-    codec.gop_size = KEYFRAME_INTERVAL
+    codec.bit_rate = bitrate
+    codec.gop_size = keyframe_interval
     codec.thread_count = 2
     codec.options = {
         "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
-        "error-resilient": "1", "kf_max_dist": str(KEYFRAME_INTERVAL),
+        "error-resilient": "1", "kf_max_dist": str(keyframe_interval), **options,
     }
-    luma2, chroma = _video_planes()
-    plane = WIDTH * HEIGHT
-    noise_w, noise_h = 160, 120
+    return codec
+
+
+def _encode_frames(codec: av.CodecContext, frames: int, keyframe_interval: int,
+                   noise_w: int, noise_h: int) -> tuple[list[bytes], list[bool]]:
+    """The moving gradient with a moving block of noise, encoded: (frames, keyframe flags).
+
+    The motion scales with the picture (at WIDTH x HEIGHT: 7, 5 and 3 pixels a frame).
+    """
+    width, height = codec.width, codec.height
+    luma2, chroma = _video_planes(width, height)
+    plane = width * height
     rng = random.Random(1)
     out: list[bytes] = []
     keys: list[bool] = []
     for index in range(frames):
-        shift = (index * 7) % plane
+        shift = (index * 7 * width // WIDTH) % plane
         luma = bytearray(luma2[shift:shift + plane])
-        bx = (index * 5) % (WIDTH - noise_w)
-        by = (index * 3) % (HEIGHT - noise_h)
+        bx = (index * 5 * width // WIDTH) % (width - noise_w)
+        by = (index * 3 * height // HEIGHT) % (height - noise_h)
         noise = rng.randbytes(noise_w * noise_h)
         for r in range(noise_h):
-            start = (by + r) * WIDTH + bx
+            start = (by + r) * width + bx
             luma[start:start + noise_w] = noise[r * noise_w:(r + 1) * noise_w]
-        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+        frame = av.VideoFrame(width, height, "yuv420p")
         frame.planes[0].update(bytes(luma))
         frame.planes[1].update(chroma)
         frame.planes[2].update(chroma)
         frame.pts = index
-        if index % KEYFRAME_INTERVAL == 0:
+        if index % keyframe_interval == 0:
             frame.pict_type = av.video.frame.PictureType.I
         for packet in codec.encode(frame):
             out.append(bytes(packet))
@@ -138,6 +148,11 @@ def encode_video(frames: int = CLIP_SECONDS * FPS) -> tuple[list[bytes], list[bo
     if not out or not keys[0]:
         raise RuntimeError("VP8 encoder produced no leading keyframe")
     return out, keys
+
+
+def encode_video(frames: int = CLIP_SECONDS * FPS) -> tuple[list[bytes], list[bool]]:
+    codec = _vp8_encoder(WIDTH, HEIGHT, VIDEO_BITRATE, KEYFRAME_INTERVAL)
+    return _encode_frames(codec, frames, KEYFRAME_INTERVAL, 160, 120)
 
 
 def encode_audio(seconds: int = CLIP_SECONDS) -> list[bytes]:
@@ -212,6 +227,22 @@ def _load(data: bytes) -> Clip:
                 tuple(chunks["audio"]))
 
 
+def _read_cache(path: Path) -> Clip | None:
+    try:
+        return _load(path.read_bytes())
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_cache(path: Path, clip: Clip, what: str) -> None:
+    try:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(_dump(clip))
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("could not cache %s in %s: %s", what, path, exc)
+
+
 _clip: Clip | None = None
 _clip_lock = threading.Lock()
 
@@ -224,23 +255,16 @@ def load_clip(use_file_cache: bool = True) -> Clip:
             return _clip
         path = cache_path()
         if use_file_cache:
-            try:
-                _clip = _load(path.read_bytes())
+            _clip = _read_cache(path)
+            if _clip is not None:
                 return _clip
-            except (OSError, ValueError, KeyError):
-                pass
         started = time.monotonic()
         video, keys = encode_video()
         clip = Clip(tuple(video), tuple(keys), tuple(encode_audio()))
         logger.info("encoded the benchmark clip in %.1f s: %s", time.monotonic() - started,
                     clip.describe())
         if use_file_cache:
-            try:
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_bytes(_dump(clip))
-                os.replace(tmp, path)
-            except OSError as exc:
-                logger.warning("could not cache the clip in %s: %s", path, exc)
+            _write_cache(path, clip, "the clip")
         _clip = clip
         return clip
 
@@ -363,54 +387,11 @@ def encode_video_sized(
     width: int, height: int, bitrate: int, frames: int, keyframe_interval: int,
 ) -> tuple[list[bytes], list[bool]]:
     """VP8 of the benchmark's kind of content (moving gradient + a block of noise) at any size."""
-    codec = av.CodecContext.create("libvpx", "w")
-    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
-    codec.framerate = fractions.Fraction(FPS, 1)
-    codec.time_base = fractions.Fraction(1, FPS)
-    codec.bit_rate = bitrate
-    codec.gop_size = keyframe_interval
-    codec.thread_count = 2
-    codec.options = {
-        "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
-        "error-resilient": "1", "kf_max_dist": str(keyframe_interval),
-        "kf_min_dist": str(keyframe_interval),
-    }
-    row = bytes(x * 255 // width for x in range(width))
-    luma_once = b"".join(bytes((v + y) & 255 for v in row) for y in range(height))
-    luma2 = luma_once + luma_once
-    chroma = bytes([128]) * (width * height // 4)
-    plane = width * height
+    codec = _vp8_encoder(width, height, bitrate, keyframe_interval,
+                         kf_min_dist=str(keyframe_interval))
     # A noise block of 1/64 of the picture: the encoder then lands near its target bitrate
     # (152 / 504 / 1353 kbit/s for q / h / f here); more noise overshoots it threefold.
-    noise_w, noise_h = width // 8, height // 8
-    rng = random.Random(1)
-    out: list[bytes] = []
-    keys: list[bool] = []
-    for index in range(frames):
-        shift = (index * 7 * width // WIDTH) % plane
-        luma = bytearray(luma2[shift:shift + plane])
-        bx = (index * 5 * width // WIDTH) % (width - noise_w)
-        by = (index * 3 * height // HEIGHT) % (height - noise_h)
-        noise = rng.randbytes(noise_w * noise_h)
-        for r in range(noise_h):
-            start = (by + r) * width + bx
-            luma[start:start + noise_w] = noise[r * noise_w:(r + 1) * noise_w]
-        frame = av.VideoFrame(width, height, "yuv420p")
-        frame.planes[0].update(bytes(luma))
-        frame.planes[1].update(chroma)
-        frame.planes[2].update(chroma)
-        frame.pts = index
-        if index % keyframe_interval == 0:
-            frame.pict_type = av.video.frame.PictureType.I
-        for packet in codec.encode(frame):
-            out.append(bytes(packet))
-            keys.append(bool(packet.is_keyframe))
-    for packet in codec.encode(None):
-        out.append(bytes(packet))
-        keys.append(bool(packet.is_keyframe))
-    if not out or not keys[0]:
-        raise RuntimeError("VP8 encoder produced no leading keyframe")
-    return out, keys
+    return _encode_frames(codec, frames, keyframe_interval, width // 8, height // 8)
 
 
 def simulcast_cache_path(rid: str, width: int, height: int, bitrate: int) -> Path:
@@ -433,12 +414,7 @@ def load_simulcast_clips(use_file_cache: bool = True) -> tuple[LayerClip, ...]:
         layers = []
         for rid, width, height, bitrate in SIMULCAST_LAYERS:
             path = simulcast_cache_path(rid, width, height, bitrate)
-            clip: Clip | None = None
-            if use_file_cache:
-                try:
-                    clip = _load(path.read_bytes())
-                except (OSError, ValueError, KeyError):
-                    clip = None
+            clip = _read_cache(path) if use_file_cache else None
             if clip is None:
                 started = time.monotonic()
                 video, keys = encode_video_sized(
@@ -449,12 +425,7 @@ def load_simulcast_clips(use_file_cache: bool = True) -> tuple[LayerClip, ...]:
                 logger.info("encoded simulcast layer %s (%dx%d) in %.1f s", rid, width, height,
                             time.monotonic() - started)
                 if use_file_cache:
-                    try:
-                        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                        tmp.write_bytes(_dump(clip))
-                        os.replace(tmp, path)
-                    except OSError as exc:
-                        logger.warning("could not cache layer %s in %s: %s", rid, path, exc)
+                    _write_cache(path, clip, f"layer {rid}")
             layers.append(LayerClip(rid, width, height, clip.video, clip.video_keyframes))
         _simulcast = tuple(layers)
         return _simulcast

@@ -43,18 +43,17 @@ import aiohttp
 from tqdm import tqdm
 
 from loadtest import report
-from loadtest.bench_forward import (
-    HEALTH_TIMEOUT_S,
+from loadtest.media import load_clip, load_simulcast_clips
+from loadtest.report import RAMP_MAX_TIME_S, RAMP_STEP_S, add_arguments  # noqa: F401
+from loadtest.server import (
     HOST,
     BenchError,
     ServerProcess,
+    fetch_metrics,
     load_average,
-    only_loopback,
-    parse_metrics,
     process_cpu_s,
+    require_private_namespace,
 )
-from loadtest.media import load_clip, load_simulcast_clips
-from loadtest.report import RAMP_MAX_TIME_S, RAMP_STEP_S, add_arguments  # noqa: F401
 from loadtest.workers import LocalWorker, RemoteWorker
 
 logger = logging.getLogger(__name__)
@@ -84,34 +83,6 @@ def capacity_option(text: str | None = None) -> str | None:
     return (preferred or options or [None])[0]
 
 
-class DiemcauServer(ServerProcess):
-    """``diemcau serve`` on 127.0.0.1 (bench_forward's) with extra options."""
-
-    def __init__(self, workdir: Path, extra_args: list[str]) -> None:
-        super().__init__(workdir)
-        self.extra_args = extra_args
-
-    async def start(self, session: aiohttp.ClientSession) -> None:
-        command = [sys.executable, "-m", "signaling.cli", "serve", "--host", HOST,
-                   "--port", str(self.port), "--data-dir", str(self.workdir / "data"),
-                   "--ice-address", HOST, "--log-level", "warning", *self.extra_args]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + HEALTH_TIMEOUT_S
-        while loop.time() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
-                async with session.get(self.url + "/healthz",
-                                       timeout=aiohttp.ClientTimeout(total=1)) as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-        raise BenchError(f"server not healthy within {HEALTH_TIMEOUT_S} s:\n{self.log_tail()}")
-
-
 class DiemcauTarget:
     """Our server: started here (or ``--url``); CPU and memory from its /metrics."""
 
@@ -120,7 +91,7 @@ class DiemcauTarget:
     def __init__(self, url: str | None, extra_args: list[str]) -> None:
         self.url = url
         self.extra_args = extra_args
-        self.server: DiemcauServer | None = None
+        self.server: ServerProcess | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.http: aiohttp.ClientSession | None = None
 
@@ -132,7 +103,7 @@ class DiemcauTarget:
         self.http = aiohttp.ClientSession()
         if self.url is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="diemcau-load-")
-            self.server = DiemcauServer(Path(self._tmp.name), self.extra_args)
+            self.server = ServerProcess(Path(self._tmp.name), serve_args=self.extra_args)
             await self.server.start(self.http)
 
     def worker_options(self) -> dict[str, Any]:
@@ -140,9 +111,7 @@ class DiemcauTarget:
 
     async def sample(self) -> dict[str, float]:
         assert self.http is not None
-        async with self.http.get(self.base_url + "/metrics",
-                                 timeout=aiohttp.ClientTimeout(total=10)) as response:
-            metrics = parse_metrics(await response.text())
+        metrics = await fetch_metrics(self.http, self.base_url, timeout=10)
         return {"cpu_s": metrics.get("process_cpu_seconds", 0.0),
                 "rss_mb": metrics.get("process_resident_memory_bytes", 0.0) / 1e6,
                 "forwarded": metrics.get("diemcau_rtp_forwarded_packets", 0.0),
@@ -414,8 +383,7 @@ def validate(args: argparse.Namespace) -> None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole run as a report dict (what ``--json`` writes)."""
-    if not only_loopback():
-        raise BenchError(NAMESPACE_HELP)
+    require_private_namespace(NAMESPACE_HELP)
     validate(args)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, load_clip)

@@ -12,20 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import time
 from typing import Any
 
-from loadtest.bench_forward import process_cpu_s
+from loadtest.childproc import ChildProcess, obey_parent
 from loadtest.client import SignalingError
 from loadtest.quality import LoadParticipant, content_index
+from loadtest.server import process_cpu_s
 
 logger = logging.getLogger(__name__)
 
 JOIN_CONCURRENCY = 4
 JOIN_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
-CHILD_LIFETIME_S = 1800.0
 MAX_RECONNECTS = 3
 SUPERVISE_PERIOD_S = 1.0
 
@@ -161,74 +160,24 @@ class LocalWorker:
         await self.core.stop()
 
 
-def _child_main(conn: Any, options: dict[str, Any]) -> None:
-    logging.basicConfig(level=logging.WARNING)
-    from signaling.cli import new_event_loop
-
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        runner.run(_child(conn, options))
-
-
 async def _child(conn: Any, options: dict[str, Any]) -> None:
-    loop = asyncio.get_running_loop()
     core = WorkerCore(options)
-    deadline = loop.time() + CHILD_LIFETIME_S
-    conn.send(("ready", None))
-    try:
-        while loop.time() < deadline:
-            if not await loop.run_in_executor(None, conn.poll, 0.5):
-                continue
-            command, argument = conn.recv()
-            if command == "join":
-                conn.send(("join", await core.join(argument)))
-            elif command == "published":
-                conn.send(("published", await core.published()))
-            elif command == "subscribe":
-                conn.send(("subscribe", await core.subscribe()))
-            elif command == "window":
-                conn.send(("window", core.window(*argument)))
-            elif command == "stop":
-                break
-    except (EOFError, OSError):
-        pass  # the parent went away
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(core.stop(), STOP_TIMEOUT_S * 2)
-        with contextlib.suppress(Exception):
-            conn.send(("stopped", None))
+    await obey_parent(conn, {
+        "join": core.join,
+        "published": lambda _argument: core.published(),
+        "subscribe": lambda _argument: core.subscribe(),
+        "window": lambda argument: core.window(*argument),
+    }, core.stop, STOP_TIMEOUT_S * 2)
 
 
-class RemoteWorker:
+class RemoteWorker(ChildProcess):
     """A WorkerCore in a worker process (its own event loop)."""
 
     def __init__(self, options: dict[str, Any]) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_child_main, args=(child_conn, options),
-                                       daemon=True, name="diemcau-loadtest-worker")
-        self._lock = asyncio.Lock()
-
-    async def _call(self, command: str, argument: Any, timeout: float) -> Any:
-        async with self._lock:
-            self._conn.send((command, argument))
-            kind, value = await self._reply(timeout)
-            if kind != command:
-                raise RuntimeError(f"worker answered {kind} to {command}")
-            return value
-
-    async def _reply(self, timeout: float) -> tuple[str, Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if await loop.run_in_executor(None, self._conn.poll, 0.1):
-                return self._conn.recv()
-            if not self.process.is_alive():
-                raise RuntimeError(f"worker process exited ({self.process.exitcode})")
-        raise RuntimeError(f"worker process did not answer within {timeout} s")
+        super().__init__(_child, (options,), "diemcau-loadtest-worker")
 
     async def start(self) -> None:
-        self.process.start()
-        kind, _ = await self._reply(60)
+        kind, _ = await self._start(60)
         if kind != "ready":
             raise RuntimeError(f"worker process said {kind}")
 
@@ -246,14 +195,4 @@ class RemoteWorker:
         return await self._call("window", (reset, published_at), 30)
 
     async def stop(self) -> None:
-        if self.process.is_alive():
-            with contextlib.suppress(Exception):
-                async with self._lock:
-                    self._conn.send(("stop", None))
-                    await self._reply(STOP_TIMEOUT_S * 2 + 5)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.process.join, 5)
-        if self.process.is_alive():
-            self.process.terminate()
-            await loop.run_in_executor(None, self.process.join, 5)
-        self._conn.close()
+        await self._stop(STOP_TIMEOUT_S * 2 + 5)

@@ -1,0 +1,186 @@
+"""The server under test for ``diemcau bench forward`` and ``diemcau loadtest``.
+
+``diemcau serve`` as a subprocess on 127.0.0.1 (healthy once ``/healthz`` answers), what the load
+tools read about it and about themselves (``/proc`` CPU and memory, ``/metrics``), and the check
+that they run inside a private network namespace with only loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+HEALTH_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# -- environment ----------------------------------------------------------------------------------
+
+
+def only_loopback() -> bool:
+    return {name for _index, name in socket.if_nameindex()} <= {"lo"}
+
+
+def require_private_namespace(help_text: str) -> None:
+    """Refuse (BenchError) unless this network namespace has only loopback."""
+    if not only_loopback():
+        names = sorted(name for _index, name in socket.if_nameindex())
+        raise BenchError(f"network interfaces other than lo exist ({', '.join(names)}).\n"
+                         + help_text)
+
+
+def process_cpu_s(pid: int | str = "self") -> float:
+    """utime + stime of a process, in seconds (children not included)."""
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def process_rss_mib(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as file:
+        for line in file:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def load_average() -> float:
+    with open("/proc/loadavg") as file:
+        return float(file.read().split()[0])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> {name{labels}: value}; a ``_total`` suffix is dropped."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        if "{" not in name and name.endswith("_total"):
+            name = name[: -len("_total")]
+        name = name.replace("_total{", "{")
+        with contextlib.suppress(ValueError):
+            values[name] = float(value)
+    return values
+
+
+async def fetch_metrics(session: aiohttp.ClientSession, base_url: str,
+                        timeout: float = 5.0) -> dict[str, float]:
+    """``base_url``/metrics, parsed."""
+    async with session.get(base_url + "/metrics",
+                           timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+        return parse_metrics(await response.text())
+
+
+# -- the server under test ------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """``diemcau serve`` as a subprocess on 127.0.0.1, with its log in ``workdir``.
+
+    ``serve_args`` are added to ``serve`` (e.g. ``--open-rooms``), ``python_args`` to the
+    interpreter (e.g. ``["-m", "cProfile", "-o", FILE]``).
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None,
+                 python_args: list[str] | None = None,
+                 serve_args: list[str] | None = None) -> None:
+        self.workdir = workdir
+        self.python_args = python_args or []
+        self.serve_args = serve_args or []
+        self.port = port or free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.log_path = workdir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def command(self) -> list[str]:
+        return [sys.executable, *self.python_args, "-m", "signaling.cli", "serve",
+                *self.serve_args, "--host", HOST, "--port", str(self.port),
+                "--data-dir", str(self.workdir / "data"),
+                "--ice-address", HOST, "--log-level", "warning"]
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HEALTH_TIMEOUT_S
+        while loop.time() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                async with session.get(self.url + "/healthz",
+                                       timeout=aiohttp.ClientTimeout(total=1)) as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise BenchError(f"server not healthy within {HEALTH_TIMEOUT_S} s (is lo up?):\n"
+                         + self.log_tail())
+
+    async def metrics(self, session: aiohttp.ClientSession) -> dict[str, float]:
+        return await fetch_metrics(session, self.url)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def log_problems(self) -> list[str]:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        lines = text.splitlines()
+        problems = [line for line in lines if (" ERROR " in line or " CRITICAL " in line
+                    or " WARNING " in line) and "--open-rooms" not in line]
+        if "Traceback (most recent call last):" in lines:  # the first one in full
+            start = lines.index("Traceback (most recent call last):")
+            end = start + 1
+            while end < len(lines) and end - start < 60 and not lines[end][:4].isdigit():
+                end += 1
+            problems = [f"{len(problems)} error/warning lines; first traceback:",
+                        *lines[start:end], *problems[:10]]
+        return problems
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_TIMEOUT_S
+        while proc.poll() is None and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if proc.poll() is None:
+            logger.warning("server did not stop within %s s: killed", STOP_TIMEOUT_S)
+            proc.kill()
+            proc.wait(5)
