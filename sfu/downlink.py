@@ -129,7 +129,9 @@ class DownlinkPolicy:
             return None  # no feedback yet: the connection may not even be up
         wanted = sum(d.cost(d.max_layer) for d in demands  # type: ignore[attr-defined]
                      if d.max_layer is not None) + AUDIO_RESERVE_BPS
-        if audio_only:
+        if audio_only or estimate_bps < self.gate.threshold_bps:
+            # Below the threshold we must know whether the link is: probe at the level that
+            # would bring (or keep) video (MEDIA_PLANE.md: "without probing the rule traps").
             wanted = max(wanted, self.gate.recover_bps)
         target = int(min(wanted * PROBE_HEADROOM, MAX_PROBE_BPS))
         if estimate_bps >= target:

@@ -34,6 +34,7 @@ since a fresh REMB estimator starts near the incoming rate."""
 REMB_SETTLE_S = 5.0
 REMB_DROP = 0.9
 REMB_DROP_VALID_S = 2.0
+WAS_ABOVE_S = 3.0
 PROBE_RESULT_VALID_S = 3.0
 
 
@@ -82,7 +83,9 @@ class DownlinkControl:
         self._sent_at: float | None = None
         self._first_tick: float | None = None
         self._probe_bytes = 0  # padding is not media: kept out of the sent rate
+        self._probe_achieved_bps = 0.0  # what the last probe really sent (media + padding)
         self._remb_dropped_at = float("-inf")
+        self._above_at = float("-inf")  # when the estimate was last at or above the threshold
 
     # -- estimates ---------------------------------------------------------------------------------
 
@@ -99,8 +102,12 @@ class DownlinkControl:
 
     def on_remb(self, bitrate_bps: int) -> None:
         # A receiver's AIMD only decreases on overuse or loss: a drop is congestion evidence.
-        if self.remb_bps is not None and bitrate_bps < REMB_DROP * self.remb_bps:
-            self._remb_dropped_at = self._time()
+        now = self._time()
+        if self.remb_bps is not None:
+            if self.remb_bps >= self.policy.gate.threshold_bps:
+                self._above_at = now
+            if bitrate_bps < REMB_DROP * self.remb_bps:
+                self._remb_dropped_at = now
         self.remb_bps = bitrate_bps
 
     @property
@@ -142,20 +149,23 @@ class DownlinkControl:
             return False
         if estimate < CONGESTED_BELOW_SENT * self.sent_bps:
             return True
-        if self.estimator is None and now - self._remb_dropped_at < REMB_DROP_VALID_S:
-            return True
-        # Our estimator only decreases on overuse or loss: a recent decrease is a measurement.
-        decreased = getattr(self.estimator, "last_decrease_s", None)
-        if decreased is not None and now - decreased < REMB_DROP_VALID_S:
+        # A drop from above the threshold is a measured cut of the link (REMB only decreases on
+        # overuse, our estimator likewise). A dip from an unmeasured start value proves nothing:
+        # that is what the probe at the threshold is for.
+        dropped = (self._remb_dropped_at if self.estimator is None
+                   else getattr(self.estimator, "last_decrease_s", None))
+        if (dropped is not None and now - dropped < REMB_DROP_VALID_S
+                and dropped - self._above_at < WAS_ABOVE_S):
             return True
         if (self.estimator is None and self._first_tick is not None
                 and now - self._first_tick >= REMB_SETTLE_S
                 and estimate < REMB_CONGESTED_BELOW_SENT * self.sent_bps):
             return True
         threshold = self.policy.gate.threshold_bps
-        # Only a probe aimed at the threshold or above can show the link is below it.
-        if result is not None and self._probe_target >= threshold:
-            return result < threshold
+        # Only a probe aimed at the threshold or above, and actually sent that fast (a loaded
+        # event loop paces late), can show the link is below it.
+        if result is not None and self._probe_target >= threshold and result < threshold:
+            return self._probe_achieved_bps >= threshold
         return False
 
     def tick(self, consumers: Sequence[Consumer], sent_bytes: int = 0) -> None:
@@ -163,6 +173,10 @@ class DownlinkControl:
         if self._first_tick is None and sent_bytes:
             self._first_tick = now
         self._measure_sent(now, sent_bytes - self._probe_bytes)
+        estimate = self.estimate_bps
+        if self.estimator is not None and estimate is not None \
+                and estimate >= self.policy.gate.threshold_bps:
+            self._above_at = now
         decision = self.policy.decide(self.estimate_bps, consumers, now, self.congested(now))
         for consumer, (layer, reason) in decision.targets.items():
             consumer.wanted_layer = layer
@@ -214,6 +228,8 @@ class DownlinkControl:
         per_tick = -(-total // ticks)
         loop = asyncio.get_running_loop()
         state = {"left": total, "ticks": ticks}
+        media_bps, started, padding_before = self.sent_bps, self._time(), self._probe_bytes
+        self._probe_achieved_bps = 0.0
 
         def burst() -> None:
             self._probe_handle = None
@@ -231,6 +247,10 @@ class DownlinkControl:
                 self._probe_handle = loop.call_later(PROBE_TICK_S, burst)
             else:
                 self.sequencer.close_cluster(cluster)
+                # A loaded event loop stretches the burst: then it proved less than its target.
+                elapsed = max(self._time() - started, PROBE_DURATION_S)
+                padding = (self._probe_bytes - padding_before) * 8 / elapsed
+                self._probe_achieved_bps = media_bps + padding
 
         burst()
         return True
