@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.serverproc import running_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,74 +30,12 @@ CHROMIUM_FLAGS = [
     "--disable-quic",
 ]
 
-SERVER_START_TIMEOUT = 15.0
-SERVER_STOP_TIMEOUT = 5.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
 
 @pytest.fixture
 def server_url(tmp_path: Path) -> Iterator[str]:
     """Start `signaling.cli serve` on a free port; yield its base URL; stop it."""
-    port = _free_port()
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    log_path = tmp_path / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "signaling.cli",
-        "serve", "--open-rooms",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--ice-address",
-        "127.0.0.1",
-    ]
-    base = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT
-            while not _healthy(base + "/healthz"):
-                if proc.poll() is not None:
-                    pytest.fail(
-                        f"server exited with {proc.returncode} before /healthz answered:\n"
-                        + log_path.read_text(errors="replace")[-4000:]
-                    )
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"/healthz did not answer 200 within {SERVER_START_TIMEOUT} s:\n"
-                        + log_path.read_text(errors="replace")[-4000:]
-                    )
-                time.sleep(0.1)
-            yield base
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=SERVER_STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=SERVER_STOP_TIMEOUT)
-            # Shown by pytest only when the test fails.
-            print("---- server log (tail) ----")
-            print(log_path.read_text(errors="replace")[-6000:])
+    with running_server(tmp_path) as server:
+        yield server.base_url
 
 
 @pytest.fixture

@@ -20,13 +20,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from tests.serverproc import free_port
 
 FIREFOX_BINARY = "firefox-esr"
 
@@ -97,12 +98,6 @@ class BidiError(Exception):
     """A BiDi command answered with an error, or a script threw."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _user_js(prefs: dict[str, bool | int | str]) -> str:
     return "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items())
 
@@ -142,7 +137,7 @@ class Firefox:
         profile = workdir / "firefox-profile"
         profile.mkdir(parents=True, exist_ok=True)
         (profile / "user.js").write_text(_user_js({**PREFS, **extra_prefs}))
-        port = _free_port()
+        port = free_port()
         log_path = workdir / "firefox.log"
         env = {
             **os.environ,

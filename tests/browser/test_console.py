@@ -13,10 +13,6 @@ import asyncio
 import contextlib
 import json
 import re
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,13 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import (
-    REPO_ROOT,
-    SERVER_START_TIMEOUT,
-    SERVER_STOP_TIMEOUT,
-    _free_port,
-    _healthy,
-)
+from tests.serverproc import running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -55,35 +45,10 @@ class Server:
 @pytest.fixture
 def closed_server(tmp_path: Path) -> Iterator[Server]:
     """`signaling.cli serve` without --open-rooms, on a fresh data directory."""
-    port = _free_port()
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    log_path = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "signaling.cli", "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--data-dir", str(data_dir), "--ice-address", "127.0.0.1"]
-    base = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT
-            while not _healthy(base + "/healthz"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("server did not come up:\n"
-                                + log_path.read_text(errors="replace")[-4000:])
-                time.sleep(0.1)
-            match = PASSWORD_LINE.search(log_path.read_text(errors="replace"))
-            assert match, "no operator password line:\n" + log_path.read_text(errors="replace")
-            yield Server(base, match.group(1))
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=SERVER_STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=SERVER_STOP_TIMEOUT)
-            print("---- server log (tail) ----")
-            print(log_path.read_text(errors="replace")[-6000:])
+    with running_server(tmp_path, open_rooms=False) as server:
+        match = PASSWORD_LINE.search(server.log_text())
+        assert match, "no operator password line:\n" + server.log_text()
+        yield Server(server.base_url, match.group(1))
 
 
 async def _open(browser, url: str, locale: str, media: bool = True):

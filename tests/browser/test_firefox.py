@@ -12,13 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,17 +22,15 @@ import pytest
 from firefox_bidi import Firefox, firefox_path
 
 from loadtest.client import SyntheticParticipant
+from tests.serverproc import running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
 if firefox_path() is None:
     pytest.skip("firefox-esr is missing (apt-get install firefox-esr)", allow_module_level=True)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ICE_ADDRESS = "198.18.0.1"
 ROOM = "firefox-test"
-SERVER_START_TIMEOUT = 15.0
-SERVER_STOP_TIMEOUT = 5.0
 JOIN_TIMEOUT = 15.0
 MEDIA_TIMEOUT = 15.0
 
@@ -122,53 +116,11 @@ def lo_address() -> Iterator[str]:
                 _ip("addr", "del", f"{ICE_ADDRESS}/32", "dev", "lo")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture
 def ff_server_url(tmp_path: Path, lo_address: str) -> Iterator[str]:
     """`signaling.cli serve` announcing only `lo_address` for ICE; yields its base URL."""
-    port = _free_port()
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    log_path = tmp_path / "server.log"
-    cmd = [
-        sys.executable, "-m", "signaling.cli", "serve", "--open-rooms", "--host", "127.0.0.1",
-        "--port", str(port),
-        "--data-dir", str(data_dir), "--ice-address", lo_address,
-    ]
-    base = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while not _healthy(base + "/healthz"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace")[-4000:]
-                pytest.fail(f"server did not answer /healthz:\n{tail}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=SERVER_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=SERVER_STOP_TIMEOUT)
-        print("---- server log (tail) ----")  # shown by pytest only when the test fails
-        print(log_path.read_text(errors="replace")[-6000:])
+    with running_server(tmp_path, ice_address=lo_address) as server:
+        yield server.base_url
 
 
 async def _stats(ff: Firefox, ctx: str) -> dict:

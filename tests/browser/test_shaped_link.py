@@ -29,13 +29,7 @@ import contextlib
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +37,8 @@ from typing import Any
 
 import pytest
 from netns import LinkUnavailable, ShapedLink
+
+from tests.serverproc import running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -61,8 +57,6 @@ LOW_FIT_RATE = "1600kbit"  # under 2 Mbps yet over what the top layer needs: obs
 LOW_FIT_S = 6.0
 TOP_WIDTH = 1280
 
-SERVER_START_TIMEOUT = 15.0
-SERVER_STOP_TIMEOUT = 5.0
 JOIN_TIMEOUT_MS = 20_000
 TOP_LAYER_TIMEOUT = 30.0  # the subscriber decodes 1280 wide at 4 Mbit/s
 STEADY_S = 2.0
@@ -112,20 +106,6 @@ INBOUND_JS = """async () => {
 }"""
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture
 def link() -> Iterator[ShapedLink]:
     shaped = ShapedLink()
@@ -144,33 +124,9 @@ def link() -> Iterator[ShapedLink]:
 @pytest.fixture
 def shaped_server(link: ShapedLink, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The server on the server end of the link (HTTP and ICE); yields (base URL, log path)."""
-    host = link.server_addr
-    port = _free_port(host)
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    log_path = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "signaling.cli", "serve", "--open-rooms", "--host", host,
-           "--port", str(port),
-           "--data-dir", str(data_dir), "--ice-address", host, "--log-level", "info"]
-    base = f"http://{host}:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT
-            while not _healthy(base + "/healthz"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("server did not answer /healthz:\n"
-                                + log_path.read_text(errors="replace")[-4000:])
-                time.sleep(0.1)
-            yield base, log_path
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=SERVER_STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=SERVER_STOP_TIMEOUT)
+    with running_server(tmp_path, host=link.server_addr, log_level="info",
+                        print_log=False) as server:
+        yield server.base_url, server.log_path
 
 
 class Recorder:

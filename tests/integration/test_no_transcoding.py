@@ -9,17 +9,13 @@ server process must also have no decoder thread left running.
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from loadtest.client import SyntheticParticipant
+from tests.serverproc import running_server
 
 pytestmark = pytest.mark.media
 
@@ -46,66 +42,34 @@ TRAPPED_SERVER = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def thread_names(pid: int) -> list[str]:
     return [
         (task / "comm").read_text().strip() for task in Path(f"/proc/{pid}/task").iterdir()
     ]
 
 
-async def wait_healthy(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError("server did not become healthy")
-
-
 async def test_server_never_decodes_or_encodes(tmp_path: Path) -> None:
     marker = tmp_path / "codecs-created.txt"
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-c", TRAPPED_SERVER, str(marker), "serve", "--open-rooms",
-         "--port", str(port),
-         "--data-dir", str(tmp_path / "data"), "--ice-address", "127.0.0.1",
-         "--log-level", "warning"],
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    url = f"http://127.0.0.1:{port}"
-    people = [SyntheticParticipant(url, "no-transcoding", name) for name in ("An", "Binh")]
-    try:
-        await wait_healthy(url, 15)
-        for person in people:
-            await person.join()
-        a, b = people
-
-        def both_decoded() -> bool:
-            return all(
-                p.received[o.participant_id]["video"] >= 10
-                and p.received[o.participant_id]["audio"] >= 10
-                for p, o in ((a, b), (b, a))
-            )
-
-        assert await a.wait_for(both_decoded, timeout=30), (a.received, b.received)
-        assert server.poll() is None, "server died"
-        assert not marker.exists(), f"server created codecs: {marker.read_text()}"
-        names = thread_names(server.pid)
-        assert not [n for n in names if "decoder" in n or "encoder" in n], names
-    finally:
-        await asyncio.gather(*(p.leave() for p in people), return_exceptions=True)
-        server.terminate()
+    with running_server(tmp_path, python_args=("-c", TRAPPED_SERVER, str(marker)),
+                        log_level="warning") as server:
+        people = [SyntheticParticipant(server.base_url, "no-transcoding", name)
+                  for name in ("An", "Binh")]
         try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            for person in people:
+                await person.join()
+            a, b = people
+
+            def both_decoded() -> bool:
+                return all(
+                    p.received[o.participant_id]["video"] >= 10
+                    and p.received[o.participant_id]["audio"] >= 10
+                    for p, o in ((a, b), (b, a))
+                )
+
+            assert await a.wait_for(both_decoded, timeout=30), (a.received, b.received)
+            assert server.proc.poll() is None, "server died"
+            assert not marker.exists(), f"server created codecs: {marker.read_text()}"
+            names = thread_names(server.proc.pid)
+            assert not [n for n in names if "decoder" in n or "encoder" in n], names
+        finally:
+            await asyncio.gather(*(p.leave() for p in people), return_exceptions=True)

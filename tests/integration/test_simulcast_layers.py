@@ -11,9 +11,6 @@ only visible with the threshold lowered (a server process started with --audio-o
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import pytest
 from loadtest.simulcast import RembSubscriber, SimulcastPublisher, WidthWindow
 from signaling.app import WORKER
 from tests.conftest import base_url
+from tests.serverproc import running_server
 
 pytestmark = pytest.mark.media
 
@@ -214,61 +212,29 @@ async def test_settled_consumer_requests_no_keyframes(server) -> None:
 # -- b'. layer choice by bandwidth (threshold lowered to 100 kbit/s) -------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def wait_healthy(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError("server did not become healthy")
-
-
 async def test_layer_follows_remb_with_threshold_lowered(tmp_path: Path) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from signaling.cli import main; sys.exit(main())",
-         "serve", "--open-rooms", "--port", str(port), "--data-dir", str(tmp_path / "data"),
-         "--ice-address", "127.0.0.1", "--audio-only-below", "100000", "--log-level", "warning"],
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    url = f"http://127.0.0.1:{port}"
-    publisher = sub = None
-    try:
-        await wait_healthy(url, 15)
-        publisher, sub = await start(url, "layers", HIGH_BPS)
-        pid = publisher.participant_id
-        assert pid is not None
-        timings = []
-        for remb, width, first_timeout in ((HIGH_BPS, F, 10), (800_000, H, 4), (300_000, Q, 4),
-                                           (HIGH_BPS, F, 4)):
-            sub.forced_remb_bps = remb
-            took = await wait_width(sub, pid, width, first_timeout)
-            assert took is not None, f"REMB {remb}: no {width} px: {state(publisher, sub)}"
-            timings.append((remb, width, round(took, 2)))
-            await asyncio.sleep(0.5)  # packets of the previous layer still in flight
-            seen = await only_width_for(sub, pid, 1.5)
-            assert set(seen) == {width}, (remb, seen, state(publisher, sub))
-        print(f"\n(REMB, layer width, seconds to switch): {timings}")
-        assert not sub.bandwidth_events(), state(publisher, sub)
-        assert process.poll() is None, "server died"
-    finally:
-        await stop(*(p for p in (publisher, sub) if p is not None))
-        process.terminate()
+    with running_server(tmp_path, log_level="warning",
+                        extra_args=("--audio-only-below", "100000")) as server:
+        publisher = sub = None
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            publisher, sub = await start(server.base_url, "layers", HIGH_BPS)
+            pid = publisher.participant_id
+            assert pid is not None
+            timings = []
+            for remb, width, first_timeout in ((HIGH_BPS, F, 10), (800_000, H, 4),
+                                               (300_000, Q, 4), (HIGH_BPS, F, 4)):
+                sub.forced_remb_bps = remb
+                took = await wait_width(sub, pid, width, first_timeout)
+                assert took is not None, f"REMB {remb}: no {width} px: {state(publisher, sub)}"
+                timings.append((remb, width, round(took, 2)))
+                await asyncio.sleep(0.5)  # packets of the previous layer still in flight
+                seen = await only_width_for(sub, pid, 1.5)
+                assert set(seen) == {width}, (remb, seen, state(publisher, sub))
+            print(f"\n(REMB, layer width, seconds to switch): {timings}")
+            assert not sub.bandwidth_events(), state(publisher, sub)
+            assert server.proc.poll() is None, "server died"
+        finally:
+            await stop(*(p for p in (publisher, sub) if p is not None))
 
 
 # -- c. tile size ----------------------------------------------------------------------------------
