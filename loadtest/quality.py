@@ -44,6 +44,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPacket, RtcpPsfbPacket, RtcpSrPacket, 
 from loadtest.media import load_simulcast_clips
 from loadtest.simulcast import SimulcastPublisher
 from sfu import aiortc_hooks
+from sfu.vp8 import frame_start_offset
 
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([\w-]+)/(\d+)")
 MARKER_BYTES = 16
@@ -62,28 +63,6 @@ def content_index() -> dict[bytes, tuple[str, int]]:
         for i, frame in enumerate(clip.frames):
             index.setdefault(frame[:MARKER_BYTES], (clip.rid, i))
     return index
-
-
-def vp8_descriptor_length(payload: bytes) -> int | None:
-    """Length of the VP8 RTP payload descriptor if this packet starts a frame, else None."""
-    n = len(payload)
-    if n < 1 or payload[0] & 0x17 != 0x10:  # S set, partition 0
-        return None
-    i = 1
-    if payload[0] & 0x80:
-        if n < 2:
-            return None
-        x = payload[1]
-        i = 2
-        if x & 0x80:
-            if n <= i:
-                return None
-            i += 2 if payload[i] & 0x80 else 1
-        if x & 0x40:
-            i += 1
-        if x & 0x30:
-            i += 1
-    return i
 
 
 def grid_tiles(count: int, viewport: tuple[int, int] = VIEWPORT) -> tuple[int, int]:
@@ -392,7 +371,7 @@ class LoadParticipant(SimulcastPublisher):
                 return
             start += 4 + 4 * int.from_bytes(data[start + 2:start + 4], "big")
         payload = data[start:len(data) - (data[-1] if data[0] & 0x20 else 0)]
-        skip = vp8_descriptor_length(payload)
+        skip = frame_start_offset(payload)
         if skip is None:
             return
         hit = self.markers.get(payload[skip:skip + MARKER_BYTES])
