@@ -224,10 +224,10 @@ class Consumer:
             self._vp8.sync(descriptor.picture_id, descriptor.tl0picidx)
             self._rewrite_vp8 = True
 
-    def skip(self, in_seq: int, layer: int) -> None:
-        """The producer got a packet with nothing to forward (padding-only)."""
+    def skip(self, in_seq: int, layer: int, reason: DropReason = DropReason.PADDING_ONLY) -> None:
+        """The producer has nothing to forward for this packet (padding-only, silence)."""
         if layer == self.current_layer and self.pause_reason is None:
-            self.drops[DropReason.PADDING_ONLY] += 1
+            self.drops[reason] += 1
             self._seq.drop(in_seq)
 
     # -- feedback from the subscriber ------------------------------------------------------------

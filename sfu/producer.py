@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from sfu.h264 import is_h264_keyframe
 from sfu.ratelog import handler_errors
 from sfu.rtp_packet import RtpView, abs_send_time_now, extension_elements
-from sfu.types import Codec, Kind
+from sfu.types import Codec, DropReason, Kind
 from sfu.vp8 import is_vp8_keyframe
 
 if TYPE_CHECKING:
@@ -23,6 +23,10 @@ KEYFRAME_REQUEST_INTERVAL_S = 0.5
 """At most one PLI per layer this often, however many subscribers ask (LiveKit throttles too)."""
 BITRATE_WINDOW_S = 1.0
 LAYER_STALE_S = 2.0
+VOICE_LEVEL = 55
+"""RFC 6464 level (-dBov) at or below which a packet carries voice (or its V bit is set)."""
+VOICE_HOLD_S = 2.0
+"""After the last voiced packet, audio keeps flowing this long (trailing words, breaths)."""
 """A layer that sent nothing for this long counts as stopped (paused by the client, or gone)."""
 
 
@@ -103,6 +107,10 @@ class Producer:
         # RFC 6464 audio levels (0 = loudest, 127 = silence), summed for speaker detection.
         self.level_sum = 0
         self.level_count = 0
+        # Big rooms forward only voices: set by the room (silence from 50 people would be
+        # 122k packets/s for nothing). Needs the audio-level extension; without it, all flows.
+        self.silence_gating = False
+        self.last_voice_s = float("-inf")
         self._request_keyframe = request_keyframe
         self._is_keyframe: Callable[[bytes], bool] = _no_keyframe
 
@@ -148,8 +156,17 @@ class Producer:
         if self.audio_level_ext_id is not None:
             level = packet.extensions.get(self.audio_level_ext_id)
             if level:
-                self.level_sum += level[0] & 0x7F
+                value = level[0] & 0x7F
+                self.level_sum += value
                 self.level_count += 1
+                if value <= VOICE_LEVEL or level[0] & 0x80:
+                    self.last_voice_s = now
+                elif self.silence_gating and now - self.last_voice_s > VOICE_HOLD_S:
+                    # Silent for a while: nobody needs it. Consumers close the gap, so the
+                    # receiver sees a timestamp jump (like DTX), not loss.
+                    for consumer in consumers:
+                        consumer.skip(packet.sequence_number, index, DropReason.SILENCE)
+                    return
         keyframe = self._is_keyframe(packet.payload)
         if keyframe and self.kind is Kind.VIDEO:
             layer.last_keyframe_s = now

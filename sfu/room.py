@@ -27,6 +27,8 @@ Notify = Callable[[dict[str, object]], None]
 SPEAKING_LEVEL = 50.0
 """Mean level at or above -50 dBov over the last half second counts as speaking."""
 MAX_SPEAKERS = 3
+GATE_SILENCE_ABOVE = 8
+"""From this many participants on, silent audio is not forwarded (Jitsi and LiveKit do alike)."""
 
 
 @dataclass(eq=False)
@@ -90,6 +92,7 @@ class Room:
         """Admit a participant: tell the others, and subscribe it to every ready producer."""
         others = self.others(participant.id)
         self.participants[participant.id] = participant
+        self._gate_silence()
         if participant.subscriber is not None and self.pinned:
             participant.subscriber.downlink.policy.pinned = {self.pinned}
         for other in others:
@@ -107,8 +110,16 @@ class Room:
                     {participant_id} if participant_id else set())
             participant.notify({"type": "pinned", "participant_id": participant_id})
 
+    def _gate_silence(self) -> None:
+        gating = len(self.participants) > GATE_SILENCE_ABOVE
+        for participant in self.participants.values():
+            for producer in participant.producers:
+                producer.silence_gating = gating and producer.kind is Kind.AUDIO
+
     def producer_ready(self, producer: Producer) -> None:
         """A publisher's track negotiated its codec: every other participant consumes it."""
+        producer.silence_gating = (producer.kind is Kind.AUDIO
+                                   and len(self.participants) > GATE_SILENCE_ABOVE)
         for other in self.others(producer.participant_id):
             if other.subscriber is not None:
                 other.subscriber.add_producer(producer)
@@ -177,6 +188,7 @@ class Room:
         if participant is None:
             return None
         retire_counters(participant, asyncio.get_running_loop().time(), self.retired)
+        self._gate_silence()
         for producer in participant.producers:
             for other in self.participants.values():
                 if other.subscriber is not None:

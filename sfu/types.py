@@ -14,6 +14,7 @@ class DropReason(enum.Enum):
     LAYER_MISMATCH = "layer_mismatch"  # another simulcast layer than the one being forwarded
     TOO_OLD = "too_old"  # older than the consumer's sync point, or a duplicate of a dropped one
     PADDING_ONLY = "padding_only"
+    SILENCE = "silence"  # big rooms forward only voices
     NOT_CONNECTED = "not_connected"
     UNKNOWN_SSRC = "unknown_ssrc"  # producer side: no producer for this SSRC/MID
     MALFORMED = "malformed"  # producer side: RTP that does not parse

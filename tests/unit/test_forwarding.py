@@ -218,3 +218,38 @@ def test_audio_levels_are_averaged_for_speaker_detection() -> None:
         feed(producer, rtp(seq, 960 * seq, b"\xfc", pt=111, extensions={1: bytes([level])}), 0)
     assert producer.take_level() == 40.0
     assert producer.take_level() is None  # reset after reading
+
+
+def test_big_rooms_forward_only_voices_with_contiguous_numbers() -> None:
+    producer = Producer("alice:0", "alice", Kind.AUDIO, "0", lambda p, layer: None)
+    producer.set_codec(OPUS_IN)
+    producer.audio_level_ext_id = 1
+    producer.silence_gating = True
+    writer = ListWriter()
+    consumer = Consumer(producer, "bob", "2", 9000, 9001, writer)
+    consumer.configure(OPUS_OUT, audio_level_id=2, abs_send_time_id=0)
+    producer.consumers.append(consumer)
+    levels = [30] * 5 + [127] * 150 + [0x80 | 90] + [40] * 3  # voice, 3 s silence, V bit, voice
+    for seq, level in enumerate(levels):
+        feed(producer, rtp(seq, 960 * seq, b"\xfc", pt=111, extensions={1: bytes([level])}),
+             seq * 0.02)
+    sent = [header(p)[2] for p in writer.packets]
+    # 5 voiced + 2 s of trailing silence (100 packets, held) + the V-bit one + 3 voiced.
+    assert len(sent) == 5 + 100 + 1 + 3, len(sent)
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(sent, sent[1:], strict=False))
+    assert consumer.drops[DropReason.SILENCE] == 150 - 100
+    stamps = [header(p)[3] for p in writer.packets]
+    assert (stamps[105] - stamps[104]) & 0xFFFFFFFF > 960 * 40  # a timestamp jump, like DTX
+
+
+def test_small_rooms_forward_silence_too() -> None:
+    producer = Producer("alice:0", "alice", Kind.AUDIO, "0", lambda p, layer: None)
+    producer.set_codec(OPUS_IN)
+    producer.audio_level_ext_id = 1
+    writer = ListWriter()
+    consumer = Consumer(producer, "bob", "2", 9000, 9001, writer)
+    consumer.configure(OPUS_OUT, audio_level_id=2, abs_send_time_id=0)
+    producer.consumers.append(consumer)
+    for seq in range(200):
+        feed(producer, rtp(seq, 960 * seq, b"\xfc", pt=111, extensions={1: b"\x7f"}), seq * 0.02)
+    assert len(writer.packets) == 200
