@@ -35,6 +35,7 @@ REMB_SETTLE_S = 5.0
 REMB_DROP = 0.9
 REMB_DROP_VALID_S = 2.0
 WAS_ABOVE_S = 3.0
+PROBE_AFTERMATH_S = 1.5
 PROBE_RESULT_VALID_S = 3.0
 
 
@@ -141,27 +142,38 @@ class DownlinkControl:
                         self.estimate_bps, self.sent_bps)
         return result
 
+    def _probe_caused(self, dropped_at: float, threshold: int) -> bool:
+        """Our own probe overfilled a link it measured above the threshold: the cut that
+        followed says the probe was too big, not that the link is too small."""
+        return (0 <= dropped_at - self._probe_started < PROBE_AFTERMATH_S
+                and self.last_probe_bps is not None and self.last_probe_bps >= threshold)
+
     def congested(self, now: float) -> bool:
         """Is the estimate a measured limit? (MEDIA_PLANE.md: tell congestion from idleness.)"""
         result = self._probe_verdict(now)  # first: every probe is judged for the back-off
+        threshold = self.policy.gate.threshold_bps
         estimate = self.estimate_bps
         if estimate is None:
             return False
-        if estimate < CONGESTED_BELOW_SENT * self.sent_bps:
-            return True
         # A drop from above the threshold is a measured cut of the link (REMB only decreases on
         # overuse, our estimator likewise). A dip from an unmeasured start value proves nothing:
-        # that is what the probe at the threshold is for.
+        # that is what the probe at the threshold is for; nor does a cut our own probe caused.
         dropped = (self._remb_dropped_at if self.estimator is None
                    else getattr(self.estimator, "last_decrease_s", None))
-        if (dropped is not None and now - dropped < REMB_DROP_VALID_S
-                and dropped - self._above_at < WAS_ABOVE_S):
+        recent_drop = dropped is not None and now - dropped < REMB_DROP_VALID_S
+        if recent_drop and self._probe_caused(dropped, threshold):  # type: ignore[arg-type]
+            return False
+        if estimate < CONGESTED_BELOW_SENT * self.sent_bps:
             return True
+        if recent_drop and dropped - self._above_at < WAS_ABOVE_S:  # type: ignore[operator]
+            # While congested, what gets through measures the link: a cut that overshot (two
+            # top layers on a 2.6 Mbit/s link) still delivers over the threshold.
+            acked = getattr(self.estimator, "acked_bps", None)
+            return acked is None or acked < threshold
         if (self.estimator is None and self._first_tick is not None
                 and now - self._first_tick >= REMB_SETTLE_S
                 and estimate < REMB_CONGESTED_BELOW_SENT * self.sent_bps):
             return True
-        threshold = self.policy.gate.threshold_bps
         # Only a probe aimed at the threshold or above, and actually sent that fast (a loaded
         # event loop paces late), can show the link is below it.
         if result is not None and self._probe_target >= threshold and result < threshold:
