@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ PROBE_DURATION_S = 0.3
 PROBE_TICK_S = 0.01
 PROBE_PACKET_BYTES = 255  # the most padding one RTP packet can declare
 PROBE_MAX_PACKETS = 2000
+SENT_WINDOW_S = 1.0
 PROBE_SUCCESS = 0.9
 SRTP_OVERHEAD = 10  # the auth tag the writer's byte count includes
 CONGESTED_BELOW_SENT = 0.8
@@ -80,8 +82,7 @@ class DownlinkControl:
         self._judged = 0
         self.last_probe_bps: int | None = None
         self.sent_bps = 0.0
-        self._sent_bytes = 0
-        self._sent_at: float | None = None
+        self._sent_samples: deque[tuple[float, int]] = deque()
         self._first_tick: float | None = None
         self._probe_bytes = 0  # padding is not media: kept out of the sent rate
         self._probe_achieved_bps = 0.0  # what the last probe really sent (media + padding)
@@ -123,10 +124,14 @@ class DownlinkControl:
     # -- the tick ----------------------------------------------------------------------------------
 
     def _measure_sent(self, now: float, sent_bytes: int) -> None:
-        if self._sent_at is not None and now > self._sent_at:
-            rate = (sent_bytes - self._sent_bytes) * 8 / (now - self._sent_at)
-            self.sent_bps = rate if self.sent_bps == 0 else 0.5 * self.sent_bps + 0.5 * rate
-        self._sent_at, self._sent_bytes = now, sent_bytes
+        """Media sent over the last second: shorter windows read a keyframe burst as a rate."""
+        samples = self._sent_samples
+        samples.append((now, sent_bytes))
+        while len(samples) > 2 and now - samples[1][0] >= SENT_WINDOW_S:
+            samples.popleft()
+        first_at, first_bytes = samples[0]
+        if now - first_at >= SENT_WINDOW_S / 2:
+            self.sent_bps = (sent_bytes - first_bytes) * 8 / (now - first_at)
 
     def _probe_verdict(self, now: float) -> int | None:
         """The latest probe's result while it is fresh; judged once for the back-off."""

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 ANSWER_TIMEOUT_S = 15.0
 CONNECT_TIMEOUT_S = 15.0
 SENDER_REPORT_INTERVAL_S = 1.0
-TICK_S = 0.25
+TICK_S = 0.125
 """How often layers and the audio-only state are re-decided from the latest estimate."""
 TWCC_EXT_ID = 5
 """aiortc's offers use ids 1-3 (mid, audio level, abs-send-time): transport-cc takes 5."""

@@ -22,6 +22,8 @@ import pytest
 
 from tests.serverproc import running_server
 
+JOINED = "window.diemcau && window.diemcau.state === 'joined'"
+
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -110,7 +112,7 @@ async def test_console_runs_a_meeting(closed_server: Server, browser, artifacts_
         pages["a"] = await _open(browser, f"{link}&name=Xa%20Kim%20Chung", "vi-VN")
         pages["b"] = await _open(browser, f"{link}&name=Xa%20Uy%20No", "en-US")
         for key in ("a", "b"):
-            await pages[key].wait_for_function("window.diemcau.state === 'joined'",
+            await pages[key].wait_for_function(JOINED,
                                                timeout=JOIN_TIMEOUT_MS)
         pages["c"] = await _open(browser, f"{link}&name=Xa%20Thuy%20Lam", "en-US")
         refusal = pages["c"].locator("#join-error[data-code=room-full]")
@@ -211,7 +213,7 @@ async def test_join_form_lobby_and_take_over(closed_server: Server, browser, art
         await g.screenshot(path=str(artifacts_dir / "console-join-form-bad-password.png"))
         await g.fill("#password-input", password)
         await g.click("#join-btn")
-        await g.wait_for_function("window.diemcau.state === 'joined'", timeout=JOIN_TIMEOUT_MS)
+        await g.wait_for_function(JOINED, timeout=JOIN_TIMEOUT_MS)
         assert await g.evaluate("window.diemcau.role") == "host"
 
         # Guests by invitation wait in the lobby; one is admitted, one denied.
@@ -223,7 +225,7 @@ async def test_join_form_lobby_and_take_over(closed_server: Server, browser, art
         waiting = {w["name"]: w["id"] for w in await api("GET", "/api/rooms/Cho/lobby")}
         await api("POST", f"/api/rooms/Cho/lobby/{waiting['Khach Mot']}/admit")
         await api("DELETE", f"/api/rooms/Cho/lobby/{waiting['Khach Hai']}")
-        await h.wait_for_function("window.diemcau.state === 'joined'", timeout=JOIN_TIMEOUT_MS)
+        await h.wait_for_function(JOINED, timeout=JOIN_TIMEOUT_MS)
         assert await h.evaluate("sessionStorage.getItem('diemcau.rejoin:Cho')")
         await i.locator('#left-view[data-reason="denied"]').wait_for(
             state="visible", timeout=UI_TIMEOUT_MS)
@@ -237,7 +239,7 @@ async def test_join_form_lobby_and_take_over(closed_server: Server, browser, art
         await j.locator("#join-error[data-code=already-in-room]").wait_for(timeout=UI_TIMEOUT_MS)
         await j.check("#takeover-input")
         await j.click("#join-btn")
-        await j.wait_for_function("window.diemcau.state === 'joined'", timeout=JOIN_TIMEOUT_MS)
+        await j.wait_for_function(JOINED, timeout=JOIN_TIMEOUT_MS)
         await g.locator('#left-view[data-reason="taken-over"]').wait_for(
             state="visible", timeout=UI_TIMEOUT_MS)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+LEFT = "window.diemcau && window.diemcau.state === 'left'"
+
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -140,7 +142,7 @@ async def test_two_participants_meet_and_leave(server_url, browser, artifacts_di
         await page_a.locator(f'.tile[data-participant-id="{b_id}"]').wait_for(
             state="detached", timeout=LEAVE_TIMEOUT_MS
         )
-        await page_b.wait_for_function("window.diemcau.state === 'left'", timeout=LEAVE_TIMEOUT_MS)
+        await page_b.wait_for_function(LEFT, timeout=LEAVE_TIMEOUT_MS)
         await page_b.locator("#rejoin-btn").wait_for(state="visible", timeout=LEAVE_TIMEOUT_MS)
 
         await page_a.screenshot(path=str(artifacts_dir / "meeting-a-after-leave.png"))

@@ -40,6 +40,8 @@ from netns import LinkUnavailable, ShapedLink
 
 from tests.serverproc import running_server
 
+JOINED = "window.diemcau && window.diemcau.state === 'joined'"
+
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -293,7 +295,7 @@ async def test_subscriber_follows_shaped_link(
             page = await context.new_page()
             rec = Recorder(page)
             await page.goto(f"{base}/?room={ROOM}&name=Sub", timeout=15_000)
-            await page.wait_for_function("window.diemcau.state === 'joined'",
+            await page.wait_for_function(JOINED,
                                          timeout=JOIN_TIMEOUT_MS)
             rec.start()
 
@@ -495,7 +497,7 @@ async def test_intermediate_limit_drops_one_layer(
             page = await context.new_page()
             rec = Recorder(page)
             await page.goto(f"{base}/?room={ROOM}&name=Sub", timeout=15_000)
-            await page.wait_for_function("window.diemcau.state === 'joined'",
+            await page.wait_for_function(JOINED,
                                          timeout=JOIN_TIMEOUT_MS)
             rec.start()
             top = await rec.wait(lambda s: s["widths"] == [TOP_WIDTH, TOP_WIDTH], TOP_LAYER_TIMEOUT)

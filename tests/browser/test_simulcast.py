@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+JOINED = "window.diemcau && window.diemcau.state === 'joined'"
+
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -146,7 +148,7 @@ async def _meeting(browser, server_url: str, room: str, artifacts_dir: Path, tag
     page_a = await _open(browser, f"{server_url}/?room={room}&name=An", "vi-VN", route=route)
     page_b = None
     try:
-        await page_a.wait_for_function("window.diemcau.state === 'joined'", timeout=JOIN_TIMEOUT_MS)
+        await page_a.wait_for_function(JOINED, timeout=JOIN_TIMEOUT_MS)
         page_b = await _open(browser, f"{server_url}/?room={room}&name=Binh", "en-US", big=True)
         await _remote_tile(page_a, "Binh")
         await _remote_tile(page_b, "An")
