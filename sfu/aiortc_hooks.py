@@ -225,9 +225,6 @@ def disable_remb(receiver: RTCRtpReceiver) -> bool:
     return True
 
 
-def loop_time() -> float:
-    return asyncio.get_running_loop().time()
-
 
 # -- ICE: announced addresses and a UDP port range ------------------------------------------------
 # aioice gathers every interface except 127.0.0.1, on any port, and offers no way to choose

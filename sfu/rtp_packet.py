@@ -210,10 +210,6 @@ def transport_cc_element(ext_id: int, seq: int) -> bytes:
     return bytes(((ext_id << 4) | 1, seq >> 8, seq & 0xFF))
 
 
-def first_byte(has_extension: bool) -> int:
-    """V=2, no padding, no CSRC; X as given."""
-    return 0x90 if has_extension else 0x80
-
 
 def wrap_rtx(packet: bytes, rtx_payload_type: int, rtx_seq: int, rtx_ssrc: int) -> bytes:
     """RFC 4588 retransmission of one of our own (already rewritten, unpadded) packets."""

@@ -180,12 +180,6 @@ class Subscriber:
         consumer.configure(codec, ids.get(URI_AUDIO_LEVEL, 0), ids.get(URI_ABS_SEND_TIME, 0),
                            self.downlink.sequencer, self._twcc_id)
 
-    def producer_configured(self, producer: Producer) -> None:
-        """A producer learnt its codec after our consumer was created: configure it now."""
-        for slot in self.slots:
-            if slot.consumer is not None and slot.consumer.producer is producer:
-                self._configure(slot)
-
     # -- negotiation -----------------------------------------------------------------------------
 
     def track_map(self) -> dict[str, dict[str, str]]:

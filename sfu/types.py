@@ -36,12 +36,6 @@ class Kind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class VideoLayer:
-    spatial: int
-    temporal: int
-
-
-@dataclass(frozen=True, slots=True)
 class Codec:
     """A negotiated codec as the SFU needs it: matched between sides by name, not payload type."""
 

@@ -15,7 +15,6 @@ from sfu.rtp_packet import (
     RtpView,
     abs_send_time_now,
     build_extension_block,
-    first_byte,
     pack_header,
     wrap_rtx,
 )
@@ -209,7 +208,7 @@ def test_build_extension_block_round_trip(elements: list[tuple[int, bytes]], pro
     block = build_extension_block(elements)
     assert len(block) % 4 == 0
     assert struct.unpack_from("!H", block)[0] == profile
-    packet = pack_header(first_byte(True), 0x80 | 100, 7, 8, 9) + block + b"media"
+    packet = pack_header(0x90, 0x80 | 100, 7, 8, 9) + block + b"media"
     view = RtpView.parse(packet)
     assert view.extensions == dict(elements)
     assert (view.payload_type, view.marker, view.sequence_number, view.timestamp, view.ssrc) == (
@@ -222,8 +221,7 @@ def test_build_extension_block_round_trip(elements: list[tuple[int, bytes]], pro
 
 def test_build_extension_block_empty_and_invalid() -> None:
     assert build_extension_block([]) == b""
-    assert first_byte(False) == 0x80 and first_byte(True) == 0x90
-    view = RtpView.parse(pack_header(first_byte(False), 96, 1, 2, 3) + b"x")
+    view = RtpView.parse(pack_header(0x80, 96, 1, 2, 3) + b"x")
     assert view.extensions == {} and view.payload == b"x"
     for bad in ([(0, b"x")], [(256, b"x")], [(1, bytes(256))], [(20, bytes(300))]):
         with pytest.raises(ValueError, match="cannot be encoded"):
@@ -246,7 +244,7 @@ RTX_CASES = [
 def test_wrap_then_unwrap_rtx(elements: list[tuple[int, bytes]], payload: bytes,
                               marker: int) -> None:
     block = build_extension_block(elements)
-    original = pack_header(first_byte(bool(block)), (marker << 7) | 96, 65535, 0xCAFEBABE,
+    original = pack_header(0x90 if block else 0x80, (marker << 7) | 96, 65535, 0xCAFEBABE,
                            0x1234) + block + payload
     rtx_bytes = wrap_rtx(original, rtx_payload_type=97, rtx_seq=42, rtx_ssrc=0x5678)
     rtx = RtpView.parse(rtx_bytes)
