@@ -6,6 +6,7 @@ and the worker's lifecycle is a ``cleanup_ctx`` so shutdown drains every room.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -99,8 +100,17 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def close_sockets(app: web.Application) -> None:
+    """Shutdown: tell every participant why and drain the rooms, then close what is left."""
+    sessions = app[SESSIONS].all()
+    await asyncio.gather(*(session.kick("server-shutdown") for session in sessions),
+                         return_exceptions=True)
     for ws in list(app[SOCKETS]):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        if not ws.closed:
+            try:
+                await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY,
+                                                message=b"server shutdown"), 2.0)
+            except TimeoutError:
+                pass
 
 
 def create_app(

@@ -34,6 +34,9 @@ class SessionRegistry:
     def get(self, participant_id: str) -> Session | None:
         return self._sessions.get(participant_id)
 
+    def all(self) -> list[Session]:
+        return list(self._sessions.values())
+
     def in_room(self, room: str) -> list[Session]:
         return [s for s in self._sessions.values() if s.room_name == room]
 
