@@ -28,11 +28,16 @@ class UplinkPolicy:
 
     def active_layers(self, producer: Producer, now: float) -> dict[str, bool]:
         """rid -> keep sending, for a simulcast producer."""
-        wanted = {0}
+        top_wanted = 0
         for consumer in producer.consumers:
             if consumer.pause_reason is None:
-                wanted.update(x for x in (consumer.wanted_layer, consumer.target_layer,
-                                          consumer.current_layer) if x is not None)
+                top_wanted = max([top_wanted, *(x for x in (
+                    consumer.wanted_layer, consumer.target_layer, consumer.current_layer)
+                    if x is not None)])
+        # Every layer up to the highest one wanted stays on: they are the fallback during a
+        # switch, and the ramp a browser's estimator climbs (sending only q, it can never
+        # learn it has room for f: the app-limited trap, on the publisher's side).
+        wanted = set(range(top_wanted + 1))
         active: dict[str, bool] = {}
         for layer in producer.layers:
             key = (producer.id, layer.index)
