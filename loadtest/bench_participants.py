@@ -95,8 +95,6 @@ class CountingSubscriber(SyntheticParticipant):
         self.packets: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
         self._kind_by_pt: dict[int, str] = {}
-        self._hooked: set[int] = set()
-        self._disabled: set[int] = set()
 
     def _on_rtp(self, data: bytes, _arrival_ms: int) -> None:
         kind = self._kind_by_pt.get(data[1] & 0x7F, "other")
@@ -117,15 +115,7 @@ class CountingSubscriber(SyntheticParticipant):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             self.tracks = message["tracks"]
             self._learn_payload_types(message["sdp"])
-            for transceiver in pc.getTransceivers():
-                receiver = transceiver.receiver
-                if id(receiver) not in self._disabled:
-                    self._disabled.add(id(receiver))
-                    aiortc_hooks.disable_decoding(receiver, lambda _parameters: None)
-                transport = receiver.transport
-                if id(transport) not in self._hooked:
-                    self._hooked.add(id(transport))
-                    aiortc_hooks.hook_transport(transport, self._on_rtp, lambda _data: None)
+            self.take_over_receivers(self._on_rtp, keep_remb=True)
             aiortc_hooks.configure_ice(pc, self.ice_addresses, None)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)

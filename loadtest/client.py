@@ -73,6 +73,8 @@ class SyntheticParticipant:
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumed: set[str] = set()
+        self._taken_receivers: set[int] = set()
+        self._taken_transports: set[int] = set()
         self._offer_lock = asyncio.Lock()
         self.publisher = self._new_pc()
         self.subscriber = self._new_pc()
@@ -195,6 +197,33 @@ class SyntheticParticipant:
                     continue
                 self._consumed.add(transceiver.mid)
                 self._spawn(self._consume(transceiver.mid, transceiver.receiver.track))
+
+    def take_over_receivers(
+        self,
+        on_rtp: Callable[[bytes, int], None],
+        on_rtcp: Callable[[bytes], None] = lambda _data: None,
+        *,
+        keep_remb: bool = False,
+    ) -> list[Any]:
+        """Counting receivers (benchmarks, load tests): on every new receiver of the subscriber
+        connection stop aiortc's decoder (and its REMB unless ``keep_remb``), and deliver every
+        new transport's decrypted packets to ``on_rtp``/``on_rtcp``. Call after the offer is
+        applied and before the answer starts the connection. Returns the transports hooked now.
+        """
+        hooked = []
+        for transceiver in self.subscriber.getTransceivers():
+            receiver = transceiver.receiver
+            if id(receiver) not in self._taken_receivers:
+                self._taken_receivers.add(id(receiver))
+                aiortc_hooks.disable_decoding(receiver, lambda _parameters: None)
+                if not keep_remb:
+                    aiortc_hooks.disable_remb(receiver)
+            transport = receiver.transport
+            if id(transport) not in self._taken_transports:
+                self._taken_transports.add(id(transport))
+                aiortc_hooks.hook_transport(transport, on_rtp, on_rtcp)
+                hooked.append(transport)
+        return hooked
 
     async def _consume(self, mid: str, track: MediaStreamTrack) -> None:
         # The mid's owner may change when the server reuses the m-line: look it up per frame.

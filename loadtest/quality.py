@@ -146,8 +146,6 @@ class LoadParticipant(SimulcastPublisher):
         self.reconnects = 0
         self.window_start = time.monotonic()
         self.rembs_sent = 0
-        self._hooked: set[int] = set()
-        self._disabled: set[int] = set()
         self._sub_writer: aiortc_hooks.DatagramWriter | None = None
         self._background: asyncio.Task[None] | None = None
         self._tiles_dirty = True
@@ -249,19 +247,10 @@ class LoadParticipant(SimulcastPublisher):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             self.tracks = message["tracks"]
             self._learn(message["sdp"])
-            for transceiver in pc.getTransceivers():
-                receiver = transceiver.receiver
-                if id(receiver) not in self._disabled:
-                    self._disabled.add(id(receiver))
-                    aiortc_hooks.disable_decoding(receiver, lambda _parameters: None)
-                    aiortc_hooks.disable_remb(receiver)
-                transport = receiver.transport
-                if id(transport) not in self._hooked:
-                    self._hooked.add(id(transport))
-                    aiortc_hooks.hook_transport(transport, self._on_rtp, self._on_sub_rtcp)
-                    self._sub_writer = aiortc_hooks.DatagramWriter(transport)
-                    if self.fast_receive:
-                        self._fast_path(transport)
+            for transport in self.take_over_receivers(self._on_rtp, self._on_sub_rtcp):
+                self._sub_writer = aiortc_hooks.DatagramWriter(transport)
+                if self.fast_receive:
+                    self._fast_path(transport)
             aiortc_hooks.configure_ice(pc, self.ice_addresses, None)
             await pc.setLocalDescription(await pc.createAnswer())
             await self.send_answer(pc.localDescription.sdp)

@@ -409,8 +409,6 @@ class RembSubscriber(SyntheticParticipant):
         self.last_packet_at: dict[tuple[str, str], float] = {}
         self.rembs_sent = 0
         self.unknown_packets = 0
-        self._hooked: set[int] = set()
-        self._disabled: set[int] = set()
         self._writer: aiortc_hooks.DatagramWriter | None = None
         self._remb_task: asyncio.Task[None] | None = None
         self._rtcp_ssrc = uuid.uuid4().int & 0xFFFFFFFF
@@ -442,17 +440,8 @@ class RembSubscriber(SyntheticParticipant):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             self.tracks = message["tracks"]
             self._learn(message["sdp"])
-            for transceiver in pc.getTransceivers():
-                receiver = transceiver.receiver
-                if id(receiver) not in self._disabled:
-                    self._disabled.add(id(receiver))
-                    aiortc_hooks.disable_decoding(receiver, lambda _parameters: None)
-                    aiortc_hooks.disable_remb(receiver)
-                transport = receiver.transport
-                if id(transport) not in self._hooked:
-                    self._hooked.add(id(transport))
-                    aiortc_hooks.hook_transport(transport, self._on_rtp, lambda _data: None)
-                    self._writer = aiortc_hooks.DatagramWriter(transport)
+            for transport in self.take_over_receivers(self._on_rtp):
+                self._writer = aiortc_hooks.DatagramWriter(transport)
             if self._remb_task is None:
                 self._remb_task = asyncio.ensure_future(self._remb_forever())
             aiortc_hooks.configure_ice(pc, self.ice_addresses, None)
