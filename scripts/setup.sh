@@ -23,10 +23,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v WARNING || true
-if [ "$want_test" = 1 ]; then
-  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v WARNING || true
-else
-  .venv/bin/python -m pip install -q -e . 2>&1 | grep -v WARNING || true
+# Install only when the project's requirements changed since the last install (or the extras
+# grew): a server start then prints only the server's own lines.
+extras=""
+[ "$want_test" = 1 ] && extras="[test]"
+stamp=.venv/.diemcau-installed
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+have="$(cat "$stamp" 2>/dev/null || true)"
+if [ "$have" != "$want" ] && ! { [ -z "$extras" ] && [ "$have" = "${want}[test]" ]; }; then
+  echo "Installing diemcau into .venv (first start or changed requirements)..."
+  log=.venv/pip-install.log
+  if .venv/bin/python -m pip install -q --upgrade pip >"$log" 2>&1 \
+     && .venv/bin/python -m pip install -q -e ".$extras" >>"$log" 2>&1; then
+    echo "$want" > "$stamp"
+  else
+    tail -n 30 "$log"; echo "pip install failed (full log: $log)" >&2; exit 1
+  fi
 fi
 .venv/bin/python -c "import aiortc, aiohttp, msgspec" # fail here, not later, if pip failed
