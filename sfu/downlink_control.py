@@ -16,6 +16,7 @@ from typing import Any
 
 from sfu.consumer import Consumer
 from sfu.downlink import DownlinkPolicy
+from sfu.events import AudioOnlyChanged, Direction, EventSink
 from sfu.twcc import TransportFeedback, TransportSequencer
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class DownlinkControl:
         self,
         participant_id: str,
         policy: DownlinkPolicy,
-        notify: Callable[[dict[str, Any]], None],
+        notify: EventSink,
         send_rtp: Callable[[bytes], bool],
         loop_time: Callable[[], float],
     ) -> None:
@@ -207,12 +208,11 @@ class DownlinkControl:
         if decision.changed:
             logger.info("%s: audio-only %s (%s), estimate %s", self.participant_id,
                         decision.audio_only, decision.reason, self.estimate_bps)
-            self.notify({
-                "type": "bandwidth", "direction": "down", "audio_only": decision.audio_only,
-                "reason": decision.reason,
-                "estimate_bps": int(self.estimate_bps) if self.estimate_bps else None,
-                "threshold_bps": self.policy.gate.threshold_bps,
-            })
+            self.notify(AudioOnlyChanged(
+                direction=Direction.DOWN, audio_only=decision.audio_only, reason=decision.reason,
+                estimate_bps=int(self.estimate_bps) if self.estimate_bps else None,
+                threshold_bps=self.policy.gate.threshold_bps,
+            ))
         if decision.probe_bps:
             self.start_probe(decision.probe_bps, consumers)
 

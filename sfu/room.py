@@ -2,9 +2,9 @@
 
 A participant has a Publisher (its own tracks in) and a Subscriber (everybody else's tracks
 out). The room wires them: a producer that becomes ready is consumed by every other participant,
-and a participant who joins consumes every ready producer already there. Events for the client
-(joined/left/muted) go through the participant's ``notify`` callback, so this module knows nothing
-of WebSockets.
+and a participant who joins consumes every ready producer already there. What happens is told as
+typed events (``sfu/events.py``) through the participant's ``notify`` sink, so this module knows
+nothing of WebSockets or JSON.
 """
 
 from __future__ import annotations
@@ -12,9 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sfu.events import (
+    AudioOnlyChanged,
+    Direction,
+    EventSink,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantState,
+    Pinned,
+    Speakers,
+    TrackMuted,
+)
 from sfu.producer import Producer
 from sfu.publisher import Publisher
 from sfu.subscriber import Subscriber
@@ -23,7 +33,6 @@ from sfu.uplink import UplinkPolicy
 
 logger = logging.getLogger(__name__)
 
-Notify = Callable[[dict[str, object]], None]
 SPEAKING_LEVEL = 50.0
 """Mean level at or above -50 dBov over the last half second counts as speaking."""
 MAX_SPEAKERS = 3
@@ -35,7 +44,7 @@ GATE_SILENCE_ABOVE = 8
 class Participant:
     id: str
     name: str
-    notify: Notify
+    notify: EventSink
     publisher: Publisher | None = None
     subscriber: Subscriber | None = None
     muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
@@ -44,8 +53,9 @@ class Participant:
     uplink_estimate_bps: int | None = None  # reported by the client (the browser's estimate)
     uplink_audio_only: bool = False
 
-    def describe(self) -> dict[str, object]:
-        return {"id": self.id, "name": self.name, "muted": dict(self.muted)}
+    def state(self) -> ParticipantState:
+        return ParticipantState(self.id, self.name, audio_muted=self.muted["audio"],
+                                video_muted=self.muted["video"])
 
     @property
     def producers(self) -> list[Producer]:
@@ -96,7 +106,7 @@ class Room:
         if participant.subscriber is not None and self.pinned:
             participant.subscriber.downlink.policy.pinned = {self.pinned}
         for other in others:
-            other.notify({"type": "participant_joined", "participant": participant.describe()})
+            other.notify(ParticipantJoined(participant.state()))
             for producer in other.producers:
                 if producer.codec is not None and participant.subscriber is not None:
                     participant.subscriber.add_producer(producer)
@@ -108,7 +118,7 @@ class Room:
             if participant.subscriber is not None:
                 participant.subscriber.downlink.policy.pinned = (
                     {participant_id} if participant_id else set())
-            participant.notify({"type": "pinned", "participant_id": participant_id})
+            participant.notify(Pinned(participant_id))
 
     def _gate_silence(self) -> None:
         gating = len(self.participants) > GATE_SILENCE_ABOVE
@@ -128,12 +138,9 @@ class Room:
         participant.muted[kind.value] = muted
         if participant.publisher is not None:
             participant.publisher.set_muted(kind, muted)
-        message = {
-            "type": "track_muted", "participant_id": participant.id,
-            "kind": kind.value, "muted": muted,
-        }
+        event = TrackMuted(participant.id, kind, muted)
         for p in self.participants.values():
-            p.notify(message)
+            p.notify(event)
 
     def update_speakers(self) -> None:
         """The loudest few participants speak: they get allocator priority and the UI shows it."""
@@ -151,7 +158,7 @@ class Room:
         for participant in self.participants.values():
             if participant.subscriber is not None:
                 participant.subscriber.downlink.policy.speakers = set(speakers)
-            participant.notify({"type": "speakers", "participant_ids": speakers})
+            participant.notify(Speakers(tuple(speakers)))
 
     def maintain(self, now: float) -> None:
         """Periodic: speakers; tell each publisher which encodings to send, and whether video."""
@@ -171,17 +178,17 @@ class Room:
             for producer in video:
                 if producer.simulcast:
                     active.update(participant.uplink.active_layers(producer, now))
-            message = participant.uplink.message(allowed, active)
-            if message is not None:
-                participant.notify(message)
+            layers = participant.uplink.message(allowed, active)
+            if layers is not None:
+                participant.notify(layers)
             if allowed == participant.uplink_audio_only:  # the state flipped
                 participant.uplink_audio_only = not allowed
-                participant.notify({
-                    "type": "bandwidth", "direction": "up", "audio_only": not allowed,
-                    "reason": "bandwidth" if not allowed else None,
-                    "estimate_bps": int(estimate) if estimate else None,
-                    "threshold_bps": participant.uplink.gate.threshold_bps,
-                })
+                participant.notify(AudioOnlyChanged(
+                    direction=Direction.UP, audio_only=not allowed,
+                    reason="bandwidth" if not allowed else None,
+                    estimate_bps=int(estimate) if estimate else None,
+                    threshold_bps=participant.uplink.gate.threshold_bps,
+                ))
 
     async def remove(self, participant_id: str) -> Participant | None:
         participant = self.participants.pop(participant_id, None)
@@ -194,7 +201,7 @@ class Room:
                 if other.subscriber is not None:
                     other.subscriber.remove_producer(producer.id)
         for other in self.participants.values():
-            other.notify({"type": "participant_left", "participant_id": participant_id})
+            other.notify(ParticipantLeft(participant_id))
         closing = []
         if participant.publisher is not None:
             closing.append(participant.publisher.close())

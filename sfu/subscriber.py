@@ -33,6 +33,7 @@ from sfu import aiortc_hooks
 from sfu.consumer import Consumer
 from sfu.downlink import DownlinkPolicy
 from sfu.downlink_control import DownlinkControl
+from sfu.events import EventSink, TrackDescription, ignore_events
 from sfu.producer import Producer
 from sfu.publisher import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL
 from sfu.rtp_packet import split_rtcp_compound
@@ -52,7 +53,7 @@ TWCC_EXT_ID = 5
 RTCP_RTPFB = 205
 MAX_RTCP_COMPOUND_BYTES = 1100
 
-SendOffer = Callable[[str, dict[str, dict[str, str]]], Awaitable[None]]
+SendOffer = Callable[[str, dict[str, TrackDescription]], Awaitable[None]]
 
 
 def match_codec(codec: Codec, parameters: RTCRtpSendParameters) -> Codec | None:
@@ -89,7 +90,7 @@ class Subscriber:
         send_offer: SendOffer,
         loop_time: Callable[[], float],
         configure_ice: Callable[[RTCPeerConnection], None] = lambda pc: None,
-        notify: Callable[[dict[str, object]], None] = lambda message: None,
+        notify: EventSink = ignore_events,
         policy: DownlinkPolicy | None = None,
         transport_cc: bool = True,
     ) -> None:
@@ -182,13 +183,13 @@ class Subscriber:
 
     # -- negotiation -----------------------------------------------------------------------------
 
-    def track_map(self) -> dict[str, dict[str, str]]:
+    def track_map(self) -> dict[str, TrackDescription]:
         return {
-            slot.transceiver.mid: {
-                "participant_id": slot.consumer.producer.participant_id,
-                "kind": slot.kind,
-                "stream_id": slot.stream_id,
-            }
+            slot.transceiver.mid: TrackDescription(
+                participant_id=slot.consumer.producer.participant_id,
+                kind=slot.kind,
+                stream_id=slot.stream_id,
+            )
             for slot in self.slots
             if slot.consumer is not None and slot.transceiver.mid is not None
         }

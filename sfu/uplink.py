@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sfu.audio_only import AudioOnlyGate
+from sfu.events import PublishLayers
 from sfu.producer import Producer
 
 UNUSED_PAUSE_AFTER_S = 5.0
@@ -56,10 +57,10 @@ class UplinkPolicy:
             self.gate.entered_at = None
         return not self.gate.audio_only
 
-    def message(self, video: bool, active: dict[str, bool]) -> dict[str, object] | None:
-        """The ``publish_layers`` message when something changed since the last one."""
+    def message(self, video: bool, active: dict[str, bool]) -> PublishLayers | None:
+        """What the publisher should send, when it changed since the last time."""
         state = (video, tuple(sorted(active.items())))
         if state == self.reported:
             return None
         self.reported = state
-        return {"type": "publish_layers", "video": video, "active": active}
+        return PublishLayers(video=video, active=active)

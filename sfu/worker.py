@@ -1,7 +1,8 @@
 """Worker: the media plane of one process (rooms, peer connections, ICE settings).
 
-One worker per process today; the design leaves room for one per core behind signaling, which is
-why the worker owns its rooms and nothing else in the process reaches into them.
+The worker implements ``sfu.plane.MediaPlane``: signaling and the recorder address participants
+by room and id and hear back typed events, so nothing else in the process reaches into rooms.
+One worker per process today; the same interface lets a worker per core sit behind signaling.
 """
 
 from __future__ import annotations
@@ -9,18 +10,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from sfu import aiortc_hooks
 from sfu.audio_only import DEFAULT_THRESHOLD_BPS, AudioOnlyGate
-from sfu.downlink import DownlinkPolicy
+from sfu.downlink import DownlinkPolicy, Tile
+from sfu.events import EventSink, LeaveReason, Removed, SubscribeOffer, TrackDescription
+from sfu.plane import NotDescribed, PlaneStats, RoomState, Target, UnknownParticipant
 from sfu.publisher import Publisher
-from sfu.room import Notify, Participant, Room
+from sfu.room import Participant, Room, retire_counters
 from sfu.subscriber import Subscriber
+from sfu.types import Kind
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +50,14 @@ class MediaConfig:
         ))
 
 
+ICE_WAIT_S = 5.0
+"""How long a trickled subscriber candidate may wait for the answer it belongs to."""
+
+
 class Worker:
     def __init__(self, config: MediaConfig) -> None:
         self.config = config
+        self.ice_servers = config.ice_servers
         self.rooms: dict[str, Room] = {}
         self._ports = (
             aiortc_hooks.PortAllocator(*config.port_range) if config.port_range else None
@@ -89,40 +99,37 @@ class Worker:
             room = self.rooms[name] = Room(name, self.retired)
         return room
 
-    def join(
-        self,
-        room_name: str,
-        participant_id: str,
-        name: str,
-        notify: Notify,
-        send_offer: Callable[[str, dict[str, dict[str, str]]], Awaitable[None]],
-    ) -> Participant:
-        room = self.room(room_name)
+    def join(self, room: str, participant_id: str, name: str, events: EventSink) -> RoomState:
+        live = self.room(room)
+        before = _room_state(live)
         loop_time = asyncio.get_running_loop().time
-        participant = Participant(participant_id, name, notify, joined_at=loop_time())
+        participant = Participant(participant_id, name, events, joined_at=loop_time())
         participant.uplink.gate = self.config.downlink_policy().gate  # same thresholds up
 
         def on_producer(producer: object) -> None:
-            room.producer_ready(producer)  # type: ignore[arg-type]
+            live.producer_ready(producer)  # type: ignore[arg-type]
+
+        async def send_offer(sdp: str, tracks: dict[str, TrackDescription]) -> None:
+            events(SubscribeOffer(sdp, tracks))
 
         participant.publisher = Publisher(
             participant_id, self._new_pc(), on_producer, loop_time, self.configure_ice
         )
         participant.subscriber = Subscriber(
             participant_id, self._new_pc(), send_offer, loop_time, self.configure_ice,
-            notify=notify, policy=self.config.downlink_policy(),
+            notify=events, policy=self.config.downlink_policy(),
             transport_cc=self.config.transport_cc,
         )
-        room.add(participant)
-        return participant
+        live.add(participant)
+        return before
 
-    async def leave(self, room_name: str, participant_id: str) -> None:
-        room = self.rooms.get(room_name)
-        if room is None:
+    async def leave(self, room: str, participant_id: str) -> None:
+        live = self.rooms.get(room)
+        if live is None:
             return
-        await room.remove(participant_id)
-        if not room.participants:
-            self.rooms.pop(room_name, None)
+        await live.remove(participant_id)
+        if not live.participants:
+            self.rooms.pop(room, None)
 
     async def close(self) -> None:
         """Drain every room (graceful shutdown)."""
@@ -132,6 +139,105 @@ class Worker:
             for participant_id in list(room.participants):
                 participant = room.participants.get(participant_id)
                 if participant is not None:
-                    participant.notify({"type": "left", "reason": "server-shutdown"})
+                    participant.notify(Removed(LeaveReason.SERVER_SHUTDOWN))
                 await room.remove(participant_id)
             self.rooms.pop(name, None)
+
+    # -- the rest of the MediaPlane interface ------------------------------------------------------
+
+    def participant(self, room: str, participant_id: str) -> Participant:
+        live = self.rooms.get(room)
+        participant = live.participants.get(participant_id) if live is not None else None
+        if participant is None:
+            raise UnknownParticipant(participant_id)
+        return participant
+
+    async def publish(self, room: str, participant_id: str, offer_sdp: str) -> str:
+        publisher = self.participant(room, participant_id).publisher
+        assert publisher is not None
+        return await publisher.answer(offer_sdp)
+
+    def subscribe_answer(self, room: str, participant_id: str, answer_sdp: str) -> bool:
+        subscriber = self.participant(room, participant_id).subscriber
+        assert subscriber is not None
+        return subscriber.set_answer(answer_sdp)
+
+    async def add_ice_candidate(self, room: str, participant_id: str, target: Target,
+                                candidate: Any | None) -> None:
+        participant = self.participant(room, participant_id)
+        connection = (participant.publisher if target is Target.PUBLISHER
+                      else participant.subscriber)
+        assert connection is not None
+        if isinstance(connection, Subscriber):
+            # The browser trickles right after its answer, which is applied in another task.
+            await connection.wait_described(ICE_WAIT_S)
+        if connection.pc.remoteDescription is None:
+            raise NotDescribed(f"no {target.value} description yet for ICE")
+        await connection.pc.addIceCandidate(candidate)
+
+    def set_muted(self, room: str, participant_id: str, kind: Kind, muted: bool) -> None:
+        participant = self.participant(room, participant_id)
+        self.rooms[room].set_muted(participant, kind, muted)
+
+    def pin(self, room: str, participant_id: str | None) -> None:
+        live = self.rooms.get(room)
+        if live is None:
+            raise KeyError(room)
+        if participant_id is not None and participant_id not in live.participants:
+            raise UnknownParticipant(participant_id)
+        live.pin(participant_id)
+
+    def set_tiles(self, room: str, participant_id: str, tiles: Mapping[str, Tile]) -> None:
+        subscriber = self.participant(room, participant_id).subscriber
+        assert subscriber is not None
+        subscriber.set_tiles(dict(tiles))
+
+    def set_audio_only(self, room: str, participant_id: str, enabled: bool) -> None:
+        subscriber = self.participant(room, participant_id).subscriber
+        assert subscriber is not None
+        subscriber.set_user_audio_only(enabled)
+
+    def set_uplink_estimate(self, room: str, participant_id: str, bps: int | None) -> None:
+        self.participant(room, participant_id).uplink_estimate_bps = bps
+
+    def request_keyframe(self, room: str, participant_id: str) -> int:
+        now = asyncio.get_running_loop().time()
+        asked = 0
+        for producer in self.participant(room, participant_id).producers:
+            if producer.is_video:
+                for layer in producer.layers:
+                    producer.request_keyframe(now, layer.index)
+                    asked += 1
+        return asked
+
+    def room_state(self, room: str) -> RoomState | None:
+        live = self.rooms.get(room)
+        return _room_state(live) if live is not None else None
+
+    def stats(self) -> PlaneStats:
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:
+            now = 0.0
+        stats = PlaneStats(rooms=len(self.rooms), totals=Counter(self.retired))
+        for live in self.rooms.values():
+            for participant in live.participants.values():
+                stats.participants += 1
+                retire_counters(participant, now, stats.totals)
+                stats.producers += len(participant.producers)
+                subscriber = participant.subscriber
+                if subscriber is not None:
+                    stats.consumers += len(subscriber.consumers)
+                    policy = subscriber.downlink.policy
+                    if policy.gate.audio_only or policy.user_audio_only:
+                        stats.audio_only["down"] += 1
+                    for consumer in subscriber.consumers.values():
+                        if consumer.pause_reason is not None:
+                            stats.paused[consumer.pause_reason.value] += 1
+                if participant.uplink_audio_only:
+                    stats.audio_only["up"] += 1
+        return stats
+
+
+def _room_state(room: Room) -> RoomState:
+    return RoomState(room.name, tuple(p.state() for p in room.participants.values()), room.pinned)

@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from sfu.plane import MediaPlane
 from sfu.worker import Worker
 from signaling.api import add_api_routes
 from signaling.config import HARD_MAX_MESSAGE_BYTES, Config
@@ -27,7 +28,7 @@ from signaling.session import Session
 logger = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
-WORKER = web.AppKey("worker", Worker)
+MEDIA_PLANE = web.AppKey("media_plane", MediaPlane)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 WEB_ROOT = web.AppKey("web_root", Path)
@@ -64,10 +65,9 @@ async def static_file(request: web.Request) -> web.FileResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    worker = request.app[WORKER]
-    participants = sum(len(room) for room in worker.rooms.values())
-    return web.json_response({"status": "ok", "rooms": len(worker.rooms),
-                              "participants": participants})
+    stats = request.app[MEDIA_PLANE].stats()
+    return web.json_response({"status": "ok", "rooms": stats.rooms,
+                              "participants": stats.participants})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -82,7 +82,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     app[SOCKETS].add(ws)
     try:
-        await Session(ws, app[WORKER], config, app[CONTROL], app[SESSIONS],
+        await Session(ws, app[MEDIA_PLANE], config, app[CONTROL], app[SESSIONS],
                       request.remote or "?").run()
     finally:
         app[SOCKETS].discard(ws)
@@ -90,9 +90,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
-    worker = Worker(app[CONFIG].media)
+    worker: MediaPlane = Worker(app[CONFIG].media)  # in this process; one interface for all
     worker.start()
-    app[WORKER] = worker
+    app[MEDIA_PLANE] = worker
     app[REGISTRY] = make_registry(worker)
     app[CONTROL].moderator = LiveModerator(worker, app[CONTROL], app[SESSIONS])
     yield

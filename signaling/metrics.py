@@ -1,4 +1,4 @@
-"""Prometheus metrics, collected at scrape time from the worker's own counters.
+"""Prometheus metrics, collected at scrape time from the media plane's own counters.
 
 Nothing in the per-packet path calls into prometheus_client: producers and consumers keep plain
 integers, and this collector reads them when ``/metrics`` is scraped. A registry per app (no
@@ -7,48 +7,26 @@ process-global default registry) keeps several apps in one process (tests) apart
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sfu.room import retire_counters
+from sfu.plane import MediaPlane
 from sfu.types import DropReason, PauseReason
-from sfu.worker import Worker
 
 
-class WorkerCollector(Collector):
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+class MediaPlaneCollector(Collector):
+    def __init__(self, plane: MediaPlane) -> None:
+        self.plane = plane
 
     def collect(self) -> Iterator[Metric]:
-        worker = self.worker
-        rooms = worker.rooms
-        now = asyncio.get_running_loop().time() if _loop_running() else 0.0
-        totals: Counter[str] = Counter(worker.retired)  # participants who left, then live ones
-        participants = producers = consumers = 0
-        audio_only = {"down": 0, "up": 0}
-        paused: Counter[str] = Counter()
-        for room in rooms.values():
-            for participant in room.participants.values():
-                participants += 1
-                retire_counters(participant, now, totals)
-                producers += len(participant.producers)
-                subscriber = participant.subscriber
-                if subscriber is not None:
-                    consumers += len(subscriber.consumers)
-                    if subscriber.downlink.policy.gate.audio_only or \
-                            subscriber.downlink.policy.user_audio_only:
-                        audio_only["down"] += 1
-                    for consumer in subscriber.consumers.values():
-                        if consumer.pause_reason is not None:
-                            paused[consumer.pause_reason.value] += 1
-                if participant.uplink_audio_only:
-                    audio_only["up"] += 1
-        yield GaugeMetricFamily("diemcau_rooms", "Rooms with at least one participant", len(rooms))
+        stats = self.plane.stats()
+        totals, audio_only, paused = stats.totals, stats.audio_only, stats.paused
+        rooms, participants, producers, consumers = (
+            stats.rooms, stats.participants, stats.producers, stats.consumers)
+        yield GaugeMetricFamily("diemcau_rooms", "Rooms with at least one participant", rooms)
         yield GaugeMetricFamily("diemcau_participants", "Participants connected", participants)
         yield GaugeMetricFamily("diemcau_producers", "Incoming tracks", producers)
         yield GaugeMetricFamily("diemcau_consumers", "Outgoing track copies", consumers)
@@ -83,17 +61,9 @@ class WorkerCollector(Collector):
         yield pauses
 
 
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def make_registry(worker: Worker) -> CollectorRegistry:
+def make_registry(plane: MediaPlane) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(WorkerCollector(worker))
+    registry.register(MediaPlaneCollector(plane))
     registry.register(ProcessCollector(registry=None))
     return registry
 

@@ -1,16 +1,16 @@
 """Moderation of live meetings: the ``Moderator`` the REST API calls, over the live sessions.
 
 Sessions register themselves by participant id (and lobby guests by their session id, which is
-the participant id they will get); the moderator finds them there, and the media side (the
-worker's rooms) does the muting and pinning.
+the participant id they will get); the moderator finds them there, and the media plane does the
+muting and pinning.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from sfu.plane import MediaPlane
 from sfu.types import Kind
-from sfu.worker import Worker
 from signaling.api_models import ParticipantInfo
 from signaling.control import ControlPlane
 
@@ -42,8 +42,9 @@ class SessionRegistry:
 
 
 class LiveModerator:
-    def __init__(self, worker: Worker, control: ControlPlane, sessions: SessionRegistry) -> None:
-        self.worker = worker
+    def __init__(self, plane: MediaPlane, control: ControlPlane,
+                 sessions: SessionRegistry) -> None:
+        self.plane = plane
         self.control = control
         self.sessions = sessions
 
@@ -54,18 +55,18 @@ class LiveModerator:
         return session
 
     def participants(self, room: str) -> list[ParticipantInfo]:
-        live = self.worker.rooms.get(room)
+        live = self.plane.room_state(room)
         if live is None:
             return []
         out = []
-        for participant in live.participants.values():
+        for participant in live.participants:
             session = self.sessions.get(participant.id)
             admitted = session.admitted if session is not None else None
             out.append(ParticipantInfo(
                 id=participant.id, name=participant.name,
                 role=admitted.role if admitted else "member",
                 identity=admitted.identity if admitted else "",
-                audio_muted=participant.muted["audio"], video_muted=participant.muted["video"],
+                audio_muted=participant.audio_muted, video_muted=participant.video_muted,
                 pinned=live.pinned == participant.id,
             ))
         return out
@@ -78,11 +79,10 @@ class LiveModerator:
     async def mute(self, room: str, participant_id: str,
                    kind: Literal["audio", "video"]) -> None:
         session = self._session(room, participant_id)
-        live = self.worker.rooms.get(room)
-        if live is None or session.participant is None:
+        if session.participant_id is None:
             raise KeyError(participant_id)
         # The server stops forwarding at once; the client is told so it shows (and keeps) it.
-        live.set_muted(session.participant, Kind(kind), True)
+        self.plane.set_muted(room, session.participant_id, Kind(kind), True)
         session.send({"type": "muted_by_host", "kind": kind})
 
     async def remove(self, room: str, participant_id: str) -> None:
@@ -108,9 +108,4 @@ class LiveModerator:
             await session.kick("ended")
 
     async def pin(self, room: str, participant_id: str | None) -> None:
-        live = self.worker.rooms.get(room)
-        if live is None:
-            raise KeyError(room)
-        if participant_id is not None and participant_id not in live.participants:
-            raise KeyError(participant_id)
-        live.pin(participant_id)
+        self.plane.pin(room, participant_id)

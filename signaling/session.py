@@ -18,12 +18,13 @@ from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
 from sfu.downlink import Tile
-from sfu.room import Participant
+from sfu.events import MediaEvent, Removed
+from sfu.plane import MediaPlane, NotDescribed, Target
 from sfu.types import Kind
-from sfu.worker import Worker
 from signaling.admission import Admitted, Credentials, Waiting
 from signaling.config import Config
 from signaling.control import ControlPlane
+from signaling.media_events import participant_json, to_json
 from signaling.messages import (
     AudioOnly,
     Ice,
@@ -42,8 +43,6 @@ from signaling.moderation import SessionRegistry
 
 logger = logging.getLogger(__name__)
 
-ICE_WAIT_S = 5.0
-"""How long a trickled subscriber candidate may wait for the answer it belongs to."""
 OUTBOX_LIMIT = 1000
 """Messages queued for a client that does not read; beyond this the client is disconnected."""
 
@@ -52,19 +51,20 @@ class Session:
     def __init__(
         self,
         ws: web.WebSocketResponse,
-        worker: Worker,
+        plane: MediaPlane,
         config: Config,
         control: ControlPlane | None = None,
         sessions: SessionRegistry | None = None,
         address: str = "?",
     ) -> None:
         self.ws = ws
-        self.worker = worker
+        self.plane = plane
         self.config = config
         self.control = control
         self.sessions = sessions if sessions is not None else SessionRegistry()
         self.address = address
-        self.participant: Participant | None = None
+        self.participant_id: str | None = None  # set while in the media room
+        self._early_events: list[MediaEvent] | None = None
         self.room_name: str | None = None
         self.admitted: Admitted | None = None
         self._session_id: str | None = None  # the participant id, from join on (lobby too)
@@ -108,9 +108,16 @@ class Session:
             except (ConnectionError, RuntimeError):
                 return
 
-    @property
-    def participant_id(self) -> str | None:
-        return self.participant.id if self.participant else None
+    def on_media_event(self, event: MediaEvent) -> None:
+        """The media plane's events for this participant, as client messages."""
+        if self._early_events is not None:
+            self._early_events.append(event)  # `joined` is not queued yet
+            return
+        self.send(to_json(event))
+        if isinstance(event, Removed):
+            self.participant_id = None  # the media plane already took us out
+            self._closing = True
+            self._outbox.put_nowait(None)
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -152,7 +159,7 @@ class Session:
                 )
             message = decode(raw)
             ref = message.__struct_config__.tag  # type: ignore[assignment]
-            if self.participant is None and not isinstance(message, Join | Ping):
+            if self.participant_id is None and not isinstance(message, Join | Ping):
                 if self._waiting is None:
                     raise ProtocolError("not-joined", "send `join` first", ref)
                 if not isinstance(message, Leave):  # a lobby guest may only wait or go
@@ -207,20 +214,24 @@ class Session:
                 await old.kick("taken-over", release=False)
         self.admitted = admitted
         locked = await self._room_locked(admitted.room)  # before joining: no await after it
-        room = self.worker.room(admitted.room)
-        others = [p.describe() for p in room.participants.values()]
-        self.participant = self.worker.join(
-            admitted.room, admitted.session_id, admitted.name, self.send, self._send_offer
-        )
-        # Queued before anything the room may send on our behalf, so `joined` comes first.
+        # `joined` is queued before anything the room may send on our behalf: events wait here
+        # until it is (the plane tells the others synchronously inside join).
+        self._early_events = []
+        before = self.plane.join(admitted.room, admitted.session_id, admitted.name,
+                                 self.on_media_event)
+        self.participant_id = admitted.session_id
         self.send({
             "type": "joined", "participant_id": admitted.session_id, "room": admitted.room,
-            "participants": others, "role": admitted.role,
+            "participants": [participant_json(p) for p in before.participants],
+            "role": admitted.role,
             "can_publish": admitted.can_publish, "can_subscribe": admitted.can_subscribe,
-            "rejoin_token": admitted.rejoin_token, "pinned": room.pinned,
+            "rejoin_token": admitted.rejoin_token, "pinned": before.pinned,
             "locked": locked,
-            "ice_servers": [{"urls": url} for url in self.worker.config.ice_servers],
+            "ice_servers": [{"urls": url} for url in self.plane.ice_servers],
         })
+        early, self._early_events = self._early_events, None
+        for event in early:
+            self.on_media_event(event)
         logger.info("%s (%s, %s) joined room %r", admitted.name, admitted.session_id,
                     admitted.role, admitted.room)
 
@@ -230,39 +241,27 @@ class Session:
         stored = await self.control.store.find_room(room)
         return bool(stored is not None and stored.locked)
 
-    async def _send_offer(self, sdp: str, tracks: dict[str, dict[str, str]]) -> None:
-        self.send({"type": "subscribe_offer", "sdp": sdp, "tracks": tracks})
-
     async def on_publish(self, message: Publish) -> None:
-        assert self.participant is not None and self.participant.publisher is not None
+        room, participant_id = self._in_room()
         if self.admitted is not None and not self.admitted.can_publish:
             raise ProtocolError("not-allowed", "this join does not allow publishing")
         try:
-            answer = await self.participant.publisher.answer(message.sdp)
+            answer = await self.plane.publish(room, participant_id, message.sdp)
         except Exception as exc:  # aiortc raises ValueError, but also AssertionError etc.
             raise ProtocolError("bad-sdp", f"cannot use this offer: {_describe(exc)}") from None
         self.send({"type": "publish_answer", "sdp": answer})
 
     async def on_subscribe_answer(self, message: SubscribeAnswer) -> None:
-        assert self.participant is not None and self.participant.subscriber is not None
-        if not self.participant.subscriber.set_answer(message.sdp):
+        room, participant_id = self._in_room()
+        if not self.plane.subscribe_answer(room, participant_id, message.sdp):
             raise ProtocolError("bad-state", "no subscribe_offer is waiting for an answer")
 
     async def on_ice(self, message: Ice) -> None:
-        assert self.participant is not None
-        connection = (
-            self.participant.publisher if message.target == "publisher"
-            else self.participant.subscriber
-        )
-        assert connection is not None
-        if message.target == "subscriber":
-            # The browser trickles right after its answer, which we apply in another task.
-            await self.participant.subscriber.wait_described(ICE_WAIT_S)  # type: ignore[union-attr]
-        if connection.pc.remoteDescription is None:
-            raise ProtocolError("bad-state", f"no {message.target} description yet for ICE")
+        room, participant_id = self._in_room()
+        target = Target(message.target)
         init = message.candidate
         if init is None or not init.candidate:
-            await connection.pc.addIceCandidate(None)  # end of candidates
+            await self._add_candidate(room, participant_id, target, None)  # end of candidates
             return
         try:
             candidate = candidate_from_sdp(init.candidate.removeprefix("candidate:"))
@@ -273,31 +272,41 @@ class Session:
         candidate.sdpMLineIndex = init.sdpMLineIndex
         if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
             candidate.sdpMLineIndex = 0
+        await self._add_candidate(room, participant_id, target, candidate)
+
+    async def _add_candidate(self, room: str, participant_id: str, target: Target,
+                             candidate: RTCIceCandidate | None) -> None:
         try:
-            await connection.pc.addIceCandidate(candidate)
+            await self.plane.add_ice_candidate(room, participant_id, target, candidate)
+        except NotDescribed as exc:
+            raise ProtocolError("bad-state", str(exc)) from None
         except Exception as exc:
             raise ProtocolError("bad-message", f"ICE candidate refused: {_describe(exc)}") from None
 
     async def on_mute(self, message: Mute) -> None:
-        assert self.participant is not None and self.room_name is not None
-        room = self.worker.rooms.get(self.room_name)
-        if room is not None:
-            room.set_muted(self.participant, Kind(message.kind), message.muted)
+        room, participant_id = self._in_room()
+        self.plane.set_muted(room, participant_id, Kind(message.kind), message.muted)
 
     async def on_tiles(self, message: Tiles) -> None:
-        assert self.participant is not None and self.participant.subscriber is not None
-        self.participant.subscriber.set_tiles({
+        room, participant_id = self._in_room()
+        self.plane.set_tiles(room, participant_id, {
             tile.participant_id: Tile(tile.width, tile.height, tile.visible)
             for tile in message.tiles
         })
 
     async def on_audio_only(self, message: AudioOnly) -> None:
-        assert self.participant is not None and self.participant.subscriber is not None
-        self.participant.subscriber.set_user_audio_only(message.enabled)
+        room, participant_id = self._in_room()
+        self.plane.set_audio_only(room, participant_id, message.enabled)
 
     async def on_uplink(self, message: Uplink) -> None:
-        assert self.participant is not None
-        self.participant.uplink_estimate_bps = message.available_bps
+        room, participant_id = self._in_room()
+        self.plane.set_uplink_estimate(room, participant_id, message.available_bps)
+
+    def _in_room(self) -> tuple[str, str]:
+        """(room, participant id); handlers past the join check run only while in the room."""
+        if self.participant_id is None or self.room_name is None:
+            raise ProtocolError("not-joined", "not in a room")
+        return self.room_name, self.participant_id
 
     async def on_leave(self, message: Leave) -> None:
         await self.leave()
@@ -309,8 +318,9 @@ class Session:
         self.send({"type": "pong", "id": message.id})
 
     async def leave(self, release: bool = True) -> None:
-        participant, room_name, session_id = self.participant, self.room_name, self._session_id
-        self.participant = None
+        participant_id, room_name, session_id = (
+            self.participant_id, self.room_name, self._session_id)
+        self.participant_id = None
         # The seat first: closing the media (peer connections) can take a while, and a
         # waiting participant should not find the room full meanwhile.
         if session_id is not None:
@@ -320,9 +330,9 @@ class Session:
                     self._waiting.principal.identity if self._waiting else "")
                 self.control.admission.release(room_name, identity, session_id)
         self._waiting = None
-        if participant is not None and room_name is not None:
-            await self.worker.leave(room_name, participant.id)
-            logger.info("%s left room %r", participant.id, room_name)
+        if participant_id is not None and room_name is not None:
+            await self.plane.leave(room_name, participant_id)
+            logger.info("%s left room %r", participant_id, room_name)
 
     async def kick(self, reason: str, release: bool = True) -> None:
         """Moderation or take-over: tell the client why, leave, and close the socket."""

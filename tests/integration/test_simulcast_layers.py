@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 
 from loadtest.simulcast import RembSubscriber, SimulcastPublisher, WidthWindow
-from signaling.app import WORKER
+from sfu.worker import Worker
+from signaling.app import MEDIA_PLANE
 from tests.conftest import base_url
 from tests.serverproc import running_server
 
@@ -71,7 +72,8 @@ async def test_server_receives_three_layers_by_rid(server) -> None:
     publisher = SimulcastPublisher(url, "three-layers")
     try:
         await publisher.join()
-        worker = server.app[WORKER]
+        worker = server.app[MEDIA_PLANE]
+        assert isinstance(worker, Worker)  # this test reads the in-process worker's rooms
 
         def video_producer():  # type: ignore[no-untyped-def]
             room = worker.rooms.get("three-layers")

@@ -1,0 +1,102 @@
+"""The media plane's one interface: what signaling, the recorder and a relay may ask of the SFU.
+
+Everything is addressed by room name and participant id; nothing outside ``sfu/`` holds a Room,
+Participant, Publisher or Subscriber. Answers are small typed values, and what happens inside
+comes back as typed events (``sfu/events.py``) through each participant's sink. ``Worker``
+(``sfu/worker.py``) is the in-process implementation; a worker in another process (one per
+core) or on another node implements the same Protocol.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sfu.downlink import Tile
+from sfu.events import EventSink, ParticipantState
+from sfu.types import Kind
+
+
+class Target(enum.Enum):
+    """Which of a participant's two connections an ICE candidate belongs to."""
+
+    PUBLISHER = "publisher"
+    SUBSCRIBER = "subscriber"
+
+
+class UnknownParticipant(KeyError):
+    """No such participant in that room (left, or never joined)."""
+
+
+class NotDescribed(RuntimeError):
+    """An ICE candidate came before the description it belongs to."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    name: str
+    participants: tuple[ParticipantState, ...]
+    pinned: str | None
+
+
+@dataclass(slots=True)
+class PlaneStats:
+    """Counters and gauges of the whole media plane, for ``/metrics`` and ``/healthz``."""
+
+    rooms: int = 0
+    participants: int = 0
+    producers: int = 0
+    consumers: int = 0
+    totals: Counter[str] = field(default_factory=Counter)  # monotonic: left + live participants
+    audio_only: dict[str, int] = field(default_factory=lambda: {"down": 0, "up": 0})
+    paused: Counter[str] = field(default_factory=Counter)  # consumers by PauseReason value
+
+
+class MediaPlane(Protocol):
+    ice_servers: tuple[str, ...]
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def join(self, room: str, participant_id: str, name: str, events: EventSink) -> RoomState:
+        """Enter a room; returns the room as it was just before (who is there, who is pinned)."""
+        ...
+
+    async def leave(self, room: str, participant_id: str) -> None: ...
+
+    async def publish(self, room: str, participant_id: str, offer_sdp: str) -> str:
+        """Apply the participant's publish offer; returns the answer (raises on a bad offer)."""
+        ...
+
+    def subscribe_answer(self, room: str, participant_id: str, answer_sdp: str) -> bool:
+        """The answer to our last subscribe offer; False when no offer is outstanding."""
+        ...
+
+    async def add_ice_candidate(self, room: str, participant_id: str, target: Target,
+                                candidate: Any | None) -> None:
+        """A remote candidate (None: end of candidates); raises ``NotDescribed`` if too early."""
+        ...
+
+    def set_muted(self, room: str, participant_id: str, kind: Kind, muted: bool) -> None:
+        """Pause (or resume) forwarding of a participant's audio or video to everyone."""
+        ...
+
+    def pin(self, room: str, participant_id: str | None) -> None: ...
+
+    def set_tiles(self, room: str, participant_id: str, tiles: Mapping[str, Tile]) -> None: ...
+
+    def set_audio_only(self, room: str, participant_id: str, enabled: bool) -> None: ...
+
+    def set_uplink_estimate(self, room: str, participant_id: str, bps: int | None) -> None: ...
+
+    def request_keyframe(self, room: str, participant_id: str) -> int:
+        """Ask a participant's video producers for a keyframe; returns how many were asked."""
+        ...
+
+    def room_state(self, room: str) -> RoomState | None: ...
+
+    def stats(self) -> PlaneStats: ...

@@ -1,0 +1,91 @@
+"""Media-plane events (``sfu/events.py``) as the client's WebSocket messages (docs/protocol.md).
+
+The only place where what the SFU tells us becomes JSON: one small function per event type,
+found through a table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sfu.events import (
+    AudioOnlyChanged,
+    MediaEvent,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantState,
+    Pinned,
+    PublishLayers,
+    Removed,
+    Speakers,
+    SubscribeOffer,
+    TrackMuted,
+)
+
+Message = dict[str, Any]
+
+
+def participant_json(state: ParticipantState) -> Message:
+    return {"id": state.id, "name": state.name,
+            "muted": {"audio": state.audio_muted, "video": state.video_muted}}
+
+
+def _joined(event: ParticipantJoined) -> Message:
+    return {"type": "participant_joined", "participant": participant_json(event.participant)}
+
+
+def _left(event: ParticipantLeft) -> Message:
+    return {"type": "participant_left", "participant_id": event.participant_id}
+
+
+def _muted(event: TrackMuted) -> Message:
+    return {"type": "track_muted", "participant_id": event.participant_id,
+            "kind": event.kind.value, "muted": event.muted}
+
+
+def _pinned(event: Pinned) -> Message:
+    return {"type": "pinned", "participant_id": event.participant_id}
+
+
+def _speakers(event: Speakers) -> Message:
+    return {"type": "speakers", "participant_ids": list(event.participant_ids)}
+
+
+def _offer(event: SubscribeOffer) -> Message:
+    return {"type": "subscribe_offer", "sdp": event.sdp, "tracks": {
+        mid: {"participant_id": track.participant_id, "kind": track.kind,
+              "stream_id": track.stream_id}
+        for mid, track in event.tracks.items()
+    }}
+
+
+def _bandwidth(event: AudioOnlyChanged) -> Message:
+    return {"type": "bandwidth", "direction": event.direction.value,
+            "audio_only": event.audio_only, "reason": event.reason,
+            "estimate_bps": event.estimate_bps, "threshold_bps": event.threshold_bps}
+
+
+def _layers(event: PublishLayers) -> Message:
+    return {"type": "publish_layers", "video": event.video, "active": dict(event.active)}
+
+
+def _removed(event: Removed) -> Message:
+    return {"type": "left", "reason": event.reason.value}
+
+
+_TO_JSON: dict[type, Callable[[Any], Message]] = {
+    ParticipantJoined: _joined,
+    ParticipantLeft: _left,
+    TrackMuted: _muted,
+    Pinned: _pinned,
+    Speakers: _speakers,
+    SubscribeOffer: _offer,
+    AudioOnlyChanged: _bandwidth,
+    PublishLayers: _layers,
+    Removed: _removed,
+}
+
+
+def to_json(event: MediaEvent) -> Message:
+    return _TO_JSON[type(event)](event)
