@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from sfu.downlink import Tile
 from sfu.events import EventSink, ParticipantState
+from sfu.local_subscriber import LocalSubscriber
 from sfu.types import Kind
 
 
@@ -96,6 +97,13 @@ class MediaPlane(Protocol):
     def request_keyframe(self, room: str, participant_id: str) -> int:
         """Ask a participant's video producers for a keyframe; returns how many were asked."""
         ...
+
+    def subscribe_local(self, room: str, subscriber_id: str,
+                        subscriber: LocalSubscriber) -> None:
+        """An in-process subscriber (the recorder) consumes every track of the room."""
+        ...
+
+    def unsubscribe_local(self, room: str, subscriber_id: str) -> None: ...
 
     def room_state(self, room: str) -> RoomState | None: ...
 

@@ -25,6 +25,7 @@ from sfu.events import (
     Speakers,
     TrackMuted,
 )
+from sfu.local_subscriber import LocalConsumers, LocalSubscriber
 from sfu.producer import Producer
 from sfu.publisher import Publisher
 from sfu.subscriber import Subscriber
@@ -91,6 +92,7 @@ class Room:
         self.retired: Counter[str] = retired if retired is not None else Counter()
         self.speakers: list[str] = []
         self.pinned: str | None = None  # the chair's video, first for everyone
+        self.local: dict[str, LocalConsumers] = {}  # in-process subscribers (the recorder)
 
     def __len__(self) -> int:
         return len(self.participants)
@@ -133,6 +135,26 @@ class Room:
         for other in self.others(producer.participant_id):
             if other.subscriber is not None:
                 other.subscriber.add_producer(producer)
+        for local in self.local.values():
+            local.add_producer(producer, self._name_of(producer.participant_id))
+
+    def _name_of(self, participant_id: str) -> str:
+        participant = self.participants.get(participant_id)
+        return participant.name if participant is not None else ""
+
+    def add_local(self, subscriber_id: str, subscriber: LocalSubscriber) -> None:
+        """An in-process subscriber consumes every ready producer, now and as they come."""
+        if subscriber_id in self.local:
+            raise ValueError(f"local subscriber {subscriber_id!r} is already in {self.name!r}")
+        local = self.local[subscriber_id] = LocalConsumers(subscriber, subscriber_id)
+        for participant in self.participants.values():
+            for producer in participant.producers:
+                local.add_producer(producer, participant.name)
+
+    def remove_local(self, subscriber_id: str) -> None:
+        local = self.local.pop(subscriber_id, None)
+        if local is not None:
+            local.close()
 
     def set_muted(self, participant: Participant, kind: Kind, muted: bool) -> None:
         participant.muted[kind.value] = muted
@@ -163,6 +185,8 @@ class Room:
     def maintain(self, now: float) -> None:
         """Periodic: speakers; tell each publisher which encodings to send, and whether video."""
         self.update_speakers()
+        for local in self.local.values():
+            local.tick(now)
         for participant in self.participants.values():
             publisher = participant.publisher
             if publisher is None:
@@ -200,6 +224,8 @@ class Room:
             for other in self.participants.values():
                 if other.subscriber is not None:
                     other.subscriber.remove_producer(producer.id)
+            for local in self.local.values():
+                local.remove_producer(producer.id)
         for other in self.participants.values():
             other.notify(ParticipantLeft(participant_id))
         closing = []

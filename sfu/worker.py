@@ -21,6 +21,7 @@ from sfu import aiortc_hooks
 from sfu.audio_only import DEFAULT_THRESHOLD_BPS, AudioOnlyGate
 from sfu.downlink import DownlinkPolicy, Tile
 from sfu.events import EventSink, LeaveReason, Removed, SubscribeOffer, TrackDescription
+from sfu.local_subscriber import LocalSubscriber
 from sfu.plane import NotDescribed, PlaneStats, RoomState, Target, UnknownParticipant
 from sfu.publisher import Publisher
 from sfu.room import Participant, Room, retire_counters
@@ -128,7 +129,7 @@ class Worker:
         if live is None:
             return
         await live.remove(participant_id)
-        if not live.participants:
+        if not live.participants and not live.local:
             self.rooms.pop(room, None)
 
     async def close(self) -> None:
@@ -209,6 +210,18 @@ class Worker:
                     producer.request_keyframe(now, layer.index)
                     asked += 1
         return asked
+
+    def subscribe_local(self, room: str, subscriber_id: str,
+                        subscriber: LocalSubscriber) -> None:
+        self.room(room).add_local(subscriber_id, subscriber)
+
+    def unsubscribe_local(self, room: str, subscriber_id: str) -> None:
+        live = self.rooms.get(room)
+        if live is None:
+            return
+        live.remove_local(subscriber_id)
+        if not live.participants and not live.local:
+            self.rooms.pop(room, None)
 
     def room_state(self, room: str) -> RoomState | None:
         live = self.rooms.get(room)
