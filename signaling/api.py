@@ -50,9 +50,12 @@ from signaling.api_models import (
     RoomPatch,
     TokenIn,
     TokenOut,
+    VoidIn,
+    VoidOut,
 )
 from signaling.auth import create_join_token, hash_secret_token, new_secret_token
-from signaling.control import Moderator, invitation_link, token_link
+from signaling.control import ControlPlane, Moderator, invitation_link, token_link
+from signaling.ratelimit import Key, account_key, address_key
 from signaling.store import Account, Endpoint, Invitation, Meeting, NotFound, Room
 from signaling.store.schedule import check_meeting_times, is_on, next_start
 
@@ -115,19 +118,36 @@ def org_for_create(call: Call, org_id: int | None) -> int:
     return me.org_id
 
 
+HOST_IDENTITY_PREFIXES = ("account:", "endpoint:", "guest:")
+"""Identities the server gives out itself: a host naming one in a token could take the seat
+(and evict the holder) of that account, device or guest anywhere."""
+
+
+def _password_keys(kind: tuple[str, str], account: str, call: Call) -> list[Key]:
+    address = call.request.remote or "?"
+    return [(kind[0], account_key(account, address)), (kind[1], address_key(address))]
+
+
+def _take(control: ControlPlane, keys: list[Key], now: float) -> None:
+    wait = control.limiter.take_all(keys, now)
+    if wait > 0:
+        raise ApiError(429, "rate-limited", f"too many failed attempts; try again in "
+                                            f"{int(wait) + 1} s",
+                       headers={"Retry-After": str(int(wait) + 1)})
+
+
+LOGIN = (ratelimit.LOGIN_ACCOUNT, ratelimit.LOGIN_ADDRESS)
+PASSWORD = (ratelimit.PASSWORD_ACCOUNT, ratelimit.PASSWORD_ADDRESS)
+
+
 # -- login ---------------------------------------------------------------------------------------
 
 
 async def login(call: Call) -> web.Response:
     body: LoginIn = call.body
     control, now = call.control, call.control.clock()
-    keys = [(ratelimit.LOGIN_ACCOUNT, body.username),
-            (ratelimit.LOGIN_ADDRESS, call.request.remote or "?")]
-    wait = control.limiter.take_all(keys, now)
-    if wait > 0:
-        raise ApiError(429, "rate-limited", f"too many failed logins; try again in "
-                                            f"{int(wait) + 1} s",
-                       headers={"Retry-After": str(int(wait) + 1)})
+    keys = _password_keys(LOGIN, body.username, call)
+    _take(control, keys, now)
     account = await control.store.find_account(body.username)
     valid = await control.passwords.verify(account.password_hash if account else None,
                                            body.password)
@@ -207,6 +227,19 @@ async def get_account(call: Call) -> web.Response:
 
 async def set_password(call: Call) -> web.Response:
     account = await _visible_account(call, write=True)
+    body: PasswordIn = call.body
+    if account.id == call.me.id:
+        # Your own: prove it is you (an unattended or stolen API session must not be enough
+        # to take the account over). Resetting a member's, a host or operator need not know it.
+        if body.current_password is None:
+            raise ApiError(400, "bad-request", "give your current password to change it",
+                           "current_password")
+        control, now = call.control, call.control.clock()
+        keys = _password_keys(LOGIN, account.username, call)
+        _take(control, keys, now)
+        if not await control.passwords.verify(account.password_hash, body.current_password):
+            raise ApiError(403, "bad-password", "wrong current password", "current_password")
+        control.limiter.refund_all(keys, now)
     await call.control.store.set_account_password(
         account.id, await call.control.passwords.hash(call.body.password))
     return no_content()
@@ -218,6 +251,20 @@ async def delete_account(call: Call) -> web.Response:
         raise forbidden("you cannot delete your own account")
     await call.control.store.delete_account(account.id)
     return no_content()
+
+
+def _void_time(call: Call) -> float:
+    body: VoidIn = call.body
+    now = call.control.clock()
+    if body.before is not None and body.before > now:
+        raise ApiError(400, "bad-request", "before must not be in the future", "before")
+    return now if body.before is None else body.before
+
+
+async def void_account_tokens(call: Call) -> web.Response:
+    account = await _visible_account(call, write=True)
+    before = await call.control.store.void_account_tokens(account.id, _void_time(call))
+    return reply(VoidOut(tokens_void_before=before))
 
 
 # -- rooms and members ---------------------------------------------------------------------------
@@ -279,11 +326,24 @@ async def list_members(call: Call) -> web.Response:
     return reply([account_out(a) for a in await call.control.store.list_members(room.id)])
 
 
+async def _account_of_my_org(call: Call, account_id: int) -> Account:
+    """An account the caller may put in a room or meeting; another organisation's answers as
+    an unknown one does (404), so its name, role and organisation are never disclosed."""
+    try:
+        account = await call.control.store.get_account(account_id)
+    except NotFound:
+        account = None
+    if account is None or not (call.me.role == "operator" or (
+            account.org_id is not None and account.org_id == call.me.org_id)):
+        raise NotFound("account", account_id)
+    return account
+
+
 async def add_member(call: Call) -> web.Response:
     room = await managed_room(call)
-    account_id = call.body.account_id
-    await call.control.store.add_member(room.id, account_id)
-    return reply(account_out(await call.control.store.get_account(account_id)), 201)
+    account = await _account_of_my_org(call, call.body.account_id)
+    await call.control.store.add_member(room.id, account.id)
+    return reply(account_out(account), 201)
 
 
 async def remove_member(call: Call) -> web.Response:
@@ -328,6 +388,15 @@ async def create_meeting(call: Call) -> web.Response:
     room = await managed_room(call)
     body: MeetingIn = call.body
     try:
+        for account_id in body.account_ids:
+            await _account_of_my_org(call, account_id)
+        for endpoint_id in body.endpoint_ids:
+            endpoint = await call.control.store.get_endpoint(endpoint_id)
+            if not manages_org(call.me, endpoint.org_id):
+                raise NotFound("endpoint", endpoint_id)
+    except NotFound as exc:
+        raise ApiError(400, "bad-request", str(exc), f"{exc.entity}_ids") from None
+    try:
         check_meeting_times(body.first_date, body.start, body.end, body.until)
     except ValueError as exc:
         field = "until" if "until" in str(exc) else "end" if "end" in str(exc) else "first_date"
@@ -342,6 +411,12 @@ async def create_meeting(call: Call) -> web.Response:
     return reply(meeting_out(meeting, room.name, call.control.clock()), 201)
 
 
+async def void_room_tokens(call: Call) -> web.Response:
+    room = await managed_room(call)
+    before = await call.control.store.void_room_tokens(room.id, _void_time(call))
+    return reply(VoidOut(tokens_void_before=before))
+
+
 async def delete_meeting(call: Call) -> web.Response:
     room = await managed_room(call)
     await call.control.store.delete_meeting(room.id, call.int_param("id"))
@@ -352,18 +427,34 @@ async def create_token(call: Call) -> web.Response:
     body: TokenIn = call.body
     store, me = call.control.store, call.me
     room = await store.get_room(call.param("name"))
+    now = call.control.clock()
     if manages_org(me, room.org_id):
-        identity = body.identity or f"token:{new_secret_token()[0][:12]}"
+        if body.identity is not None and body.identity.startswith(HOST_IDENTITY_PREFIXES):
+            raise ApiError(400, "bad-request", "identities starting with account:, endpoint: "
+                                               "or guest: are the server's own", "identity")
+        # Minted identities live in their organisation's own namespace: a seat is keyed by
+        # identity, so a bare name would let one organisation's token take over (evict) a
+        # participant of another's.
+        identity = f"token:{room.org_id}:{body.identity or new_secret_token()[0][:12]}"
         role = body.role
     elif await store.is_member(room.id, me.id):
         if body.role != "member" or body.identity not in (None, f"account:{me.id}"):
             raise forbidden("members may create member tokens for themselves only")
+        if room.password_hash is not None:
+            # A join with the account must give the room password: so must its token.
+            keys = _password_keys(PASSWORD, me.username, call)
+            _take(call.control, keys, now)
+            if body.room_password is None or not await call.control.passwords.verify(
+                    room.password_hash, body.room_password):
+                raise ApiError(403, "bad-password", f"room {room.name!r} has a password: give "
+                                                    "it as room_password", "room_password")
+            call.control.limiter.refund_all(keys, now)
         identity, role = f"account:{me.id}", body.role
     else:
         raise forbidden(f"you are not a member of room {room.name!r}")
-    now = call.control.clock()
     token = create_join_token(call.control.secret, room.name, identity, body.name, role,
-                              body.can_publish, body.can_subscribe, body.ttl_s, now=now)
+                              body.can_publish, body.can_subscribe, body.ttl_s, now=now,
+                              room_instance=room.instance)
     return reply(TokenOut(token=token, link=token_link(room.name, token), identity=identity,
                           expires_at=float(int(now + body.ttl_s))), 201)
 
@@ -496,6 +587,8 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/accounts/{id}/password", set_password, "Set an account's password "
           "(ends its API sessions)", "any", PasswordIn, status=204),
     Route("DELETE", "/api/accounts/{id}", delete_account, "Delete an account", status=204),
+    Route("POST", "/api/accounts/{id}/void-tokens", void_account_tokens, "Void the account's "
+          "join tokens issued before a time (default now)", "any", VoidIn, VoidOut),
     Route("GET", "/api/rooms", list_rooms, "Rooms (members: theirs)", "any",
           answer=list[RoomOut]),
     Route("POST", "/api/rooms", create_room, "Create a room", body=RoomIn, answer=RoomOut,
@@ -519,6 +612,8 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", R + "/meetings/{id}", delete_meeting, "Cancel a meeting", status=204),
     Route("POST", R + "/tokens", create_token, "A signed join token (members: for themselves)",
           "any", TokenIn, TokenOut, 201),
+    Route("POST", R + "/void-tokens", void_room_tokens, "Void the room's join tokens issued "
+          "before a time (default now)", body=VoidIn, answer=VoidOut),
     Route("GET", "/api/endpoints", list_endpoints, "Endpoint devices",
           answer=list[EndpointOut]),
     Route("POST", "/api/endpoints", create_endpoint, "Register an endpoint device (its "
