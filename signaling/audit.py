@@ -42,11 +42,13 @@ class _Open:
 
 class JoinAudit:
     def __init__(self, store: Store, *, merge_s: float = MERGE_S,
-                 retention_s: float = RETENTION_S, keep_max: int = KEEP_MAX) -> None:
+                 retention_s: float = RETENTION_S, keep_max: int = KEEP_MAX,
+                 max_open: int = MAX_OPEN) -> None:
         self.store = store
         self.merge_s = merge_s
         self.retention_s = retention_s
         self.keep_max = keep_max
+        self.max_open = max_open
         self._open: dict[_Key, _Open] = {}  # insertion order = oldest window first
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pruned_at: float | None = None
@@ -63,7 +65,7 @@ class JoinAudit:
             entry.last_at = now
             return
         self._open[key] = _Open(now, self._spawn(self._insert(record)))
-        while len(self._open) > MAX_OPEN:
+        while len(self._open) > self.max_open:
             self._close(next(iter(self._open)))
         if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY_S:
             self._pruned_at = now
