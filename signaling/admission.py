@@ -27,6 +27,7 @@ from signaling.auth import (
     Passwords,
     create_join_token,
     hash_secret_token,
+    room_password_key,
     secret_matches,
     verify_join_token,
 )
@@ -239,6 +240,10 @@ class Admission:
         if not await self.store.is_member(room.id, account.id):
             raise JoinRefused("not-invited", f"{account.username} is no longer a member of "
                                              f"room {room_name!r}")
+        if room.password_hash is not None and \
+                grants.room_key != room_password_key(room.password_hash):
+            raise JoinRefused("bad-token", f"the password of room {room_name!r} changed since "
+                                           "this join token was made; ask for a new one")
 
     async def _check_invitation_token(self, room_name: str, room: Room | None,
                                       invitation_id: int) -> None:

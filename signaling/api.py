@@ -53,7 +53,12 @@ from signaling.api_models import (
     VoidIn,
     VoidOut,
 )
-from signaling.auth import create_join_token, hash_secret_token, new_secret_token
+from signaling.auth import (
+    create_join_token,
+    hash_secret_token,
+    new_secret_token,
+    room_password_key,
+)
 from signaling.control import ControlPlane, Moderator, invitation_link, token_link
 from signaling.ratelimit import Key, account_key, address_key
 from signaling.store import Account, Endpoint, Invitation, Meeting, NotFound, Room
@@ -428,6 +433,7 @@ async def create_token(call: Call) -> web.Response:
     store, me = call.control.store, call.me
     room = await store.get_room(call.param("name"))
     now = call.control.clock()
+    room_key = None
     if manages_org(me, room.org_id):
         if body.identity is not None and body.identity.startswith(HOST_IDENTITY_PREFIXES):
             raise ApiError(400, "bad-request", "identities starting with account:, endpoint: "
@@ -449,12 +455,13 @@ async def create_token(call: Call) -> web.Response:
                 raise ApiError(403, "bad-password", f"room {room.name!r} has a password: give "
                                                     "it as room_password", "room_password")
             call.control.limiter.refund_all(keys, now)
+            room_key = room_password_key(room.password_hash)
         identity, role = f"account:{me.id}", body.role
     else:
         raise forbidden(f"you are not a member of room {room.name!r}")
     token = create_join_token(call.control.secret, room.name, identity, body.name, role,
                               body.can_publish, body.can_subscribe, body.ttl_s, now=now,
-                              room_instance=room.instance)
+                              room_instance=room.instance, room_key=room_key)
     return reply(TokenOut(token=token, link=token_link(room.name, token), identity=identity,
                           expires_at=float(int(now + body.ttl_s))), 201)
 

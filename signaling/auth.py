@@ -124,6 +124,12 @@ def secret_matches(secret_hash: str, token: str) -> bool:
     return hmac.compare_digest(secret_hash, hash_secret_token(token))
 
 
+def room_password_key(password_hash: str) -> str:
+    """Names a room password (by its salted hash) in a member's token, so that changing the
+    password ends the tokens minted under the old one. Reveals nothing about the password."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
 def load_or_create_secret(data_dir: Path) -> bytes:
     """The server's token-signing key, created on first start (0600: it signs every grant)."""
     path = data_dir / SECRET_FILE
@@ -162,12 +168,15 @@ class Grants(msgspec.Struct, frozen=True):
     issued_at: float = 0.0
     invitation: int | None = None
     """A guest's rejoin token names the invitation it came from, which must still stand."""
+    room_key: str | None = None
+    """A member's own token for a room with a password: which password it was minted under."""
 
 
 def create_join_token(secret: bytes, room: str, identity: str, name: str, role: JoinRole,
                       can_publish: bool = True, can_subscribe: bool = True,
                       ttl_s: float = DEFAULT_TOKEN_TTL_S, now: float | None = None, *,
-                      room_instance: str | None = None, invitation: int | None = None) -> str:
+                      room_instance: str | None = None, invitation: int | None = None,
+                      room_key: str | None = None) -> str:
     """A signed join token. ``room_instance`` binds it to one stored room (a later room of the
     same name refuses it); ``invitation`` names the invitation a guest's rejoin token came from.
     """
@@ -184,6 +193,8 @@ def create_join_token(secret: bytes, room: str, identity: str, name: str, role: 
         claims["rid"] = room_instance
     if invitation is not None:
         claims["inv"] = invitation
+    if room_key is not None:
+        claims["rk"] = room_key
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -206,7 +217,7 @@ def verify_join_token(secret: bytes, token: str, now: float, room: str | None = 
             role=claims["role"], can_publish=claims.get("can_publish", True),
             can_subscribe=claims.get("can_subscribe", True), expires_at=float(claims["exp"]),
             room_instance=claims.get("rid"), issued_at=claims.get("iat", 0.0),
-            invitation=claims.get("inv"),
+            invitation=claims.get("inv"), room_key=claims.get("rk"),
         )
         grants = msgspec.convert(msgspec.to_builtins(grants), Grants)
     except (msgspec.ValidationError, TypeError, ValueError) as exc:

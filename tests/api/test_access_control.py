@@ -216,6 +216,13 @@ async def test_member_token_needs_the_room_password_and_ends_with_the_membership
     await socket.ws.close()
     await live.until_empty("p")
 
+    # A new room password ends the tokens minted under the old one.
+    await live.call("PATCH", "/api/rooms/p", host_a, {"password": "Moi-Mat-Khau"})
+    _, reply = await live.join(room="p", token=token)
+    assert reply.get("code") == "bad-token" and "password" in reply["message"], reply
+    token = (await live.call("POST", "/api/rooms/p/tokens", me,
+                             {"name": "Lan", "room_password": "Moi-Mat-Khau"}, 201))["token"]
+
     await live.call("DELETE", f"/api/rooms/p/members/{lan}", host_a, expect=204)
     _, reply = await live.join(room="p", token=token)
     assert reply.get("code") == "not-invited" and "no longer a member" in reply["message"]
