@@ -15,7 +15,19 @@ from contextlib import contextmanager
 import msgspec
 from aiohttp import web
 
-from signaling import ratelimit
+from signaling.api_access import (
+    LOGIN,
+    account_of_my_org,
+    create_token,
+    managed_room,
+    manages_org,
+    org_for_create,
+    password_keys,
+    take_attempt,
+    visible_account,
+    void_account_tokens,
+    void_room_tokens,
+)
 from signaling.api_http import (
     ApiError,
     Call,
@@ -53,14 +65,8 @@ from signaling.api_models import (
     VoidIn,
     VoidOut,
 )
-from signaling.auth import (
-    create_join_token,
-    hash_secret_token,
-    new_secret_token,
-    room_password_key,
-)
-from signaling.control import ControlPlane, Moderator, invitation_link, token_link
-from signaling.ratelimit import Key, account_key, address_key
+from signaling.auth import hash_secret_token, new_secret_token
+from signaling.control import Moderator, invitation_link
 from signaling.store import Account, Endpoint, Invitation, Meeting, NotFound, Room
 from signaling.store.schedule import check_meeting_times, is_on, next_start
 
@@ -95,64 +101,14 @@ def endpoint_out(e: Endpoint, secret: str | None = None) -> EndpointOut:
                        last_seen_at=e.last_seen_at, secret=secret)
 
 
-# -- access rules --------------------------------------------------------------------------------
-
-
-def manages_org(account: Account, org_id: int) -> bool:
-    return account.role == "operator" or (account.role == "host" and account.org_id == org_id)
-
-
-async def managed_room(call: Call) -> Room:
-    """The room in the path, if the caller's organisation owns it (or the caller operates)."""
-    room = await call.control.store.get_room(call.param("name"))
-    if not manages_org(call.me, room.org_id):
-        raise forbidden(f"room {room.name!r} belongs to another organisation")
-    return room
-
-
-def org_for_create(call: Call, org_id: int | None) -> int:
-    """Hosts act for their own organisation; operators must say which."""
-    me = call.me
-    if me.role == "operator":
-        if org_id is None:
-            raise ApiError(400, "bad-request", "an operator must give org_id", "org_id")
-        return org_id
-    assert me.org_id is not None
-    if org_id not in (None, me.org_id):
-        raise forbidden("hosts act only for their own organisation")
-    return me.org_id
-
-
-HOST_IDENTITY_PREFIXES = ("account:", "endpoint:", "guest:")
-"""Identities the server gives out itself: a host naming one in a token could take the seat
-(and evict the holder) of that account, device or guest anywhere."""
-
-
-def _password_keys(kind: tuple[str, str], account: str, call: Call) -> list[Key]:
-    address = call.request.remote or "?"
-    return [(kind[0], account_key(account, address)), (kind[1], address_key(address))]
-
-
-def _take(control: ControlPlane, keys: list[Key], now: float) -> None:
-    wait = control.limiter.take_all(keys, now)
-    if wait > 0:
-        raise ApiError(429, "rate-limited", f"too many failed attempts; try again in "
-                                            f"{int(wait) + 1} s",
-                       headers={"Retry-After": str(int(wait) + 1)})
-
-
-LOGIN = (ratelimit.LOGIN_ACCOUNT, ratelimit.LOGIN_ADDRESS)
-PASSWORD = (ratelimit.PASSWORD_ACCOUNT, ratelimit.PASSWORD_ADDRESS)
-
-
 # -- login ---------------------------------------------------------------------------------------
 
 
 async def login(call: Call) -> web.Response:
     body: LoginIn = call.body
     control, now = call.control, call.control.clock()
-    keys = _password_keys(LOGIN, body.username, call)
-    _take(control, keys, now)
+    keys = password_keys(LOGIN, body.username, call)
+    take_attempt(control, keys, now)
     account = await control.store.find_account(body.username)
     valid = await control.passwords.verify(account.password_hash if account else None,
                                            body.password)
@@ -215,23 +171,12 @@ async def create_account(call: Call) -> web.Response:
     return reply(account_out(account), 201)
 
 
-async def _visible_account(call: Call, write: bool = False) -> Account:
-    account = await call.control.store.get_account(call.int_param("id"))
-    me = call.me
-    if me.role == "operator" or me.id == account.id:
-        return account
-    if me.role == "host" and account.org_id == me.org_id and (
-            not write or account.role == "member"):
-        return account
-    raise forbidden("not an account of your organisation")
-
-
 async def get_account(call: Call) -> web.Response:
-    return reply(account_out(await _visible_account(call)))
+    return reply(account_out(await visible_account(call)))
 
 
 async def set_password(call: Call) -> web.Response:
-    account = await _visible_account(call, write=True)
+    account = await visible_account(call, write=True)
     body: PasswordIn = call.body
     if account.id == call.me.id:
         # Your own: prove it is you (an unattended or stolen API session must not be enough
@@ -240,8 +185,8 @@ async def set_password(call: Call) -> web.Response:
             raise ApiError(400, "bad-request", "give your current password to change it",
                            "current_password")
         control, now = call.control, call.control.clock()
-        keys = _password_keys(LOGIN, account.username, call)
-        _take(control, keys, now)
+        keys = password_keys(LOGIN, account.username, call)
+        take_attempt(control, keys, now)
         if not await control.passwords.verify(account.password_hash, body.current_password):
             raise ApiError(403, "bad-password", "wrong current password", "current_password")
         control.limiter.refund_all(keys, now)
@@ -251,25 +196,11 @@ async def set_password(call: Call) -> web.Response:
 
 
 async def delete_account(call: Call) -> web.Response:
-    account = await _visible_account(call, write=True)
+    account = await visible_account(call, write=True)
     if account.id == call.me.id:
         raise forbidden("you cannot delete your own account")
     await call.control.store.delete_account(account.id)
     return no_content()
-
-
-def _void_time(call: Call) -> float:
-    body: VoidIn = call.body
-    now = call.control.clock()
-    if body.before is not None and body.before > now:
-        raise ApiError(400, "bad-request", "before must not be in the future", "before")
-    return now if body.before is None else body.before
-
-
-async def void_account_tokens(call: Call) -> web.Response:
-    account = await _visible_account(call, write=True)
-    before = await call.control.store.void_account_tokens(account.id, _void_time(call))
-    return reply(VoidOut(tokens_void_before=before))
 
 
 # -- rooms and members ---------------------------------------------------------------------------
@@ -331,22 +262,9 @@ async def list_members(call: Call) -> web.Response:
     return reply([account_out(a) for a in await call.control.store.list_members(room.id)])
 
 
-async def _account_of_my_org(call: Call, account_id: int) -> Account:
-    """An account the caller may put in a room or meeting; another organisation's answers as
-    an unknown one does (404), so its name, role and organisation are never disclosed."""
-    try:
-        account = await call.control.store.get_account(account_id)
-    except NotFound:
-        account = None
-    if account is None or not (call.me.role == "operator" or (
-            account.org_id is not None and account.org_id == call.me.org_id)):
-        raise NotFound("account", account_id)
-    return account
-
-
 async def add_member(call: Call) -> web.Response:
     room = await managed_room(call)
-    account = await _account_of_my_org(call, call.body.account_id)
+    account = await account_of_my_org(call, call.body.account_id)
     await call.control.store.add_member(room.id, account.id)
     return reply(account_out(account), 201)
 
@@ -394,7 +312,7 @@ async def create_meeting(call: Call) -> web.Response:
     body: MeetingIn = call.body
     try:
         for account_id in body.account_ids:
-            await _account_of_my_org(call, account_id)
+            await account_of_my_org(call, account_id)
         for endpoint_id in body.endpoint_ids:
             endpoint = await call.control.store.get_endpoint(endpoint_id)
             if not manages_org(call.me, endpoint.org_id):
@@ -416,54 +334,10 @@ async def create_meeting(call: Call) -> web.Response:
     return reply(meeting_out(meeting, room.name, call.control.clock()), 201)
 
 
-async def void_room_tokens(call: Call) -> web.Response:
-    room = await managed_room(call)
-    before = await call.control.store.void_room_tokens(room.id, _void_time(call))
-    return reply(VoidOut(tokens_void_before=before))
-
-
 async def delete_meeting(call: Call) -> web.Response:
     room = await managed_room(call)
     await call.control.store.delete_meeting(room.id, call.int_param("id"))
     return no_content()
-
-
-async def create_token(call: Call) -> web.Response:
-    body: TokenIn = call.body
-    store, me = call.control.store, call.me
-    room = await store.get_room(call.param("name"))
-    now = call.control.clock()
-    room_key = None
-    if manages_org(me, room.org_id):
-        if body.identity is not None and body.identity.startswith(HOST_IDENTITY_PREFIXES):
-            raise ApiError(400, "bad-request", "identities starting with account:, endpoint: "
-                                               "or guest: are the server's own", "identity")
-        # Minted identities live in their organisation's own namespace: a seat is keyed by
-        # identity, so a bare name would let one organisation's token take over (evict) a
-        # participant of another's.
-        identity = f"token:{room.org_id}:{body.identity or new_secret_token()[0][:12]}"
-        role = body.role
-    elif await store.is_member(room.id, me.id):
-        if body.role != "member" or body.identity not in (None, f"account:{me.id}"):
-            raise forbidden("members may create member tokens for themselves only")
-        if room.password_hash is not None:
-            # A join with the account must give the room password: so must its token.
-            keys = _password_keys(PASSWORD, me.username, call)
-            _take(call.control, keys, now)
-            if body.room_password is None or not await call.control.passwords.verify(
-                    room.password_hash, body.room_password):
-                raise ApiError(403, "bad-password", f"room {room.name!r} has a password: give "
-                                                    "it as room_password", "room_password")
-            call.control.limiter.refund_all(keys, now)
-            room_key = room_password_key(room.password_hash)
-        identity, role = f"account:{me.id}", body.role
-    else:
-        raise forbidden(f"you are not a member of room {room.name!r}")
-    token = create_join_token(call.control.secret, room.name, identity, body.name, role,
-                              body.can_publish, body.can_subscribe, body.ttl_s, now=now,
-                              room_instance=room.instance, room_key=room_key)
-    return reply(TokenOut(token=token, link=token_link(room.name, token), identity=identity,
-                          expires_at=float(int(now + body.ttl_s))), 201)
 
 
 # -- endpoint devices ----------------------------------------------------------------------------
