@@ -466,7 +466,8 @@ ROUTES: tuple[Route, ...] = (
           body=AccountIn, answer=AccountOut, status=201),
     Route("GET", "/api/accounts/{id}", get_account, "One account", "any", answer=AccountOut),
     Route("PUT", "/api/accounts/{id}/password", set_password, "Set an account's password "
-          "(ends its API sessions)", "any", PasswordIn, status=204),
+          "(your own: give current_password; ends its API sessions)", "any", PasswordIn,
+          status=204),
     Route("DELETE", "/api/accounts/{id}", delete_account, "Delete an account", status=204),
     Route("POST", "/api/accounts/{id}/void-tokens", void_account_tokens, "Void the account's "
           "join tokens issued before a time (default now)", "any", VoidIn, VoidOut),
