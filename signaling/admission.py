@@ -159,8 +159,8 @@ class Admission:
             self._limit(socket_keys + address_keys, now)
             room = await self.store.find_room(room_name)
             principal = await self._authenticate(room_name, room, credentials, address, now)
-            self.limiter.refund_all(address_keys, now)
             await self._check_not_removed(room_name, room, principal.identity, now)
+            self.limiter.refund_all(address_keys, now)  # the credentials hold
             outcome = self._enter(room_name, room, principal, session_id, credentials.take_over,
                                   now)
         except JoinRefused as refused:
