@@ -204,6 +204,9 @@ class Admission:
         if room is not None:
             # The name alone is not enough: a token kept after its room was deleted must not
             # open a later room of the same name (another organisation's, with other rules).
+            if grants.room_instance is None:  # made before tokens named the instance
+                raise JoinRefused("bad-token", f"this join token does not name an instance of "
+                                               f"room {room_name!r}; ask for a new one")
             if grants.room_instance != room.instance:
                 raise JoinRefused("bad-token", f"this join token was made for an earlier room "
                                                f"named {room_name!r}; ask for a new one")
