@@ -10,7 +10,6 @@ concurrent joins can never overfill a room (50 at once into a room of 26 seat ex
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -20,16 +19,19 @@ from dataclasses import dataclass, field
 import msgspec
 
 from signaling import ratelimit
+from signaling.audit import JoinAudit
 from signaling.auth import (
+    Grants,
     JoinRefused,
     JoinRole,
     Passwords,
     create_join_token,
     hash_secret_token,
+    room_password_key,
     secret_matches,
     verify_join_token,
 )
-from signaling.ratelimit import RateLimiter
+from signaling.ratelimit import RateLimiter, account_key, address_key
 from signaling.store import DEFAULT_CAPACITY, InvitationUnusable, JoinRecord, NotFound, Room, Store
 from signaling.store.schedule import EARLY_JOIN_S, is_on, next_start
 
@@ -114,7 +116,8 @@ class Admission:
     def __init__(self, store: Store, secret: bytes, passwords: Passwords,
                  limiter: RateLimiter | None = None, *, open_rooms: bool = False,
                  open_room_capacity: int = DEFAULT_CAPACITY,
-                 clock: Callable[[], float] = time.time, audit: bool = True) -> None:
+                 clock: Callable[[], float] = time.time, audit: bool = True,
+                 join_audit: JoinAudit | None = None) -> None:
         self.store = store
         self.secret = secret
         self.passwords = passwords
@@ -123,32 +126,41 @@ class Admission:
         self.open_room_capacity = open_room_capacity
         self.clock = clock
         self.audit = audit
+        self.join_audit = join_audit or JoinAudit(store)
         self._rooms: dict[str, _RoomSeats] = {}
         self._where: dict[str, tuple[str, str]] = {}  # identity -> (room, session id)
         self._lobby: dict[str, dict[str, Waiting]] = {}  # room -> session id -> waiting
-        self._audit_tasks: set[asyncio.Task[None]] = set()
-        self._dummy_hash: str | None = None
+        # room -> identity a host removed -> until when it stays out
+        self._removed: dict[str, dict[str, float]] = {}
 
     async def close(self) -> None:
         """Finish the audit writes in flight (call before closing the store)."""
-        if self._audit_tasks:
-            await asyncio.gather(*self._audit_tasks, return_exceptions=True)
+        await self.join_audit.close()
 
     # -- the rules -----------------------------------------------------------------------------
 
     async def admit(self, room_name: str, credentials: Credentials, address: str,
-                    session_id: str) -> Admitted | Waiting:
+                    session_id: str, *, connection: str | None = None) -> Admitted | Waiting:
         """Authenticate and apply the rules; seat, park in the lobby, or raise ``JoinRefused``.
 
         One way in is used, first present first: ``token``; ``invite``; ``endpoint_id`` with
         ``endpoint_secret``; ``username`` with ``password`` (and ``room_password`` when the room
         has one); else, in open-rooms mode, anyone with a name.
+
+        Every attempt spends from its address's bucket (given back once the credentials hold)
+        and, with ``connection`` (one key per WebSocket), from that socket's bucket (never given
+        back): unauthenticated floods are cut off before they touch the store.
         """
         now = self.clock()
         principal: Principal | None = None
+        address_keys = [(ratelimit.JOIN_ADDRESS, address_key(address))]
+        socket_keys = [] if connection is None else [(ratelimit.JOIN_SOCKET, connection)]
         try:
+            self._limit(socket_keys + address_keys, now)
             room = await self.store.find_room(room_name)
             principal = await self._authenticate(room_name, room, credentials, address, now)
+            await self._check_not_removed(room_name, room, principal.identity, now)
+            self.limiter.refund_all(address_keys, now)  # the credentials hold
             outcome = self._enter(room_name, room, principal, session_id, credentials.take_over,
                                   now)
         except JoinRefused as refused:
@@ -161,7 +173,7 @@ class Admission:
     async def _authenticate(self, room_name: str, room: Room | None, credentials: Credentials,
                             address: str, now: float) -> Principal:
         if credentials.token is not None:
-            return self._by_token(room_name, room, credentials.token, address, now)
+            return await self._by_token(room_name, room, credentials.token, now)
         if credentials.invite is not None:
             return await self._by_invitation(room_name, room, credentials, address, now)
         if credentials.endpoint_id is not None:
@@ -185,20 +197,70 @@ class Admission:
             raise JoinRefused("rate-limited", f"too many failed attempts; try again in "
                                               f"{int(wait) + 1} s", retry_after=int(wait) + 1)
 
-    def _by_token(self, room_name: str, room: Room | None, token: str, address: str,
-                  now: float) -> Principal:
-        keys = [(ratelimit.JOIN_ADDRESS, address)]
-        self._limit(keys, now)
+    async def _by_token(self, room_name: str, room: Room | None, token: str,
+                        now: float) -> Principal:
         grants = verify_join_token(self.secret, token, now, room=room_name)
         self._require_room(room_name, room)
-        self.limiter.refund_all(keys, now)
+        if room is not None:
+            # The name alone is not enough: a token kept after its room was deleted must not
+            # open a later room of the same name (another organisation's, with other rules).
+            if grants.room_instance is None:  # made before tokens named the instance
+                raise JoinRefused("bad-token", f"this join token does not name an instance of "
+                                               f"room {room_name!r}; ask for a new one")
+            if grants.room_instance != room.instance:
+                raise JoinRefused("bad-token", f"this join token was made for an earlier room "
+                                               f"named {room_name!r}; ask for a new one")
+            if grants.issued_at < room.tokens_void_before:
+                raise JoinRefused("bad-token", f"the join tokens of room {room_name!r} issued "
+                                               "before a time were withdrawn; ask for a new one")
+        elif grants.room_instance is not None:
+            raise JoinRefused("bad-token", f"room {room_name!r} of this join token no longer "
+                                           "exists")
+        if grants.identity.startswith("account:"):
+            await self._check_account_token(room_name, room, grants)
+        if grants.invitation is not None:
+            await self._check_invitation_token(room_name, room, grants.invitation)
         return Principal(grants.identity, grants.name, grants.role, grants.can_publish,
                          grants.can_subscribe)
 
+    async def _check_account_token(self, room_name: str, room: Room | None,
+                                   grants: Grants) -> None:
+        """A token naming an account lasts only as long as the account, its membership and
+        its owner's wish (``tokens_void_before``)."""
+        try:
+            account = await self.store.get_account(int(grants.identity.split(":", 1)[1]))
+        except (NotFound, ValueError):
+            raise JoinRefused("bad-token", "the account of this join token no longer "
+                                           "exists") from None
+        if account.disabled:
+            raise JoinRefused("bad-token", "the account of this join token is disabled")
+        if grants.issued_at < account.tokens_void_before:
+            raise JoinRefused("bad-token", "the join tokens of this account issued before a "
+                                           "time were withdrawn; ask for a new one")
+        if room is None or account.role == "operator" or (
+                account.role == "host" and account.org_id == room.org_id):
+            return
+        if not await self.store.is_member(room.id, account.id):
+            raise JoinRefused("not-invited", f"{account.username} is no longer a member of "
+                                             f"room {room_name!r}")
+        if room.password_hash is not None and \
+                grants.room_key != room_password_key(room.password_hash):
+            raise JoinRefused("bad-token", f"the password of room {room_name!r} changed since "
+                                           "this join token was made; ask for a new one")
+
+    async def _check_invitation_token(self, room_name: str, room: Room | None,
+                                      invitation_id: int) -> None:
+        """A guest's rejoin token stands only while the invitation it came from does."""
+        try:
+            invitation = await self.store.get_invitation(invitation_id)
+        except NotFound:
+            invitation = None
+        if room is None or invitation is None or invitation.room_id != room.id \
+                or invitation.revoked:
+            raise JoinRefused("not-invited", "this invitation link was withdrawn by the host")
+
     async def _by_invitation(self, room_name: str, room: Room | None,
                              credentials: Credentials, address: str, now: float) -> Principal:
-        keys = [(ratelimit.JOIN_ADDRESS, address)]
-        self._limit(keys, now)
         if room is None:
             raise JoinRefused("not-invited", f"this invitation is not for room {room_name!r}")
         # Refuse a locked or full room before spending a use: a guest retrying a full room
@@ -214,19 +276,19 @@ class Admission:
                 hash_secret_token(credentials.invite or ""), room.id, now)
         except InvitationUnusable as exc:
             raise _invitation_refused(exc, room_name) from None
-        self.limiter.refund_all(keys, now)
         identity = f"guest:{invitation.id}:{secrets_suffix()}"
         name = _display(credentials.name or invitation.label)
         ttl = max(60.0, min(REJOIN_TTL_S, invitation.expires_at - now))
         rejoin = create_join_token(self.secret, room_name, identity, name, "guest",
-                                   ttl_s=ttl, now=now)
+                                   ttl_s=ttl, now=now, room_instance=room.instance,
+                                   invitation=invitation.id)
         return Principal(identity, name, "guest", rejoin_token=rejoin)
 
     async def _by_endpoint(self, room_name: str, room: Room | None, credentials: Credentials,
                            address: str, now: float) -> Principal:
         endpoint_id = credentials.endpoint_id
-        keys = [(ratelimit.PASSWORD_ACCOUNT, f"endpoint:{endpoint_id}"),
-                (ratelimit.PASSWORD_ADDRESS, address)]
+        keys = [(ratelimit.PASSWORD_ACCOUNT, account_key(f"endpoint:{endpoint_id}", address)),
+                (ratelimit.PASSWORD_ADDRESS, address_key(address))]
         self._limit(keys, now)
         try:
             endpoint = await self.store.get_endpoint(endpoint_id or 0)
@@ -251,14 +313,13 @@ class Admission:
     async def _by_account(self, room_name: str, room: Room | None, credentials: Credentials,
                           address: str, now: float) -> Principal:
         username = credentials.username or ""
-        keys = [(ratelimit.PASSWORD_ACCOUNT, username), (ratelimit.PASSWORD_ADDRESS, address)]
+        keys = [(ratelimit.PASSWORD_ACCOUNT, account_key(username, address)),
+                (ratelimit.PASSWORD_ADDRESS, address_key(address))]
         self._limit(keys, now)
         account = await self.store.find_account(username)
-        if account is None:
-            # Hash anyway: an unknown name must not answer faster than a wrong password.
-            await self.passwords.verify(await self._dummy(), credentials.password or "")
-            raise JoinRefused("bad-password", "wrong user name or password")
-        if not await self.passwords.verify(account.password_hash, credentials.password or ""):
+        # An unknown name is verified against a dummy hash: it must not answer faster.
+        if not await self.passwords.verify(account.password_hash if account else None,
+                                           credentials.password or "") or account is None:
             raise JoinRefused("bad-password", "wrong user name or password")
         if account.disabled:
             raise JoinRefused("bad-password", "this account is disabled")
@@ -277,11 +338,6 @@ class Admission:
         return Principal(f"account:{account.id}", _display(credentials.name or
                                                            account.display_name),
                          "host" if owner else "member")
-
-    async def _dummy(self) -> str:
-        if self._dummy_hash is None:
-            self._dummy_hash = await self.passwords.hash("not a real password")
-        return self._dummy_hash
 
     # -- seats ---------------------------------------------------------------------------------
 
@@ -336,6 +392,31 @@ class Admission:
                 del self._rooms[room_name]
         self._where.pop(identity, None)
 
+    # -- removals ------------------------------------------------------------------------------
+
+    async def exclude(self, room_name: str, identity: str) -> None:
+        """A host removed ``identity``: it stays out of this meeting, that is until a host ends
+        it or for ``REJOIN_TTL_S``. A guest's identity exists only through its rejoin token, so
+        the store keeps it out for that token's whole life, across meetings and restarts."""
+        until = self.clock() + REJOIN_TTL_S
+        removed = self._removed.setdefault(room_name, {})
+        removed[identity] = until
+        for gone in [i for i, t in removed.items() if t <= self.clock()]:
+            del removed[gone]
+        if identity.startswith("guest:"):
+            room = await self.store.find_room(room_name)
+            if room is not None:
+                await self.store.add_removal(room.id, identity, until)
+
+    async def _check_not_removed(self, room_name: str, room: Room | None, identity: str,
+                                 now: float) -> None:
+        removed = self._removed.get(room_name, {}).get(identity, 0.0) > now
+        if not removed and room is not None and identity.startswith("guest:"):
+            removed = await self.store.is_removed(room.id, identity, now)
+        if removed:
+            raise JoinRefused("not-invited", f"the host removed you from the meeting in room "
+                                             f"{room_name!r}")
+
     def release(self, room_name: str, identity: str, session_id: str) -> bool:
         """A participant left (or waited in the lobby and went away). Only the session that
         holds the seat frees it: the old session of a take-over leaving later must not free the
@@ -387,6 +468,7 @@ class Admission:
         for identity, session_id in self.occupants(room_name).items():
             self._unseat(room_name, identity)
             sessions.append(session_id)
+        self._removed.pop(room_name, None)
         return sessions
 
     # -- audit ---------------------------------------------------------------------------------
@@ -399,17 +481,7 @@ class Admission:
             f"account:{credentials.username}" if credentials.username else
             f"endpoint:{credentials.endpoint_id}" if credentials.endpoint_id else "?")
         role = principal.role if principal else "?"
-        record = JoinRecord(now, room_name, identity, role, address, outcome)
-        # In the background: the seat is already decided; a slow disk must not delay the join.
-        task = asyncio.ensure_future(self._write_record(record))
-        self._audit_tasks.add(task)
-        task.add_done_callback(self._audit_tasks.discard)
-
-    async def _write_record(self, record: JoinRecord) -> None:
-        try:
-            await self.store.record_join(record)
-        except Exception:
-            logger.exception("could not record a join in the audit")
+        self.join_audit.record(JoinRecord(now, room_name, identity, role, address, outcome))
 
 
 def _invitation_refused(exc: InvitationUnusable, room_name: str) -> JoinRefused:

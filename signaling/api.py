@@ -15,7 +15,19 @@ from contextlib import contextmanager
 import msgspec
 from aiohttp import web
 
-from signaling import ratelimit
+from signaling.api_access import (
+    LOGIN,
+    account_of_my_org,
+    create_token,
+    managed_room,
+    manages_org,
+    org_for_create,
+    password_keys,
+    take_attempt,
+    visible_account,
+    void_account_tokens,
+    void_room_tokens,
+)
 from signaling.api_http import (
     ApiError,
     Call,
@@ -50,9 +62,11 @@ from signaling.api_models import (
     RoomPatch,
     TokenIn,
     TokenOut,
+    VoidIn,
+    VoidOut,
 )
-from signaling.auth import create_join_token, hash_secret_token, new_secret_token
-from signaling.control import Moderator, invitation_link, token_link
+from signaling.auth import hash_secret_token, new_secret_token
+from signaling.control import Moderator, invitation_link
 from signaling.store import Account, Endpoint, Invitation, Meeting, NotFound, Room
 from signaling.store.schedule import check_meeting_times, is_on, next_start
 
@@ -87,47 +101,14 @@ def endpoint_out(e: Endpoint, secret: str | None = None) -> EndpointOut:
                        last_seen_at=e.last_seen_at, secret=secret)
 
 
-# -- access rules --------------------------------------------------------------------------------
-
-
-def manages_org(account: Account, org_id: int) -> bool:
-    return account.role == "operator" or (account.role == "host" and account.org_id == org_id)
-
-
-async def managed_room(call: Call) -> Room:
-    """The room in the path, if the caller's organisation owns it (or the caller operates)."""
-    room = await call.control.store.get_room(call.param("name"))
-    if not manages_org(call.me, room.org_id):
-        raise forbidden(f"room {room.name!r} belongs to another organisation")
-    return room
-
-
-def org_for_create(call: Call, org_id: int | None) -> int:
-    """Hosts act for their own organisation; operators must say which."""
-    me = call.me
-    if me.role == "operator":
-        if org_id is None:
-            raise ApiError(400, "bad-request", "an operator must give org_id", "org_id")
-        return org_id
-    assert me.org_id is not None
-    if org_id not in (None, me.org_id):
-        raise forbidden("hosts act only for their own organisation")
-    return me.org_id
-
-
 # -- login ---------------------------------------------------------------------------------------
 
 
 async def login(call: Call) -> web.Response:
     body: LoginIn = call.body
     control, now = call.control, call.control.clock()
-    keys = [(ratelimit.LOGIN_ACCOUNT, body.username),
-            (ratelimit.LOGIN_ADDRESS, call.request.remote or "?")]
-    wait = control.limiter.take_all(keys, now)
-    if wait > 0:
-        raise ApiError(429, "rate-limited", f"too many failed logins; try again in "
-                                            f"{int(wait) + 1} s",
-                       headers={"Retry-After": str(int(wait) + 1)})
+    keys = password_keys(LOGIN, body.username, call)
+    take_attempt(control, keys, now)
     account = await control.store.find_account(body.username)
     valid = await control.passwords.verify(account.password_hash if account else None,
                                            body.password)
@@ -190,30 +171,32 @@ async def create_account(call: Call) -> web.Response:
     return reply(account_out(account), 201)
 
 
-async def _visible_account(call: Call, write: bool = False) -> Account:
-    account = await call.control.store.get_account(call.int_param("id"))
-    me = call.me
-    if me.role == "operator" or me.id == account.id:
-        return account
-    if me.role == "host" and account.org_id == me.org_id and (
-            not write or account.role == "member"):
-        return account
-    raise forbidden("not an account of your organisation")
-
-
 async def get_account(call: Call) -> web.Response:
-    return reply(account_out(await _visible_account(call)))
+    return reply(account_out(await visible_account(call)))
 
 
 async def set_password(call: Call) -> web.Response:
-    account = await _visible_account(call, write=True)
+    account = await visible_account(call, write=True)
+    body: PasswordIn = call.body
+    if account.id == call.me.id:
+        # Your own: prove it is you (an unattended or stolen API session must not be enough
+        # to take the account over). Resetting a member's, a host or operator need not know it.
+        if body.current_password is None:
+            raise ApiError(400, "bad-request", "give your current password to change it",
+                           "current_password")
+        control, now = call.control, call.control.clock()
+        keys = password_keys(LOGIN, account.username, call)
+        take_attempt(control, keys, now)
+        if not await control.passwords.verify(account.password_hash, body.current_password):
+            raise ApiError(403, "bad-password", "wrong current password", "current_password")
+        control.limiter.refund_all(keys, now)
     await call.control.store.set_account_password(
         account.id, await call.control.passwords.hash(call.body.password))
     return no_content()
 
 
 async def delete_account(call: Call) -> web.Response:
-    account = await _visible_account(call, write=True)
+    account = await visible_account(call, write=True)
     if account.id == call.me.id:
         raise forbidden("you cannot delete your own account")
     await call.control.store.delete_account(account.id)
@@ -281,9 +264,9 @@ async def list_members(call: Call) -> web.Response:
 
 async def add_member(call: Call) -> web.Response:
     room = await managed_room(call)
-    account_id = call.body.account_id
-    await call.control.store.add_member(room.id, account_id)
-    return reply(account_out(await call.control.store.get_account(account_id)), 201)
+    account = await account_of_my_org(call, call.body.account_id)
+    await call.control.store.add_member(room.id, account.id)
+    return reply(account_out(account), 201)
 
 
 async def remove_member(call: Call) -> web.Response:
@@ -328,6 +311,15 @@ async def create_meeting(call: Call) -> web.Response:
     room = await managed_room(call)
     body: MeetingIn = call.body
     try:
+        for account_id in body.account_ids:
+            await account_of_my_org(call, account_id)
+        for endpoint_id in body.endpoint_ids:
+            endpoint = await call.control.store.get_endpoint(endpoint_id)
+            if not manages_org(call.me, endpoint.org_id):
+                raise NotFound("endpoint", endpoint_id)
+    except NotFound as exc:
+        raise ApiError(400, "bad-request", str(exc), f"{exc.entity}_ids") from None
+    try:
         check_meeting_times(body.first_date, body.start, body.end, body.until)
     except ValueError as exc:
         field = "until" if "until" in str(exc) else "end" if "end" in str(exc) else "first_date"
@@ -346,26 +338,6 @@ async def delete_meeting(call: Call) -> web.Response:
     room = await managed_room(call)
     await call.control.store.delete_meeting(room.id, call.int_param("id"))
     return no_content()
-
-
-async def create_token(call: Call) -> web.Response:
-    body: TokenIn = call.body
-    store, me = call.control.store, call.me
-    room = await store.get_room(call.param("name"))
-    if manages_org(me, room.org_id):
-        identity = body.identity or f"token:{new_secret_token()[0][:12]}"
-        role = body.role
-    elif await store.is_member(room.id, me.id):
-        if body.role != "member" or body.identity not in (None, f"account:{me.id}"):
-            raise forbidden("members may create member tokens for themselves only")
-        identity, role = f"account:{me.id}", body.role
-    else:
-        raise forbidden(f"you are not a member of room {room.name!r}")
-    now = call.control.clock()
-    token = create_join_token(call.control.secret, room.name, identity, body.name, role,
-                              body.can_publish, body.can_subscribe, body.ttl_s, now=now)
-    return reply(TokenOut(token=token, link=token_link(room.name, token), identity=identity,
-                          expires_at=float(int(now + body.ttl_s))), 201)
 
 
 # -- endpoint devices ----------------------------------------------------------------------------
@@ -494,8 +466,11 @@ ROUTES: tuple[Route, ...] = (
           body=AccountIn, answer=AccountOut, status=201),
     Route("GET", "/api/accounts/{id}", get_account, "One account", "any", answer=AccountOut),
     Route("PUT", "/api/accounts/{id}/password", set_password, "Set an account's password "
-          "(ends its API sessions)", "any", PasswordIn, status=204),
+          "(your own: give current_password; ends its API sessions)", "any", PasswordIn,
+          status=204),
     Route("DELETE", "/api/accounts/{id}", delete_account, "Delete an account", status=204),
+    Route("POST", "/api/accounts/{id}/void-tokens", void_account_tokens, "Void the account's "
+          "join tokens issued before a time (default now)", "any", VoidIn, VoidOut),
     Route("GET", "/api/rooms", list_rooms, "Rooms (members: theirs)", "any",
           answer=list[RoomOut]),
     Route("POST", "/api/rooms", create_room, "Create a room", body=RoomIn, answer=RoomOut,
@@ -519,6 +494,8 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", R + "/meetings/{id}", delete_meeting, "Cancel a meeting", status=204),
     Route("POST", R + "/tokens", create_token, "A signed join token (members: for themselves)",
           "any", TokenIn, TokenOut, 201),
+    Route("POST", R + "/void-tokens", void_room_tokens, "Void the room's join tokens issued "
+          "before a time (default now)", body=VoidIn, answer=VoidOut),
     Route("GET", "/api/endpoints", list_endpoints, "Endpoint devices",
           answer=list[EndpointOut]),
     Route("POST", "/api/endpoints", create_endpoint, "Register an endpoint device (its "

@@ -74,6 +74,8 @@ class AccountIn(_In):
 
 class PasswordIn(_In):
     password: Password
+    current_password: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    """Required to change your own password (a stolen API session must not be enough)."""
 
 
 class RoomIn(_In):
@@ -178,6 +180,18 @@ class TokenIn(_In):
     can_publish: bool = True
     can_subscribe: bool = True
     ttl_s: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = DEFAULT_TOKEN_TTL_S
+    room_password: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    """Members minting for themselves in a room with a password must give it, as a join
+    with their account would."""
+
+
+class VoidIn(_In):
+    before: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    """Join tokens issued before this time (Unix seconds; default: now) are void."""
+
+
+class VoidOut(msgspec.Struct, kw_only=True):
+    tokens_void_before: float
 
 
 class TokenOut(msgspec.Struct, kw_only=True):

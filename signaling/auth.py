@@ -63,6 +63,7 @@ class Passwords:
                  threads: int = HASH_THREADS) -> None:
         self.hasher = hasher or argon2.PasswordHasher(type=argon2.Type.ID)
         self._slots = asyncio.Semaphore(threads)
+        self._dummy_hash: str | None = None
 
     @classmethod
     def fast(cls) -> Passwords:
@@ -84,10 +85,22 @@ class Passwords:
             return await asyncio.to_thread(self.hash_sync, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
-        if password_hash is None:
-            return False
+        """Whether ``password`` matches. With no hash (an unknown user name) this still runs a
+        full verify, against a dummy hash of the same cost, and answers False: an unknown name
+        must take as long as a wrong password, or the timing tells which names exist."""
+        dummy = password_hash is None
+        if dummy:
+            password_hash = await self.dummy_hash()
+        assert password_hash is not None
         async with self._slots:
-            return await asyncio.to_thread(self.verify_sync, password_hash, password)
+            valid = await asyncio.to_thread(self.verify_sync, password_hash, password)
+        return valid and not dummy
+
+    async def dummy_hash(self) -> str:
+        """A hash with this hasher's parameters that no password is known to match."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(secrets.token_urlsafe(32))
+        return self._dummy_hash
 
 
 def random_password(nbytes: int = 12) -> str:
@@ -109,6 +122,12 @@ def hash_secret_token(token: str) -> str:
 
 def secret_matches(secret_hash: str, token: str) -> bool:
     return hmac.compare_digest(secret_hash, hash_secret_token(token))
+
+
+def room_password_key(password_hash: str) -> str:
+    """Names a room password (by its salted hash) in a member's token, so that changing the
+    password ends the tokens minted under the old one. Reveals nothing about the password."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
 def load_or_create_secret(data_dir: Path) -> bytes:
@@ -144,19 +163,38 @@ class Grants(msgspec.Struct, frozen=True):
     can_publish: bool
     can_subscribe: bool
     expires_at: float
+    room_instance: str | None = None
+    """The stored room's ``instance``: None only for rooms that are not stored (open rooms)."""
+    issued_at: float = 0.0
+    invitation: int | None = None
+    """A guest's rejoin token names the invitation it came from, which must still stand."""
+    room_key: str | None = None
+    """A member's own token for a room with a password: which password it was minted under."""
 
 
 def create_join_token(secret: bytes, room: str, identity: str, name: str, role: JoinRole,
                       can_publish: bool = True, can_subscribe: bool = True,
-                      ttl_s: float = DEFAULT_TOKEN_TTL_S, now: float | None = None) -> str:
+                      ttl_s: float = DEFAULT_TOKEN_TTL_S, now: float | None = None, *,
+                      room_instance: str | None = None, invitation: int | None = None,
+                      room_key: str | None = None) -> str:
+    """A signed join token. ``room_instance`` binds it to one stored room (a later room of the
+    same name refuses it); ``invitation`` names the invitation a guest's rejoin token came from.
+    """
     if role not in JOIN_ROLES:
         raise ValueError(f"role must be one of {', '.join(JOIN_ROLES)}, not {role!r}")
     issued = time.time() if now is None else now
     claims: dict[str, Any] = {
         "iss": ISSUER, "aud": JOIN_AUDIENCE, "sub": identity, "room": room, "name": name,
         "role": role, "can_publish": can_publish, "can_subscribe": can_subscribe,
-        "iat": int(issued), "exp": int(issued + ttl_s),
+        # iat unrounded: "tokens issued before T are void" must not catch one made just after T.
+        "iat": issued, "exp": int(issued + ttl_s),
     }
+    if room_instance is not None:
+        claims["rid"] = room_instance
+    if invitation is not None:
+        claims["inv"] = invitation
+    if room_key is not None:
+        claims["rk"] = room_key
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -178,6 +216,8 @@ def verify_join_token(secret: bytes, token: str, now: float, room: str | None = 
             room=claims["room"], identity=claims["sub"], name=claims.get("name", claims["sub"]),
             role=claims["role"], can_publish=claims.get("can_publish", True),
             can_subscribe=claims.get("can_subscribe", True), expires_at=float(claims["exp"]),
+            room_instance=claims.get("rid"), issued_at=claims.get("iat", 0.0),
+            invitation=claims.get("inv"), room_key=claims.get("rk"),
         )
         grants = msgspec.convert(msgspec.to_builtins(grants), Grants)
     except (msgspec.ValidationError, TypeError, ValueError) as exc:

@@ -29,7 +29,8 @@ from signaling.auth import (
     random_password,
 )
 from signaling.ratelimit import RateLimiter
-from signaling.store import Store, open_store
+from signaling.store import DB_FILE, Store, open_store
+from signaling.store.sqlite import find_room_instance
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,8 @@ def token_create(data_dir: Path, room: str, name: str, *, identity: str | None =
     """For ``diemcau token create``: a join token signed with this data directory's secret,
     and its join path (``/?room=...&token=...``). Needs no running server."""
     identity = identity or f"token:{new_secret_token()[0][:12]}"
+    # Bound to the stored room of that name (if there is one yet): see Room.instance.
+    instance = find_room_instance(data_dir / DB_FILE, room)
     token = create_join_token(load_or_create_secret(data_dir), room, identity, name, role,
-                              can_publish, can_subscribe, ttl_s)
+                              can_publish, can_subscribe, ttl_s, room_instance=instance)
     return token, token_link(room, token)

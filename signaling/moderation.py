@@ -86,7 +86,10 @@ class LiveModerator:
         session.send({"type": "muted_by_host", "kind": kind})
 
     async def remove(self, room: str, participant_id: str) -> None:
-        await self._session(room, participant_id).kick("removed")
+        session = self._session(room, participant_id)
+        if session.admitted is not None:  # keep them out: no rejoin with the same identity
+            await self.control.admission.exclude(room, session.admitted.identity)
+        await session.kick("removed")
 
     async def set_locked(self, room: str, locked: bool) -> None:
         for session in self.sessions.in_room(room):

@@ -10,6 +10,7 @@ flight: a hundred guesses sent at once cannot all slip past while the hashes run
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ LOGIN_ADDRESS = "login-address"
 PASSWORD_ACCOUNT = "password-account"
 PASSWORD_ADDRESS = "password-address"
 JOIN_ADDRESS = "join-address"
+JOIN_SOCKET = "join-socket"
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,36 @@ DEFAULT_RATES: Mapping[str, Rate] = {
     # One address may be an office NAT with many honest users mistyping: more room.
     LOGIN_ADDRESS: Rate(20, 3.0),
     PASSWORD_ADDRESS: Rate(20, 3.0),
-    # Bad tokens and bad invitation links from one address (a guessing script, a broken client).
+    # Join attempts that fail to authenticate from one address (no credentials, bad tokens,
+    # bad invitation links: a guessing script, a flood, a broken client).
     JOIN_ADDRESS: Rate(30, 2.0),
+    # Every join attempt on one WebSocket, successful or not: an honest client joins once and
+    # perhaps retries a mistyped password; a flood on one socket is cut off early.
+    JOIN_SOCKET: Rate(5, 5.0),
 }
 
 Key = tuple[str, str]
+
+
+def address_key(address: str) -> str:
+    """The rate-limit key of a client address: an IPv6 client owns its whole /64, so one
+    bucket per /64, or a guesser would rotate through addresses for free."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def account_key(account: str, address: str) -> str:
+    """Failed passwords count per account AND address: keyed by the account alone, anyone
+    could lock anyone out by failing on purpose; this way the owner's right password from
+    their own address still gets through while the guesser's address is throttled."""
+    return f"{account}\n{address_key(address)}"
 EPSILON = 1e-9
 """Refill sums floats: a bucket due to hold exactly one token may hold 0.9999999999999987."""
 

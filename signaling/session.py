@@ -195,7 +195,7 @@ class Session:
             endpoint_secret=message.endpoint_secret, take_over=message.take_over,
         )
         outcome = await self.control.admission.admit(message.room, credentials, self.address,
-                                                     session_id)
+                                                     session_id, connection=f"{id(self):x}")
         self._session_id, self.room_name = session_id, message.room
         self.sessions.add(session_id, self)
         if isinstance(outcome, Waiting):

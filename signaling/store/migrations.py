@@ -104,4 +104,22 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX meeting_endpoints_endpoint ON meeting_endpoints (endpoint_id)",
         "CREATE INDEX memberships_account ON memberships (account_id)",
     ],
+    # 2: access control (security issue 8): tokens bound to the room instance, "tokens issued
+    # before T are void" for a room and for an account, removals that outlast a meeting, and a
+    # join audit that merges repeats (``count``, ``last_at``) and can be pruned by time.
+    [
+        "ALTER TABLE rooms ADD COLUMN instance TEXT NOT NULL DEFAULT ''",
+        "UPDATE rooms SET instance = lower(hex(randomblob(16)))",
+        "ALTER TABLE rooms ADD COLUMN tokens_void_before REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE accounts ADD COLUMN tokens_void_before REAL NOT NULL DEFAULT 0",
+        """CREATE TABLE removals (
+            room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            identity TEXT NOT NULL,
+            until REAL NOT NULL,
+            PRIMARY KEY (room_id, identity)
+        )""",
+        "ALTER TABLE joins ADD COLUMN count INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE joins ADD COLUMN last_at REAL",
+        "CREATE INDEX joins_at ON joins (at)",
+    ],
 ]

@@ -11,6 +11,7 @@ mid-transaction leaves the last committed state.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -47,13 +48,15 @@ def _organisation(row: sqlite3.Row) -> Organisation:
 
 def _account(row: sqlite3.Row) -> Account:
     return Account(row["id"], row["username"], row["display_name"], row["role"], row["org_id"],
-                   row["password_hash"], bool(row["disabled"]), row["created_at"])
+                   row["password_hash"], bool(row["disabled"]), row["created_at"],
+                   row["tokens_void_before"])
 
 
 def _room(row: sqlite3.Row) -> Room:
     return Room(row["id"], row["name"], row["org_id"], row["capacity"], row["kind"],
                 bool(row["locked"]), bool(row["lobby"]), bool(row["auto_record"]),
-                row["password_hash"], row["created_at"])
+                row["password_hash"], row["created_at"], row["instance"],
+                row["tokens_void_before"])
 
 
 def _invitation(row: sqlite3.Row) -> Invitation:
@@ -241,6 +244,22 @@ class SqliteStore:
             c.execute("DELETE FROM api_sessions WHERE account_id = ?", (account_id,))
         await self._write(update)
 
+    async def void_account_tokens(self, account_id: int, before: float) -> float:
+        """Join tokens of this account issued before ``before`` are void (never un-voids:
+        an earlier time than the stored one changes nothing). Returns the stored time."""
+        return await self._void("accounts", account_id, "account", before)
+
+    async def _void(self, table: str, key: int, entity: str, before: float) -> float:
+        def update(c: sqlite3.Connection) -> float:
+            # The table name comes from our two callers only, never from the caller's text.
+            row = c.execute(f"UPDATE {table} SET tokens_void_before = "
+                            "max(tokens_void_before, ?) WHERE id = ? "
+                            "RETURNING tokens_void_before", (before, key)).fetchone()
+            if row is None:
+                raise NotFound(entity, key)
+            return float(row[0])
+        return await self._write(update)
+
     async def delete_account(self, account_id: int) -> None:
         await self._delete("DELETE FROM accounts WHERE id = ?", (account_id,),
                            "account", account_id)
@@ -261,9 +280,10 @@ class SqliteStore:
         def insert(c: sqlite3.Connection) -> Room:
             row = c.execute(
                 "INSERT INTO rooms (name, org_id, capacity, kind, locked, lobby, auto_record, "
-                "password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                "password_hash, created_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING *",
                 (name, org_id, capacity, kind, locked, lobby, auto_record, password_hash,
-                 time.time()),
+                 time.time(), secrets.token_hex(16)),
             ).fetchone()
             return _room(row)
         return await self._write(insert)
@@ -309,6 +329,24 @@ class SqliteStore:
     async def delete_room(self, name: str) -> None:
         await self._delete("DELETE FROM rooms WHERE name = ?", (name,), "room", name)
 
+    async def void_room_tokens(self, room_id: int, before: float) -> float:
+        """Join tokens for this room issued before ``before`` are void (see
+        ``void_account_tokens``)."""
+        return await self._void("rooms", room_id, "room", before)
+
+    async def add_removal(self, room_id: int, identity: str, until: float) -> None:
+        """A host removed ``identity``: it stays out of the room until ``until``."""
+        def insert(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM removals WHERE until <= ?", (time.time(),))  # sweep
+            c.execute("INSERT INTO removals VALUES (?, ?, ?) ON CONFLICT (room_id, identity) "
+                      "DO UPDATE SET until = max(until, excluded.until)",
+                      (room_id, identity, until))
+        await self._write(insert)
+
+    async def is_removed(self, room_id: int, identity: str, now: float) -> bool:
+        return await self._one("SELECT 1 FROM removals WHERE room_id = ? AND identity = ? "
+                               "AND until > ?", (room_id, identity, now)) is not None
+
     async def add_member(self, room_id: int, account_id: int) -> None:
         def insert(c: sqlite3.Connection) -> None:
             _require(c, "rooms", room_id, "room")
@@ -352,6 +390,12 @@ class SqliteStore:
         rows = await self._all("SELECT * FROM invitations WHERE room_id = ? ORDER BY id",
                                (room_id,))
         return [_invitation(r) for r in rows]
+
+    async def get_invitation(self, invitation_id: int) -> Invitation:
+        row = await self._one("SELECT * FROM invitations WHERE id = ?", (invitation_id,))
+        if row is None:
+            raise NotFound("invitation", invitation_id)
+        return _invitation(row)
 
     async def revoke_invitation(self, room_id: int, invitation_id: int) -> None:
         def revoke(c: sqlite3.Connection) -> None:
@@ -480,12 +524,29 @@ class SqliteStore:
 
     # -- audit -----------------------------------------------------------------------------------
 
-    async def record_join(self, record: JoinRecord) -> None:
-        await self._write(lambda c: c.execute(
-            "INSERT INTO joins (at, room, identity, role, address, outcome) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+    async def record_join(self, record: JoinRecord) -> int:
+        """Append one record; returns its id (for ``merge_join``)."""
+        return await self._write(lambda c: c.execute(
+            "INSERT INTO joins (at, room, identity, role, address, outcome, count, last_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (record.at, record.room, record.identity, record.role, record.address,
-             record.outcome)))
+             record.outcome, record.count, record.last_at)).fetchone()[0])
+
+    async def merge_join(self, record_id: int, count: int, last_at: float) -> None:
+        """``count`` more repeats of record ``record_id``, the last at ``last_at``."""
+        await self._write(lambda c: c.execute(
+            "UPDATE joins SET count = count + ?, last_at = ? WHERE id = ?",
+            (count, last_at, record_id)))
+
+    async def prune_joins(self, before: float, keep_max: int) -> int:
+        """The retention policy: drop records older than ``before`` and all but the newest
+        ``keep_max``. Returns how many were dropped."""
+        def prune(c: sqlite3.Connection) -> int:
+            dropped = c.execute("DELETE FROM joins WHERE at < ?", (before,)).rowcount
+            dropped += c.execute("DELETE FROM joins WHERE id <= (SELECT id FROM joins "
+                                 "ORDER BY id DESC LIMIT 1 OFFSET ?)", (keep_max,)).rowcount
+            return dropped
+        return await self._write(prune)
 
     async def list_joins(self, room: str | None = None, limit: int = 100) -> list[JoinRecord]:
         if room is None:
@@ -494,7 +555,22 @@ class SqliteStore:
             rows = await self._all("SELECT * FROM joins WHERE room = ? ORDER BY id DESC "
                                    "LIMIT ?", (room, limit))
         return [JoinRecord(r["at"], r["room"], r["identity"], r["role"], r["address"],
-                           r["outcome"]) for r in rows]
+                           r["outcome"], r["count"], r["last_at"]) for r in rows]
+
+
+def find_room_instance(path: Path, name: str) -> str | None:
+    """For the command line, which signs tokens without a running server: the instance of room
+    ``name`` in the database at ``path`` (read only), or None if there is no such room yet."""
+    if not path.exists():
+        return None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        row = conn.execute("SELECT instance FROM rooms WHERE name = ?", (name,)).fetchone()
+    except sqlite3.OperationalError:  # not migrated yet: the server adds instances on start
+        return None
+    finally:
+        conn.close()
+    return None if row is None else str(row[0])
 
 
 def _require(c: sqlite3.Connection, table: str, key: int, entity: str) -> None:

@@ -180,7 +180,8 @@ async def test_accounts_passwords(api: Api) -> None:
     _, host, member = await _org_with_host(api)
     me = await api.call("GET", "/api/me", member)
     await api.call("PUT", f"/api/accounts/{me['id']}/password", member,
-                   {"password": "a new password"}, expect=204)
+                   {"password": "a new password", "current_password": "member-password"},
+                   expect=204)
     await api.call("GET", "/api/me", member, expect=401)  # old sessions end
     member = await api.login(me["username"], "a new password")
     operator = await api.login("admin", api.bootstrap.password)

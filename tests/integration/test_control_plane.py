@@ -75,8 +75,9 @@ async def setup_room(control: ControlPlane, name: str, **options: Any) -> int:
 async def test_concurrent_joins_never_exceed_capacity(closed_server: TestServer) -> None:
     control = closed_server.app[CONTROL]
     await setup_room(control, "Phong-26", capacity=5)
-    tokens = [create_join_token(control.secret, "Phong-26", f"user:{i}", f"U{i}", "member")
-              for i in range(12)]
+    instance = (await control.store.get_room("Phong-26")).instance  # tokens name the instance
+    tokens = [create_join_token(control.secret, "Phong-26", f"user:{i}", f"U{i}", "member",
+                                room_instance=instance) for i in range(12)]
     url = base_url(closed_server)
     results = await asyncio.gather(*(join(url, room="Phong-26", name=f"U{i}", token=token)
                                      for i, token in enumerate(tokens)))

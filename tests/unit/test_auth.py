@@ -47,7 +47,13 @@ def _refused(token: str, now: float = NOW, room: str | None = "Hop",
 def test_valid_token_carries_its_grants() -> None:
     grants = verify_join_token(SECRET, _token(can_publish=False), NOW + 599, room="Hop")
     assert grants == Grants(room="Hop", identity="account:7", name="Chị Lan", role="member",
-                            can_publish=False, can_subscribe=True, expires_at=NOW + 600)
+                            can_publish=False, can_subscribe=True, expires_at=NOW + 600,
+                            issued_at=NOW)
+    bound = verify_join_token(SECRET, _token(room_instance="ab12", invitation=3, now=NOW + 0.25),
+                              NOW + 1, room="Hop")
+    # The instance and invitation are signed in; the issue time keeps its fraction (voiding
+    # "before T" must not catch a token made just after T).
+    assert (bound.room_instance, bound.invitation, bound.issued_at) == ("ab12", 3, NOW + 0.25)
 
 
 def test_expired_token() -> None:
