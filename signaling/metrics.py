@@ -91,9 +91,26 @@ def _loop_running() -> bool:
     return True
 
 
-def make_registry(worker: Worker) -> CollectorRegistry:
+class RefusalCollector(Collector):
+    """Signaling input refused by a limit (signaling/limits.py), by reason."""
+
+    def __init__(self, refusals: Counter[str]) -> None:
+        self.refusals = refusals
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily("diemcau_signaling_refused",
+                                      "Signaling messages or sockets refused by a limit",
+                                      labels=["reason"])
+        for reason, count in sorted(self.refusals.items()):
+            refused.add_metric([reason], count)
+        yield refused
+
+
+def make_registry(worker: Worker, refusals: Counter[str] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(WorkerCollector(worker))
+    if refusals is not None:
+        registry.register(RefusalCollector(refusals))
     registry.register(ProcessCollector(registry=None))
     return registry
 

@@ -10,10 +10,11 @@ import asyncio
 import ipaddress
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
@@ -24,6 +25,16 @@ from sfu.worker import Worker
 from signaling.admission import Admitted, Credentials, Waiting
 from signaling.config import Config
 from signaling.control import ControlPlane
+from signaling.limits import (
+    MAX_OFFERS_PER_MINUTE,
+    MAX_TRICKLED_CANDIDATES,
+    LimitExceeded,
+    Window,
+    announced_scopes,
+    check_offer,
+    count_sections,
+    refused_candidate_address,
+)
 from signaling.messages import (
     AudioOnly,
     Ice,
@@ -46,6 +57,9 @@ ICE_WAIT_S = 5.0
 """How long a trickled subscriber candidate may wait for the answer it belongs to."""
 OUTBOX_LIMIT = 1000
 """Messages queued for a client that does not read; beyond this the client is disconnected."""
+ANSWER_SLACK_BYTES = 16 << 10
+"""A subscriber answer may be at most twice the server's offer plus this (browsers' answers are
+smaller than our offers); a bigger one is refused before it is parsed."""
 
 
 class Session:
@@ -57,6 +71,8 @@ class Session:
         control: ControlPlane | None = None,
         sessions: SessionRegistry | None = None,
         address: str = "?",
+        on_admitted: Callable[[], None] | None = None,
+        refusals: Counter[str] | None = None,
     ) -> None:
         self.ws = ws
         self.worker = worker
@@ -71,6 +87,14 @@ class Session:
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._waiting: Waiting | None = None
         self._closing = False
+        self._close_code = WSCloseCode.OK
+        self._on_admitted = on_admitted  # called once: joined, or waiting in the lobby
+        self.refusals: Counter[str] = refusals if refusals is not None else Counter()
+        self._offers = Window(MAX_OFFERS_PER_MINUTE, 60.0)
+        self._trickled = {"publisher": 0, "subscriber": 0}
+        self._offer_sdp_bytes = 0  # size of the last subscribe_offer, bounds its answer
+        self._offer_sections = 0
+        self._candidate_scopes = announced_scopes(worker.config.ice_addresses)
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             Join: self.on_join,
             Publish: self.on_publish,
@@ -101,7 +125,7 @@ class Session:
         while True:
             message = await self._outbox.get()
             if message is None:
-                await self.ws.close()
+                await self.ws.close(code=self._close_code)
                 return
             try:
                 await self.ws.send_json(message)
@@ -114,8 +138,32 @@ class Session:
 
     # -- input -----------------------------------------------------------------------------------
 
+    @property
+    def admitted_or_waiting(self) -> bool:
+        return self.participant is not None or self._waiting is not None
+
+    def _close_after(self, error: ProtocolError, code: WSCloseCode, reason: str) -> None:
+        """Tell the client why, then close the socket (after what is queued before)."""
+        self.refusals[reason] += 1
+        self.send(error.to_json())
+        self._close_code = code
+        self._closing = True
+        self._outbox.put_nowait(None)
+
+    def _join_deadline(self) -> None:
+        if self.admitted_or_waiting or self._closing:
+            return
+        logger.info("socket from %s did not join within %.0f s; closing", self.address,
+                    self.config.join_timeout_s)
+        self._close_after(
+            ProtocolError("join-timeout", f"no successful `join` within "
+                          f"{self.config.join_timeout_s:g} s; closing"),
+            WSCloseCode.POLICY_VIOLATION, "join-timeout")
+
     async def run(self) -> None:
         writer = asyncio.ensure_future(self._write_forever())
+        deadline = asyncio.get_running_loop().call_later(self.config.join_timeout_s,
+                                                         self._join_deadline)
         try:
             async for frame in self.ws:
                 if frame.type == WSMsgType.TEXT:
@@ -128,6 +176,7 @@ class Session:
                 if self._closing:
                     break
         finally:
+            deadline.cancel()
             await self.leave()
             self._outbox.put_nowait(None)
             try:
@@ -138,18 +187,24 @@ class Session:
     async def handle_frame(self, raw: str) -> None:
         ref: str | None = None
         try:
+            # Until joined a socket is anybody's: a small limit (aiohttp has read the frame
+            # already, up to max_message_bytes; closing stops a second one).
+            joined = self.admitted_or_waiting
+            limit = self.config.max_message_bytes if joined else \
+                self.config.prejoin_max_message_bytes
             # A quick character count first: a str has at least as many bytes as characters.
             size = len(raw)
-            if size > self.config.max_message_bytes or (
-                size * 4 > self.config.max_message_bytes
-                and (size := len(raw.encode("utf-8", "surrogatepass")))
-                > self.config.max_message_bytes
+            if size > limit or (
+                size * 4 > limit
+                and (size := len(raw.encode("utf-8", "surrogatepass"))) > limit
             ):
-                raise ProtocolError(
-                    "too-large",
-                    f"message of {size} bytes exceeds the limit of "
-                    f"{self.config.max_message_bytes}",
-                )
+                error = ProtocolError(
+                    "too-large", f"message of {size} bytes exceeds the limit of {limit}"
+                    + ("" if joined else " before `join`; closing"))
+                if not joined:
+                    self._close_after(error, WSCloseCode.MESSAGE_TOO_BIG, "too-large-prejoin")
+                    return
+                raise error
             message = decode(raw)
             ref = message.__struct_config__.tag  # type: ignore[assignment]
             if self.participant is None and not isinstance(message, Join | Ping):
@@ -162,6 +217,11 @@ class Session:
             if exc.ref is None:
                 exc.ref = ref
             self.send(exc.to_json())
+        except LimitExceeded as exc:
+            self.refusals[exc.what] += 1
+            error = ProtocolError("limit-exceeded", str(exc), ref).to_json()
+            error["limit"] = exc.limit
+            self.send(error)
         except Exception:
             reference = uuid.uuid4().hex[:8]
             logger.exception("internal error [%s] handling %s", reference, ref)
@@ -193,6 +253,7 @@ class Session:
         self.sessions.add(session_id, self)
         if isinstance(outcome, Waiting):
             self._waiting = outcome
+            self._admitted()
             self.send({"type": "lobby", "room": message.room, "participant_id": session_id})
             logger.info("%s waits in the lobby of %r", message.name, message.room)
             return
@@ -206,6 +267,7 @@ class Session:
             if old is not None and old is not self:
                 await old.kick("taken-over", release=False)
         self.admitted = admitted
+        self._admitted()
         locked = await self._room_locked(admitted.room)  # before joining: no await after it
         room = self.worker.room(admitted.room)
         others = [p.describe() for p in room.participants.values()]
@@ -224,6 +286,11 @@ class Session:
         logger.info("%s (%s, %s) joined room %r", admitted.name, admitted.session_id,
                     admitted.role, admitted.room)
 
+    def _admitted(self) -> None:
+        if self._on_admitted is not None:
+            self._on_admitted()
+            self._on_admitted = None
+
     async def _room_locked(self, room: str) -> bool:
         if self.control is None:
             return False
@@ -231,20 +298,66 @@ class Session:
         return bool(stored is not None and stored.locked)
 
     async def _send_offer(self, sdp: str, tracks: dict[str, dict[str, str]]) -> None:
+        self._offer_sdp_bytes, self._offer_sections = len(sdp), count_sections(sdp)
         self.send({"type": "subscribe_offer", "sdp": sdp, "tracks": tracks})
 
     async def on_publish(self, message: Publish) -> None:
         assert self.participant is not None and self.participant.publisher is not None
         if self.admitted is not None and not self.admitted.can_publish:
             raise ProtocolError("not-allowed", "this join does not allow publishing")
+        # Counted on the text, before any parser runs: 700 m= lines stalled the loop 1.5 s.
+        check_offer(message.sdp)
+        wait = self._offers.retry_after(asyncio.get_running_loop().time())
+        if wait:
+            self.refusals["offer-rate"] += 1
+            error = ProtocolError("rate-limited", f"more than {self._offers.limit} offers in "
+                                  f"{self._offers.period_s:g} s; retry in {wait:.0f} s")
+            raise _WithFields(error, retry_after=max(1, round(wait + 0.5)))
+        sdp = self._strip_refused_candidates(message.sdp)
         try:
-            answer = await self.participant.publisher.answer(message.sdp)
+            answer = await self.participant.publisher.answer(sdp)
         except Exception as exc:  # aiortc raises ValueError, but also AssertionError etc.
             raise ProtocolError("bad-sdp", f"cannot use this offer: {_describe(exc)}") from None
         self.send({"type": "publish_answer", "sdp": answer})
 
+    def _strip_refused_candidates(self, sdp: str) -> str:
+        """The offer without candidates at addresses we refuse (loopback, link-local, ...).
+
+        Dropped rather than refusing the offer: a browser may list such an address among good
+        ones, and the call should still work. Malformed lines stay for the parser to name.
+        """
+        if "a=candidate:" not in sdp:
+            return sdp
+        kept = []
+        for line in sdp.splitlines(keepends=True):
+            if line.startswith("a=candidate:"):
+                try:
+                    ip = candidate_from_sdp(line[len("a=candidate:"):].strip()).ip
+                    scope = refused_candidate_address(ip, self._candidate_scopes)
+                except Exception:  # malformed: the SDP parser refuses it with a precise error
+                    scope = None
+                if scope is not None:
+                    self.refusals["candidate-address"] += 1
+                    logger.info("dropped a %s ICE candidate (%s) from an offer", scope, ip)
+                    continue
+            kept.append(line)
+        return "".join(kept)
+
     async def on_subscribe_answer(self, message: SubscribeAnswer) -> None:
         assert self.participant is not None and self.participant.subscriber is not None
+        # An answer has the offer's sections (JSEP) and is no bigger than the offer by much:
+        # anything else is refused on its text, before the parser spends the loop's time on it.
+        sections = count_sections(message.sdp)
+        if self._offer_sections and sections > self._offer_sections:
+            raise LimitExceeded("answer-sections", self._offer_sections,
+                                f"answer has {sections} media sections; the offer had "
+                                f"{self._offer_sections}")
+        if self._offer_sdp_bytes and \
+                len(message.sdp) > 2 * self._offer_sdp_bytes + ANSWER_SLACK_BYTES:
+            limit = 2 * self._offer_sdp_bytes + ANSWER_SLACK_BYTES
+            raise LimitExceeded("answer-size", limit,
+                                f"answer of {len(message.sdp)} characters; at most {limit} "
+                                "for this offer")
         if not self.participant.subscriber.set_answer(message.sdp):
             raise ProtocolError("bad-state", "no subscribe_offer is waiting for an answer")
 
@@ -264,11 +377,21 @@ class Session:
         if init is None or not init.candidate:
             await connection.pc.addIceCandidate(None)  # end of candidates
             return
+        if self._trickled[message.target] >= MAX_TRICKLED_CANDIDATES:
+            raise LimitExceeded("trickled-candidates", MAX_TRICKLED_CANDIDATES,
+                                f"more than {MAX_TRICKLED_CANDIDATES} ICE candidates for the "
+                                f"{message.target} connection")
         try:
             candidate = candidate_from_sdp(init.candidate.removeprefix("candidate:"))
             check_candidate(candidate)
+            scope = refused_candidate_address(candidate.ip, self._candidate_scopes)
         except Exception as exc:
             raise ProtocolError("bad-message", f"bad ICE candidate: {_describe(exc)}") from None
+        self._trickled[message.target] += 1  # counted once well-formed: refused ones too
+        if scope is not None:
+            self.refusals["candidate-address"] += 1
+            raise ProtocolError("candidate-refused", f"ICE candidate address {candidate.ip} is "
+                                f"{scope}; this server does not send media there")
         candidate.sdpMid = init.sdpMid
         candidate.sdpMLineIndex = init.sdpMLineIndex
         if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
@@ -333,6 +456,17 @@ class Session:
 
 
 CANDIDATE_TYPES = {"host", "srflx", "prflx", "relay"}
+
+
+class _WithFields(ProtocolError):
+    """A ProtocolError with extra fields in its ``error`` (``retry_after``, ``limit``)."""
+
+    def __init__(self, error: ProtocolError, **fields: object) -> None:
+        super().__init__(error.code, error.message, error.ref)
+        self.fields = fields
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), **self.fields}
 
 
 def check_candidate(candidate: RTCIceCandidate) -> None:
