@@ -11,6 +11,7 @@ from pathlib import Path
 from sfu.worker import MediaConfig
 from signaling.config import Config
 from signaling.control import BootstrapResult
+from signaling.limits import JOIN_TIMEOUT_S
 
 
 def port_range(text: str) -> tuple[int, int]:
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "--metrics-port is given)")
     serve.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                        help="serve /metrics only on this port, not on the main listener")
+    serve.add_argument("--join-timeout", type=float, default=JOIN_TIMEOUT_S, metavar="S",
+                       help=f"close a WebSocket that has not joined after S seconds "
+                            f"(default {JOIN_TIMEOUT_S:g})")
     serve.add_argument("--log-level", default="info")
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
@@ -101,7 +105,7 @@ def serve(args: argparse.Namespace) -> None:
         host=args.host, port=args.port, data_dir=args.data_dir, open_rooms=args.open_rooms,
         open_room_capacity=args.room_capacity, allowed_origins=tuple(args.allowed_origins),
         metrics_host=args.metrics_host if args.metrics_port else None,
-        metrics_port=args.metrics_port, tls=tls,
+        metrics_port=args.metrics_port, tls=tls, join_timeout_s=args.join_timeout,
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),
