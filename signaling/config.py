@@ -6,7 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sfu.worker import MediaConfig
-from signaling.limits import JOIN_TIMEOUT_S, MAX_UNJOINED_PER_ADDRESS, PREJOIN_MAX_MESSAGE_BYTES
+from signaling.limits import (
+    JOIN_TIMEOUT_S,
+    MAX_OFFERS_PER_MINUTE,
+    MAX_UNJOINED_PER_ADDRESS,
+    PREJOIN_MAX_MESSAGE_BYTES,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 """Our protocol limit for one WebSocket frame (a subscriber answer for a large room fits).
@@ -29,6 +34,7 @@ class Config:
     """Frame limit until the socket has joined (or reached the lobby)."""
     join_timeout_s: float = JOIN_TIMEOUT_S
     max_unjoined_per_address: int = MAX_UNJOINED_PER_ADDRESS
+    max_offers_per_minute: int = MAX_OFFERS_PER_MINUTE
     allowed_origins: tuple[str, ...] = ()
     """Browser origins allowed on /ws besides the server's own (scheme://host[:port])."""
     metrics_host: str | None = None

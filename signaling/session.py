@@ -26,7 +26,6 @@ from signaling.admission import Admitted, Credentials, Waiting
 from signaling.config import Config
 from signaling.control import ControlPlane
 from signaling.limits import (
-    MAX_OFFERS_PER_MINUTE,
     MAX_TRICKLED_CANDIDATES,
     LimitExceeded,
     Window,
@@ -90,7 +89,7 @@ class Session:
         self._close_code = WSCloseCode.OK
         self._on_admitted = on_admitted  # called once: joined, or waiting in the lobby
         self.refusals: Counter[str] = refusals if refusals is not None else Counter()
-        self._offers = Window(MAX_OFFERS_PER_MINUTE, 60.0)
+        self._offers = Window(config.max_offers_per_minute, 60.0)
         self._trickled = {"publisher": 0, "subscriber": 0}
         self._offer_sdp_bytes = 0  # size of the last subscribe_offer, bounds its answer
         self._offer_sections = 0
