@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from loadtest.client import SyntheticParticipant
 from tests.integration.test_bad_input import (
     FIXTURE,
     MIB,
@@ -329,3 +330,32 @@ async def test_allowed_origin_and_separate_metrics_listener(tmp_path: Path) -> N
             ws = await http.ws_connect(proc.base_url.replace("http", "ws", 1) + "/ws",
                                        headers={"Origin": "https://meet.example.org"})
             await ws.close()
+
+
+@pytest.mark.media
+async def test_oversized_subscribe_answers_are_refused_unparsed(server: Server) -> None:
+    publisher = SyntheticParticipant(server.base_url, "answers", "Pub")
+    client: RawClient | None = None
+    try:
+        await publisher.join()
+        client = await joined(server, "answers")
+        assert await wait_until(lambda: any(e["type"] == "subscribe_offer"
+                                            for e in client.events), REPLY_TIMEOUT_S)
+        offer = next(e for e in client.events if e["type"] == "subscribe_offer")["sdp"]
+        sections = offer.count("\nm=")
+        before = refused(server, "answer-sections"), refused(server, "answer-size")
+        error = await expect_error(client, {"type": "subscribe_answer",
+                                            "sdp": many_sections(700)},
+                                   "limit-exceeded", f"the offer had {sections}",
+                                   "subscribe_answer")
+        assert error["limit"] == sections
+        padded = offer + "a=x-padding:" + "p" * (1000 << 10) + "\r\n"  # right sections, ~1 MB
+        await expect_error(client, {"type": "subscribe_answer", "sdp": padded}, "limit-exceeded",
+                           "for this offer", "subscribe_answer")
+        assert (refused(server, "answer-sections"), refused(server, "answer-size")) == (
+            before[0] + 1, before[1] + 1)
+        await expect_pong(client)
+    finally:
+        if client is not None:
+            await client.close()
+        await publisher.leave()
