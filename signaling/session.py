@@ -186,9 +186,10 @@ class Session:
     async def handle_frame(self, raw: str) -> None:
         ref: str | None = None
         try:
-            # Until joined a socket is anybody's: a small limit (aiohttp has read the frame
-            # already, up to max_message_bytes; closing stops a second one).
-            joined = self.admitted_or_waiting
+            # Until seated a socket is anybody's (a lobby guest may only ping or leave): a
+            # small limit (aiohttp has read the frame already, at most max_message_bytes;
+            # closing the socket stops a second one).
+            joined = self.participant is not None
             limit = self.config.max_message_bytes if joined else \
                 self.config.prejoin_max_message_bytes
             # A quick character count first: a str has at least as many bytes as characters.
@@ -199,7 +200,7 @@ class Session:
             ):
                 error = ProtocolError(
                     "too-large", f"message of {size} bytes exceeds the limit of {limit}"
-                    + ("" if joined else " before `join`; closing"))
+                    + ("" if joined else " before `join` (or in the lobby); closing"))
                 if not joined:
                     self._close_after(error, WSCloseCode.MESSAGE_TOO_BIG, "too-large-prejoin")
                     return
