@@ -11,7 +11,7 @@ from pathlib import Path
 from sfu.worker import MediaConfig
 from signaling.config import Config
 from signaling.control import BootstrapResult
-from signaling.limits import JOIN_TIMEOUT_S
+from signaling.limits import JOIN_TIMEOUT_S, MAX_UNJOINED_PER_ADDRESS
 
 
 def port_range(text: str) -> tuple[int, int]:
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--join-timeout", type=float, default=JOIN_TIMEOUT_S, metavar="S",
                        help=f"close a WebSocket that has not joined after S seconds "
                             f"(default {JOIN_TIMEOUT_S:g})")
+    serve.add_argument("--max-unjoined-per-address", type=int,
+                       default=MAX_UNJOINED_PER_ADDRESS, metavar="N",
+                       help=f"WebSockets one address may hold open before they joined "
+                            f"(default {MAX_UNJOINED_PER_ADDRESS}; raise for load generators)")
     serve.add_argument("--log-level", default="info")
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
@@ -106,6 +110,7 @@ def serve(args: argparse.Namespace) -> None:
         open_room_capacity=args.room_capacity, allowed_origins=tuple(args.allowed_origins),
         metrics_host=args.metrics_host if args.metrics_port else None,
         metrics_port=args.metrics_port, tls=tls, join_timeout_s=args.join_timeout,
+        max_unjoined_per_address=args.max_unjoined_per_address,
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),
