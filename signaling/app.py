@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from pathlib import Path
@@ -19,11 +20,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from sfu.plane import MediaPlane
 from sfu.worker import Worker
 from signaling.api import add_api_routes
-from signaling.config import HARD_MAX_MESSAGE_BYTES, Config
+from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
 from signaling.metrics import make_registry, render
 from signaling.moderation import LiveModerator, SessionRegistry
 from signaling.session import Session
+from signaling.web_security import add_security_headers, origin_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,11 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 WEB_ROOT = web.AppKey("web_root", Path)
 SESSIONS = web.AppKey("sessions", SessionRegistry)
+UNJOINED = web.AppKey("unjoined", Counter[str])
+"""Open WebSockets per remote address that have not joined yet."""
+REFUSALS = web.AppKey("refusals", Counter[str])
+"""Signaling messages and sockets refused by a limit, by reason (exported on /metrics)."""
+METRICS_RUNNER = web.AppKey("metrics_runner", web.AppRunner)
 
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html",
                 ".svg": "image/svg+xml"}
@@ -78,14 +85,44 @@ async def metrics(request: web.Request) -> web.Response:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     config = app[CONFIG]
-    ws = web.WebSocketResponse(heartbeat=config.heartbeat_s, max_msg_size=HARD_MAX_MESSAGE_BYTES)
-    await ws.prepare(request)
-    app[SOCKETS].add(ws)
+    if not origin_allowed(request.headers.get("Origin"), request.host, config.allowed_origins):
+        app[REFUSALS]["origin"] += 1
+        raise web.HTTPForbidden(text=f"origin {request.headers['Origin']!r} is not allowed; "
+                                     "see --allowed-origin")
+    address = request.remote or "?"
+    unjoined = app[UNJOINED]
+    if unjoined[address] >= config.max_unjoined_per_address:
+        app[REFUSALS]["unjoined-per-address"] += 1
+        raise web.HTTPTooManyRequests(
+            text=f"{unjoined[address]} connections from {address} have not joined yet; "
+                 f"at most {config.max_unjoined_per_address}", headers={"Retry-After": "10"})
+    unjoined[address] += 1
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            unjoined[address] -= 1
+            if unjoined[address] <= 0:
+                del unjoined[address]
+
+    # aiohttp checks max_msg_size on each frame's header and closes (1009) without buffering a
+    # bigger one. It is fixed here, for the socket's life, so it is the joined limit; the
+    # smaller limit before `join` is the session's (it closes the socket on the first frame
+    # over it), and the per-address cap and join deadline bound how many such sockets exist.
+    ws = web.WebSocketResponse(heartbeat=config.heartbeat_s,
+                               max_msg_size=config.max_message_bytes)
     try:
-        await Session(ws, app[MEDIA_PLANE], config, app[CONTROL], app[SESSIONS],
-                      request.remote or "?").run()
+        await ws.prepare(request)
+        app[SOCKETS].add(ws)
+        try:
+            await Session(ws, app[MEDIA_PLANE], config, app[CONTROL], app[SESSIONS], address,
+                          on_admitted=release, refusals=app[REFUSALS]).run()
+        finally:
+            app[SOCKETS].discard(ws)
     finally:
-        app[SOCKETS].discard(ws)
+        release()
     return ws
 
 
@@ -93,7 +130,7 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     worker: MediaPlane = Worker(app[CONFIG].media)  # in this process; one interface for all
     worker.start()
     app[MEDIA_PLANE] = worker
-    app[REGISTRY] = make_registry(worker)
+    app[REGISTRY] = make_registry(worker, app[REFUSALS])
     app[CONTROL].moderator = LiveModerator(worker, app[CONTROL], app[SESSIONS])
     yield
     await worker.close()
@@ -113,6 +150,30 @@ async def close_sockets(app: web.Application) -> None:
                 pass
 
 
+async def metrics_listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    """/metrics on its own address and port (--metrics-host/--metrics-port), off the public
+    listener, as LiveKit does: the figures describe every room."""
+    config = app[CONFIG]
+    if config.metrics_port is None:
+        yield
+        return
+    metrics_app = web.Application()
+
+    async def serve_metrics(request: web.Request) -> web.Response:
+        return web.Response(body=render(app[REGISTRY]),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    metrics_app.add_routes([web.get("/metrics", serve_metrics)])
+    runner = web.AppRunner(metrics_app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.metrics_host or "127.0.0.1", config.metrics_port).start()
+    app[METRICS_RUNNER] = runner
+    logger.info("metrics on http://%s:%d/metrics", config.metrics_host or "127.0.0.1",
+                config.metrics_port)
+    yield
+    await runner.cleanup()
+
+
 def create_app(
     config: Config, on_bootstrap: Callable[[BootstrapResult], None] | None = None
 ) -> web.Application:
@@ -121,12 +182,16 @@ def create_app(
     app[SOCKETS] = weakref.WeakSet()
     app[SESSIONS] = SessionRegistry()
     app[WEB_ROOT] = web_root()
+    app[UNJOINED] = Counter()
+    app[REFUSALS] = Counter()
+    add_security_headers(app, config.tls)
     # The control plane opens first and closes last: rooms drain before the store closes.
     app.cleanup_ctx.append(
         control_ctx(config.data_dir, open_rooms=config.open_rooms, on_bootstrap=on_bootstrap,
                     open_room_capacity=config.open_room_capacity)
     )
     app.cleanup_ctx.append(worker_ctx)
+    app.cleanup_ctx.append(metrics_listener_ctx)
     add_api_routes(app)
     app.on_shutdown.append(close_sockets)
     app.add_routes([
@@ -135,6 +200,7 @@ def create_app(
         web.get("/static/{name}", static_file),
         web.get("/ws", websocket),
         web.get("/healthz", healthz),
-        web.get("/metrics", metrics),
     ])
+    if config.metrics_port is None:  # else only on the separate metrics listener
+        app.router.add_get("/metrics", metrics)
     return app

@@ -11,6 +11,7 @@ from pathlib import Path
 from sfu.worker import MediaConfig
 from signaling.config import Config
 from signaling.control import BootstrapResult
+from signaling.limits import JOIN_TIMEOUT_S, MAX_UNJOINED_PER_ADDRESS
 
 
 def port_range(text: str) -> tuple[int, int]:
@@ -52,6 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "and tests only; logged loudly)")
     serve.add_argument("--room-capacity", type=int, default=None, metavar="N",
                        help="capacity of rooms made on the fly with --open-rooms (default 26)")
+    serve.add_argument("--allowed-origin", action="append", dest="allowed_origins", default=[],
+                       metavar="ORIGIN", help="browser origin allowed on /ws besides the "
+                       "server's own, e.g. https://meet.example.org; repeatable")
+    serve.add_argument("--metrics-host", default=None, metavar="ADDR",
+                       help="serve /metrics only on this address (default 127.0.0.1 when "
+                            "--metrics-port is given)")
+    serve.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                       help="serve /metrics only on this port, not on the main listener")
+    serve.add_argument("--join-timeout", type=float, default=JOIN_TIMEOUT_S, metavar="S",
+                       help=f"close a WebSocket that has not joined after S seconds "
+                            f"(default {JOIN_TIMEOUT_S:g})")
+    serve.add_argument("--max-unjoined-per-address", type=int,
+                       default=MAX_UNJOINED_PER_ADDRESS, metavar="N",
+                       help=f"WebSockets one address may hold open before they joined "
+                            f"(default {MAX_UNJOINED_PER_ADDRESS}; raise for load generators)")
     serve.add_argument("--log-level", default="info")
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
@@ -87,10 +103,14 @@ def serve(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(args.data_dir)
+    tls = bool(args.tls_cert or args.tls_key or args.tls)
     config = Config(
         host=args.host, port=args.port, data_dir=args.data_dir, open_rooms=args.open_rooms,
-        open_room_capacity=args.room_capacity,
+        open_room_capacity=args.room_capacity, allowed_origins=tuple(args.allowed_origins),
+        metrics_host=args.metrics_host if args.metrics_port else None,
+        metrics_port=args.metrics_port, tls=tls, join_timeout_s=args.join_timeout,
+        max_unjoined_per_address=args.max_unjoined_per_address,
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),
@@ -100,7 +120,7 @@ def serve(args: argparse.Namespace) -> None:
         ),
     )
     ssl_context = None
-    if args.tls_cert or args.tls_key or args.tls:
+    if tls:
         from signaling.tls import self_signed, server_context
 
         if args.tls == "self-signed":
@@ -123,8 +143,21 @@ def serve(args: argparse.Namespace) -> None:
               f"without credentials; try {base}/?room=demo&name=YourName", flush=True)
     loop = new_event_loop()
     print(f"diemcau: listening on {base}", flush=True)
+    from signaling.web_security import RedactingAccessLogger
+
     web.run_app(create_app(config, announce), host=args.host, port=args.port, loop=loop,
-                ssl_context=ssl_context, print=None, shutdown_timeout=10)
+                ssl_context=ssl_context, print=None, shutdown_timeout=10,
+                access_log_class=RedactingAccessLogger)
+
+
+def private_dir(path: Path) -> None:
+    """The data dir holds password hashes, the signing key and addresses: owner only (0700).
+    An existing one that others may read is tightened, and said so."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        path.chmod(0o700)
+        logging.getLogger(__name__).warning("data dir %s was mode %o; now 0700", path, mode)
 
 
 def token_create_cli(args: argparse.Namespace) -> int:

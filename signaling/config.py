@@ -6,11 +6,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sfu.worker import MediaConfig
+from signaling.limits import (
+    JOIN_TIMEOUT_S,
+    MAX_OFFERS_PER_MINUTE,
+    MAX_UNJOINED_PER_ADDRESS,
+    PREJOIN_MAX_MESSAGE_BYTES,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
-"""Our protocol limit for one WebSocket frame (an SDP of ~700 m-lines fits)."""
-HARD_MAX_MESSAGE_BYTES = 4 << 20
-"""Beyond this aiohttp closes the socket with 1009 before we ever see the frame."""
+"""Our protocol limit for one WebSocket frame (a subscriber answer for a large room fits).
+aiohttp enforces it from the frame header (close 1009, nothing buffered)."""
 
 
 @dataclass(frozen=True)
@@ -25,3 +30,15 @@ class Config:
     open_room_capacity: int | None = None
     """Capacity of rooms made on the fly under --open-rooms (None: the default, 26)."""
     """Anyone may join any room without credentials: closed networks and tests only."""
+    prejoin_max_message_bytes: int = PREJOIN_MAX_MESSAGE_BYTES
+    """Frame limit until the socket has joined (or reached the lobby)."""
+    join_timeout_s: float = JOIN_TIMEOUT_S
+    max_unjoined_per_address: int = MAX_UNJOINED_PER_ADDRESS
+    max_offers_per_minute: int = MAX_OFFERS_PER_MINUTE
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins allowed on /ws besides the server's own (scheme://host[:port])."""
+    metrics_host: str | None = None
+    metrics_port: int | None = None
+    """When set, /metrics is served only on this separate listener."""
+    tls: bool = False
+    """The listener speaks HTTPS (HSTS is sent)."""

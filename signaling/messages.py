@@ -10,8 +10,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from signaling.limits import MAX_PUBLISH_SDP_BYTES
+
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=4 << 20)]
+# An offer is refused on its length before any SDP parser sees it (a 1 MiB SDP took 0.43 s to
+# parse, all of it on the event loop). Answers are bounded by the frame limit and by the
+# sections of the server's own offer (signaling/session.py).
+OfferSdp = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PUBLISH_SDP_BYTES)]
 
 
 class _Message(msgspec.Struct, tag_field="type", forbid_unknown_fields=False):
@@ -35,7 +41,7 @@ class Join(_Message, tag="join"):
 
 
 class Publish(_Message, tag="publish"):
-    sdp: Sdp
+    sdp: OfferSdp
 
 
 class SubscribeAnswer(_Message, tag="subscribe_answer"):

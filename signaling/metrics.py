@@ -7,6 +7,7 @@ process-global default registry) keeps several apps in one process (tests) apart
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -61,9 +62,26 @@ class MediaPlaneCollector(Collector):
         yield pauses
 
 
-def make_registry(plane: MediaPlane) -> CollectorRegistry:
+class RefusalCollector(Collector):
+    """Signaling input refused by a limit (signaling/limits.py), by reason."""
+
+    def __init__(self, refusals: Counter[str]) -> None:
+        self.refusals = refusals
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily("diemcau_signaling_refused",
+                                      "Signaling messages or sockets refused by a limit",
+                                      labels=["reason"])
+        for reason, count in sorted(self.refusals.items()):
+            refused.add_metric([reason], count)
+        yield refused
+
+
+def make_registry(plane: MediaPlane, refusals: Counter[str] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(MediaPlaneCollector(plane))
+    if refusals is not None:
+        registry.register(RefusalCollector(refusals))
     registry.register(ProcessCollector(registry=None))
     return registry
 

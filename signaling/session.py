@@ -10,20 +10,30 @@ import asyncio
 import ipaddress
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
 from sfu.downlink import Tile
-from sfu.events import MediaEvent, Removed
+from sfu.events import MediaEvent, Removed, SubscribeOffer
 from sfu.plane import MediaPlane, NotDescribed, Target
 from sfu.types import Kind
 from signaling.admission import Admitted, Credentials, Waiting
 from signaling.config import Config
 from signaling.control import ControlPlane
+from signaling.limits import (
+    MAX_TRICKLED_CANDIDATES,
+    LimitExceeded,
+    Window,
+    announced_scopes,
+    check_offer,
+    count_sections,
+    refused_candidate_address,
+)
 from signaling.media_events import participant_json, to_json
 from signaling.messages import (
     AudioOnly,
@@ -45,6 +55,9 @@ logger = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 1000
 """Messages queued for a client that does not read; beyond this the client is disconnected."""
+ANSWER_SLACK_BYTES = 16 << 10
+"""A subscriber answer may be at most twice the server's offer plus this (browsers' answers are
+smaller than our offers); a bigger one is refused before it is parsed."""
 
 
 class Session:
@@ -56,6 +69,8 @@ class Session:
         control: ControlPlane | None = None,
         sessions: SessionRegistry | None = None,
         address: str = "?",
+        on_admitted: Callable[[], None] | None = None,
+        refusals: Counter[str] | None = None,
     ) -> None:
         self.ws = ws
         self.plane = plane
@@ -71,6 +86,14 @@ class Session:
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._waiting: Waiting | None = None
         self._closing = False
+        self._close_code = WSCloseCode.OK
+        self._on_admitted = on_admitted  # called once: joined, or waiting in the lobby
+        self.refusals: Counter[str] = refusals if refusals is not None else Counter()
+        self._offers = Window(config.max_offers_per_minute, 60.0)
+        self._trickled = {"publisher": 0, "subscriber": 0}
+        self._offer_sdp_bytes = 0  # size of the last subscribe_offer, bounds its answer
+        self._offer_sections = 0
+        self._candidate_scopes = announced_scopes(config.media.ice_addresses)
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             Join: self.on_join,
             Publish: self.on_publish,
@@ -101,7 +124,7 @@ class Session:
         while True:
             message = await self._outbox.get()
             if message is None:
-                await self.ws.close()
+                await self.ws.close(code=self._close_code)
                 return
             try:
                 await self.ws.send_json(message)
@@ -113,6 +136,8 @@ class Session:
         if self._early_events is not None:
             self._early_events.append(event)  # `joined` is not queued yet
             return
+        if isinstance(event, SubscribeOffer):  # what its answer may be measured against
+            self._offer_sdp_bytes, self._offer_sections = len(event.sdp), count_sections(event.sdp)
         self.send(to_json(event))
         if isinstance(event, Removed):
             self.participant_id = None  # the media plane already took us out
@@ -121,8 +146,32 @@ class Session:
 
     # -- input -----------------------------------------------------------------------------------
 
+    @property
+    def admitted_or_waiting(self) -> bool:
+        return self.participant_id is not None or self._waiting is not None
+
+    def _close_after(self, error: ProtocolError, code: WSCloseCode, reason: str) -> None:
+        """Tell the client why, then close the socket (after what is queued before)."""
+        self.refusals[reason] += 1
+        self.send(error.to_json())
+        self._close_code = code
+        self._closing = True
+        self._outbox.put_nowait(None)
+
+    def _join_deadline(self) -> None:
+        if self.admitted_or_waiting or self._closing:
+            return
+        logger.info("socket from %s did not join within %.0f s; closing", self.address,
+                    self.config.join_timeout_s)
+        self._close_after(
+            ProtocolError("join-timeout", f"no successful `join` within "
+                          f"{self.config.join_timeout_s:g} s; closing"),
+            WSCloseCode.POLICY_VIOLATION, "join-timeout")
+
     async def run(self) -> None:
         writer = asyncio.ensure_future(self._write_forever())
+        deadline = asyncio.get_running_loop().call_later(self.config.join_timeout_s,
+                                                         self._join_deadline)
         try:
             async for frame in self.ws:
                 if frame.type == WSMsgType.TEXT:
@@ -135,6 +184,7 @@ class Session:
                 if self._closing:
                     break
         finally:
+            deadline.cancel()
             await self.leave()
             self._outbox.put_nowait(None)
             try:
@@ -145,18 +195,25 @@ class Session:
     async def handle_frame(self, raw: str) -> None:
         ref: str | None = None
         try:
+            # Until seated a socket is anybody's (a lobby guest may only ping or leave): a
+            # small limit (aiohttp has read the frame already, at most max_message_bytes;
+            # closing the socket stops a second one).
+            joined = self.participant_id is not None
+            limit = self.config.max_message_bytes if joined else \
+                self.config.prejoin_max_message_bytes
             # A quick character count first: a str has at least as many bytes as characters.
             size = len(raw)
-            if size > self.config.max_message_bytes or (
-                size * 4 > self.config.max_message_bytes
-                and (size := len(raw.encode("utf-8", "surrogatepass")))
-                > self.config.max_message_bytes
+            if size > limit or (
+                size * 4 > limit
+                and (size := len(raw.encode("utf-8", "surrogatepass"))) > limit
             ):
-                raise ProtocolError(
-                    "too-large",
-                    f"message of {size} bytes exceeds the limit of "
-                    f"{self.config.max_message_bytes}",
-                )
+                error = ProtocolError(
+                    "too-large", f"message of {size} bytes exceeds the limit of {limit}"
+                    + ("" if joined else " before `join` (or in the lobby); closing"))
+                if not joined:
+                    self._close_after(error, WSCloseCode.MESSAGE_TOO_BIG, "too-large-prejoin")
+                    return
+                raise error
             message = decode(raw)
             ref = message.__struct_config__.tag  # type: ignore[assignment]
             if self.participant_id is None and not isinstance(message, Join | Ping):
@@ -169,6 +226,11 @@ class Session:
             if exc.ref is None:
                 exc.ref = ref
             self.send(exc.to_json())
+        except LimitExceeded as exc:
+            self.refusals[exc.what] += 1
+            error = ProtocolError("limit-exceeded", str(exc), ref).to_json()
+            error["limit"] = exc.limit
+            self.send(error)
         except Exception:
             reference = uuid.uuid4().hex[:8]
             logger.exception("internal error [%s] handling %s", reference, ref)
@@ -200,6 +262,7 @@ class Session:
         self.sessions.add(session_id, self)
         if isinstance(outcome, Waiting):
             self._waiting = outcome
+            self._admitted()
             self.send({"type": "lobby", "room": message.room, "participant_id": session_id})
             logger.info("%s waits in the lobby of %r", message.name, message.room)
             return
@@ -213,6 +276,7 @@ class Session:
             if old is not None and old is not self:
                 await old.kick("taken-over", release=False)
         self.admitted = admitted
+        self._admitted()
         locked = await self._room_locked(admitted.room)  # before joining: no await after it
         # `joined` is queued before anything the room may send on our behalf: events wait here
         # until it is (the plane tells the others synchronously inside join).
@@ -235,6 +299,11 @@ class Session:
         logger.info("%s (%s, %s) joined room %r", admitted.name, admitted.session_id,
                     admitted.role, admitted.room)
 
+    def _admitted(self) -> None:
+        if self._on_admitted is not None:
+            self._on_admitted()
+            self._on_admitted = None
+
     async def _room_locked(self, room: str) -> bool:
         if self.control is None:
             return False
@@ -245,14 +314,59 @@ class Session:
         room, participant_id = self._in_room()
         if self.admitted is not None and not self.admitted.can_publish:
             raise ProtocolError("not-allowed", "this join does not allow publishing")
+        # Counted on the text, before any parser runs: 700 m= lines stalled the loop 1.5 s.
+        check_offer(message.sdp)
+        wait = self._offers.retry_after(asyncio.get_running_loop().time())
+        if wait:
+            self.refusals["offer-rate"] += 1
+            error = ProtocolError("rate-limited", f"more than {self._offers.limit} offers in "
+                                  f"{self._offers.period_s:g} s; retry in {wait:.0f} s")
+            raise _WithFields(error, retry_after=max(1, round(wait + 0.5)))
+        sdp = self._strip_refused_candidates(message.sdp)
         try:
-            answer = await self.plane.publish(room, participant_id, message.sdp)
+            answer = await self.plane.publish(room, participant_id, sdp)
         except Exception as exc:  # aiortc raises ValueError, but also AssertionError etc.
             raise ProtocolError("bad-sdp", f"cannot use this offer: {_describe(exc)}") from None
         self.send({"type": "publish_answer", "sdp": answer})
 
+    def _strip_refused_candidates(self, sdp: str) -> str:
+        """The offer without candidates at addresses we refuse (loopback, link-local, ...).
+
+        Dropped rather than refusing the offer: a browser may list such an address among good
+        ones, and the call should still work. Malformed lines stay for the parser to name.
+        """
+        if "a=candidate:" not in sdp:
+            return sdp
+        kept = []
+        for line in sdp.splitlines(keepends=True):
+            if line.startswith("a=candidate:"):
+                try:
+                    ip = candidate_from_sdp(line[len("a=candidate:"):].strip()).ip
+                    scope = refused_candidate_address(ip, self._candidate_scopes)
+                except Exception:  # malformed: the SDP parser refuses it with a precise error
+                    scope = None
+                if scope is not None:
+                    self.refusals["candidate-address"] += 1
+                    logger.info("dropped a %s ICE candidate (%s) from an offer", scope, ip)
+                    continue
+            kept.append(line)
+        return "".join(kept)
+
     async def on_subscribe_answer(self, message: SubscribeAnswer) -> None:
         room, participant_id = self._in_room()
+        # An answer has the offer's sections (JSEP) and is no bigger than the offer by much:
+        # anything else is refused on its text, before the parser spends the loop's time on it.
+        sections = count_sections(message.sdp)
+        if self._offer_sections and sections > self._offer_sections:
+            raise LimitExceeded("answer-sections", self._offer_sections,
+                                f"answer has {sections} media sections; the offer had "
+                                f"{self._offer_sections}")
+        if self._offer_sdp_bytes and \
+                len(message.sdp) > 2 * self._offer_sdp_bytes + ANSWER_SLACK_BYTES:
+            limit = 2 * self._offer_sdp_bytes + ANSWER_SLACK_BYTES
+            raise LimitExceeded("answer-size", limit,
+                                f"answer of {len(message.sdp)} characters; at most {limit} "
+                                "for this offer")
         if not self.plane.subscribe_answer(room, participant_id, message.sdp):
             raise ProtocolError("bad-state", "no subscribe_offer is waiting for an answer")
 
@@ -263,11 +377,21 @@ class Session:
         if init is None or not init.candidate:
             await self._add_candidate(room, participant_id, target, None)  # end of candidates
             return
+        if self._trickled[message.target] >= MAX_TRICKLED_CANDIDATES:
+            raise LimitExceeded("trickled-candidates", MAX_TRICKLED_CANDIDATES,
+                                f"more than {MAX_TRICKLED_CANDIDATES} ICE candidates for the "
+                                f"{message.target} connection")
         try:
             candidate = candidate_from_sdp(init.candidate.removeprefix("candidate:"))
             check_candidate(candidate)
+            scope = refused_candidate_address(candidate.ip, self._candidate_scopes)
         except Exception as exc:
             raise ProtocolError("bad-message", f"bad ICE candidate: {_describe(exc)}") from None
+        self._trickled[message.target] += 1  # counted once well-formed: refused ones too
+        if scope is not None:
+            self.refusals["candidate-address"] += 1
+            raise ProtocolError("candidate-refused", f"ICE candidate address {candidate.ip} is "
+                                f"{scope}; this server does not send media there")
         candidate.sdpMid = init.sdpMid
         candidate.sdpMLineIndex = init.sdpMLineIndex
         if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
@@ -343,6 +467,17 @@ class Session:
 
 
 CANDIDATE_TYPES = {"host", "srflx", "prflx", "relay"}
+
+
+class _WithFields(ProtocolError):
+    """A ProtocolError with extra fields in its ``error`` (``retry_after``, ``limit``)."""
+
+    def __init__(self, error: ProtocolError, **fields: object) -> None:
+        super().__init__(error.code, error.message, error.ref)
+        self.fields = fields
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), **self.fields}
 
 
 def check_candidate(candidate: RTCIceCandidate) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import os
 import socket
 import ssl
@@ -24,7 +25,7 @@ SELF_SIGNED_DAYS = 365
 def self_signed(data_dir: Path, hosts: list[str]) -> tuple[Path, Path]:
     """(certificate, key) in ``data_dir/tls``, made for ``hosts`` if missing or expiring."""
     folder = data_dir / "tls"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     cert_path, key_path = folder / "self-signed.pem", folder / "self-signed.key"
     if cert_path.exists() and key_path.exists():
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
@@ -61,6 +62,10 @@ def self_signed(data_dir: Path, hosts: list[str]) -> tuple[Path, Path]:
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    mode = key.stat().st_mode & 0o777
+    if mode & 0o077:
+        logging.getLogger(__name__).warning(
+            "TLS key %s is mode %o: others on this host can read it; chmod 600 it", key, mode)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return context

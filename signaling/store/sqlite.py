@@ -11,6 +11,7 @@ mid-transaction leaves the last committed state.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import sqlite3
 import time
@@ -99,7 +100,11 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _connect(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Hashes and addresses live here: owner only. SQLite gives its -wal and -shm files the
+        # database file's mode, so creating (or tightening) this one covers all three.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves (the module's implicit
         # transactions would start with a DEFERRED BEGIN and could fail to upgrade).
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,

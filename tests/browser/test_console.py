@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pagewait import wait_js
 
 from tests.serverproc import running_server
 
@@ -112,7 +113,7 @@ async def test_console_runs_a_meeting(closed_server: Server, browser, artifacts_
         pages["a"] = await _open(browser, f"{link}&name=Xa%20Kim%20Chung", "vi-VN")
         pages["b"] = await _open(browser, f"{link}&name=Xa%20Uy%20No", "en-US")
         for key in ("a", "b"):
-            await pages[key].wait_for_function(JOINED,
+            await wait_js(pages[key], JOINED,
                                                timeout=JOIN_TIMEOUT_MS)
         pages["c"] = await _open(browser, f"{link}&name=Xa%20Thuy%20Lam", "en-US")
         refusal = pages["c"].locator("#join-error[data-code=room-full]")
@@ -124,7 +125,7 @@ async def test_console_runs_a_meeting(closed_server: Server, browser, artifacts_
         # The live tab lists both, with their ids; the sidebar counts them.
         await host.click('#tabs [data-tab="live"]')
         rows = host.locator("#participants tr[data-participant-id]")
-        await host.wait_for_function(
+        await wait_js(host,
             "document.querySelectorAll('#participants tr[data-participant-id]').length === 2",
             timeout=UI_TIMEOUT_MS)
         await host.locator(f'#room-list [data-room="{ROOM}"] .badge[data-count="2"]').wait_for(
@@ -213,7 +214,7 @@ async def test_join_form_lobby_and_take_over(closed_server: Server, browser, art
         await g.screenshot(path=str(artifacts_dir / "console-join-form-bad-password.png"))
         await g.fill("#password-input", password)
         await g.click("#join-btn")
-        await g.wait_for_function(JOINED, timeout=JOIN_TIMEOUT_MS)
+        await wait_js(g, JOINED, timeout=JOIN_TIMEOUT_MS)
         assert await g.evaluate("window.diemcau.role") == "host"
 
         # Guests by invitation wait in the lobby; one is admitted, one denied.
@@ -225,7 +226,7 @@ async def test_join_form_lobby_and_take_over(closed_server: Server, browser, art
         waiting = {w["name"]: w["id"] for w in await api("GET", "/api/rooms/Cho/lobby")}
         await api("POST", f"/api/rooms/Cho/lobby/{waiting['Khach Mot']}/admit")
         await api("DELETE", f"/api/rooms/Cho/lobby/{waiting['Khach Hai']}")
-        await h.wait_for_function(JOINED, timeout=JOIN_TIMEOUT_MS)
+        await wait_js(h, JOINED, timeout=JOIN_TIMEOUT_MS)
         assert await h.evaluate("sessionStorage.getItem('diemcau.rejoin:Cho')")
         await i.locator('#left-view[data-reason="denied"]').wait_for(
             state="visible", timeout=UI_TIMEOUT_MS)
@@ -239,7 +240,7 @@ async def test_join_form_lobby_and_take_over(closed_server: Server, browser, art
         await j.locator("#join-error[data-code=already-in-room]").wait_for(timeout=UI_TIMEOUT_MS)
         await j.check("#takeover-input")
         await j.click("#join-btn")
-        await j.wait_for_function(JOINED, timeout=JOIN_TIMEOUT_MS)
+        await wait_js(j, JOINED, timeout=JOIN_TIMEOUT_MS)
         await g.locator('#left-view[data-reason="taken-over"]').wait_for(
             state="visible", timeout=UI_TIMEOUT_MS)
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pagewait import wait_js
 
 LEFT = "window.diemcau && window.diemcau.state === 'left'"
 
@@ -142,11 +143,16 @@ async def test_two_participants_meet_and_leave(server_url, browser, artifacts_di
         await page_a.locator(f'.tile[data-participant-id="{b_id}"]').wait_for(
             state="detached", timeout=LEAVE_TIMEOUT_MS
         )
-        await page_b.wait_for_function(LEFT, timeout=LEAVE_TIMEOUT_MS)
+        await wait_js(page_b, LEFT, timeout=LEAVE_TIMEOUT_MS)
         await page_b.locator("#rejoin-btn").wait_for(state="visible", timeout=LEAVE_TIMEOUT_MS)
 
         await page_a.screenshot(path=str(artifacts_dir / "meeting-a-after-leave.png"))
         await page_b.screenshot(path=str(artifacts_dir / "meeting-b-left.png"))
+        # the whole meeting ran under the server's CSP without tripping it
+        for page in (page_a, page_b):
+            blocked = [line for line in CONSOLE.get(id(page), [])
+                       if "Content Security Policy" in line or "Content-Security-Policy" in line]
+            assert not blocked, blocked
     except Exception:
         for page, tag in ((page_a, "a"), (page_b, "b")):
             with contextlib.suppress(Exception):  # best effort on the way out

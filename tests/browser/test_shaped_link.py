@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 from netns import LinkUnavailable, ShapedLink
+from pagewait import wait_js
 
 from tests.serverproc import running_server
 
@@ -295,7 +296,7 @@ async def test_subscriber_follows_shaped_link(
             page = await context.new_page()
             rec = Recorder(page)
             await page.goto(f"{base}/?room={ROOM}&name=Sub", timeout=15_000)
-            await page.wait_for_function(JOINED,
+            await wait_js(page, JOINED,
                                          timeout=JOIN_TIMEOUT_MS)
             rec.start()
 
@@ -497,7 +498,7 @@ async def test_intermediate_limit_drops_one_layer(
             page = await context.new_page()
             rec = Recorder(page)
             await page.goto(f"{base}/?room={ROOM}&name=Sub", timeout=15_000)
-            await page.wait_for_function(JOINED,
+            await wait_js(page, JOINED,
                                          timeout=JOIN_TIMEOUT_MS)
             rec.start()
             top = await rec.wait(lambda s: s["widths"] == [TOP_WIDTH, TOP_WIDTH], TOP_LAYER_TIMEOUT)

@@ -21,3 +21,9 @@ def test_self_signed_certificate_covers_the_hosts_and_is_reused(tmp_path: Path) 
     before = cert.read_bytes()
     assert self_signed(tmp_path, ["192.0.2.10"]) == (cert, key)
     assert cert.read_bytes() == before  # not regenerated
+
+
+def test_self_signed_files_are_private(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, ["192.0.2.10"])
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert key.parent.stat().st_mode & 0o777 == 0o700
