@@ -17,6 +17,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from sfu import aiortc_hooks
 from sfu.audio_only import DEFAULT_THRESHOLD_BPS, AudioOnlyGate
+from sfu.demux import DatagramDrops
 from sfu.downlink import DownlinkPolicy
 from sfu.publisher import Publisher
 from sfu.room import Notify, Participant, Room
@@ -55,6 +56,7 @@ class Worker:
         self._addresses = list(config.ice_addresses) if config.ice_addresses else None
         self._maintain_task: asyncio.Task[None] | None = None
         self.retired: Counter[str] = Counter()  # counters of participants who left
+        self.datagram_drops = DatagramDrops()  # garbage on the media ports, by reason
 
     MAINTAIN_INTERVAL_S = 0.5
 
@@ -81,7 +83,7 @@ class Worker:
         )
 
     def configure_ice(self, pc: RTCPeerConnection) -> None:
-        aiortc_hooks.configure_ice(pc, self._addresses, self._ports)
+        aiortc_hooks.configure_ice(pc, self._addresses, self._ports, self.datagram_drops)
 
     def room(self, name: str) -> Room:
         room = self.rooms.get(name)

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sfu.demux import DatagramDrop
 from sfu.room import retire_counters
 from sfu.types import DropReason, PauseReason
 from sfu.worker import Worker
@@ -71,6 +72,12 @@ class WorkerCollector(Collector):
         for reason in DropReason:
             dropped.add_metric([reason.value], totals.get(f"drop:{reason.value}", 0))
         yield dropped
+        garbage = CounterMetricFamily(
+            "diemcau_datagram_dropped", "Datagrams on media ports dropped before aioice/aiortc, "
+            "by reason", labels=["reason"])
+        for drop in DatagramDrop:
+            garbage.add_metric([drop.value], worker.datagram_drops.get(drop))
+        yield garbage
         only = GaugeMetricFamily("diemcau_audio_only_participants",
                                  "Participants on audio only, by direction", labels=["direction"])
         for direction, count in audio_only.items():
