@@ -17,11 +17,17 @@ Rules (``MediaPortGuard``):
   are never needed;
 - everything else only from an address that proved itself with authenticated STUN (an ICE check
   or a check response); a spoofed source still passes this, so:
-- DTLS: records must be framed as DTLS records; plaintext (epoch 0) alerts are dropped always
-  (a forged fatal alert would end the handshake) and any plaintext record once the handshake is
-  done (only encrypted records are legitimate then; OpenSSL authenticates those itself);
+- DTLS: records must be framed as DTLS records; during the handshake plaintext (epoch 0) records
+  must be well-formed handshake fragments of a plaintext message type or a change-cipher-spec
+  (a forged alert or unparseable handshake message would end the handshake); once it is done
+  any plaintext record is dropped (only encrypted ones are legitimate then; OpenSSL
+  authenticates those itself);
 - SRTP/SRTCP: only once keys exist, and long enough to hold a header; the SRTP
   authentication tag is checked by libsrtp (failures are counted by the hook).
+
+Left open: during the DTLS handshake (about 100 ms per connection) a well-formed plaintext
+handshake message spoofed from the peer's own address cannot be told from the peer's, and
+OpenSSL may abandon the handshake over it.
 """
 
 from __future__ import annotations
@@ -101,7 +107,34 @@ DTLS_VERSIONS = frozenset({0xFEFF, 0xFEFD})  # DTLS 1.0, 1.2 (and 1.3's legacy_r
 DTLS_HEADER = struct.Struct("!BHH6sH")  # type, version, epoch, sequence number, length
 DTLS_MAX_RECORD = (1 << 14) + 2048
 DTLS13_MIN_CIPHERTEXT = 16  # the record number mask samples 16 bytes of ciphertext
-ALERT = 21
+CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE = 20, 21, 22
+HANDSHAKE_HEADER = struct.Struct("!B3sH3s3s")  # type, length, message_seq, offset, fragment length
+# Handshake messages sent in plaintext (epoch 0): ClientHello, ServerHello, HelloVerifyRequest,
+# NewSessionTicket (DTLS 1.2 sends it before ChangeCipherSpec), Certificate, ServerKeyExchange,
+# CertificateRequest, ServerHelloDone, CertificateVerify, ClientKeyExchange. Finished and
+# everything later is encrypted.
+PLAINTEXT_HANDSHAKE_TYPES = frozenset({1, 2, 3, 4, 11, 12, 13, 14, 15, 16})
+
+
+def _plaintext_record_ok(content_type: int, body: bytes) -> DatagramDrop | None:
+    """Checks of an epoch-0 record during the handshake: OpenSSL ends the handshake on a
+    handshake message it cannot parse, so random garbage must not reach it."""
+    if content_type == ALERT:
+        return DatagramDrop.DTLS_PLAINTEXT  # a forged fatal alert would end the handshake
+    if content_type == CHANGE_CIPHER_SPEC:
+        return None if body == b"\x01" else DatagramDrop.DTLS_MALFORMED
+    if content_type != HANDSHAKE:
+        return DatagramDrop.DTLS_PLAINTEXT  # application data etc. are never plaintext
+    pos = 0
+    while pos < len(body):  # one or more handshake fragments, tiling the record exactly
+        if pos + HANDSHAKE_HEADER.size > len(body):
+            return DatagramDrop.DTLS_MALFORMED
+        kind, length, _seq, offset, fragment = HANDSHAKE_HEADER.unpack_from(body, pos)
+        total, start, size = (int.from_bytes(v, "big") for v in (length, offset, fragment))
+        if kind not in PLAINTEXT_HANDSHAKE_TYPES or start + size > total:
+            return DatagramDrop.DTLS_MALFORMED
+        pos += HANDSHAKE_HEADER.size + size
+    return None if pos == len(body) and body else DatagramDrop.DTLS_MALFORMED
 
 
 def check_dtls(data: bytes, handshake_done: bool) -> DatagramDrop | None:
@@ -130,9 +163,14 @@ def check_dtls(data: bytes, handshake_done: bool) -> DatagramDrop | None:
             return DatagramDrop.DTLS_MALFORMED
         if length > DTLS_MAX_RECORD or pos + DTLS_HEADER.size + length > size:
             return DatagramDrop.DTLS_MALFORMED
-        if epoch == 0 and (handshake_done or content_type == ALERT):
-            return DatagramDrop.DTLS_PLAINTEXT
-        pos += DTLS_HEADER.size + length
+        start = pos + DTLS_HEADER.size
+        if epoch == 0:
+            if handshake_done:
+                return DatagramDrop.DTLS_PLAINTEXT  # only encrypted records are legitimate now
+            drop = _plaintext_record_ok(content_type, data[start:start + length])
+            if drop is not None:
+                return drop
+        pos = start + length
     return None
 
 

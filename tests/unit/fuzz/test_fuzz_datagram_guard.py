@@ -19,6 +19,7 @@ from collections import Counter
 from functools import cache
 
 import pylibsrtp
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -250,3 +251,36 @@ def test_accepted_dtls_leaves_a_connected_session_working() -> None:
         _pump(client, server)
         assert server.recv(1500) == b"still here %d" % fed
     assert fed > 100, fed
+
+
+def _record(content_type: int, epoch: int, body: bytes, version: int = 0xFEFD) -> bytes:
+    return struct.pack("!BHH6sH", content_type, version, epoch, bytes(6), len(body)) + body
+
+
+def _handshake(kind: int, total: int, offset: int, fragment: bytes) -> bytes:
+    return bytes([kind]) + total.to_bytes(3, "big") + b"\x00\x01" + offset.to_bytes(3, "big") \
+        + len(fragment).to_bytes(3, "big") + fragment
+
+
+@pytest.mark.parametrize(("data", "done", "expected"), [
+    (_record(22, 0, _handshake(1, 4, 0, b"abcd")), False, None),
+    (_record(22, 0, _handshake(1, 8, 4, b"abcd")), False, None),  # the last fragment
+    (_record(22, 0, _handshake(1, 4, 0, b"abcd")), True, DatagramDrop.DTLS_PLAINTEXT),
+    (_record(22, 0, _handshake(20, 4, 0, b"abcd")), False, DatagramDrop.DTLS_MALFORMED),
+    (_record(22, 0, _handshake(1, 4, 2, b"abcd")), False, DatagramDrop.DTLS_MALFORMED),
+    (_record(22, 0, _handshake(1, 4, 0, b"abcd") + b"x"), False, DatagramDrop.DTLS_MALFORMED),
+    (_record(22, 0, b""), False, DatagramDrop.DTLS_MALFORMED),
+    (_record(20, 0, b"\x01"), False, None),
+    (_record(20, 0, b"\x02"), False, DatagramDrop.DTLS_MALFORMED),
+    (_record(21, 0, b"\x02\x28"), False, DatagramDrop.DTLS_PLAINTEXT),
+    (_record(23, 0, b"data"), False, DatagramDrop.DTLS_PLAINTEXT),
+    (_record(23, 1, b"anything, OpenSSL checks the MAC"), True, None),
+    (_record(21, 1, b"encrypted alert"), False, None),
+    (_record(23, 1, b"x", version=0x0303), True, DatagramDrop.DTLS_MALFORMED),
+    (_record(23, 1, b"xy")[:-1], True, DatagramDrop.DTLS_MALFORMED),
+    (bytes([0x2C, 0, 1, 0, 16]) + bytes(16), True, None),  # DTLS 1.3 unified header
+    (bytes([0x2C, 0, 1, 0, 15]) + bytes(15), True, DatagramDrop.DTLS_MALFORMED),
+    (bytes([0x3C, 0, 1, 0, 16]) + bytes(16), True, DatagramDrop.DTLS_MALFORMED),  # with a CID
+], ids=lambda value: value.hex()[:16] if isinstance(value, bytes) else str(value))
+def test_dtls_record_rules(data: bytes, done: bool, expected: DatagramDrop | None) -> None:
+    assert check_dtls(data, handshake_done=done) is expected
