@@ -51,6 +51,7 @@ class SyntheticParticipant:
         decode: bool = True,
         ice_addresses: list[str] | None = None,
         video_track_factory: Callable[[], MediaStreamTrack] | None = None,
+        remb: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.room = room
@@ -58,6 +59,9 @@ class SyntheticParticipant:
         self.audio = audio
         self.video = video
         self.decode = decode
+        # False: the subscriber's receivers send no REMB (aiortc's estimate on a busy loopback
+        # falls far below what it receives, and the server would pause video by bandwidth).
+        self.remb = remb
         self.ice_addresses = ice_addresses if ice_addresses is not None else ["127.0.0.1"]
         self._video_track_factory = video_track_factory or VideoStreamTrack
         self.participant_id: str | None = None
@@ -187,6 +191,9 @@ class SyntheticParticipant:
             pc = self.subscriber
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             self.tracks = message["tracks"]
+            if not self.remb:
+                for transceiver in pc.getTransceivers():
+                    aiortc_hooks.disable_remb(transceiver.receiver)
             aiortc_hooks.configure_ice(pc, self.ice_addresses, None)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)

@@ -11,7 +11,9 @@ each sender encodes. An SFU must do neither, so we hook it at the RTP level (see
 - senders never run: ``RTCRtpSender.send`` is replaced on the instance to record the negotiated
   parameters only, so there are no per-sender RTP/RTCP tasks (4,900 of them in a room of 50);
 - outgoing packets are SRTP-protected and handed to the nominated ICE pair's datagram transport
-  synchronously, skipping four layers of coroutines per packet.
+  synchronously, skipping four layers of coroutines per packet;
+- every datagram reaching a media port passes ``sfu.demux.MediaPortGuard`` before aioice and
+  aiortc see it (``GuardedStunProtocol``): garbage is dropped and counted, never an exception.
 
 These names are private, so aiortc is pinned (==1.16.0) and ``missing_internals()`` is checked by a
 test that fails loudly when one disappears.
@@ -25,11 +27,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
+from aioice import stun
+from aioice.ice import Connection, StunProtocol
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc import clock as aiortc_clock
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
 
+from sfu.demux import DatagramDrop, DatagramDrops, IceCredentials, MediaPortGuard
 from sfu.ratelog import handler_errors
 
 logger = logging.getLogger(__name__)
@@ -47,11 +52,15 @@ _REQUIRED: list[tuple[type, str]] = [
     (RTCRtpReceiver, "_RTCRtpReceiver__stop_decoder"),
     (RTCRtpReceiver, "receive"),
     (RTCRtpSender, "send"),
+    (StunProtocol, "datagram_received"),
+    (Connection, "data_received"),
+    (Connection, "request_received"),
 ]
 # Instance attributes set in __init__ (checked on live objects by the test).
-DTLS_INSTANCE_ATTRS = ("_tx_srtp", "_state", "transport")
+DTLS_INSTANCE_ATTRS = ("_tx_srtp", "_rx_srtp", "_state", "transport")
 SENDER_INSTANCE_ATTRS = ("_ssrc", "_rtx_ssrc", "_stream_id")
-ICE_CONNECTION_ATTRS = ("_nominated",)
+ICE_CONNECTION_ATTRS = ("_nominated", "_queue")
+STUN_PROTOCOL_ATTRS = ("receiver", "transactions")  # set in StunProtocol.__init__
 
 
 def missing_internals() -> list[str]:
@@ -176,7 +185,7 @@ class DatagramWriter:
             return False
         try:
             data = self._srtp.protect(packet)
-        except pylibsrtp.Error:
+        except (pylibsrtp.Error, ValueError):  # ValueError: over pylibsrtp's 1,500-byte buffer
             self.protect_errors += 1  # a malformed packet of ours: drop it, keep the others
             return False
         try:
@@ -193,7 +202,7 @@ class DatagramWriter:
             return False
         try:
             data = self._srtp.protect_rtcp(packet)
-        except pylibsrtp.Error:
+        except (pylibsrtp.Error, ValueError):
             self.protect_errors += 1
             return False
         try:
@@ -226,6 +235,99 @@ def disable_remb(receiver: RTCRtpReceiver) -> bool:
 
 
 
+# -- The media ports: every datagram passes the guard first ---------------------------------------
+
+MAX_BACKLOG = 1000
+"""Datagrams waiting for the DTLS transport's reader; beyond this the reader is behind a flood,
+and queueing more would only delay the media behind it (and cost memory)."""
+
+
+class _CountingSrtpSession:
+    """aiortc's inbound SRTP session, counting what libsrtp refuses. Anything it raises becomes
+    ``pylibsrtp.Error``, the one exception ``_recv_next`` survives (pylibsrtp raises ValueError
+    on input over its buffer, which would close the transport)."""
+
+    __slots__ = ("_session", "_drops")
+
+    def __init__(self, session: Any, drops: DatagramDrops) -> None:
+        self._session = session
+        self._drops = drops
+
+    def unprotect(self, data: bytes) -> bytes:
+        try:
+            return self._session.unprotect(data)  # type: ignore[no-any-return]
+        except (pylibsrtp.Error, ValueError) as exc:
+            self._drops.add(DatagramDrop.SRTP_UNAUTHENTICATED)
+            raise pylibsrtp.Error(str(exc)) from None
+
+    def unprotect_rtcp(self, data: bytes) -> bytes:
+        try:
+            return self._session.unprotect_rtcp(data)  # type: ignore[no-any-return]
+        except (pylibsrtp.Error, ValueError) as exc:
+            self._drops.add(DatagramDrop.SRTP_UNAUTHENTICATED)
+            raise pylibsrtp.Error(str(exc)) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def count_srtp_failures(dtls: RTCDtlsTransport, drops: DatagramDrops) -> None:
+    """Once DTLS is connected (keys exist), count inbound SRTP that fails authentication."""
+
+    def on_state() -> None:
+        session = dtls._rx_srtp  # type: ignore[attr-defined]
+        if dtls._state == DtlsState.CONNECTED and session is not None \
+                and not isinstance(session, _CountingSrtpSession):
+            dtls._rx_srtp = _CountingSrtpSession(session, drops)  # type: ignore[attr-defined]
+
+    dtls.on("statechange", on_state)
+
+
+class GuardedStunProtocol(StunProtocol):
+    """aioice's UDP protocol for a host candidate, with ``MediaPortGuard`` in front.
+
+    It replaces ``StunProtocol.datagram_received`` (same dispatch, on the message the guard has
+    already parsed); nothing a datagram contains can raise out of it.
+    """
+
+    def __init__(self, connection: Connection, guard: MediaPortGuard, dtls: RTCDtlsTransport,
+                 drops: DatagramDrops) -> None:
+        super().__init__(connection)
+        self.guard = guard
+        self.dtls = dtls
+        self.drops = drops
+
+    def _credentials(self) -> IceCredentials:
+        connection = self.receiver
+        return IceCredentials(connection.local_username, connection.local_password,
+                              connection.remote_username, connection.remote_password)
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        source = (addr[0], addr[1])  # an IPv6 four-tuple to a two-tuple, as aioice does
+        try:
+            verdict = self.guard.check(
+                data, source, self._credentials, self.transactions,  # type: ignore[arg-type]
+                self.dtls._state == DtlsState.CONNECTED,
+            )
+            if isinstance(verdict, DatagramDrop):
+                self.drops.add(verdict)
+                return
+            connection = self.receiver
+            _kind, message = verdict
+            if message is None:
+                if connection._queue.qsize() >= MAX_BACKLOG:
+                    self.drops.add(DatagramDrop.BACKLOG)
+                    return
+                connection.data_received(data, self.local_candidate.component)
+            elif message.message_class == stun.Class.REQUEST:
+                connection.request_received(message, source, self)
+            else:
+                self.transactions[message.transaction_id].response_received(message, source)
+        except Exception as exc:  # a bug here or in aioice: drop the datagram, keep the port
+            self.drops.add(DatagramDrop.HANDLER_ERROR)
+            handler_errors.exception("datagram", exc)
+
+
 # -- ICE: announced addresses and a UDP port range ------------------------------------------------
 # aioice gathers every interface except 127.0.0.1, on any port, and offers no way to choose
 # either. An operator needs both (firewalls, loopback tests), so each connection's host
@@ -249,27 +351,34 @@ class PortAllocator:
 
 
 def configure_ice(
-    pc: Any, announce: list[str] | None, ports: PortAllocator | None
+    pc: Any, announce: list[str] | None, ports: PortAllocator | None,
+    drops: DatagramDrops | None = None,
 ) -> None:
-    """Restrict host candidates of every ICE gatherer of ``pc`` created so far.
+    """Restrict host candidates of every ICE gatherer of ``pc`` created so far, and guard their
+    sockets (``GuardedStunProtocol``; drops counted in ``drops``).
 
     Call after the transceivers exist and before ``setLocalDescription`` (which gathers).
     ``announce`` None keeps aioice's own choice of interfaces.
     """
     from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-    from aioice.ice import StunProtocol, get_host_addresses
+    from aioice.ice import get_host_addresses
 
+    counts = drops if drops is not None else DatagramDrops()
     for transceiver in pc.getTransceivers():
-        gatherer = transceiver.sender.transport.transport.iceGatherer
+        dtls = transceiver.sender.transport
+        gatherer = dtls.transport.iceGatherer
         connection = gatherer._connection
         if getattr(connection, "_diemcau_configured", False):
             continue
         connection._diemcau_configured = True
+        count_srtp_failures(dtls, counts)
+        guard = MediaPortGuard()  # one per connection: its sockets share the trusted sources
         original = connection.get_component_candidates
 
         async def gather_component(
             component: int, addresses: list[str], timeout: int = 5,
             _connection: Any = connection, _original: Any = original,
+            _guard: MediaPortGuard = guard, _dtls: RTCDtlsTransport = dtls,
         ) -> list[Any]:
             loop = asyncio.get_running_loop()
             # ``addresses`` is aioice's own list (every interface but 127.0.0.1): replaced.
@@ -280,7 +389,8 @@ def configure_ice(
                 for port in ports.candidates() if ports else [0]:
                     try:
                         bound = await loop.create_datagram_endpoint(
-                            lambda: StunProtocol(_connection), local_addr=(host, port)
+                            lambda: GuardedStunProtocol(_connection, _guard, _dtls, counts),
+                            local_addr=(host, port),
                         )
                         break
                     except OSError:

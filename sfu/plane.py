@@ -54,6 +54,7 @@ class PlaneStats:
     totals: Counter[str] = field(default_factory=Counter)  # monotonic: left + live participants
     audio_only: dict[str, int] = field(default_factory=lambda: {"down": 0, "up": 0})
     paused: Counter[str] = field(default_factory=Counter)  # consumers by PauseReason value
+    datagram_drops: Counter[str] = field(default_factory=Counter)  # by DatagramDrop value
 
 
 class MediaPlane(Protocol):

@@ -19,6 +19,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from sfu import aiortc_hooks
 from sfu.audio_only import DEFAULT_THRESHOLD_BPS, AudioOnlyGate
+from sfu.demux import DatagramDrops
 from sfu.downlink import DownlinkPolicy, Tile
 from sfu.events import EventSink, LeaveReason, Removed, SubscribeOffer, TrackDescription
 from sfu.local_subscriber import LocalSubscriber
@@ -66,6 +67,7 @@ class Worker:
         self._addresses = list(config.ice_addresses) if config.ice_addresses else None
         self._maintain_task: asyncio.Task[None] | None = None
         self.retired: Counter[str] = Counter()  # counters of participants who left
+        self.datagram_drops = DatagramDrops()  # garbage on the media ports, by reason
 
     MAINTAIN_INTERVAL_S = 0.5
 
@@ -92,7 +94,7 @@ class Worker:
         )
 
     def configure_ice(self, pc: RTCPeerConnection) -> None:
-        aiortc_hooks.configure_ice(pc, self._addresses, self._ports)
+        aiortc_hooks.configure_ice(pc, self._addresses, self._ports, self.datagram_drops)
 
     def room(self, name: str) -> Room:
         room = self.rooms.get(name)
@@ -232,7 +234,9 @@ class Worker:
             now = asyncio.get_running_loop().time()
         except RuntimeError:
             now = 0.0
-        stats = PlaneStats(rooms=len(self.rooms), totals=Counter(self.retired))
+        stats = PlaneStats(rooms=len(self.rooms), totals=Counter(self.retired),
+                           datagram_drops=Counter({drop.value: count for drop, count
+                                                   in self.datagram_drops.counts.items()}))
         for live in self.rooms.values():
             for participant in live.participants.values():
                 stats.participants += 1

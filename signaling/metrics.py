@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sfu.demux import DatagramDrop
 from sfu.plane import MediaPlane
 from sfu.types import DropReason, PauseReason
 
@@ -50,6 +51,12 @@ class MediaPlaneCollector(Collector):
         for reason in DropReason:
             dropped.add_metric([reason.value], totals.get(f"drop:{reason.value}", 0))
         yield dropped
+        garbage = CounterMetricFamily(
+            "diemcau_datagram_dropped", "Datagrams on media ports dropped before aioice/aiortc, "
+            "by reason", labels=["reason"])
+        for drop in DatagramDrop:
+            garbage.add_metric([drop.value], stats.datagram_drops.get(drop.value, 0))
+        yield garbage
         only = GaugeMetricFamily("diemcau_audio_only_participants",
                                  "Participants on audio only, by direction", labels=["direction"])
         for direction, count in audio_only.items():

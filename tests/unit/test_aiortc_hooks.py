@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import struct
 from importlib.metadata import version
 
 import aioice.ice
+import pylibsrtp
+import pytest
 from aiortc import RTCPeerConnection
 
 from sfu import aiortc_hooks
+from sfu.demux import DatagramDrop, DatagramDrops
 
 
 def test_aiortc_is_the_pinned_version() -> None:
@@ -73,5 +77,85 @@ async def test_disable_remb_clears_the_video_receivers_estimator() -> None:
         assert getattr(receiver, name) is not None
         assert aiortc_hooks.disable_remb(receiver)
         assert getattr(receiver, name) is None
+    finally:
+        await pc.close()
+
+
+# -- the media-port guard --------------------------------------------------------------------
+
+
+async def test_configure_ice_guards_every_host_socket() -> None:
+    """Private names: aioice ``Connection._queue``/``_protocols``, StunProtocol's ``receiver``,
+    ``transactions``, ``local_candidate``; aiortc ``RTCDtlsTransport._rx_srtp``/``_state``."""
+    pc = RTCPeerConnection()
+    drops = DatagramDrops()
+    try:
+        pc.addTransceiver("video", direction="sendonly")
+        aiortc_hooks.configure_ice(pc, ["127.0.0.1"], None, drops)
+        await pc.setLocalDescription(await pc.createOffer())
+        dtls = pc.getTransceivers()[0].sender.transport
+        connection = dtls.transport.iceGatherer._connection
+        protocols = connection._protocols
+        assert protocols and all(isinstance(p, aiortc_hooks.GuardedStunProtocol)
+                                 for p in protocols)
+        protocol = protocols[0]
+        for name in aiortc_hooks.STUN_PROTOCOL_ATTRS:
+            assert hasattr(protocol, name), f"aioice StunProtocol.{name} is gone"
+        for name in ("local_username", "local_password", "remote_username", "remote_password"):
+            assert hasattr(connection, name), f"aioice Connection.{name} is gone"
+        stranger = ("127.0.0.1", 9)
+        short_priority = struct.pack("!HHI", 0x0001, 8, 0x2112A442) + bytes(12) + \
+            struct.pack("!HH", 0x0024, 2) + b"\x00\x01\x00\x00"
+        for data in (b"", b"\x80" * 2000, short_priority, b"\x16\xfe\xfd" + bytes(20),
+                     b"\x80" + bytes(40), b"\x50junk"):
+            protocol.datagram_received(data, stranger)  # must not raise
+        assert connection._queue.qsize() == 0  # nothing reached aiortc
+        assert drops.get(DatagramDrop.EMPTY) == 1 and drops.get(DatagramDrop.OVERSIZED) == 1
+        assert drops.get(DatagramDrop.STUN_MALFORMED) == 1
+        assert drops.get(DatagramDrop.UNKNOWN_SOURCE) == 2
+        assert drops.get(DatagramDrop.UNKNOWN_KIND) == 1
+        assert dtls._state.name == "NEW" and hasattr(dtls, "_rx_srtp")
+    finally:
+        await pc.close()
+
+
+def _srtp_pair() -> tuple[pylibsrtp.Session, pylibsrtp.Session]:
+    key = bytes(range(30))
+    tx = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    rx = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    return tx, rx
+
+
+def test_counting_srtp_session_turns_every_failure_into_pylibsrtp_error() -> None:
+    """pylibsrtp raises ValueError over its 1,500-byte buffer: aiortc's ``_recv_next`` catches
+    only pylibsrtp.Error, so that ValueError closed the whole DTLS transport."""
+    tx, rx = _srtp_pair()
+    drops = DatagramDrops()
+    session = aiortc_hooks._CountingSrtpSession(rx, drops)
+    rtp = b"\x80\x60\x00\x01" + bytes(8) + b"payload"
+    assert session.unprotect(tx.protect(rtp)) == rtp
+    with pytest.raises(ValueError):
+        rx.unprotect(b"\x80" * 2000)
+    for data in (b"\x80" * 2000, b"\x80" + bytes(40), b"\x80\xc8" + bytes(30)):
+        with pytest.raises(pylibsrtp.Error):
+            session.unprotect(data)
+    with pytest.raises(pylibsrtp.Error):
+        session.unprotect_rtcp(b"\x80\xc8" * 1000)
+    assert drops.get(DatagramDrop.SRTP_UNAUTHENTICATED) == 4
+
+
+async def test_datagram_writer_drops_a_packet_too_long_to_protect() -> None:
+    pc = RTCPeerConnection()
+    try:
+        dtls = pc.addTransceiver("video", direction="sendonly").sender.transport
+        writer = aiortc_hooks.DatagramWriter(dtls)
+        sent: list[bytes] = []
+        writer._srtp, _rx = _srtp_pair()
+        writer._sendto = lambda data, _addr: sent.append(data)
+        # pylibsrtp protects at most 1,500 - 144 bytes and raises ValueError beyond: a publisher
+        # may send (authenticated) RTP that large, which then escaped into the forwarding loop
+        assert writer.send_rtp(b"\x80\x60\x00\x01" + bytes(8) + bytes(1300))
+        assert not writer.send_rtp(b"\x80\x60\x00\x02" + bytes(8) + bytes(1400))
+        assert writer.protect_errors == 1 and len(sent) == 1
     finally:
         await pc.close()
