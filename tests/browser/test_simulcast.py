@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.pagewait import wait_js
+
 JOINED = "window.diemcau && window.diemcau.state === 'joined'"
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
@@ -148,7 +150,7 @@ async def _meeting(browser, server_url: str, room: str, artifacts_dir: Path, tag
     page_a = await _open(browser, f"{server_url}/?room={room}&name=An", "vi-VN", route=route)
     page_b = None
     try:
-        await page_a.wait_for_function(JOINED, timeout=JOIN_TIMEOUT_MS)
+        await wait_js(page_a, JOINED, timeout=JOIN_TIMEOUT_MS)
         page_b = await _open(browser, f"{server_url}/?room={room}&name=Binh", "en-US", big=True)
         await _remote_tile(page_a, "Binh")
         await _remote_tile(page_b, "An")
@@ -253,8 +255,8 @@ async def test_manual_audio_only(server_url, browser, artifacts_dir: Path):
         # On: the server confirms, A's notice says so, A's own video encodings stop.
         t0 = time.monotonic()
         await a.click("#audio-only-btn", timeout=5_000)
-        await a.wait_for_function(
-            "(({down}) => down.audio_only && down.reason === 'user')(window.diemcau.bandwidth)",
+        await wait_js(
+            a, "(({down}) => down.audio_only && down.reason === 'user')(window.diemcau.bandwidth)",
             timeout=AUDIO_ONLY_CONFIRM_MS,
         )
         _record(artifacts_dir, "audio_only_confirmed_s", round(time.monotonic() - t0, 2))
@@ -292,8 +294,7 @@ async def test_manual_audio_only(server_url, browser, artifacts_dir: Path):
             f"video did not come back within {VIDEO_BACK_TIMEOUT} s: {s2} -> {s3}\n" + _report(a)
         )
         _record(artifacts_dir, "video_back_s", back)
-        await a.wait_for_function(
-            "!window.diemcau.bandwidth.down.audio_only", timeout=AUDIO_ONLY_CONFIRM_MS
+        await wait_js(a, "!window.diemcau.bandwidth.down.audio_only", timeout=AUDIO_ONLY_CONFIRM_MS
         )
         await notice.wait_for(state="hidden", timeout=AUDIO_ONLY_CONFIRM_MS)
         encodings = await a.evaluate(SENDER_ACTIVE_JS)  # B watches: some layer is sent again
@@ -374,8 +375,7 @@ async def test_client_follows_server_layers_and_bandwidth(server_url, browser, a
     room = "simulcast-client"
     async with _meeting(browser, server_url, room, artifacts_dir, "client", stand_in) as (a, b):
         # Sent before the publisher existed, applied once it did.
-        await a.wait_for_function(
-            _encodings_are({"q": True, "h": False, "f": True}), timeout=10_000
+        await wait_js(a, _encodings_are({"q": True, "h": False, "f": True}), timeout=10_000
         )
         notice = a.locator("#bw-notice")
         assert await notice.is_hidden()
@@ -383,7 +383,7 @@ async def test_client_follows_server_layers_and_bandwidth(server_url, browser, a
         stand_in.send(
             {"type": "publish_layers", "video": True, "active": {"q": True, "h": True, "f": False}}
         )
-        await a.wait_for_function(_encodings_are({"q": True, "h": True, "f": False}), timeout=3_000)
+        await wait_js(a, _encodings_are({"q": True, "h": True, "f": False}), timeout=3_000)
         assert await notice.is_hidden()
 
         # `tiles` while the window is resized: coalesced (>= 500 ms apart), ends at the last size.
@@ -422,8 +422,7 @@ async def test_client_follows_server_layers_and_bandwidth(server_url, browser, a
                 "threshold_bps": 2_000_000,
             }
         )
-        await a.wait_for_function(
-            _encodings_are({"q": False, "h": False, "f": False}), timeout=3_000
+        await wait_js(a, _encodings_are({"q": False, "h": False, "f": False}), timeout=3_000
         )
         await notice.wait_for(state="visible", timeout=3_000)
         assert "Chỉ gửi âm thanh: đường lên dưới 2 Mbps" in await notice.inner_text()
@@ -439,7 +438,7 @@ async def test_client_follows_server_layers_and_bandwidth(server_url, browser, a
                 "threshold_bps": 2_500_000,
             }
         )
-        await a.wait_for_function("window.diemcau.bandwidth.down.audio_only", timeout=3_000)
+        await wait_js(a, "window.diemcau.bandwidth.down.audio_only", timeout=3_000)
         down = await a.evaluate("window.diemcau.bandwidth.down")
         assert down["reason"] == "bandwidth" and down["estimate_bps"] == 1_500_000, down
         assert "Âm thanh: băng thông dưới 2,5 Mbps" in await notice.inner_text()
@@ -475,8 +474,8 @@ async def test_client_follows_server_layers_and_bandwidth(server_url, browser, a
             {"type": "publish_layers", "video": True, "active": {"q": True, "h": True, "f": True}}
         )
         await notice.wait_for(state="hidden", timeout=3_000)
-        await a.wait_for_function(_encodings_are({"q": True, "h": True, "f": True}), timeout=3_000)
+        await wait_js(a, _encodings_are({"q": True, "h": True, "f": True}), timeout=3_000)
         # The placeholder now follows the received video alone (the real server may still be
         # holding video back on its own estimate: then the track is muted and that is right).
-        await a.wait_for_function(TILE_FOLLOWS_TRACK_JS, timeout=5_000)
+        await wait_js(a, TILE_FOLLOWS_TRACK_JS, timeout=5_000)
         assert await a.locator("#banner").is_hidden(), await a.locator("#banner").inner_text()
