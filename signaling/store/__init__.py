@@ -17,6 +17,8 @@ from signaling.store.models import (
     Meeting,
     NotFound,
     Organisation,
+    RecordingFile,
+    RecordingRow,
     Role,
     Room,
     RoomKind,
@@ -37,5 +39,6 @@ async def open_store(data_dir: Path) -> Store:
 __all__ = [
     "DB_FILE", "DEFAULT_CAPACITY", "ROLES", "ROOM_KINDS", "Account", "Conflict", "Endpoint",
     "Invitation", "InvitationUnusable", "JoinRecord", "Meeting", "NotFound", "Organisation",
-    "Role", "Room", "RoomKind", "SqliteStore", "Store", "StoreError", "is_on", "open_store",
+    "RecordingFile", "RecordingRow", "Role", "Room", "RoomKind", "SqliteStore", "Store",
+    "StoreError", "is_on", "open_store",
 ]

@@ -122,4 +122,24 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE joins ADD COLUMN last_at REAL",
         "CREATE INDEX joins_at ON joins (at)",
     ],
+    # 3: the archive's catalogue (recording issue 9): one row per recording; its files (path,
+    # kind, participant, codec, duration, bytes, sha256) as JSON, copied from its manifest.
+    [
+        """CREATE TABLE recordings (
+            id TEXT PRIMARY KEY,
+            room TEXT NOT NULL COLLATE BINARY,
+            org_id INTEGER,
+            meeting_id INTEGER,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            state TEXT NOT NULL CHECK (state IN ('recording', 'complete', 'recovered',
+                                                 'failed', 'deleted')),
+            started_by TEXT NOT NULL,
+            stopped_by TEXT,
+            participants TEXT NOT NULL DEFAULT '[]',
+            files TEXT NOT NULL DEFAULT '[]',
+            error TEXT
+        )""",
+        "CREATE INDEX recordings_room_started ON recordings (room, started_at)",
+    ],
 ]

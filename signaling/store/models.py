@@ -109,6 +109,33 @@ class JoinRecord(msgspec.Struct, frozen=True):
     last_at: float | None = None
 
 
+class RecordingFile(msgspec.Struct, frozen=True):
+    path: str  # relative to the data directory
+    kind: str  # "audio" | "video"
+    participant: str
+    codec: str
+    duration_s: float
+    bytes: int
+    sha256: str
+
+
+class RecordingRow(msgspec.Struct, frozen=True):
+    """One recording in the archive's catalogue."""
+
+    id: str
+    room: str
+    org_id: int | None
+    meeting_id: int | None
+    started_at: float
+    ended_at: float | None
+    state: str  # recording | complete | recovered | failed | deleted
+    started_by: str
+    stopped_by: str | None = None
+    participants: tuple[str, ...] = ()
+    files: tuple[RecordingFile, ...] = ()
+    error: str | None = None
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 
@@ -223,3 +250,14 @@ class Store(Protocol):
     async def merge_join(self, record_id: int, count: int, last_at: float) -> None: ...
     async def prune_joins(self, before: float, keep_max: int) -> int: ...
     async def list_joins(self, room: str | None = None, limit: int = 100) -> list[JoinRecord]: ...
+
+    # the archive's catalogue
+    async def add_recording(self, row: RecordingRow) -> None: ...
+    async def finish_recording(self, recording_id: str, *, ended_at: float, state: str,
+                               stopped_by: str | None, participants: tuple[str, ...],
+                               files: tuple[RecordingFile, ...],
+                               error: str | None = None) -> None: ...
+    async def get_recording(self, recording_id: str) -> RecordingRow: ...
+    async def list_recordings(self, room: str | None = None, org_id: int | None = None,
+                              since: float | None = None, until: float | None = None,
+                              limit: int = 1000) -> list[RecordingRow]: ...

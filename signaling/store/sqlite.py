@@ -29,7 +29,6 @@ from signaling.store.models import (
     Endpoint,
     Invitation,
     InvitationUnusable,
-    JoinRecord,
     Meeting,
     NotFound,
     Organisation,
@@ -37,6 +36,7 @@ from signaling.store.models import (
     Room,
     RoomKind,
 )
+from signaling.store.sqlite_archive import SqliteArchive
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
@@ -71,7 +71,7 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
                     row["last_seen_at"])
 
 
-class SqliteStore:
+class SqliteStore(SqliteArchive):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
@@ -526,41 +526,6 @@ class SqliteStore:
     async def delete_api_session(self, token_hash: str) -> None:
         await self._write(lambda c: c.execute("DELETE FROM api_sessions WHERE token_hash = ?",
                                               (token_hash,)))
-
-    # -- audit -----------------------------------------------------------------------------------
-
-    async def record_join(self, record: JoinRecord) -> int:
-        """Append one record; returns its id (for ``merge_join``)."""
-        return await self._write(lambda c: c.execute(
-            "INSERT INTO joins (at, room, identity, role, address, outcome, count, last_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (record.at, record.room, record.identity, record.role, record.address,
-             record.outcome, record.count, record.last_at)).fetchone()[0])
-
-    async def merge_join(self, record_id: int, count: int, last_at: float) -> None:
-        """``count`` more repeats of record ``record_id``, the last at ``last_at``."""
-        await self._write(lambda c: c.execute(
-            "UPDATE joins SET count = count + ?, last_at = ? WHERE id = ?",
-            (count, last_at, record_id)))
-
-    async def prune_joins(self, before: float, keep_max: int) -> int:
-        """The retention policy: drop records older than ``before`` and all but the newest
-        ``keep_max``. Returns how many were dropped."""
-        def prune(c: sqlite3.Connection) -> int:
-            dropped = c.execute("DELETE FROM joins WHERE at < ?", (before,)).rowcount
-            dropped += c.execute("DELETE FROM joins WHERE id <= (SELECT id FROM joins "
-                                 "ORDER BY id DESC LIMIT 1 OFFSET ?)", (keep_max,)).rowcount
-            return dropped
-        return await self._write(prune)
-
-    async def list_joins(self, room: str | None = None, limit: int = 100) -> list[JoinRecord]:
-        if room is None:
-            rows = await self._all("SELECT * FROM joins ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = await self._all("SELECT * FROM joins WHERE room = ? ORDER BY id DESC "
-                                   "LIMIT ?", (room, limit))
-        return [JoinRecord(r["at"], r["room"], r["identity"], r["role"], r["address"],
-                           r["outcome"], r["count"], r["last_at"]) for r in rows]
 
 
 def find_room_instance(path: Path, name: str) -> str | None:
