@@ -79,6 +79,7 @@ class Depacketizer:
         self._highest: int | None = None  # extended sequence number
         self._next: int | None = None  # extended sequence number of the next frame's first packet
         self._broken_ts: int | None = None  # timestamp of a frame whose head was given up
+        self._started = False  # a frame was emitted or given up: _next only moves forwards now
         self.waiting_for_keyframe = self.is_video
 
     # -- codec hooks ------------------------------------------------------------------------------
@@ -100,6 +101,7 @@ class Depacketizer:
             self.drops[FrameDropReason.STREAM_RESET] += len(timestamps)
         self._buffer.clear()
         self._ssrc = self._highest = self._next = self._broken_ts = None
+        self._started = False
         self.waiting_for_keyframe = self.is_video
 
     def push(self, packet: RtpView, arrival_s: float) -> list[EncodedFrame]:
@@ -115,9 +117,14 @@ class Depacketizer:
                 self.reset()
                 self._ssrc = packet.ssrc
                 ext = packet.sequence_number
-        if (self._next is not None and ext < self._next) or ext in self._buffer:
+        if ext in self._buffer:
             self.drops[FrameDropReason.LATE] += 1
             return []
+        if self._next is not None and ext < self._next:
+            if self._started or self._next - ext > self.max_packets:
+                self.drops[FrameDropReason.LATE] += 1
+                return []
+            self._next = ext  # reordered at the very start: an earlier packet came second
         self._buffer[ext] = (packet, arrival_s)
         if self._highest is None or ext > self._highest:
             self._highest = ext
@@ -139,15 +146,38 @@ class Depacketizer:
     def _drain(self, now_s: float) -> list[EncodedFrame]:
         out: list[EncodedFrame] = []
         while self._buffer and self._next is not None:
+            if not self._started:
+                # The first packet seen may be from the middle of a frame: give earlier ones
+                # the wait window to arrive, then skip to the next frame start.
+                entry = self._buffer.get(self._next)
+                if entry is not None and not self.is_frame_start(entry[0].payload):
+                    oldest = min(arrival for _, arrival in self._buffer.values())
+                    if (now_s - oldest <= self.max_wait_s
+                            and len(self._buffer) <= self.max_packets):
+                        break
+                    self._skip_hole()
+                    continue
             end = self._complete_end(self._next)
             if end is not None:
                 self._emit(self._next, end, out)
                 continue
-            oldest = min(arrival for _, arrival in self._buffer.values())
-            if now_s - oldest <= self.max_wait_s and len(self._buffer) <= self.max_packets:
+            if not self._hole_expired(now_s):
                 break
             self._skip_hole()
         return out
+
+    def _hole_expired(self, now_s: float) -> bool:
+        """A packet is missing at or after ``_next`` and waiting longer cannot help: packets
+        after the hole have waited ``max_wait_s``, or the buffer is full. A frame whose last
+        packets simply have not arrived yet is not a hole."""
+        if len(self._buffer) > self.max_packets:
+            return True
+        hole = self._next
+        assert hole is not None
+        while hole in self._buffer:
+            hole += 1
+        after = [arrival for ext, (_, arrival) in self._buffer.items() if ext > hole]
+        return bool(after) and now_s - min(after) > self.max_wait_s
 
     def _complete_end(self, start: int) -> int | None:
         """Extended sequence number of the last packet of the frame at ``start`` if complete."""
@@ -171,6 +201,7 @@ class Depacketizer:
     def _emit(self, start: int, end: int, out: list[EncodedFrame]) -> None:
         entries = [self._buffer.pop(ext) for ext in range(start, end + 1)]
         self._next = end + 1
+        self._started = True
         packets = [packet for packet, _ in entries]
         if packets[0].timestamp == self._broken_ts:
             return  # the tail of a frame already counted as lost in an earlier hole
@@ -193,6 +224,7 @@ class Depacketizer:
     def _skip_hole(self) -> None:
         """Declare the first hole lost: drop the damaged frame, resume at the next frame start."""
         assert self._next is not None and self._highest is not None
+        self._started = True
         buffer = self._buffer
         hole = self._next
         broken: int | None = None
