@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 
@@ -66,11 +67,11 @@ def file_suffix(codec: str) -> str:
     return ".mkv" if codec == "h264" else ".webm"
 
 
-def opus_head(channels: int = 2, sample_rate: int = 48000, pre_skip: int = 0) -> bytes:
+def opus_head(channels: int = 2, sample_rate: int = 48000, pre_skip: int = 312) -> bytes:
     """RFC 7845 5.1 identification header, mapping family 0.
 
-    Pre-skip 0: the recording starts mid-stream, there is no encoder delay of ours to hide, and
-    the audio stays aligned with the track's start on the common clock.
+    Pre-skip 312 (libopus's delay at 48 kHz): FFmpeg's Matroska muxer writes this value into
+    the stored header whatever we pass (measured), so we say the same thing it will.
     """
     return b"OpusHead" + struct.pack("<BBHIhB", 1, channels, pre_skip, sample_rate, 0, 0)
 
@@ -152,6 +153,7 @@ class TrackWriter:
         self.on_open = on_open
         self.on_finished = on_finished
         self.opened = False  # the file exists (the first packet came)
+        self._file: BinaryIO | None = None
         self.state = WriterState.RUNNING
         self.stats = WriterStats(clock_rate=self.clock_rate)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
@@ -239,6 +241,11 @@ class TrackWriter:
                     container.close()
                 except (OSError, av.FFmpegError) as exc:
                     self._fail(WriterError.IO_ERROR, f"close: {exc}")
+            if self._file is not None:
+                try:
+                    self._file.close()
+                except OSError as exc:
+                    self._fail(WriterError.IO_ERROR, f"close: {exc}")
             if self.on_finished is not None:
                 try:
                     self.on_finished(self.stats)
@@ -255,7 +262,15 @@ class TrackWriter:
             self._fail(WriterError.BAD_FIRST_PACKET, "H.264 must start with SPS/PPS")
             return None, None
         fmt = "webm" if file_suffix(self.codec) == ".webm" else "matroska"
-        container = av.open(str(self.path), "w", format=fmt, options=self.options)
+        # We open the file, not FFmpeg: PyAV holds the GIL while FFmpeg opens a path (measured:
+        # a writer thread stuck opening a FIFO froze every other thread), while Python's own
+        # open() and write() release it, so a stalled disk stalls this thread only.
+        self._file = open(self.path, "wb", buffering=0)  # closed by _run
+        try:
+            container = av.open(self._file, "w", format=fmt, options=self.options)
+        except BaseException:
+            self._file.close()
+            raise
         try:
             if self.kind == "video":
                 stream = container.add_stream(self.av_name, rate=self.frame_rate)
