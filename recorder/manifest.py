@@ -176,6 +176,7 @@ class Manifest:
     ended_at: float | None = None
     state: str = "recording"
     tracks: dict[str, TrackInfo] = field(default_factory=dict)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (track, reason)
     head: str = GENESIS
     entries: int = 0
 
@@ -243,18 +244,21 @@ def read_manifest(path: Path) -> Manifest:
             if track.track in manifest.tracks:
                 raise ManifestError(f"{where}: track {track.track!r} declared twice")
             manifest.tracks[track.track] = track
-        elif kind in ("file", "error"):
+        elif kind == "error":
+            track_id = _field(entry, "track", str, where)
+            reason = _field(entry, "reason", str, where)
+            manifest.errors.append((track_id, reason))  # also before its file existed
+            if track_id in manifest.tracks:
+                manifest.tracks[track_id].error = reason
+        elif kind == "file":
             track_id = _field(entry, "track", str, where)
             if track_id not in manifest.tracks:
                 raise ManifestError(f"{where}: unknown track {track_id!r}")
             info = manifest.tracks[track_id]
-            if kind == "file":
-                info.bytes = _field(entry, "bytes", int, where)
-                info.sha256 = _field(entry, "sha256", str, where)
-                info.duration_s = float(_field(entry, "duration_s", (int, float), where))
-                info.frames = _field(entry, "frames", int, where)
-            else:
-                info.error = _field(entry, "reason", str, where)
+            info.bytes = _field(entry, "bytes", int, where)
+            info.sha256 = _field(entry, "sha256", str, where)
+            info.duration_s = float(_field(entry, "duration_s", (int, float), where))
+            info.frames = _field(entry, "frames", int, where)
         elif kind == "close":
             manifest.ended_at = _field(entry, "ended_at", (int, float), where)
             state = _field(entry, "state", str, where)
@@ -285,6 +289,8 @@ def verify_recording(data_dir: Path, folder: Path) -> str | None:
             return f"{rel}: not in the manifest (added file)"
     for info in manifest.tracks.values():
         file_path = data_dir / info.path
+        if info.error == "file_missing" and info.sha256 is None:
+            continue  # already gone when the crash was recovered, and recorded as such
         if not file_path.is_file():
             return f"{info.path}: missing"
         if info.sha256 is None:
