@@ -1,4 +1,4 @@
-"""``diemcau archive list|verify``: operator commands that work offline on ``--data-dir``.
+"""``diemcau archive list|verify|export``: operator commands that work offline on ``--data-dir``.
 
 Wired into ``signaling/cli.py`` with ``add_archive_commands(commands)`` in ``build_parser`` and
 ``return run_archive(args)`` for ``args.command == "archive"`` in ``main``.
@@ -29,6 +29,14 @@ def add_archive_commands(commands: Any) -> argparse.ArgumentParser:
     check.add_argument("id", nargs="?", default=None, help="one recording (default: all)")
     check.add_argument("--data-dir", type=Path, default=Path("./data"))
     check.set_defaults(archive_handler=archive_verify)
+    export = sub.add_parser("export", help="one composite MP4 (decodes; offline only)")
+    export.add_argument("id")
+    export.add_argument("--layout", choices=["grid", "speaker"], default="grid")
+    export.add_argument("-o", "--output", type=Path, required=True)
+    export.add_argument("--size", default="1280x720", help="WIDTHxHEIGHT (default 1280x720)")
+    export.add_argument("--fps", type=int, default=25)
+    export.add_argument("--data-dir", type=Path, default=Path("./data"))
+    export.set_defaults(archive_handler=archive_export)
     return archive
 
 
@@ -60,6 +68,21 @@ def archive_verify(args: argparse.Namespace) -> int:
         return 0
     print(f"damaged: {culprit}", file=sys.stderr)
     return 1
+
+
+def archive_export(args: argparse.Namespace) -> int:
+    from recorder.export import export_recording  # numpy/decoders only when exporting
+
+    try:
+        width, height = (int(part) for part in args.size.lower().split("x", 1))
+        result = export_recording(args.data_dir, args.id, args.output, layout=args.layout,
+                                  width=width, height=height, fps=args.fps)
+    except (ValueError, OSError) as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {result.path}: {result.duration_s:.1f} s, {len(result.participants)} "
+          f"participants, layout {args.layout}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

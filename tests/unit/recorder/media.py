@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import random
+import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -13,6 +14,7 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 
 from loadtest.media import encode_audio, encode_video_sized
+from recorder.recording import Recording
 from sfu.rtp_packet import RtpView, pack_header
 
 VP8_SIZE = (320, 240)
@@ -20,6 +22,7 @@ FPS = 30
 VIDEO_FRAMES = 60  # 2 s
 KEYFRAME_INTERVAL = 30  # 1 s
 AUDIO_SECONDS = 2
+T0 = 1_800_000_000.0  # the server's wall clock when a test recording starts
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,21 @@ def opus_stream(frames: tuple[bytes, ...], *, seq0: int = 0, ts0: int = 0,
                 ssrc: int = 5678) -> list[RtpView]:
     return [rtp(f, seq0 + i, ts0 + i * 960, ssrc=ssrc, payload_type=111)
             for i, f in enumerate(frames)]
+
+
+def feed_participant(recording: Recording, name: str, *, ntp_offset: float, seq0: int,
+                     ts0: int, delay_s: float) -> None:
+    """One publisher: video + audio captured from T0, sent with RTP origins of its own, its NTP
+    clock ``ntp_offset`` s away from the server's, arriving ``delay_s`` later."""
+    video = recording.add_track(f"{name}-video", name, "vp8")
+    audio = recording.add_track(f"{name}-audio", name, "opus")
+    vssrc, assrc = zlib.crc32(f"{name}v".encode()), zlib.crc32(f"{name}a".encode())
+    video.on_sender_report(vssrc, T0 + ntp_offset, ts0, T0 + delay_s)
+    audio.on_sender_report(assrc, T0 + ntp_offset, ts0 ^ 0x5555, T0 + delay_s)
+    vframes = vp8_stream(vp8_frames(), seq0=seq0, ts0=ts0, ssrc=vssrc)
+    apackets = opus_stream(opus_frames(), seq0=seq0, ts0=ts0 ^ 0x5555, ssrc=assrc)
+    for i, packets in enumerate(vframes):
+        for packet in packets:
+            video.on_rtp(packet, T0 + i / 30 + delay_s)
+    for i, packet in enumerate(apackets):
+        audio.on_rtp(packet, T0 + i * 0.02 + delay_s)

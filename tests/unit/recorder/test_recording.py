@@ -18,27 +18,7 @@ from recorder.manifest import (
     sha256_file,
 )
 from recorder.recording import Recording
-from tests.unit.recorder.media import opus_frames, opus_stream, vp8_frames, vp8_stream
-
-T0 = 1_800_000_000.0  # the server's wall clock at the start
-
-
-def feed_participant(recording: Recording, name: str, *, ntp_offset: float, seq0: int,
-                     ts0: int, delay_s: float) -> None:
-    """One publisher: video + audio captured from T0, sent with RTP origins of its own, its NTP
-    clock ``ntp_offset`` s away from the server's, arriving ``delay_s`` later."""
-    video = recording.add_track(f"{name}-video", name, "vp8")
-    audio = recording.add_track(f"{name}-audio", name, "opus")
-    vssrc, assrc = hash(name + "v") & 0xFFFFFFFF, hash(name + "a") & 0xFFFFFFFF
-    video.on_sender_report(vssrc, T0 + ntp_offset, ts0, T0 + delay_s)
-    audio.on_sender_report(assrc, T0 + ntp_offset, ts0 ^ 0x5555, T0 + delay_s)
-    vframes = vp8_stream(vp8_frames(), seq0=seq0, ts0=ts0, ssrc=vssrc)
-    apackets = opus_stream(opus_frames(), seq0=seq0, ts0=ts0 ^ 0x5555, ssrc=assrc)
-    for i, packets in enumerate(vframes):
-        for packet in packets:
-            video.on_rtp(packet, T0 + i / 30 + delay_s)
-    for i, packet in enumerate(apackets):
-        audio.on_rtp(packet, T0 + i * 0.02 + delay_s)
+from tests.unit.recorder.media import T0, feed_participant, vp8_frames, vp8_stream
 
 
 @pytest.fixture
@@ -112,7 +92,8 @@ def test_verify_names_an_edited_manifest(finished: tuple[Path, str], edit: str) 
     path = data_dir / "recordings" / rec_id / MANIFEST_NAME
     lines = path.read_text().splitlines(keepends=True)
     if edit == "field":
-        lines[2] = lines[2].replace('"participant":"alice"', '"participant":"eve"')
+        i = next(i for i, line in enumerate(lines) if '"participant":"alice"' in line)
+        lines[i] = lines[i].replace('"participant":"alice"', '"participant":"eve"')
     elif edit == "drop_line":
         del lines[3]
     else:
