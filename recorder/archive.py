@@ -26,16 +26,16 @@ def _folders(data_dir: Path) -> list[Path]:
 def list_recordings(data_dir: Path) -> list[dict[str, Any]]:
     """Every recording, oldest first, in the JSON shape of ``diemcau archive list --json``.
 
-    A recording whose manifest is damaged is listed with state ``failed`` and an ``error`` key
-    naming the culprit, so the listing never hides a recording.
+    A recording whose manifest is damaged is listed with state ``failed`` and no files (never
+    hidden); ``verify`` names the culprit.
     """
     out: list[dict[str, Any]] = []
     for folder in _folders(data_dir):
         try:
             manifest = read_manifest(folder / MANIFEST_NAME)
-        except ManifestError as exc:
+        except ManifestError:
             out.append({"id": folder.name, "room": None, "started_at": None, "ended_at": None,
-                        "state": "failed", "files": [], "error": exc.culprit})
+                        "state": "failed", "files": []})
             continue
         files = []
         for info in manifest.tracks.values():
@@ -45,7 +45,7 @@ def list_recordings(data_dir: Path) -> list[dict[str, Any]]:
                 size = path.stat().st_size if path.is_file() else 0
             files.append({
                 "path": info.path, "kind": info.kind, "participant": info.participant,
-                "codec": info.codec, "start": info.start, "duration_s": info.duration_s,
+                "codec": info.codec, "duration_s": info.duration_s,
                 "bytes": size, "sha256": info.sha256,
             })
         out.append({"id": manifest.id, "room": manifest.room, "started_at": manifest.started_at,

@@ -68,7 +68,9 @@ class RecordedTrack:
 
     @property
     def active(self) -> bool:
-        return self.writer.state is WriterState.RUNNING and not self.recording.failed
+        recording = self.recording
+        return (self.writer.state is WriterState.RUNNING and not recording.failed
+                and not recording.closed)
 
     def on_rtp(self, packet: RtpView, arrival_s: float) -> None:
         if self.active:
@@ -169,7 +171,8 @@ class Recording:
             self.on_error(track_id, error, detail)
 
     def close(self, now_s: float | None = None, timeout_s: float = 10.0) -> str:
-        """Finish every file and write the close entry. Blocking: run it off the event loop."""
+        """Finish every file and write the close entry. Blocking: run it off the event loop
+        (``await asyncio.to_thread(recording.close)``); packets arriving meanwhile are ignored."""
         if self.closed:
             raise RuntimeError(f"recording {self.id} is already closed")
         self.closed = True

@@ -40,7 +40,7 @@ def test_list_has_the_exact_shape_and_files_are_intact(finished: tuple[Path, str
     assert rec["started_at"] == T0 and rec["ended_at"] == T0 + 2.5
     assert len(rec["files"]) == 4
     for f in rec["files"]:
-        assert set(f) >= {"path", "kind", "participant", "codec", "duration_s", "bytes",
+        assert set(f) == {"path", "kind", "participant", "codec", "duration_s", "bytes",
                           "sha256"}
         path = data_dir / f["path"]
         assert f["path"].startswith(f"recordings/{rec_id}/")

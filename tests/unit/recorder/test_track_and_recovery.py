@@ -82,4 +82,6 @@ def test_a_broken_chain_is_not_recovered_but_listed_as_failed(tmp_path: Path) ->
     manifest_path.write_text(text)
     assert recover_all(tmp_path) == []
     [rec] = list_recordings(tmp_path)
-    assert rec["state"] == "failed" and "hash mismatch" in rec["error"]
+    assert rec["state"] == "failed" and rec["files"] == []
+    ok, culprit = verify(tmp_path)
+    assert not ok and "hash mismatch" in culprit
