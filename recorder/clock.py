@@ -36,6 +36,10 @@ NTP_EPOCH_OFFSET = 2_208_988_800
 """Seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)."""
 OFFSET_WINDOW = 16
 """Sender reports remembered for the publisher's clock offset (about 16 s of reports)."""
+MAX_SKEW_S = 10.0
+"""A mapped time this far from the frame's arrival is a lie or a timestamp jump (RTP comes from
+publishers: untrusted). The frame then gets its arrival time, and an arrival anchor restarts;
+so a forged SR or timestamp cannot open hours of gap in a file (or in an export)."""
 
 
 def ntp_to_seconds(ntp: int) -> float:
@@ -102,6 +106,7 @@ class TrackClock:
             raise ValueError(f"clock rate {clock_rate} must be positive")
         self.clock_rate = clock_rate
         self.sender = sender
+        self.implausible = 0  # frames whose mapped time was rejected (MAX_SKEW_S)
         self._ssrcs: dict[int, _SsrcState] = {}
 
     def _state(self, ssrc: int) -> _SsrcState:
@@ -123,11 +128,20 @@ class TrackClock:
         ext = state.unwrapper.unwrap(rtp_timestamp)
         if state.report is not None and self.sender.known:
             anchor = state.report
-            return self.sender.to_common(anchor.seconds + (ext - anchor.ext_rtp) / self.clock_rate)
-        if state.arrival is None:
-            state.arrival = _Anchor(ext, arrival_s)
-        anchor = state.arrival
-        return anchor.seconds + (ext - anchor.ext_rtp) / self.clock_rate
+            ntp_s = anchor.seconds + (ext - anchor.ext_rtp) / self.clock_rate
+            mapped = self.sender.to_common(ntp_s)
+            if abs(mapped - arrival_s) <= MAX_SKEW_S:
+                return mapped
+            self.implausible += 1
+            return arrival_s
+        if state.arrival is not None:
+            anchor = state.arrival
+            mapped = anchor.seconds + (ext - anchor.ext_rtp) / self.clock_rate
+            if abs(mapped - arrival_s) <= MAX_SKEW_S:
+                return mapped
+            self.implausible += 1
+        state.arrival = _Anchor(ext, arrival_s)
+        return arrival_s
 
 
 class TrackTimeline:

@@ -155,7 +155,7 @@ class Depacketizer:
                     if (now_s - oldest <= self.max_wait_s
                             and len(self._buffer) <= self.max_packets):
                         break
-                    self._skip_hole()
+                    self._drop_partial_head()
                     continue
             end = self._complete_end(self._next)
             if end is not None:
@@ -165,6 +165,18 @@ class Depacketizer:
                 break
             self._skip_hole()
         return out
+
+    def _drop_partial_head(self) -> None:
+        """The stream began mid-frame: drop that frame's tail, resume at the next timestamp."""
+        assert self._next is not None
+        buffer = self._buffer
+        timestamp = buffer[self._next][0].timestamp
+        while self._next in buffer and buffer[self._next][0].timestamp == timestamp:
+            del buffer[self._next]
+            self._next += 1
+        self.drops[FrameDropReason.MISSING_PACKETS] += 1
+        self._broken_ts = timestamp  # more of its tail may still arrive after a hole
+        self._started = True
 
     def _hole_expired(self, now_s: float) -> bool:
         """A packet is missing at or after ``_next`` and waiting longer cannot help: packets

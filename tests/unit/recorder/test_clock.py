@@ -45,8 +45,8 @@ def test_offset_is_the_least_delayed_report_and_shared_by_audio_and_video() -> N
     video, audio = TrackClock(90000, sender), TrackClock(48000, sender)
     video.on_sender_report(1, 100.0, 0, arrival_s=5100.030)  # 30 ms queued
     audio.on_sender_report(2, 100.5, 0, arrival_s=5100.510)  # 10 ms: the better estimate
-    assert video.common_time(1, 90000, 0.0) == pytest.approx(5101.010)
-    assert audio.common_time(2, 48000, 0.0) == pytest.approx(5101.510)
+    assert video.common_time(1, 90000, 5101.02) == pytest.approx(5101.010)
+    assert audio.common_time(2, 48000, 5101.52) == pytest.approx(5101.510)
 
 
 def test_before_any_sr_the_first_arrival_anchors_the_ssrc() -> None:
@@ -63,8 +63,8 @@ def test_two_publishers_with_different_clocks_line_up_on_the_common_clock() -> N
     alice, bob = TrackClock(90000, SenderClock()), TrackClock(90000, SenderClock())
     alice.on_sender_report(1, 3_900_000_000.0, 12345, arrival_s=1000.015)
     bob.on_sender_report(2, 17.25, 4_000_000_000, arrival_s=1000.020)
-    a = alice.common_time(1, 12345 + 90000 * 3, 0.0)
-    b = bob.common_time(2, (4_000_000_000 + 90000 * 3) & 0xFFFFFFFF, 0.0)
+    a = alice.common_time(1, 12345 + 90000 * 3, 1003.02)
+    b = bob.common_time(2, (4_000_000_000 + 90000 * 3) & 0xFFFFFFFF, 1003.03)
     assert abs(a - 1003.015) < 1e-6 and abs(b - 1003.020) < 1e-6
     assert abs(a - b) < 0.040
 
@@ -82,3 +82,18 @@ def test_timeline_starts_at_zero_keeps_gaps_and_never_goes_back() -> None:
 def test_sender_clock_without_reports_refuses() -> None:
     with pytest.raises(ValueError, match="no sender report"):
         SenderClock().to_common(1.0)
+
+
+def test_forged_sr_or_timestamp_jump_cannot_move_frames_far_from_their_arrival() -> None:
+    clock = TrackClock(90000, SenderClock())
+    clock.on_sender_report(1, 100.0, 0, arrival_s=1000.0)
+    assert clock.common_time(1, 90000, 1001.0) == pytest.approx(1001.0)
+    # a timestamp 6 hours ahead (or a lying SR) would open a 6 h gap in the file
+    assert clock.common_time(1, 90000 * 3600 * 6, 1001.1) == 1001.1
+    assert clock.implausible == 1
+    # before any SR: a jump re-anchors on arrival
+    other = TrackClock(48000, SenderClock())
+    assert other.common_time(2, 0, 50.0) == 50.0
+    assert other.common_time(2, 48000 * 3600, 50.02) == 50.02
+    assert other.common_time(2, 48000 * 3600 + 960, 50.04) == pytest.approx(50.04)
+    assert other.implausible == 1

@@ -108,6 +108,19 @@ def test_vp8_stream_starting_mid_frame_waits_for_a_keyframe() -> None:
     assert sum(dep.drops.values()) >= 29
 
 
+def test_stream_starting_on_a_frame_tail_drops_only_that_frame() -> None:
+    """Everything after the tail is consecutive and arrives at once: only the partial frame
+    is lost, and the first key frame after it (frame 30) is recorded."""
+    stream = vp8_stream(vp8_frames())
+    multi = next(i for i in range(1, 29) if len(stream[i]) >= 2)
+    packets = [p for pk in stream[multi:] for p in pk][1:]  # starts inside frame `multi`
+    dep = Vp8Depacketizer(max_wait_s=0.05)
+    out = [f for p in packets for f in dep.push(p, 0.0)] + dep.poll(1.0)
+    assert [f.timestamp // 3000 for f in out] == list(range(30, 60))
+    assert dep.drops[FrameDropReason.MISSING_PACKETS] == 1
+    assert dep.drops[FrameDropReason.WAITING_FOR_KEYFRAME] == 29 - multi
+
+
 def test_vp8_ssrc_change_resets_and_waits_for_keyframe() -> None:
     frames = vp8_frames()
     dep = Vp8Depacketizer()
