@@ -192,9 +192,11 @@ def read_manifest(path: Path) -> Manifest:
     """Parse and check the chain; ManifestError naming the first bad line otherwise."""
     name = path.name
     try:
-        lines = path.read_bytes().split(b"\n")
+        data = path.read_bytes()
     except OSError as exc:
         raise ManifestError(f"{name}: cannot read ({exc.strerror})") from None
+    torn = not data.endswith(b"\n")  # a crash mid-append leaves the last line unfinished
+    lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     if not lines:
@@ -207,7 +209,8 @@ def read_manifest(path: Path) -> Manifest:
         try:
             entry = json.loads(raw)
         except ValueError:
-            if number == len(lines) and manifest is not None and manifest.state == "recording":
+            if (torn and number == len(lines) and manifest is not None
+                    and manifest.state == "recording"):
                 break  # a line torn by a crash mid-append: the chain up to it still holds
             raise ManifestError(f"{where}: not JSON") from None
         if not isinstance(entry, dict):

@@ -142,3 +142,33 @@ def test_a_writer_failure_stops_the_recording_and_marks_it_failed(tmp_path: Path
     [rec] = list_recordings(tmp_path)
     assert rec["state"] == "failed"
     assert verify(tmp_path) == (True, None)  # what was written is accounted for
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_mangled_manifests_only_ever_give_a_culprit(finished: tuple[Path, str],
+                                                     seed: int) -> None:
+    """Random byte damage to the manifest: read_manifest raises ManifestError (nothing else),
+    verify names a culprit, list still lists the recording."""
+    import random
+
+    data_dir, rec_id = finished
+    path = data_dir / "recordings" / rec_id / MANIFEST_NAME
+    rng = random.Random(seed)
+    data = bytearray(path.read_bytes())
+    for _ in range(rng.randrange(1, 6)):
+        choice = rng.random()
+        pos = rng.randrange(len(data))
+        if choice < 0.5:
+            data[pos] = rng.randrange(256)
+        elif choice < 0.75:
+            del data[pos:pos + rng.randrange(1, 50)]
+        else:
+            data[pos:pos] = rng.randbytes(rng.randrange(1, 20))
+    path.write_bytes(bytes(data))
+    try:
+        read_manifest(path)
+    except ManifestError:
+        pass
+    ok, culprit = verify(data_dir)
+    assert ok is False and culprit
+    assert [r["id"] for r in list_recordings(data_dir)] == [rec_id]
