@@ -19,6 +19,7 @@ import enum
 from collections import Counter
 from dataclasses import dataclass
 
+from recorder.h264_sps import sps_size
 from sfu.rtp_packet import RtpView
 from sfu.seqmath import seq_diff
 from sfu.vp8 import Vp8Descriptor, frame_start_offset, is_vp8_keyframe, vp8_keyframe_size
@@ -60,7 +61,7 @@ class EncodedFrame:
     ssrc: int
     keyframe: bool  # always True for audio
     arrival_s: float  # when its last packet arrived (caller's clock)
-    size: tuple[int, int] | None = None  # (width, height) of a VP8 key frame
+    size: tuple[int, int] | None = None  # (width, height) of a key frame (VP8 header, H.264 SPS)
     parameter_sets: bytes = b""  # H.264: Annex-B SPS + PPS in force for this key frame
 
 
@@ -340,15 +341,17 @@ class H264Depacketizer(Depacketizer):
                 self.pps = nal
         keyframe = _NAL_IDR in types
         parameter_sets = b""
+        size: tuple[int, int] | None = None
         if keyframe:
             if self.sps is None or self.pps is None:
                 raise ValueError("H.264 IDR picture without any SPS/PPS seen")
             parameter_sets = ANNEX_B_START + self.sps + ANNEX_B_START + self.pps
+            size = sps_size(self.sps)  # a broken SPS: the frame is dropped as MALFORMED
             if _NAL_SPS not in types or _NAL_PPS not in types:
                 nals = [self.sps, self.pps, *nals]
         data = b"".join(ANNEX_B_START + nal for nal in nals)
         return EncodedFrame(data, packets[0].timestamp, packets[0].ssrc, keyframe, arrival_s,
-                            None, parameter_sets)
+                            size, parameter_sets)
 
 
 def nal_units(packets: list[RtpView]) -> list[bytes]:

@@ -258,8 +258,7 @@ class TrackWriter:
             self.closed.set()
 
     def _open(self, first: MuxPacket) -> tuple[av.container.OutputContainer | None, object]:
-        if self.kind == "video" and (not first.keyframe or first.size is None
-                                     and self.codec == "vp8"):
+        if self.kind == "video" and (not first.keyframe or first.size is None):
             self._fail(WriterError.BAD_FIRST_PACKET, "video must start with a sized key frame")
             return None, None
         if self.codec == "h264" and not first.parameter_sets:
@@ -278,8 +277,8 @@ class TrackWriter:
         try:
             if self.kind == "video":
                 stream = container.add_stream(self.av_name, rate=self.frame_rate)
-                width, height = first.size or _h264_size_unknown()
-                stream.width, stream.height = width, height
+                assert first.size is not None
+                stream.width, stream.height = first.size
                 if self.codec == "h264":
                     stream.codec_context.extradata = first.parameter_sets
             else:
@@ -304,9 +303,3 @@ class TrackWriter:
         if stats.first_pts is None:
             stats.first_pts = item.pts
         stats.last_pts = item.pts
-
-
-def _h264_size_unknown() -> tuple[int, int]:
-    # Matroska wants PixelWidth/Height; the decoder takes the real size from the SPS. A
-    # placeholder keeps the muxer happy without parsing the SPS's exp-Golomb fields here.
-    return 16, 16

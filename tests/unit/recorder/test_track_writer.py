@@ -95,11 +95,12 @@ def test_h264_from_rtp_to_a_decodable_mkv(tmp_path: Path) -> None:
     path = tmp_path / "h.mkv"
     writer = TrackWriter(path, "h264")
     for frame in frames:
-        writer.submit(MuxPacket(frame.data, frame.timestamp, frame.keyframe, None,
+        writer.submit(MuxPacket(frame.data, frame.timestamp, frame.keyframe, frame.size,
                                 frame.parameter_sets))
     assert writer.close(DEADLINE_S).frames == 20
     stream, packets = demux(path)
     assert stream.codec_context.name == "h264"
+    assert (stream.codec_context.width, stream.codec_context.height) == (320, 240)
     assert len(packets) == 20 and packets[10].is_keyframe
     with av.open(str(path)) as container:
         decoded = list(container.decode(container.streams[0]))
