@@ -99,6 +99,7 @@ class WriterError(enum.Enum):
     QUEUE_FULL = "queue_full"  # the disk did not keep up
     IO_ERROR = "io_error"  # open/write failed (disk full, permissions...)
     BAD_FIRST_PACKET = "bad_first_packet"  # video must start with a sized key frame
+    MUX_ERROR = "mux_error"  # anything else the muxer raised
 
 
 @dataclass(slots=True)
@@ -239,6 +240,9 @@ class TrackWriter:
                 self._mux(container, stream, item)
         except (OSError, av.FFmpegError) as exc:
             self._fail(WriterError.IO_ERROR, str(exc))
+        except Exception as exc:  # a muxer surprise must still end in a failed, closed track
+            logger.exception("writer of %s crashed", self.path)
+            self._fail(WriterError.MUX_ERROR, repr(exc))
         finally:
             if container is not None:
                 try:
