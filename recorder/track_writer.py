@@ -269,9 +269,10 @@ class TrackWriter:
             self._fail(WriterError.BAD_FIRST_PACKET, "H.264 must start with SPS/PPS")
             return None, None
         fmt = "webm" if file_suffix(self.codec) == ".webm" else "matroska"
-        # We open the file, not FFmpeg: PyAV holds the GIL while FFmpeg opens a path (measured:
-        # a writer thread stuck opening a FIFO froze every other thread), while Python's own
-        # open() and write() release it, so a stalled disk stalls this thread only.
+        # We open the file, not FFmpeg: given a path, PyAV opens it inside the first mux() with
+        # the GIL held (measured: a writer thread stuck opening a FIFO froze every other thread
+        # of the process). Python's own open() and write() release the GIL, so a stalled disk
+        # stalls this thread only. (Writes inside mux() to a full pipe did not freeze others.)
         self._file = open(self.path, "wb", buffering=0)  # closed by _run
         try:
             container = av.open(self._file, "w", format=fmt, options=self.options)
