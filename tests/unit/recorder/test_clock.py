@@ -1,0 +1,99 @@
+"""The common clock: unwrapping, SR mapping, per-publisher offsets, monotonic file timestamps."""
+
+from __future__ import annotations
+
+import pytest
+
+from recorder.clock import (
+    NTP_EPOCH_OFFSET,
+    SenderClock,
+    TimestampUnwrapper,
+    TrackClock,
+    TrackTimeline,
+    ntp_to_seconds,
+)
+
+
+def test_ntp_to_seconds() -> None:
+    ntp = ((NTP_EPOCH_OFFSET + 1_700_000_000) << 32) | (1 << 31)
+    assert ntp_to_seconds(ntp) == pytest.approx(1_700_000_000.5)
+
+
+def test_unwrapper_crosses_the_32_bit_wrap_both_ways() -> None:
+    unwrap = TimestampUnwrapper()
+    start = 2**32 - 6000
+    assert unwrap.unwrap(start) == start
+    assert unwrap.unwrap(start + 3000) == start + 3000
+    assert unwrap.unwrap((start + 9000) & 0xFFFFFFFF) == start + 9000  # wrapped
+    assert unwrap.unwrap((start + 6000) & 0xFFFFFFFF) == start + 6000  # late, past the wrap
+    assert unwrap.unwrap(start) == start  # reordered from before the wrap
+
+
+def test_sr_maps_rtp_to_the_common_clock_across_a_wrap() -> None:
+    sender = SenderClock()
+    clock = TrackClock(90000, sender)
+    sender_epoch = 1000.0  # the publisher's clock runs 5000 s behind the server's
+    rtp0 = 2**32 - 45000  # half a second before the wrap
+    clock.on_sender_report(7, sender_epoch, rtp0, arrival_s=6000.02)
+    # a frame 1 s after the report, past the wrap
+    at = clock.common_time(7, (rtp0 + 90000) & 0xFFFFFFFF, arrival_s=6001.05)
+    assert at == pytest.approx(6001.02)
+
+
+def test_offset_is_the_least_delayed_report_and_shared_by_audio_and_video() -> None:
+    sender = SenderClock()
+    video, audio = TrackClock(90000, sender), TrackClock(48000, sender)
+    video.on_sender_report(1, 100.0, 0, arrival_s=5100.030)  # 30 ms queued
+    audio.on_sender_report(2, 100.5, 0, arrival_s=5100.510)  # 10 ms: the better estimate
+    assert video.common_time(1, 90000, 5101.02) == pytest.approx(5101.010)
+    assert audio.common_time(2, 48000, 5101.52) == pytest.approx(5101.510)
+
+
+def test_before_any_sr_the_first_arrival_anchors_the_ssrc() -> None:
+    clock = TrackClock(48000, SenderClock())
+    assert clock.common_time(3, 1000, arrival_s=50.0) == 50.0
+    assert clock.common_time(3, 1000 + 960, arrival_s=50.5) == pytest.approx(50.02)
+    clock.on_sender_report(3, 10.0, 1000 + 960, arrival_s=50.04)
+    assert clock.common_time(3, 1000 + 1920, arrival_s=50.6) == pytest.approx(50.06)
+
+
+def test_two_publishers_with_different_clocks_line_up_on_the_common_clock() -> None:
+    """Alice's and Bob's frames captured at the same server instant map to the same time even
+    though their RTP origins and NTP clocks differ wildly (the 40 ms alignment goal)."""
+    alice, bob = TrackClock(90000, SenderClock()), TrackClock(90000, SenderClock())
+    alice.on_sender_report(1, 3_900_000_000.0, 12345, arrival_s=1000.015)
+    bob.on_sender_report(2, 17.25, 4_000_000_000, arrival_s=1000.020)
+    a = alice.common_time(1, 12345 + 90000 * 3, 1003.02)
+    b = bob.common_time(2, (4_000_000_000 + 90000 * 3) & 0xFFFFFFFF, 1003.03)
+    assert abs(a - 1003.015) < 1e-6 and abs(b - 1003.020) < 1e-6
+    assert abs(a - b) < 0.040
+
+
+def test_timeline_starts_at_zero_keeps_gaps_and_never_goes_back() -> None:
+    line = TrackTimeline(90000)
+    assert line.pts(100.0) == 0
+    assert line.pts(100.5) == 45000
+    assert line.pts(103.5) == 315000  # a 3 s gap stays a gap
+    assert line.pts(103.49) == 315001  # the mapping moved back: clamped
+    assert line.clamped == 1
+    assert line.start_s == 100.0
+
+
+def test_sender_clock_without_reports_refuses() -> None:
+    with pytest.raises(ValueError, match="no sender report"):
+        SenderClock().to_common(1.0)
+
+
+def test_forged_sr_or_timestamp_jump_cannot_move_frames_far_from_their_arrival() -> None:
+    clock = TrackClock(90000, SenderClock())
+    clock.on_sender_report(1, 100.0, 0, arrival_s=1000.0)
+    assert clock.common_time(1, 90000, 1001.0) == pytest.approx(1001.0)
+    # a timestamp 6 hours ahead (or a lying SR) would open a 6 h gap in the file
+    assert clock.common_time(1, 90000 * 3600 * 6, 1001.1) == 1001.1
+    assert clock.implausible == 1
+    # before any SR: a jump re-anchors on arrival
+    other = TrackClock(48000, SenderClock())
+    assert other.common_time(2, 0, 50.0) == 50.0
+    assert other.common_time(2, 48000 * 3600, 50.02) == 50.02
+    assert other.common_time(2, 48000 * 3600 + 960, 50.04) == pytest.approx(50.04)
+    assert other.implausible == 1
