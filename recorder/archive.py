@@ -13,7 +13,7 @@ from recorder.manifest import (
     verify_recording,
 )
 
-__all__ = ["list_recordings", "verify"]
+__all__ = ["describe_recording", "list_recordings", "verify"]
 
 
 def _folders(data_dir: Path) -> list[Path]:
@@ -29,28 +29,37 @@ def list_recordings(data_dir: Path) -> list[dict[str, Any]]:
     A recording whose manifest is damaged is listed with state ``failed`` and no files (never
     hidden); ``verify`` names the culprit.
     """
-    out: list[dict[str, Any]] = []
-    for folder in _folders(data_dir):
-        try:
-            manifest = read_manifest(folder / MANIFEST_NAME)
-        except ManifestError:
-            out.append({"id": folder.name, "room": None, "started_at": None, "ended_at": None,
-                        "state": "failed", "files": []})
-            continue
-        files = []
-        for info in manifest.tracks.values():
-            size = info.bytes
-            if size is None:  # still being written: what is on disk now
-                path = data_dir / info.path
-                size = path.stat().st_size if path.is_file() else 0
-            files.append({
-                "path": info.path, "kind": info.kind, "participant": info.participant,
-                "codec": info.codec, "duration_s": info.duration_s,
-                "bytes": size, "sha256": info.sha256,
-            })
-        out.append({"id": manifest.id, "room": manifest.room, "started_at": manifest.started_at,
-                    "ended_at": manifest.ended_at, "state": manifest.state, "files": files})
-    return out
+    return [_describe(data_dir, folder) for folder in _folders(data_dir)]
+
+
+def describe_recording(data_dir: Path, recording_id: str) -> dict[str, Any] | None:
+    """One recording in the shape of ``list_recordings`` (None when there is no such folder)."""
+    folder = data_dir / RECORDINGS_DIR / recording_id
+    if "/" in recording_id or recording_id in ("", ".", "..") \
+            or not (folder / MANIFEST_NAME).is_file():
+        return None
+    return _describe(data_dir, folder)
+
+
+def _describe(data_dir: Path, folder: Path) -> dict[str, Any]:
+    try:
+        manifest = read_manifest(folder / MANIFEST_NAME)
+    except ManifestError:
+        return {"id": folder.name, "room": None, "started_at": None, "ended_at": None,
+                "state": "failed", "files": []}
+    files = []
+    for info in manifest.tracks.values():
+        size = info.bytes
+        if size is None:  # still being written: what is on disk now
+            path = data_dir / info.path
+            size = path.stat().st_size if path.is_file() else 0
+        files.append({
+            "path": info.path, "kind": info.kind, "participant": info.participant,
+            "codec": info.codec, "duration_s": info.duration_s,
+            "bytes": size, "sha256": info.sha256,
+        })
+    return {"id": manifest.id, "room": manifest.room, "started_at": manifest.started_at,
+            "ended_at": manifest.ended_at, "state": manifest.state, "files": files}
 
 
 def verify(data_dir: Path, recording_id: str | None = None) -> tuple[bool, str | None]:

@@ -109,6 +109,31 @@ class RoomOut(msgspec.Struct, kw_only=True):
     has_password: bool
 
 
+class RecordingFileOut(msgspec.Struct, kw_only=True):
+    path: str  # relative to the data dir
+    kind: str  # audio | video
+    participant: str
+    codec: str
+    duration_s: float
+    bytes: int
+    sha256: str
+    url: str  # where to download it (with this API's bearer token)
+
+
+class RecordingOut(msgspec.Struct, kw_only=True):
+    id: str
+    room: str
+    org_id: int | None
+    started_at: float
+    ended_at: float | None
+    state: str  # recording | complete | recovered | failed
+    started_by: str
+    stopped_by: str | None
+    participants: list[str]
+    files: list[RecordingFileOut]
+    error: str | None = None
+
+
 class MemberIn(_In):
     account_id: Id
 

@@ -24,6 +24,7 @@ from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
 from signaling.metrics import make_registry, render
 from signaling.moderation import LiveModerator, SessionRegistry
+from signaling.recording import RECORDINGS, RecordingService
 from signaling.session import Session
 from signaling.web_security import add_security_headers, origin_allowed
 
@@ -136,6 +137,22 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     await worker.close()
 
 
+async def recording_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Recover interrupted recordings, record rooms while asked, finish them all at shutdown."""
+    sessions = app[SESSIONS]
+
+    def notify(room: str, message: dict[str, object]) -> None:
+        for session in sessions.in_room(room):
+            session.send(message)
+
+    service = RecordingService(app[MEDIA_PLANE], app[CONTROL].store, app[CONFIG].data_dir,
+                               notify, record_all=app[CONFIG].record_all)
+    app[RECORDINGS] = service
+    app[CONTROL].recordings = service
+    async for _ in service.run():
+        yield
+
+
 async def close_sockets(app: web.Application) -> None:
     """Shutdown: tell every participant why and drain the rooms, then close what is left."""
     sessions = app[SESSIONS].all()
@@ -191,6 +208,7 @@ def create_app(
                     open_room_capacity=config.open_room_capacity)
     )
     app.cleanup_ctx.append(worker_ctx)
+    app.cleanup_ctx.append(recording_ctx)  # cleaned up first: recordings finish, then rooms
     app.cleanup_ctx.append(metrics_listener_ctx)
     add_api_routes(app)
     app.on_shutdown.append(close_sockets)

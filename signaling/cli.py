@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from recorder.cli import add_archive_commands, run_archive
 from sfu.worker import MediaConfig
 from signaling.config import Config
 from signaling.control import BootstrapResult
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default=MAX_UNJOINED_PER_ADDRESS, metavar="N",
                        help=f"WebSockets one address may hold open before they joined "
                             f"(default {MAX_UNJOINED_PER_ADDRESS}; raise for load generators)")
+    serve.add_argument("--record-all", action="store_true",
+                       help="record every room while anyone is in it (else: rooms with "
+                            "auto_record, and recordings started by a host or operator)")
     serve.add_argument("--log-level", default="info")
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
@@ -93,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     from loadtest.report import add_arguments as add_loadtest_arguments
 
     add_loadtest_arguments(loadtest)
+    add_archive_commands(commands)
     return parser
 
 
@@ -110,7 +115,7 @@ def serve(args: argparse.Namespace) -> None:
         open_room_capacity=args.room_capacity, allowed_origins=tuple(args.allowed_origins),
         metrics_host=args.metrics_host if args.metrics_port else None,
         metrics_port=args.metrics_port, tls=tls, join_timeout_s=args.join_timeout,
-        max_unjoined_per_address=args.max_unjoined_per_address,
+        max_unjoined_per_address=args.max_unjoined_per_address, record_all=args.record_all,
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),
@@ -190,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         from loadtest.bench_forward import run_cli
 
         return run_cli(args)
+    elif args.command == "archive":
+        return run_archive(args)
     elif args.command == "loadtest":
         from loadtest.run import run_cli as run_loadtest
 

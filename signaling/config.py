@@ -40,5 +40,7 @@ class Config:
     metrics_host: str | None = None
     metrics_port: int | None = None
     """When set, /metrics is served only on this separate listener."""
+    record_all: bool = False
+    """Record every room while anyone is in it (the plans record every meeting)."""
     tls: bool = False
     """The listener speaks HTTPS (HSTS is sent)."""

@@ -63,6 +63,16 @@ class Moderator(Protocol):
     async def pin(self, room: str, participant_id: str | None) -> None: ...
 
 
+class RecordingHooks(Protocol):
+    """What sessions tell the recording service (``signaling/recording.py``)."""
+
+    def is_recording(self, room: str) -> bool: ...
+
+    async def on_joined(self, room: str) -> None: ...
+
+    async def on_left(self, room: str) -> None: ...
+
+
 @dataclass
 class ControlPlane:
     store: Store
@@ -72,6 +82,8 @@ class ControlPlane:
     admission: Admission
     moderator: Moderator | None = None
     """Set by the app once the media worker exists; moderation answers 503 until then."""
+    recordings: RecordingHooks | None = None
+    """Set by the app with the recording service."""
     clock: Callable[[], float] = field(default=time.time)
     session_ttl_s: float = 12 * 3600
 

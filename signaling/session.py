@@ -24,7 +24,7 @@ from sfu.plane import MediaPlane, NotDescribed, Target
 from sfu.types import Kind
 from signaling.admission import Admitted, Credentials, Waiting
 from signaling.config import Config
-from signaling.control import ControlPlane
+from signaling.control import ControlPlane, RecordingHooks
 from signaling.limits import (
     MAX_TRICKLED_CANDIDATES,
     LimitExceeded,
@@ -292,12 +292,16 @@ class Session:
             "rejoin_token": admitted.rejoin_token, "pinned": before.pinned,
             "locked": locked,
             "ice_servers": [{"urls": url} for url in self.plane.ice_servers],
+            "recording": self._recordings is not None
+            and self._recordings.is_recording(admitted.room),
         })
         early, self._early_events = self._early_events, None
         for event in early:
             self.on_media_event(event)
         logger.info("%s (%s, %s) joined room %r", admitted.name, admitted.session_id,
                     admitted.role, admitted.room)
+        if self._recordings is not None:
+            await self._recordings.on_joined(admitted.room)  # --record-all, auto_record
 
     def _admitted(self) -> None:
         if self._on_admitted is not None:
@@ -426,6 +430,10 @@ class Session:
         room, participant_id = self._in_room()
         self.plane.set_uplink_estimate(room, participant_id, message.available_bps)
 
+    @property
+    def _recordings(self) -> RecordingHooks | None:
+        return self.control.recordings if self.control is not None else None
+
     def _in_room(self) -> tuple[str, str]:
         """(room, participant id); handlers past the join check run only while in the room."""
         if self.participant_id is None or self.room_name is None:
@@ -457,6 +465,8 @@ class Session:
         if participant_id is not None and room_name is not None:
             await self.plane.leave(room_name, participant_id)
             logger.info("%s left room %r", participant_id, room_name)
+            if self._recordings is not None:
+                await self._recordings.on_left(room_name)
 
     async def kick(self, reason: str, release: bool = True) -> None:
         """Moderation or take-over: tell the client why, leave, and close the socket."""
