@@ -174,14 +174,17 @@ class RecordingService:
             active.stopping = True
             self.plane.unsubscribe_local(room, RECORDER_ID)
             recording = active.recording
-            state = await asyncio.to_thread(recording.close)
-            del self.active[room]
-            described = await asyncio.to_thread(describe_recording, self.data_dir, recording.id)
-            files = tuple(_file(f) for f in (described or {}).get("files", []))
-            await self.store.finish_recording(
-                recording.id, ended_at=time.time(), state=state, stopped_by=by,
-                participants=tuple(active.recorder.participants), files=files,
-                error=active.failed)
+            try:
+                state = await asyncio.to_thread(recording.close)
+                described = await asyncio.to_thread(describe_recording, self.data_dir,
+                                                    recording.id)
+                files = tuple(_file(f) for f in (described or {}).get("files", []))
+                await self.store.finish_recording(
+                    recording.id, ended_at=time.time(), state=state, stopped_by=by,
+                    participants=tuple(active.recorder.participants), files=files,
+                    error=active.failed)
+            finally:
+                del self.active[room]
         await self._audit(room, by, address, "recording-stopped")
         message: dict[str, Any] = {"type": "recording", "active": False,
                                    "recording_id": recording.id}
