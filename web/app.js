@@ -14,7 +14,7 @@ import {
 } from './joinflow.js';
 import {
   FINAL_REASONS, hostNoticeKind, renderControlButtons, rerenderScreens, showError, showHostNotice,
-  showLeft, showLock, showNotice, showView, wireScreens,
+  showLeft, showLock, showNotice, showRecording, showView, wireScreens,
 } from './screens.js';
 
 const $ = (id) => document.getElementById(id);
@@ -31,6 +31,7 @@ const diemcau = {
   role: null,
   pinned: null, // the pinned participant's id
   locked: false, // the host locked the room (known from `room_locked`)
+  recording: false, // the room is being recorded (`joined.recording`, then `recording`)
   leftReason: null,
   bandwidth: initialBandwidth(), // {down, up}: {audio_only, reason, estimate_bps, threshold_bps}
   audioOnly: false, // the user's "audio only" toggle
@@ -80,6 +81,16 @@ function setPinned(id) {
 }
 
 const setLocked = (locked) => showLock((diemcau.locked = !!locked));
+
+/** `recording` messages: the badge, and a notice when it starts, stops or fails. */
+function setRecording(active, { announce = true, error = null } = {}) {
+  const was = diemcau.recording;
+  diemcau.recording = !!active;
+  showRecording(diemcau.recording);
+  if (!announce || was === diemcau.recording) return;
+  if (error) showNotice(t('recordingFailed'));
+  else showNotice(t(diemcau.recording ? 'recordingStarted' : 'recordingStopped'));
+}
 
 // ---- tiles and audio-only ----
 
@@ -169,6 +180,7 @@ function teardown(c) {
   $('sound-notice').hidden = true;
   showHostNotice(null);
   setLocked(false);
+  setRecording(false, { announce: false });
   diemcau.pinned = null;
   roster.soundBlocked = false;
   diemcau.bandwidth = initialBandwidth();
@@ -228,6 +240,7 @@ async function join(room, name) {
     .on('muted_by_host', (m) => { if (call === c) onMutedByHost(c, m.kind); })
     .on('pinned', (m) => { if (call === c) setPinned(m.participant_id); })
     .on('room_locked', (m) => { if (call === c) setLocked(m.locked); })
+    .on('recording', (m) => { if (call === c) setRecording(m.active, { error: m.error || null }); })
     .on('joined', (m) => { if (call === c && c.admit) c.admit(m); })
     .on('publish_layers', (m) => {
       if (call !== c) return;
@@ -286,6 +299,7 @@ async function join(room, name) {
   diemcau.selfId = joined.participant_id;
   c.selfTile.el.dataset.participantId = joined.participant_id;
   setPinned(joined.pinned);
+  setRecording(joined.recording, { announce: !!joined.recording });
   c.session.start(joined.ice_servers || []);
   for (const p of joined.participants || []) roster.add(p, diemcau.selfId);
   setState('joined');

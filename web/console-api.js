@@ -114,4 +114,20 @@ export class Api {
   admit(room, pid) { return this.call('POST', `/api/rooms/${enc(room)}/lobby/${enc(pid)}/admit`); }
   deny(room, pid) { return this.call('DELETE', `/api/rooms/${enc(room)}/lobby/${enc(pid)}`); }
   end(room) { return this.call('POST', `/api/rooms/${enc(room)}/end`); }
+
+  startRecording(room) { return this.call('POST', `/api/rooms/${enc(room)}/recording`); }
+  stopRecording(room) { return this.call('DELETE', `/api/rooms/${enc(room)}/recording`); }
+  recordings(room) { return this.call('GET', `/api/recordings?room=${enc(room)}`); }
+
+  /** Download a recording's file: fetched with the bearer token, saved from a blob URL. */
+  async download(url, filename) {
+    const response = await fetch(url, { headers: { Authorization: `Bearer ${this.token}` } });
+    if (!response.ok) throw new ApiError(response.status, `http-${response.status}`, response.statusText);
+    const href = URL.createObjectURL(await response.blob());
+    const a = Object.assign(document.createElement('a'), { href, download: filename });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(href), 60_000);
+  }
 }

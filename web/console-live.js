@@ -2,7 +2,7 @@
 // audio / video, pin, remove), the lobby (admit / deny), lock / unlock and end the meeting.
 // Refreshed by the console's 2 s poll and after every action.
 import { t } from './i18n.js';
-import { $, confirmButton, h, table, toast } from './console-views.js';
+import { $, confirmButton, fmtTime, h, table, toast } from './console-views.js';
 import { iconEl } from './icons.js';
 
 const roleText = (role) => (t(`role.${role}`) === `role.${role}` ? role : t(`role.${role}`));
@@ -22,7 +22,9 @@ export class LivePanel {
     this.participants = [];
     this.lobby = [];
     this.seq = 0; // drops answers for a room that is no longer shown
+    this.recordings = [];
     $('lock-btn').addEventListener('click', () => this.toggleLock());
+    $('record-btn').addEventListener('click', () => this.toggleRecording());
   }
 
   show(room) {
@@ -44,11 +46,13 @@ export class LivePanel {
     const room = this.currentRoom();
     if (!this.visible || !room) return;
     const seq = ++this.seq;
-    const [participants, lobby] = await Promise.all([
-      this.api.participants(room.name), this.api.lobby(room.name)]);
+    const [participants, lobby, recordings] = await Promise.all([
+      this.api.participants(room.name), this.api.lobby(room.name),
+      this.api.recordings(room.name).catch(() => [])]);
     if (seq !== this.seq || !this.visible) return;
     this.participants = participants;
     this.lobby = lobby;
+    this.recordings = recordings;
     const pinned = this.pinned[room.name];
     if (pinned && !participants.some((p) => p.id === pinned)) delete this.pinned[room.name];
     this.renderToolbar(room);
@@ -60,6 +64,11 @@ export class LivePanel {
     lock.replaceChildren(iconEl(room.locked ? 'unlock' : 'lock', 16),
       ` ${t(room.locked ? 'unlockRoom' : 'lockRoom')}`);
     lock.dataset.locked = String(room.locked);
+    const recording = this.isRecording();
+    const rec = $('record-btn');
+    rec.replaceChildren(h('span', { class: recording ? 'rec-dot on' : 'rec-dot' }),
+      ` ${t(recording ? 'stopRecording' : 'startRecording')}`);
+    rec.dataset.recording = String(recording);
     $('live-count').textContent = t('inRoom', { n: this.participants.length });
     if (!$('end-slot').firstChild || $('end-slot').dataset.room !== room.name
         || $('end-slot').dataset.lang !== t('endMeeting')) {
@@ -118,12 +127,41 @@ export class LivePanel {
         button('admit', 'admit', () => this.api.admit(room.name, w.id), 'primary'),
         button('deny', 'deny', () => this.api.deny(room.name, w.id), 'danger'))]),
       'lobbyEmpty', (i) => ({ dataset: { participantId: this.lobby[i].id } })));
+    this.renderRecordings();
   }
 
   async pin(roomName, pid) {
     await this.api.pin(roomName, pid);
     if (pid) this.pinned[roomName] = pid;
     else delete this.pinned[roomName];
+  }
+
+  isRecording() {
+    return this.recordings.some((r) => r.state === 'recording');
+  }
+
+  async toggleRecording() {
+    const room = this.currentRoom();
+    if (!room) return;
+    const recording = this.isRecording();
+    await this.act(() => (recording ? this.api.stopRecording(room.name)
+      : this.api.startRecording(room.name)));
+  }
+
+  renderRecordings() {
+    const rows = this.recordings.map((r) => [
+      fmtTime(r.started_at),
+      r.ended_at ? `${Math.round(r.ended_at - r.started_at)} s` : '—',
+      t(`recState.${r.state}`),
+      r.participants.join(', '),
+      h('span', {}, r.files.map((f) => h('button', {
+        type: 'button', class: 'small',
+        onclick: () => this.act(() => this.api.download(f.url, `${r.id}-${f.path.split('/').pop()}`)),
+      }, `${f.participant} (${t(`kind.${f.kind}`)})`))),
+    ]);
+    $('recordings-list').replaceChildren(table(
+      ['recStarted', 'recDuration', 'recStateTitle', 'participantsTitle', 'recFiles'], rows,
+      'recordingsEmpty', (i) => ({ dataset: { recordingId: this.recordings[i].id } })));
   }
 
   async toggleLock() {

@@ -68,6 +68,10 @@ const STRINGS = {
     hostMutedVideo: 'Chủ trì đã tắt camera của bạn.',
     roomLocked: 'Phòng đã khóa',
     pinned: 'Được ghim',
+    recordingOn: 'Đang ghi hình',
+    recordingStarted: 'Cuộc họp đang được ghi hình để lưu trữ.',
+    recordingStopped: 'Đã dừng ghi hình.',
+    recordingFailed: 'Ghi hình bị lỗi và đã dừng; cuộc họp vẫn tiếp tục.',
   },
   en: {
     appName: 'Điểm Cầu',
@@ -136,6 +140,10 @@ const STRINGS = {
     hostMutedVideo: 'The host turned off your camera.',
     roomLocked: 'Room locked',
     pinned: 'Pinned',
+    recordingOn: 'Recording',
+    recordingStarted: 'This meeting is being recorded for the archive.',
+    recordingStopped: 'Recording stopped.',
+    recordingFailed: 'Recording failed and stopped; the meeting goes on.',
   },
 };
 

@@ -45,6 +45,11 @@ export function hostNoticeKind() {
   return hostKind;
 }
 
+/** The "recording" badge in the top bar (every participant sees it while the room records). */
+export function showRecording(active) {
+  $('rec-indicator').hidden = !active;
+}
+
 export function showLock(locked) {
   $('lock-indicator').hidden = !locked;
   $('lock-icon').innerHTML = icon('lock', 14);

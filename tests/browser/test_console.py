@@ -43,6 +43,7 @@ CONSOLE_LINES: dict[int, list[str]] = {}
 class Server:
     url: str
     operator_password: str
+    data_dir: Path
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def closed_server(tmp_path: Path) -> Iterator[Server]:
     with running_server(tmp_path, open_rooms=False) as server:
         match = PASSWORD_LINE.search(server.log_text())
         assert match, "no operator password line:\n" + server.log_text()
-        yield Server(server.base_url, match.group(1))
+        yield Server(server.base_url, match.group(1), tmp_path / "data")
 
 
 async def _open(browser, url: str, locale: str, media: bool = True):
@@ -64,6 +65,23 @@ async def _open(browser, url: str, locale: str, media: bool = True):
     page.on("pageerror", lambda err: lines.append(f"pageerror: {err}"))
     await page.goto(url, timeout=UI_TIMEOUT_MS)
     return page
+
+
+def _tracks_recorded(data_dir: Path) -> int:
+    """Track files the recorder has opened (``track`` entries in the manifests)."""
+    return sum(line.count('"type":"track"') + line.count('"type": "track"')
+               for manifest in data_dir.glob("recordings/*/manifest.jsonl")
+               for line in manifest.read_text().splitlines())
+
+
+async def _until(condition, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
 
 
 def _report(page) -> str:
@@ -158,6 +176,27 @@ async def test_console_runs_a_meeting(closed_server: Server, browser, artifacts_
         await host.locator('#lock-btn[data-locked="true"]').wait_for(timeout=UI_TIMEOUT_MS)
         await a.locator("#lock-indicator").wait_for(state="visible", timeout=UI_TIMEOUT_MS)
         await pages["b"].screenshot(path=str(artifacts_dir / "console-guest-pinned.png"))
+
+        # Record: every page shows the badge; stopped, the recording is listed with its files.
+        await host.click("#record-btn")
+        await host.locator('#record-btn[data-recording="true"]').wait_for(timeout=UI_TIMEOUT_MS)
+        for key in ("a", "b"):
+            badge = pages[key].locator("#rec-indicator")
+            await badge.wait_for(state="visible", timeout=UI_TIMEOUT_MS)
+        assert "Đang ghi hình" in await a.locator("#rec-indicator").inner_text()
+        assert "recorded" in await pages["b"].locator("#notice-text").inner_text()
+        await a.screenshot(path=str(artifacts_dir / "console-guest-recording.png"))
+        # Until the recorder has a file for each of the 3 live tracks (A's microphone is muted
+        # by the host, so it sends nothing to record; video needs a keyframe each).
+        assert await _until(lambda: _tracks_recorded(closed_server.data_dir) >= 3, 20), (
+            _tracks_recorded(closed_server.data_dir))
+        await host.click("#record-btn")
+        await host.locator('#record-btn[data-recording="false"]').wait_for(timeout=UI_TIMEOUT_MS)
+        await a.locator("#rec-indicator").wait_for(state="hidden", timeout=UI_TIMEOUT_MS)
+        listed = host.locator("#recordings-list tr[data-recording-id] button")
+        await listed.first.wait_for(timeout=UI_TIMEOUT_MS)
+        assert await listed.count() == 3  # A's video, B's audio and video
+        await host.screenshot(path=str(artifacts_dir / "console-recordings.png"))
 
         # Remove B: B's page says so; the console lists A alone.
         await row_b.locator('[data-action="remove"]').click()
