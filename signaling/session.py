@@ -19,6 +19,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from sfu.downlink import Tile
 from sfu.room import Participant
+from sfu.subscriber import check_answer, describe_error
 from sfu.types import Kind
 from sfu.worker import Worker
 from signaling.admission import Admitted, Credentials, Waiting
@@ -245,6 +246,11 @@ class Session:
 
     async def on_subscribe_answer(self, message: SubscribeAnswer) -> None:
         assert self.participant is not None and self.participant.subscriber is not None
+        try:
+            check_answer(message.sdp)
+        except Exception as exc:  # aiortc's parser raises all sorts; the offer stays pending
+            raise ProtocolError("bad-sdp", f"cannot use this answer: {describe_error(exc)}",
+                                "subscribe_answer") from None
         if not self.participant.subscriber.set_answer(message.sdp):
             raise ProtocolError("bad-state", "no subscribe_offer is waiting for an answer")
 
