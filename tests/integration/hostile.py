@@ -165,17 +165,19 @@ class Attacker(SyntheticParticipant):
 
     def send_rtp(self, data: bytes) -> None:
         assert self.writer is not None
-        if self.writer.send_rtp(data):
-            self.sent["rtp"] += 1
-        else:
-            self.sent["refused_by_srtp"] += 1
+        try:  # libsrtp refuses some garbage (pylibsrtp.Error), and too long input (ValueError)
+            sent = self.writer.send_rtp(data)
+        except ValueError:
+            sent = False
+        self.sent["rtp" if sent else "refused_by_srtp"] += 1
 
     def send_rtcp(self, data: bytes) -> None:
         assert self.writer is not None
-        if self.writer.send_rtcp(data):
-            self.sent["rtcp"] += 1
-        else:
-            self.sent["refused_by_srtp"] += 1
+        try:
+            sent = self.writer.send_rtcp(data)
+        except ValueError:
+            sent = False
+        self.sent["rtcp" if sent else "refused_by_srtp"] += 1
 
     def send_frame(self) -> None:
         video, audio = self.video_track, self.audio_track

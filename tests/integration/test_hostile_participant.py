@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from loadtest.client import SignalingError, SyntheticParticipant
 from sfu.rtp_packet import RtpView
@@ -280,3 +281,87 @@ async def test_public_corpora_cannot_break_the_others(tmp_path: Path) -> None:
         finally:
             await prankster.leave()
             await scene.close()
+
+
+# -- subscribe_answer ----------------------------------------------------------------------------
+
+
+def _drop(pattern: str) -> Callable[[str], str]:
+    return lambda sdp: re.sub(pattern, "", sdp, flags=re.M)
+
+
+BAD_ANSWERS: list[tuple[str, Callable[[str], str], str]] = [
+    # (what, mutation of the client's real answer, what the error names)
+    ("not SDP", lambda sdp: "hello", "SDP must start with v=0"),
+    ("no media section", lambda sdp: sdp[: sdp.index("m=")], "no media section"),
+    ("rtpmap cut", lambda sdp: sdp.replace("a=rtpmap:", "a=rtpmap:x", 1), "'x"),
+    ("no a=rtpmap", _drop(r"^a=rtpmap:.*\r?\n"), "StopIteration"),
+    # these parse, and fail only when aiortc applies them inside the negotiation
+    ("no a=setup", _drop(r"^a=setup:.*\r?\n"), "AttributeError"),
+    ("no ICE credentials", _drop(r"^a=ice-(ufrag|pwd):.*\r?\n"), "ICE username fragment"),
+    ("no a=mid", _drop(r"^a=mid:.*\r?\n"), "do not match"),
+]
+
+
+REFUSED_EARLY = {"not SDP", "no media section", "rtpmap cut", "no a=rtpmap"}
+"""Refused by the session before the negotiation sees them: the offer still waits."""
+
+
+class AnswerMangler(SyntheticParticipant):
+    """Answers each subscribe_offer with the next bad answer, then with a good one."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url, "answers", "Eve", audio=False, video=False)
+        self.mutations = [m for _what, m, _names in BAD_ANSWERS]
+
+    async def _answer(self, message: dict[str, Any]) -> None:
+        if not self.mutations:
+            await super()._answer(message)
+            return
+        mutate = self.mutations.pop(0)
+        scratch = RTCPeerConnection()  # the real connection stays fresh for the good answer
+        try:
+            await scratch.setRemoteDescription(
+                RTCSessionDescription(sdp=message["sdp"], type="offer"))
+            answer = await scratch.createAnswer()
+        finally:
+            await scratch.close()
+        await self.send({"type": "subscribe_answer", "sdp": mutate(answer.sdp)})
+
+
+def last_offer(client: SyntheticParticipant) -> dict[str, Any]:
+    return next(e for e in reversed(client.events) if e.get("type") == "subscribe_offer")
+
+
+async def test_bad_subscribe_answers_get_bad_sdp_and_a_fresh_offer(tmp_path: Path) -> None:
+    """Each bad answer: one ``bad-sdp`` error to its sender; one log line in all, no traceback;
+    the negotiation goes on (a fresh offer when the first one was used up) and a good answer
+    afterwards gets media flowing."""
+    with running_server(tmp_path) as server:
+        publisher = SyntheticParticipant(server.base_url, "answers", "An", audio=False)
+        eve = AnswerMangler(server.base_url)
+        try:
+            await publisher.join()
+            await eve.join()
+            for index, (what, _mutation, names) in enumerate(BAD_ANSWERS):
+                if index and BAD_ANSWERS[index - 1][0] in REFUSED_EARLY:
+                    await eve._answer(last_offer(eve))  # the same offer, answered again
+                assert await wait_until(lambda i=index: len(eve.errors) > i, 20.0), (
+                    what, eve.events[-3:])
+                error = eve.errors[index]
+                assert (error["code"], error.get("ref")) == ("bad-sdp", "subscribe_answer"), error
+                assert error["message"].startswith("cannot use this answer: "), error
+                assert names in error["message"], (what, error)
+            ok = await wait_until(
+                lambda: eve.received[publisher.participant_id or ""]["video"] >= 3, 30.0)
+            notes = "\n".join(line for line in server.log_text().splitlines()
+                              if "aiohttp.access" not in line and "aioice" not in line)
+            assert ok, (f"no media after a good answer: {dict(eve.received)} "
+                        f"{[(e['type'], e.get('message', '')[:50]) for e in eve.events]}"
+                        f"\n{notes}")
+            log = server.log_text()
+            assert "Traceback" not in log, log[-4000:]
+            assert log.count("answer refused") == 1, log[-4000:]
+            assert len(eve.errors) == len(BAD_ANSWERS), eve.errors
+        finally:
+            await asyncio.gather(publisher.leave(), eve.leave(), return_exceptions=True)
