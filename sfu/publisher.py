@@ -211,7 +211,8 @@ class Publisher:
         return self._ssrcs_learnt[producer.id] < 2 * len(producer.layers) + SPARE_SSRCS
 
     def _learn(self, ssrc: int, producer: Producer, layer: Layer, rtx: bool) -> Route:
-        self._ssrcs_learnt[producer.id] += 1
+        if ssrc not in self._routes:  # the SDP's SSRCs come again on a renegotiation
+            self._ssrcs_learnt[producer.id] += 1
         route = self._routes[ssrc] = Route(producer, layer, rtx)
         if not rtx:
             layer.ssrc = ssrc

@@ -386,6 +386,10 @@ async def test_ssrc_churn_is_bounded_and_counted() -> None:
     counted and forgotten, and the track's real SSRC keeps flowing."""
     async with room() as r:
         r.vp8(VP8_KEY)
+        # a renegotiation configures the track again: its SDP SSRCs must not count twice
+        _mid, _kind, mime, clock, pt, rtx_pt, ssrc, rtx_ssrc = TRACKS[1]
+        r.publisher._configure(r.producer("1"), _parameters(mime, clock, pt, rtx_pt, ssrc,
+                                                            rtx_ssrc))
         routes_before = len(r.publisher._routes)
         mid_block = ext_block([(PUB_MID, b"1"), (PUB_ABS, b"\x00\x00\x01")])
         for i in range(3000):
