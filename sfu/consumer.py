@@ -38,6 +38,10 @@ HISTORY_SIZE = 512
 RTP_OVERHEAD = 12 + 16  # header + a typical extension block, for transport-cc accounting
 
 
+def _one_byte_id(ext_id: int) -> int:
+    return ext_id if 0 < ext_id < 15 else 0
+
+
 class PacketWriter(Protocol):
     def send_rtp(self, packet: bytes) -> bool: ...
 
@@ -121,7 +125,10 @@ class Consumer:
     ) -> None:
         """Apply what the subscriber negotiated; resumes the consumer when a codec matched."""
         self.codec = codec
-        self.ext_key = (audio_level_id, abs_send_time_id)
+        # Ids come from the subscriber's answer: only those the one-byte form can carry (the
+        # server offers 1-14) are used, or every packet's block for this id would fail to build.
+        self.ext_key = (_one_byte_id(audio_level_id), _one_byte_id(abs_send_time_id))
+        twcc_id = _one_byte_id(twcc_id)
         self.twcc = twcc if twcc_id else None
         self.twcc_id = twcc_id
         if codec is None:
@@ -224,10 +231,13 @@ class Consumer:
             self._vp8.sync(descriptor.picture_id, descriptor.tl0picidx)
             self._rewrite_vp8 = True
 
-    def skip(self, in_seq: int, layer: int, reason: DropReason = DropReason.PADDING_ONLY) -> None:
-        """The producer has nothing to forward for this packet (padding-only, silence)."""
+    def skip(self, in_seq: int, layer: int, reason: DropReason = DropReason.PADDING_ONLY,
+             count: bool = True) -> None:
+        """The producer has nothing to forward for this packet (padding-only, silence, invalid);
+        ``count`` False when the producer already counted it (once for all consumers)."""
         if layer == self.current_layer and self.pause_reason is None:
-            self.drops[reason] += 1
+            if count:
+                self.drops[reason] += 1
             self._seq.drop(in_seq)
 
     # -- feedback from the subscriber ------------------------------------------------------------

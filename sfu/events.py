@@ -99,6 +99,13 @@ class PublishLayers:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerRefused:
+    """The participant's subscribe answer could not be applied; a fresh offer follows."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Removed:
     """The media plane ended this participant's presence (the signaling closes its session)."""
 
@@ -106,7 +113,7 @@ class Removed:
 
 
 MediaEvent = (ParticipantJoined | ParticipantLeft | TrackMuted | Pinned | Speakers
-              | SubscribeOffer | AudioOnlyChanged | PublishLayers | Removed)
+              | SubscribeOffer | AnswerRefused | AudioOnlyChanged | PublishLayers | Removed)
 EventSink = Callable[[MediaEvent], None]
 
 

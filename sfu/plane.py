@@ -32,6 +32,10 @@ class UnknownParticipant(KeyError):
     """No such participant in that room (left, or never joined)."""
 
 
+class BadDescription(ValueError):
+    """An SDP the media plane cannot use; the message says why."""
+
+
 class NotDescribed(RuntimeError):
     """An ICE candidate came before the description it belongs to."""
 
@@ -75,7 +79,8 @@ class MediaPlane(Protocol):
         ...
 
     def subscribe_answer(self, room: str, participant_id: str, answer_sdp: str) -> bool:
-        """The answer to our last subscribe offer; False when no offer is outstanding."""
+        """The answer to our last subscribe offer; False when no offer is outstanding.
+        Raises ``BadDescription`` for an answer that does not parse (the offer stays pending)."""
         ...
 
     async def add_ice_candidate(self, room: str, participant_id: str, target: Target,

@@ -7,14 +7,15 @@ ask the publisher for a keyframe on one layer's SSRC.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sfu.h264 import is_h264_keyframe
+from sfu.h264 import inspect_h264
 from sfu.ratelog import handler_errors
 from sfu.rtp_packet import RtpView, abs_send_time_now, extension_elements
 from sfu.types import Codec, DropReason, Kind
-from sfu.vp8 import is_vp8_keyframe
+from sfu.vp8 import KEY, inspect_vp8
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
@@ -30,14 +31,16 @@ VOICE_HOLD_S = 2.0
 """A layer that sent nothing for this long counts as stopped (paused by the client, or gone)."""
 
 
-def _no_keyframe(payload: bytes) -> bool:
-    return True  # audio: every packet is a valid starting point
+def _any_packet(payload: bytes) -> int:
+    return KEY  # audio (and codecs we do not parse): every packet is a valid starting point
 
 
-KEYFRAME_DETECTORS: dict[str, Callable[[bytes], bool]] = {
-    "vp8": is_vp8_keyframe,
-    "h264": is_h264_keyframe,
+INSPECTORS: dict[str, Callable[[bytes], int]] = {
+    "vp8": inspect_vp8,
+    "h264": inspect_h264,
 }
+"""Per codec: INVALID (-1), DELTA (0) or KEY (1) for one payload: validation and keyframe
+detection in one pass over the payload header."""
 
 
 class Layer:
@@ -104,6 +107,8 @@ class Producer:
         self.bytes_received = 0
         self.keyframe_requests_sent = 0
         self.consumer_errors = 0
+        # Packets refused before any consumer saw them (invalid extensions or payload headers).
+        self.drops: Counter[DropReason] = Counter()
         # RFC 6464 audio levels (0 = loudest, 127 = silence), summed for speaker detection.
         self.level_sum = 0
         self.level_count = 0
@@ -112,11 +117,11 @@ class Producer:
         self.silence_gating = False
         self.last_voice_s = float("-inf")
         self._request_keyframe = request_keyframe
-        self._is_keyframe: Callable[[bytes], bool] = _no_keyframe
+        self._inspect: Callable[[bytes], int] = _any_packet
 
     def set_codec(self, codec: Codec) -> None:
         self.codec = codec
-        self._is_keyframe = KEYFRAME_DETECTORS.get(codec.name, _no_keyframe)
+        self._inspect = INSPECTORS.get(codec.name, _any_packet)
 
     @property
     def is_video(self) -> bool:
@@ -155,7 +160,12 @@ class Producer:
             return
         if self.audio_level_ext_id is not None:
             level = packet.extensions.get(self.audio_level_ext_id)
-            if level:
+            if level is not None:
+                if len(level) != 1:
+                    # RFC 6464: exactly one byte. Forwarded as it came, a wrong size makes
+                    # strict receivers (aiortc) drop their whole connection.
+                    self.refuse(packet, index, DropReason.BAD_EXTENSION)
+                    return
                 value = level[0] & 0x7F
                 self.level_sum += value
                 self.level_count += 1
@@ -167,7 +177,11 @@ class Producer:
                     for consumer in consumers:
                         consumer.skip(packet.sequence_number, index, DropReason.SILENCE)
                     return
-        keyframe = self._is_keyframe(packet.payload)
+        verdict = self._inspect(packet.payload)
+        if verdict < 0:
+            self.refuse(packet, index, DropReason.BAD_PAYLOAD)
+            return
+        keyframe = verdict > 0
         if keyframe and self.kind is Kind.VIDEO:
             layer.last_keyframe_s = now
             layer.keyframes += 1
@@ -187,6 +201,12 @@ class Producer:
             except Exception as exc:  # one broken consumer must not starve the others
                 self.consumer_errors += 1
                 handler_errors.exception("consumer", exc)
+
+    def refuse(self, packet: RtpView, index: int, reason: DropReason) -> None:
+        """Count an invalid packet once; consumers close its sequence gap (no NACK for it)."""
+        self.drops[reason] += 1
+        for consumer in self.consumers:
+            consumer.skip(packet.sequence_number, index, reason, count=False)
 
     def _extension_elements(self, packet: RtpView, key: tuple[int, int], now: float) -> bytes:
         audio_level_id, abs_send_time_id = key

@@ -31,7 +31,7 @@ from aiortc.rtp import (
 
 from sfu import aiortc_hooks
 from sfu.producer import Layer, Producer
-from sfu.rtp_packet import RtpView
+from sfu.rtp_packet import RtpView, extension_limits, extensions_valid
 from sfu.sdp_munging import (
     URI_TWCC,
     SimulcastOffer,
@@ -40,6 +40,7 @@ from sfu.sdp_munging import (
     offered_extension_ids,
     parse_simulcast_offer,
 )
+from sfu.seqmath import seq_diff
 from sfu.twcc import FeedbackRecorder
 from sfu.types import Codec, DropReason, Kind
 
@@ -49,6 +50,13 @@ URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 REMB_INTERVAL_S = 0.5
+SPARE_SSRCS = 2
+"""SSRCs a track may introduce beyond media + RTX per layer (a sender restarted with new SSRCs).
+Every learnt SSRC costs memory and per-packet work for the connection's life, and a publisher
+sending from a new SSRC on every packet would otherwise grow the table without bound."""
+NACK_MAX_GAP = 128
+"""A sequence jump larger than this restarts NACK tracking: aiortc's NackGenerator walks every
+missing number one by one (32767 steps for a hostile jump) and then keeps only the last 128."""
 FEEDBACK_INTERVAL_S = 0.05
 """Transport-cc feedback to publishers every 50 ms, as libwebrtc receivers do."""
 
@@ -108,6 +116,8 @@ class Publisher:
         self._on_producer = on_producer
         self._time = loop_time
         self._routes: dict[int, Route] = {}  # by SSRC, learnt from the SDP or the MID/RID
+        self._ssrcs_learnt: Counter[str] = Counter()  # by producer id, bounded by _ssrc_room
+        self._ext_limits: dict[int, tuple[int, int]] = {}  # id -> allowed sizes, negotiated
         self._simulcast: dict[str, SimulcastOffer] = {}
         self._mid_ext_id: int | None = None
         self._abs_send_time_id: int | None = None
@@ -184,6 +194,7 @@ class Publisher:
             return
         producer.set_codec(codec)
         ids = extension_ids(parameters)
+        self._ext_limits.update(extension_limits(ids))
         producer.audio_level_ext_id = ids.get(URI_AUDIO_LEVEL)
         self._mid_ext_id = ids.get(URI_MID, self._mid_ext_id)
         self._abs_send_time_id = ids.get(URI_ABS_SEND_TIME, self._abs_send_time_id)
@@ -196,7 +207,12 @@ class Publisher:
                     self._learn(encoding.rtx.ssrc, producer, layer, rtx=True)
         self._on_producer(producer)
 
+    def _ssrc_room(self, producer: Producer) -> bool:
+        return self._ssrcs_learnt[producer.id] < 2 * len(producer.layers) + SPARE_SSRCS
+
     def _learn(self, ssrc: int, producer: Producer, layer: Layer, rtx: bool) -> Route:
+        if ssrc not in self._routes:  # the SDP's SSRCs come again on a renegotiation
+            self._ssrcs_learnt[producer.id] += 1
         route = self._routes[ssrc] = Route(producer, layer, rtx)
         if not rtx:
             layer.ssrc = ssrc
@@ -204,22 +220,24 @@ class Publisher:
 
     # -- incoming RTP ----------------------------------------------------------------------------
 
-    def _route(self, packet: RtpView) -> Route | None:
-        route = self._routes.get(packet.ssrc)
-        if route is not None or self._mid_ext_id is None:
-            return route
-        # An SSRC not seen before: the MID (and for simulcast the RID) extensions say whose.
+    def _route_new(self, packet: RtpView) -> Route | DropReason:
+        """A route for an SSRC not seen before, if the MID (and for simulcast the RID) extension
+        says whose it is and the track may still introduce SSRCs; else why not."""
+        if self._mid_ext_id is None:
+            return DropReason.UNKNOWN_SSRC
         mid = packet.extensions.get(self._mid_ext_id)
         producer = self.producers.get(mid.decode("ascii", "replace")) if mid else None
         if producer is None or producer.codec is None:
-            return None
+            return DropReason.UNKNOWN_SSRC
+        if not self._ssrc_room(producer):
+            return DropReason.SSRC_LIMIT  # nothing is stored: the next packet asks again
         if producer.simulcast:
             for ext_id, rtx in ((self._rid_ext_id, False), (self._repaired_rid_ext_id, True)):
                 rid = packet.extensions.get(ext_id) if ext_id is not None else None
                 layer = producer.layer_by_rid(rid.decode("ascii", "replace")) if rid else None
                 if layer is not None:
                     return self._learn(packet.ssrc, producer, layer, rtx)
-            return None
+            return DropReason.UNKNOWN_SSRC
         rtx = packet.payload_type == producer.codec.rtx_payload_type
         return self._learn(packet.ssrc, producer, producer.layers[0], rtx)
 
@@ -229,10 +247,13 @@ class Publisher:
         except ValueError:
             self.drops[DropReason.MALFORMED] += 1
             return
-        route = self._route(packet)
+        route = self._routes.get(packet.ssrc)
         if route is None:
-            self.drops[DropReason.UNKNOWN_SSRC] += 1
-            return
+            found = self._route_new(packet)
+            if isinstance(found, DropReason):
+                self.drops[found] += 1
+                return
+            route = found
         producer, layer = route.producer, route.layer
         codec = producer.codec
         assert codec is not None
@@ -249,6 +270,9 @@ class Publisher:
         elif packet.payload_type != codec.payload_type:
             self.drops[DropReason.UNKNOWN_SSRC] += 1
             return
+        if packet.extensions and not extensions_valid(packet.extensions, self._ext_limits):
+            producer.refuse(packet, layer.index, DropReason.BAD_EXTENSION)
+            return
         now = self._time()
         if self._twcc_ext_id is not None:
             stamp = packet.extensions.get(self._twcc_ext_id)
@@ -262,6 +286,11 @@ class Publisher:
         self, route: Route, packet: RtpView, data: bytes, arrival_ms: int, now: float
     ) -> None:
         nack = route.nack
+        if nack is not None and nack.max_seq is not None and not (
+            -NACK_MAX_GAP <= seq_diff(packet.sequence_number, nack.max_seq) <= NACK_MAX_GAP
+        ):
+            nack.max_seq = None  # a jump, not loss: restart from this packet
+            nack.missing.clear()
         if nack is not None and nack.add(packet):  # type: ignore[arg-type]
             self._send_rtcp(
                 RtcpRtpfbPacket(

@@ -79,6 +79,8 @@ def retire_counters(participant: Participant, now: float, into: Counter[str]) ->
     for producer in participant.producers:
         into["received_packets"] += producer.packets_received
         into["keyframe_requests"] += producer.keyframe_requests_sent
+        for reason, count in producer.drops.items():
+            into[f"drop:{reason.value}"] += count
     if participant.publisher is not None:
         for reason, count in participant.publisher.drops.items():
             into[f"drop:{reason.value}"] += count

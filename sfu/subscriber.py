@@ -28,12 +28,13 @@ from aiortc.rtp import (
     RtcpRtpfbPacket,
     unpack_remb_fci,
 )
+from aiortc.sdp import SessionDescription
 
 from sfu import aiortc_hooks
 from sfu.consumer import Consumer
 from sfu.downlink import DownlinkPolicy
 from sfu.downlink_control import DownlinkControl
-from sfu.events import EventSink, TrackDescription, ignore_events
+from sfu.events import AnswerRefused, EventSink, TrackDescription, ignore_events
 from sfu.producer import Producer
 from sfu.publisher import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL
 from sfu.rtp_packet import split_rtcp_compound
@@ -56,6 +57,25 @@ MAX_RTCP_COMPOUND_BYTES = 1100
 SendOffer = Callable[[str, dict[str, TrackDescription]], Awaitable[None]]
 
 
+def check_answer(sdp: str) -> None:
+    """Refuse what cannot be an answer before it is handed to the negotiation (which then
+    keeps waiting for a usable one). aiortc's parser raises all sorts (AssertionError, KeyError,
+    ValueError...) on bad text: callers catch broadly."""
+    if not sdp.startswith("v="):
+        raise ValueError("SDP must start with v=0")
+    description = SessionDescription.parse(sdp)
+    if not description.media:
+        raise ValueError("SDP answers no media section (m=)")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming the problem, also for aiortc's bare AssertionError/KeyError."""
+    text = str(exc)
+    if not text or isinstance(exc, AssertionError | KeyError | IndexError | AttributeError):
+        text = f"{type(exc).__name__}{': ' + text if text else ''} (malformed or unsupported SDP)"
+    return text[:200]
+
+
 def match_codec(codec: Codec, parameters: RTCRtpSendParameters) -> Codec | None:
     """The subscriber's payload types for the producer's codec (matched by name, not number)."""
     for candidate in parameters.codecs:
@@ -68,6 +88,39 @@ def match_codec(codec: Codec, parameters: RTCRtpSendParameters) -> Codec | None:
         )
         return Codec(candidate.mimeType, candidate.clockRate, candidate.payloadType, rtx)
     return None
+
+
+REMB_SOURCE_TTL_S = 3.0
+"""A REMB not renewed for this long no longer counts (its receiver or stream went away)."""
+MAX_REMB_SOURCES = 64
+
+
+class RembAggregator:
+    """One connection's downlink estimate from its REMBs (pure; time passed in).
+
+    A browser sends one REMB for the whole connection, listing every video SSRC it receives;
+    aiortc sends one per video receiver, listing only that stream's SSRC and estimating from that
+    stream alone. Taking the latest REMB as the connection's estimate let any one low-rate
+    stream - another participant's tiny video, sent in bursts - pull the whole downlink down to
+    audio-only. So estimates for disjoint SSRC sets add up, and a REMB replaces the earlier ones
+    whose SSRCs it covers (an empty set covers the whole connection).
+    """
+
+    def __init__(self) -> None:
+        self._sources: dict[frozenset[int], tuple[int, float]] = {}
+
+    def add(self, bitrate_bps: int, ssrcs: frozenset[int], now: float) -> int:
+        sources = self._sources
+        for key in [k for k in sources if not ssrcs or not k or k & ssrcs]:
+            del sources[key]
+        sources[ssrcs] = (bitrate_bps, now)
+        total = 0
+        for key, (bitrate, at) in list(sources.items()):
+            if now - at > REMB_SOURCE_TTL_S or len(sources) > MAX_REMB_SOURCES:
+                del sources[key]
+            else:
+                total += bitrate
+        return total
 
 
 @dataclass(eq=False)
@@ -105,8 +158,10 @@ class Subscriber:
         self.pc = pc
         self.slots: list[Slot] = []
         self.consumers: dict[str, Consumer] = {}  # by producer id
-        self.estimated_bitrate: int | None = None  # from the subscriber's REMB
+        self.estimated_bitrate: int | None = None  # from the subscriber's REMBs, added up
+        self._rembs = RembAggregator()
         self.negotiations = 0
+        self.bad_answers = 0
         self._send_offer = send_offer
         self._time = loop_time
         self._by_ssrc: dict[int, Consumer] = {}
@@ -116,6 +171,7 @@ class Subscriber:
         # Set once an answer is applied: the client's trickled candidates must wait for it.
         self._described = asyncio.Event()
         self._closed = False
+        self._notify = notify
         self._negotiation_task = asyncio.ensure_future(self._negotiate_forever())
         self._report_task = asyncio.ensure_future(self._report_forever())
         self._tick_task = asyncio.ensure_future(self._tick_forever())
@@ -233,7 +289,11 @@ class Subscriber:
             sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
         finally:
             self._answer = None
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        except Exception as exc:  # aiortc raises ValueError, but also AttributeError etc.
+            self._refuse_answer(exc)
+            return
         self._described.set()
         first_mid = next((s.transceiver.mid for s in self.slots if s.transceiver.mid), None)
         if self._offer_transport_cc and first_mid is not None:
@@ -246,6 +306,17 @@ class Subscriber:
         await self._wait_connected()
         for slot in self.slots:
             self._configure(slot)
+
+    def _refuse_answer(self, exc: BaseException) -> None:
+        """A client's answer aiortc cannot apply: the client hears why (``bad-sdp``) and gets a
+        fresh offer to answer; the log gets one line per subscriber, not a traceback per try."""
+        self.bad_answers += 1
+        reason = describe_error(exc)
+        if self.bad_answers == 1:
+            logger.warning("subscriber %s: answer refused (%s); later ones are only counted",
+                           self.participant_id, reason)
+        self._notify(AnswerRefused(reason))
+        self._dirty.set()
 
     async def _wait_connected(self) -> None:
         if self.pc.connectionState == "connected":
@@ -312,9 +383,11 @@ class Subscriber:
                     consumer.on_keyframe_request(now)
             elif packet.fmt == RTCP_PSFB_APP:
                 try:
-                    self.estimated_bitrate = unpack_remb_fci(packet.fci)[0]
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
                 except (ValueError, struct.error):  # aiortc lets short FCIs through
                     return
+                ours = frozenset(s for s in ssrcs if s in self._by_ssrc)
+                self.estimated_bitrate = self._rembs.add(bitrate, ours, now)
                 self.downlink.on_remb(self.estimated_bitrate)
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             consumer = self._by_ssrc.get(packet.media_ssrc)

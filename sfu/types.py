@@ -18,6 +18,9 @@ class DropReason(enum.Enum):
     NOT_CONNECTED = "not_connected"
     UNKNOWN_SSRC = "unknown_ssrc"  # producer side: no producer for this SSRC/MID
     MALFORMED = "malformed"  # producer side: RTP that does not parse
+    BAD_EXTENSION = "bad_extension"  # producer side: a known header extension of a wrong size
+    BAD_PAYLOAD = "bad_payload"  # producer side: a VP8 descriptor / H.264 NAL unit that is invalid
+    SSRC_LIMIT = "ssrc_limit"  # producer side: a new SSRC beyond what one track may introduce
 
 
 class PauseReason(enum.Enum):

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from sfu.seqmath import pid7_add, pid7_diff, pid_add, pid_diff, tl0_add, tl0_diff
 
-__all__ = ["Vp8Descriptor", "Vp8PictureIdMunger", "is_vp8_keyframe"]
+__all__ = ["Vp8Descriptor", "Vp8PictureIdMunger", "inspect_vp8", "is_vp8_keyframe"]
 
 _TRUNCATED = "VP8 descriptor is truncated"
 
@@ -190,6 +190,45 @@ def is_vp8_keyframe(payload: bytes) -> bool:
     """True for the first packet of a VP8 key frame; never raises (malformed -> False)."""
     i = frame_start_offset(payload)
     return i is not None and not payload[i] & 0x01
+
+
+INVALID, DELTA, KEY = -1, 0, 1
+"""What ``inspect_vp8`` (and ``sfu.h264.inspect_h264``) say of one packet."""
+
+
+def inspect_vp8(payload: bytes) -> int:
+    """INVALID, DELTA or KEY (the first packet of a key frame), in one pass; never raises.
+
+    INVALID: the descriptor overruns the payload, nothing follows it, or a frame's first packet
+    is shorter than its payload header (3 bytes, 10 for a key frame: RFC 6386 9.1). Such a
+    packet cannot be depacketized; receivers differ in how gracefully they refuse it, so the
+    SFU drops it instead of forwarding it. Byte checks only: this runs for every video packet.
+    """
+    n = len(payload)
+    if n == 0:
+        return INVALID
+    b0 = payload[0]
+    i = 1
+    if b0 & 0x80:
+        if n < 2:
+            return INVALID
+        x = payload[1]
+        i = 2
+        if x & 0x80:
+            if n <= i:
+                return INVALID
+            i += 2 if payload[i] & 0x80 else 1
+        if x & 0x40:
+            i += 1
+        if x & 0x30:
+            i += 1
+    if i >= n:
+        return INVALID  # a descriptor and no VP8 data
+    if b0 & 0x17 != 0x10:
+        return DELTA  # not the start of partition 0: no payload header here
+    if payload[i] & 0x01:
+        return DELTA if n >= i + 3 else INVALID
+    return KEY if n >= i + 10 else INVALID
 
 
 def vp8_keyframe_size(payload: bytes) -> tuple[int, int] | None:

@@ -23,10 +23,17 @@ from sfu.demux import DatagramDrops
 from sfu.downlink import DownlinkPolicy, Tile
 from sfu.events import EventSink, LeaveReason, Removed, SubscribeOffer, TrackDescription
 from sfu.local_subscriber import LocalSubscriber
-from sfu.plane import NotDescribed, PlaneStats, RoomState, Target, UnknownParticipant
+from sfu.plane import (
+    BadDescription,
+    NotDescribed,
+    PlaneStats,
+    RoomState,
+    Target,
+    UnknownParticipant,
+)
 from sfu.publisher import Publisher
 from sfu.room import Participant, Room, retire_counters
-from sfu.subscriber import Subscriber
+from sfu.subscriber import Subscriber, check_answer, describe_error
 from sfu.types import Kind
 
 logger = logging.getLogger(__name__)
@@ -163,6 +170,10 @@ class Worker:
     def subscribe_answer(self, room: str, participant_id: str, answer_sdp: str) -> bool:
         subscriber = self.participant(room, participant_id).subscriber
         assert subscriber is not None
+        try:
+            check_answer(answer_sdp)
+        except Exception as exc:  # aiortc's parser raises all sorts
+            raise BadDescription(describe_error(exc)) from None
         return subscriber.set_answer(answer_sdp)
 
     async def add_ice_candidate(self, room: str, participant_id: str, target: Target,

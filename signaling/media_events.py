@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sfu.events import (
+    AnswerRefused,
     AudioOnlyChanged,
     MediaEvent,
     ParticipantJoined,
@@ -70,6 +71,11 @@ def _layers(event: PublishLayers) -> Message:
     return {"type": "publish_layers", "video": event.video, "active": dict(event.active)}
 
 
+def _answer_refused(event: AnswerRefused) -> Message:
+    return {"type": "error", "code": "bad-sdp", "ref": "subscribe_answer",
+            "message": f"cannot use this answer: {event.reason}"}
+
+
 def _removed(event: Removed) -> Message:
     return {"type": "left", "reason": event.reason.value}
 
@@ -83,6 +89,7 @@ _TO_JSON: dict[type, Callable[[Any], Message]] = {
     SubscribeOffer: _offer,
     AudioOnlyChanged: _bandwidth,
     PublishLayers: _layers,
+    AnswerRefused: _answer_refused,
     Removed: _removed,
 }
 

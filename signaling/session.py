@@ -20,7 +20,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from sfu.downlink import Tile
 from sfu.events import MediaEvent, Removed, SubscribeOffer
-from sfu.plane import MediaPlane, NotDescribed, Target
+from sfu.plane import BadDescription, MediaPlane, NotDescribed, Target
 from sfu.types import Kind
 from signaling.admission import Admitted, Credentials, Waiting
 from signaling.config import Config
@@ -371,7 +371,12 @@ class Session:
             raise LimitExceeded("answer-size", limit,
                                 f"answer of {len(message.sdp)} characters; at most {limit} "
                                 "for this offer")
-        if not self.plane.subscribe_answer(room, participant_id, message.sdp):
+        try:
+            accepted = self.plane.subscribe_answer(room, participant_id, message.sdp)
+        except BadDescription as exc:  # the offer stays pending
+            raise ProtocolError("bad-sdp", f"cannot use this answer: {exc}",
+                                "subscribe_answer") from None
+        if not accepted:
             raise ProtocolError("bad-state", "no subscribe_offer is waiting for an answer")
 
     async def on_ice(self, message: Ice) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from sfu import events
 from sfu.events import (
+    AnswerRefused,
     AudioOnlyChanged,
     Direction,
     LeaveReason,
@@ -46,6 +47,8 @@ CASES = [
     (PublishLayers(True, {"q": True, "h": False}),
      {"type": "publish_layers", "video": True, "active": {"q": True, "h": False}}),
     (Removed(LeaveReason.SERVER_SHUTDOWN), {"type": "left", "reason": "server-shutdown"}),
+    (AnswerRefused("no a=setup"), {"type": "error", "code": "bad-sdp", "ref": "subscribe_answer",
+                                   "message": "cannot use this answer: no a=setup"}),
 ]
 
 
