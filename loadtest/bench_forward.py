@@ -15,7 +15,8 @@ Once every subscriber receives video, a warm-up, then a measurement window of ``
 - CPU microseconds per forwarded packet = server CPU seconds / forwarded packets * 1e6;
 - publisher bitrate (what the replay tracks yielded), server RSS, load-generator CPU, load average.
 
-Media moves, so it must run in a private network namespace with only loopback (TESTING.md)::
+Media moves, so it must run in a private network namespace with only loopback
+(docs/architecture.md#network-namespaces)::
 
     unshare -n sh -c 'ip link set lo up; exec .venv/bin/diemcau bench forward \\
         --subscribers 1,4,16,64 --duration 10 --json /tmp/bench.json'

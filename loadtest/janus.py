@@ -1,6 +1,6 @@
 """The same synthetic load against Janus 1.1.2 (Debian ``janus``, VideoRoom over its HTTP API).
 
-Recipe (shared/design/TESTING.md): inside the private namespace, a veth with 127.0.0.2/32
+Recipe: inside the private namespace, a veth with 127.0.0.2/32
 (libnice gathers nothing on lo and its sends from 127.0.0.1 fail), Janus with
 ``ice_enforce_list`` = that veth and ``interface`` 127.0.0.2, only the videoroom plugin and the
 HTTP transport on 127.0.0.1:8088; our clients' host candidates limited to 127.0.0.2. VideoRoom

@@ -201,7 +201,7 @@ class Load:
         return results
 
     async def subscribe(self) -> None:
-        """Janus: subscribers only once every publisher is connected (TESTING.md)."""
+        """Janus: subscribers only once every publisher is connected (see loadtest/janus.py)."""
         if self.target.name == "janus":
             await asyncio.gather(*(w.published() for w in self.workers))
             await asyncio.gather(*(w.subscribe() for w in self.workers))

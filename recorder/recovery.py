@@ -2,7 +2,8 @@
 
 A recording whose manifest has no ``close`` entry was cut off (``kill -9``, power loss). Its track
 files written in live mode end in an open cluster and have no duration and no cues, but every
-complete block is readable (RECORDING.md). Each file that has no ``file`` entry is remuxed
+complete block is readable (docs/architecture.md#the-recorder). Each file that has no ``file``
+entry is remuxed
 (stream copy: no decoding) into a finished file that replaces it, then hashed; the recording is
 closed as ``recovered``. A file that cannot be read at all is kept as it is, hashed, and noted
 with an ``error`` entry, so the archive still accounts for every byte.

@@ -2,7 +2,7 @@
 
 No decoder and no encoder: naming the codec in ``add_stream`` only creates a codec context that
 is never opened; each encoded frame becomes an ``av.Packet`` that is muxed as is
-(design note RECORDING.md). What the measurements there asked for:
+(docs/architecture.md#the-recorder). What the measurements there asked for:
 - Opus needs CodecPrivate: an ``OpusHead`` (RFC 7845 5.1) as the stream's extradata.
 - H.264 needs CodecPrivate from SPS/PPS: the Annex-B parameter sets go in as extradata and
   FFmpeg's Matroska muxer turns them (and every Annex-B packet) into the avcC form.

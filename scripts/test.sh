@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs (if needed) and runs the whole test suite inside a private network namespace that has
-# only loopback (TESTING.md: WebRTC stacks would otherwise use this machine's real interfaces).
+# only loopback (docs/architecture.md#network-namespaces: WebRTC stacks would otherwise use this machine's real interfaces).
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/unit -q
 set -euo pipefail
 cd "$(dirname "$0")/.."

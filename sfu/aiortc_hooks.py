@@ -2,7 +2,7 @@
 
 aiortc is a WebRTC endpoint: each receiver depayloads, jitter-buffers and decodes on a thread, and
 each sender encodes. An SFU must do neither, so we hook it at the RTP level (see
-``shared/design/MEDIA_PLANE.md``):
+``docs/architecture.md#aiortc-hook-points-and-why``):
 
 - incoming SRTP is still decrypted by aiortc's ``RTCDtlsTransport``; we replace the transport
   instance's ``_handle_rtp_data`` / ``_handle_rtcp_data`` so packets reach the SFU as bytes,

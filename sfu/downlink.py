@@ -3,7 +3,8 @@
 Pure policy (time passed in, no I/O): the Subscriber shell feeds it the current estimate and its
 consumers every tick and applies the decision. The estimate is the subscriber's own
 (transport-cc, send-side) or its REMB; either way it cannot rise much above what we send, so the
-policy asks for a probe whenever it wants to know whether more would fit (MEDIA_PLANE.md).
+policy asks for a probe whenever it wants to know whether more would fit
+(docs/architecture.md#probing).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ class DownlinkPolicy:
                      if d.max_layer is not None) + AUDIO_RESERVE_BPS
         if audio_only or estimate_bps < self.gate.threshold_bps:
             # Below the threshold we must know whether the link is: probe at the level that
-            # would bring (or keep) video (MEDIA_PLANE.md: "without probing the rule traps").
+            # would bring (or keep) video (without probing the rule traps:
+            # docs/architecture.md#probing).
             wanted = max(wanted, self.gate.recover_bps)
         target = int(min(wanted * PROBE_HEADROOM, MAX_PROBE_BPS))
         if estimate_bps >= target:

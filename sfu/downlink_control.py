@@ -155,7 +155,8 @@ class DownlinkControl:
                 and self.last_probe_bps is not None and self.last_probe_bps >= threshold)
 
     def congested(self, now: float) -> bool:
-        """Is the estimate a measured limit? (MEDIA_PLANE.md: tell congestion from idleness.)"""
+        """Is the estimate a measured limit? (Tell congestion from idleness:
+        docs/architecture.md#the-downlink-tick.)"""
         result = self._probe_verdict(now)  # first: every probe is judged for the back-off
         threshold = self.policy.gate.threshold_bps
         estimate = self.estimate_bps

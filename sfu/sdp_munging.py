@@ -97,7 +97,7 @@ def parse_simulcast_offer(sdp: str) -> dict[str, SimulcastOffer]:
 def add_simulcast_to_answer(answer: str, offers: dict[str, SimulcastOffer]) -> str:
     """Accept each offered simulcast: echo the rid extensions and add ``a=rid``/``a=simulcast``.
 
-    Without this Chromium sends only its lowest layer (MEDIA_PLANE.md).
+    Without this Chromium sends only its lowest layer (docs/architecture.md).
     """
     if not offers:
         return answer
@@ -123,7 +123,7 @@ def add_simulcast_to_answer(answer: str, offers: dict[str, SimulcastOffer]) -> s
 def add_transport_cc_to_offer(offer: str, ext_id: int) -> str:
     """Offer transport-wide congestion control feedback on every audio/video section.
 
-    aiortc never negotiates it (MEDIA_PLANE.md); we implement the send side ourselves.
+    aiortc never negotiates it (docs/architecture.md); we implement the send side ourselves.
     """
     session, sections = split_sections(offer)
     for section in sections:

@@ -1,4 +1,5 @@
-"""Shared fixtures. Media tests must run inside a private network namespace (TESTING.md):
+"""Shared fixtures. Media tests must run inside a private network namespace
+(docs/architecture.md#network-namespaces):
 WebRTC stacks gather every interface, so outside one they would send to this machine's real
 addresses. ``scripts/test.sh`` runs the suite under ``unshare -n``; a media test run elsewhere
 fails loudly instead of leaking traffic."""

@@ -14,8 +14,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "artifacts"
 
-# docs: /work/shared/design/TESTING.md. Playwright gives every launch a fresh temporary profile
-# (its own --user-data-dir), so that flag is not repeated here.
+# Fake camera and microphone, loopback candidates (a namespace with only lo has no other
+# address), and no background traffic to Google's hosts (this machine's network refuses it).
+# Playwright gives every launch a fresh temporary profile (its own --user-data-dir), so that
+# flag is not repeated here.
 CHROMIUM_FLAGS = [
     "--headless=new",
     "--no-sandbox",

@@ -1,4 +1,4 @@
-"""A shaped link between two network namespaces, for tests (TESTING.md, "A shaped link").
+"""A shaped link between two network namespaces, for tests (docs/architecture.md#tiers).
 
 The test process (already inside a private ``unshare -n`` namespace) keeps the server side. A
 second namespace, the "client" side, is held open by a sleeping ``unshare -n`` child of ours,

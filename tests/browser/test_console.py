@@ -3,7 +3,7 @@ invitation link, two guests join by it, a third is refused ("room full"), the ho
 removes the other.
 
 The server runs WITHOUT --open-rooms; the operator's password is read from its first-start line.
-Run inside a private network namespace (see /work/shared/design/TESTING.md):
+Run inside a private network namespace (see docs/architecture.md#network-namespaces):
     unshare -n sh -c 'ip link set lo up; exec .venv/bin/pytest tests/browser/test_console.py -q'
 """
 

@@ -3,7 +3,7 @@
 Firefox is driven over WebDriver BiDi (firefox_bidi.py; Playwright cannot drive Debian's Firefox).
 Firefox gathers no 127.0.0.1 candidate, so the test gives lo an extra address, 198.18.0.1
 (RFC 2544, it exists only in the private namespace), and the server announces that address.
-Run inside a private network namespace as root (see /work/shared/design/TESTING.md):
+Run inside a private network namespace as root (see docs/architecture.md#network-namespaces):
     unshare -n sh -c 'ip link set lo up; exec .venv/bin/pytest tests/browser/test_firefox.py -q'
 """
 

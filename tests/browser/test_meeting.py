@@ -1,6 +1,6 @@
 """Two Chromium pages meet in one room through the real server: tiles, decoded video, leave.
 
-Run inside a private network namespace (see /work/shared/design/TESTING.md):
+Run inside a private network namespace (see docs/architecture.md#network-namespaces):
     unshare -n sh -c 'ip link set lo up; exec .venv/bin/pytest tests/browser -x -q'
 """
 

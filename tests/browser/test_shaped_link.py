@@ -2,7 +2,7 @@
 2 Mbps, video back once the limit is lifted (issue "Simulcast layers follow each subscriber's
 bandwidth; audio-only below 2 Mbps").
 
-Topology (netns.py; TESTING.md "A shaped link"): this process's private namespace holds the server
+Topology (netns.py; docs/architecture.md#tiers): this process's private namespace holds the server
 (HTTP and ICE on 198.18.1.1) and the publisher, ``loadtest.simulcast.SimulcastPublisher`` (three
 rid-tagged VP8 layers q/h/f at ~150k/500k/1.3M bit/s, plus Opus), unshaped. The subscriber is a
 headless Chromium whose browser process runs in a second namespace (198.18.1.2) reached over a

@@ -5,7 +5,7 @@
 - The manual "audio only" button: the server confirms with `bandwidth` (reason "user") and stops
   sending video while audio keeps flowing; pressing it again brings the video back.
 
-Run inside a private network namespace (see /work/shared/design/TESTING.md):
+Run inside a private network namespace (see docs/architecture.md#network-namespaces):
     unshare -n sh -c 'ip link set lo up; exec .venv/bin/pytest tests/browser/test_simulcast.py -q'
 Timings go to artifacts/simulcast-timings.json (and stdout with -s).
 """

@@ -65,7 +65,7 @@ def test_sdp_parse_on_mutated_offer_raises_all_sorts() -> None:
         except Exception as exc:  # recording is the point
             outcomes[type(exc).__name__] += 1
     assert outcomes["ok"] > 0 and outcomes["ValueError"] > 0, outcomes
-    # MEDIA_PLANE.md: "one of them raises AssertionError, not ValueError" - and more than that
+    # aiortc's SDP parser: "one of them raises AssertionError, not ValueError" - and more than that
     assert outcomes["AssertionError"] > 0, outcomes
     assert set(outcomes) - {"ok", "ValueError"}, outcomes
 

@@ -189,7 +189,7 @@ def test_video_must_start_with_a_sized_keyframe(tmp_path: Path) -> None:
 
 
 def test_per_packet_time_base_survives_the_muxer_rewrite(tmp_path: Path) -> None:
-    """RECORDING.md's trap: 90 kHz stamps read as milliseconds would make 2 s into ~30 min."""
+    """The Matroska time-base trap: 90 kHz stamps read as ms would make 2 s into ~30 min."""
     path = tmp_path / "v.webm"
     write_vp8(path).close(DEADLINE_S)
     stream, packets = demux(path)
