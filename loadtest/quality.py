@@ -44,7 +44,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPacket, RtcpPsfbPacket, RtcpSrPacket, 
 from loadtest.media import load_simulcast_clips
 from loadtest.simulcast import SimulcastPublisher
 from sfu import aiortc_hooks
-from sfu.vp8 import frame_start_offset
+from sfu.wire.vp8 import frame_start_offset
 
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([\w-]+)/(\d+)")
 MARKER_BYTES = 16

@@ -51,9 +51,9 @@ from loadtest.media import (
     load_simulcast_clips,
 )
 from sfu import aiortc_hooks
-from sfu.rtp_packet import RtpView, abs_send_time_now, build_extension_block, pack_header
-from sfu.sdp_munging import join_sections, split_sections
-from sfu.vp8 import vp8_keyframe_size
+from sfu.wire.rtp_packet import RtpView, abs_send_time_now, build_extension_block, pack_header
+from sfu.wire.sdp_munging import join_sections, split_sections
+from sfu.wire.vp8 import vp8_keyframe_size
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from sfu.seqmath import ts_diff
+from sfu.wire.seqmath import ts_diff
 
 __all__ = [
     "NTP_EPOCH_OFFSET",

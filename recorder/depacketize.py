@@ -8,9 +8,10 @@ loss: the damaged frame is dropped (``FrameDropReason.MISSING_PACKETS``) and a v
 every frame until the next key frame (``WAITING_FOR_KEYFRAME``): a decoder could not use them.
 Nothing is invented for the hole: the recording keeps the gap.
 
-Codec payload formats: VP8 RFC 7741 (descriptor parsed by ``sfu.vp8``), Opus RFC 7587 (one packet
-is one frame), H.264 RFC 6184 (single NAL unit, STAP-A, FU-A; output is an Annex-B access unit).
-Wraparound of the 16-bit sequence number goes through ``sfu.seqmath``.
+Codec payload formats: VP8 RFC 7741 (descriptor parsed by ``sfu.wire.vp8``), Opus RFC 7587 (one
+packet is one frame), H.264 RFC 6184 (single NAL unit, STAP-A, FU-A; output is an Annex-B access
+unit).
+Wraparound of the 16-bit sequence number goes through ``sfu.wire.seqmath``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from recorder.h264_sps import sps_size
-from sfu.rtp_packet import RtpView
-from sfu.seqmath import seq_diff
-from sfu.vp8 import Vp8Descriptor, frame_start_offset, is_vp8_keyframe, vp8_keyframe_size
+from sfu.wire.rtp_packet import RtpView
+from sfu.wire.seqmath import seq_diff
+from sfu.wire.vp8 import Vp8Descriptor, frame_start_offset, is_vp8_keyframe, vp8_keyframe_size
 
 __all__ = [
     "Depacketizer",

@@ -33,7 +33,7 @@ from recorder.track_writer import (
     WriterStats,
     file_suffix,
 )
-from sfu.rtp_packet import RtpView
+from sfu.wire.rtp_packet import RtpView
 
 __all__ = ["RecordedTrack", "Recording", "new_recording_id"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from recorder.clock import SenderClock, TrackClock, TrackTimeline
 from recorder.depacketize import Depacketizer, EncodedFrame, depacketizer_for
 from recorder.track_writer import CODECS, MuxPacket
-from sfu.rtp_packet import RtpView
+from sfu.wire.rtp_packet import RtpView
 
 __all__ = ["KEYFRAME_RETRY_S", "TrackRecorder"]
 

@@ -12,7 +12,7 @@ each sender encodes. An SFU must do neither, so we hook it at the RTP level (see
   parameters only, so there are no per-sender RTP/RTCP tasks (4,900 of them in a room of 50);
 - outgoing packets are SRTP-protected and handed to the nominated ICE pair's datagram transport
   synchronously, skipping four layers of coroutines per packet;
-- every datagram reaching a media port passes ``sfu.demux.MediaPortGuard`` before aioice and
+- every datagram reaching a media port passes ``sfu.wire.demux.MediaPortGuard`` before aioice and
   aiortc see it (``GuardedStunProtocol``): garbage is dropped and counted, never an exception.
 
 These names are private, so aiortc is pinned (==1.16.0) and ``missing_internals()`` is checked by a
@@ -34,8 +34,8 @@ from aiortc import clock as aiortc_clock
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
 
-from sfu.demux import DatagramDrop, DatagramDrops, IceCredentials, MediaPortGuard
 from sfu.ratelog import handler_errors
+from sfu.wire.demux import DatagramDrop, DatagramDrops, IceCredentials, MediaPortGuard
 
 logger = logging.getLogger(__name__)
 

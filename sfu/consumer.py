@@ -19,8 +19,9 @@ from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
 from sfu.history import RtpHistory
 from sfu.producer import Producer
-from sfu.rewriting import SequenceRewriter, TimestampRewriter
-from sfu.rtp_packet import (
+from sfu.types import Codec, DropReason, PauseReason
+from sfu.wire.rewriting import SequenceRewriter, TimestampRewriter
+from sfu.wire.rtp_packet import (
     RtpView,
     extension_elements,
     finish_extension_block,
@@ -28,8 +29,7 @@ from sfu.rtp_packet import (
     transport_cc_element,
     wrap_rtx,
 )
-from sfu.types import Codec, DropReason, PauseReason
-from sfu.vp8 import Vp8Descriptor, Vp8PictureIdMunger
+from sfu.wire.vp8 import Vp8Descriptor, Vp8PictureIdMunger
 
 KEYFRAME_RETRY_S = 1.0
 """A consumer waiting for a keyframe asks again this often until one comes."""
@@ -47,7 +47,7 @@ class PacketWriter(Protocol):
 
 
 class TransportStamper(Protocol):
-    """Hands out transport-wide sequence numbers (``sfu.twcc.TransportSequencer``)."""
+    """Hands out transport-wide sequence numbers (``sfu.wire.twcc.TransportSequencer``)."""
 
     def next(self, size: int, now_s: float, probe_cluster: int = -1) -> int: ...
 

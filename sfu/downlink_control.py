@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sfu.consumer import Consumer
-from sfu.downlink import DownlinkPolicy
 from sfu.events import AudioOnlyChanged, Direction, EventSink
-from sfu.twcc import TransportFeedback, TransportSequencer
+from sfu.policy.downlink import DownlinkPolicy
+from sfu.wire.twcc import TransportFeedback, TransportSequencer
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class DownlinkControl:
 
     def enable_transport_cc(self) -> None:
         if self.estimator is None:
-            from sfu.bwe import SendSideBandwidthEstimator
+            from sfu.policy.bwe import SendSideBandwidthEstimator
 
             self.estimator = SendSideBandwidthEstimator()
             self.policy.can_probe = True

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sfu.downlink import Tile
 from sfu.events import EventSink, ParticipantState
 from sfu.local_subscriber import LocalSubscriber
+from sfu.policy.downlink import Tile
 from sfu.types import Kind
 
 

@@ -11,11 +11,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sfu.h264 import inspect_h264
 from sfu.ratelog import handler_errors
-from sfu.rtp_packet import RtpView, abs_send_time_now, extension_elements
 from sfu.types import Codec, DropReason, Kind
-from sfu.vp8 import KEY, inspect_vp8
+from sfu.wire.h264 import inspect_h264
+from sfu.wire.rtp_packet import RtpView, abs_send_time_now, extension_elements
+from sfu.wire.vp8 import KEY, inspect_vp8
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer

@@ -31,8 +31,9 @@ from aiortc.rtp import (
 
 from sfu import aiortc_hooks
 from sfu.producer import Layer, Producer
-from sfu.rtp_packet import RtpView, extension_limits, extensions_valid
-from sfu.sdp_munging import (
+from sfu.types import Codec, DropReason, Kind
+from sfu.wire.rtp_packet import RtpView, extension_limits, extensions_valid
+from sfu.wire.sdp_munging import (
     URI_TWCC,
     SimulcastOffer,
     add_simulcast_to_answer,
@@ -40,9 +41,8 @@ from sfu.sdp_munging import (
     offered_extension_ids,
     parse_simulcast_offer,
 )
-from sfu.seqmath import seq_diff
-from sfu.twcc import FeedbackRecorder
-from sfu.types import Codec, DropReason, Kind
+from sfu.wire.seqmath import seq_diff
+from sfu.wire.twcc import FeedbackRecorder
 
 logger = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from sfu.events import (
     TrackMuted,
 )
 from sfu.local_subscriber import LocalConsumers, LocalSubscriber
+from sfu.policy.uplink import UplinkPolicy
 from sfu.producer import Producer
 from sfu.publisher import Publisher
 from sfu.subscriber import Subscriber
 from sfu.types import Kind
-from sfu.uplink import UplinkPolicy
 
 logger = logging.getLogger(__name__)
 

@@ -32,15 +32,15 @@ from aiortc.sdp import SessionDescription
 
 from sfu import aiortc_hooks
 from sfu.consumer import Consumer
-from sfu.downlink import DownlinkPolicy
 from sfu.downlink_control import DownlinkControl
 from sfu.events import AnswerRefused, EventSink, TrackDescription, ignore_events
+from sfu.policy.downlink import DownlinkPolicy
 from sfu.producer import Producer
 from sfu.publisher import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL
-from sfu.rtp_packet import split_rtcp_compound
-from sfu.sdp_munging import URI_TWCC, add_transport_cc_to_offer, negotiated_extension_id
-from sfu.twcc import TRANSPORT_CC_FMT, TransportFeedback
 from sfu.types import Codec
+from sfu.wire.rtp_packet import split_rtcp_compound
+from sfu.wire.sdp_munging import URI_TWCC, add_transport_cc_to_offer, negotiated_extension_id
+from sfu.wire.twcc import TRANSPORT_CC_FMT, TransportFeedback
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,6 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from sfu import aiortc_hooks
-from sfu.audio_only import DEFAULT_THRESHOLD_BPS, AudioOnlyGate
-from sfu.demux import DatagramDrops
-from sfu.downlink import DownlinkPolicy, Tile
 from sfu.events import EventSink, LeaveReason, Removed, SubscribeOffer, TrackDescription
 from sfu.local_subscriber import LocalSubscriber
 from sfu.plane import (
@@ -31,10 +28,13 @@ from sfu.plane import (
     Target,
     UnknownParticipant,
 )
+from sfu.policy.audio_only import DEFAULT_THRESHOLD_BPS, AudioOnlyGate
+from sfu.policy.downlink import DownlinkPolicy, Tile
 from sfu.publisher import Publisher
 from sfu.room import Participant, Room, retire_counters
 from sfu.subscriber import Subscriber, check_answer, describe_error
 from sfu.types import Kind
+from sfu.wire.demux import DatagramDrops
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sfu.demux import DatagramDrop
 from sfu.plane import MediaPlane
 from sfu.types import DropReason, PauseReason
+from sfu.wire.demux import DatagramDrop
 
 
 class MediaPlaneCollector(Collector):

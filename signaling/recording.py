@@ -31,7 +31,7 @@ from recorder.track_writer import CODECS, WriterError
 from sfu.consumer import PacketWriter
 from sfu.local_subscriber import TrackInfo
 from sfu.plane import MediaPlane
-from sfu.rtp_packet import RtpView
+from sfu.wire.rtp_packet import RtpView
 from signaling.store import JoinRecord, NotFound, RecordingFile, RecordingRow, Store
 
 logger = logging.getLogger(__name__)

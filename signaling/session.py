@@ -18,9 +18,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
-from sfu.downlink import Tile
 from sfu.events import MediaEvent, Removed, SubscribeOffer
 from sfu.plane import BadDescription, MediaPlane, NotDescribed, Target
+from sfu.policy.downlink import Tile
 from sfu.types import Kind
 from signaling.admission import Admitted, Credentials, Waiting
 from signaling.config import Config

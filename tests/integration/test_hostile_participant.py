@@ -25,7 +25,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from loadtest.client import SignalingError, SyntheticParticipant
-from sfu.rtp_packet import RtpView
+from sfu.wire.rtp_packet import RtpView
 from tests.integration.hostile import (
     Attacker,
     Track,

@@ -2,7 +2,7 @@
 one m-line) and subscribers whose REMB the test dictates, through the real server on loopback.
 
 The layer a subscriber receives is read from the VP8 keyframes' frame width (the SFU rewrites
-SSRCs): 320 = q, 640 = h, 1280 = f. Policy under test (sfu/downlink*.py, sfu/audio_only.py):
+SSRCs): 320 = q, 640 = h, 1280 = f. Policy under test (sfu/downlink*.py, sfu/policy/audio_only.py):
 below 2 Mbps a subscriber gets audio only once the estimate is a measured limit (under 80 % of
 what we send), after 0.5 s; video returns after >= 2.5 Mbps for 5 s. Layer choice by bandwidth is
 only visible with the threshold lowered (a server process started with --audio-only-below).

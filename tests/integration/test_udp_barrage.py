@@ -25,7 +25,7 @@ from aiortc.mediastreams import VideoStreamTrack
 
 from loadtest.client import SyntheticParticipant
 from sfu import aiortc_hooks
-from sfu.demux import DatagramDrops
+from sfu.wire.demux import DatagramDrops
 from tests.datagrams import SpoofingSender, garbage
 from tests.serverproc import REPO_ROOT, running_server
 
@@ -135,7 +135,7 @@ async def test_participants_keep_decoding_through_a_udp_barrage(tmp_path: Path) 
 
 def plaintext_handshake(data: bytes) -> bool:
     """A datagram holding an epoch-0 handshake record: the one thing nobody but OpenSSL can
-    judge during the handshake (sfu/demux.py's docstring)."""
+    judge during the handshake (sfu/wire/demux.py's docstring)."""
     pos = 0
     while 20 <= (data[pos] if pos < len(data) else 0) <= 31 and pos + 13 <= len(data):
         if data[pos] == 22 and data[pos + 3:pos + 5] == b"\x00\x00":

@@ -20,8 +20,8 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sfu.bwe import SendSideBandwidthEstimator
-from sfu.twcc import FeedbackRecorder, TransportFeedback, TransportSequencer
+from sfu.policy.bwe import SendSideBandwidthEstimator
+from sfu.wire.twcc import FeedbackRecorder, TransportFeedback, TransportSequencer
 
 Packet = tuple[float, int, int]  # send time, size in bytes, probe cluster (-1 for media)
 

@@ -11,7 +11,7 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from sfu import aiortc_hooks
-from sfu.demux import DatagramDrop, DatagramDrops
+from sfu.wire.demux import DatagramDrop, DatagramDrops
 
 
 def test_aiortc_is_the_pinned_version() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sfu.allocator import Priority, VideoDemand, allocate, layer_for_tile
-from sfu.audio_only import AudioOnlyGate
+from sfu.policy.allocator import Priority, VideoDemand, allocate, layer_for_tile
+from sfu.policy.audio_only import AudioOnlyGate
 
 RATES = (150_000, 500_000, 1_500_000)
 

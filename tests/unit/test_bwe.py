@@ -1,4 +1,5 @@
-"""Send-side bandwidth estimation (sfu/bwe.py) over a simulated link (tests/unit/netsim.py)."""
+"""Send-side bandwidth estimation (sfu/policy/bwe.py) over a simulated link
+(tests/unit/netsim.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import random
 
 import pytest
 
-from sfu.bwe import SendSideBandwidthEstimator
-from sfu.twcc import TransportFeedback, TransportSequencer
+from sfu.policy.bwe import SendSideBandwidthEstimator
+from sfu.wire.twcc import TransportFeedback, TransportSequencer
 from tests.unit.netsim import Link, Sample, Session, audio, merge, probe, video
 from tests.unit.test_twcc import mutate, random_feedback
 

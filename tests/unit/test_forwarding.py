@@ -6,9 +6,9 @@ import struct
 
 from sfu.consumer import Consumer
 from sfu.producer import Producer
-from sfu.rtp_packet import RtpView
 from sfu.types import Codec, DropReason, Kind, PauseReason
-from sfu.vp8 import Vp8Descriptor
+from sfu.wire.rtp_packet import RtpView
+from sfu.wire.vp8 import Vp8Descriptor
 
 VP8_IN = Codec("video/VP8", 90000, 96, 97)
 VP8_OUT = Codec("video/VP8", 90000, 100, 101)

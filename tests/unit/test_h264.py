@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from sfu.h264 import is_h264_keyframe
+from sfu.wire.h264 import is_h264_keyframe
 
 
 def nal(nal_type: int, size: int = 6, nri: int = 3) -> bytes:

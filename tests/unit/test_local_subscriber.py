@@ -9,8 +9,8 @@ from sfu.events import ignore_events
 from sfu.local_subscriber import TrackInfo
 from sfu.producer import Producer
 from sfu.room import Participant, Room
-from sfu.rtp_packet import RtpView
 from sfu.types import Kind
+from sfu.wire.rtp_packet import RtpView
 from tests.unit.test_forwarding import VP8_IN, ListWriter, rtp, vp8_payload
 
 

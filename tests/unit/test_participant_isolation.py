@@ -29,7 +29,6 @@ from aiortc.rtcrtpparameters import (
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from sfu.consumer import Consumer
-from sfu.h264 import inspect_h264
 from sfu.producer import Producer
 from sfu.publisher import (
     NACK_MAX_GAP,
@@ -39,9 +38,10 @@ from sfu.publisher import (
     URI_MID,
     Publisher,
 )
-from sfu.rtp_packet import RtpView
 from sfu.types import Codec, DropReason, Kind
-from sfu.vp8 import inspect_vp8
+from sfu.wire.h264 import inspect_h264
+from sfu.wire.rtp_packet import RtpView
+from sfu.wire.vp8 import inspect_vp8
 
 URI_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 URI_ORIENTATION = "urn:3gpp:video-orientation"

@@ -2,9 +2,9 @@ import random
 
 import pytest
 
-from sfu.rewriting import MAX_DROP_RUNS, SequenceRewriter, TimestampRewriter
-from sfu.seqmath import pid_diff, seq_add, seq_diff, ts_add, ts_diff
-from sfu.vp8 import Vp8Descriptor, Vp8PictureIdMunger, is_vp8_keyframe
+from sfu.wire.rewriting import MAX_DROP_RUNS, SequenceRewriter, TimestampRewriter
+from sfu.wire.seqmath import pid_diff, seq_add, seq_diff, ts_add, ts_diff
+from sfu.wire.vp8 import Vp8Descriptor, Vp8PictureIdMunger, is_vp8_keyframe
 
 # --- SequenceRewriter: scenarios of ("in", seq, expected output) / ("drop", seq) / ("sync", seq)
 

@@ -1,4 +1,4 @@
-"""RtpView.parse and the bytes built from it (sfu/rtp_packet.py), cross-checked with aiortc."""
+"""RtpView.parse and the bytes built from it (sfu/wire/rtp_packet.py), cross-checked with aiortc."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket, pack_header_extensions
 from aiortc.rtp import unwrap_rtx as aiortc_unwrap_rtx
 
-from sfu.rtp_packet import (
+from sfu.wire.rtp_packet import (
     ONE_BYTE_PROFILE,
     TWO_BYTE_PROFILE,
     RtpView,

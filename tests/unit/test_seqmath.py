@@ -1,6 +1,6 @@
 import pytest
 
-from sfu.seqmath import (
+from sfu.wire.seqmath import (
     pid7_add,
     pid7_diff,
     pid_add,

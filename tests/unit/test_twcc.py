@@ -1,4 +1,4 @@
-"""Transport-wide CC wire format, sequencer and recorder (sfu/twcc.py)."""
+"""Transport-wide CC wire format, sequencer and recorder (sfu/wire/twcc.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from sfu.twcc import (
+from sfu.wire.twcc import (
     TRANSPORT_CC_FMT,
     FeedbackRecorder,
     TransportFeedback,

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from sfu.vp8 import Vp8Descriptor, Vp8PictureIdMunger, is_vp8_keyframe
+from sfu.wire.vp8 import Vp8Descriptor, Vp8PictureIdMunger, is_vp8_keyframe
 
 # --- builders for synthetic payloads (independent of the module's own serialiser) ---
 
@@ -308,7 +308,7 @@ def test_malformed_payload_is_returned_unchanged(payload: bytes) -> None:
 
 
 def test_keyframe_size_reads_the_frame_header() -> None:
-    from sfu.vp8 import vp8_keyframe_size
+    from sfu.wire.vp8 import vp8_keyframe_size
 
     # descriptor (X, S; 15-bit picture id) + key frame tag + start code + 640x360
     header = bytes([0x00, 0x00, 0x00]) + b"\x9d\x01\x2a" + (640).to_bytes(2, "little") + (

@@ -46,9 +46,9 @@ from hypothesis import HealthCheck, settings
 from sfu.consumer import Consumer
 from sfu.producer import Producer
 from sfu.publisher import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, Publisher
-from sfu.rtp_packet import RtpView
 from sfu.subscriber import Subscriber
 from sfu.types import Codec, Kind
+from sfu.wire.rtp_packet import RtpView
 
 FIXTURE = Path(__file__).parents[2] / "data" / "chrome156_simulcast_offer.sdp"
 

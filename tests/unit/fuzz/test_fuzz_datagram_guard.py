@@ -1,6 +1,6 @@
-"""Fuzz target: the media-port guard (``sfu.demux``): RFC 7983 demultiplexing, DTLS record framing
-and the SRTP/SRTCP precheck, on random bytes, on the attacker's datagrams of the barrage test
-(tests/datagrams.py) and on seeded mutations of real DTLS (an in-memory pyOpenSSL handshake, as
+"""Fuzz target: the media-port guard (``sfu.wire.demux``): RFC 7983 demultiplexing, DTLS record
+framing and the SRTP/SRTCP precheck, on random bytes, on the attacker's datagrams of the barrage
+test (tests/datagrams.py) and on seeded mutations of real DTLS (an in-memory pyOpenSSL handshake, as
 aiortc runs it) and real SRTP/SRTCP (pylibsrtp).
 
 Properties: the guard never raises; what it accepts is never empty, never over 1,500 bytes, of
@@ -28,7 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from OpenSSL import SSL
 
-from sfu.demux import (
+from sfu.wire.demux import (
     MAX_DATAGRAM,
     DatagramDrop,
     DatagramKind,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from aiortc.sdp import SessionDescription
 
-from sfu.demux import DatagramDrop, IceCredentials, MediaPortGuard
 from sfu.publisher import check_offer_shape
-from sfu.sdp_munging import offered_extension_ids, parse_simulcast_offer
-from sfu.twcc import TransportFeedback
+from sfu.wire.demux import DatagramDrop, IceCredentials, MediaPortGuard
+from sfu.wire.sdp_munging import offered_extension_ids, parse_simulcast_offer
+from sfu.wire.twcc import TransportFeedback
 from tests.unit.fuzz.helpers import (
     FIXTURE,
     _rtcp_length_fields,

@@ -14,7 +14,7 @@ from aiortc.rtp import RtcpPacket, RtpPacket
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sfu.rtp_packet import RtpView
+from sfu.wire.rtp_packet import RtpView
 from tests.unit.fuzz.helpers import (
     FUZZ,
     MUTATIONS,

@@ -1,5 +1,5 @@
 """Fuzz target: STUN as a media port receives it (aioice's ``stun.parse_message`` behind
-``sfu.demux.parse_stun``, then ``check_stun``'s ICE rules).
+``sfu.wire.demux.parse_stun``, then ``check_stun``'s ICE rules).
 
 Properties: ``parse_stun`` returns a message or ``STUN_MALFORMED`` and never raises (aioice's own
 parser raises ``struct.error`` on an attribute of the wrong size, which escaped its
@@ -18,7 +18,7 @@ from aioice import stun
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sfu.demux import (
+from sfu.wire.demux import (
     DatagramDrop,
     DatagramKind,
     IceCredentials,

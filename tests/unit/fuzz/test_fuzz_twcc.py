@@ -1,5 +1,5 @@
-"""Fuzz target: transport-wide congestion control feedback (``sfu.twcc.TransportFeedback``), the
-RTCP a subscriber sends about every packet we forward.
+"""Fuzz target: transport-wide congestion control feedback
+(``sfu.wire.twcc.TransportFeedback``), the RTCP a subscriber sends about every packet we forward.
 
 Properties: ``parse`` returns or raises ValueError, on random bytes, on random bytes with a
 transport-cc header and on seeded mutations of valid feedback; valid feedback survives a
@@ -15,8 +15,8 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sfu.seqmath import seq_add
-from sfu.twcc import TransportFeedback
+from sfu.wire.seqmath import seq_add
+from sfu.wire.twcc import TransportFeedback
 from tests.unit.fuzz.helpers import FUZZ, MUTATIONS, mutants
 
 TICK_US = 250

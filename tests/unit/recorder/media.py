@@ -15,7 +15,7 @@ from aiortc.codecs.vpx import Vp8Encoder
 
 from loadtest.media import encode_audio, encode_video_sized
 from recorder.recording import Recording
-from sfu.rtp_packet import RtpView, pack_header
+from sfu.wire.rtp_packet import RtpView, pack_header
 
 VP8_SIZE = (320, 240)
 FPS = 30

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sfu.audio_only import AudioOnlyGate
 from sfu.events import PublishLayers
+from sfu.policy.audio_only import AudioOnlyGate
 from sfu.producer import Producer
 
 UNUSED_PAUSE_AFTER_S = 5.0

@@ -2,7 +2,7 @@
 
 The SFU must know each subscriber's downlink to pick simulcast layers and to decide audio-only, and
 it must *probe* to learn more than it currently sends. A receiver's REMB cannot tell us that (it
-stays near 1.5 x what arrives), so we estimate on our side, from ``sfu.twcc`` feedback:
+stays near 1.5 x what arrives), so we estimate on our side, from ``sfu.wire.twcc`` feedback:
 
 - delay-based: packets sent within 5 ms form a group; the change of one-way delay between groups,
   accumulated and smoothed, is fitted by least squares over the last 20 groups. A rising slope
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from sfu.twcc import TransportFeedback, TransportSequencer
+from sfu.wire.twcc import TransportFeedback, TransportSequencer
 
 __all__ = ["SendSideBandwidthEstimator"]
 

@@ -2,7 +2,7 @@
 
 Every packet we send to a subscriber carries a 16-bit transport-wide sequence number (header
 extension); the browser answers with RTCP transport feedback that gives each packet's arrival
-time, and ``sfu.bwe`` estimates the downlink from that. In the other direction we record what
+time, and ``sfu.policy.bwe`` estimates the downlink from that. In the other direction we record what
 publishers send us and return the same feedback, so Chrome's own estimator works on the uplink.
 
 Transport feedback (RTPFB, PT=205, FMT=15)::
@@ -35,7 +35,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from sfu.seqmath import seq_add, seq_diff
+from sfu.wire.seqmath import seq_add, seq_diff
 
 __all__ = [
     "TRANSPORT_CC_FMT",

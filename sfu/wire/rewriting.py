@@ -7,10 +7,10 @@ the output has no jumps in sequence numbers (a jump reads as loss and triggers N
 timestamps keep moving forward (a jump back confuses jitter buffers and A/V sync).
 
 This is what LiveKit calls the RTP munger and mediasoup the SeqManager. Pure logic: time is
-passed in; all wraparound maths come from sfu.seqmath.
+passed in; all wraparound maths come from sfu.wire.seqmath.
 """
 
-from sfu.seqmath import seq_add, seq_diff, ts_add, ts_diff
+from sfu.wire.seqmath import seq_add, seq_diff, ts_add, ts_diff
 
 __all__ = ["SequenceRewriter", "TimestampRewriter"]
 

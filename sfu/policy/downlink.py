@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sfu.allocator import Priority, VideoDemand, allocate, layer_for_tile
-from sfu.audio_only import AudioOnlyGate
 from sfu.consumer import Consumer
+from sfu.policy.allocator import Priority, VideoDemand, allocate, layer_for_tile
+from sfu.policy.audio_only import AudioOnlyGate
 from sfu.types import PauseReason
 
 AUDIO_RESERVE_BPS = 48_000

@@ -28,7 +28,7 @@ going through `Vp8Descriptor`, to avoid allocating an object per packet.
 
 from dataclasses import dataclass
 
-from sfu.seqmath import pid7_add, pid7_diff, pid_add, pid_diff, tl0_add, tl0_diff
+from sfu.wire.seqmath import pid7_add, pid7_diff, pid_add, pid_diff, tl0_add, tl0_diff
 
 __all__ = ["Vp8Descriptor", "Vp8PictureIdMunger", "inspect_vp8", "is_vp8_keyframe"]
 
@@ -193,7 +193,7 @@ def is_vp8_keyframe(payload: bytes) -> bool:
 
 
 INVALID, DELTA, KEY = -1, 0, 1
-"""What ``inspect_vp8`` (and ``sfu.h264.inspect_h264``) say of one packet."""
+"""What ``inspect_vp8`` (and ``sfu.wire.h264.inspect_h264``) say of one packet."""
 
 
 def inspect_vp8(payload: bytes) -> int:

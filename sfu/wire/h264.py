@@ -33,7 +33,7 @@ browsers send SPS/PPS/IDR together (often in one STAP-A), so either starts a dec
 __all__ = ["inspect_h264", "is_h264_keyframe"]
 
 INVALID, DELTA, KEY = -1, 0, 1
-"""What ``inspect_h264`` says of one packet (as ``sfu.vp8.inspect_vp8``)."""
+"""What ``inspect_h264`` says of one packet (as ``sfu.wire.vp8.inspect_vp8``)."""
 
 _IDR = 5
 _SPS = 7
