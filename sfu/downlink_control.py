@@ -16,6 +16,7 @@ from typing import Any
 
 from sfu.consumer import Consumer
 from sfu.events import AudioOnlyChanged, Direction, EventSink
+from sfu.policy.audio_only import CONGESTED_BELOW_SENT
 from sfu.policy.downlink import DownlinkPolicy
 from sfu.wire.twcc import TransportFeedback, TransportSequencer
 
@@ -28,8 +29,6 @@ PROBE_MAX_PACKETS = 2000
 SENT_WINDOW_S = 1.0
 PROBE_SUCCESS = 0.9
 SRTP_OVERHEAD = 10  # the auth tag the writer's byte count includes
-CONGESTED_BELOW_SENT = 0.8
-"""An estimate under 80 % of what we send is a measured limit, not an idle receiver."""
 REMB_CONGESTED_BELOW_SENT = 1.2
 """A receiver estimate (REMB) that is not idle climbs toward 1.5x what arrives (libwebrtc's and
 aiortc's cap); one that stays under 1.2x is pinned by the link. Only read after REMB_SETTLE_S,

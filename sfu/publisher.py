@@ -30,11 +30,19 @@ from aiortc.rtp import (
 )
 
 from sfu import aiortc_hooks
-from sfu.producer import Layer, Producer
-from sfu.types import Codec, DropReason, Kind
-from sfu.wire.rtp_packet import RtpView, extension_limits, extensions_valid
-from sfu.wire.sdp_munging import (
+from sfu.negotiation import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
     URI_TWCC,
+    extension_ids,
+    extension_limits,
+    primary_codec,
+)
+from sfu.producer import Layer, Producer
+from sfu.types import DropReason, Kind
+from sfu.wire.rtp_packet import RtpView, extensions_valid
+from sfu.wire.sdp_munging import (
     SimulcastOffer,
     add_simulcast_to_answer,
     add_transport_cc_to_answer,
@@ -46,9 +54,6 @@ from sfu.wire.twcc import FeedbackRecorder
 
 logger = logging.getLogger(__name__)
 
-URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
-URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 REMB_INTERVAL_S = 0.5
 SPARE_SSRCS = 2
 """SSRCs a track may introduce beyond media + RTX per layer (a sender restarted with new SSRCs).
@@ -61,30 +66,12 @@ FEEDBACK_INTERVAL_S = 0.05
 """Transport-cc feedback to publishers every 50 ms, as libwebrtc receivers do."""
 
 
-def codec_from_parameters(parameters: RTCRtpReceiveParameters) -> Codec | None:
-    """The primary codec of a negotiated m-line, with its RTX payload type when offered."""
-    media = [c for c in parameters.codecs if c.name.lower() not in ("rtx", "red", "ulpfec")]
-    if not media:
-        return None
-    first = media[0]
-    rtx = next(
-        (c.payloadType for c in parameters.codecs
-         if c.name.lower() == "rtx" and c.parameters.get("apt") == first.payloadType),
-        None,
-    )
-    return Codec(first.mimeType, first.clockRate, first.payloadType, rtx)
-
-
 def check_offer_shape(sdp: str) -> None:
     """aiortc's parser skips lines it does not know, so "hello" would parse as an empty offer."""
     if not sdp.startswith("v="):
         raise ValueError("SDP must start with v=0")
     if not any(line.startswith(("m=audio", "m=video")) for line in sdp.splitlines()):
         raise ValueError("SDP offers no audio or video section (m=audio / m=video)")
-
-
-def extension_ids(parameters: RTCRtpReceiveParameters) -> dict[str, int]:
-    return {ext.uri: ext.id for ext in parameters.headerExtensions}
 
 
 class Route:
@@ -188,12 +175,12 @@ class Publisher:
         aiortc_hooks.disable_decoding(receiver, on_receive)
 
     def _configure(self, producer: Producer, parameters: RTCRtpReceiveParameters) -> None:
-        codec = codec_from_parameters(parameters)
+        codec = primary_codec(parameters.codecs)
         if codec is None:
             logger.warning("producer %s negotiated no usable codec", producer.id)
             return
         producer.set_codec(codec)
-        ids = extension_ids(parameters)
+        ids = extension_ids(parameters.headerExtensions)
         self._ext_limits.update(extension_limits(ids))
         producer.audio_level_ext_id = ids.get(URI_AUDIO_LEVEL)
         self._mid_ext_id = ids.get(URI_MID, self._mid_ext_id)

@@ -34,13 +34,19 @@ from sfu import aiortc_hooks
 from sfu.consumer import Consumer
 from sfu.downlink_control import DownlinkControl
 from sfu.events import AnswerRefused, EventSink, TrackDescription, ignore_events
+from sfu.negotiation import (
+    SUBSCRIBER_TWCC_EXT_ID,
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_TWCC,
+    extension_ids,
+    match_codec,
+)
 from sfu.policy.downlink import DownlinkPolicy
 from sfu.producer import Producer
-from sfu.publisher import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL
-from sfu.types import Codec
 from sfu.wire.rtp_packet import split_rtcp_compound
-from sfu.wire.sdp_munging import URI_TWCC, add_transport_cc_to_offer, negotiated_extension_id
-from sfu.wire.twcc import TRANSPORT_CC_FMT, TransportFeedback
+from sfu.wire.sdp_munging import add_transport_cc_to_offer, negotiated_extension_id
+from sfu.wire.twcc import RTCP_RTPFB, TRANSPORT_CC_FMT, TransportFeedback
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +55,6 @@ CONNECT_TIMEOUT_S = 15.0
 SENDER_REPORT_INTERVAL_S = 1.0
 TICK_S = 0.125
 """How often layers and the audio-only state are re-decided from the latest estimate."""
-TWCC_EXT_ID = 5
-"""aiortc's offers use ids 1-3 (mid, audio level, abs-send-time): transport-cc takes 5."""
-RTCP_RTPFB = 205
 MAX_RTCP_COMPOUND_BYTES = 1100
 
 SendOffer = Callable[[str, dict[str, TrackDescription]], Awaitable[None]]
@@ -74,20 +77,6 @@ def describe_error(exc: BaseException) -> str:
     if not text or isinstance(exc, AssertionError | KeyError | IndexError | AttributeError):
         text = f"{type(exc).__name__}{': ' + text if text else ''} (malformed or unsupported SDP)"
     return text[:200]
-
-
-def match_codec(codec: Codec, parameters: RTCRtpSendParameters) -> Codec | None:
-    """The subscriber's payload types for the producer's codec (matched by name, not number)."""
-    for candidate in parameters.codecs:
-        if candidate.mimeType.lower() != codec.mime_type.lower():
-            continue
-        rtx = next(
-            (c.payloadType for c in parameters.codecs
-             if c.name.lower() == "rtx" and c.parameters.get("apt") == candidate.payloadType),
-            None,
-        )
-        return Codec(candidate.mimeType, candidate.clockRate, candidate.payloadType, rtx)
-    return None
 
 
 REMB_SOURCE_TTL_S = 3.0
@@ -232,8 +221,8 @@ class Subscriber:
         consumer, parameters = slot.consumer, slot.parameters
         if consumer is None or parameters is None or consumer.producer.codec is None:
             return
-        ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
-        codec = match_codec(consumer.producer.codec, parameters)
+        ids = extension_ids(parameters.headerExtensions)
+        codec = match_codec(consumer.producer.codec, parameters.codecs)
         consumer.configure(codec, ids.get(URI_AUDIO_LEVEL, 0), ids.get(URI_ABS_SEND_TIME, 0),
                            self.downlink.sequencer, self._twcc_id)
 
@@ -283,7 +272,7 @@ class Subscriber:
         sdp = self.pc.localDescription.sdp
         if self._offer_transport_cc:
             # aiortc knows nothing of transport-cc: offered in the text only; we do its work.
-            sdp = add_transport_cc_to_offer(sdp, TWCC_EXT_ID)
+            sdp = add_transport_cc_to_offer(sdp, SUBSCRIBER_TWCC_EXT_ID)
         await self._send_offer(sdp, self.track_map())
         try:
             sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)

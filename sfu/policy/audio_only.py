@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_THRESHOLD_BPS = 2_000_000
+CONGESTED_BELOW_SENT = 0.8
+"""An estimate under 80 % of what is sent is a measured limit, not an idle receiver (both the
+downlink and the uplink read a low estimate this way before the gate may count it)."""
 
 
 @dataclass

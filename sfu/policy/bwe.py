@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from sfu.wire.seqmath import ref24_diff
 from sfu.wire.twcc import TransportFeedback, TransportSequencer
 
 __all__ = ["SendSideBandwidthEstimator"]
@@ -49,11 +50,6 @@ _PROBE_MIN_PACKETS = 5
 _PROBE_FULLY_COVERED = 0.95
 _PROBE_MAX_INTERVAL_S = 1.0
 _MAX_CLUSTERS = 16
-
-
-def _ref_diff(a: int, b: int) -> int:
-    """Signed a - b of two 24-bit reference times (the 16-bit helpers of seqmath do not apply)."""
-    return ((a - b + 0x800000) & 0xFFFFFF) - 0x800000
 
 
 class _InterArrival:
@@ -414,7 +410,7 @@ class SendSideBandwidthEstimator:
         if self._ref is None:
             self._ref_ext = reference_time
         else:
-            self._ref_ext += _ref_diff(reference_time, self._ref)
+            self._ref_ext += ref24_diff(reference_time, self._ref)
         self._ref = reference_time
         return self._ref_ext
 

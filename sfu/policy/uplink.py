@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sfu.events import PublishLayers
-from sfu.policy.audio_only import AudioOnlyGate
+from sfu.policy.audio_only import CONGESTED_BELOW_SENT, AudioOnlyGate
 from sfu.producer import Producer
 
 UNUSED_PAUSE_AFTER_S = 5.0
 UPLINK_RETRY_S = 15.0
-CONGESTED_BELOW_SENT = 0.8
 
 
 @dataclass

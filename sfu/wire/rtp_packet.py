@@ -160,26 +160,6 @@ def _parse_two_byte(data: bytes, pos: int, end: int, out: dict[int, bytes]) -> N
         pos += length
 
 
-EXTENSION_SIZES: dict[str, tuple[int, int]] = {
-    # URI: (fewest, most) bytes of its element. Only these are read by the SFU, and only what the
-    # SFU reads (or writes itself) is forwarded: every other extension stays with the publisher.
-    "urn:ietf:params:rtp-hdrext:ssrc-audio-level": (1, 1),  # RFC 6464
-    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": (3, 3),
-    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01": (2, 2),
-    "urn:ietf:params:rtp-hdrext:sdes:mid": (1, 16),  # RFC 8843 (16: the one-byte form's most)
-    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id": (1, 16),  # RFC 8852
-    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id": (1, 16),
-    "urn:3gpp:video-orientation": (1, 1),
-    "urn:ietf:params:rtp-hdrext:toffset": (3, 3),  # RFC 5450
-    "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay": (3, 3),
-}
-
-
-def extension_limits(ids: dict[str, int]) -> dict[int, tuple[int, int]]:
-    """The publisher's negotiated ids (URI -> id) as id -> allowed element sizes."""
-    return {ext_id: EXTENSION_SIZES[uri] for uri, ext_id in ids.items() if uri in EXTENSION_SIZES}
-
-
 def extensions_valid(extensions: dict[int, bytes], limits: dict[int, tuple[int, int]]) -> bool:
     """Every element whose id ``limits`` knows has an allowed size (others are ignored)."""
     for ext_id, value in extensions.items():

@@ -10,10 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-URI_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
-URI_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
-URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+from sfu.negotiation import URI_REPAIRED_RID, URI_RID, URI_TWCC
 
 _EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\w+)?\s+(\S+)")
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([\w-]+)/")

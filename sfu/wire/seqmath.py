@@ -1,8 +1,9 @@
 """All wraparound arithmetic of the project, in one place.
 
 RTP counters wrap: 16-bit sequence numbers, 32-bit timestamps, the 15-bit (or 7-bit) VP8
-picture id and the 8-bit TL0PICIDX. Every comparison of such counters must go through the
-helpers below so that the wrap is handled the same way everywhere.
+picture id, the 8-bit TL0PICIDX and the 24-bit transport-cc reference time. Every comparison of
+such counters must go through the helpers below so that the wrap is handled the same way
+everywhere.
 
 Conventions:
 - Arguments may be any Python int (negative, or larger than the field, e.g. an "extended"
@@ -20,6 +21,7 @@ __all__ = [
     "pid7_diff",
     "pid_add",
     "pid_diff",
+    "ref24_diff",
     "seq_add",
     "seq_diff",
     "seq_newer",
@@ -100,3 +102,11 @@ def tl0_add(a: int, n: int) -> int:
 def tl0_diff(a: int, b: int) -> int:
     """Signed a - b in [-128, 127]."""
     return ((a - b + 0x80) & 0xFF) - 0x80
+
+
+# --- transport-cc reference time: 24 bits, signed on the wire, in 64 ms units ---
+
+
+def ref24_diff(a: int, b: int) -> int:
+    """Signed a - b in [-2**23, 2**23 - 1]; ref24_diff(x, 0) reads x as the signed 24-bit field."""
+    return ((a - b + 0x800000) & 0xFFFFFF) - 0x800000

@@ -35,9 +35,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from sfu.wire.seqmath import seq_add, seq_diff
+from sfu.wire.seqmath import ref24_diff, seq_add, seq_diff
 
 __all__ = [
+    "RTCP_RTPFB",
     "TRANSPORT_CC_FMT",
     "FeedbackRecorder",
     "TransportFeedback",
@@ -56,11 +57,6 @@ _MAX_RUN = 0x1FFF
 NOT_RECEIVED = 0
 SMALL_DELTA = 1
 LARGE_DELTA = 2
-
-
-def _ref_signed(value: int) -> int:
-    """A reference-time counter reduced to the signed 24-bit field."""
-    return ((value + 0x800000) & 0xFFFFFF) - 0x800000
 
 
 @dataclass
@@ -136,7 +132,7 @@ class TransportFeedback:
             sender_ssrc=sender,
             media_ssrc=media,
             base_sequence=base,
-            reference_time=_ref_signed(ref_and_fb >> 8),
+            reference_time=ref24_diff(ref_and_fb >> 8, 0),
             feedback_count=ref_and_fb & 0xFF,
             arrivals=arrivals,
         )
@@ -491,7 +487,7 @@ class FeedbackRecorder:
             sender_ssrc=sender_ssrc,
             media_ssrc=media_ssrc,
             base_sequence=base_seq,
-            reference_time=_ref_signed(ref),
+            reference_time=ref24_diff(ref, 0),
             feedback_count=self._fb_count,
             arrivals=arrivals,
         )

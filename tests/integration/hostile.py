@@ -45,10 +45,8 @@ from av import VideoFrame
 
 from loadtest.client import SyntheticParticipant
 from sfu import aiortc_hooks
+from sfu.negotiation import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 
-URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
-URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 OPUS_SILENCE = bytes([0xF8, 0xFF, 0xFE])  # one 20 ms Opus frame (CELT, silence)
 FRAME_INTERVAL_S = 0.1
 KEYFRAME_EVERY = 10  # frames: the receivers' consumers (re)start on a keyframe

@@ -29,22 +29,15 @@ from aiortc.rtcrtpparameters import (
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from sfu.consumer import Consumer
+from sfu.negotiation import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_TWCC
+from sfu.negotiation import URI_VIDEO_ORIENTATION as URI_ORIENTATION
 from sfu.producer import Producer
-from sfu.publisher import (
-    NACK_MAX_GAP,
-    SPARE_SSRCS,
-    URI_ABS_SEND_TIME,
-    URI_AUDIO_LEVEL,
-    URI_MID,
-    Publisher,
-)
+from sfu.publisher import NACK_MAX_GAP, SPARE_SSRCS, Publisher
 from sfu.types import Codec, DropReason, Kind
 from sfu.wire.h264 import inspect_h264
 from sfu.wire.rtp_packet import RtpView
 from sfu.wire.vp8 import inspect_vp8
 
-URI_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
-URI_ORIENTATION = "urn:3gpp:video-orientation"
 # The publisher's ids (as Chrome offers them) and the subscriber's (as the server offers them).
 PUB_AUDIO_LEVEL, PUB_ABS, PUB_TWCC, PUB_MID, PUB_ORIENTATION = 1, 2, 3, 4, 13
 SUB_AUDIO_LEVEL, SUB_ABS = 2, 3

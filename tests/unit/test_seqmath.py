@@ -5,6 +5,7 @@ from sfu.wire.seqmath import (
     pid7_diff,
     pid_add,
     pid_diff,
+    ref24_diff,
     seq_add,
     seq_diff,
     seq_newer,
@@ -178,3 +179,11 @@ def test_seq_add_diff_newer_agree(b: int, n: int) -> None:
     assert seq_diff(b, a) == -n
     assert seq_newer(a, b)
     assert not seq_newer(b, a)
+
+
+def test_ref24_diff_wraps_the_transport_cc_reference_time() -> None:
+    assert ref24_diff(0, 0xFFFFFF) == 1
+    assert ref24_diff(0xFFFFFF, 0) == -1
+    assert ref24_diff(0x7FFFFF, 0) == 0x7FFFFF
+    assert ref24_diff(0x800000, 0) == -0x800000
+    assert ref24_diff(5, 3) == 2

@@ -44,8 +44,9 @@ from aiortc.rtp import (
 from hypothesis import HealthCheck, settings
 
 from sfu.consumer import Consumer
+from sfu.negotiation import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 from sfu.producer import Producer
-from sfu.publisher import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, Publisher
+from sfu.publisher import Publisher
 from sfu.subscriber import Subscriber
 from sfu.types import Codec, Kind
 from sfu.wire.rtp_packet import RtpView

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiortc.sdp import SessionDescription
 
+from sfu.negotiation import URI_TWCC
 from sfu.publisher import check_offer_shape
 from sfu.wire.demux import DatagramDrop, IceCredentials, MediaPortGuard
 from sfu.wire.sdp_munging import offered_extension_ids, parse_simulcast_offer
@@ -31,7 +32,6 @@ from tests.unit.fuzz.test_fuzz_sdp import sdp_mutants
 GENERATED = 300  # mutants per class when no public corpus is given
 PEER = ("127.0.0.1", 40000)
 CREDENTIALS = IceCredentials("srvU", "server-password-0123456789", "cliU", "client-password")
-URI_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 
 def files(root: Path, *parts: str) -> list[bytes]:
