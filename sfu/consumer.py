@@ -56,7 +56,7 @@ class Consumer:
     __slots__ = (
         "producer", "subscriber_id", "mid", "ssrc", "rtx_ssrc", "writer", "codec", "ext_key",
         "pause_reason", "drops", "packets_sent", "octets_sent", "closed", "retransmitted",
-        "preferred_layer", "target_layer", "current_layer", "layer_switches", "twcc",
+        "target_layer", "current_layer", "layer_switches", "twcc",
         "twcc_id", "wanted_layer", "_seq", "_ts", "_vp8", "_history", "_rtx_seq",
         "_last_keyframe_request",
         "_rewrite_vp8",
@@ -89,8 +89,6 @@ class Consumer:
         self.retransmitted = 0
         self.layer_switches = 0
         self.closed = False
-        top = len(producer.layers) - 1
-        self.preferred_layer = top
         # Start on the lowest layer: its keyframes are small and come fast (first frame < 1 s);
         # the allocator raises the target once it knows the subscriber's bandwidth.
         self.target_layer: int | None = 0
@@ -310,5 +308,4 @@ class Consumer:
     def close(self) -> None:
         self.closed = True
         self.pause_reason = PauseReason.NOT_NEGOTIATED
-        if self in self.producer.consumers:
-            self.producer.consumers.remove(self)
+        self.producer.detach(self)

@@ -73,7 +73,6 @@ class DownlinkControl:
         self.remb_bps: int | None = None
         self.probes_sent = 0
         self.audio_only_seconds = 0.0
-        self.layer_switches = 0
         self._audio_only_since: float | None = None
         self._cluster = 0
         self._probe_handle: asyncio.TimerHandle | None = None

@@ -69,7 +69,7 @@ class LocalConsumers:
         consumer.set_target(consumer.wanted_layer)
         if producer.muted:
             consumer.set_muted(True)
-        producer.consumers.append(consumer)
+        producer.attach(consumer)
         self.consumers[producer.id] = consumer
 
     def remove_producer(self, producer_id: str) -> None:

@@ -24,11 +24,11 @@ KEYFRAME_REQUEST_INTERVAL_S = 0.5
 """At most one PLI per layer this often, however many subscribers ask (LiveKit throttles too)."""
 BITRATE_WINDOW_S = 1.0
 LAYER_STALE_S = 2.0
+"""A layer that sent nothing for this long counts as stopped (paused by the client, or gone)."""
 VOICE_LEVEL = 55
 """RFC 6464 level (-dBov) at or below which a packet carries voice (or its V bit is set)."""
 VOICE_HOLD_S = 2.0
 """After the last voiced packet, audio keeps flowing this long (trailing words, breaths)."""
-"""A layer that sent nothing for this long counts as stopped (paused by the client, or gone)."""
 
 
 def _any_packet(payload: bytes) -> int:
@@ -49,7 +49,7 @@ class Layer:
     __slots__ = (
         "index", "rid", "ssrc", "bitrate_bps", "last_packet_s", "last_keyframe_s",
         "sender_report", "_window_start", "_window_bytes", "_last_keyframe_request",
-        "width", "keyframes",
+        "keyframes",
     )
 
     def __init__(self, index: int, rid: str | None) -> None:
@@ -60,7 +60,6 @@ class Layer:
         self.last_packet_s = float("-inf")
         self.last_keyframe_s = float("-inf")
         self.keyframes = 0
-        self.width: int | None = None
         # (ntp, rtp) of this SSRC's latest sender report: consumers translate it (lip sync).
         self.sender_report: tuple[int, int] | None = None
         self._window_start = float("-inf")
@@ -101,6 +100,8 @@ class Producer:
         self.layers = [Layer(i, rid) for i, rid in enumerate(rids)] if rids else [Layer(0, None)]
         self.muted = False
         self.closed = False
+        # The fan-out list, in forwarding order. Changed only through attach/detach (and
+        # close), so one place decides who receives this track.
         self.consumers: list[Consumer] = []
         self.audio_level_ext_id: int | None = None  # the publisher's id, set on negotiation
         self.packets_received = 0
@@ -118,6 +119,16 @@ class Producer:
         self.last_voice_s = float("-inf")
         self._request_keyframe = request_keyframe
         self._inspect: Callable[[bytes], int] = _any_packet
+
+    def attach(self, consumer: Consumer) -> None:
+        """Start forwarding to ``consumer`` (once; a closed producer takes no one)."""
+        if not self.closed and consumer not in self.consumers:
+            self.consumers.append(consumer)
+
+    def detach(self, consumer: Consumer) -> None:
+        """Stop forwarding to ``consumer``; unknown consumers are ignored."""
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
 
     def set_codec(self, codec: Codec) -> None:
         self.codec = codec

@@ -246,9 +246,11 @@ class Publisher:
         assert codec is not None
         if route.rtx:
             if not packet.payload:
-                return  # padding-only RTX: the publisher probing its uplink
+                self.drops[DropReason.PADDING_ONLY] += 1  # the publisher probing its uplink
+                return
             if layer.ssrc is None:
-                return  # RTX before any media of this layer: nothing to repair yet
+                self.drops[DropReason.RTX_BEFORE_MEDIA] += 1  # nothing to repair yet
+                return
             try:
                 packet = packet.unwrap_rtx(codec.payload_type, layer.ssrc)
             except ValueError:

@@ -193,7 +193,7 @@ class Subscriber:
         self.consumers[producer.id] = consumer
         self._by_ssrc[ssrc] = consumer
         self._by_ssrc[rtx_ssrc] = consumer
-        producer.consumers.append(consumer)
+        producer.attach(consumer)
         if producer.muted:
             consumer.set_muted(True)
         self._dirty.set()

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 
 class DropReason(enum.Enum):
-    """Why a packet was not forwarded to a consumer (counted per consumer, exported as metrics)."""
+    """Why a packet was not forwarded (counted by the consumer, producer or publisher that dropped
+    it, exported as metrics)."""
 
     PAUSED = "paused"
     WAITING_FOR_KEYFRAME = "waiting_for_keyframe"
@@ -21,6 +22,7 @@ class DropReason(enum.Enum):
     BAD_EXTENSION = "bad_extension"  # producer side: a known header extension of a wrong size
     BAD_PAYLOAD = "bad_payload"  # producer side: a VP8 descriptor / H.264 NAL unit that is invalid
     SSRC_LIMIT = "ssrc_limit"  # producer side: a new SSRC beyond what one track may introduce
+    RTX_BEFORE_MEDIA = "rtx_before_media"  # producer side: a repair of a layer not yet seen
 
 
 class PauseReason(enum.Enum):

@@ -27,9 +27,9 @@ class Config:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     heartbeat_s: float = 20.0
     open_rooms: bool = False
+    """Anyone may join any room without credentials: closed networks and tests only."""
     open_room_capacity: int | None = None
     """Capacity of rooms made on the fly under --open-rooms (None: the default, 26)."""
-    """Anyone may join any room without credentials: closed networks and tests only."""
     prejoin_max_message_bytes: int = PREJOIN_MAX_MESSAGE_BYTES
     """Frame limit until the socket has joined (or reached the lobby)."""
     join_timeout_s: float = JOIN_TIMEOUT_S

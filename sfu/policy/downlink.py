@@ -74,8 +74,8 @@ class DownlinkPolicy:
         elif not tile.visible:
             max_layer = None
         else:
-            max_layer = layer_for_tile(tile.width, [layer.width for layer in producer.layers])
-        consumer.preferred_layer = top if max_layer is None else max_layer
+            # Publishers do not report their layers' widths: layer_for_tile assumes q/h/f.
+            max_layer = layer_for_tile(tile.width, (None,) * len(producer.layers))
         if owner in self.pinned:
             priority = Priority.PINNED
         elif owner in self.speakers:
