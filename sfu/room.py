@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 from sfu.events import (
-    AudioOnlyChanged,
-    Direction,
     EventSink,
     ParticipantJoined,
     ParticipantLeft,
@@ -31,6 +29,7 @@ from sfu.producer import Producer
 from sfu.publisher import Publisher
 from sfu.subscriber import Subscriber
 from sfu.types import Kind
+from sfu.uplink_control import UplinkControl
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +49,11 @@ class Participant:
     subscriber: Subscriber | None = None
     muted: dict[str, bool] = field(default_factory=lambda: {"audio": False, "video": False})
     joined_at: float = 0.0
-    uplink: UplinkPolicy = field(default_factory=UplinkPolicy)
-    uplink_estimate_bps: int | None = None  # reported by the client (the browser's estimate)
-    uplink_audio_only: bool = False
+    uplink_policy: InitVar[UplinkPolicy | None] = None
+    uplink: UplinkControl = field(init=False)
+
+    def __post_init__(self, uplink_policy: UplinkPolicy | None) -> None:
+        self.uplink = UplinkControl(self.notify, uplink_policy)
 
     def state(self) -> ParticipantState:
         return ParticipantState(self.id, self.name, audio_muted=self.muted["audio"],
@@ -185,36 +186,13 @@ class Room:
             participant.notify(Speakers(tuple(speakers)))
 
     def maintain(self, now: float) -> None:
-        """Periodic: speakers; tell each publisher which encodings to send, and whether video."""
+        """Periodic: speakers, local subscribers, and each publisher's uplink control."""
         self.update_speakers()
         for local in self.local.values():
             local.tick(now)
         for participant in self.participants.values():
-            publisher = participant.publisher
-            if publisher is None:
-                continue
-            video = [p for p in publisher.producers.values() if p.is_video]
-            if not video:
-                continue
-            sending = sum(layer.bitrate_bps for p in video for layer in p.layers
-                          if layer.active(now))
-            estimate = participant.uplink_estimate_bps or publisher.estimated_bitrate
-            allowed = participant.uplink.video_allowed(estimate, sending, now)
-            active: dict[str, bool] = {}
-            for producer in video:
-                if producer.simulcast:
-                    active.update(participant.uplink.active_layers(producer, now))
-            layers = participant.uplink.message(allowed, active)
-            if layers is not None:
-                participant.notify(layers)
-            if allowed == participant.uplink_audio_only:  # the state flipped
-                participant.uplink_audio_only = not allowed
-                participant.notify(AudioOnlyChanged(
-                    direction=Direction.UP, audio_only=not allowed,
-                    reason="bandwidth" if not allowed else None,
-                    estimate_bps=int(estimate) if estimate else None,
-                    threshold_bps=participant.uplink.gate.threshold_bps,
-                ))
+            if participant.publisher is not None:
+                participant.uplink.tick(participant.publisher, now)
 
     async def remove(self, participant_id: str) -> Participant | None:
         participant = self.participants.pop(participant_id, None)

@@ -30,6 +30,7 @@ from sfu.plane import (
 )
 from sfu.policy.audio_only import DEFAULT_THRESHOLD_BPS, AudioOnlyGate
 from sfu.policy.downlink import DownlinkPolicy, Tile
+from sfu.policy.uplink import UplinkPolicy
 from sfu.publisher import Publisher
 from sfu.room import Participant, Room, retire_counters
 from sfu.subscriber import Subscriber, check_answer, describe_error
@@ -113,8 +114,10 @@ class Worker:
         live = self.room(room)
         before = _room_state(live)
         loop_time = asyncio.get_running_loop().time
-        participant = Participant(participant_id, name, events, joined_at=loop_time())
-        participant.uplink.gate = self.config.downlink_policy().gate  # same thresholds up
+        participant = Participant(
+            participant_id, name, events, joined_at=loop_time(),
+            uplink_policy=UplinkPolicy(gate=self.config.downlink_policy().gate),  # same rule up
+        )
 
         def on_producer(producer: object) -> None:
             live.producer_ready(producer)  # type: ignore[arg-type]
@@ -212,7 +215,7 @@ class Worker:
         subscriber.set_user_audio_only(enabled)
 
     def set_uplink_estimate(self, room: str, participant_id: str, bps: int | None) -> None:
-        self.participant(room, participant_id).uplink_estimate_bps = bps
+        self.participant(room, participant_id).uplink.estimate_bps = bps
 
     def request_keyframe(self, room: str, participant_id: str) -> int:
         now = asyncio.get_running_loop().time()
@@ -262,7 +265,7 @@ class Worker:
                     for consumer in subscriber.consumers.values():
                         if consumer.pause_reason is not None:
                             stats.paused[consumer.pause_reason.value] += 1
-                if participant.uplink_audio_only:
+                if participant.uplink.audio_only:
                     stats.audio_only["up"] += 1
         return stats
 
