@@ -12,11 +12,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from sfu.consumer import Consumer
 from sfu.events import AudioOnlyChanged, Direction, EventSink
 from sfu.policy.audio_only import CONGESTED_BELOW_SENT
+from sfu.policy.bwe import BandwidthEstimator, SendSideBandwidthEstimator
 from sfu.policy.downlink import DownlinkPolicy
 from sfu.wire.twcc import TransportFeedback, TransportSequencer
 
@@ -69,7 +69,8 @@ class DownlinkControl:
         self._send_rtp = send_rtp
         self._time = loop_time
         self.sequencer = TransportSequencer()
-        self.estimator: Any = None  # SendSideBandwidthEstimator once transport-cc is negotiated
+        # Send-side estimation once transport-cc is negotiated; until then (or without it) REMB.
+        self.estimator: BandwidthEstimator | None = None
         self.remb_bps: int | None = None
         self.probes_sent = 0
         self.audio_only_seconds = 0.0
@@ -92,8 +93,6 @@ class DownlinkControl:
 
     def enable_transport_cc(self) -> None:
         if self.estimator is None:
-            from sfu.policy.bwe import SendSideBandwidthEstimator
-
             self.estimator = SendSideBandwidthEstimator()
             self.policy.can_probe = True
 
@@ -118,7 +117,7 @@ class DownlinkControl:
         return float(self.remb_bps) if self.remb_bps is not None else None
 
     def _has_feedback(self) -> bool:
-        return getattr(self.estimator, "acked_bps", None) is not None
+        return self.estimator is not None and self.estimator.acked_bps is not None
 
     # -- the tick ----------------------------------------------------------------------------------
 
@@ -164,7 +163,7 @@ class DownlinkControl:
         # overuse, our estimator likewise). A dip from an unmeasured start value proves nothing:
         # that is what the probe at the threshold is for; nor does a cut our own probe caused.
         dropped = (self._remb_dropped_at if self.estimator is None
-                   else getattr(self.estimator, "last_decrease_s", None))
+                   else self.estimator.last_decrease_s)
         recent_drop = dropped is not None and now - dropped < REMB_DROP_VALID_S
         if recent_drop and self._probe_caused(dropped, threshold):  # type: ignore[arg-type]
             return False
@@ -173,7 +172,7 @@ class DownlinkControl:
         if recent_drop and dropped - self._above_at < WAS_ABOVE_S:  # type: ignore[operator]
             # While congested, what gets through measures the link: a cut that overshot (two
             # top layers on a 2.6 Mbit/s link) still delivers over the threshold.
-            acked = getattr(self.estimator, "acked_bps", None)
+            acked = self.estimator.acked_bps if self.estimator is not None else None
             return acked is None or acked < threshold
         if (self.estimator is None and self._first_tick is not None
                 and now - self._first_tick >= REMB_SETTLE_S

@@ -40,6 +40,7 @@ from sfu.negotiation import (
     primary_codec,
 )
 from sfu.producer import Layer, Producer
+from sfu.scheduler import Scheduler, Timer
 from sfu.types import DropReason, Kind
 from sfu.wire.rtp_packet import RtpView, extensions_valid
 from sfu.wire.sdp_munging import (
@@ -94,6 +95,7 @@ class Publisher:
         on_producer: Callable[[Producer], None],
         loop_time: Callable[[], float],
         configure_ice: Callable[[RTCPeerConnection], None] = lambda pc: None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.participant_id = participant_id
         self._configure_ice = configure_ice
@@ -121,7 +123,10 @@ class Publisher:
         self._twcc_ids: dict[str, int] = {}
         self._twcc_ext_id: int | None = None
         self._twcc_recorder = FeedbackRecorder()
-        self._feedback_task: asyncio.Task[None] | None = None
+        self._scheduler = scheduler if scheduler is not None else Scheduler()
+        self._feedback_timer: Timer | None = None
+        self._started = False
+        self._closed = False
         self.feedback_packets_sent = 0
 
     async def answer(self, offer_sdp: str) -> str:
@@ -153,9 +158,19 @@ class Publisher:
             self._twcc_ids.update(twcc_ids)
             self._twcc_ext_id = next(iter(self._twcc_ids.values()))
             sdp = add_transport_cc_to_answer(sdp, self._twcc_ids)
-            if self._feedback_task is None:
-                self._feedback_task = asyncio.ensure_future(self._feedback_forever())
+            self._start_feedback()
         return sdp
+
+    def start(self) -> None:
+        """Allow timers (from a running loop): transport-cc feedback runs once negotiated."""
+        self._started = not self._closed
+        self._start_feedback()
+
+    def _start_feedback(self) -> None:
+        if self._started and self._twcc_ext_id is not None and self._feedback_timer is None:
+            self._feedback_timer = self._scheduler.every(
+                FEEDBACK_INTERVAL_S, self.send_feedback, f"publisher {self.participant_id} feedback"
+            )
 
     def _add_producer(
         self, mid: str, kind: Kind, receiver: RTCRtpReceiver, rids: list[str] | None
@@ -335,19 +350,18 @@ class Publisher:
         if self._writer is not None:
             self._writer.send_rtcp(bytes(packet))
 
-    async def _feedback_forever(self) -> None:
-        while True:
-            await asyncio.sleep(FEEDBACK_INTERVAL_S)
-            if self._writer is None:
-                continue
-            media_ssrc = next((s for s, r in self._routes.items() if not r.rtx), 0)
-            arrival_now = aiortc_hooks.arrival_ms() / 1000
-            for _ in range(8):  # drain, bounded
-                packet = self._twcc_recorder.build(arrival_now, self._rtcp_ssrc, media_ssrc)
-                if packet is None:
-                    break
-                if self._writer.send_rtcp(packet):
-                    self.feedback_packets_sent += 1
+    def send_feedback(self) -> None:
+        """Transport-cc feedback for what arrived since the last call (every 50 ms)."""
+        if self._writer is None:
+            return
+        media_ssrc = next((s for s, r in self._routes.items() if not r.rtx), 0)
+        arrival_now = aiortc_hooks.arrival_ms() / 1000
+        for _ in range(8):  # drain, bounded
+            packet = self._twcc_recorder.build(arrival_now, self._rtcp_ssrc, media_ssrc)
+            if packet is None:
+                break
+            if self._writer.send_rtcp(packet):
+                self.feedback_packets_sent += 1
 
     def set_muted(self, kind: Kind, muted: bool) -> list[Producer]:
         changed = [p for p in self.producers.values() if p.kind is kind]
@@ -358,8 +372,11 @@ class Publisher:
         return changed
 
     async def close(self) -> None:
-        if self._feedback_task is not None:
-            self._feedback_task.cancel()
+        self._closed = True
+        self._started = False
+        if self._feedback_timer is not None:
+            self._feedback_timer.cancel()
+            self._feedback_timer = None
         for producer in self.producers.values():
             producer.close()
         await asyncio.shield(self.pc.close())

@@ -1,127 +1,36 @@
 """Subscriber: the shell around a participant's subscribing peer connection (the server offers).
 
-One m-line per consumed track. An m-line whose producer went away is made inactive and reused by
-the next track of the same kind (aiortc never recycles mids, and its SDP grows ~1.4 KB per
-m-line). Offers go out one at a time: changes that arrive meanwhile are folded into the next one.
-RTCP from the subscriber (PLI/FIR, NACK, REMB) is routed here by SSRC; sender reports for all its
-consumers are sent by one timer, compounded, instead of one task per sender.
+It composes three parts: the ``SubscriberNegotiator`` (offers, answers, one m-line per consumed
+track, reused when a track goes), the ``RtcpRouter`` (the subscriber's RTCP to consumers and the
+downlink control) and the ``DownlinkControl`` (estimates in, layers out). What stays here is the
+membership (one Consumer per producer), the connection's writer, and two timers on the worker's
+scheduler: the bandwidth tick, and sender reports for all consumers, compounded, once a second.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import struct
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
-from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
-from aiortc.exceptions import InvalidStateError
-from aiortc.rtcrtpparameters import RTCRtpSendParameters
-from aiortc.rtp import (
-    RTCP_PSFB_APP,
-    RTCP_PSFB_FIR,
-    RTCP_PSFB_PLI,
-    RTCP_RTPFB_NACK,
-    RtcpPacket,
-    RtcpPsfbPacket,
-    RtcpRtpfbPacket,
-    unpack_remb_fci,
-)
-from aiortc.sdp import SessionDescription
+from aiortc import RTCPeerConnection, RTCRtpTransceiver
 
 from sfu import aiortc_hooks
 from sfu.consumer import Consumer
 from sfu.downlink_control import DownlinkControl
-from sfu.events import AnswerRefused, EventSink, TrackDescription, ignore_events
-from sfu.negotiation import (
-    SUBSCRIBER_TWCC_EXT_ID,
-    URI_ABS_SEND_TIME,
-    URI_AUDIO_LEVEL,
-    URI_TWCC,
-    extension_ids,
-    match_codec,
-)
-from sfu.policy.downlink import DownlinkPolicy
+from sfu.events import EventSink, ignore_events
+from sfu.negotiation import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, extension_ids, match_codec
+from sfu.policy.downlink import DownlinkPolicy, Tile
 from sfu.producer import Producer
-from sfu.wire.rtp_packet import split_rtcp_compound
-from sfu.wire.sdp_munging import add_transport_cc_to_offer, negotiated_extension_id
-from sfu.wire.twcc import RTCP_RTPFB, TRANSPORT_CC_FMT, TransportFeedback
+from sfu.rtcp_router import RtcpRouter
+from sfu.scheduler import Scheduler, Timer
+from sfu.subscriber_negotiator import SendOffer, Slot, SubscriberNegotiator
 
 logger = logging.getLogger(__name__)
 
-ANSWER_TIMEOUT_S = 15.0
-CONNECT_TIMEOUT_S = 15.0
 SENDER_REPORT_INTERVAL_S = 1.0
 TICK_S = 0.125
 """How often layers and the audio-only state are re-decided from the latest estimate."""
 MAX_RTCP_COMPOUND_BYTES = 1100
-
-SendOffer = Callable[[str, dict[str, TrackDescription]], Awaitable[None]]
-
-
-def check_answer(sdp: str) -> None:
-    """Refuse what cannot be an answer before it is handed to the negotiation (which then
-    keeps waiting for a usable one). aiortc's parser raises all sorts (AssertionError, KeyError,
-    ValueError...) on bad text: callers catch broadly."""
-    if not sdp.startswith("v="):
-        raise ValueError("SDP must start with v=0")
-    description = SessionDescription.parse(sdp)
-    if not description.media:
-        raise ValueError("SDP answers no media section (m=)")
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line naming the problem, also for aiortc's bare AssertionError/KeyError."""
-    text = str(exc)
-    if not text or isinstance(exc, AssertionError | KeyError | IndexError | AttributeError):
-        text = f"{type(exc).__name__}{': ' + text if text else ''} (malformed or unsupported SDP)"
-    return text[:200]
-
-
-REMB_SOURCE_TTL_S = 3.0
-"""A REMB not renewed for this long no longer counts (its receiver or stream went away)."""
-MAX_REMB_SOURCES = 64
-
-
-class RembAggregator:
-    """One connection's downlink estimate from its REMBs (pure; time passed in).
-
-    A browser sends one REMB for the whole connection, listing every video SSRC it receives;
-    aiortc sends one per video receiver, listing only that stream's SSRC and estimating from that
-    stream alone. Taking the latest REMB as the connection's estimate let any one low-rate
-    stream - another participant's tiny video, sent in bursts - pull the whole downlink down to
-    audio-only. So estimates for disjoint SSRC sets add up, and a REMB replaces the earlier ones
-    whose SSRCs it covers (an empty set covers the whole connection).
-    """
-
-    def __init__(self) -> None:
-        self._sources: dict[frozenset[int], tuple[int, float]] = {}
-
-    def add(self, bitrate_bps: int, ssrcs: frozenset[int], now: float) -> int:
-        sources = self._sources
-        for key in [k for k in sources if not ssrcs or not k or k & ssrcs]:
-            del sources[key]
-        sources[ssrcs] = (bitrate_bps, now)
-        total = 0
-        for key, (bitrate, at) in list(sources.items()):
-            if now - at > REMB_SOURCE_TTL_S or len(sources) > MAX_REMB_SOURCES:
-                del sources[key]
-            else:
-                total += bitrate
-        return total
-
-
-@dataclass(eq=False)
-class Slot:
-    """One sendonly m-line of the subscriber connection."""
-
-    transceiver: RTCRtpTransceiver
-    kind: str
-    consumer: Consumer | None = None
-    previous: Consumer | None = None
-    parameters: RTCRtpSendParameters | None = None
-    stream_id: str = field(default="")
 
 
 class Subscriber:
@@ -135,51 +44,58 @@ class Subscriber:
         notify: EventSink = ignore_events,
         policy: DownlinkPolicy | None = None,
         transport_cc: bool = True,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.participant_id = participant_id
-        self._configure_ice = configure_ice
-        self._offer_transport_cc = transport_cc
-        self._twcc_id = 0
+        self.pc = pc
         self.downlink = DownlinkControl(
             participant_id, policy or DownlinkPolicy(), notify, self._send_rtp, loop_time
         )
-        self._hooked = False
-        self.pc = pc
-        self.slots: list[Slot] = []
+        self.negotiator = SubscriberNegotiator(
+            participant_id, pc, send_offer,
+            configure=self._configure, on_first_offer=self._hook_transport,
+            on_transport_cc=lambda ext_id: self.downlink.enable_transport_cc(),
+            configure_ice=configure_ice, notify=notify, transport_cc=transport_cc,
+        )
+        self.rtcp = RtcpRouter(self.downlink, loop_time)
+        self._by_ssrc = self.rtcp.by_ssrc  # one table: the router reads what we add
         self.consumers: dict[str, Consumer] = {}  # by producer id
-        self.estimated_bitrate: int | None = None  # from the subscriber's REMBs, added up
-        self._rembs = RembAggregator()
-        self.negotiations = 0
-        self.bad_answers = 0
-        self._send_offer = send_offer
-        self._time = loop_time
-        self._by_ssrc: dict[int, Consumer] = {}
         self._writer: aiortc_hooks.DatagramWriter | None = None
-        self._dirty = asyncio.Event()
-        self._answer: asyncio.Future[str] | None = None
-        # Set once an answer is applied: the client's trickled candidates must wait for it.
-        self._described = asyncio.Event()
+        self._scheduler = scheduler if scheduler is not None else Scheduler()
+        self._timers: list[Timer] = []
         self._closed = False
-        self._notify = notify
-        self._negotiation_task = asyncio.ensure_future(self._negotiate_forever())
-        self._report_task = asyncio.ensure_future(self._report_forever())
-        self._tick_task = asyncio.ensure_future(self._tick_forever())
 
-    # -- membership ------------------------------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start negotiating and the timers (from a running loop); ``close`` stops them."""
+        if self._closed or self._timers:
+            return
+        self.negotiator.start()
+        self._timers = [
+            self._scheduler.every(TICK_S, self.tick, f"subscriber {self.participant_id} tick"),
+            self._scheduler.every(SENDER_REPORT_INTERVAL_S, self.send_sender_reports,
+                                  f"subscriber {self.participant_id} sender reports"),
+        ]
+
+    async def close(self) -> None:
+        self._closed = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self.downlink.close()
+        await self.negotiator.close()
+        for consumer in list(self.consumers.values()):
+            consumer.close()
+        self.consumers.clear()
+        await self.pc.close()
+
+    # -- membership --------------------------------------------------------------------------------
 
     def add_producer(self, producer: Producer) -> None:
         if self._closed or producer.id in self.consumers or producer.closed:
             return
-        slot = next(
-            (s for s in self.slots if s.consumer is None and s.kind == producer.kind.value), None
-        )
-        if slot is None:
-            transceiver = self.pc.addTransceiver(producer.kind.value, direction="sendonly")
-            slot = Slot(transceiver, producer.kind.value)
-            self.slots.append(slot)
-            self._attach(slot)
-        else:
-            slot.transceiver.direction = "sendonly"
+        slot = self.negotiator.acquire(producer.kind.value)
         ssrc, rtx_ssrc = aiortc_hooks.sender_ssrcs(slot.transceiver.sender)
         if self._writer is None:
             self._writer = aiortc_hooks.DatagramWriter(slot.transceiver.sender.transport)
@@ -187,35 +103,19 @@ class Subscriber:
             producer, self.participant_id, slot.transceiver.mid or "", ssrc, rtx_ssrc,
             self._writer, continue_from=slot.previous,
         )
-        slot.consumer = consumer
-        slot.stream_id = producer.participant_id
-        aiortc_hooks.set_stream_id(slot.transceiver.sender, producer.participant_id)
         self.consumers[producer.id] = consumer
-        self._by_ssrc[ssrc] = consumer
-        self._by_ssrc[rtx_ssrc] = consumer
+        self.rtcp.add(consumer)
         producer.attach(consumer)
         if producer.muted:
             consumer.set_muted(True)
-        self._dirty.set()
+        self.negotiator.assign(slot, consumer, producer.participant_id)
 
     def remove_producer(self, producer_id: str) -> None:
         consumer = self.consumers.pop(producer_id, None)
         if consumer is None:
             return
         consumer.close()
-        for slot in self.slots:
-            if slot.consumer is consumer:
-                slot.consumer = None
-                slot.previous = consumer
-                slot.transceiver.direction = "inactive"
-        self._dirty.set()
-
-    def _attach(self, slot: Slot) -> None:
-        def on_parameters(parameters: RTCRtpSendParameters) -> None:
-            slot.parameters = parameters
-            self._configure(slot)
-
-        aiortc_hooks.capture_sender(slot.transceiver.sender, on_parameters)
+        self.negotiator.release(consumer)
 
     def _configure(self, slot: Slot) -> None:
         consumer, parameters = slot.consumer, slot.parameters
@@ -224,195 +124,53 @@ class Subscriber:
         ids = extension_ids(parameters.headerExtensions)
         codec = match_codec(consumer.producer.codec, parameters.codecs)
         consumer.configure(codec, ids.get(URI_AUDIO_LEVEL, 0), ids.get(URI_ABS_SEND_TIME, 0),
-                           self.downlink.sequencer, self._twcc_id)
+                           self.downlink.sequencer, self.negotiator.twcc_id)
 
-    # -- negotiation -----------------------------------------------------------------------------
-
-    def track_map(self) -> dict[str, TrackDescription]:
-        return {
-            slot.transceiver.mid: TrackDescription(
-                participant_id=slot.consumer.producer.participant_id,
-                kind=slot.kind,
-                stream_id=slot.stream_id,
-            )
-            for slot in self.slots
-            if slot.consumer is not None and slot.transceiver.mid is not None
-        }
-
-    async def _negotiate_forever(self) -> None:
-        while not self._closed:
-            await self._dirty.wait()
-            self._dirty.clear()
-            try:
-                await self._negotiate_once()
-            except asyncio.CancelledError:
-                raise
-            except (TimeoutError, ConnectionError, InvalidStateError) as exc:
-                # The client went quiet or away mid-offer: retried on the next change.
-                logger.warning("subscriber %s: negotiation abandoned: %r", self.participant_id,
-                               exc)
-            except Exception:
-                logger.exception("subscriber %s: negotiation failed", self.participant_id)
-
-    async def _negotiate_once(self) -> None:
-        if not self.slots:
-            return
-        if not self._hooked:
-            self._hooked = True
-            self.hook_transport()
-        self._configure_ice(self.pc)
-        offer = await self.pc.createOffer()
-        await self.pc.setLocalDescription(offer)
-        for slot in self.slots:  # mids exist only now
-            if slot.consumer is not None:
-                slot.consumer.mid = slot.transceiver.mid or ""
-        loop = asyncio.get_running_loop()
-        self._answer = loop.create_future()
-        self.negotiations += 1
-        sdp = self.pc.localDescription.sdp
-        if self._offer_transport_cc:
-            # aiortc knows nothing of transport-cc: offered in the text only; we do its work.
-            sdp = add_transport_cc_to_offer(sdp, SUBSCRIBER_TWCC_EXT_ID)
-        await self._send_offer(sdp, self.track_map())
-        try:
-            sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT_S)
-        finally:
-            self._answer = None
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-        except Exception as exc:  # aiortc raises ValueError, but also AttributeError etc.
-            self._refuse_answer(exc)
-            return
-        self._described.set()
-        first_mid = next((s.transceiver.mid for s in self.slots if s.transceiver.mid), None)
-        if self._offer_transport_cc and first_mid is not None:
-            twcc_id = negotiated_extension_id(sdp, first_mid, URI_TWCC) or 0
-            if twcc_id and not self._twcc_id:
-                self._twcc_id = twcc_id
-                self.downlink.enable_transport_cc()
-        # aiortc starts DTLS once per transport; a second offer racing the first handshake
-        # would start it twice, so the next offer waits for the connection.
-        await self._wait_connected()
-        for slot in self.slots:
-            self._configure(slot)
-
-    def _refuse_answer(self, exc: BaseException) -> None:
-        """A client's answer aiortc cannot apply: the client hears why (``bad-sdp``) and gets a
-        fresh offer to answer; the log gets one line per subscriber, not a traceback per try."""
-        self.bad_answers += 1
-        reason = describe_error(exc)
-        if self.bad_answers == 1:
-            logger.warning("subscriber %s: answer refused (%s); later ones are only counted",
-                           self.participant_id, reason)
-        self._notify(AnswerRefused(reason))
-        self._dirty.set()
-
-    async def _wait_connected(self) -> None:
-        if self.pc.connectionState == "connected":
-            return
-        done = asyncio.Event()
-
-        def on_change() -> None:
-            if self.pc.connectionState in ("connected", "failed", "closed"):
-                done.set()
-
-        self.pc.on("connectionstatechange", on_change)
-        try:
-            await asyncio.wait_for(done.wait(), CONNECT_TIMEOUT_S)
-        except TimeoutError:
-            logger.warning("subscriber %s: connection not established", self.participant_id)
-        finally:
-            self.pc.remove_listener("connectionstatechange", on_change)
+    # -- negotiation (the negotiator's, for the worker) --------------------------------------------
 
     async def wait_described(self, timeout: float) -> bool:
-        """Wait (bounded) until an answer has been applied; ICE candidates need one."""
-        if not self._described.is_set():
-            if not self.has_pending_offer():
-                return False  # no offer out: nothing to wait for
-            try:
-                await asyncio.wait_for(self._described.wait(), timeout)
-            except TimeoutError:
-                return False
-        return True
+        return await self.negotiator.wait_described(timeout)
 
     def has_pending_offer(self) -> bool:
-        return self._answer is not None and not self._answer.done()
+        return self.negotiator.has_pending_offer()
 
     def set_answer(self, sdp: str) -> bool:
-        """The client's answer; False when no offer is outstanding."""
-        if not self.has_pending_offer():
-            return False
-        self._answer.set_result(sdp)  # type: ignore[union-attr]
-        return True
+        return self.negotiator.set_answer(sdp)
 
-    # -- RTCP ------------------------------------------------------------------------------------
+    # -- RTCP and RTP ------------------------------------------------------------------------------
+
+    @property
+    def estimated_bitrate(self) -> int | None:
+        """The subscriber's REMB estimate, added up over its sources."""
+        return self.rtcp.estimated_bitrate
 
     def on_rtcp(self, data: bytes) -> None:
-        now = self._time()
-        # aiortc would read transport-cc feedback as a NACK: it is split off and parsed by us.
-        for kind, fmt, chunk in split_rtcp_compound(data):
-            if kind == RTCP_RTPFB and fmt == TRANSPORT_CC_FMT:
-                try:
-                    self.downlink.on_transport_feedback(TransportFeedback.parse(chunk))
-                except ValueError:
-                    pass
-                continue
-            try:
-                packets = RtcpPacket.parse(chunk)
-            except ValueError:
-                continue
-            for packet in packets:
-                self._on_rtcp_packet(packet, now)
+        self.rtcp.on_rtcp(data)
 
-    def _on_rtcp_packet(self, packet: object, now: float) -> None:
-        if isinstance(packet, RtcpPsfbPacket):
-            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-                consumer = self._by_ssrc.get(packet.media_ssrc)
-                if consumer is not None:
-                    consumer.on_keyframe_request(now)
-            elif packet.fmt == RTCP_PSFB_APP:
-                try:
-                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
-                except (ValueError, struct.error):  # aiortc lets short FCIs through
-                    return
-                ours = frozenset(s for s in ssrcs if s in self._by_ssrc)
-                self.estimated_bitrate = self._rembs.add(bitrate, ours, now)
-                self.downlink.on_remb(self.estimated_bitrate)
-        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            consumer = self._by_ssrc.get(packet.media_ssrc)
-            if consumer is not None:
-                consumer.on_nack(packet.lost, now)
-
-    def hook_transport(self) -> None:
-        """Route this connection's RTCP to us (call once the first transceiver exists)."""
-        transport = self.slots[0].transceiver.sender.transport
-        aiortc_hooks.hook_transport(transport, lambda data, arrival: None, self.on_rtcp)
+    def _hook_transport(self, transceiver: RTCRtpTransceiver) -> None:
+        """Route this connection's RTCP to us (once, before the first offer)."""
+        aiortc_hooks.hook_transport(transceiver.sender.transport, lambda data, arrival: None,
+                                    self.on_rtcp)
 
     def _send_rtp(self, packet: bytes) -> bool:
         return self._writer.send_rtp(packet) if self._writer is not None else False
 
-    async def _tick_forever(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(TICK_S)
-            try:
-                self.downlink.tick(list(self.consumers.values()), self._sent_bytes())
-            except Exception:
-                logger.exception("subscriber %s: bandwidth tick failed", self.participant_id)
-
     def _sent_bytes(self) -> int:
         return self._writer.sent_bytes if self._writer is not None else 0
 
-    def set_tiles(self, tiles: dict[str, object]) -> None:
-        self.downlink.policy.tiles = tiles  # type: ignore[assignment]
+    # -- bandwidth ---------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.downlink.tick(list(self.consumers.values()), self._sent_bytes())
+
+    def set_tiles(self, tiles: dict[str, Tile]) -> None:
+        self.downlink.policy.tiles = tiles
 
     def set_user_audio_only(self, enabled: bool) -> None:
         self.downlink.policy.user_audio_only = enabled
-        self.downlink.tick(list(self.consumers.values()), self._sent_bytes())
+        self.tick()
 
-    async def _report_forever(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(SENDER_REPORT_INTERVAL_S)
-            self.send_sender_reports()
+    # -- sender reports ----------------------------------------------------------------------------
 
     def send_sender_reports(self) -> int:
         writer = self._writer
@@ -433,16 +191,3 @@ class Subscriber:
         if chunk:
             writer.send_rtcp(chunk)
         return sent
-
-    async def close(self) -> None:
-        self._closed = True
-        self._negotiation_task.cancel()
-        self._report_task.cancel()
-        self._tick_task.cancel()
-        self.downlink.close()
-        if self._answer is not None and not self._answer.done():
-            self._answer.cancel()
-        for consumer in list(self.consumers.values()):
-            consumer.close()
-        self.consumers.clear()
-        await self.pc.close()

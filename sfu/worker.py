@@ -33,7 +33,9 @@ from sfu.policy.downlink import DownlinkPolicy, Tile
 from sfu.policy.uplink import UplinkPolicy
 from sfu.publisher import Publisher
 from sfu.room import Participant, Room, retire_counters
-from sfu.subscriber import Subscriber, check_answer, describe_error
+from sfu.scheduler import Scheduler, Timer
+from sfu.subscriber import Subscriber
+from sfu.subscriber_negotiator import check_answer, describe_error
 from sfu.types import Kind
 from sfu.wire.demux import DatagramDrops
 
@@ -73,7 +75,8 @@ class Worker:
             aiortc_hooks.PortAllocator(*config.port_range) if config.port_range else None
         )
         self._addresses = list(config.ice_addresses) if config.ice_addresses else None
-        self._maintain_task: asyncio.Task[None] | None = None
+        self.scheduler = Scheduler()  # every periodic timer of this worker's rooms
+        self._maintain_timer: Timer | None = None
         self.retired: Counter[str] = Counter()  # counters of participants who left
         self.datagram_drops = DatagramDrops()  # garbage on the media ports, by reason
 
@@ -81,18 +84,18 @@ class Worker:
 
     def start(self) -> None:
         """Start the periodic room maintenance (call from a running loop)."""
-        self._maintain_task = asyncio.ensure_future(self._maintain_forever())
+        if self._maintain_timer is None:
+            self._maintain_timer = self.scheduler.every(
+                self.MAINTAIN_INTERVAL_S, self.maintain, "worker maintenance"
+            )
 
-    async def _maintain_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.MAINTAIN_INTERVAL_S)
-            now = loop.time()
-            for room in list(self.rooms.values()):
-                try:
-                    room.maintain(now)
-                except Exception:
-                    logger.exception("maintenance of room %r failed", room.name)
+    def maintain(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for room in list(self.rooms.values()):
+            try:
+                room.maintain(now)
+            except Exception:
+                logger.exception("maintenance of room %r failed", room.name)
 
     def _new_pc(self) -> RTCPeerConnection:
         servers = [RTCIceServer(urls=url) for url in self.config.ice_servers]
@@ -126,13 +129,16 @@ class Worker:
             events(SubscribeOffer(sdp, tracks))
 
         participant.publisher = Publisher(
-            participant_id, self._new_pc(), on_producer, loop_time, self.configure_ice
+            participant_id, self._new_pc(), on_producer, loop_time, self.configure_ice,
+            scheduler=self.scheduler,
         )
         participant.subscriber = Subscriber(
             participant_id, self._new_pc(), send_offer, loop_time, self.configure_ice,
             notify=events, policy=self.config.downlink_policy(),
-            transport_cc=self.config.transport_cc,
+            transport_cc=self.config.transport_cc, scheduler=self.scheduler,
         )
+        participant.publisher.start()
+        participant.subscriber.start()
         live.add(participant)
         return before
 
@@ -145,9 +151,10 @@ class Worker:
             self.rooms.pop(room, None)
 
     async def close(self) -> None:
-        """Drain every room (graceful shutdown)."""
-        if self._maintain_task is not None:
-            self._maintain_task.cancel()
+        """Drain every room (graceful shutdown), then stop every timer left."""
+        if self._maintain_timer is not None:
+            self._maintain_timer.cancel()
+            self._maintain_timer = None
         for name, room in list(self.rooms.items()):
             for participant_id in list(room.participants):
                 participant = room.participants.get(participant_id)
@@ -155,6 +162,7 @@ class Worker:
                     participant.notify(Removed(LeaveReason.SERVER_SHUTDOWN))
                 await room.remove(participant_id)
             self.rooms.pop(name, None)
+        self.scheduler.close()
 
     # -- the rest of the MediaPlane interface ------------------------------------------------------
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Protocol
 
 from sfu.wire.seqmath import ref24_diff
 from sfu.wire.twcc import TransportFeedback, TransportSequencer
 
-__all__ = ["SendSideBandwidthEstimator"]
+__all__ = ["BandwidthEstimator", "SendSideBandwidthEstimator"]
 
 NORMAL = "normal"
 OVERUSING = "overusing"
@@ -307,6 +308,29 @@ class _Cluster:
         if recv_bps < 0.9 * send_bps:
             return 0.95 * recv_bps  # the link was saturated: what got through is the capacity
         return min(send_bps, recv_bps)
+
+
+class BandwidthEstimator(Protocol):
+    """What the downlink control reads from a send-side estimator (fed transport-cc feedback)."""
+
+    @property
+    def estimate_bps(self) -> float: ...
+
+    @property
+    def acked_bps(self) -> float | None:
+        """What the receiver reported delivered lately; None until feedback arrived."""
+
+    @property
+    def last_decrease_s(self) -> float | None:
+        """When the estimate was last cut (overuse or loss); None if never."""
+
+    def on_feedback(
+        self, feedback: TransportFeedback, sequencer: TransportSequencer, now_s: float
+    ) -> None: ...
+
+    def expect_probe(self, cluster: int, target_bps: int) -> None: ...
+
+    def probe_result(self, cluster: int) -> int | None: ...
 
 
 class SendSideBandwidthEstimator:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sfu.subscriber import MAX_REMB_SOURCES, REMB_SOURCE_TTL_S, RembAggregator
+from sfu.rtcp_router import MAX_REMB_SOURCES, REMB_SOURCE_TTL_S, RembAggregator
 
 
 def test_a_browser_remb_for_the_whole_connection_replaces_the_previous_one() -> None:
