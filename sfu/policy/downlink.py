@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from sfu.consumer import Consumer
 from sfu.policy.allocator import Priority, VideoDemand, allocate, layer_for_tile
 from sfu.policy.audio_only import AudioOnlyGate
 from sfu.types import PauseReason
+
+if TYPE_CHECKING:  # the shells' objects are read, never imported at run time
+    from sfu.consumer import Consumer
 
 AUDIO_RESERVE_BPS = 48_000
 """Per audio consumer: Opus at ~32 kbit/s plus RTP/SRTP/UDP overhead."""

@@ -11,10 +11,13 @@ a while and the browser's own estimator probes as the encodings come back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sfu.events import PublishLayers
 from sfu.policy.audio_only import CONGESTED_BELOW_SENT, AudioOnlyGate
-from sfu.producer import Producer
+
+if TYPE_CHECKING:  # the shells' objects are read, never imported at run time
+    from sfu.producer import Producer
 
 UNUSED_PAUSE_AFTER_S = 5.0
 UPLINK_RETRY_S = 15.0
