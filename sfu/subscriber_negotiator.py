@@ -163,8 +163,9 @@ class SubscriberNegotiator:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task is not asyncio.current_task():  # closed from its own offer's callback
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # -- offer/answer ------------------------------------------------------------------------------
 
