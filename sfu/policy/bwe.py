@@ -26,7 +26,7 @@ from collections import deque
 from typing import Protocol
 
 from sfu.wire.seqmath import ref24_diff
-from sfu.wire.twcc import TransportFeedback, TransportSequencer
+from sfu.wire.twcc import REFERENCE_TIME_US, TransportFeedback, TransportSequencer
 
 __all__ = ["BandwidthEstimator", "SendSideBandwidthEstimator"]
 
@@ -380,7 +380,7 @@ class SendSideBandwidthEstimator:
         self, feedback: TransportFeedback, sequencer: TransportSequencer, now_s: float
     ) -> None:
         """Update from one parsed feedback packet about packets stamped by ``sequencer``."""
-        base_us = self._unwrap_reference(feedback.reference_time) * 64_000
+        base_us = self._unwrap_reference(feedback.reference_time) * REFERENCE_TIME_US
         self._ensure_ring(sequencer)
         stamps = self._stamps
         received_flags = self._received

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from sfu.wire.seqmath import ref24_diff, seq_add, seq_diff
 
 __all__ = [
+    "REFERENCE_TIME_US",
     "RTCP_RTPFB",
     "TRANSPORT_CC_FMT",
     "FeedbackRecorder",
@@ -50,8 +51,9 @@ RTCP_RTPFB = 205
 
 _HEADER = struct.Struct("!BBHIIHHI")  # first byte, PT, length, 2 SSRCs, base, count, ref|fbcount
 _HEADER_SIZE = _HEADER.size  # 20
+REFERENCE_TIME_US = 64_000  # the unit of the 24-bit reference time
 _DELTA_US = 250
-_TICKS_PER_REF = 256  # 64 ms reference units / 250 us ticks
+_TICKS_PER_REF = REFERENCE_TIME_US // _DELTA_US  # 256
 _MAX_RUN = 0x1FFF
 
 NOT_RECEIVED = 0
