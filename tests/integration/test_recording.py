@@ -367,3 +367,84 @@ async def test_kill_9_mid_recording_is_recovered_on_restart(tmp_path: Path) -> N
         assert loss <= 2.0, losses
     print("\nkill -9: " + "; ".join(losses))
     assert verify(first / "data", folder.name) == (True, None)
+
+
+# -- 5. a full disk: the recording fails loudly, the meeting carries on ---------------------------
+
+TINY_DISK = """
+import ctypes, os, runpy, sys
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 16384, 1 << 18
+if libc.unshare(CLONE_NEWNS) or libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None):
+    sys.exit(f"no private mount namespace: errno {ctypes.get_errno()}")
+folder = os.path.join(sys.argv[sys.argv.index("--data-dir") + 1], "recordings")
+os.makedirs(folder, exist_ok=True)
+if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", 0, b"size=%d" % int(os.environ["DISK"])):
+    sys.exit(f"cannot mount a tmpfs: errno {ctypes.get_errno()}")
+sys.argv[0] = "diemcau"
+runpy.run_module("signaling.cli", run_name="__main__", alter_sys=True)
+"""
+"""The server process, with ``data/recordings`` on a tmpfs of DISK bytes in a mount namespace
+of its own (we are root in the test namespace): a real ENOSPC, nothing else of the machine
+touched."""
+
+
+def metric(base_url: str, name: str) -> dict[str, float]:
+    with urllib.request.urlopen(base_url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name):].rsplit(" ", 1)
+            values[labels] = float(value)
+    return values
+
+
+async def test_full_disk_fails_the_recording_and_the_meeting_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loadtest.media import PreEncodedVideoTrack, load_clip
+
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("no mount namespace here (needs root in the test's namespace)")
+    clip = await asyncio.to_thread(load_clip)  # ~1 Mbit/s of VP8: fills the disk in seconds
+    monkeypatch.setenv("DISK", str(384 * 1024))
+    with running_server(tmp_path, extra_args=["--record-all"],
+                        python_args=("-c", TINY_DISK)) as server:
+        token = operator_token(server.base_url, server.log_text())
+        people = [SyntheticParticipant(server.base_url, "day-o", name, remb=False,
+                                       video_track_factory=lambda: PreEncodedVideoTrack(clip))
+                  for name in ("An", "Binh")]
+        an, binh = people
+        try:
+            for person in people:
+                await person.join()
+
+            def told() -> dict[str, Any] | None:
+                return next((e for e in an.events if e.get("type") == "recording"
+                             and e.get("active") is False), None)
+
+            await wait_until(lambda: told() is not None, DEADLINE_S, "the failure event")
+            event = told()
+            assert event is not None and "error" in event, event
+            assert await binh.wait_for(lambda: any(
+                e.get("type") == "recording" and e.get("error") for e in binh.events), 5)
+            listed = get_json(server.base_url + "/api/recordings", token)
+            assert len(listed) == 1 and listed[0]["state"] == "failed", listed
+            assert listed[0]["error"], listed
+            failures = metric(server.base_url, "diemcau_recording_failures_total")
+            assert sum(failures.values()) == 1, failures
+            assert failures[f'{{reason="{event["error"].split(":")[0]}"}}'] == 1, failures
+            # The meeting carries on: both still receive each other's video and audio.
+            seen = {p.name: dict(p.received[q.participant_id]) for p in people for q in people
+                    if q is not p}
+            for person, other in ((an, binh), (binh, an)):
+                got = person.received[other.participant_id]
+                before = seen[person.name]
+                assert await person.wait_for(
+                    lambda got=got, before=before: got["video"] >= before["video"] + 30
+                    and got["audio"] >= before["audio"] + 50, 15), (person.name, dict(got))
+            print(f"\nfull disk: told {event}; metrics {failures}")
+        finally:
+            for person in people:
+                await person.leave()
