@@ -78,16 +78,20 @@ async def test_two_chromium_pages_are_recorded_into_playable_files(browser, tmp_
             stream = container.streams[0]
             packets = decoded = 0
             size = None
+            times: list[float] = []
             for packet in container.demux(stream):
                 if packet.pts is None:
                     continue
                 packets += 1
+                times.append(float(packet.pts * packet.time_base))
                 if decoded < 10:
                     for frame in packet.decode():
                         decoded += 1
                         if track.kind == "video":
                             size = (frame.width, frame.height)
+        gap = max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
         summary.append(f"{track.participant} {track.kind}: {packets} packets, "
-                       f"{track.duration_s} s, decoded {decoded}" + (f" {size}" if size else ""))
+                       f"{track.duration_s} s, longest gap {gap:.2f} s, decoded {decoded}"
+                       + (f" {size}" if size else ""))
         assert packets >= 20 and decoded >= 10, summary[-1]
     print("\n" + "\n".join(summary))
