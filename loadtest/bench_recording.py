@@ -101,13 +101,15 @@ async def _ready(server: ServerProcess, session: aiohttp.ClientSession, consumer
 async def _window(server: ServerProcess, session: aiohttp.ClientSession,
                   seconds: float) -> dict[str, float]:
     before = await server.metrics(session)
-    cpu0, t0 = process_cpu_s(server.pid), time.monotonic()
+    main = f"{server.pid}/task/{server.pid}"  # the event loop's thread
+    cpu0, loop0, t0 = process_cpu_s(server.pid), process_cpu_s(main), time.monotonic()
     await asyncio.sleep(seconds)
-    cpu1, t1 = process_cpu_s(server.pid), time.monotonic()
+    cpu1, loop1, t1 = process_cpu_s(server.pid), process_cpu_s(main), time.monotonic()
     after = await server.metrics(session)
     elapsed = t1 - t0
     forwarded = after["diemcau_rtp_forwarded_packets"] - before["diemcau_rtp_forwarded_packets"]
     return {"cpu_pct": round((cpu1 - cpu0) / elapsed * 100, 1),
+            "loop_cpu_pct": round((loop1 - loop0) / elapsed * 100, 1),
             "forwarded_pps": round(forwarded / elapsed),
             "rss_mib": round(process_rss_mib(server.pid), 1)}
 
@@ -146,7 +148,8 @@ async def cpu_comparison(participants: int, pairs: int, window: float,
                     figures.update(pair=pair, recorded=recorded)
                     windows.append(figures)
                     print(f"  pair {pair + 1} {'recorded    ' if recorded else 'not recorded'}"
-                          f": server CPU {figures['cpu_pct']:5.1f} %  forwarded "
+                          f": server CPU {figures['cpu_pct']:5.1f} % (event loop "
+                          f"{figures['loop_cpu_pct']:4.1f} %)  forwarded "
                           f"{figures['forwarded_pps']} pkt/s  RSS {figures['rss_mib']} MiB",
                           flush=True)
                     if recorded:
