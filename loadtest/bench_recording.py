@@ -108,14 +108,16 @@ async def _window(server: ServerProcess, session: aiohttp.ClientSession,
     after = await server.metrics(session)
     elapsed = t1 - t0
     forwarded = after["diemcau_rtp_forwarded_packets"] - before["diemcau_rtp_forwarded_packets"]
+    received = after["diemcau_rtp_received_packets"] - before["diemcau_rtp_received_packets"]
     return {"cpu_pct": round((cpu1 - cpu0) / elapsed * 100, 1),
             "loop_cpu_pct": round((loop1 - loop0) / elapsed * 100, 1),
             "forwarded_pps": round(forwarded / elapsed),
+            "received_pps": round(received / elapsed),
             "rss_mib": round(process_rss_mib(server.pid), 1)}
 
 
 async def cpu_comparison(participants: int, pairs: int, window: float,
-                         settle: float) -> dict[str, Any]:
+                         settle: float, tiles: bool = True) -> dict[str, Any]:
     from loadtest.quality import LoadParticipant, content_index
 
     require_private_namespace(NAMESPACE_HELP)
@@ -132,7 +134,8 @@ async def cpu_comparison(participants: int, pairs: int, window: float,
             await operator.call("POST", "/api/rooms", {"name": ROOM, "org_id": 1,
                                                        "capacity": participants + 5})
             markers = content_index()
-            people = [LoadParticipant(server.url, ROOM, f"p{i}", marker_index=markers)
+            people = [LoadParticipant(server.url, ROOM, f"p{i}", marker_index=markers,
+                                      send_tiles=tiles)
                       for i in range(participants)]
             for person in people:
                 await person.join(JOIN_TIMEOUT_S)
@@ -150,7 +153,8 @@ async def cpu_comparison(participants: int, pairs: int, window: float,
                     print(f"  pair {pair + 1} {'recorded    ' if recorded else 'not recorded'}"
                           f": server CPU {figures['cpu_pct']:5.1f} % (event loop "
                           f"{figures['loop_cpu_pct']:4.1f} %)  forwarded "
-                          f"{figures['forwarded_pps']} pkt/s  RSS {figures['rss_mib']} MiB",
+                          f"{figures['forwarded_pps']} pkt/s  received "
+                          f"{figures['received_pps']} pkt/s  RSS {figures['rss_mib']} MiB",
                           flush=True)
                     if recorded:
                         row = await operator.call("DELETE", f"/api/rooms/{ROOM}/recording")
@@ -279,6 +283,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the slow disk's speed (the media is ~1.1 Mbit/s)")
     parser.add_argument("--slow-disk-seconds", type=float, default=30.0)
     parser.add_argument("--skip-cpu", action="store_true")
+    parser.add_argument("--no-tiles", action="store_true",
+                        help="subscribers report no tiles: every one takes the top layer, so "
+                             "publishers send it whether recorded or not (isolates the recorder)")
+    parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
 
 
@@ -295,7 +303,8 @@ def run_cli(args: argparse.Namespace) -> int:
             loop = new_event_loop()
             try:
                 result["cpu"] = loop.run_until_complete(cpu_comparison(
-                    args.participants, args.pairs, args.window, args.settle))
+                    args.participants, args.pairs, args.window, args.settle,
+                    tiles=not args.no_tiles))
             finally:
                 loop.close()
             cpu = result["cpu"]
@@ -304,9 +313,9 @@ def run_cli(args: argparse.Namespace) -> int:
                   f"recorded {cpu['median_recorded_cpu_pct']} %; ratio per pair "
                   f"{cpu['ratios']} -> median {cpu['median_ratio']} ({extra:+.1f} %, target "
                   f"< +15 %); recordings {cpu['recordings']}")
-        for key, kbps, label in (("slow_disk", args.slow_disk_kbps,
-                                  f"a slow disk ({args.slow_disk_kbps:g} kbit/s)"),
-                                 ("plain_disk", None, "plain files (for comparison)")):
+        runs = [("slow_disk", args.slow_disk_kbps, f"a slow disk ({args.slow_disk_kbps:g} kbit/s)"),
+                ("plain_disk", None, "plain files (for comparison)")]
+        for key, kbps, label in [] if args.skip_memory else runs:
             print(f"Memory: ~1.1 Mbit/s of VP8 + Opus written to {label}", flush=True)
             result[key] = slow_disk_memory(args.slow_disk_seconds, kbps)
             disk = result[key]
