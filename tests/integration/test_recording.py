@@ -276,7 +276,7 @@ async def test_three_participants_recorded_complete_and_in_sync(tmp_path: Path) 
         assert abs(start - person.joined_at) <= 1.0 and abs(end - person.left_at) <= 1.0, \
             report[-1]
         assert completeness >= 0.95, report[-1]
-        assert packets >= 0.95 * in_room / 0.020 * 0.9, report[-1]  # audio present throughout
+        assert packets >= 0.9 * in_room / 0.020, report[-1]  # audio (20 ms packets) throughout
     video_spread = max(e["video"] for e in errors.values()) - min(e["video"] for e in
                                                                   errors.values())
     audio_spread = max(e["audio"] for e in errors.values()) - min(e["audio"] for e in
