@@ -22,6 +22,13 @@ from sfu.types import Codec, Kind
 
 logger = logging.getLogger(__name__)
 
+QUIET_S = 0.5
+"""A layer with no packet for this long is not recorded from: the best layer below that still
+flows is. The media plane's own staleness (``LAYER_STALE_S``, 2 s: fine for a viewer, who also
+has the layer below) left a 2.5 s hole in a recording each time Chromium dropped its top layer
+(tests/browser/test_recording.py); a hole in a file stays for good. Video sends a packet at least
+every 200 ms (5 fps), so a live layer is never quiet this long."""
+
 
 @dataclass(frozen=True, slots=True)
 class TrackInfo:
@@ -83,7 +90,7 @@ class LocalConsumers:
         """Periodic: follow the best layer that flows; pass the translated sender reports on."""
         for producer_id, consumer in list(self.consumers.items()):
             if consumer.producer.is_video:
-                consumer.set_target(flowing_layer(consumer, consumer.wanted_layer, now))
+                consumer.set_target(recorded_layer(consumer, now))
             report = consumer.sender_report()
             if report is not None:
                 info = report.sender_info
@@ -92,3 +99,13 @@ class LocalConsumers:
     def close(self) -> None:
         for producer_id in list(self.consumers):
             self.remove_producer(producer_id)
+
+
+def recorded_layer(consumer: Consumer, now: float) -> int | None:
+    """The best layer that is not quiet (``QUIET_S``), else what the media plane calls flowing."""
+    layers = consumer.producer.layers
+    wanted = consumer.wanted_layer if consumer.wanted_layer is not None else len(layers) - 1
+    for index in range(min(wanted, len(layers) - 1), -1, -1):
+        if now - layers[index].last_packet_s < QUIET_S:
+            return index
+    return flowing_layer(consumer, consumer.wanted_layer, now)

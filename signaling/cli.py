@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--subscribers", default="1,4,16,64")
     forward.add_argument("--duration", type=float, default=10.0)
     forward.add_argument("--json", type=Path, default=None)
+    from loadtest.bench_recording import add_arguments as add_bench_recording_arguments
+
+    add_bench_recording_arguments(bench_commands.add_parser(
+        "recording", help="server CPU recorded vs not; recorder memory under a slow disk"))
     loadtest = commands.add_parser(
         "loadtest", help="synthetic meetings: quality under load, room capacity, room limit")
     from loadtest.report import add_arguments as add_loadtest_arguments
@@ -191,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         serve(args)
     elif args.command == "token":
         return token_create_cli(args)
+    elif args.command == "bench" and args.bench == "recording":
+        from loadtest.bench_recording import run_cli as run_bench_recording
+
+        return run_bench_recording(args)
     elif args.command == "bench":
         from loadtest.bench_forward import run_cli
 

@@ -92,14 +92,17 @@ def running_server(
     extra_args: Sequence[str] = (),
     python_args: Sequence[str] = CLI,
     print_log: bool = True,
+    data_dir: Path | None = None,
 ) -> Iterator[Server]:
     """`python <python_args> serve ...` on a free port of `host`, data in tmp_path/data, output in
     tmp_path/server.log; yields once /healthz answers, stops it on exit. `ice_address` defaults
     to `host`; `log_level` None leaves the server's default. `print_log` prints the log's tail
-    on exit (pytest shows it only when the test fails)."""
+    on exit (pytest shows it only when the test fails). `data_dir` (default tmp_path/data, made
+    here) may name an existing one: a restart on the same data."""
     port = free_port(host)
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
+    if data_dir is None:
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
     log_path = tmp_path / "server.log"
     cmd = [sys.executable, *python_args, "serve", *(["--open-rooms"] if open_rooms else []),
            "--host", host, "--port", str(port), "--data-dir", str(data_dir),

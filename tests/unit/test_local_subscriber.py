@@ -90,3 +90,31 @@ def test_producer_removed_with_its_participant_and_local_close() -> None:
     room.remove_local("rec")
     assert sink.removed == ["alice:v"]
     assert producer.consumers == []
+
+
+def test_local_subscriber_leaves_a_quiet_top_layer_at_once() -> None:
+    """A browser stops its top layer: the recorder takes the layer below after QUIET_S, not after
+    the plane's 2 s staleness (a hole in a file stays for good)."""
+    requests: list[int] = []
+    producer = simulcast_producer(requests)
+    room = room_with(producer)
+    sink = Sink()
+    room.add_local("rec", sink)
+    room.producer_ready(producer)
+    for i in range(3):
+        for layer in (0, 1, 2):
+            producer.receive(rtp(100 + i, 3000 * i, vp8_payload(i, 0, key=False),
+                                 ssrc=10 + layer), producer.layers[layer], 0.03 * i)
+    local = room.local["rec"]
+    local.tick(0.1)
+    consumer = local.consumers["alice:v"]
+    assert consumer.target_layer == 2
+    for i in range(3, 30):  # f stops; q and h go on
+        for layer in (0, 1):
+            producer.receive(rtp(100 + i, 3000 * i, vp8_payload(i, 0, key=False),
+                                 ssrc=10 + layer), producer.layers[layer], 0.03 * i)
+    local.tick(0.4)  # f quiet for 0.34 s: a slow frame, not a stop
+    assert consumer.target_layer == 2
+    local.tick(0.9)  # quiet for 0.84 s (the plane still calls it flowing for 2 s)
+    assert producer.layers[2].active(0.9)
+    assert consumer.target_layer == 1
