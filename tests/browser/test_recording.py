@@ -1,7 +1,7 @@
 """Two Chromium pages meet on a server started with ``--record-all``; after they leave, every
 file of the recording demuxes with PyAV and decodes (VP8 frames, Opus packets).
 
-Run inside a private network namespace (see /work/shared/design/TESTING.md).
+Run inside a private network namespace (see docs/architecture.md#network-namespaces).
 """
 
 from __future__ import annotations
