@@ -11,10 +11,10 @@ from fractions import Fraction
 
 import av
 from aiortc.codecs.h264 import H264Encoder
-from aiortc.codecs.vpx import Vp8Encoder
 
 from loadtest.media import encode_audio, encode_video_sized
 from recorder.recording import Recording
+from sfu import aiortc_hooks
 from sfu.rtp_packet import RtpView, pack_header
 
 VP8_SIZE = (320, 240)
@@ -63,7 +63,7 @@ def h264_payloads() -> tuple[tuple[tuple[bytes, ...], bool], ...]:
 
 
 def vp8_payloads(frame: bytes, picture_id: int) -> list[bytes]:
-    return Vp8Encoder._packetize(frame, picture_id)  # aiortc's RFC 7741 packetizer
+    return aiortc_hooks.vp8_packetize(frame, picture_id)  # aiortc's RFC 7741 packetizer
 
 
 def rtp(payload: bytes, seq: int, timestamp: int, *, marker: bool = False, ssrc: int = 1234,
