@@ -15,7 +15,8 @@ from aiortc.codecs.h264 import H264Encoder
 from loadtest.media import encode_audio, encode_video_sized
 from recorder.recording import Recording
 from sfu import aiortc_hooks
-from sfu.rtp_packet import RtpView, pack_header
+from sfu.rtp_packet import RtpView
+from tests.unit.helpers import rtp_bytes
 
 VP8_SIZE = (320, 240)
 FPS = 30
@@ -68,9 +69,8 @@ def vp8_payloads(frame: bytes, picture_id: int) -> list[bytes]:
 
 def rtp(payload: bytes, seq: int, timestamp: int, *, marker: bool = False, ssrc: int = 1234,
         payload_type: int = 96) -> RtpView:
-    header = pack_header(0x80, (0x80 if marker else 0) | payload_type, seq & 0xFFFF,
-                         timestamp & 0xFFFFFFFF, ssrc)
-    return RtpView.parse(header + payload)
+    return RtpView.parse(rtp_bytes(seq, timestamp, ssrc, payload, pt=payload_type,
+                                   marker=int(marker)))
 
 
 def vp8_stream(frames: tuple[Frame, ...], *, seq0: int = 0, ts0: int = 0, ssrc: int = 1234,
