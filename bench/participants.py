@@ -9,7 +9,6 @@ counted, and its receivers' decoder threads are stopped.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import Counter
 from typing import Any
 
@@ -21,8 +20,6 @@ from loadtest.client import SyntheticParticipant
 from loadtest.media import AUDIO_LEVEL_DBOV, Clip, PreEncodedAudioTrack, PreEncodedVideoTrack
 from loadtest.server import STOP_TIMEOUT_S, BenchError, process_cpu_s
 from sfu import aiortc_hooks
-
-logger = logging.getLogger(__name__)
 
 JOIN_CONCURRENCY = 8
 JOIN_TIMEOUT_S = 20.0
