@@ -1,4 +1,4 @@
-"""A real `signaling.cli serve` process for tests: free port, log file, /healthz, bounded stop.
+"""A real `diemcau serve` process for tests: free port, log file, /healthz, bounded stop.
 
     with running_server(tmp_path, extra_args=["--log-level", "info"]) as server:
         ...  # server.base_url, server.port, server.proc, server.log_path, server.log_text()
@@ -26,7 +26,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 15.0  # until /healthz answers 200
 STOP_TIMEOUT = 5.0  # after SIGTERM, then SIGKILL
-CLI = ("-m", "signaling.cli")
+CLI = ("-m", "diemcau")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

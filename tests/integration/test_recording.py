@@ -340,7 +340,7 @@ async def test_kill_9_mid_recording_is_recovered_on_restart(tmp_path: Path) -> N
         token = operator_token(server.base_url, password_log)
         listed = get_json(server.base_url + "/api/recordings", token)
     assert [r["state"] for r in listed] == ["recovered"], listed
-    out = subprocess.run([sys.executable, "-m", "signaling.cli", "archive", "list", "--json",
+    out = subprocess.run([sys.executable, "-m", "diemcau", "archive", "list", "--json",
                           "--data-dir", str(first / "data")], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=60, check=True)
     [archived] = json.loads(out.stdout)
@@ -382,7 +382,7 @@ os.makedirs(folder, exist_ok=True)
 if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", 0, b"size=%d" % int(os.environ["DISK"])):
     sys.exit(f"cannot mount a tmpfs: errno {ctypes.get_errno()}")
 sys.argv[0] = "diemcau"
-runpy.run_module("signaling.cli", run_name="__main__", alter_sys=True)
+runpy.run_module("diemcau", run_name="__main__", alter_sys=True)
 """
 """The server process, with ``data/recordings`` on a tmpfs of DISK bytes in a mount namespace
 of its own (we are root in the test namespace): a real ENOSPC, nothing else of the machine

@@ -11,7 +11,7 @@ from sfu.producer import Producer
 from sfu.room import Participant, Room
 from sfu.rtp_packet import RtpView
 from sfu.types import Kind
-from tests.unit.test_forwarding import VP8_IN, ListWriter, rtp, vp8_payload
+from tests.unit.helpers import VP8_IN, ListWriter, rtp_view, vp8_payload
 
 
 class Sink:
@@ -59,19 +59,19 @@ def test_local_subscriber_gets_the_best_flowing_layer_from_a_keyframe() -> None:
     # Only q and h flow: after a tick the local consumer targets h, the best flowing layer.
     for i in range(3):
         for layer in (0, 1):
-            producer.receive(rtp(100 + i, 3000 * i, vp8_payload(i, 0, key=False), ssrc=10 + layer),
-                             producer.layers[layer], 0.01 * i)
+            packet = rtp_view(100 + i, 3000 * i, vp8_payload(i, 0, key=False), ssrc=10 + layer)
+            producer.receive(packet, producer.layers[layer], 0.01 * i)
     room.local["rec"].tick(0.05)
     consumer = room.local["rec"].consumers["alice:v"]
     assert consumer.target_layer == 1
-    producer.receive(rtp(103, 9000, vp8_payload(3, 0, key=False), ssrc=10), producer.layers[0],
+    producer.receive(rtp_view(103, 9000, vp8_payload(3, 0, key=False), ssrc=10), producer.layers[0],
                      0.06)
     assert requests[-1] == 1  # the next packet asks the publisher for a keyframe of h
-    producer.receive(rtp(200, 9000, vp8_payload(5, 1, key=True), ssrc=11), producer.layers[1],
+    producer.receive(rtp_view(200, 9000, vp8_payload(5, 1, key=True), ssrc=11), producer.layers[1],
                      0.1)
-    producer.receive(rtp(201, 9000, vp8_payload(5, 1, key=False, start=False), ssrc=11),
+    producer.receive(rtp_view(201, 9000, vp8_payload(5, 1, key=False, start=False), ssrc=11),
                      producer.layers[1], 0.1)
-    packets = sink.writers["alice:v"].packets
+    packets = sink.writers["alice:v"].rtp
     assert len(packets) == 2
     first, second = (RtpView.parse(p) for p in packets)
     assert first.payload_type == VP8_IN.payload_type  # the publisher's own codec, no renumbering
@@ -103,7 +103,7 @@ def test_local_subscriber_leaves_a_quiet_top_layer_at_once() -> None:
     room.producer_ready(producer)
     for i in range(3):
         for layer in (0, 1, 2):
-            producer.receive(rtp(100 + i, 3000 * i, vp8_payload(i, 0, key=False),
+            producer.receive(rtp_view(100 + i, 3000 * i, vp8_payload(i, 0, key=False),
                                  ssrc=10 + layer), producer.layers[layer], 0.03 * i)
     local = room.local["rec"]
     local.tick(0.1)
@@ -111,7 +111,7 @@ def test_local_subscriber_leaves_a_quiet_top_layer_at_once() -> None:
     assert consumer.target_layer == 2
     for i in range(3, 30):  # f stops; q and h go on
         for layer in (0, 1):
-            producer.receive(rtp(100 + i, 3000 * i, vp8_payload(i, 0, key=False),
+            producer.receive(rtp_view(100 + i, 3000 * i, vp8_payload(i, 0, key=False),
                                  ssrc=10 + layer), producer.layers[layer], 0.03 * i)
     local.tick(0.4)  # f quiet for 0.34 s: a slow frame, not a stop
     assert consumer.target_layer == 2

@@ -42,6 +42,7 @@ from sfu.publisher import (
 from sfu.rtp_packet import RtpView
 from sfu.types import Codec, DropReason, Kind
 from sfu.vp8 import inspect_vp8
+from tests.unit.helpers import ListWriter
 
 URI_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 URI_ORIENTATION = "urn:3gpp:video-orientation"
@@ -103,20 +104,6 @@ TRACKS = [  # mid, kind, mime, clock, pt, rtx pt, SSRC (None: learnt by MID), RT
     ("1", Kind.VIDEO, "video/VP8", 90000, VP8_PT, VP8_RTX_PT, VIDEO_SSRC, VIDEO_RTX_SSRC),
     ("2", Kind.VIDEO, "video/H264", 90000, H264_PT, None, None, None),
 ]
-
-
-class ListWriter:
-    def __init__(self) -> None:
-        self.rtp: list[bytes] = []
-        self.rtcp: list[bytes] = []
-
-    def send_rtp(self, packet: bytes) -> bool:
-        self.rtp.append(packet)
-        return True
-
-    def send_rtcp(self, packet: bytes) -> bool:
-        self.rtcp.append(packet)
-        return True
 
 
 class Room:

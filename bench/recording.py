@@ -293,7 +293,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("recorder").setLevel(logging.CRITICAL)  # the failure is expected here
-    from signaling.cli import new_event_loop
+    from signaling.eventloop import new_event_loop
 
     result: dict[str, Any] = {}
     try:
@@ -333,7 +333,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.bench_recording",
+    parser = argparse.ArgumentParser(prog="python -m bench.recording",
                                      description=__doc__.split("\n")[0])
     add_arguments(parser)
     return run_cli(parser.parse_args(argv))
