@@ -17,6 +17,8 @@ import multiprocessing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from signaling.eventloop import new_event_loop
+
 CHILD_LIFETIME_S = 1800.0  # a worker process never outlives this, whatever happens to us
 
 Handler = Callable[[Any], Any]  # a command's argument -> its result (or an awaitable of it)
@@ -25,8 +27,6 @@ Handler = Callable[[Any], Any]  # a command's argument -> its result (or an awai
 def child_main(child: Callable[..., Awaitable[None]], conn: Any, *args: Any) -> None:
     """Entry point of a worker process (spawned): runs ``child(conn, *args)`` on our loop."""
     logging.basicConfig(level=logging.WARNING)
-    from signaling.cli import new_event_loop
-
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(child(conn, *args))
 

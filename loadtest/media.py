@@ -48,6 +48,9 @@ CLIP_SECONDS = 5  # two keyframe intervals
 AUDIO_RATE = 48000
 AUDIO_FRAME_SAMPLES = 960  # 20 ms
 AUDIO_BITRATE = 32_000
+AUDIO_LEVEL_DBOV = 18
+"""The level our Opus clip would report (a tone at -15 dBFS peak), sent in the ssrc-audio-level
+extension as browsers send it (``aiortc_hooks.send_audio_level``)."""
 
 VIDEO_CLOCK = 90000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)

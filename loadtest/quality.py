@@ -293,22 +293,14 @@ class LoadParticipant(SimulcastPublisher):
         before the handshake) takes aiortc's normal path. This halves the receiver's cost per
         packet: the load generator handles as many packets as the server does.
         """
-        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
-        original = getattr(connection, "data_received", None)
-        if original is None or not hasattr(dtls, "_rx_srtp"):
-            return
 
-        def data_received(data: bytes, component: int) -> None:
-            srtp = dtls._rx_srtp
-            if srtp is not None and 127 < data[0] < 192 and not 191 < data[1] < 224:
-                try:
-                    self._on_rtp(data, 0, srtp)
-                except Exception:  # noqa: BLE001 - one bad packet must not stop receiving
-                    self.unknown_packets += 1
-            else:
-                original(data, component)
+        def on_srtp(data: bytes, srtp: Any) -> None:
+            try:
+                self._on_rtp(data, 0, srtp)
+            except Exception:  # noqa: BLE001 - one bad packet must not stop receiving
+                self.unknown_packets += 1
 
-        connection.data_received = data_received
+        aiortc_hooks.take_srtp_early(dtls, on_srtp)
 
     def _on_rtp(self, data: bytes, _arrival_ms: int, srtp: Any = None) -> None:
         if (data[1] & 0x7F) in self.rtx_pts or len(data) < 12:

@@ -1,6 +1,6 @@
 """``diemcau loadtest`` options and figures: aggregate per-participant windows, table, plot.
 
-Light on purpose (no aiortc, no load generator): ``signaling/cli.py`` imports the options.
+Light on purpose (no aiortc, no load generator): ``diemcau/cli.py`` imports the options.
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ from loadtest.server import (
     require_private_namespace,
 )
 from loadtest.workers import LocalWorker, RemoteWorker
+from signaling.eventloop import new_event_loop
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ NAMESPACE_HELP = (
 
 
 def serve_help() -> str:
-    return subprocess.run([sys.executable, "-m", "signaling.cli", "serve", "--help"],
+    return subprocess.run([sys.executable, "-m", "diemcau", "serve", "--help"],
                           capture_output=True, text=True, timeout=60).stdout
 
 
@@ -467,8 +468,6 @@ def print_summary(document: dict[str, Any]) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from signaling.cli import new_event_loop
-
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             document = runner.run(run(args))

@@ -122,7 +122,7 @@ class ServerProcess:
         return self.proc.pid
 
     def command(self) -> list[str]:
-        return [sys.executable, *self.python_args, "-m", "signaling.cli", "serve",
+        return [sys.executable, *self.python_args, "-m", "diemcau", "serve",
                 *self.serve_args, "--host", HOST, "--port", str(self.port),
                 "--data-dir", str(self.workdir / "data"),
                 "--ice-address", HOST, "--log-level", "warning",

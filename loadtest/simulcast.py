@@ -44,6 +44,7 @@ from aiortc.rtp import (
 
 from loadtest.client import SyntheticParticipant
 from loadtest.media import (
+    AUDIO_LEVEL_DBOV,
     FPS,
     LayerClip,
     PreEncodedAudioTrack,
@@ -69,7 +70,6 @@ PACKETS_PER_YIELD = 8
 MAX_LAG_S = 0.2
 SENDER_REPORT_INTERVAL_S = 1.0
 REMB_INTERVAL_S = 0.2
-AUDIO_LEVEL_DBOV = 18
 
 _EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\w+)?\s+(\S+)")
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([\w-]+)/(\d+)")
@@ -201,11 +201,9 @@ class SimulcastPublisher(SyntheticParticipant):
     async def publish(self, timeout: float = 10.0) -> None:
         pc = self.publisher
         if self.audio:
-            from loadtest.bench_forward import send_audio_level
-
             self.audio_track = PreEncodedAudioTrack(load_clip())
             audio = pc.addTransceiver(self.audio_track, direction="sendonly")
-            send_audio_level(audio.sender, AUDIO_LEVEL_DBOV)
+            aiortc_hooks.send_audio_level(audio.sender, AUDIO_LEVEL_DBOV)
         video = pc.addTransceiver("video", direction="sendonly")
         # aiortc's sender must never send video: we send the three layers ourselves.
         aiortc_hooks.capture_sender(video.sender, lambda _parameters: None)

@@ -1,6 +1,6 @@
 """``diemcau archive list|verify|export``: operator commands that work offline on ``--data-dir``.
 
-Wired into ``signaling/cli.py`` with ``add_archive_commands(commands)`` in ``build_parser`` and
+Wired into ``diemcau/cli.py`` with ``add_archive_commands(commands)`` in ``build_parser`` and
 ``return run_archive(args)`` for ``args.command == "archive"`` in ``main``.
 """
 
@@ -86,7 +86,7 @@ def archive_export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m recorder.cli archive list`` until signaling/cli.py wires it in."""
+    """``python -m recorder.cli archive list`` until diemcau/cli.py wires it in."""
     parser = argparse.ArgumentParser(prog="diemcau")
     add_archive_commands(parser.add_subparsers(dest="command", required=True))
     return run_archive(parser.parse_args(argv))

@@ -8,8 +8,12 @@ every frame to the *common clock* (the server's wall clock, seconds since the ep
    wrap of the 32-bit counter changes nothing). Before the first SR, the arrival time of the
    SSRC's first packet anchors it instead.
 2. Sender NTP -> common clock, by one offset per publisher (``SenderClock``), shared by its audio
-   and video so lip sync survives: the smallest ``arrival - ntp`` over recent SRs (the least
-   queued report is the best estimate of the one-way path).
+   and video so lip sync survives: the smallest ``arrival - ntp`` over the last ~16 s, sampled
+   from every mapped frame's arrival as well as from SRs (the least queued sample is the best
+   estimate of the one-way path). Frames, not only SRs: an SR reaches the recorder only at the
+   media plane's next maintenance tick (every 0.5 s), so its "arrival" can be late by that much,
+   and with the few SRs of a participant who just joined the minimum was measured 277 ms late
+   (tests/integration/test_recording.py); frames arrive 50 times a second, each as it comes.
 
 Tracks of different participants then line up to within the network delay difference; each
 file's own timestamps start at zero (``TrackTimeline``), and the manifest keeps the start on the
@@ -35,7 +39,8 @@ __all__ = [
 NTP_EPOCH_OFFSET = 2_208_988_800
 """Seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)."""
 OFFSET_WINDOW = 16
-"""Sender reports remembered for the publisher's clock offset (about 16 s of reports)."""
+"""Seconds of samples remembered for the publisher's clock offset (the minimum of each second,
+for the last 16 seconds: follows a drifting sender clock)."""
 MAX_SKEW_S = 10.0
 """A mapped time this far from the frame's arrival is a lie or a timestamp jump (RTP comes from
 publishers: untrusted). The frame then gets its arrival time, and an arrival anchor restarts;
@@ -70,19 +75,29 @@ class SenderClock:
     """One publisher's NTP clock -> the common clock (an offset, from its sender reports)."""
 
     def __init__(self, window: int = OFFSET_WINDOW) -> None:
-        self._offsets: deque[float] = deque(maxlen=window)
+        self._offsets: deque[list[float]] = deque(maxlen=window)  # [second, min offset]
 
     @property
     def known(self) -> bool:
         return bool(self._offsets)
 
     def observe(self, ntp_s: float, arrival_s: float) -> None:
-        self._offsets.append(arrival_s - ntp_s)
+        """A sample: something stamped ``ntp_s`` by the sender arrived at ``arrival_s``."""
+        offset = arrival_s - ntp_s
+        second = float(int(arrival_s))
+        if self._offsets and self._offsets[-1][0] == second:
+            bucket = self._offsets[-1]
+            bucket[1] = min(bucket[1], offset)
+        else:
+            self._offsets.append([second, offset])
 
-    def to_common(self, ntp_s: float) -> float:
+    def offset(self) -> float:
         if not self._offsets:
             raise ValueError("no sender report seen: the sender's clock offset is unknown")
-        return ntp_s + min(self._offsets)
+        return min(bucket[1] for bucket in self._offsets)
+
+    def to_common(self, ntp_s: float) -> float:
+        return ntp_s + self.offset()
 
 
 @dataclass(slots=True)
@@ -129,6 +144,8 @@ class TrackClock:
         if state.report is not None and self.sender.known:
             anchor = state.report
             ntp_s = anchor.seconds + (ext - anchor.ext_rtp) / self.clock_rate
+            if abs(arrival_s - ntp_s - self.sender.offset()) <= MAX_SKEW_S:
+                self.sender.observe(ntp_s, arrival_s)  # a lie or a jump must not move the offset
             mapped = self.sender.to_common(ntp_s)
             if abs(mapped - arrival_s) <= MAX_SKEW_S:
                 return mapped

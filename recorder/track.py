@@ -5,9 +5,11 @@ plus the key frame requests the shell turns into PLIs: one at the start, one aft
 change or a loss, repeated at most every ``keyframe_retry_s`` while still waiting. No I/O, time
 passed in.
 
-Feed it the packets of the layer being recorded *as the publisher sent them* (the layer's own
-SSRC, sequence numbers and timestamps: not a subscriber's rewritten copy) and that SSRC's sender
-reports; a layer switch is a new SSRC, which the depacketizer and the clock both key on.
+Feed it one track's RTP and that stream's sender reports. In the server that is a local
+subscriber's consumer (``sfu/local_subscriber.py``): one SSRC whose sequence numbers and
+timestamps continue across simulcast switches, which happen only at keyframes, so a switch is
+simply the next (key) frame. A layer's own packets, as the publisher sent them, work too: a
+layer switch is then a new SSRC, which the depacketizer and the clock both key on.
 """
 
 from __future__ import annotations

@@ -17,12 +17,13 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from recorder.track_writer import WriterError
 from sfu.plane import MediaPlane
 from sfu.worker import Worker
 from signaling.api import add_api_routes
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
-from signaling.metrics import make_registry, render
+from signaling.metrics import RecordingCollector, make_registry, render
 from signaling.moderation import LiveModerator, SessionRegistry
 from signaling.recording import RECORDINGS, RecordingService
 from signaling.session import Session
@@ -149,6 +150,8 @@ async def recording_ctx(app: web.Application) -> AsyncIterator[None]:
                                notify, record_all=app[CONFIG].record_all)
     app[RECORDINGS] = service
     app[CONTROL].recordings = service
+    app[REGISTRY].register(RecordingCollector(service.failures,
+                                              tuple(error.value for error in WriterError)))
     async for _ in service.run():
         yield
 

@@ -84,6 +84,22 @@ class RefusalCollector(Collector):
         yield refused
 
 
+class RecordingCollector(Collector):
+    """Recordings stopped by a failure (disk full or too slow...), by reason (WriterError)."""
+
+    def __init__(self, failures: Counter[str], reasons: tuple[str, ...] = ()) -> None:
+        self.failures = failures
+        self.reasons = reasons  # always exported, at 0 until they happen
+
+    def collect(self) -> Iterator[Metric]:
+        failed = CounterMetricFamily("diemcau_recording_failures",
+                                     "Recordings stopped by a failure, by reason",
+                                     labels=["reason"])
+        for reason in sorted(set(self.reasons) | set(self.failures)):
+            failed.add_metric([reason], self.failures.get(reason, 0))
+        yield failed
+
+
 def make_registry(plane: MediaPlane, refusals: Counter[str] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(MediaPlaneCollector(plane))

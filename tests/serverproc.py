@@ -1,4 +1,4 @@
-"""A real `signaling.cli serve` process for tests: free port, log file, /healthz, bounded stop.
+"""A real `diemcau serve` process for tests: free port, log file, /healthz, bounded stop.
 
     with running_server(tmp_path, extra_args=["--log-level", "info"]) as server:
         ...  # server.base_url, server.port, server.proc, server.log_path, server.log_text()
@@ -26,7 +26,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 15.0  # until /healthz answers 200
 STOP_TIMEOUT = 5.0  # after SIGTERM, then SIGKILL
-CLI = ("-m", "signaling.cli")
+CLI = ("-m", "diemcau")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -92,14 +92,17 @@ def running_server(
     extra_args: Sequence[str] = (),
     python_args: Sequence[str] = CLI,
     print_log: bool = True,
+    data_dir: Path | None = None,
 ) -> Iterator[Server]:
     """`python <python_args> serve ...` on a free port of `host`, data in tmp_path/data, output in
     tmp_path/server.log; yields once /healthz answers, stops it on exit. `ice_address` defaults
     to `host`; `log_level` None leaves the server's default. `print_log` prints the log's tail
-    on exit (pytest shows it only when the test fails)."""
+    on exit (pytest shows it only when the test fails). `data_dir` (default tmp_path/data, made
+    here) may name an existing one: a restart on the same data."""
     port = free_port(host)
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
+    if data_dir is None:
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
     log_path = tmp_path / "server.log"
     cmd = [sys.executable, *python_args, "serve", *(["--open-rooms"] if open_rooms else []),
            "--host", host, "--port", str(port), "--data-dir", str(data_dir),

@@ -35,7 +35,7 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture
 def server_url(tmp_path: Path) -> Iterator[str]:
-    """Start `signaling.cli serve` on a free port; yield its base URL; stop it."""
+    """Start `diemcau serve` on a free port; yield its base URL; stop it."""
     with running_server(tmp_path) as server:
         yield server.base_url
 

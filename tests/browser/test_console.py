@@ -48,7 +48,7 @@ class Server:
 
 @pytest.fixture
 def closed_server(tmp_path: Path) -> Iterator[Server]:
-    """`signaling.cli serve` without --open-rooms, on a fresh data directory."""
+    """`diemcau serve` without --open-rooms, on a fresh data directory."""
     with running_server(tmp_path, open_rooms=False) as server:
         match = PASSWORD_LINE.search(server.log_text())
         assert match, "no operator password line:\n" + server.log_text()

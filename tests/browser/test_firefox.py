@@ -118,7 +118,7 @@ def lo_address() -> Iterator[str]:
 
 @pytest.fixture
 def ff_server_url(tmp_path: Path, lo_address: str) -> Iterator[str]:
-    """`signaling.cli serve` announcing only `lo_address` for ICE; yields its base URL."""
+    """`diemcau serve` announcing only `lo_address` for ICE; yields its base URL."""
     with running_server(tmp_path, ice_address=lo_address) as server:
         yield server.base_url
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.bench_forward import RESULT_KEYS, bench, format_table
+from bench.forward import RESULT_KEYS, bench, format_table
 
 pytestmark = pytest.mark.media
 

@@ -65,7 +65,7 @@ async def test_added_delay_is_measured() -> None:
 
 def test_cli_refuses_unbounded_runs() -> None:
     """``diemcau loadtest`` exists; bad bounds are refused before anything starts."""
-    done = subprocess.run([sys.executable, "-m", "signaling.cli", "loadtest", "--participants",
+    done = subprocess.run([sys.executable, "-m", "diemcau", "loadtest", "--participants",
                            "500"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "participants" in done.stderr

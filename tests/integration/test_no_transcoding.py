@@ -36,7 +36,7 @@ TRAPPED_SERVER = textwrap.dedent(
     for cls in (vpx.Vp8Decoder, vpx.Vp8Encoder, opus.OpusDecoder, opus.OpusEncoder,
                 h264.H264Decoder, h264.H264Encoder):
         trap(cls)
-    from signaling.cli import main
+    from diemcau.cli import main
     sys.exit(main(sys.argv[2:]))
     """
 )

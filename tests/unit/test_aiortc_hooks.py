@@ -159,3 +159,55 @@ async def test_datagram_writer_drops_a_packet_too_long_to_protect() -> None:
         assert writer.protect_errors == 1 and len(sent) == 1
     finally:
         await pc.close()
+
+
+# -- the load generator's and the tests' names -----------------------------------------------
+
+
+def test_no_private_name_of_the_load_generator_is_missing() -> None:
+    """``RTCRtpSender._next_encoded_frame`` (send_audio_level), ``Vp8Encoder._packetize``
+    (vp8_packetize); ``RTCIceTransport._connection`` and ``RTCDtlsTransport._rx_srtp``
+    (take_srtp_early) are instance attributes, checked on live objects below."""
+    assert aiortc_hooks.missing_loadgen_internals() == []
+
+
+async def test_take_srtp_early_takes_only_rtp_once_keyed() -> None:
+    pc = RTCPeerConnection()
+    try:
+        dtls = pc.addTransceiver("video", direction="recvonly").receiver.transport
+        for name in aiortc_hooks.LOADGEN_INSTANCE_ATTRS:
+            assert hasattr(dtls.transport, name), f"RTCIceTransport.{name} is gone"
+        taken: list[tuple[bytes, object]] = []
+        assert aiortc_hooks.take_srtp_early(dtls, lambda data, srtp: taken.append((data, srtp)))
+        connection = dtls.transport._connection
+        rtp = b"\x80\x60\x00\x01" + bytes(20)
+        rtcp = b"\x80\xc8\x00\x06" + bytes(24)
+        connection.data_received(rtp, 1)  # before the DTLS handshake: aiortc's path
+        assert taken == [] and connection._queue.qsize() == 1
+        session = object()
+        dtls._rx_srtp = session
+        connection.data_received(rtp, 1)
+        connection.data_received(rtcp, 1)  # SRTCP: aiortc's path
+        connection.data_received(b"\x16\xfe\xfd" + bytes(20), 1)  # DTLS: aiortc's path
+        assert taken == [(rtp, session)] and connection._queue.qsize() == 3
+    finally:
+        await pc.close()
+
+
+async def test_send_audio_level_wraps_the_senders_next_frame() -> None:
+    pc = RTCPeerConnection()
+    try:
+        sender = pc.addTransceiver("audio", direction="sendonly").sender
+        before = sender._next_encoded_frame
+        assert aiortc_hooks.send_audio_level(sender, 18)
+        assert sender._next_encoded_frame is not before
+        assert not aiortc_hooks.send_audio_level(object(), 18)  # type: ignore[arg-type]
+    finally:
+        await pc.close()
+
+
+def test_vp8_packetize_gives_descriptors_with_the_picture_id() -> None:
+    payloads = aiortc_hooks.vp8_packetize(bytes(3000), 5)
+    assert len(payloads) >= 3
+    assert payloads[0][0] & 0x10 and not payloads[1][0] & 0x10  # start of partition only first
+    assert all(p[2:4] == b"\x80\x05" for p in payloads)  # 15-bit picture id 5

@@ -9,31 +9,11 @@ from sfu.producer import Producer
 from sfu.types import Codec, DropReason, Kind, PauseReason
 from sfu.wire.rtp_packet import RtpView
 from sfu.wire.vp8 import Vp8Descriptor
+from tests.unit.helpers import VP8_IN, ListWriter, rtp_view, vp8_payload
 
-VP8_IN = Codec("video/VP8", 90000, 96, 97)
 VP8_OUT = Codec("video/VP8", 90000, 100, 101)
 OPUS_IN = Codec("audio/opus", 48000, 111)
 OPUS_OUT = Codec("audio/opus", 48000, 109)
-
-
-class ListWriter:
-    def __init__(self) -> None:
-        self.packets: list[bytes] = []
-
-    def send_rtp(self, packet: bytes) -> bool:
-        self.packets.append(packet)
-        return True
-
-
-def vp8_payload(picture_id: int, tl0: int, key: bool, start: bool = True) -> bytes:
-    descriptor = bytes([0x80 | (0x10 if start else 0), 0xC0, 0x80 | (picture_id >> 8),
-                        picture_id & 0xFF, tl0])
-    return descriptor + bytes([0x00 if key else 0x01]) + b"\x9d\x01\x2a" + b"\x00" * 16
-
-
-def rtp(seq: int, ts: int, payload: bytes, ssrc: int = 0xA1, pt: int = 96, marker: int = 1,
-        extensions: dict[int, bytes] | None = None) -> RtpView:
-    return RtpView(b"", pt, marker, seq, ts, ssrc, extensions or {}, payload, 0)
 
 
 def feed(producer: Producer, packet: RtpView, now: float, layer: int = 0) -> None:
@@ -64,14 +44,14 @@ def video_pair(ssrc: int = 5000) -> tuple[Producer, Consumer, ListWriter, list[P
 def test_consumer_waits_for_keyframe_and_asks_every_second() -> None:
     producer, consumer, writer, requests = video_pair()
     for i, now in enumerate([0.0, 0.1, 0.5, 1.05, 1.2]):
-        feed(producer, rtp(100 + i, 9000 * i, vp8_payload(10 + i, 1, key=False)), now)
-    assert writer.packets == []
+        feed(producer, rtp_view(100 + i, 9000 * i, vp8_payload(10 + i, 1, key=False)), now)
+    assert writer.rtp == []
     assert consumer.drops[DropReason.WAITING_FOR_KEYFRAME] == 5
     assert len(requests) == 2  # at t=0 and again after a second
-    feed(producer, rtp(105, 45000, vp8_payload(15, 1, key=True)), 1.3)
-    feed(producer, rtp(106, 45000, vp8_payload(15, 1, key=False, start=False)), 1.3)
-    assert len(writer.packets) == 2
-    (_, pt, seq0, ts0, ssrc), (_, _, seq1, ts1, _) = map(header, writer.packets)
+    feed(producer, rtp_view(105, 45000, vp8_payload(15, 1, key=True)), 1.3)
+    feed(producer, rtp_view(106, 45000, vp8_payload(15, 1, key=False, start=False)), 1.3)
+    assert len(writer.rtp) == 2
+    (_, pt, seq0, ts0, ssrc), (_, _, seq1, ts1, _) = map(header, writer.rtp)
     assert (pt, ssrc) == (100, 5000)
     assert seq1 == (seq0 + 1) & 0xFFFF and ts1 == ts0
     assert not consumer.waiting_keyframe
@@ -79,8 +59,8 @@ def test_consumer_waits_for_keyframe_and_asks_every_second() -> None:
 
 def test_extension_block_uses_the_subscribers_ids() -> None:
     producer, _consumer, writer, _ = video_pair()
-    feed(producer, rtp(1, 0, vp8_payload(1, 1, key=True), extensions={9: b"\x01\x02\x03"}), 0)
-    view = RtpView.parse(writer.packets[0])
+    feed(producer, rtp_view(1, 0, vp8_payload(1, 1, key=True), extensions={9: b"\x01\x02\x03"}), 0)
+    view = RtpView.parse(writer.rtp[0])
     assert set(view.extensions) == {3}  # abs-send-time under our id; the publisher's id 9 gone
     assert len(view.extensions[3]) == 3
 
@@ -90,7 +70,7 @@ def test_keyframe_requests_are_rate_limited_across_consumers() -> None:
     second = Consumer(producer, "carol", "0", 7000, 7001, ListWriter())
     second.configure(VP8_OUT, 0, 3)
     producer.consumers.append(second)
-    feed(producer, rtp(1, 0, vp8_payload(1, 1, key=False)), 0.0)
+    feed(producer, rtp_view(1, 0, vp8_payload(1, 1, key=False)), 0.0)
     assert len(requests) == 1  # two consumers asked, one PLI went upstream
     second.on_keyframe_request(0.2)
     assert len(requests) == 1
@@ -101,26 +81,26 @@ def test_keyframe_requests_are_rate_limited_across_consumers() -> None:
 def test_nack_is_answered_with_rtx_from_history() -> None:
     producer, consumer, writer, _ = video_pair(ssrc=5000)
     for i in range(5):
-        feed(producer, rtp(200 + i, 3000 * i, vp8_payload(20 + i, 2, key=(i == 0))), 0.01 * i)
-    lost = header(writer.packets[2])[2]
+        feed(producer, rtp_view(200 + i, 3000 * i, vp8_payload(20 + i, 2, key=(i == 0))), 0.01 * i)
+    lost = header(writer.rtp[2])[2]
     assert consumer.on_nack([lost, (lost + 1000) & 0xFFFF]) == 1  # the second is not in history
-    rtx = writer.packets[-1]
+    rtx = writer.rtp[-1]
     _, pt, _, ts, ssrc = header(rtx)
     assert (pt, ssrc) == (101, 5001)
-    assert ts == header(writer.packets[2])[3]
+    assert ts == header(writer.rtp[2])[3]
     body = payload_of(rtx)
     assert struct.unpack_from("!H", body)[0] == lost
-    assert body[2:] == payload_of(writer.packets[2])
+    assert body[2:] == payload_of(writer.rtp[2])
 
 
 def test_sender_report_translates_publisher_time_into_consumer_timestamps() -> None:
     producer, consumer, writer, _ = video_pair()
     assert consumer.sender_report() is None  # nothing sent, nothing to report
-    feed(producer, rtp(1, 123456, vp8_payload(1, 1, key=True)), 0.0)
+    feed(producer, rtp_view(1, 123456, vp8_payload(1, 1, key=True)), 0.0)
     producer.layers[0].sender_report = (0xE000000000000000, 120456)
     report = consumer.sender_report()
     assert report is not None and report.ssrc == 5000
-    out_ts = header(writer.packets[0])[3]
+    out_ts = header(writer.rtp[0])[3]
     # The SR's RTP time is 3000 ticks before the forwarded packet, as in the publisher's SR.
     assert (out_ts - report.sender_info.rtp_timestamp) & 0xFFFFFFFF == 3000
     assert report.sender_info.ntp_timestamp == 0xE000000000000000
@@ -129,24 +109,24 @@ def test_sender_report_translates_publisher_time_into_consumer_timestamps() -> N
 
 def test_mute_pauses_and_unmute_resumes_at_a_keyframe() -> None:
     producer, consumer, writer, _ = video_pair()
-    feed(producer, rtp(1, 0, vp8_payload(1, 1, key=True)), 0.0)
+    feed(producer, rtp_view(1, 0, vp8_payload(1, 1, key=True)), 0.0)
     consumer.set_muted(True)
-    feed(producer, rtp(2, 3000, vp8_payload(2, 1, key=False)), 0.1)
+    feed(producer, rtp_view(2, 3000, vp8_payload(2, 1, key=False)), 0.1)
     assert consumer.pause_reason is PauseReason.MUTED
     assert consumer.drops[DropReason.PAUSED] == 1
     consumer.set_muted(False)
-    feed(producer, rtp(3, 6000, vp8_payload(3, 1, key=False)), 0.2)
-    feed(producer, rtp(4, 9000, vp8_payload(4, 1, key=True)), 0.3)
-    seqs = [header(p)[2] for p in writer.packets]
+    feed(producer, rtp_view(3, 6000, vp8_payload(3, 1, key=False)), 0.2)
+    feed(producer, rtp_view(4, 9000, vp8_payload(4, 1, key=True)), 0.3)
+    seqs = [header(p)[2] for p in writer.rtp]
     assert len(seqs) == 2 and seqs[1] == (seqs[0] + 1) & 0xFFFF  # no gap after the pause
 
 
 def test_padding_only_packets_leave_no_gap() -> None:
     producer, _consumer, writer, _ = video_pair()
-    feed(producer, rtp(65534, 0, vp8_payload(1, 1, key=True)), 0.0)
-    feed(producer, rtp(65535, 0, b""), 0.01)  # a probe: nothing to forward
-    feed(producer, rtp(0, 3000, vp8_payload(2, 1, key=False)), 0.02)
-    seqs = [header(p)[2] for p in writer.packets]
+    feed(producer, rtp_view(65534, 0, vp8_payload(1, 1, key=True)), 0.0)
+    feed(producer, rtp_view(65535, 0, b""), 0.01)  # a probe: nothing to forward
+    feed(producer, rtp_view(0, 3000, vp8_payload(2, 1, key=False)), 0.02)
+    seqs = [header(p)[2] for p in writer.rtp]
     assert seqs[1] == (seqs[0] + 1) & 0xFFFF
 
 
@@ -154,22 +134,22 @@ def test_reused_mline_continues_numbering_across_publishers() -> None:
     first, old, writer, _ = video_pair(ssrc=5000)
     for i in range(3):
         payload = vp8_payload((32766 + i) % 32768, (254 + i) % 256, key=(i == 0))
-        feed(first, rtp(60000 + i, 1000 + 3000 * i, payload), 0.033 * i)
+        feed(first, rtp_view(60000 + i, 1000 + 3000 * i, payload), 0.033 * i)
     old.close()
     second = Producer("carol:1", "carol", Kind.VIDEO, "1", lambda p, layer: None)
     second.set_codec(VP8_IN)
     new = Consumer(second, "bob", "0", 5000, 5001, writer, continue_from=old)
     new.configure(VP8_OUT, 0, 3)
     second.consumers.append(new)
-    feed(second, rtp(7, 777777, vp8_payload(500, 9, key=True)), 1.0)
-    feed(second, rtp(8, 780777, vp8_payload(501, 10, key=False)), 1.033)
-    outs = [header(p) for p in writer.packets]
+    feed(second, rtp_view(7, 777777, vp8_payload(500, 9, key=True)), 1.0)
+    feed(second, rtp_view(8, 780777, vp8_payload(501, 10, key=False)), 1.033)
+    outs = [header(p) for p in writer.rtp]
     seqs = [h[2] for h in outs]
     assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False)), seqs
     assert 0 < (outs[3][3] - outs[2][3]) & 0xFFFFFFFF <= 90000  # about a second later, forward
-    pids = [Vp8Descriptor.parse(payload_of(p)).picture_id for p in writer.packets]
+    pids = [Vp8Descriptor.parse(payload_of(p)).picture_id for p in writer.rtp]
     assert pids == [32766, 32767, 0, 1, 2]  # continuous through the 15-bit wrap
-    tl0s = [Vp8Descriptor.parse(payload_of(p)).tl0picidx for p in writer.packets]
+    tl0s = [Vp8Descriptor.parse(payload_of(p)).tl0picidx for p in writer.rtp]
     assert tl0s == [254, 255, 0, 1, 2]
 
 
@@ -181,8 +161,8 @@ def test_audio_forwards_at_once_with_audio_level_under_subscriber_id() -> None:
     consumer = Consumer(producer, "bob", "2", 9000, 9001, writer)
     consumer.configure(OPUS_OUT, audio_level_id=2, abs_send_time_id=0)
     producer.consumers.append(consumer)
-    feed(producer, rtp(10, 960, b"\xfc\x01\x02", pt=111, extensions={1: b"\x9e"}), 0.0)
-    view = RtpView.parse(writer.packets[0])
+    feed(producer, rtp_view(10, 960, b"\xfc\x01\x02", pt=111, extensions={1: b"\x9e"}), 0.0)
+    view = RtpView.parse(writer.rtp[0])
     assert view.payload_type == 109 and view.ssrc == 9000
     assert view.extensions == {2: b"\x9e"}
     assert view.payload == b"\xfc\x01\x02"
@@ -191,8 +171,8 @@ def test_audio_forwards_at_once_with_audio_level_under_subscriber_id() -> None:
 def test_no_matching_codec_pauses_the_consumer() -> None:
     producer, consumer, writer, _ = video_pair()
     consumer.configure(None, 0, 3)
-    feed(producer, rtp(1, 0, vp8_payload(1, 1, key=True)), 0.0)
-    assert consumer.pause_reason is PauseReason.NO_CODEC and writer.packets == []
+    feed(producer, rtp_view(1, 0, vp8_payload(1, 1, key=True)), 0.0)
+    assert consumer.pause_reason is PauseReason.NO_CODEC and writer.rtp == []
 
 
 def test_negotiated_but_absent_extension_leaves_the_x_bit_clear() -> None:
@@ -204,9 +184,9 @@ def test_negotiated_but_absent_extension_leaves_the_x_bit_clear() -> None:
     consumer = Consumer(producer, "bob", "2", 9000, 9001, writer)
     consumer.configure(OPUS_OUT, audio_level_id=2, abs_send_time_id=0)
     producer.consumers.append(consumer)
-    feed(producer, rtp(10, 960, b"\xfc\x01", pt=111), 0.0)
-    assert writer.packets[0][0] == 0x80
-    assert RtpView.parse(writer.packets[0]).payload == b"\xfc\x01"
+    feed(producer, rtp_view(10, 960, b"\xfc\x01", pt=111), 0.0)
+    assert writer.rtp[0][0] == 0x80
+    assert RtpView.parse(writer.rtp[0]).payload == b"\xfc\x01"
 
 
 def test_audio_levels_are_averaged_for_speaker_detection() -> None:
@@ -215,7 +195,7 @@ def test_audio_levels_are_averaged_for_speaker_detection() -> None:
     producer.audio_level_ext_id = 1
     assert producer.take_level() is None
     for seq, level in enumerate((0x80 | 30, 40, 50)):  # the V bit is not part of the level
-        feed(producer, rtp(seq, 960 * seq, b"\xfc", pt=111, extensions={1: bytes([level])}), 0)
+        feed(producer, rtp_view(seq, 960 * seq, b"\xfc", pt=111, extensions={1: bytes([level])}), 0)
     assert producer.take_level() == 40.0
     assert producer.take_level() is None  # reset after reading
 
@@ -231,14 +211,14 @@ def test_big_rooms_forward_only_voices_with_contiguous_numbers() -> None:
     producer.consumers.append(consumer)
     levels = [30] * 5 + [127] * 150 + [0x80 | 90] + [40] * 3  # voice, 3 s silence, V bit, voice
     for seq, level in enumerate(levels):
-        feed(producer, rtp(seq, 960 * seq, b"\xfc", pt=111, extensions={1: bytes([level])}),
+        feed(producer, rtp_view(seq, 960 * seq, b"\xfc", pt=111, extensions={1: bytes([level])}),
              seq * 0.02)
-    sent = [header(p)[2] for p in writer.packets]
+    sent = [header(p)[2] for p in writer.rtp]
     # 5 voiced + 2 s of trailing silence (100 packets, held) + the V-bit one + 3 voiced.
     assert len(sent) == 5 + 100 + 1 + 3, len(sent)
     assert all((b - a) & 0xFFFF == 1 for a, b in zip(sent, sent[1:], strict=False))
     assert consumer.drops[DropReason.SILENCE] == 150 - 100
-    stamps = [header(p)[3] for p in writer.packets]
+    stamps = [header(p)[3] for p in writer.rtp]
     assert (stamps[105] - stamps[104]) & 0xFFFFFFFF > 960 * 40  # a timestamp jump, like DTX
 
 
@@ -251,5 +231,6 @@ def test_small_rooms_forward_silence_too() -> None:
     consumer.configure(OPUS_OUT, audio_level_id=2, abs_send_time_id=0)
     producer.consumers.append(consumer)
     for seq in range(200):
-        feed(producer, rtp(seq, 960 * seq, b"\xfc", pt=111, extensions={1: b"\x7f"}), seq * 0.02)
-    assert len(writer.packets) == 200
+        packet = rtp_view(seq, 960 * seq, b"\xfc", pt=111, extensions={1: b"\x7f"})
+        feed(producer, packet, seq * 0.02)
+    assert len(writer.rtp) == 200

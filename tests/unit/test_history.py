@@ -1,14 +1,12 @@
 import pytest
 
 from sfu.history import RtpHistory
+from tests.unit.helpers import rtp_bytes
 
 
 def rtp(seq: int, marker: int = 0) -> bytes:
-    return (
-        bytes((0x80, 96, seq >> 8, seq & 0xFF))
-        + b"\x00\x00\x00\x00\x12\x34\x56\x78"
-        + bytes((marker,))
-    )
+    """Timestamp 0, SSRC 0x12345678; ``marker`` is the payload's one byte (tells packets apart)."""
+    return rtp_bytes(seq, 0, 0x12345678, bytes((marker,)))
 
 
 def test_get_returns_stored_packet() -> None:

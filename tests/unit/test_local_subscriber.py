@@ -11,7 +11,7 @@ from sfu.producer import Producer
 from sfu.room import Participant, Room
 from sfu.types import Kind
 from sfu.wire.rtp_packet import RtpView
-from tests.unit.test_forwarding import VP8_IN, ListWriter, rtp, vp8_payload
+from tests.unit.helpers import VP8_IN, ListWriter, rtp_view, vp8_payload
 
 
 class Sink:
@@ -59,19 +59,19 @@ def test_local_subscriber_gets_the_best_flowing_layer_from_a_keyframe() -> None:
     # Only q and h flow: after a tick the local consumer targets h, the best flowing layer.
     for i in range(3):
         for layer in (0, 1):
-            producer.receive(rtp(100 + i, 3000 * i, vp8_payload(i, 0, key=False), ssrc=10 + layer),
-                             producer.layers[layer], 0.01 * i)
+            packet = rtp_view(100 + i, 3000 * i, vp8_payload(i, 0, key=False), ssrc=10 + layer)
+            producer.receive(packet, producer.layers[layer], 0.01 * i)
     room.local["rec"].tick(0.05)
     consumer = room.local["rec"].consumers["alice:v"]
     assert consumer.target_layer == 1
-    producer.receive(rtp(103, 9000, vp8_payload(3, 0, key=False), ssrc=10), producer.layers[0],
+    producer.receive(rtp_view(103, 9000, vp8_payload(3, 0, key=False), ssrc=10), producer.layers[0],
                      0.06)
     assert requests[-1] == 1  # the next packet asks the publisher for a keyframe of h
-    producer.receive(rtp(200, 9000, vp8_payload(5, 1, key=True), ssrc=11), producer.layers[1],
+    producer.receive(rtp_view(200, 9000, vp8_payload(5, 1, key=True), ssrc=11), producer.layers[1],
                      0.1)
-    producer.receive(rtp(201, 9000, vp8_payload(5, 1, key=False, start=False), ssrc=11),
+    producer.receive(rtp_view(201, 9000, vp8_payload(5, 1, key=False, start=False), ssrc=11),
                      producer.layers[1], 0.1)
-    packets = sink.writers["alice:v"].packets
+    packets = sink.writers["alice:v"].rtp
     assert len(packets) == 2
     first, second = (RtpView.parse(p) for p in packets)
     assert first.payload_type == VP8_IN.payload_type  # the publisher's own codec, no renumbering
@@ -90,3 +90,31 @@ def test_producer_removed_with_its_participant_and_local_close() -> None:
     room.remove_local("rec")
     assert sink.removed == ["alice:v"]
     assert producer.consumers == []
+
+
+def test_local_subscriber_leaves_a_quiet_top_layer_at_once() -> None:
+    """A browser stops its top layer: the recorder takes the layer below after QUIET_S, not after
+    the plane's 2 s staleness (a hole in a file stays for good)."""
+    requests: list[int] = []
+    producer = simulcast_producer(requests)
+    room = room_with(producer)
+    sink = Sink()
+    room.add_local("rec", sink)
+    room.producer_ready(producer)
+    for i in range(3):
+        for layer in (0, 1, 2):
+            producer.receive(rtp_view(100 + i, 3000 * i, vp8_payload(i, 0, key=False),
+                                 ssrc=10 + layer), producer.layers[layer], 0.03 * i)
+    local = room.local["rec"]
+    local.tick(0.1)
+    consumer = local.consumers["alice:v"]
+    assert consumer.target_layer == 2
+    for i in range(3, 30):  # f stops; q and h go on
+        for layer in (0, 1):
+            producer.receive(rtp_view(100 + i, 3000 * i, vp8_payload(i, 0, key=False),
+                                 ssrc=10 + layer), producer.layers[layer], 0.03 * i)
+    local.tick(0.4)  # f quiet for 0.34 s: a slow frame, not a stop
+    assert consumer.target_layer == 2
+    local.tick(0.9)  # quiet for 0.84 s (the plane still calls it flowing for 2 s)
+    assert producer.layers[2].active(0.9)
+    assert consumer.target_layer == 1

@@ -37,6 +37,7 @@ from sfu.types import Codec, DropReason, Kind
 from sfu.wire.h264 import inspect_h264
 from sfu.wire.rtp_packet import RtpView
 from sfu.wire.vp8 import inspect_vp8
+from tests.unit.helpers import ListWriter
 
 # The publisher's ids (as Chrome offers them) and the subscriber's (as the server offers them).
 PUB_AUDIO_LEVEL, PUB_ABS, PUB_TWCC, PUB_MID, PUB_ORIENTATION = 1, 2, 3, 4, 13
@@ -96,20 +97,6 @@ TRACKS = [  # mid, kind, mime, clock, pt, rtx pt, SSRC (None: learnt by MID), RT
     ("1", Kind.VIDEO, "video/VP8", 90000, VP8_PT, VP8_RTX_PT, VIDEO_SSRC, VIDEO_RTX_SSRC),
     ("2", Kind.VIDEO, "video/H264", 90000, H264_PT, None, None, None),
 ]
-
-
-class ListWriter:
-    def __init__(self) -> None:
-        self.rtp: list[bytes] = []
-        self.rtcp: list[bytes] = []
-
-    def send_rtp(self, packet: bytes) -> bool:
-        self.rtp.append(packet)
-        return True
-
-    def send_rtcp(self, packet: bytes) -> bool:
-        self.rtcp.append(packet)
-        return True
 
 
 class Room:

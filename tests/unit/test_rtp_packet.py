@@ -18,23 +18,7 @@ from sfu.wire.rtp_packet import (
     pack_header,
     wrap_rtx,
 )
-
-
-def rtp(
-    *,
-    version: int = 2,
-    padding: bool = False,
-    extension: bool = False,
-    csrc_count: int = 0,
-    marker: int = 0,
-    pt: int = 96,
-    seq: int = 1000,
-    ts: int = 123456,
-    ssrc: int = 0x11223344,
-) -> bytes:
-    """A fixed 12-byte header with exactly the given bits (the caller appends the rest)."""
-    b0 = (version << 6) | (padding << 5) | (extension << 4) | csrc_count
-    return struct.pack("!BBHII", b0, (marker << 7) | pt, seq, ts, ssrc)
+from tests.unit.helpers import rtp_bytes
 
 
 def ext(profile: int, body: bytes) -> bytes:
@@ -47,29 +31,30 @@ def ext(profile: int, body: bytes) -> bytes:
 
 HEADER_CASES = [
     # (id, packet, expected (pt, marker, seq, ts, ssrc, payload, padding_size))
-    ("plain", rtp() + b"abc", (96, 0, 1000, 123456, 0x11223344, b"abc", 0)),
-    ("marker", rtp(marker=1, pt=111) + b"x", (111, 1, 1000, 123456, 0x11223344, b"x", 0)),
-    ("pt 0", rtp(pt=0) + b"x", (0, 0, 1000, 123456, 0x11223344, b"x", 0)),
-    ("pt 127 + marker", rtp(pt=127, marker=1) + b"", (127, 1, 1000, 123456, 0x11223344, b"", 0)),
-    ("max values", rtp(seq=0xFFFF, ts=0xFFFFFFFF, ssrc=0xFFFFFFFF) + b"p",
+    ("plain", rtp_bytes() + b"abc", (96, 0, 1000, 123456, 0x11223344, b"abc", 0)),
+    ("marker", rtp_bytes(marker=1, pt=111) + b"x", (111, 1, 1000, 123456, 0x11223344, b"x", 0)),
+    ("pt 0", rtp_bytes(pt=0) + b"x", (0, 0, 1000, 123456, 0x11223344, b"x", 0)),
+    ("pt 127 + marker", rtp_bytes(pt=127, marker=1) + b"",
+     (127, 1, 1000, 123456, 0x11223344, b"", 0)),
+    ("max values", rtp_bytes(seq=0xFFFF, ts=0xFFFFFFFF, ssrc=0xFFFFFFFF) + b"p",
      (96, 0, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, b"p", 0)),
-    ("zero values", rtp(seq=0, ts=0, ssrc=0), (96, 0, 0, 0, 0, b"", 0)),
-    ("one csrc skipped", rtp(csrc_count=1) + b"\xaa" * 4 + b"pay",
+    ("zero values", rtp_bytes(seq=0, ts=0, ssrc=0), (96, 0, 0, 0, 0, b"", 0)),
+    ("one csrc skipped", rtp_bytes(csrc_count=1) + b"\xaa" * 4 + b"pay",
      (96, 0, 1000, 123456, 0x11223344, b"pay", 0)),
-    ("15 csrcs skipped", rtp(csrc_count=15) + bytes(range(60)) + b"pay",
+    ("15 csrcs skipped", rtp_bytes(csrc_count=15) + bytes(range(60)) + b"pay",
      (96, 0, 1000, 123456, 0x11223344, b"pay", 0)),
-    ("padding excluded", rtp(padding=True) + b"payload" + b"\x00\x00\x03",
+    ("padding excluded", rtp_bytes(padding=True) + b"payload" + b"\x00\x00\x03",
      (96, 0, 1000, 123456, 0x11223344, b"payload", 3)),
-    ("padding 1 byte", rtp(padding=True) + b"payload" + b"\x01",
+    ("padding 1 byte", rtp_bytes(padding=True) + b"payload" + b"\x01",
      (96, 0, 1000, 123456, 0x11223344, b"payload", 1)),
-    ("padding-only packet", rtp(padding=True) + b"\x00" * 254 + b"\xff",
+    ("padding-only packet", rtp_bytes(padding=True) + b"\x00" * 254 + b"\xff",
      (96, 0, 1000, 123456, 0x11223344, b"", 255)),
-    ("padding-only, 4 bytes", rtp(padding=True) + b"\x00\x00\x00\x04",
+    ("padding-only, 4 bytes", rtp_bytes(padding=True) + b"\x00\x00\x00\x04",
      (96, 0, 1000, 123456, 0x11223344, b"", 4)),
-    ("csrc + padding", rtp(csrc_count=2, padding=True) + bytes(8) + b"pl" + b"\x00\x02",
+    ("csrc + padding", rtp_bytes(csrc_count=2, padding=True) + bytes(8) + b"pl" + b"\x00\x02",
      (96, 0, 1000, 123456, 0x11223344, b"pl", 2)),
     ("csrc + extension + padding",
-     rtp(csrc_count=1, extension=True, padding=True) + bytes(4)
+     rtp_bytes(csrc_count=1, extension=True, padding=True) + bytes(4)
      + ext(ONE_BYTE_PROFILE, b"\x10\x07") + b"pl" + b"\x00\x00\x03",
      (96, 0, 1000, 123456, 0x11223344, b"pl", 3)),
 ]
@@ -118,19 +103,19 @@ EXTENSION_CASES = [
 @pytest.mark.parametrize(("block", "expected"), [c[1:] for c in EXTENSION_CASES],
                          ids=[c[0] for c in EXTENSION_CASES])
 def test_header_extensions(block: bytes, expected: dict[int, bytes]) -> None:
-    packet = rtp(extension=True) + block + b"payload"
+    packet = rtp_bytes(extension=True) + block + b"payload"
     view = RtpView.parse(packet)
     assert view.extensions == expected
     assert view.payload == b"payload"
     # the same block behind two CSRCs
-    view = RtpView.parse(rtp(extension=True, csrc_count=2) + bytes(8) + block + b"pl")
+    view = RtpView.parse(rtp_bytes(extension=True, csrc_count=2) + bytes(8) + block + b"pl")
     assert view.extensions == expected
     assert view.payload == b"pl"
 
 
 def test_extension_ignored_without_x_bit() -> None:
     block = ext(ONE_BYTE_PROFILE, b"\x10\x41")
-    view = RtpView.parse(rtp(extension=False) + block)
+    view = RtpView.parse(rtp_bytes(extension=False) + block)
     assert view.extensions == {}
     assert view.payload == block
 
@@ -140,35 +125,39 @@ def test_extension_ignored_without_x_bit() -> None:
 ERROR_CASES = [
     # (id, packet, exact message or regex)
     ("empty", b"", "RTP packet is truncated: 0 bytes, header needs 12"),
-    ("11 bytes", rtp()[:11], "RTP packet is truncated: 11 bytes, header needs 12"),
-    ("version 0", rtp(version=0), "RTP packet has version 0, expected 2"),
-    ("version 1", rtp(version=1) + b"x", "RTP packet has version 1, expected 2"),
-    ("version 3", rtp(version=3) + b"x", "RTP packet has version 3, expected 2"),
-    ("csrc beyond packet", rtp(csrc_count=3) + bytes(8),
+    ("11 bytes", rtp_bytes()[:11], "RTP packet is truncated: 11 bytes, header needs 12"),
+    ("version 0", rtp_bytes(version=0), "RTP packet has version 0, expected 2"),
+    ("version 1", rtp_bytes(version=1) + b"x", "RTP packet has version 1, expected 2"),
+    ("version 3", rtp_bytes(version=3) + b"x", "RTP packet has version 3, expected 2"),
+    ("csrc beyond packet", rtp_bytes(csrc_count=3) + bytes(8),
      "RTP packet is truncated: header longer than packet"),
-    ("extension header missing", rtp(extension=True), "RTP header extension is truncated"),
-    ("extension header cut", rtp(extension=True) + b"\xbe\xde\x00",
+    ("extension header missing", rtp_bytes(extension=True), "RTP header extension is truncated"),
+    ("extension header cut", rtp_bytes(extension=True) + b"\xbe\xde\x00",
      "RTP header extension is truncated"),
-    ("extension header behind csrc cut", rtp(extension=True, csrc_count=1) + bytes(4) + b"\xbe",
+    ("extension header behind csrc cut",
+     rtp_bytes(extension=True, csrc_count=1) + bytes(4) + b"\xbe",
      "RTP header extension is truncated"),
     ("extension words beyond packet",
-     rtp(extension=True) + b"\xbe\xde\x00\x02" + b"\x10\x41\x00\x00",
+     rtp_bytes(extension=True) + b"\xbe\xde\x00\x02" + b"\x10\x41\x00\x00",
      "RTP header extension is truncated"),
-    ("one-byte element truncated", rtp(extension=True) + ext(ONE_BYTE_PROFILE, b"\x13\x01\x02"),
+    ("one-byte element truncated",
+     rtp_bytes(extension=True) + ext(ONE_BYTE_PROFILE, b"\x13\x01\x02"),
      "RTP one-byte header extension element is truncated"),
     ("one-byte element at block end",
-     rtp(extension=True) + b"\xbe\xde\x00\x01" + b"\x00\x00\x00\x10" + b"payload",
+     rtp_bytes(extension=True) + b"\xbe\xde\x00\x01" + b"\x00\x00\x00\x10" + b"payload",
      "RTP one-byte header extension element is truncated"),
     ("two-byte length byte missing",
-     rtp(extension=True) + b"\x10\x00\x00\x01" + b"\x00\x00\x00\x05",
+     rtp_bytes(extension=True) + b"\x10\x00\x00\x01" + b"\x00\x00\x00\x05",
      "RTP two-byte header extension element is truncated"),
-    ("two-byte value truncated", rtp(extension=True) + ext(TWO_BYTE_PROFILE, b"\x01\x05ab"),
+    ("two-byte value truncated", rtp_bytes(extension=True) + ext(TWO_BYTE_PROFILE, b"\x01\x05ab"),
      "RTP two-byte header extension element is truncated"),
-    ("padding length 0", rtp(padding=True) + b"payload\x00", "RTP padding length 0 is invalid"),
-    ("padding longer than payload", rtp(padding=True) + b"ab\x04",
+    ("padding length 0", rtp_bytes(padding=True) + b"payload\x00",
+     "RTP padding length 0 is invalid"),
+    ("padding longer than payload", rtp_bytes(padding=True) + b"ab\x04",
      "RTP padding length 4 is invalid"),
-    ("padding into the header", rtp(padding=True) + b"\x0d", "RTP padding length 13 is invalid"),
-    ("padding bit, header only", rtp(padding=True), "RTP padding length 68 is invalid"),
+    ("padding into the header", rtp_bytes(padding=True) + b"\x0d",
+     "RTP padding length 13 is invalid"),
+    ("padding bit, header only", rtp_bytes(padding=True), "RTP padding length 68 is invalid"),
 ]
 
 
@@ -182,10 +171,10 @@ def test_parse_errors(packet: bytes, message: str) -> None:
 
 def test_padding_may_not_reach_into_the_extension() -> None:
     block = ext(ONE_BYTE_PROFILE, b"\x10\x41")
-    ok = RtpView.parse(rtp(extension=True, padding=True) + block + b"\x00\x02")
+    ok = RtpView.parse(rtp_bytes(extension=True, padding=True) + block + b"\x00\x02")
     assert ok.payload == b"" and ok.padding_size == 2 and ok.extensions == {1: b"A"}
     with pytest.raises(ValueError, match="RTP padding length 3 is invalid"):
-        RtpView.parse(rtp(extension=True, padding=True) + block + b"\x00\x03")
+        RtpView.parse(rtp_bytes(extension=True, padding=True) + block + b"\x00\x03")
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -265,7 +254,7 @@ def test_wrap_then_unwrap_rtx(elements: list[tuple[int, bytes]], payload: bytes,
 
 
 def test_wrap_rtx_clears_padding_bit_and_keeps_csrcs() -> None:
-    original = rtp(csrc_count=1, padding=False, seq=5) + b"\x01\x02\x03\x04" + b"data"
+    original = rtp_bytes(csrc_count=1, padding=False, seq=5) + b"\x01\x02\x03\x04" + b"data"
     wrapped = wrap_rtx(original, 99, 6, 7)
     assert wrapped[0] & 0x20 == 0
     view = RtpView.parse(wrapped)
@@ -275,7 +264,7 @@ def test_wrap_rtx_clears_padding_bit_and_keeps_csrcs() -> None:
 
 @pytest.mark.parametrize("payload", [b"", b"\x01"])
 def test_unwrap_rtx_truncated(payload: bytes) -> None:
-    view = RtpView.parse(rtp(pt=97) + payload)
+    view = RtpView.parse(rtp_bytes(pt=97) + payload)
     with pytest.raises(ValueError, match="RTX packet is truncated: no original sequence number"):
         view.unwrap_rtx(96, 1)
 

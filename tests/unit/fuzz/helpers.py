@@ -50,6 +50,7 @@ from sfu.publisher import Publisher
 from sfu.subscriber import Subscriber
 from sfu.types import Codec, Kind
 from sfu.wire.rtp_packet import RtpView
+from tests.unit.helpers import ListWriter
 
 FIXTURE = Path(__file__).parents[2] / "data" / "chrome156_simulcast_offer.sdp"
 
@@ -68,27 +69,6 @@ SUB_SSRC_BASE = 0x7000
 
 
 # -- a cheap, real Publisher + Subscriber pair -------------------------------------------------
-
-
-class ListWriter:
-    """Stands in for the DTLS/UDP shell (aiortc_hooks.DatagramWriter)."""
-
-    def __init__(self) -> None:
-        self.rtp: list[bytes] = []
-        self.rtcp: list[bytes] = []
-
-    def send_rtp(self, packet: bytes) -> bool:
-        self.rtp.append(packet)
-        del self.rtp[:-600]
-        return True
-
-    def send_rtcp(self, packet: bytes) -> bool:
-        self.rtcp.append(packet)
-        del self.rtcp[:-100]
-        return True
-
-    def check(self) -> bool:
-        return True
 
 
 class Clock:
@@ -141,7 +121,7 @@ class Harness:
 
     def __init__(self, publisher_pc: RTCPeerConnection, subscriber_pc: RTCPeerConnection) -> None:
         self.clock = Clock()
-        self.writer = ListWriter()
+        self.writer = ListWriter(keep_rtp=600, keep_rtcp=100)  # bounded: long runs
         self.subscriber = Subscriber("sub", subscriber_pc, self._send_offer, self.clock)
         self.publisher = Publisher("pub", publisher_pc, self._on_producer, self.clock)
         self.publisher._writer = self.writer  # type: ignore[assignment]  # the RTCP it sends

@@ -11,11 +11,12 @@ from fractions import Fraction
 
 import av
 from aiortc.codecs.h264 import H264Encoder
-from aiortc.codecs.vpx import Vp8Encoder
 
 from loadtest.media import encode_audio, encode_video_sized
 from recorder.recording import Recording
-from sfu.wire.rtp_packet import RtpView, pack_header
+from sfu import aiortc_hooks
+from sfu.wire.rtp_packet import RtpView
+from tests.unit.helpers import rtp_bytes
 
 VP8_SIZE = (320, 240)
 FPS = 30
@@ -63,14 +64,13 @@ def h264_payloads() -> tuple[tuple[tuple[bytes, ...], bool], ...]:
 
 
 def vp8_payloads(frame: bytes, picture_id: int) -> list[bytes]:
-    return Vp8Encoder._packetize(frame, picture_id)  # aiortc's RFC 7741 packetizer
+    return aiortc_hooks.vp8_packetize(frame, picture_id)  # aiortc's RFC 7741 packetizer
 
 
 def rtp(payload: bytes, seq: int, timestamp: int, *, marker: bool = False, ssrc: int = 1234,
         payload_type: int = 96) -> RtpView:
-    header = pack_header(0x80, (0x80 if marker else 0) | payload_type, seq & 0xFFFF,
-                         timestamp & 0xFFFFFFFF, ssrc)
-    return RtpView.parse(header + payload)
+    return RtpView.parse(rtp_bytes(seq, timestamp, ssrc, payload, pt=payload_type,
+                                   marker=int(marker)))
 
 
 def vp8_stream(frames: tuple[Frame, ...], *, seq0: int = 0, ts0: int = 0, ssrc: int = 1234,

@@ -97,3 +97,18 @@ def test_forged_sr_or_timestamp_jump_cannot_move_frames_far_from_their_arrival()
     assert other.common_time(2, 48000 * 3600, 50.02) == 50.02
     assert other.common_time(2, 48000 * 3600 + 960, 50.04) == pytest.approx(50.04)
     assert other.implausible == 1
+
+
+def test_a_late_seen_sr_is_corrected_by_the_frames_arrivals() -> None:
+    """The media plane hands SRs over at its next tick (up to 0.5 s late); the frames' own
+    arrivals bring the offset back to the path delay (measured 277 ms off before)."""
+    sender = SenderClock()
+    clock = TrackClock(90000, sender)
+    clock.on_sender_report(1, 100.0, 0, arrival_s=5100.4)  # really arrived at 5100.01
+    first = clock.common_time(1, 3000, arrival_s=5100.043)  # sent at 100.0333, 10 ms path
+    assert first == pytest.approx(5100.043)  # not 5100.4333: its own arrival bounds it
+    # the next frame, 3 ms more queued: the path delay of the least queued one (9.7 ms)
+    assert clock.common_time(1, 6000, arrival_s=5100.08) == pytest.approx(5100.0764, abs=1e-4)
+    # a forged, far-off frame time neither moves the offset nor its neighbours
+    assert clock.common_time(1, 90000 * 3600, arrival_s=5100.1) == 5100.1
+    assert clock.common_time(1, 9000, arrival_s=5100.11) == pytest.approx(5100.1097, abs=1e-4)

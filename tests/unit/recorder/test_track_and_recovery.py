@@ -35,9 +35,11 @@ def test_layer_switch_keeps_one_monotonic_timeline_through_each_layers_sr() -> N
     high = vp8_stream(frames, seq0=9000, ts0=777_000, ssrc=2)
     core.on_sender_report(1, 50.0, 5000, T0)  # both layers: captured at the same instants
     core.on_sender_report(2, 50.0, 777_000, T0)
-    out = [m for pk in low for p in pk for m in core.on_rtp(p, T0)]
+    # each frame arrives when it was captured (arrivals are clock samples too)
+    out = [m for i, pk in enumerate(low) for p in pk for m in core.on_rtp(p, T0 + i / 30)]
     core.on_layer_change()
-    out += [m for pk in high[30:] for p in pk for m in core.on_rtp(p, T0 + 1)]
+    out += [m for i, pk in enumerate(high[30:], start=30) for p in pk
+            for m in core.on_rtp(p, T0 + i / 30)]
     pts = [m.pts for m in out]
     assert len(out) == 60 and pts == sorted(set(pts))
     assert pts[30] == 30 * 3000  # the high layer's key frame 30 lands where it was captured

@@ -135,6 +135,7 @@ def test_full_queue_fails_the_track_and_never_blocks(tmp_path: Path) -> None:
     assert writer.state is WriterState.FAILED
     assert results.count(True) == 8 and results.count(False) == 29 - 8
     assert writer.stats.dropped == results.count(False)
+    assert writer.queued <= 1  # the frames that will never be written are let go (the close mark)
     # unblock the thread: a reader appears and drains the pipe; the thread finishes the file
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:

@@ -21,12 +21,12 @@ Media moves, so it must run in a private network namespace with only loopback
     unshare -n sh -c 'ip link set lo up; exec .venv/bin/diemcau bench forward \\
         --subscribers 1,4,16,64 --duration 10 --json /tmp/bench.json'
 
-``python -m loadtest.bench_forward`` takes the same options plus ``--workers`` and
+``python -m bench.forward`` takes the same options plus ``--workers`` and
 ``--profile-dir`` (py-spy samples the server during each measurement window).
 
 Modules: ``loadtest.server`` (the server subprocess, ``/proc`` and ``/metrics``),
-``loadtest.bench_participants`` (publisher, counting subscribers, worker processes),
-``loadtest.profiling`` (py-spy).
+``bench.participants`` (publisher, counting subscribers, worker processes),
+``bench.profiling`` (py-spy).
 """
 
 from __future__ import annotations
@@ -47,18 +47,16 @@ from typing import Any
 
 import aiohttp
 
-from loadtest.bench_participants import (
-    AUDIO_LEVEL_DBOV,
+from bench.participants import (
     JOIN_TIMEOUT_S,
     BenchPublisher,
     LocalGroup,
     LoopLag,
     RemoteGroup,
-    send_audio_level,  # noqa: F401 - loadtest.simulcast imports it from here
     sum_counts,
 )
-from loadtest.media import load_clip
-from loadtest.profiling import self_time, start_pyspy
+from bench.profiling import self_time, start_pyspy
+from loadtest.media import AUDIO_LEVEL_DBOV, load_clip
 from loadtest.server import (
     STOP_TIMEOUT_S,
     BenchError,
@@ -68,6 +66,7 @@ from loadtest.server import (
     process_rss_mib,
     require_private_namespace,
 )
+from signaling.eventloop import new_event_loop
 
 logger = logging.getLogger(__name__)
 
@@ -302,8 +301,6 @@ def run_cli(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"diemcau bench forward: {exc}", file=sys.stderr)
         return 2
-    from signaling.cli import new_event_loop
-
     workers = getattr(args, "workers", None)
     profile_dir: Path | None = getattr(args, "profile_dir", None)
     profile_native = bool(getattr(args, "profile_native", False))
@@ -356,7 +353,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.bench_forward",
+    parser = argparse.ArgumentParser(prog="python -m bench.forward",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--subscribers", default="1,4,16,64")
     parser.add_argument("--duration", type=float, default=10.0)

@@ -9,7 +9,6 @@ counted, and its receivers' decoder threads are stopped.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import Counter
 from typing import Any
 
@@ -18,44 +17,15 @@ from aiortc.sdp import SessionDescription
 
 from loadtest.childproc import ChildProcess, obey_parent
 from loadtest.client import SyntheticParticipant
-from loadtest.media import Clip, PreEncodedAudioTrack, PreEncodedVideoTrack
+from loadtest.media import AUDIO_LEVEL_DBOV, Clip, PreEncodedAudioTrack, PreEncodedVideoTrack
 from loadtest.server import STOP_TIMEOUT_S, BenchError, process_cpu_s
 from sfu import aiortc_hooks
-
-logger = logging.getLogger(__name__)
 
 JOIN_CONCURRENCY = 8
 JOIN_TIMEOUT_S = 20.0
 
 
 # -- the participants -----------------------------------------------------------------------------
-
-
-AUDIO_LEVEL_DBOV = 18
-"""The level our Opus clip would report (a tone at -15 dBFS peak), as browsers send it."""
-
-
-def send_audio_level(sender: Any, level_dbov: int) -> bool:
-    """Make an aiortc sender of pre-encoded audio send the ssrc-audio-level extension.
-
-    aiortc computes the level only for frames it encodes; for ``av.Packet`` input it sends no
-    audio-level extension at all, unlike browsers (Chrome and Firefox send it on every packet).
-    The encoded frame's ``audio_level`` is set on the way out of ``_next_encoded_frame``
-    (a private aiortc name, used by the load generator only). Returns False if it is gone.
-    """
-    original = getattr(sender, "_next_encoded_frame", None)
-    if original is None:
-        logger.warning("aiortc has no RTCRtpSender._next_encoded_frame: no audio level sent")
-        return False
-
-    async def next_encoded_frame(codec: Any) -> Any:
-        frame = await original(codec)
-        if frame is not None and frame.audio_level is None:
-            frame.audio_level = -level_dbov
-        return frame
-
-    sender._next_encoded_frame = next_encoded_frame
-    return True
 
 
 class BenchPublisher(SyntheticParticipant):
@@ -78,7 +48,7 @@ class BenchPublisher(SyntheticParticipant):
     async def publish(self, timeout: float = 10.0) -> None:
         audio = self.publisher.addTransceiver(self.audio_track, direction="sendonly")
         if self.audio_level is not None:
-            send_audio_level(audio.sender, self.audio_level)
+            aiortc_hooks.send_audio_level(audio.sender, self.audio_level)
         await super().publish(timeout)  # adds the video track (audio, then video), negotiates
 
     async def close(self) -> None:

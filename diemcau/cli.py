@@ -1,9 +1,11 @@
-"""The ``diemcau`` command: ``serve`` runs everything in one process; ``bench`` measures."""
+"""The ``diemcau`` command: ``serve`` runs everything in one process; ``bench`` measures;
+``loadtest`` runs synthetic meetings; ``token`` and ``archive`` are the operator's tools.
+
+Run as ``diemcau ...`` (installed) or ``python -m diemcau ...``."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from recorder.cli import add_archive_commands, run_archive
 from sfu.worker import MediaConfig
 from signaling.config import Config
 from signaling.control import BootstrapResult
+from signaling.eventloop import new_event_loop
 from signaling.limits import JOIN_TIMEOUT_S, MAX_UNJOINED_PER_ADDRESS
 
 
@@ -92,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--subscribers", default="1,4,16,64")
     forward.add_argument("--duration", type=float, default=10.0)
     forward.add_argument("--json", type=Path, default=None)
+    from bench.recording import add_arguments as add_bench_recording_arguments
+
+    add_bench_recording_arguments(bench_commands.add_parser(
+        "recording", help="server CPU recorded vs not; recorder memory under a slow disk"))
     loadtest = commands.add_parser(
         "loadtest", help="synthetic meetings: quality under load, room capacity, room limit")
     from loadtest.report import add_arguments as add_loadtest_arguments
@@ -177,22 +184,18 @@ def token_create_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         serve(args)
     elif args.command == "token":
         return token_create_cli(args)
+    elif args.command == "bench" and args.bench == "recording":
+        from bench.recording import run_cli as run_bench_recording
+
+        return run_bench_recording(args)
     elif args.command == "bench":
-        from loadtest.bench_forward import run_cli
+        from bench.forward import run_cli
 
         return run_cli(args)
     elif args.command == "archive":

@@ -1,4 +1,4 @@
-"""Optional profiling of the server under test for ``python -m loadtest.bench_forward``:
+"""Optional profiling of the server under test for ``python -m bench.forward``:
 py-spy samples it during the measurement window (raw collapsed stacks), ``self_time`` ranks the
 leaf functions of such a profile.
 """
