@@ -77,6 +77,8 @@ def retire_counters(participant: Participant, now: float, into: Counter[str]) ->
             into["retransmitted_packets"] += consumer.retransmitted
             for reason, count in consumer.drops.items():
                 into[f"drop:{reason.value}"] += count
+        for reason, count in subscriber.rtcp.drops.items():  # its RTCP that did not parse
+            into[f"drop:{reason.value}"] += count
     for producer in participant.producers:
         into["received_packets"] += producer.packets_received
         into["keyframe_requests"] += producer.keyframe_requests_sent

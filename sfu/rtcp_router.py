@@ -8,6 +8,7 @@ the SSRC table (``by_ssrc``) and hands every decrypted RTCP datagram to ``on_rtc
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from collections.abc import Callable
 
 from aiortc.rtp import (
@@ -23,6 +24,7 @@ from aiortc.rtp import (
 
 from sfu.consumer import Consumer
 from sfu.downlink_control import DownlinkControl
+from sfu.types import DropReason
 from sfu.wire.rtp_packet import split_rtcp_compound
 from sfu.wire.twcc import RTCP_RTPFB, TRANSPORT_CC_FMT, TransportFeedback
 
@@ -66,6 +68,7 @@ class RtcpRouter:
         self.downlink = downlink
         self.by_ssrc: dict[int, Consumer] = {}  # our media and RTX SSRCs -> their consumer
         self.estimated_bitrate: int | None = None  # from the subscriber's REMBs, added up
+        self.drops: Counter[DropReason] = Counter()  # RTCP packets that did not parse
         self._rembs = RembAggregator()
         self._time = loop_time
 
@@ -79,13 +82,16 @@ class RtcpRouter:
         for kind, fmt, chunk in split_rtcp_compound(data):
             if kind == RTCP_RTPFB and fmt == TRANSPORT_CC_FMT:
                 try:
-                    self.downlink.on_transport_feedback(TransportFeedback.parse(chunk))
+                    feedback = TransportFeedback.parse(chunk)
                 except ValueError:
-                    pass
+                    self.drops[DropReason.MALFORMED] += 1
+                    continue
+                self.downlink.on_transport_feedback(feedback)
                 continue
             try:
                 packets = RtcpPacket.parse(chunk)
             except ValueError:
+                self.drops[DropReason.MALFORMED] += 1
                 continue
             for packet in packets:
                 self._on_packet(packet, now)
@@ -100,6 +106,7 @@ class RtcpRouter:
                 try:
                     bitrate, ssrcs = unpack_remb_fci(packet.fci)
                 except (ValueError, struct.error):  # aiortc lets short FCIs through
+                    self.drops[DropReason.MALFORMED] += 1
                     return
                 ours = frozenset(s for s in ssrcs if s in self.by_ssrc)
                 self.estimated_bitrate = self._rembs.add(bitrate, ours, now)
