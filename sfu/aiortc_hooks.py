@@ -92,8 +92,8 @@ def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHand
         except Exception as exc:
             handler_errors.exception("RTCP", exc)
 
-    dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
-    dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+    dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]  # the hook itself
+    dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]  # the hook itself
 
 
 def disable_decoding(
@@ -104,10 +104,10 @@ def disable_decoding(
 
     async def receive(parameters: RTCRtpReceiveParameters) -> None:
         await original(parameters)
-        receiver._RTCRtpReceiver__stop_decoder()  # type: ignore[attr-defined]
+        receiver._RTCRtpReceiver__stop_decoder()  # type: ignore[attr-defined]  # name-mangled
         on_receive(parameters)
 
-    receiver.receive = receive  # type: ignore[method-assign]
+    receiver.receive = receive  # type: ignore[method-assign]  # the hook itself
 
 
 def capture_sender(
@@ -118,7 +118,7 @@ def capture_sender(
     async def send(parameters: RTCRtpSendParameters) -> None:
         on_parameters(parameters)
 
-    sender.send = send  # type: ignore[method-assign]
+    sender.send = send  # type: ignore[method-assign]  # the hook itself
 
 
 def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
@@ -189,7 +189,7 @@ class DatagramWriter:
             self.protect_errors += 1  # a malformed packet of ours: drop it, keep the others
             return False
         try:
-            self._sendto(data, self._addr)  # type: ignore[misc]
+            self._sendto(data, self._addr)  # type: ignore[misc]  # _ready() set it
         except (OSError, AttributeError):
             self._sendto = None
             return False
@@ -206,7 +206,7 @@ class DatagramWriter:
             self.protect_errors += 1
             return False
         try:
-            self._sendto(data, self._addr)  # type: ignore[misc]
+            self._sendto(data, self._addr)  # type: ignore[misc]  # _ready() set it
         except (OSError, AttributeError):
             self._sendto = None
             return False
@@ -255,14 +255,14 @@ class _CountingSrtpSession:
 
     def unprotect(self, data: bytes) -> bytes:
         try:
-            return self._session.unprotect(data)  # type: ignore[no-any-return]
+            return self._session.unprotect(data)
         except (pylibsrtp.Error, ValueError) as exc:
             self._drops.add(DatagramDrop.SRTP_UNAUTHENTICATED)
             raise pylibsrtp.Error(str(exc)) from None
 
     def unprotect_rtcp(self, data: bytes) -> bytes:
         try:
-            return self._session.unprotect_rtcp(data)  # type: ignore[no-any-return]
+            return self._session.unprotect_rtcp(data)
         except (pylibsrtp.Error, ValueError) as exc:
             self._drops.add(DatagramDrop.SRTP_UNAUTHENTICATED)
             raise pylibsrtp.Error(str(exc)) from None
@@ -275,10 +275,11 @@ def count_srtp_failures(dtls: RTCDtlsTransport, drops: DatagramDrops) -> None:
     """Once DTLS is connected (keys exist), count inbound SRTP that fails authentication."""
 
     def on_state() -> None:
-        session = dtls._rx_srtp  # type: ignore[attr-defined]
+        session = dtls._rx_srtp
         if dtls._state == DtlsState.CONNECTED and session is not None \
                 and not isinstance(session, _CountingSrtpSession):
-            dtls._rx_srtp = _CountingSrtpSession(session, drops)  # type: ignore[attr-defined]
+            # A wrapper, not a pylibsrtp.Session: aiortc calls only unprotect/unprotect_rtcp.
+            dtls._rx_srtp = _CountingSrtpSession(session, drops)  # type: ignore[assignment]
 
     dtls.on("statechange", on_state)
 
@@ -302,11 +303,14 @@ class GuardedStunProtocol(StunProtocol):
         return IceCredentials(connection.local_username, connection.local_password,
                               connection.remote_username, connection.remote_password)
 
-    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+    # bytes, as asyncio.DatagramProtocol declares and a UDP socket delivers (aioice widened it).
+    def datagram_received(  # type: ignore[override]
+        self, data: bytes, addr: tuple[Any, ...]
+    ) -> None:
         source = (addr[0], addr[1])  # an IPv6 four-tuple to a two-tuple, as aioice does
         try:
             verdict = self.guard.check(
-                data, source, self._credentials, self.transactions,  # type: ignore[arg-type]
+                data, source, self._credentials, self.transactions,
                 self.dtls._state == DtlsState.CONNECTED,
             )
             if isinstance(verdict, DatagramDrop):
@@ -456,7 +460,7 @@ def send_audio_level(sender: RTCRtpSender, level_dbov: int) -> bool:
             frame.audio_level = -level_dbov
         return frame
 
-    sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
+    sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]  # the hook
     return True
 
 
@@ -481,7 +485,7 @@ def take_srtp_early(dtls: RTCDtlsTransport, on_srtp: SrtpHandler) -> bool:
         else:
             original(data, component)
 
-    connection.data_received = data_received  # type: ignore[union-attr]
+    connection.data_received = data_received  # type: ignore[union-attr]  # checked above
     return True
 
 

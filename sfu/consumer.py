@@ -95,6 +95,10 @@ class Consumer:
         self.current_layer: int | None = None  # None: not forwarding yet (needs a sync point)
         self.wanted_layer: int | None = 0  # the allocator's grant (target may be lower for now)
         clock_rate = producer.codec.clock_rate if producer.codec else 90000
+        self._seq: SequenceRewriter
+        self._ts: TimestampRewriter
+        self._vp8: Vp8PictureIdMunger
+        self._rtx_seq: int
         if continue_from is not None and continue_from.ssrc == ssrc:
             # A reused m-line: the subscriber sees one stream, so numbering continues seamlessly.
             self._seq = continue_from._seq
@@ -166,7 +170,8 @@ class Consumer:
     def send(
         self, packet: RtpView, layer: int, keyframe: bool, elements: bytes, now: float
     ) -> None:
-        if self.pause_reason is not None:
+        codec = self.codec
+        if self.pause_reason is not None or codec is None:  # no codec: paused (NO_CODEC, ...)
             self.drops[DropReason.PAUSED] += 1
             return
         if layer != self.current_layer:
@@ -196,7 +201,7 @@ class Consumer:
         # The X bit follows the block actually written: a packet may lack an extension (an
         # audio level) that was negotiated, and a set X bit without a block is malformed.
         head = pack_header(
-            0x90 if block else 0x80, (packet.marker << 7) | self.codec.payload_type,  # type: ignore[union-attr]
+            0x90 if block else 0x80, (packet.marker << 7) | codec.payload_type,
             seq, timestamp, self.ssrc,
         ) + block
         data = head + payload
@@ -255,7 +260,7 @@ class Consumer:
             if data is None:
                 continue
             if self.twcc is not None:
-                data = self._restamp(data, now)
+                data = self._restamp(data, now, self.twcc)
             if self.codec.rtx_payload_type is not None:
                 data = wrap_rtx(data, self.codec.rtx_payload_type, self._rtx_seq, self.rtx_ssrc)
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
@@ -264,11 +269,11 @@ class Consumer:
         self.retransmitted += resent
         return resent
 
-    def _restamp(self, data: bytes, now: float) -> bytes:
+    def _restamp(self, data: bytes, now: float, twcc: TransportStamper) -> bytes:
         """A retransmission is a new packet for transport-cc: give it a fresh number."""
         view = RtpView.parse(data)
         elements = [(i, v) for i, v in view.extensions.items() if i != self.twcc_id]
-        transport_seq = self.twcc.next(len(data), now)  # type: ignore[union-attr]
+        transport_seq = twcc.next(len(data), now)
         block = finish_extension_block(
             extension_elements(elements) + transport_cc_element(self.twcc_id, transport_seq)
         )

@@ -7,7 +7,7 @@ module does for its own negotiation. Publisher and Subscriber only call these fu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from sfu.types import Codec
@@ -73,10 +73,10 @@ class CodecParameters(Protocol):
     def clockRate(self) -> int: ...  # noqa: N802
 
     @property
-    def payloadType(self) -> int: ...  # noqa: N802
+    def payloadType(self) -> int | None: ...  # noqa: N802 (None in aiortc until negotiated)
 
     @property
-    def parameters(self) -> dict[str, object]: ...
+    def parameters(self) -> Mapping[str, object]: ...
 
 
 class HeaderExtensionParameters(Protocol):
@@ -98,22 +98,23 @@ def _rtx_for(codecs: Iterable[CodecParameters], payload_type: int) -> int | None
     )
 
 
-def primary_codec(codecs: list[CodecParameters]) -> Codec | None:
+def primary_codec(codecs: Sequence[CodecParameters]) -> Codec | None:
     """The first media codec of a negotiated m-line (what a publisher sends), with its RTX."""
-    media = [c for c in codecs if c.name.lower() not in _NOT_MEDIA]
-    if not media:
-        return None
-    first = media[0]
-    return Codec(first.mimeType, first.clockRate, first.payloadType,
-                 _rtx_for(codecs, first.payloadType))
+    for codec in codecs:
+        payload_type = codec.payloadType  # never None once negotiated; skipped if it were
+        if payload_type is not None and codec.name.lower() not in _NOT_MEDIA:
+            return Codec(codec.mimeType, codec.clockRate, payload_type,
+                         _rtx_for(codecs, payload_type))
+    return None
 
 
-def match_codec(codec: Codec, codecs: list[CodecParameters]) -> Codec | None:
+def match_codec(codec: Codec, codecs: Sequence[CodecParameters]) -> Codec | None:
     """The subscriber's payload types for the producer's codec (matched by name, not number)."""
     for candidate in codecs:
-        if candidate.mimeType.lower() == codec.mime_type.lower():
-            return Codec(candidate.mimeType, candidate.clockRate, candidate.payloadType,
-                         _rtx_for(codecs, candidate.payloadType))
+        payload_type = candidate.payloadType
+        if payload_type is not None and candidate.mimeType.lower() == codec.mime_type.lower():
+            return Codec(candidate.mimeType, candidate.clockRate, payload_type,
+                         _rtx_for(codecs, payload_type))
     return None
 
 

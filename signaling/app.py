@@ -161,7 +161,8 @@ async def close_sockets(app: web.Application) -> None:
     sessions = app[SESSIONS].all()
     await asyncio.gather(*(session.kick("server-shutdown") for session in sessions),
                          return_exceptions=True)
-    for ws in list(app[SOCKETS]):
+    sockets = app[SOCKETS]  # named: mypy infers list(app[SOCKETS])'s key type from list()
+    for ws in list(sockets):
         if not ws.closed:
             try:
                 await asyncio.wait_for(ws.close(code=WSCloseCode.GOING_AWAY,

@@ -29,7 +29,7 @@ from signaling.auth import (
     random_password,
 )
 from signaling.ratelimit import RateLimiter
-from signaling.store import DB_FILE, Store, open_store
+from signaling.store import DB_FILE, DEFAULT_CAPACITY, Store, open_store
 from signaling.store.sqlite import find_room_instance
 
 logger = logging.getLogger(__name__)
@@ -96,9 +96,9 @@ class ControlPlane:
         passwords = passwords or Passwords()
         secret = load_or_create_secret(data_dir)
         limiter = RateLimiter()
-        extra = {"open_room_capacity": open_room_capacity} if open_room_capacity else {}
         admission = Admission(store, secret, passwords, limiter, open_rooms=open_rooms,
-                              clock=clock, **extra)
+                              open_room_capacity=open_room_capacity or DEFAULT_CAPACITY,
+                              clock=clock)
         return cls(store, passwords, secret, limiter, admission, clock=clock)
 
     async def close(self) -> None:

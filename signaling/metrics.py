@@ -64,8 +64,8 @@ class MediaPlaneCollector(Collector):
         yield only
         pauses = GaugeMetricFamily("diemcau_paused_consumers",
                                    "Consumers sending nothing, by reason", labels=["reason"])
-        for reason in PauseReason:
-            pauses.add_metric([reason.value], paused.get(reason.value, 0))
+        for pause in PauseReason:
+            pauses.add_metric([pause.value], paused.get(pause.value, 0))
         yield pauses
 
 

@@ -215,7 +215,8 @@ class Session:
                     return
                 raise error
             message = decode(raw)
-            ref = message.__struct_config__.tag  # type: ignore[assignment]
+            tag = message.__struct_config__.tag  # str | int | None to msgspec; ours are all str
+            ref = tag if isinstance(tag, str) else None
             if self.participant_id is None and not isinstance(message, Join | Ping):
                 if self._waiting is None:
                     raise ProtocolError("not-joined", "send `join` first", ref)
@@ -228,9 +229,9 @@ class Session:
             self.send(exc.to_json())
         except LimitExceeded as exc:
             self.refusals[exc.what] += 1
-            error = ProtocolError("limit-exceeded", str(exc), ref).to_json()
-            error["limit"] = exc.limit
-            self.send(error)
+            reply = ProtocolError("limit-exceeded", str(exc), ref).to_json()
+            reply["limit"] = exc.limit
+            self.send(reply)
         except Exception:
             reference = uuid.uuid4().hex[:8]
             logger.exception("internal error [%s] handling %s", reference, ref)

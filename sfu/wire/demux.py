@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 from aioice import stun
@@ -211,7 +211,7 @@ def parse_stun(data: bytes) -> stun.Message | DatagramDrop:
 
 
 def check_stun(
-    message: stun.Message, credentials: IceCredentials, pending: object
+    message: stun.Message, credentials: IceCredentials, pending: Container[bytes]
 ) -> DatagramDrop | None:
     """None when aioice should see ``message``; ``pending`` holds our open transaction ids."""
     attributes = message.attributes
@@ -230,7 +230,7 @@ def check_stun(
         return None
     if message.message_class == stun.Class.INDICATION:
         return DatagramDrop.STUN_UNSOLICITED
-    if message.transaction_id not in pending:  # type: ignore[operator]
+    if message.transaction_id not in pending:
         return DatagramDrop.STUN_UNSOLICITED
     return None  # aioice checks the response's MESSAGE-INTEGRITY against the request's key
 
@@ -258,7 +258,7 @@ class MediaPortGuard:
         data: bytes,
         source: Address,
         credentials: Callable[[], IceCredentials],
-        pending: object,
+        pending: Container[bytes],
         handshake_done: bool,
     ) -> tuple[DatagramKind, stun.Message | None] | DatagramDrop:
         """(kind, the parsed STUN message) to hand on, or the reason to drop ``data``."""

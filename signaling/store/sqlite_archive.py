@@ -96,7 +96,8 @@ class SqliteArchive:
     async def list_recordings(self, room: str | None = None, org_id: int | None = None,
                               since: float | None = None, until: float | None = None,
                               limit: int = 1000) -> list[RecordingRow]:
-        where, args = ["state != 'deleted'"], []  # type: list[str], list[Any]
+        where: list[str] = ["state != 'deleted'"]
+        args: list[object] = []
         for clause, value in (("room = ?", room), ("org_id = ?", org_id),
                               ("started_at >= ?", since), ("started_at < ?", until)):
             if value is not None:

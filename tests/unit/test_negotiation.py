@@ -38,6 +38,16 @@ def test_match_codec_by_name_not_payload_type() -> None:
     assert match_codec(Codec("audio/opus", 48000, 111), [VP8, H264]) is None
 
 
+def test_a_codec_without_payload_type_is_never_chosen() -> None:
+    # aiortc types payloadType as optional; a Codec without one would fail on every packet.
+    unnumbered = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000)
+    assert primary_codec([unnumbered, H264]) == Codec("video/H264", 90000, 102, None)
+    assert primary_codec([unnumbered]) is None
+    assert match_codec(Codec("video/VP8", 90000, 96), [unnumbered, VP8]) == Codec(
+        "video/VP8", 90000, 96, None
+    )
+
+
 def test_extension_ids_and_limits() -> None:
     ids = extension_ids([
         RTCRtpHeaderExtensionParameters(id=1, uri=URI_MID),
