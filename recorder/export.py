@@ -101,7 +101,7 @@ class _VideoSource:
 
     def _advance(self) -> None:
         for frame in self._frames:
-            if frame.pts is None:
+            if frame.pts is None or frame.time_base is None:  # no time: cannot be placed
                 continue
             self._next, self._next_t = frame, self.offset_s + float(frame.pts * frame.time_base)
             return
@@ -133,7 +133,7 @@ class _AudioSource:
 
     def _decode_more(self) -> None:
         for frame in self._frames:
-            if frame.pts is None:
+            if frame.pts is None or frame.time_base is None:
                 continue
             position = self.offset + round(float(frame.pts * frame.time_base) * RATE)
             for out in self._resampler.resample(frame):
@@ -236,8 +236,8 @@ def export_recording(data_dir: Path, recording_id: str, output: Path, *, layout:
                 cells = speaker_cells(len(participants), current, width, height)
             canvas = np.zeros((height, width, 3), np.uint8)
             for index, (x, y, w, h) in enumerate(cells):
-                source = videos.get(index)
-                picture = source.at(t) if source is not None else None
+                video = videos.get(index)
+                picture = video.at(t) if video is not None else None
                 if picture is not None:
                     tile = _fit(picture, w, h)
                     th, tw = tile.shape[:2]
@@ -263,8 +263,8 @@ def export_recording(data_dir: Path, recording_id: str, output: Path, *, layout:
         out.mux(astream.encode(None))
     finally:
         out.close()
-        for source in videos.values():
-            source.close()
+        for video_source in videos.values():
+            video_source.close()
         for group in audios.values():
             for audio_source in group:
                 audio_source.close()

@@ -38,6 +38,9 @@ from typing import BinaryIO
 
 import av
 
+MediaStream = av.VideoStream | av.AudioStream
+"""The one stream of a track's file."""
+
 __all__ = [
     "CODECS",
     "CRASH_SAFE_OPTIONS",
@@ -240,7 +243,7 @@ class TrackWriter:
 
     def _run(self) -> None:
         container: av.container.OutputContainer | None = None
-        stream: av.stream.Stream | None = None
+        stream: MediaStream | None = None
         try:
             while True:
                 try:
@@ -253,10 +256,11 @@ class TrackWriter:
                 if item is _CLOSE or self.stats.error is not None:
                     break
                 assert isinstance(item, MuxPacket)
-                if container is None:
-                    container, stream = self._open(item)
-                    if container is None:
+                if container is None or stream is None:  # set together
+                    opened = self._open(item)
+                    if opened is None:
                         break
+                    container, stream = opened
                     self.opened = True
                     if self.on_open is not None:
                         self.on_open()
@@ -284,13 +288,13 @@ class TrackWriter:
                     logger.exception("on_finished hook of %s failed", self.path)
             self.closed.set()
 
-    def _open(self, first: MuxPacket) -> tuple[av.container.OutputContainer | None, object]:
+    def _open(self, first: MuxPacket) -> tuple[av.container.OutputContainer, MediaStream] | None:
         if self.kind == "video" and (not first.keyframe or first.size is None):
             self._fail(WriterError.BAD_FIRST_PACKET, "video must start with a sized key frame")
-            return None, None
+            return None
         if self.codec == "h264" and not first.parameter_sets:
             self._fail(WriterError.BAD_FIRST_PACKET, "H.264 must start with SPS/PPS")
-            return None, None
+            return None
         fmt = "webm" if file_suffix(self.codec) == ".webm" else "matroska"
         # We open the file, not FFmpeg: given a path, PyAV opens it inside the first mux() with
         # the GIL held (measured: a writer thread stuck opening a FIFO froze every other thread
@@ -304,7 +308,7 @@ class TrackWriter:
             raise
         try:
             stream = container.add_stream_from_template(self._template(fmt))
-            if self.kind == "video":
+            if isinstance(stream, av.VideoStream):  # self.kind == "video"
                 assert first.size is not None
                 stream.width, stream.height = first.size
                 if self.codec == "h264":
@@ -316,7 +320,7 @@ class TrackWriter:
             raise
         return container, stream
 
-    def _template(self, fmt: str) -> av.stream.Stream:  # type: ignore[name-defined]
+    def _template(self, fmt: str) -> MediaStream:
         """The stream's parameters, from a stream of a container that is never started.
 
         Why: PyAV opens the codec context of every stream made by ``add_stream`` when the header
@@ -329,18 +333,20 @@ class TrackWriter:
         holder = av.open(io.BytesIO(), "w", format=fmt)
         try:
             if self.kind == "video":
-                template = holder.add_stream(self.av_name, rate=self.frame_rate)
-            else:
-                template = holder.add_stream(self.av_name, rate=self.clock_rate)
-                template.layout = "stereo" if self.channels == 2 else "mono"
-            return template
+                video = holder.add_stream(self.av_name, rate=self.frame_rate)
+                assert isinstance(video, av.VideoStream)  # a video codec name gives one
+                return video
+            audio = holder.add_stream(self.av_name, rate=self.clock_rate)
+            assert isinstance(audio, av.AudioStream)
+            audio.layout = "stereo" if self.channels == 2 else "mono"
+            return audio
         finally:
             holder.close()  # never started: nothing is written
 
-    def _mux(self, container: av.container.OutputContainer, stream: object,
+    def _mux(self, container: av.container.OutputContainer, stream: MediaStream,
              item: MuxPacket) -> None:
         packet = av.Packet(item.data)
-        packet.stream = stream  # type: ignore[assignment]
+        packet.stream = stream
         packet.time_base = self.time_base
         packet.pts = packet.dts = item.pts
         packet.is_keyframe = item.keyframe
