@@ -74,7 +74,8 @@ class CountingSubscriber(SyntheticParticipant):
     def _learn_payload_types(self, sdp: str) -> None:
         for media in SessionDescription.parse(sdp).media:
             for codec in media.rtp.codecs:
-                self._kind_by_pt[codec.payloadType] = media.kind
+                if codec.payloadType is not None:  # always set in a parsed SDP
+                    self._kind_by_pt[codec.payloadType] = media.kind
 
     async def _answer(self, message: dict[str, Any]) -> None:
         # SyntheticParticipant._answer, minus the decoding consumers: once the offer is applied

@@ -198,7 +198,7 @@ def _drain(path: Path, rate_bps: float, stop: threading.Event) -> None:
 def slow_disk_memory(seconds: float, disk_kbps: float | None) -> dict[str, Any]:
     """``disk_kbps`` None: plain files on the temp dir's disk (the comparison run)."""
     from loadtest.media import AUDIO_FRAME_SAMPLES, FPS, HEIGHT, WIDTH, load_clip
-    from recorder.track_writer import QUEUE_SIZE, MuxPacket, TrackWriter
+    from recorder.track_writer import QUEUE_SIZE, MuxPacket, TrackWriter, WriterError
 
     clip = load_clip()
     folder = Path(tempfile.mkdtemp(prefix="diemcau-bench-slowdisk-"))
@@ -214,10 +214,11 @@ def slow_disk_memory(seconds: float, disk_kbps: float | None) -> dict[str, Any]:
                                      daemon=True)
             drain.start()
             drains.append(drain)
-        writers[name] = TrackWriter(
-            path, "vp8" if name == "video" else "opus",
-            on_error=lambda error, detail, name=name: failures.setdefault(
-                name, f"{error.value} after {time.monotonic() - started:.1f} s"))
+
+        def on_error(error: WriterError, detail: str, name: str = name) -> None:
+            failures.setdefault(name, f"{error.value} after {time.monotonic() - started:.1f} s")
+
+        writers[name] = TrackWriter(path, "vp8" if name == "video" else "opus", on_error=on_error)
     baseline = process_rss_mib()
     # RSS moves with the libraries' own allocations (the muxer, the allocator's arenas); the
     # Python heap traced from here on is what the recorder holds: the frames in its queues.

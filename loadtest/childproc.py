@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import logging
 import multiprocessing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from signaling.eventloop import new_event_loop
@@ -24,7 +24,7 @@ CHILD_LIFETIME_S = 1800.0  # a worker process never outlives this, whatever happ
 Handler = Callable[[Any], Any]  # a command's argument -> its result (or an awaitable of it)
 
 
-def child_main(child: Callable[..., Awaitable[None]], conn: Any, *args: Any) -> None:
+def child_main(child: Callable[..., Coroutine[Any, Any, None]], conn: Any, *args: Any) -> None:
     """Entry point of a worker process (spawned): runs ``child(conn, *args)`` on our loop."""
     logging.basicConfig(level=logging.WARNING)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:

@@ -199,11 +199,11 @@ class SyntheticParticipant:
             await pc.setLocalDescription(answer)
             await self.send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
             for transceiver in pc.getTransceivers():
-                info = self.tracks.get(transceiver.mid or "")
-                if info is None or transceiver.mid in self._consumed:
+                mid = transceiver.mid
+                if mid is None or mid not in self.tracks or mid in self._consumed:
                     continue
-                self._consumed.add(transceiver.mid)
-                self._spawn(self._consume(transceiver.mid, transceiver.receiver.track))
+                self._consumed.add(mid)
+                self._spawn(self._consume(mid, transceiver.receiver.track))
 
     def take_over_receivers(
         self,

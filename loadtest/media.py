@@ -99,8 +99,9 @@ def _video_planes(width: int = WIDTH, height: int = HEIGHT) -> tuple[bytes, byte
 
 
 def _vp8_encoder(width: int, height: int, bitrate: int, keyframe_interval: int,
-                 **options: str) -> av.CodecContext:
+                 **options: str) -> av.VideoCodecContext:
     codec = av.CodecContext.create("libvpx", "w")
+    assert isinstance(codec, av.VideoCodecContext)  # an encoder's name: no literal type for it
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
     codec.framerate = fractions.Fraction(FPS, 1)
     codec.time_base = fractions.Fraction(1, FPS)
@@ -114,7 +115,7 @@ def _vp8_encoder(width: int, height: int, bitrate: int, keyframe_interval: int,
     return codec
 
 
-def _encode_frames(codec: av.CodecContext, frames: int, keyframe_interval: int,
+def _encode_frames(codec: av.VideoCodecContext, frames: int, keyframe_interval: int,
                    noise_w: int, noise_h: int) -> tuple[list[bytes], list[bool]]:
     """The moving gradient with a moving block of noise, encoded: (frames, keyframe flags).
 

@@ -445,7 +445,7 @@ class LoadParticipant(SimulcastPublisher):
         await super().close()
 
 
-class _Events(list):  # type: ignore[type-arg]
+class _Events(list[dict[str, Any]]):
     """The participant's event list; calls a handler for each message as it arrives."""
 
     def __init__(self, handler: Any) -> None:

@@ -174,8 +174,9 @@ class Load:
                    "send_tiles": send_tiles, "added_delay_ms": added_delay_ms,
                    "uplink_bps": uplink_bps}
         self.target = target
-        self.workers = ([LocalWorker(options)] if workers == 0
-                        else [RemoteWorker(options) for _ in range(workers)])
+        self.workers: list[LocalWorker | RemoteWorker] = (
+            [LocalWorker(options)] if workers == 0
+            else [RemoteWorker(options) for _ in range(workers)])
         self.joined: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
         self.published_at: dict[str, float] = {}

@@ -351,7 +351,7 @@ class SimulcastPublisher(SyntheticParticipant):
 # -- the subscriber --------------------------------------------------------------------------------
 
 
-class TimedEvents(list):  # type: ignore[type-arg]
+class TimedEvents(list[dict[str, Any]]):
     """The participant's event list, with the monotonic time each message arrived."""
 
     def __init__(self) -> None:
@@ -398,7 +398,7 @@ class RembSubscriber(SyntheticParticipant):
                  forced_remb_bps: int | None = None, **kwargs: Any) -> None:
         super().__init__(base_url, room, name, audio=False, video=False, decode=False, **kwargs)
         self.forced_remb_bps = forced_remb_bps
-        self.events = TimedEvents()
+        self.events: TimedEvents = TimedEvents()
         self.ssrcs: dict[int, SsrcState] = {}
         self.kinds_by_pt: dict[int, str] = {}
         self.rtx_pts: set[int] = set()
