@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from recorder.h264_sps import sps_size
@@ -403,7 +404,8 @@ def nal_units(packets: list[RtpView]) -> list[bytes]:
     return nals
 
 
-_DEPACKETIZERS: dict[str, type[Depacketizer]] = {
+# Constructors, not type[Depacketizer]: each codec takes its own keyword options.
+_DEPACKETIZERS: dict[str, Callable[..., Depacketizer]] = {
     "vp8": Vp8Depacketizer,
     "opus": OpusDepacketizer,
     "h264": H264Depacketizer,
@@ -416,4 +418,4 @@ def depacketizer_for(codec: str, **kwargs: float) -> Depacketizer:
         cls = _DEPACKETIZERS[codec.lower()]
     except KeyError:
         raise ValueError(f"no depacketizer for codec {codec!r}") from None
-    return cls(**kwargs)  # type: ignore[arg-type]
+    return cls(**kwargs)

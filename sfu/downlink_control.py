@@ -165,6 +165,7 @@ class DownlinkControl:
         dropped = (self._remb_dropped_at if self.estimator is None
                    else self.estimator.last_decrease_s)
         recent_drop = dropped is not None and now - dropped < REMB_DROP_VALID_S
+        # The ignores below: recent_drop implies dropped is not None, which mypy cannot follow.
         if recent_drop and self._probe_caused(dropped, threshold):  # type: ignore[arg-type]
             return False
         if estimate < CONGESTED_BELOW_SENT * self.sent_bps:

@@ -295,6 +295,7 @@ class Publisher:
         ):
             nack.max_seq = None  # a jump, not loss: restart from this packet
             nack.missing.clear()
+        # aiortc's NackGenerator is typed for its RtpPacket; it reads only sequence_number.
         if nack is not None and nack.add(packet):  # type: ignore[arg-type]
             self._send_rtcp(
                 RtcpRtpfbPacket(

@@ -31,6 +31,7 @@ from sfu.plane import (
 from sfu.policy.audio_only import DEFAULT_THRESHOLD_BPS, AudioOnlyGate
 from sfu.policy.downlink import DownlinkPolicy, Tile
 from sfu.policy.uplink import UplinkPolicy
+from sfu.producer import Producer
 from sfu.publisher import Publisher
 from sfu.room import Participant, Room, retire_counters
 from sfu.scheduler import Scheduler, Timer
@@ -122,8 +123,8 @@ class Worker:
             uplink_policy=UplinkPolicy(gate=self.config.downlink_policy().gate),  # same rule up
         )
 
-        def on_producer(producer: object) -> None:
-            live.producer_ready(producer)  # type: ignore[arg-type]
+        def on_producer(producer: Producer) -> None:
+            live.producer_ready(producer)
 
         async def send_offer(sdp: str, tracks: dict[str, TrackDescription]) -> None:
             events(SubscribeOffer(sdp, tracks))

@@ -9,7 +9,7 @@ policy asks for a probe whenever it wants to know whether more would fit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -123,7 +123,7 @@ class DownlinkPolicy:
         decision.probe_bps = self._probe(estimate_bps, demands.values(), audio_only, now)
         return decision
 
-    def _probe(self, estimate_bps: float | None, demands: object, audio_only: bool,
+    def _probe(self, estimate_bps: float | None, demands: Iterable[VideoDemand], audio_only: bool,
                now: float) -> int | None:
         """A probe target when we need to know whether more would fit, at most every 2 s."""
         interval = PROBE_INTERVAL_S if audio_only else self._probe_interval
@@ -131,7 +131,7 @@ class DownlinkPolicy:
             return None
         if estimate_bps is None:
             return None  # no feedback yet: the connection may not even be up
-        wanted = sum(d.cost(d.max_layer) for d in demands  # type: ignore[attr-defined]
+        wanted = sum(d.cost(d.max_layer) for d in demands
                      if d.max_layer is not None) + AUDIO_RESERVE_BPS
         if audio_only or estimate_bps < self.gate.threshold_bps:
             # Below the threshold we must know whether the link is: probe at the level that
