@@ -97,7 +97,7 @@ ClientMessage = (
 MESSAGE_TYPES = ("join", "publish", "subscribe_answer", "ice", "mute", "tiles", "audio_only",
                  "uplink", "leave", "ping")
 
-_decoder = msgspec.json.Decoder(ClientMessage)
+_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 
 
 class ProtocolError(Exception):
