@@ -134,7 +134,8 @@ class Scene:
         attacker_before = {k: v for k, v in after.items() if k[1] == "Mallory"}
         assert await wait_until(lambda: all(
             self.all_video()[k] > v for k, v in attacker_before.items()), MEDIA_TIMEOUT_S), (
-            f"the attacker's valid frames stopped reaching the victims: {self.all_video()}")
+            f"the attacker's valid frames stopped reaching the victims: {self.all_video()}, "
+            f"server drops {dropped(self.base_url)}")
         states = connections_up(self.victims)
         assert all(s == "connected" for v in states.values() for s in v), states
         for victim in self.victims:
