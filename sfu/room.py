@@ -206,6 +206,7 @@ class Room:
                     active.update(participant.uplink.active_layers(producer, now))
             layers = participant.uplink.message(allowed, active)
             if layers is not None:
+                logger.info("%s: publish layers video=%s %s", participant.id, allowed, active)
                 participant.notify(layers)
             if allowed == participant.uplink_audio_only:  # the state flipped
                 participant.uplink_audio_only = not allowed
