@@ -24,7 +24,9 @@ rise (the app-limited trap); a false overuse on a busy machine puts it there and
 (issue 10). Switching the layer off and on again changes the encoder's maximum bitrate, on which
 libwebrtc probes (ProbeController, probing on a new max allocated bitrate)."""
 NUDGE_OFF_S = 1.0
-MAX_NUDGE_INTERVAL_S = 60.0
+MAX_NUDGE_INTERVAL_S = 15.0
+"""A silent layer costs nothing to switch off and on: the cap keeps retrying often enough to leave
+the trap within a meeting's first minute, rarely enough not to probe a slow uplink constantly."""
 UPLINK_RETRY_S = 15.0
 CONGESTED_BELOW_SENT = 0.8
 
