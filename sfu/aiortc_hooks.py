@@ -13,7 +13,10 @@ each sender encodes. An SFU must do neither, so we hook it at the RTP level (see
 - outgoing packets are SRTP-protected and handed to the nominated ICE pair's datagram transport
   synchronously, skipping four layers of coroutines per packet;
 - every datagram reaching a media port passes ``sfu.wire.demux.MediaPortGuard`` before aioice and
-  aiortc see it (``GuardedStunProtocol``): garbage is dropped and counted, never an exception.
+  aiortc see it (``GuardedStunProtocol``): garbage is dropped and counted, never an exception;
+- SRTP's arrival time is the kernel's receive time of its datagram (``ArrivalStamps``), not the
+  time aiortc's reader dequeues it: the feedback we send a browser must not read a busy CPU as
+  a queue on the link (issue 10).
 
 These names are private, so aiortc is pinned (==1.16.0) and ``missing_internals()`` is checked by a
 test that fails loudly when one disappears.
@@ -22,7 +25,9 @@ test that fails loudly when one disappears.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +86,11 @@ def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHand
     """
 
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        # Runs right after ``unprotect`` of this very datagram (no await in between in
+        # ``_recv_next``): the stamp taken there is this packet's.
+        stamps = getattr(dtls._rx_srtp, "stamps", None)
+        if stamps is not None and stamps.last_ms is not None:
+            arrival_time_ms = stamps.last_ms
         try:
             on_rtp(data, arrival_time_ms)
         except Exception as exc:
@@ -242,18 +252,59 @@ MAX_BACKLOG = 1000
 and queueing more would only delay the media behind it (and cost memory)."""
 
 
+SIOCGSTAMP = 0x8906
+"""Linux ioctl: the kernel's receive time (struct timeval) of the last datagram read."""
+UNIX_TO_NTP_S = 2_208_988_800  # aiortc's clock counts milliseconds since 1900
+MAX_STAMPS = 2048
+
+
+def kernel_arrival_ms(sock: Any) -> int | None:
+    """When the kernel received the datagram just read from ``sock``, on aiortc's clock; None
+    where the platform cannot say (the caller falls back to the time it processes it)."""
+    try:
+        sec, usec = struct.unpack("@ll", fcntl.ioctl(sock.fileno(), SIOCGSTAMP, bytes(16)))
+    except (OSError, AttributeError, ValueError, struct.error):
+        return None
+    return (sec + UNIX_TO_NTP_S) * 1000 + usec // 1000
+
+
+class ArrivalStamps:
+    """Kernel arrival times of datagrams queued for one DTLS transport's reader, by object
+    identity (the same bytes object reaches ``unprotect``); bounded, since DTLS records and
+    dropped datagrams are never looked up."""
+
+    __slots__ = ("_stamps", "last_ms")
+
+    def __init__(self) -> None:
+        self._stamps: dict[int, int] = {}
+        self.last_ms: int | None = None  # of the datagram unprotected last
+
+    def put(self, data: bytes, arrival_ms: int) -> None:
+        stamps = self._stamps
+        stamps[id(data)] = arrival_ms
+        if len(stamps) > MAX_STAMPS:
+            del stamps[next(iter(stamps))]
+
+    def take(self, data: bytes) -> None:
+        self.last_ms = self._stamps.pop(id(data), None)
+
+
 class _CountingSrtpSession:
     """aiortc's inbound SRTP session, counting what libsrtp refuses. Anything it raises becomes
     ``pylibsrtp.Error``, the one exception ``_recv_next`` survives (pylibsrtp raises ValueError
     on input over its buffer, which would close the transport)."""
 
-    __slots__ = ("_session", "_drops")
+    __slots__ = ("_session", "_drops", "stamps")
 
-    def __init__(self, session: Any, drops: DatagramDrops) -> None:
+    def __init__(self, session: Any, drops: DatagramDrops,
+                 stamps: ArrivalStamps | None = None) -> None:
         self._session = session
         self._drops = drops
+        self.stamps = stamps
 
     def unprotect(self, data: bytes) -> bytes:
+        if self.stamps is not None:
+            self.stamps.take(data)
         try:
             return self._session.unprotect(data)
         except (pylibsrtp.Error, ValueError) as exc:
@@ -271,15 +322,18 @@ class _CountingSrtpSession:
         return getattr(self._session, name)
 
 
-def count_srtp_failures(dtls: RTCDtlsTransport, drops: DatagramDrops) -> None:
-    """Once DTLS is connected (keys exist), count inbound SRTP that fails authentication."""
+def count_srtp_failures(dtls: RTCDtlsTransport, drops: DatagramDrops,
+                        stamps: ArrivalStamps | None = None) -> None:
+    """Once DTLS is connected (keys exist), count inbound SRTP that fails authentication (and
+    pick up each datagram's kernel arrival time from ``stamps``)."""
 
     def on_state() -> None:
         session = dtls._rx_srtp
         if dtls._state == DtlsState.CONNECTED and session is not None \
                 and not isinstance(session, _CountingSrtpSession):
             # A wrapper, not a pylibsrtp.Session: aiortc calls only unprotect/unprotect_rtcp.
-            dtls._rx_srtp = _CountingSrtpSession(session, drops)  # type: ignore[assignment]
+            dtls._rx_srtp = _CountingSrtpSession(  # type: ignore[assignment]
+                session, drops, stamps)
 
     dtls.on("statechange", on_state)
 
@@ -292,11 +346,12 @@ class GuardedStunProtocol(StunProtocol):
     """
 
     def __init__(self, connection: Connection, guard: MediaPortGuard, dtls: RTCDtlsTransport,
-                 drops: DatagramDrops) -> None:
+                 drops: DatagramDrops, stamps: ArrivalStamps | None = None) -> None:
         super().__init__(connection)
         self.guard = guard
         self.dtls = dtls
         self.drops = drops
+        self.stamps = stamps
 
     def _credentials(self) -> IceCredentials:
         connection = self.receiver
@@ -322,6 +377,11 @@ class GuardedStunProtocol(StunProtocol):
                 if connection._queue.qsize() >= MAX_BACKLOG:
                     self.drops.add(DatagramDrop.BACKLOG)
                     return
+                if self.stamps is not None and 127 < data[0] < 192:  # SRTP/SRTCP (RFC 7983)
+                    sock = self.transport.get_extra_info("socket") if self.transport else None
+                    arrival = kernel_arrival_ms(sock) if sock is not None else None
+                    if arrival is not None:
+                        self.stamps.put(data, arrival)
                 connection.data_received(data, self.local_candidate.component)
             elif message.message_class == stun.Class.REQUEST:
                 connection.request_received(message, source, self)
@@ -375,7 +435,8 @@ def configure_ice(
         if getattr(connection, "_diemcau_configured", False):
             continue
         connection._diemcau_configured = True
-        count_srtp_failures(dtls, counts)
+        stamps = ArrivalStamps()
+        count_srtp_failures(dtls, counts, stamps)
         guard = MediaPortGuard()  # one per connection: its sockets share the trusted sources
         original = connection.get_component_candidates
 
@@ -383,6 +444,7 @@ def configure_ice(
             component: int, addresses: list[str], timeout: int = 5,
             _connection: Any = connection, _original: Any = original,
             _guard: MediaPortGuard = guard, _dtls: RTCDtlsTransport = dtls,
+            _stamps: ArrivalStamps = stamps,
         ) -> list[Any]:
             loop = asyncio.get_running_loop()
             # ``addresses`` is aioice's own list (every interface but 127.0.0.1): replaced.
@@ -393,7 +455,8 @@ def configure_ice(
                 for port in ports.candidates() if ports else [0]:
                     try:
                         bound = await loop.create_datagram_endpoint(
-                            lambda: GuardedStunProtocol(_connection, _guard, _dtls, counts),
+                            lambda: GuardedStunProtocol(_connection, _guard, _dtls, counts,
+                                                        _stamps),
                             local_addr=(host, port),
                         )
                         break

@@ -39,6 +39,26 @@ REMB_DROP_VALID_S = 2.0
 WAS_ABOVE_S = 3.0
 PROBE_AFTERMATH_S = 1.5
 PROBE_RESULT_VALID_S = 3.0
+REMB_CAP = 1.5
+REMB_CAP_EXTRA_BPS = 10_000
+"""A receiver estimate (REMB) climbs at most to 1.5x what arrives + 10 kbit/s (libwebrtc's and
+aiortc's AIMD clamp): while we send less than the threshold / 1.5, no REMB can reach it, so a
+REMB under the threshold is application-limited, not a measurement against it."""
+REMB_LOSS_CONGESTED = 0.05
+"""While application-limited, a REMB under what we send counts only with this much loss reported
+(RTCP receiver reports): aiortc stamps arrivals in a Python event loop, so a busy CPU reads as
+queueing delay (an overuse cut to 0.85x a throughput counted over a short, bursty window), and
+it reports a few dozen kbit/s on a loopback link. A link really slower than what we send loses."""
+LOSS_VALID_S = 3.0
+ACKED_PEAK_S = 2.5
+"""What gets through while congested measures the link: the best delivered rate (0.5 s windows)
+over this long. One window alone misreads a busy CPU: a stalled sender (our event loop, or the
+publisher's encoder) leaves gaps that read as a slower link (issue 10: audio-only on a 2.6 Mbit/s
+link), and once layers drop the delivered rate only shows what we still send."""
+LINK_FULL_BELOW_SENT = 0.9
+"""The delivered rate is the link's only while less gets through than we send (or packets are
+lost); otherwise it is a lower bound, and an overuse signal alone may be a busy CPU's jitter."""
+LINK_FULL_LOSS = 0.02
 
 
 def flowing_layer(consumer: Consumer, layer: int | None, now: float) -> int | None:
@@ -88,6 +108,8 @@ class DownlinkControl:
         self._probe_achieved_bps = 0.0  # what the last probe really sent (media + padding)
         self._remb_dropped_at = float("-inf")
         self._above_at = float("-inf")  # when the estimate was last at or above the threshold
+        self._loss: tuple[float, float] = (0.0, float("-inf"))  # (fraction lost, when reported)
+        self._acked: deque[tuple[float, float]] = deque()  # (tick time, estimator's acked_bps)
 
     # -- estimates ---------------------------------------------------------------------------------
 
@@ -109,6 +131,39 @@ class DownlinkControl:
             if bitrate_bps < REMB_DROP * self.remb_bps:
                 self._remb_dropped_at = now
         self.remb_bps = bitrate_bps
+
+    def on_receiver_loss(self, fraction_lost: float, now: float) -> None:
+        """The worst loss of our streams in one RTCP receiver report (0..1)."""
+        loss, at = self._loss
+        if now - at >= 0.5 or fraction_lost > loss:  # the worst stream of one report round
+            self._loss = (fraction_lost, now)
+
+    def _recent_loss(self, now: float) -> float:
+        loss, at = self._loss
+        return loss if now - at < LOSS_VALID_S else 0.0
+
+    def _note_acked(self, now: float) -> None:
+        acked = getattr(self.estimator, "acked_bps", None)
+        probing = now - self._probe_started < PROBE_AFTERMATH_S  # padding is no steady rate
+        if acked is not None and not probing:
+            self._acked.append((now, float(acked)))
+        while self._acked and now - self._acked[0][0] > ACKED_PEAK_S:
+            self._acked.popleft()
+
+    def _link_below(self, threshold: int) -> bool:
+        """Is the link measured below ``threshold``: full (less gets through than we send, or
+        packets are lost) and under it in every recent window?"""
+        acked = getattr(self.estimator, "acked_bps", None)
+        loss = getattr(self.estimator, "loss_fraction", 0.0)
+        full = (acked is None or acked < LINK_FULL_BELOW_SENT * self.sent_bps
+                or loss > LINK_FULL_LOSS)
+        return full and (not self._acked or max(a for _at, a in self._acked) < threshold)
+
+    def remb_app_limited(self) -> bool:
+        """A REMB-only receiver sent so little that its estimate could not reach the threshold
+        (docs/architecture.md#the-2-mbps-rule)."""
+        return (self.estimator is None and REMB_CAP * self.sent_bps + REMB_CAP_EXTRA_BPS
+                < self.policy.gate.threshold_bps)
 
     @property
     def estimate_bps(self) -> float | None:
@@ -168,13 +223,16 @@ class DownlinkControl:
         # The ignores below: recent_drop implies dropped is not None, which mypy cannot follow.
         if recent_drop and self._probe_caused(dropped, threshold):  # type: ignore[arg-type]
             return False
-        if estimate < CONGESTED_BELOW_SENT * self.sent_bps:
-            return True
-        if recent_drop and dropped - self._above_at < WAS_ABOVE_S:  # type: ignore[operator]
+        if self.remb_app_limited():
+            if recent_drop and dropped - self._above_at < WAS_ABOVE_S:  # type: ignore[operator]
+                return True  # a measured cut from above the threshold
+            return (estimate < CONGESTED_BELOW_SENT * self.sent_bps
+                    and self._recent_loss(now) >= REMB_LOSS_CONGESTED)
+        if estimate < CONGESTED_BELOW_SENT * self.sent_bps or (
+                recent_drop and dropped - self._above_at < WAS_ABOVE_S):  # type: ignore[operator]
             # While congested, what gets through measures the link: a cut that overshot (two
             # top layers on a 2.6 Mbit/s link) still delivers over the threshold.
-            acked = self.estimator.acked_bps if self.estimator is not None else None
-            return acked is None or acked < threshold
+            return self.estimator is None or self._link_below(threshold)
         if (self.estimator is None and self._first_tick is not None
                 and now - self._first_tick >= REMB_SETTLE_S
                 and estimate < REMB_CONGESTED_BELOW_SENT * self.sent_bps):
@@ -190,6 +248,7 @@ class DownlinkControl:
         if self._first_tick is None and sent_bytes:
             self._first_tick = now
         self._measure_sent(now, sent_bytes - self._probe_bytes)
+        self._note_acked(now)
         estimate = self.estimate_bps
         if self.estimator is not None and estimate is not None \
                 and estimate >= self.policy.gate.threshold_bps:

@@ -18,6 +18,7 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     RtcpPacket,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
     unpack_remb_fci,
 )
@@ -111,6 +112,12 @@ class RtcpRouter:
                 ours = frozenset(s for s in ssrcs if s in self.by_ssrc)
                 self.estimated_bitrate = self._rembs.add(bitrate, ours, now)
                 self.downlink.on_remb(self.estimated_bitrate)
+        elif isinstance(packet, RtcpRrPacket):
+            # Loss on our streams: for REMB-only receivers, what tells a slow link from a busy
+            # CPU (DownlinkControl.congested).
+            lost = [r.fraction_lost / 256 for r in packet.reports if r.ssrc in self.by_ssrc]
+            if lost:
+                self.downlink.on_receiver_loss(max(lost), now)
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             consumer = self.by_ssrc.get(packet.media_ssrc)
             if consumer is not None:

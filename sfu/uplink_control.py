@@ -8,6 +8,7 @@ changes (``PublishLayers``, ``AudioOnlyChanged(direction=UP)``).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from sfu.events import AudioOnlyChanged, Direction, EventSink
@@ -15,6 +16,8 @@ from sfu.policy.uplink import UplinkPolicy
 
 if TYPE_CHECKING:
     from sfu.publisher import Publisher
+
+logger = logging.getLogger(__name__)
 
 
 class UplinkControl:
@@ -38,6 +41,9 @@ class UplinkControl:
                 active.update(self.policy.active_layers(producer, now))
         layers = self.policy.message(allowed, active)
         if layers is not None:
+            # Evidence for the uplink nudge (sfu/policy/uplink.py) in the server's log.
+            logger.info("%s: publish layers video=%s %s", publisher.participant_id, allowed,
+                        active)
             self.notify(layers)
         if allowed == self.audio_only:  # the state flipped
             self.audio_only = not allowed

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sfu.policy.allocator import Priority, VideoDemand, allocate, layer_for_tile
+from sfu.policy.allocator import UPGRADE_MARGIN, Priority, VideoDemand, allocate, layer_for_tile
 from sfu.policy.audio_only import AudioOnlyGate
 from sfu.types import PauseReason
 
@@ -30,6 +30,10 @@ PROBE_HEADROOM = 1.3
 """Probe above what the wanted layers cost: the allocator grants a new layer only with its 15 %
 upgrade margin (plus audio), so a probe at 1.1x would prove too little to ever get it."""
 MAX_PROBE_BPS = 10_000_000
+RETRY_WITHOUT_PROBES_S = 15.0
+"""A REMB-only receiver cannot be probed (its estimate climbs at most 8 %/s, to 1.5x what
+arrives: a 300 ms probe does not move it) and gets no video while audio-only, so its REMB can never
+show the link recovered: like the uplink, video is retried after a while."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,11 @@ class DownlinkPolicy:
         congested: bool = True,
     ) -> Decision:
         self.gate.update(estimate_bps, now, congested)
+        if (self.gate.audio_only and not self.can_probe and self.gate.entered_at is not None
+                and now - self.gate.entered_at >= RETRY_WITHOUT_PROBES_S):
+            self.gate.audio_only = False  # retry video: the next REMB measures it again
+            self.gate.entered_at = None
+            self.gate._below_since = None
         audio_only = self.user_audio_only or self.gate.audio_only
         reason = "user" if self.user_audio_only else ("bandwidth" if audio_only else None)
         video = [c for c in consumers if c.producer.is_video and not c.producer.muted]
@@ -113,6 +122,12 @@ class DownlinkPolicy:
                        for c, d in demands.items()}
         else:
             budget = estimate_bps - audio_count * AUDIO_RESERVE_BPS
+            if not congested:
+                # An estimate that is no measured limit must not pause video: with nothing
+                # flowing no estimate could ever rise. The lowest layers at least (with the
+                # allocator's upgrade margin), as when there is no estimate yet.
+                budget = max(budget, sum(UPGRADE_MARGIN * d.cost(0) for d in demands.values()
+                                         if d.max_layer is not None))
             grants = allocate(budget, list(demands.values()))
             for consumer, demand in demands.items():
                 layer = grants[demand.key]

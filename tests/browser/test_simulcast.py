@@ -34,8 +34,10 @@ JOIN_TIMEOUT_MS = 20_000
 LAYERS_TIMEOUT = 25.0  # all three layers flowing
 TOP_LAYER_TIMEOUT = 45.0  # the subscriber receives 1280 wide
 FIRST_FRAME_TIMEOUT = 20.0
-AUDIO_ONLY_CONFIRM_MS = 3_000
-VIDEO_BACK_TIMEOUT = 5.0
+# Deadlines for events, not speed bounds (issue 10: on a busy machine the keyframe that brings
+# video back can take longer); the times taken go to artifacts/simulcast-timings.json.
+AUDIO_ONLY_CONFIRM_MS = 10_000
+VIDEO_BACK_TIMEOUT = 20.0
 STEADY_TIMEOUT = 15.0  # video decoded at >= 5 frames/s before the audio-only toggle
 CONSOLE: dict[int, list[str]] = {}  # id(page) -> console lines, for failure reports
 TIMINGS: dict[str, object] = {}
