@@ -166,8 +166,16 @@ def frame_start_offset(payload: bytes) -> int | None:
     None for any other packet (the payload header, and so the key frame bit, is only present at
     the start of partition 0) and for a descriptor that overruns the payload; never raises.
     """
+    if not payload or payload[0] & 0x17 != 0x10:  # S set, partition 0
+        return None
+    return vp8_data_offset(payload)
+
+
+def vp8_data_offset(payload: bytes) -> int | None:
+    """Where the VP8 data starts after the payload descriptor (RFC 7741 4.2); None when the
+    descriptor overruns the payload or nothing follows it. Byte checks only (per packet)."""
     n = len(payload)
-    if n == 0 or payload[0] & 0x17 != 0x10:  # S set, partition 0
+    if n == 0:
         return None
     i = 1
     if payload[0] & 0x80:
@@ -204,27 +212,11 @@ def inspect_vp8(payload: bytes) -> int:
     packet cannot be depacketized; receivers differ in how gracefully they refuse it, so the
     SFU drops it instead of forwarding it. Byte checks only: this runs for every video packet.
     """
+    i = vp8_data_offset(payload)
+    if i is None:
+        return INVALID  # the descriptor overruns, or no VP8 data follows it
     n = len(payload)
-    if n == 0:
-        return INVALID
-    b0 = payload[0]
-    i = 1
-    if b0 & 0x80:
-        if n < 2:
-            return INVALID
-        x = payload[1]
-        i = 2
-        if x & 0x80:
-            if n <= i:
-                return INVALID
-            i += 2 if payload[i] & 0x80 else 1
-        if x & 0x40:
-            i += 1
-        if x & 0x30:
-            i += 1
-    if i >= n:
-        return INVALID  # a descriptor and no VP8 data
-    if b0 & 0x17 != 0x10:
+    if payload[0] & 0x17 != 0x10:
         return DELTA  # not the start of partition 0: no payload header here
     if payload[i] & 0x01:
         return DELTA if n >= i + 3 else INVALID
