@@ -80,6 +80,14 @@ def dropped(base_url: str) -> dict[str, int]:
         r'^diemcau_rtp_dropped_packets_total\{reason="(\w+)"\} (\S+)$', text, re.M)}
 
 
+def paused(base_url: str) -> dict[str, int]:
+    """Consumers sending nothing, by PauseReason (a gauge on /metrics)."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {m.group(1): int(float(m.group(2))) for m in re.finditer(
+        r'^diemcau_paused_consumers\{reason="(\w+)"\} (\S+)$', text, re.M)}
+
+
 class Scene:
     """Two victims and an attacker in one room of a running server."""
 
@@ -135,7 +143,7 @@ class Scene:
         assert await wait_until(lambda: all(
             self.all_video()[k] > v for k, v in attacker_before.items()), MEDIA_TIMEOUT_S), (
             f"the attacker's valid frames stopped reaching the victims: {self.all_video()}, "
-            f"server drops {dropped(self.base_url)}")
+            f"server drops {dropped(self.base_url)}, paused consumers {paused(self.base_url)}")
         states = connections_up(self.victims)
         assert all(s == "connected" for v in states.values() for s in v), states
         for victim in self.victims:
