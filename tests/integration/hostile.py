@@ -223,10 +223,12 @@ class Victim(SyntheticParticipant):
     separately; these victims measure the forwarding path, so the SFU gets no REMB from them.
     """
 
-    async def _answer(self, message: dict[str, Any]) -> None:
-        await super()._answer(message)
-        for transceiver in self.subscriber.getTransceivers():
-            aiortc_hooks.disable_remb(transceiver.receiver)
+    def __init__(self, base_url: str, room: str, name: str) -> None:
+        # Switched off as each offer is applied, before any await: switched off after the answer
+        # (as this class first did), a receiver made by a re-offer could send one REMB of a few
+        # kbit/s first, and that estimate, never refreshed, kept the attacker's video paused
+        # for bandwidth at the victims (a failure seen under load).
+        super().__init__(base_url, room, name, remb=False)
 
 
 # -- the self-made adversarial corpus ------------------------------------------------------------
