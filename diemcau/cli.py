@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--record-all", action="store_true",
                        help="record every room while anyone is in it (else: rooms with "
                             "auto_record, and recordings started by a host or operator)")
+    serve.add_argument("--recording-retention-days", type=float, default=None, metavar="DAYS",
+                       help="delete recordings older than DAYS (checked hourly, logged); "
+                            "default: keep them")
     serve.add_argument("--log-level", default="info")
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
@@ -123,6 +126,7 @@ def serve(args: argparse.Namespace) -> None:
         metrics_host=args.metrics_host if args.metrics_port else None,
         metrics_port=args.metrics_port, tls=tls, join_timeout_s=args.join_timeout,
         max_unjoined_per_address=args.max_unjoined_per_address, record_all=args.record_all,
+        recording_retention_days=args.recording_retention_days,
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),

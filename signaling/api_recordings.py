@@ -9,8 +9,6 @@ no request path is ever joined onto the disk path.
 from __future__ import annotations
 
 import logging
-import shutil
-import time
 from pathlib import Path
 
 from aiohttp import web
@@ -119,17 +117,10 @@ async def delete_recording(call: Call) -> web.Response:
     if call.me.role != "operator":
         raise forbidden("only operators delete recordings (the retention policy)")
     row = await _visible(call)
-    if row.state == "recording":
-        raise ApiError(409, "conflict", "stop the recording first")
-    root = (_service(call).data_dir / RECORDINGS_DIR).resolve()
-    folder = (root / row.id).resolve()
-    if folder.parent != root:
-        raise ApiError(404, "not-found", f"no recording {row.id!r}")
-    shutil.rmtree(folder, ignore_errors=True)
-    await call.control.store.finish_recording(
-        row.id, ended_at=row.ended_at or time.time(), state="deleted",
-        stopped_by=row.stopped_by, participants=row.participants, files=row.files)
-    logger.warning("recording %s of room %r deleted by account %s", row.id, row.room, call.me.id)
+    try:
+        await _service(call).delete(row, f"account {call.me.id}")
+    except RecordingConflict:
+        raise ApiError(409, "conflict", "stop the recording first") from None
     return no_content()
 
 

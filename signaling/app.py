@@ -146,8 +146,10 @@ async def recording_ctx(app: web.Application) -> AsyncIterator[None]:
         for session in sessions.in_room(room):
             session.send(message)
 
+    retention = app[CONFIG].recording_retention_days
     service = RecordingService(app[MEDIA_PLANE], app[CONTROL].store, app[CONFIG].data_dir,
-                               notify, record_all=app[CONFIG].record_all)
+                               notify, record_all=app[CONFIG].record_all,
+                               retention_s=retention * 86400 if retention else None)
     app[RECORDINGS] = service
     app[CONTROL].recordings = service
     app[REGISTRY].register(RecordingCollector(service.failures,

@@ -41,6 +41,8 @@ class Config:
     metrics_port: int | None = None
     """When set, /metrics is served only on this separate listener."""
     record_all: bool = False
+    recording_retention_days: float | None = None
+    """Recordings older than this many days are deleted (logged); None keeps them."""
     """Record every room while anyone is in it (the plans record every meeting)."""
     tls: bool = False
     """The listener speaks HTTPS (HSTS is sent)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from aiohttp import web
 
 from recorder.archive import describe_recording
 from recorder.clock import ntp_to_seconds
+from recorder.manifest import RECORDINGS_DIR
 from recorder.recording import RecordedTrack, Recording
 from recorder.recovery import recover_all
 from recorder.track_writer import CODECS, WriterError
@@ -40,6 +42,8 @@ RECORDER_ID = "recorder"
 """The local subscriber id of the recorder in every room."""
 POLL_S = 0.1
 """How often the recorder gives up holes and asks for the keyframes it needs."""
+RETENTION_SWEEP_S = 3600.0
+"""How often the retention policy looks for recordings past their time."""
 AUTO = "auto-record"
 """``started_by`` / ``stopped_by`` of what the server does by itself."""
 
@@ -136,6 +140,8 @@ class RecordingService:
     data_dir: Path
     notify: Notify
     record_all: bool = False
+    retention_s: float | None = None
+    """Recordings older than this are deleted by the retention sweep (None: kept)."""
     active: dict[str, ActiveRecording] = field(default_factory=dict)
     failures: Counter[str] = field(default_factory=Counter)  # by WriterError value
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -273,15 +279,53 @@ class RecordingService:
             logger.warning("recording %s was interrupted; recovered", recording_id)
         return recovered
 
+    # -- deletion and the retention policy --------------------------------------------------------
+
+    async def delete(self, row: RecordingRow, by: str) -> None:
+        """Remove a finished recording's files; its catalogue row stays, marked ``deleted``."""
+        if row.state == "recording":
+            raise RecordingConflict(f"recording {row.id} is still running")
+        root = (self.data_dir / RECORDINGS_DIR).resolve()
+        folder = (root / row.id).resolve()
+        if folder.parent != root:  # an id is a folder name, never a path
+            raise NotFound("recording", row.id)
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+        await self.store.finish_recording(
+            row.id, ended_at=row.ended_at or time.time(), state="deleted",
+            stopped_by=row.stopped_by, participants=row.participants, files=row.files)
+        logger.warning("recording %s of room %r deleted by %s", row.id, row.room, by)
+
+    async def sweep(self, now: float) -> list[str]:
+        """The retention policy: delete finished recordings that started before now - retention."""
+        if self.retention_s is None:
+            return []
+        deleted = []
+        for row in await self.store.list_recordings(until=now - self.retention_s, limit=10_000):
+            if row.state != "recording":
+                await self.delete(row, "retention")
+                deleted.append(row.id)
+        return deleted
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep(time.time())
+            except Exception:
+                logger.exception("recording retention sweep failed")
+            await asyncio.sleep(RETENTION_SWEEP_S)
+
     async def run(self) -> AsyncIterator[None]:
-        """Lifecycle (for a ``cleanup_ctx``): recover, poll, and finish every recording."""
+        """Lifecycle (for a ``cleanup_ctx``): recover, poll, sweep, finish every recording."""
         await self.recover()
-        poller = asyncio.ensure_future(self._poll_forever())
+        tasks = [asyncio.ensure_future(self._poll_forever())]
+        if self.retention_s is not None:
+            tasks.append(asyncio.ensure_future(self._sweep_forever()))
         try:
             yield
         finally:
-            poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             for room in list(self.active):
                 await self._stop_quietly(room, "server-shutdown")
 

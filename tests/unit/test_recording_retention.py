@@ -1,0 +1,40 @@
+"""The recordings retention policy: old finished recordings lose their files, logged; the
+catalogue keeps a `deleted` row; running and recent recordings stay. Real SQLite, real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recorder.manifest import RECORDINGS_DIR
+from signaling.recording import RecordingService
+from signaling.store import RecordingRow, SqliteStore
+
+DAY = 86400.0
+
+
+async def test_sweep_deletes_only_finished_recordings_past_their_time(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "db.sqlite3")
+    try:
+        now = 100 * DAY
+        rows = {"old": (now - 40 * DAY, "complete"), "old-running": (now - 40 * DAY, "recording"),
+                "recent": (now - 2 * DAY, "complete")}
+        for rid, (started, state) in rows.items():
+            await store.add_recording(RecordingRow(rid, "phong", 1, None, started, None, state,
+                                                   "account:1"))
+            folder = tmp_path / RECORDINGS_DIR / rid
+            folder.mkdir(parents=True)
+            (folder / "a-audio.webm").write_bytes(b"x" * 10)
+        service = RecordingService(plane=None, store=store, data_dir=tmp_path,  # type: ignore[arg-type]
+                                   notify=lambda room, message: None, retention_s=30 * DAY)
+        assert await service.sweep(now) == ["old"]
+        assert not (tmp_path / RECORDINGS_DIR / "old").exists()
+        assert (tmp_path / RECORDINGS_DIR / "old-running").is_dir()
+        assert (tmp_path / RECORDINGS_DIR / "recent").is_dir()
+        assert (await store.get_recording("old")).state == "deleted"
+        assert {r.id for r in await store.list_recordings()} == {"old-running", "recent"}
+        assert await service.sweep(now) == []  # nothing more to do
+        kept = RecordingService(plane=None, store=store, data_dir=tmp_path,  # type: ignore[arg-type]
+                                notify=lambda room, message: None)
+        assert await kept.sweep(now + 1000 * DAY) == []  # no policy: nothing is deleted
+    finally:
+        await store.close()
