@@ -39,6 +39,17 @@ class SignalingError(Exception):
         self.message = message
 
 
+async def wait_until(predicate: Callable[[], bool], timeout: float, every: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` has passed (bounded); its last value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(every)
+    return predicate()
+
+
 class SyntheticParticipant:
     def __init__(
         self,
@@ -243,13 +254,7 @@ class SyntheticParticipant:
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Poll ``predicate`` every 50 ms until true or ``timeout`` (bounded)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if predicate():
-                return True
-            await asyncio.sleep(0.05)
-        return predicate()
+        return await wait_until(predicate, timeout)
 
     async def leave(self) -> None:
         with contextlib.suppress(Exception):

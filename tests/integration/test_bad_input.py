@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from loadtest.client import SyntheticParticipant
+from loadtest.client import SyntheticParticipant, wait_until
 from signaling.app import create_app
 from tests.conftest import base_url, make_config
 
@@ -81,14 +81,6 @@ class RawClient:
 Client = RawClient | SyntheticParticipant
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
 
 
 async def replies_to(client: Client, send: Callable[[], Awaitable[None]]) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from loadtest.client import SignalingError, SyntheticParticipant
+from loadtest.client import SignalingError, SyntheticParticipant, wait_until
 from sfu.wire.rtp_packet import RtpView
 from tests.integration.hostile import (
     Attacker,
@@ -50,14 +50,6 @@ def video_from(people: list[SyntheticParticipant], sources: list[SyntheticPartic
             for p in people for s in sources if s is not p}
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
 
 
 def connections_up(people: list[SyntheticParticipant]) -> dict[str, list[str]]:
