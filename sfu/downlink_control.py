@@ -28,6 +28,11 @@ PROBE_PACKET_BYTES = 255  # the most padding one RTP packet can declare
 PROBE_MAX_PACKETS = 2000
 SENT_WINDOW_S = 1.0
 PROBE_SUCCESS = 0.9
+PROBE_BELOW_MARGIN = 0.9
+"""A probe alone shows the link below the threshold only when it measured clearly under it: a
+receiver on a busy CPU stamps a burst's arrivals late, so a probe of 3.25 Mbit/s over loopback
+came back at 1.98 Mbit/s. A real link just under the threshold still shows itself once video
+fills it (the estimate falls below what is sent)."""
 SRTP_OVERHEAD = 10  # the auth tag the writer's byte count includes
 REMB_CONGESTED_BELOW_SENT = 1.2
 """A receiver estimate (REMB) that is not idle climbs toward 1.5x what arrives (libwebrtc's and
@@ -36,6 +41,10 @@ since a fresh REMB estimator starts near the incoming rate."""
 REMB_SETTLE_S = 5.0
 REMB_DROP = 0.9
 REMB_DROP_VALID_S = 2.0
+REMB_STALE_S = 5.0
+"""A REMB older than this is no estimate any more: receivers repeat theirs at least every second
+while media arrives (libwebrtc and aiortc alike), so silence means the receiver stopped
+estimating (it switched to transport-cc, or nothing with abs-send-time reaches it)."""
 WAS_ABOVE_S = 3.0
 PROBE_AFTERMATH_S = 1.5
 PROBE_RESULT_VALID_S = 3.0
@@ -74,6 +83,15 @@ def flowing_layer(consumer: Consumer, layer: int | None, now: float) -> int | No
     return layer
 
 
+
+def probe_shows_link_below(target_bps: int, result_bps: int, achieved_bps: float,
+                           threshold_bps: int) -> bool:
+    """Does one probe alone show the link below the threshold? Only a probe aimed at the
+    threshold or above, actually sent that fast (a loaded event loop paces late), that came back
+    clearly under it (``PROBE_BELOW_MARGIN``)."""
+    return (target_bps >= threshold_bps and result_bps < PROBE_BELOW_MARGIN * threshold_bps
+            and achieved_bps >= threshold_bps)
+
 class DownlinkControl:
     def __init__(
         self,
@@ -92,6 +110,7 @@ class DownlinkControl:
         # Send-side estimation once transport-cc is negotiated; until then (or without it) REMB.
         self.estimator: BandwidthEstimator | None = None
         self.remb_bps: int | None = None
+        self._remb_at = float("-inf")
         self.probes_sent = 0
         self.audio_only_seconds = 0.0
         self._audio_only_since: float | None = None
@@ -131,6 +150,7 @@ class DownlinkControl:
             if bitrate_bps < REMB_DROP * self.remb_bps:
                 self._remb_dropped_at = now
         self.remb_bps = bitrate_bps
+        self._remb_at = now
 
     def on_receiver_loss(self, fraction_lost: float, now: float) -> None:
         """The worst loss of our streams in one RTCP receiver report (0..1)."""
@@ -169,7 +189,9 @@ class DownlinkControl:
     def estimate_bps(self) -> float | None:
         if self.estimator is not None:
             return float(self.estimator.estimate_bps) if self._has_feedback() else None
-        return float(self.remb_bps) if self.remb_bps is not None else None
+        if self.remb_bps is None or self._time() - self._remb_at > REMB_STALE_S:
+            return None
+        return float(self.remb_bps)
 
     def _has_feedback(self) -> bool:
         return self.estimator is not None and self.estimator.acked_bps is not None
@@ -237,11 +259,8 @@ class DownlinkControl:
                 and now - self._first_tick >= REMB_SETTLE_S
                 and estimate < REMB_CONGESTED_BELOW_SENT * self.sent_bps):
             return True
-        # Only a probe aimed at the threshold or above, and actually sent that fast (a loaded
-        # event loop paces late), can show the link is below it.
-        if result is not None and self._probe_target >= threshold and result < threshold:
-            return self._probe_achieved_bps >= threshold
-        return False
+        return result is not None and probe_shows_link_below(
+            self._probe_target, result, self._probe_achieved_bps, threshold)
 
     def tick(self, consumers: Sequence[Consumer], sent_bytes: int = 0) -> None:
         now = self._time()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sfu.consumer import Consumer
-from sfu.downlink_control import DownlinkControl
+from sfu.downlink_control import REMB_STALE_S, DownlinkControl, probe_shows_link_below
 from sfu.events import AudioOnlyChanged
 from sfu.policy.downlink import RETRY_WITHOUT_PROBES_S, DownlinkPolicy
 from sfu.producer import Producer
@@ -168,3 +168,28 @@ def test_a_link_that_delivers_under_the_threshold_goes_audio_only() -> None:
     outputs.last_decrease_s = h.clock.now
     h.run(3.0, [cam], 1_450_000)
     assert h.audio_only
+
+
+def test_a_remb_that_stops_coming_ages_out_to_no_estimate() -> None:
+    """A receiver that stops sending REMB (it switched estimators, or nothing carrying
+    abs-send-time reaches it) leaves no estimate behind: the last figure is not kept for ever."""
+    h = Harness()
+    cam, mic = video("fox", (150_000, 500_000, 1_300_000)), audio("fox")
+    h.run(2.0, [cam, mic], 1_400_000, remb=10_000_000)
+    assert h.control.estimate_bps == 10_000_000
+    h.run(REMB_STALE_S - 1.0, [cam, mic], 1_400_000)
+    assert h.control.estimate_bps == 10_000_000  # still fresh: REMBs repeat about every second
+    h.run(2.0, [cam, mic], 1_400_000)
+    assert h.control.estimate_bps is None
+    assert cam.target_layer == 0  # no estimate: the lowest layer, as before the first REMB
+    assert not h.audio_only
+
+
+def test_a_probe_just_under_the_threshold_from_a_busy_receiver_is_no_slow_link() -> None:
+    """Seen over loopback under load: a 3.25 Mbit/s probe came back at 1.98 Mbit/s (the busy
+    receiver stamped the burst's arrivals late). A shaped 1.5 Mbit/s link comes back well under."""
+    assert not probe_shows_link_below(3_250_000, 1_980_000, 3_300_000, 2_000_000)
+    assert probe_shows_link_below(3_250_000, 1_500_000, 3_300_000, 2_000_000)
+    # A probe that was not aimed at the threshold, or not sent that fast, proves nothing.
+    assert not probe_shows_link_below(1_500_000, 1_000_000, 1_600_000, 2_000_000)
+    assert not probe_shows_link_below(3_250_000, 1_000_000, 1_700_000, 2_000_000)
