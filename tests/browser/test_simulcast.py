@@ -87,6 +87,23 @@ SENDER_ACTIVE_JS = """() => {
 }"""
 
 
+# Diagnostics: the publisher's own view of its link (its estimate, round trip, reported loss):
+# tells a browser estimator held low by feedback apart from a server that refused layers.
+PUBLISHER_LINK_JS = """async () => {
+  const pc = window.diemcau && window.diemcau.pcs.publisher;
+  if (!pc) return null;
+  const out = {remote: []};
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === 'candidate-pair' && r.nominated) {
+      out.availableOutgoingBitrate = r.availableOutgoingBitrate ?? null;
+      out.currentRoundTripTime = r.currentRoundTripTime ?? null;
+    } else if (r.type === 'remote-inbound-rtp' && r.kind === 'video') {
+      out.remote.push({fractionLost: r.fractionLost ?? null, rtt: r.roundTripTime ?? null});
+    }
+  });
+  return out;
+}"""
+
 # Diagnostics: what the server's publisher answer says about feedback and simulcast.
 ANSWER_LINES_JS = """() => {
   const pc = window.diemcau && window.diemcau.pcs.publisher;
@@ -207,6 +224,7 @@ async def test_publisher_sends_three_layers(server_url, browser, artifacts_dir: 
         assert {"q", "h", "f"} <= flowing.keys(), (
             f"rids with bytesSent rising after {elapsed} s: {sorted(map(str, flowing))}; "
             f"outbound video stats: {after}\n"
+            f"publisher's link: {await a.evaluate(PUBLISHER_LINK_JS)}\n"
             f"publisher answer: {await a.evaluate(ANSWER_LINES_JS)}\n" + _report(a)
         )
         widths = {rid: f"{s['frameWidth']}x{s['frameHeight']}" for rid, s in flowing.items()}
@@ -230,7 +248,8 @@ async def test_top_layer_when_unconstrained(server_url, browser, artifacts_dir: 
         outbound = await a.evaluate(OUTBOUND_JS)
         assert stats["frameWidth"] >= 1280, (
             f"B still receives {stats['frameWidth']} wide after {elapsed} s; "
-            f"A sends {outbound}\npublisher answer: {await a.evaluate(ANSWER_LINES_JS)}\n"
+            f"A sends {outbound}\nA's link: {await a.evaluate(PUBLISHER_LINK_JS)}\n"
+            f"publisher answer: {await a.evaluate(ANSWER_LINES_JS)}\n"
             + _report(b)
         )
         _record(artifacts_dir, "top_layer_s", elapsed)
