@@ -12,6 +12,7 @@ import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
+from importlib.metadata import version
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
@@ -21,6 +22,7 @@ from recorder.track_writer import WriterError
 from sfu.plane import MediaPlane
 from sfu.worker import Worker
 from signaling.api import add_api_routes
+from signaling.cluster.node import ClusterNode
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
 from signaling.metrics import RecordingCollector, make_registry, render
@@ -42,6 +44,7 @@ UNJOINED = web.AppKey("unjoined", Counter[str])
 REFUSALS = web.AppKey("refusals", Counter[str])
 """Signaling messages and sockets refused by a limit, by reason (exported on /metrics)."""
 METRICS_RUNNER = web.AppKey("metrics_runner", web.AppRunner)
+CLUSTER = web.AppKey("cluster", ClusterNode)
 
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html",
                 ".svg": "image/svg+xml"}
@@ -158,6 +161,48 @@ async def recording_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With --redis: this process joins the cluster (signaling/cluster) and admission takes its
+    seats there. Closed after the rooms drained: our seats leave with us, not after the TTL."""
+    config = app[CONFIG]
+    if config.redis_url is None:
+        yield
+        return
+    admission = app[CONTROL].admission
+    sessions = app[SESSIONS]
+    address = config.node_address or (
+        f"{'https' if config.tls else 'http'}://{config.host}:{config.port}")
+
+    def on_kick(session_id: str) -> None:
+        # The seat was taken over at another node. Released as usual: the local mirror goes,
+        # and Redis ignores the release (the seat is held by the new session now).
+        session = sessions.get(session_id)
+        if session is not None:
+            asyncio.ensure_future(session.kick("taken-over"))
+
+    def load() -> int:
+        return len(sessions.all())
+
+    def rooms() -> list[str]:
+        return sorted({s.room_name for s in sessions.all() if s.room_name is not None})
+
+    node = ClusterNode(config.redis_url, address, version("diemcau"), node_id=config.node_id,
+                       load=load, rooms=rooms, on_kick=on_kick)
+    await node.start()
+    admission.cluster = node
+
+    def kick_remote(node_id: str, session_id: str) -> None:
+        asyncio.ensure_future(node.kick(node_id, session_id))
+
+    admission.kick_remote = kick_remote
+    app[CLUSTER] = node
+    try:
+        yield
+    finally:
+        admission.cluster = None
+        await node.close()
+
+
 async def close_sockets(app: web.Application) -> None:
     """Shutdown: tell every participant why and drain the rooms, then close what is left."""
     sessions = app[SESSIONS].all()
@@ -213,6 +258,7 @@ def create_app(
         control_ctx(config.data_dir, open_rooms=config.open_rooms, on_bootstrap=on_bootstrap,
                     open_room_capacity=config.open_room_capacity)
     )
+    app.cleanup_ctx.append(cluster_ctx)
     app.cleanup_ctx.append(worker_ctx)
     app.cleanup_ctx.append(recording_ctx)  # cleaned up first: recordings finish, then rooms
     app.cleanup_ctx.append(metrics_listener_ctx)
