@@ -22,7 +22,7 @@ from recorder.track_writer import WriterError
 from sfu.plane import MediaPlane
 from sfu.worker import Worker
 from signaling.api import add_api_routes
-from signaling.cluster.node import ClusterNode
+from signaling.cluster.node import CLUSTER, ClusterNode
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
 from signaling.metrics import RecordingCollector, make_registry, render
@@ -44,7 +44,6 @@ UNJOINED = web.AppKey("unjoined", Counter[str])
 REFUSALS = web.AppKey("refusals", Counter[str])
 """Signaling messages and sockets refused by a limit, by reason (exported on /metrics)."""
 METRICS_RUNNER = web.AppKey("metrics_runner", web.AppRunner)
-CLUSTER = web.AppKey("cluster", ClusterNode)
 
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html",
                 ".svg": "image/svg+xml"}
@@ -90,7 +89,10 @@ async def metrics(request: web.Request) -> web.Response:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     config = app[CONFIG]
-    if not origin_allowed(request.headers.get("Origin"), request.host, config.allowed_origins):
+    allowed = config.allowed_origins
+    if CLUSTER in app:  # pages of the other nodes redirect their joins here
+        allowed = (*allowed, *app[CLUSTER].peer_addresses)
+    if not origin_allowed(request.headers.get("Origin"), request.host, allowed):
         app[REFUSALS]["origin"] += 1
         raise web.HTTPForbidden(text=f"origin {request.headers['Origin']!r} is not allowed; "
                                      "see --allowed-origin")
@@ -252,7 +254,8 @@ def create_app(
     app[WEB_ROOT] = web_root()
     app[UNJOINED] = Counter()
     app[REFUSALS] = Counter()
-    add_security_headers(app, config.tls)
+    add_security_headers(app, config.tls, connect_to=lambda: (
+        app[CLUSTER].peer_addresses if CLUSTER in app else ()))
     # The control plane opens first and closes last: rooms drain before the store closes.
     app.cleanup_ctx.append(
         control_ctx(config.data_dir, open_rooms=config.open_rooms, on_bootstrap=on_bootstrap,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from aiohttp import web
 from redis.exceptions import RedisError
 
 from signaling.cluster.ledger import (
@@ -91,7 +92,11 @@ class ClusterNode:
             ("place", PLACE_SCRIPT), ("refresh", REFRESH_SCRIPT), ("free", FREE_NODE_SCRIPT))}
         self._tasks: list[asyncio.Task[None]] = []
         self.registered = False
+        self._closing = False
         self.dead_nodes_freed = 0
+        self.peer_addresses: frozenset[str] = frozenset({self.address})
+        """Base URLs of the registered nodes (refreshed each beat): a page served by one node
+        opens its WebSocket at the room's node, so their origins are allowed on /ws."""
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -101,9 +106,13 @@ class ClusterNode:
                        asyncio.create_task(self._listen_kicks(), name="cluster-kicks")]
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # redis-py may turn a cancellation inside a command into a connection error: the
+            # loops check ``_closing`` too, and the wait is bounded either way.
+            await asyncio.wait(self._tasks, timeout=REDIS_TIMEOUT_S)
         self._tasks = []
         try:  # leave at once: our seats and rooms free now, not after the TTL
             await self.redis.delete(f"dc:alive:{self.node_id}")
@@ -126,10 +135,12 @@ class ClusterNode:
                     self.url)
 
     async def _beat_forever(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self.beat()
                 await self.sweep()
+                self.peer_addresses = frozenset(
+                    {self.address} | {card.address for card in await self.nodes()})
             except (RedisError, OSError) as exc:
                 if self.registered:
                     logger.warning("cluster: Redis unreachable (%s); retrying", exc)
@@ -168,7 +179,7 @@ class ClusterNode:
         return freed
 
     async def _listen_kicks(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 async with self.redis.pubsub() as pubsub:
                     await pubsub.subscribe(f"dc:kick:{self.node_id}")
@@ -177,7 +188,8 @@ class ClusterNode:
                             data = message["data"]
                             self._on_kick(data.decode() if isinstance(data, bytes) else data)
             except (RedisError, OSError):
-                await asyncio.sleep(HEARTBEAT_S)
+                if not self._closing:
+                    await asyncio.sleep(HEARTBEAT_S)
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -260,3 +272,7 @@ class ClusterNode:
             return int(await self.redis.get(f"dc:count:{room}") or 0)
         except (RedisError, OSError) as exc:
             raise ClusterUnavailable(str(exc)) from exc
+
+
+CLUSTER = web.AppKey("cluster", ClusterNode)
+"""The app's node, with --redis (signaling/app.py ``cluster_ctx``)."""

@@ -19,6 +19,7 @@ import redis
 
 from loadtest.client import SignalingError, SyntheticParticipant
 from tests.cluster.redisproc import RedisServer, running_redis
+from tests.integration.test_recording import get_json, operator_token
 from tests.serverproc import Server, running_server
 
 CAPACITY = 26
@@ -84,6 +85,12 @@ async def test_fifty_joins_over_three_nodes_into_a_room_of_26_admit_exactly_26(
         assert all(p.base_url == home for p in joined)
         assert sum(p.redirects for p in people) >= 25
         assert seated(redis_server, "hoi-nghi") == CAPACITY
+        # any node's API shows every node and where the room runs
+        other = servers[(int(node[-1]) + 2) % 3]
+        view = get_json(other.base_url + "/api/cluster",
+                        operator_token(other.base_url, other.log_text()))
+        assert sorted(n["id"] for n in view["nodes"]) == ["node0", "node1", "node2"]
+        assert {"name": "hoi-nghi", "node": node, "participants": CAPACITY} in view["rooms"]
         # leaving frees the seat across the cluster: a late join elsewhere gets it
         await joined[0].leave()
         ok = await _wait(lambda: seated(redis_server, "hoi-nghi") == CAPACITY - 1, 10.0)
