@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--recording-retention-days", type=float, default=None, metavar="DAYS",
                        help="delete recordings older than DAYS (checked hourly, logged); "
                             "default: keep them")
+    serve.add_argument("--redis", default=None, metavar="URL", dest="redis_url",
+                       help="join a cluster through this Redis (redis://host:6379/0): rooms "
+                            "placed on one node, exact room limits across nodes")
+    serve.add_argument("--node-address", default=None, metavar="URL",
+                       help="with --redis: this node's base URL as browsers reach it "
+                            "(default: the listener's own http[s]://host:port)")
+    serve.add_argument("--node-id", default=None, help="with --redis: a stable node id "
+                                                      "(default: random per start)")
     serve.add_argument("--log-level", default="info")
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
@@ -127,6 +135,7 @@ def serve(args: argparse.Namespace) -> None:
         metrics_port=args.metrics_port, tls=tls, join_timeout_s=args.join_timeout,
         max_unjoined_per_address=args.max_unjoined_per_address, record_all=args.record_all,
         recording_retention_days=args.recording_retention_days,
+        redis_url=args.redis_url, node_address=args.node_address, node_id=args.node_id,
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),

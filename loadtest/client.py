@@ -32,6 +32,10 @@ from sfu import aiortc_hooks
 logger = logging.getLogger(__name__)
 
 
+MAX_REDIRECTS = 2
+"""A join sent to another node (``wrong-node``) follows at most this many redirects."""
+
+
 class SignalingError(Exception):
     def __init__(self, message: dict[str, Any]) -> None:
         super().__init__(f"{message.get('code')}: {message.get('message')}")
@@ -86,6 +90,7 @@ class SyntheticParticipant:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self.redirects = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumed: set[str] = set()
         self._taken_receivers: set[int] = set()
@@ -108,6 +113,17 @@ class SyntheticParticipant:
         ws_url = self.base_url.replace("http", "ws", 1) + "/ws"
         self._ws = await self._session.ws_connect(ws_url, max_msg_size=8 << 20)
         self._reader = asyncio.ensure_future(self._read_forever())
+
+    async def _disconnect_signaling(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def send(self, message: dict[str, Any]) -> None:
         assert self._ws is not None
@@ -169,11 +185,21 @@ class SyntheticParticipant:
     # -- media -----------------------------------------------------------------------------------
 
     async def join(self, timeout: float = 10.0) -> dict[str, Any]:
-        if self._ws is None:
-            await self.connect()
-        joined = await self.request(
-            {"type": "join", "room": self.room, "name": self.name}, "joined", timeout
-        )
+        for hop in range(MAX_REDIRECTS + 1):
+            if self._ws is None:
+                await self.connect()
+            try:
+                joined = await self.request(
+                    {"type": "join", "room": self.room, "name": self.name}, "joined", timeout
+                )
+                break
+            except SignalingError as exc:
+                # A cluster sends a join to the node running the room (docs/protocol.md).
+                if exc.code != "wrong-node" or hop == MAX_REDIRECTS:
+                    raise
+                await self._disconnect_signaling()
+                self.base_url = str(exc.message.get("address", self.base_url)).rstrip("/")
+                self.redirects += 1
         self.participant_id = joined["participant_id"]
         for other in joined["participants"]:
             self.others[other["id"]] = other["name"]

@@ -6,10 +6,15 @@ the participant (``Admitted``), parks a guest in the lobby (``Waiting``) or rais
 ``JoinRefused`` with a code the client shows. Seats live in memory: the server is one process,
 and the final capacity check and the seat it grants happen with no ``await`` between them, so
 concurrent joins can never overfill a room (50 at once into a room of 26 seat exactly 26).
+
+With ``--redis`` (``cluster``) the seat is first taken in Redis by one atomic script
+(``signaling.cluster.ledger``): the room's limit and the one-room-per-identity rule then hold
+across every node; the in-memory seats mirror this node's share.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -31,6 +36,8 @@ from signaling.auth import (
     secret_matches,
     verify_join_token,
 )
+from signaling.cluster.ledger import SeatOutcome
+from signaling.cluster.node import ClusterNode, ClusterUnavailable
 from signaling.ratelimit import RateLimiter, account_key, address_key
 from signaling.store import DEFAULT_CAPACITY, InvitationUnusable, JoinRecord, NotFound, Room, Store
 from signaling.store.schedule import EARLY_JOIN_S, is_on, next_start
@@ -117,8 +124,13 @@ class Admission:
                  limiter: RateLimiter | None = None, *, open_rooms: bool = False,
                  open_room_capacity: int = DEFAULT_CAPACITY,
                  clock: Callable[[], float] = time.time, audit: bool = True,
-                 join_audit: JoinAudit | None = None) -> None:
+                 join_audit: JoinAudit | None = None,
+                 cluster: ClusterNode | None = None) -> None:
         self.store = store
+        self.cluster = cluster
+        self.kick_remote: Callable[[str, str], None] = lambda node, session: None
+        """Set by the control plane: disconnect a session on another node (cluster take-over)."""
+        self._pending: set[asyncio.Task[None]] = set()  # cluster releases in flight
         self.secret = secret
         self.passwords = passwords
         self.limiter = limiter or RateLimiter()
@@ -134,7 +146,8 @@ class Admission:
         self._removed: dict[str, dict[str, float]] = {}
 
     async def close(self) -> None:
-        """Finish the audit writes in flight (call before closing the store)."""
+        """Finish the audit writes and cluster releases in flight (before closing the store)."""
+        await asyncio.gather(*self._pending, return_exceptions=True)
         await self.join_audit.close()
 
     # -- the rules -----------------------------------------------------------------------------
@@ -158,11 +171,17 @@ class Admission:
         try:
             self._limit(socket_keys + address_keys, now)
             room = await self.store.find_room(room_name)
+            if self.cluster is not None and (room is not None or self.open_rooms):
+                await self._check_placement(room_name)  # before any credential is spent
             principal = await self._authenticate(room_name, room, credentials, address, now)
             await self._check_not_removed(room_name, room, principal.identity, now)
             self.limiter.refund_all(address_keys, now)  # the credentials hold
-            outcome = self._enter(room_name, room, principal, session_id, credentials.take_over,
-                                  now)
+            if self.cluster is not None:
+                outcome = await self._enter_cluster(room_name, room, principal, session_id,
+                                                    credentials.take_over, now)
+            else:
+                outcome = self._enter(room_name, room, principal, session_id,
+                                      credentials.take_over, now)
         except JoinRefused as refused:
             self._record(now, room_name, principal, credentials, address, refused.code)
             raise
@@ -355,6 +374,84 @@ class Admission:
             return waiting
         return self._seat(room_name, capacity, auto_record, principal, session_id, take_over)
 
+    async def _enter_cluster(self, room_name: str, room: Room | None, principal: Principal,
+                             session_id: str, take_over: bool, now: float) -> Admitted | Waiting:
+        """``_enter`` with the seat taken in Redis first: the cluster-wide count decides."""
+        capacity = room.capacity if room is not None else self.open_room_capacity
+        auto_record = room.auto_record if room is not None else False
+        if room is not None and room.locked and principal.role not in HOST_ROLES:
+            raise JoinRefused("room-locked", f"room {room_name!r} is locked by its host")
+        if room is not None and room.lobby and principal.role == "guest":
+            return self._enter(room_name, room, principal, session_id, take_over, now)
+        await self._cluster_seat(room_name, capacity, principal, session_id, take_over)
+        return self._seat_mirrored(room_name, capacity, auto_record, principal, session_id)
+
+    async def _check_placement(self, room_name: str) -> None:
+        """A room runs on one node: a join that reached another is sent there."""
+        assert self.cluster is not None
+        try:
+            card = await self.cluster.place(room_name)
+        except ClusterUnavailable:
+            card = None
+        if card is None:
+            raise JoinRefused("cluster-unavailable", "the meeting service cannot reach its "
+                                                     "coordinator; try again in a moment",
+                              retry_after=5)
+        if card.node_id != self.cluster.node_id:
+            raise JoinRefused("wrong-node", f"room {room_name!r} runs on another server of "
+                                            "this service: reconnecting there",
+                              node=card.node_id, address=card.address)
+
+    async def _cluster_seat(self, room_name: str, capacity: int, principal: Principal,
+                            session_id: str, take_over: bool) -> SeatOutcome:
+        assert self.cluster is not None
+        try:
+            outcome = await self.cluster.seat(
+                room_name, principal.identity, session_id, capacity=capacity,
+                counted=principal.role not in NOT_COUNTED, take_over=take_over)
+        except ClusterUnavailable:
+            raise JoinRefused("cluster-unavailable", "the meeting service cannot reach its "
+                                                     "coordinator; try again in a moment",
+                              retry_after=5) from None
+        if outcome.result == "already":
+            raise JoinRefused("already-in-room", f"you are already in room "
+                                                 f"{outcome.previous_room!r} (another window or "
+                                                 "device); choose \"take over\" to move here",
+                              room=outcome.previous_room)
+        if outcome.result == "full":
+            raise JoinRefused("room-full", f"room {room_name!r} is full: it holds at most "
+                                           f"{capacity} participants", limit=capacity)
+        if outcome.previous_node and outcome.previous_node != self.cluster.node_id:
+            self.kick_remote(outcome.previous_node, outcome.previous_session)
+        return outcome
+
+    def _seat_mirrored(self, room_name: str, capacity: int, auto_record: bool,
+                       principal: Principal, session_id: str) -> Admitted:
+        """The local mirror of a seat Redis granted: a take-over of a seat held here is one,
+        and the local count never exceeds the cluster's (local seats go first on leave)."""
+        try:
+            return self._seat(room_name, capacity + 1_000_000, auto_record, principal,
+                              session_id, take_over=True)
+        except JoinRefused:  # cannot happen; never keep a Redis seat nobody holds
+            self._release_in_cluster(room_name, principal.identity, session_id)
+            raise
+
+    def _release_in_cluster(self, room_name: str, identity: str, session_id: str) -> None:
+        if self.cluster is None:
+            return
+        cluster = self.cluster
+
+        async def release() -> None:
+            try:
+                await cluster.release(room_name, identity, session_id)
+            except ClusterUnavailable as exc:  # the node's death sweep frees it later
+                logger.warning("cluster: seat of %s in %r not released: %s", identity,
+                               room_name, exc)
+
+        task = asyncio.ensure_future(release())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     def _seat(self, room_name: str, capacity: int, auto_record: bool, principal: Principal,
               session_id: str, take_over: bool) -> Admitted:
         identity = principal.identity
@@ -429,6 +526,7 @@ class Admission:
         if self._where.get(identity) != (room_name, session_id):
             return False
         self._unseat(room_name, identity)
+        self._release_in_cluster(room_name, identity, session_id)
         return True
 
     # -- the lobby -----------------------------------------------------------------------------
@@ -443,6 +541,20 @@ class Admission:
         admitted = self._seat(room_name, waiting.capacity, waiting.auto_record,
                               waiting.principal, session_id, waiting.take_over)
         self.deny_waiting(room_name, session_id)  # out of the lobby, now seated
+        return admitted
+
+    async def seat_waiting(self, room_name: str, session_id: str) -> Admitted:
+        """``admit_waiting`` that also takes the seat in the cluster (with ``--redis``)."""
+        if self.cluster is None:
+            return self.admit_waiting(room_name, session_id)
+        waiting = self._lobby[room_name][session_id]
+        await self._cluster_seat(room_name, waiting.capacity, waiting.principal, session_id,
+                                 waiting.take_over)
+        admitted = self._seat_mirrored(room_name, waiting.capacity, waiting.auto_record,
+                                       waiting.principal, session_id)
+        self._lobby.get(room_name, {}).pop(session_id, None)
+        if not self._lobby.get(room_name, True):
+            del self._lobby[room_name]
         return admitted
 
     def deny_waiting(self, room_name: str, session_id: str) -> Waiting:
@@ -467,6 +579,7 @@ class Admission:
         sessions = list(self._lobby.pop(room_name, {}))
         for identity, session_id in self.occupants(room_name).items():
             self._unseat(room_name, identity)
+            self._release_in_cluster(room_name, identity, session_id)
             sessions.append(session_id)
         self._removed.pop(room_name, None)
         return sessions

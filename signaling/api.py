@@ -28,6 +28,7 @@ from signaling.api_access import (
     void_account_tokens,
     void_room_tokens,
 )
+from signaling.api_cluster import CLUSTER_ROUTES
 from signaling.api_http import (
     ApiError,
     Call,
@@ -517,6 +518,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", R + "/pin", pin, "Pin a participant's (the chair's) video for everybody, "
           "or unpin with null", body=PinIn, status=204),
     *RECORDING_ROUTES,
+    *CLUSTER_ROUTES,
 )
 
 

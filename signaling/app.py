@@ -12,6 +12,7 @@ import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
+from importlib.metadata import version
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
@@ -21,6 +22,7 @@ from recorder.track_writer import WriterError
 from sfu.plane import MediaPlane
 from sfu.worker import Worker
 from signaling.api import add_api_routes
+from signaling.cluster.node import CLUSTER, ClusterNode
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
 from signaling.metrics import RecordingCollector, make_registry, render
@@ -87,7 +89,10 @@ async def metrics(request: web.Request) -> web.Response:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     config = app[CONFIG]
-    if not origin_allowed(request.headers.get("Origin"), request.host, config.allowed_origins):
+    allowed = config.allowed_origins
+    if CLUSTER in app:  # pages of the other nodes redirect their joins here
+        allowed = (*allowed, *app[CLUSTER].peer_addresses)
+    if not origin_allowed(request.headers.get("Origin"), request.host, allowed):
         app[REFUSALS]["origin"] += 1
         raise web.HTTPForbidden(text=f"origin {request.headers['Origin']!r} is not allowed; "
                                      "see --allowed-origin")
@@ -158,6 +163,48 @@ async def recording_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With --redis: this process joins the cluster (signaling/cluster) and admission takes its
+    seats there. Closed after the rooms drained: our seats leave with us, not after the TTL."""
+    config = app[CONFIG]
+    if config.redis_url is None:
+        yield
+        return
+    admission = app[CONTROL].admission
+    sessions = app[SESSIONS]
+    address = config.node_address or (
+        f"{'https' if config.tls else 'http'}://{config.host}:{config.port}")
+
+    def on_kick(session_id: str) -> None:
+        # The seat was taken over at another node. Released as usual: the local mirror goes,
+        # and Redis ignores the release (the seat is held by the new session now).
+        session = sessions.get(session_id)
+        if session is not None:
+            asyncio.ensure_future(session.kick("taken-over"))
+
+    def load() -> int:
+        return len(sessions.all())
+
+    def rooms() -> list[str]:
+        return sorted({s.room_name for s in sessions.all() if s.room_name is not None})
+
+    node = ClusterNode(config.redis_url, address, version("diemcau"), node_id=config.node_id,
+                       load=load, rooms=rooms, on_kick=on_kick)
+    await node.start()
+    admission.cluster = node
+
+    def kick_remote(node_id: str, session_id: str) -> None:
+        asyncio.ensure_future(node.kick(node_id, session_id))
+
+    admission.kick_remote = kick_remote
+    app[CLUSTER] = node
+    try:
+        yield
+    finally:
+        admission.cluster = None
+        await node.close()
+
+
 async def close_sockets(app: web.Application) -> None:
     """Shutdown: tell every participant why and drain the rooms, then close what is left."""
     sessions = app[SESSIONS].all()
@@ -207,12 +254,14 @@ def create_app(
     app[WEB_ROOT] = web_root()
     app[UNJOINED] = Counter()
     app[REFUSALS] = Counter()
-    add_security_headers(app, config.tls)
+    add_security_headers(app, config.tls, connect_to=lambda: (
+        app[CLUSTER].peer_addresses if CLUSTER in app else ()))
     # The control plane opens first and closes last: rooms drain before the store closes.
     app.cleanup_ctx.append(
         control_ctx(config.data_dir, open_rooms=config.open_rooms, on_bootstrap=on_bootstrap,
                     open_room_capacity=config.open_room_capacity)
     )
+    app.cleanup_ctx.append(cluster_ctx)
     app.cleanup_ctx.append(worker_ctx)
     app.cleanup_ctx.append(recording_ctx)  # cleaned up first: recordings finish, then rooms
     app.cleanup_ctx.append(metrics_listener_ctx)

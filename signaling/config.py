@@ -41,8 +41,13 @@ class Config:
     metrics_port: int | None = None
     """When set, /metrics is served only on this separate listener."""
     record_all: bool = False
+    """Record every room while anyone is in it (the plans record every meeting)."""
     recording_retention_days: float | None = None
     """Recordings older than this many days are deleted (logged); None keeps them."""
-    """Record every room while anyone is in it (the plans record every meeting)."""
+    redis_url: str | None = None
+    """--redis: join a cluster of nodes (signaling/cluster); None runs alone."""
+    node_address: str | None = None
+    """This node's base URL as clients reach it (a join at another node is sent here)."""
+    node_id: str | None = None
     tls: bool = False
     """The listener speaks HTTPS (HSTS is sent)."""

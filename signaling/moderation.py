@@ -97,7 +97,7 @@ class LiveModerator:
 
     async def admit(self, room: str, participant_id: str) -> None:
         session = self._session(room, participant_id)
-        admitted = self.control.admission.admit_waiting(room, participant_id)
+        admitted = await self.control.admission.seat_waiting(room, participant_id)
         await session.finish_join(admitted)
 
     async def deny(self, room: str, participant_id: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from aiohttp import web
@@ -28,9 +28,25 @@ CONTENT_SECURITY_POLICY = "; ".join([
 HSTS = "max-age=31536000"
 
 
-def add_security_headers(app: web.Application, tls: bool) -> None:
+def content_security_policy(connect_to: Iterable[str] = ()) -> str:
+    """The pages' CSP; ``connect_to``: other base URLs (a cluster's nodes) the page may open its
+    WebSocket at, as ws(s) origins."""
+    extra = []
+    for address in connect_to:
+        parts = urlsplit(address)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            extra.append(f"{'wss' if parts.scheme == 'https' else 'ws'}://{parts.netloc}")
+    if not extra:
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace("connect-src 'self'",
+                                           "connect-src 'self' " + " ".join(sorted(set(extra))))
+
+
+def add_security_headers(app: web.Application, tls: bool,
+                         connect_to: Callable[[], Iterable[str]] = tuple) -> None:
     """Every response: no MIME sniffing, no framing, no referrer (join links carry secrets);
-    pages also get the CSP; HSTS when the listener speaks TLS."""
+    pages also get the CSP; HSTS when the listener speaks TLS. ``connect_to`` gives the other
+    base URLs pages may open a WebSocket at (a cluster's nodes)."""
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         headers = response.headers
@@ -39,7 +55,7 @@ def add_security_headers(app: web.Application, tls: bool) -> None:
         headers.setdefault("Referrer-Policy", "no-referrer")
         if response.content_type == "text/html" or \
                 headers.get("Content-Type", "").startswith("text/html"):
-            headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            headers.setdefault("Content-Security-Policy", content_security_policy(connect_to()))
         if tls:
             headers.setdefault("Strict-Transport-Security", HSTS)
 

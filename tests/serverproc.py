@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT = 15.0  # until /healthz answers 200
+START_TIMEOUT = 30.0  # until /healthz answers 200 (a loaded machine imports aiortc slowly)
 STOP_TIMEOUT = 5.0  # after SIGTERM, then SIGKILL
 CLI = ("-m", "diemcau")
 

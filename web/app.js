@@ -269,7 +269,7 @@ async function join(room, name) {
   let joined;
   try {
     await signaling.connect();
-    joined = await signaling.request({ type: 'join', room, name, ...fields }, ['joined', 'lobby'],
+    joined = await signaling.requestJoin({ type: 'join', room, name, ...fields }, ['joined', 'lobby'],
       { timeoutMs: 15000 });
     if (joined.type === 'lobby' && call === c) {
       setState('lobby');

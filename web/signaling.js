@@ -56,14 +56,14 @@ export class Signaling {
         clearTimeout(timer);
         reject(new SignalingError('socket', `could not connect to ${this.url}`));
       };
-      ws.onmessage = (ev) => this._onMessage(ev);
+      ws.onmessage = (ev) => { if (ws === this.ws) this._onMessage(ev); };
       ws.onclose = (ev) => {
         clearTimeout(timer);
         if (!settled) {
           settled = true;
           reject(new SignalingError('socket', `connection to ${this.url} closed (${ev.code})`));
         }
-        this._onClose(ev);
+        if (ws === this.ws) this._onClose(ev); // not a socket we left for another node
       };
     });
   }
@@ -105,6 +105,28 @@ export class Signaling {
       this.pending.push(entry);
       this.send(msg);
     });
+  }
+
+  /**
+   * `request` for `join`, following a cluster's redirect: a room runs on one node, and a join
+   * that reached another is refused with `wrong-node` and the room node's `address`; the
+   * socket moves there (at most `maxRedirects` times) and the join is sent again.
+   */
+  async requestJoin(msg, replyType, options = {}, maxRedirects = 2) {
+    for (let hop = 0; ; hop++) {
+      try {
+        return await this.request(msg, replyType, options);
+      } catch (err) {
+        const address = err.details && err.details.address;
+        if (err.code !== 'wrong-node' || hop >= maxRedirects || typeof address !== 'string') throw err;
+        const target = new URL(address);
+        const old = this.ws;
+        this.url = (target.protocol === 'https:' ? 'wss' : 'ws') + '://' + target.host + '/ws';
+        this.ws = null;
+        try { old.close(1000); } catch (_) { /* ignore */ }
+        await this.connect();
+      }
+    }
   }
 
   ping(timeoutMs = 10000) {
