@@ -7,9 +7,12 @@ tokens) only ever appear here as hashes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 import msgspec
+
+from signaling.store.journal_models import AuditEntry, AuditRow, MeetingEvent
 
 Role = Literal["operator", "host", "member"]
 RoomKind = Literal["multipoint", "endpoint-phone"]
@@ -261,3 +264,17 @@ class Store(Protocol):
     async def list_recordings(self, room: str | None = None, org_id: int | None = None,
                               since: float | None = None, until: float | None = None,
                               limit: int = 1000) -> list[RecordingRow]: ...
+
+    # the event record and the audit trail (issue 13; signaling/store/sqlite_journal.py)
+    async def append_events(self, events: Sequence[MeetingEvent]) -> None: ...
+    async def list_events(self, since: float, until: float,
+                          room: str | None = None) -> list[MeetingEvent]: ...
+    async def prune_events(self, before: float) -> int: ...
+    async def refusal_counts(self, since: float,
+                             until: float) -> list[tuple[str, str, int]]: ...
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> str: ...
+    async def list_audit(self, since: float | None = None, until: float | None = None,
+                         room: str | None = None, actor: str | None = None,
+                         limit: int = 1000) -> list[AuditRow]: ...
+    async def audit_chain(self) -> tuple[tuple[int, str] | None, list[AuditRow]]: ...
+    async def prune_audit(self, before: float, keep_max: int) -> int: ...

@@ -1,0 +1,38 @@
+"""The REST API's share of the audit trail: every call that changes something (and every
+download of a recording) is one audit entry with who (the account, or the user name a login
+tried), what (the handler's name and the path's parameters; never a body, which may hold a
+password or a token), when, from where and how it ended (``ok`` or the HTTP status).
+
+Logins and their failures, room and member changes, invitations and tokens issued, moderation
+(mute, remove, lock, admit, deny, end, pin) and recordings started, stopped, downloaded and
+deleted all pass through here, so one place covers them.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from signaling.control import ControlPlane
+from signaling.store import Account
+from signaling.store.journal_models import AuditEntry
+
+AUDITED_READS = frozenset({"download_file"})
+"""GET handlers that are security-relevant acts in themselves."""
+
+
+def audit_call(control: ControlPlane, method: str, handler: str, request: web.Request,
+               account: Account | None, body: object, status: int) -> None:
+    if control.journal is None or (method == "GET" and handler not in AUDITED_READS):
+        return
+    if account is not None:
+        actor = f"account:{account.username}"
+    else:
+        tried = getattr(body, "username", None)  # a login: the name it tried
+        actor = f"account:{tried}" if isinstance(tried, str) else "anonymous"
+    params = dict(request.match_info)
+    room = params.pop("name", "")
+    control.journal.audit(AuditEntry(
+        at=control.clock(), actor=actor, action=f"api.{handler}", room=room,
+        target=" ".join(f"{k}={v}" for k, v in sorted(params.items())),
+        address=request.remote or "", outcome="ok" if status < 400 else str(status),
+        detail={"method": method, "path": request.path[:200]}))
