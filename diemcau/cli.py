@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_loadtest_arguments(loadtest)
     add_archive_commands(commands)
+    from signaling.ops_cli import add_ops_commands
+
+    add_ops_commands(commands)  # report daily, audit [verify] (issue 13)
     return parser
 
 
@@ -204,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(args)
     elif args.command == "archive":
         return run_archive(args)
+    elif args.command in ("report", "audit"):
+        from signaling.ops_cli import run_audit, run_report
+
+        return run_report(args) if args.command == "report" else run_audit(args)
     elif args.command == "loadtest":
         from loadtest.run import run_cli as run_loadtest
 
