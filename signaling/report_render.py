@@ -165,6 +165,7 @@ def _plots(report: DailyReport) -> list[tuple[str, str]]:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure  # no pyplot: no global state, thread-safe
+    from matplotlib.ticker import MaxNLocator
 
     tz = dt.timezone(dt.timedelta(minutes=report.utc_offset_min))
 
@@ -183,7 +184,7 @@ def _plots(report: DailyReport) -> list[tuple[str, str]]:
             ys = [0] + [n for _, n in room.concurrency] + [room.concurrency[-1][1]]
             ax.step(xs, ys, where="post", label=room.room)
     _hours_axis(ax, report)
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("participants")
     ax.legend(fontsize="small")
     plots.append(("Participants in each room through the day", _png(fig)))
