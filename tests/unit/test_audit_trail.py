@@ -9,7 +9,6 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import argon2
 import pytest
 
 from diemcau.cli import build_parser
@@ -115,7 +114,7 @@ async def test_retention_prunes_from_the_start_and_the_chain_still_verifies(
 async def test_the_journal_survives_a_restart(tmp_path: Path) -> None:
     """Events and audit entries handed to the journal (not yet flushed: a long interval) are
     in the file after the control plane closes, and read back after it opens again."""
-    passwords = Passwords(argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    passwords = Passwords.fast()
     control = await ControlPlane.open(tmp_path, passwords=passwords)
     assert control.journal is not None and control.meetings is not None
     control.journal.flush_s = 3600.0

@@ -1,0 +1,70 @@
+"""Issue 13 over the REST API on a real SQLite file: every changing call (and every failed
+login) lands in the hash-chained audit trail with who, what, where and how it ended; refused
+joins become events and audit entries; operators (only) read the daily report in JSON,
+Markdown and HTML, the audit trail, and its verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from signaling.admission import Credentials
+from signaling.auth import JoinRefused
+from tests.api.conftest import Api
+
+
+async def test_acts_and_failures_are_audited_and_readable_by_operators(api: Api) -> None:
+    await api.call("POST", "/api/login", json={"username": "admin", "password": "wrong"},
+                   expect=401)
+    operator = await api.login("admin", api.bootstrap.password)
+    org = await api.call("POST", "/api/organisations", operator, {"name": "Sở Y tế"}, 201)
+    await api.call("POST", "/api/rooms", operator, {"name": "giao-ban", "org_id": org["id"]},
+                   201)
+    await api.call("POST", "/api/rooms/giao-ban/invitations", operator,
+                   {"max_uses": 2, "ttl_s": 3600}, 201)
+    await api.call("POST", "/api/rooms/giao-ban/lock", operator, {"locked": True})
+    with pytest.raises(JoinRefused):
+        await api.control.admission.admit("giao-ban", Credentials(
+            name="x", username="admin", password="wrong"), "198.51.100.4", "s1")
+    rows = await api.call("GET", "/api/audit?limit=50", operator)
+    acts = [(r["actor"], r["action"], r["room"], r["outcome"]) for r in reversed(rows)]
+    assert acts[:3] == [("account:admin", "api.login", "", "401"),
+                        ("account:admin", "api.login", "", "ok"),
+                        ("account:admin", "api.create_organisation", "", "ok")]
+    assert ("account:admin", "api.create_invitation", "giao-ban", "ok") in acts
+    assert ("account:admin", "api.lock", "giao-ban", "ok") in acts
+    assert ("account:admin", "room.join", "giao-ban", "bad-password") in acts
+    assert all(r["address"] for r in rows)  # from where
+    assert all("wrong" not in r["detail"] for r in rows)  # no bodies, no passwords
+    assert [r["room"] for r in await api.call("GET", "/api/audit?room=giao-ban",
+                                              operator)].count("giao-ban") >= 3
+    verified = await api.call("GET", "/api/audit/verify", operator)
+    assert verified["ok"] and verified["rows"] == len(rows) and not verified["problems"]
+    events = await api.control.store.list_events(0.0, 1e12)
+    assert [(e.kind, e.detail["code"]) for e in events] == [("join-refused", "bad-password")]
+
+
+async def test_the_daily_report_is_for_operators_in_three_formats(api: Api) -> None:
+    operator = await api.login("admin", api.bootstrap.password)
+    await api.call("POST", "/api/accounts", operator, {
+        "username": "host1", "password": "host-password", "role": "host", "org_id": 1}, 201)
+    host = await api.login("host1", "host-password")
+    await api.call("GET", "/api/reports/daily", host, expect=403)
+    await api.call("GET", "/api/audit", host, expect=403)
+    assert api.control.meetings is not None
+    await api.control.meetings.joined("demo", "p1", "account:a", "An", "member", "192.0.2.1")
+    api.control.meetings.left("demo", "p1", "requested")
+    today = dt.datetime.now(dt.timezone(dt.timedelta(minutes=420))).date().isoformat()
+    report = await api.call("GET", f"/api/reports/daily?date={today}", operator)
+    assert report["date"] == today and report["totals"]["meetings"] == 1
+    assert report["totals"]["participants"] == 1 and report["rooms"][0]["room"] == "demo"
+    for fmt, kind, marker in (("md", "text/markdown", "| Meetings held | 1 (0 scheduled"),
+                              ("html", "text/html", "data:image/png;base64,")):
+        response = await api.client.get(f"/api/reports/daily?date={today}&format={fmt}",
+                                        headers=operator)
+        assert response.status == 200 and response.content_type == kind
+        assert marker in await response.text()
+    bad = await api.call("GET", "/api/reports/daily?date=03-12-2026", operator, expect=400)
+    assert bad["field"] == "date"
+    await api.call("GET", "/api/reports/daily?format=pdf", operator, expect=400)
