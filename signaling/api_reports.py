@@ -17,6 +17,7 @@ from signaling.store.journal_models import AuditRow, verify_chain
 
 MAX_AUDIT_ROWS = 5000
 CONTENT_TYPES = {"md": "text/markdown", "html": "text/html"}
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
 
 
 class AuditVerifyOut(msgspec.Struct, frozen=True):
@@ -73,7 +74,10 @@ async def report_daily(call: Call) -> web.Response:
         return reply(report)
     # Plots take a while to draw: off the event loop.
     text = await asyncio.to_thread(render, report, fmt)
-    return web.Response(text=text, content_type=CONTENT_TYPES[fmt], charset="utf-8")
+    response = web.Response(text=text, content_type=CONTENT_TYPES[fmt], charset="utf-8")
+    if fmt == "html":  # self-contained: its own style and data: plots, never a script
+        response.headers["Content-Security-Policy"] = REPORT_CSP
+    return response
 
 
 async def list_audit(call: Call) -> web.Response:

@@ -65,6 +65,9 @@ async def test_the_daily_report_is_for_operators_in_three_formats(api: Api) -> N
                                         headers=operator)
         assert response.status == 200 and response.content_type == kind
         assert marker in await response.text()
+        if fmt == "html":  # its own style and data: plots; no script, no framing
+            assert "script-src" not in response.headers["Content-Security-Policy"]
+            assert "img-src data:" in response.headers["Content-Security-Policy"]
     bad = await api.call("GET", "/api/reports/daily?date=03-12-2026", operator, expect=400)
     assert bad["field"] == "date"
     await api.call("GET", "/api/reports/daily?format=pdf", operator, expect=400)
