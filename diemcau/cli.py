@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--recording-retention-days", type=float, default=None, metavar="DAYS",
                        help="delete recordings older than DAYS (checked hourly, logged); "
                             "default: keep them")
+    serve.add_argument("--audit-retention-days", type=float, default=365.0, metavar="DAYS",
+                       help="prune audit trail rows older than DAYS (default 365)")
     serve.add_argument("--log-level", default="info")
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
@@ -130,6 +132,7 @@ def serve(args: argparse.Namespace) -> None:
         metrics_port=args.metrics_port, tls=tls, join_timeout_s=args.join_timeout,
         max_unjoined_per_address=args.max_unjoined_per_address, record_all=args.record_all,
         recording_retention_days=args.recording_retention_days,
+        audit_retention_days=args.audit_retention_days,
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),
@@ -186,6 +189,10 @@ def token_create_cli(args: argparse.Namespace) -> int:
         args.data_dir, args.room, args.name, identity=args.identity, role=args.role,
         ttl_s=args.ttl, can_publish=not args.no_publish, can_subscribe=not args.no_subscribe,
     )
+    from signaling.ops_cli import audit_offline
+
+    audit_offline(args.data_dir, "cli.token_create", args.room, args.identity or args.name,
+                  {"role": args.role, "ttl_s": args.ttl})
     print(token)
     print(args.url.rstrip("/") + path)
     return 0

@@ -219,7 +219,8 @@ def create_app(
     # The control plane opens first and closes last: rooms drain before the store closes.
     app.cleanup_ctx.append(
         control_ctx(config.data_dir, open_rooms=config.open_rooms, on_bootstrap=on_bootstrap,
-                    open_room_capacity=config.open_room_capacity)
+                    open_room_capacity=config.open_room_capacity,
+                    audit_retention_days=config.audit_retention_days)
     )
     app.cleanup_ctx.append(worker_ctx)
     app.cleanup_ctx.append(recording_ctx)  # cleaned up first: recordings finish, then rooms

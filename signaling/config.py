@@ -46,3 +46,5 @@ class Config:
     """Record every room while anyone is in it (the plans record every meeting)."""
     tls: bool = False
     """The listener speaks HTTPS (HSTS is sent)."""
+    audit_retention_days: float = 365.0
+    """Audit trail rows older than this are pruned (hourly; the pruning is itself audited)."""

@@ -124,6 +124,7 @@ def control_ctx(data_dir: Path, *, open_rooms: bool = False, passwords: Password
                 moderator: Moderator | None = None,
                 on_bootstrap: Callable[[BootstrapResult], None] | None = None,
                 open_room_capacity: int | None = None,
+                audit_retention_days: float | None = None,
                 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context that puts a ``ControlPlane`` on ``app[CONTROL]`` and, on an empty
     store, bootstraps it and hands the result (the operator's password, shown once) to
@@ -134,6 +135,8 @@ def control_ctx(data_dir: Path, *, open_rooms: bool = False, passwords: Password
                                           open_room_capacity=open_room_capacity)
         control.moderator = moderator
         if control.journal is not None:
+            if audit_retention_days is not None:
+                control.journal.audit_retention_s = audit_retention_days * 86400
             control.journal.start()
         try:
             result = await bootstrap(control.store, data_dir, control.passwords)

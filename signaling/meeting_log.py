@@ -133,7 +133,7 @@ class MeetingLog:
         self._left[(room, presence.identity)] = (now, reason)
         while len(self._left) > MAX_RECENT:
             del self._left[next(iter(self._left))]
-        if not live.participants:
+        if not live.participants and reason != "taken-over":  # the taker joins next
             del self._rooms[room]
             self._event(now, "room-finished", room, minutes=_minutes(now - live.started_at))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import getpass
 import re
 import sys
 import time
@@ -17,7 +18,7 @@ import msgspec
 from signaling.report import DEFAULT_UTC_OFFSET_MIN, daily_report
 from signaling.report_render import FORMATS, render
 from signaling.store import DB_FILE, SqliteStore, Store
-from signaling.store.journal_models import AuditRow, verify_chain
+from signaling.store.journal_models import AuditEntry, AuditRow, Detail, verify_chain
 
 
 def add_ops_commands(commands: Any) -> None:
@@ -131,3 +132,26 @@ def format_row(row: AuditRow, as_json: bool) -> str:
     detail = "" if row.detail == "{}" else f" {row.detail}"
     return (f"#{row.seq} {when}Z {row.actor} {row.action}{where}{target} from "
             f"{row.address or '-'}: {row.outcome}{detail}")
+
+
+def audit_offline(data_dir: Path, action: str, room: str, target: str, detail: Detail) -> None:
+    """An act of the command line (a join token signed offline) on the audit trail, if the data
+    directory has a store yet (who: the local user running the command)."""
+    if not (data_dir / DB_FILE).exists():
+        return
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no name for this uid (a container)
+        user = "unknown"
+
+    async def append() -> None:
+        store = await SqliteStore.open(data_dir / DB_FILE)
+        try:
+            await store.append_audit([AuditEntry(
+                at=time.time(), actor=f"cli:{user}", action=action, room=room,
+                target=target, address="local", detail=detail)])
+        finally:
+            await store.close()
+
+    asyncio.run(append())

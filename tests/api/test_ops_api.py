@@ -71,3 +71,18 @@ async def test_the_daily_report_is_for_operators_in_three_formats(api: Api) -> N
     bad = await api.call("GET", "/api/reports/daily?date=03-12-2026", operator, expect=400)
     assert bad["field"] == "date"
     await api.call("GET", "/api/reports/daily?format=pdf", operator, expect=400)
+
+
+async def test_a_flood_of_refused_joins_stays_a_few_audit_rows(api: Api) -> None:
+    for n in range(40):
+        with pytest.raises(JoinRefused):
+            await api.control.admission.admit("demo", Credentials(
+                name="x", username="admin", password=f"guess-{n}"), "198.51.100.9", f"s{n}")
+    assert api.control.journal is not None
+    await api.control.journal.flush()
+    rows = await api.control.store.list_audit(room="demo")
+    joins = [(r.action, r.outcome) for r in rows if r.action == "room.join"]
+    # the first bad password, the first rate-limited refusal: repeats merge in the join audit
+    assert sorted(joins) == [("room.join", "bad-password"), ("room.join", "rate-limited")]
+    events = await api.control.store.list_events(0.0, 1e12)
+    assert len(events) == 2

@@ -161,3 +161,22 @@ async def test_a_failed_write_is_retried_not_lost(tmp_path: Path) -> None:
     assert [e.kind for e in await store.list_events(0.0, 10.0)] == ["room-started",
                                                                     "room-finished"]
     await store.close()
+
+
+async def test_a_token_signed_on_the_command_line_is_audited(tmp_path: Path) -> None:
+    await chained(tmp_path / DB_FILE, 2)
+    from diemcau.cli import token_create_cli
+
+    args = build_parser().parse_args(["token", "create", "--data-dir", str(tmp_path), "--room",
+                                      "demo", "--name", "Anh Ba", "--role", "host"])
+    assert await asyncio.to_thread(token_create_cli, args) == 0
+    store = await SqliteStore.open(tmp_path / DB_FILE)
+    try:
+        newest = (await store.list_audit(limit=1))[0]
+        anchor, rows = await store.audit_chain()
+    finally:
+        await store.close()
+    assert (newest.action, newest.room, newest.target, newest.address) == (
+        "cli.token_create", "demo", "Anh Ba", "local")
+    assert newest.actor.startswith("cli:") and '"role":"host"' in newest.detail
+    assert verify_chain(rows, anchor) == []
