@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import html
 import io
+import re
 from typing import Any
 
 import msgspec
@@ -14,6 +15,7 @@ import msgspec
 from signaling.report import DailyReport, RoomReport
 
 FORMATS = ("md", "json", "html")
+SEPARATOR = re.compile(r"\|(-+\|)+")
 
 
 def render(report: DailyReport, fmt: str) -> str:
@@ -141,10 +143,9 @@ def _md_to_html(md: str) -> str:
 
     for line in md.splitlines():
         if line.startswith("|"):
-            cells = [html.escape(c.strip().replace("\\|", "|"))
-                     for c in line.strip("|").split(" | ")]
-            if not all(set(c) <= {"-"} for c in cells):
-                rows.append(cells)
+            if not SEPARATOR.fullmatch(line):
+                rows.append([html.escape(c.strip().replace("\\|", "|"))
+                             for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])])
             continue
         flush_table()
         text = html.escape(line)

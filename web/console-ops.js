@@ -70,7 +70,8 @@ async function showReports() {
   const load = async () => {
     const doc = new DOMParser().parseFromString(await fetchText(path('html')), 'text/html');
     for (const el of doc.querySelectorAll('style, script')) el.remove();
-    view.replaceChildren(...Array.from(doc.body.childNodes, (n) => document.adoptNode(n)));
+    // A copy first: adopting a node takes it out of the live list being read.
+    view.replaceChildren(...[...doc.body.childNodes].map((n) => document.adoptNode(n)));
   };
   const save = (fmt, type) => async () => {
     try {

@@ -146,6 +146,8 @@ async def test_a_day_of_events_gives_a_report_with_known_totals(tmp_path: Path) 
     assert msgspec.json.decode(texts["json"], type=DailyReport) == report
     assert texts["html"].count("data:image/png;base64,") == 3
     assert "<td>Participant minutes</td><td>407</td>" in texts["html"]
+    assert "---" not in texts["html"]  # the Markdown's table rules are not rows
+    assert "<th>Participant</th><th>Minutes</th><th>Joins</th>" in texts["html"]
     keep = os.environ.get("DIEMCAU_REPORT_ARTIFACTS")
     if keep:
         for fmt in ("md", "html"):
