@@ -14,7 +14,7 @@ from aiohttp import web
 
 from signaling.control import ControlPlane
 from signaling.store import Account
-from signaling.store.journal_models import AuditEntry
+from signaling.store.journal_models import AuditEntry, Detail
 
 AUDITED_READS = frozenset({"download_file"})
 """GET handlers that are security-relevant acts in themselves."""
@@ -31,8 +31,17 @@ def audit_call(control: ControlPlane, method: str, handler: str, request: web.Re
         actor = f"account:{tried}" if isinstance(tried, str) else "anonymous"
     params = dict(request.match_info)
     room = params.pop("name", "")
+    address = request.remote or ""
+    outcome = "ok" if status < 400 else str(status)
+    now = control.clock()
+    detail: Detail = {"method": method, "path": request.path[:200]}
+    if outcome != "ok":  # failures can come in floods: one row per run (see first_of_run)
+        write, merged = control.journal.first_of_run((actor, handler, address, outcome), now)
+        if not write:
+            return
+        if merged:
+            detail["repeats_before"] = merged
     control.journal.audit(AuditEntry(
-        at=control.clock(), actor=actor, action=f"api.{handler}", room=room,
-        target=" ".join(f"{k}={v}" for k, v in sorted(params.items())),
-        address=request.remote or "", outcome="ok" if status < 400 else str(status),
-        detail={"method": method, "path": request.path[:200]}))
+        at=now, actor=actor, action=f"api.{handler}", room=room,
+        target=" ".join(f"{k}={v}" for k, v in sorted(params.items())), address=address,
+        outcome=outcome, detail=detail))

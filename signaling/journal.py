@@ -32,6 +32,8 @@ EVENT_RETENTION_S = 400 * 86400.0
 AUDIT_RETENTION_S = 365 * 86400.0
 AUDIT_KEEP_MAX = 2_000_000
 PRUNE_EVERY_S = 3600.0
+MERGE_S = 60.0
+MAX_RUNS = 10_000
 
 
 class EventSink(Protocol):
@@ -65,6 +67,7 @@ class Journal:
         self._task: asyncio.Task[None] | None = None
         self._pruned_at: float | None = None
         self._closing = False
+        self._runs: dict[tuple[str, ...], list[float]] = {}  # key -> [first at, repeats]
 
     # -- from the event loop ---------------------------------------------------------------------
 
@@ -87,6 +90,23 @@ class Journal:
     def audit(self, entry: AuditEntry) -> None:
         self._audit.append(entry)
         self._pending_changed()
+
+    def first_of_run(self, key: tuple[str, ...], now: float,
+                     merge_s: float = MERGE_S) -> tuple[bool, int]:
+        """Repeats of one failure (same who, what, where and outcome) within ``merge_s`` of
+        the first are one audit row, as the join audit merges them: a flood of failed logins
+        costs a row a minute. Returns (write this one?, repeats merged since the last written
+        one of this key: say so in its detail). Bounded: the oldest runs are forgotten."""
+        run = self._runs.get(key)
+        if run is not None and now - run[0] < merge_s:
+            run[1] += 1
+            return False, 0
+        merged = 0 if run is None else int(run[1])
+        self._runs.pop(key, None)
+        self._runs[key] = [now, 0.0]
+        while len(self._runs) > MAX_RUNS:
+            del self._runs[next(iter(self._runs))]
+        return True, merged
 
     @property
     def pending(self) -> int:

@@ -86,3 +86,24 @@ async def test_a_flood_of_refused_joins_stays_a_few_audit_rows(api: Api) -> None
     assert sorted(joins) == [("room.join", "bad-password"), ("room.join", "rate-limited")]
     events = await api.control.store.list_events(0.0, 1e12)
     assert len(events) == 2
+
+
+async def test_a_flood_of_failed_logins_is_one_audit_row_a_minute(api: Api) -> None:
+    clock = {"now": 1_800_000_000.0}
+    api.control.clock = lambda: clock["now"]
+
+    async def attempt(password: str) -> int:
+        response = await api.client.post("/api/login", json={"username": "admin",
+                                                             "password": password})
+        return response.status
+
+    statuses = {await attempt(f"guess-{n}") for n in range(25)}
+    assert statuses <= {401, 429} and 401 in statuses
+    clock["now"] += 61
+    assert await attempt("again") in (401, 429)
+    assert api.control.journal is not None
+    await api.control.journal.flush()
+    rows = [r for r in await api.control.store.list_audit() if r.action == "api.login"]
+    assert len(rows) <= 4  # the first 401 and 429 of each minute, not 26 rows
+    assert rows[-1].outcome == "401" and rows[-1].actor == "account:admin"
+    assert '"repeats_before":' in rows[0].detail  # the next minute's row counts the merged
