@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from signaling.store import Store
-from signaling.store.journal_models import AuditEntry, MeetingEvent
+from signaling.store.journal_models import AuditEntry, AuditRow, ChainWalk, MeetingEvent
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,25 @@ AUDIT_KEEP_MAX = 2_000_000
 PRUNE_EVERY_S = 3600.0
 MERGE_S = 60.0
 MAX_RUNS = 10_000
+
+
+VERIFY_PAGE = 5000
+
+
+async def verify_audit(store: Store, page: int = VERIFY_PAGE) -> ChainWalk:
+    """Walk the whole audit chain a page at a time (bounded memory; the store thread is free
+    between pages, and hashing runs on a worker thread, so the server keeps serving)."""
+    anchor, rows = await store.audit_page(0, page)
+    walk = ChainWalk(anchor)
+
+    def feed(batch: list[AuditRow]) -> None:
+        for row in batch:
+            walk.feed(row)
+
+    while rows:
+        await asyncio.to_thread(feed, rows)
+        _, rows = await store.audit_page(walk.seq, page)
+    return walk
 
 
 class EventSink(Protocol):

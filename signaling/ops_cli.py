@@ -15,10 +15,11 @@ from typing import Any
 
 import msgspec
 
+from signaling.journal import verify_audit
 from signaling.report import DEFAULT_UTC_OFFSET_MIN, daily_report
 from signaling.report_render import FORMATS, render
 from signaling.store import DB_FILE, SqliteStore, Store
-from signaling.store.journal_models import AuditEntry, AuditRow, Detail, verify_chain
+from signaling.store.journal_models import AuditEntry, AuditRow, Detail
 
 
 def add_ops_commands(commands: Any) -> None:
@@ -108,18 +109,15 @@ async def _list(args: argparse.Namespace) -> list[AuditRow]:
 async def _verify(data_dir: Path) -> int:
     store = await _open(data_dir)
     try:
-        anchor, rows = await store.audit_chain()
+        walk = await verify_audit(store)
     finally:
         await store.close()
-    problems = verify_chain(rows, anchor)
-    for problem in problems:
+    for problem in walk.problems:
         print(f"BROKEN {problem}")
-    if problems:
-        print(f"audit trail: {len(problems)} problem(s) in {len(rows)} rows")
+    if walk.problems:
+        print(f"audit trail: {len(walk.problems)} problem(s) in {walk.rows} rows")
         return 1
-    head = rows[-1].hash if rows else (anchor[1] if anchor else "-")
-    first = rows[0].seq if rows else 0
-    print(f"audit trail intact: {len(rows)} rows (from #{first}), head {head}")
+    print(f"audit trail intact: {walk.rows} rows (from #{walk.first_seq}), head {walk.head}")
     return 0
 
 

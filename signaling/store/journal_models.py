@@ -92,21 +92,40 @@ def audit_hash(seq: int, entry: AuditEntry | AuditRow, detail: str, prev: str) -
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def verify_chain(rows: list[AuditRow], anchor: tuple[int, str] | None) -> list[str]:
-    """Problems found walking ``rows`` (ascending ``seq``) from ``anchor`` (the last pruned
-    row's seq and hash, or None: the chain starts at GENESIS). Empty: the chain holds.
+MAX_PROBLEMS = 1000
+
+
+class ChainWalk:
+    """Walks audit rows in ascending ``seq`` from ``anchor`` (the last pruned row's seq and
+    hash, or None: the chain starts at GENESIS), a page at a time, collecting problems.
 
     An edited row fails its own hash; a deleted or inserted row breaks the ``prev`` link or the
     run of sequence numbers. (Cutting rows off the end cannot be seen from inside the table,
     as with the manifest: compare with a head hash kept elsewhere, e.g. a printed report.)"""
-    problems: list[str] = []
-    seq, head = anchor if anchor is not None else (0, GENESIS)
-    for row in rows:
-        if row.seq != seq + 1:
-            problems.append(f"row {row.seq}: rows {seq + 1}..{row.seq - 1} are missing")
-        if row.prev != head:
-            problems.append(f"row {row.seq}: does not follow row {seq} (chain broken)")
+
+    def __init__(self, anchor: tuple[int, str] | None) -> None:
+        self.seq, self.head = anchor if anchor is not None else (0, GENESIS)
+        self.rows = 0
+        self.first_seq = 0
+        self.problems: list[str] = []
+
+    def feed(self, row: AuditRow) -> None:
+        found: list[str] = []
+        if row.seq != self.seq + 1:
+            found.append(f"row {row.seq}: rows {self.seq + 1}..{row.seq - 1} are missing")
+        if row.prev != self.head:
+            found.append(f"row {row.seq}: does not follow row {self.seq} (chain broken)")
         if row.hash != audit_hash(row.seq, row, row.detail, row.prev):
-            problems.append(f"row {row.seq}: hash mismatch (row edited)")
-        seq, head = row.seq, row.hash
-    return problems
+            found.append(f"row {row.seq}: hash mismatch (row edited)")
+        self.problems.extend(found[:MAX_PROBLEMS - len(self.problems)])
+        self.first_seq = self.first_seq or row.seq
+        self.rows += 1
+        self.seq, self.head = row.seq, row.hash
+
+
+def verify_chain(rows: list[AuditRow], anchor: tuple[int, str] | None) -> list[str]:
+    """Problems found walking ``rows`` (see ``ChainWalk``). Empty: the chain holds."""
+    walk = ChainWalk(anchor)
+    for row in rows:
+        walk.feed(row)
+    return walk.problems

@@ -112,6 +112,18 @@ class SqliteJournal:
                     [_audit_row(r) for r in rows])
         return await self._read(read)
 
+    async def audit_page(self, after_seq: int, limit: int) -> tuple[tuple[int, str] | None,
+                                                                     list[AuditRow]]:
+        """The anchor and up to ``limit`` rows after ``after_seq``, oldest first: a long
+        chain is verified a page at a time, so other writes are not held up meanwhile."""
+        def read(c: sqlite3.Connection) -> tuple[tuple[int, str] | None, list[AuditRow]]:
+            anchor = c.execute("SELECT seq, hash FROM audit_anchor WHERE id = 1").fetchone()
+            rows = c.execute("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+                             (after_seq, limit)).fetchall()
+            return (None if anchor is None else (int(anchor[0]), str(anchor[1])),
+                    [_audit_row(r) for r in rows])
+        return await self._read(read)
+
     async def prune_audit(self, before: float, keep_max: int) -> int:
         """The retention policy: drop the oldest rows, those before ``before`` and all but the
         newest ``keep_max``, always a run from the start (the chain stays one piece) and

@@ -180,3 +180,26 @@ async def test_a_token_signed_on_the_command_line_is_audited(tmp_path: Path) -> 
         "cli.token_create", "demo", "Anh Ba", "local")
     assert newest.actor.startswith("cli:") and '"role":"host"' in newest.detail
     assert verify_chain(rows, anchor) == []
+
+
+async def test_paged_verification_finds_what_the_whole_walk_finds(tmp_path: Path) -> None:
+    from signaling.journal import verify_audit
+
+    path = tmp_path / DB_FILE
+    await chained(path, 10)
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TRIGGER audit_append_only")
+    conn.execute("UPDATE audit SET outcome = 'ok' , actor = 'account:x' WHERE seq = 7")
+    conn.execute("DELETE FROM audit WHERE seq = 3")
+    conn.commit()
+    conn.close()
+    store = await SqliteStore.open(path)
+    try:
+        walk = await verify_audit(store, page=3)  # pages of 3: the problems span pages
+    finally:
+        await store.close()
+    assert walk.problems == await problems(path)
+    assert walk.problems == ["row 4: rows 3..3 are missing",
+                             "row 4: does not follow row 2 (chain broken)",
+                             "row 7: hash mismatch (row edited)"]
+    assert (walk.rows, walk.first_seq, walk.seq) == (9, 1, 10)
