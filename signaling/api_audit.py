@@ -24,24 +24,31 @@ def audit_call(control: ControlPlane, method: str, handler: str, request: web.Re
                account: Account | None, body: object, status: int) -> None:
     if control.journal is None or (method == "GET" and handler not in AUDITED_READS):
         return
+    # The same identity as joins and recordings use (``account:<id>``), the name beside it;
+    # a login is known by the name it tried (there may be no such account).
+    tried = getattr(body, "username", None)
     if account is not None:
-        actor = f"account:{account.username}"
+        actor, username = f"account:{account.id}", account.username
+    elif isinstance(tried, str):
+        actor, username = f"login:{tried}", tried
     else:
-        tried = getattr(body, "username", None)  # a login: the name it tried
-        actor = f"account:{tried}" if isinstance(tried, str) else "anonymous"
+        actor, username = "anonymous", None
     params = dict(request.match_info)
     room = params.pop("name", "")
     address = request.remote or ""
     outcome = "ok" if status < 400 else str(status)
     now = control.clock()
-    detail: Detail = {"method": method, "path": request.path[:200]}
-    if outcome != "ok":  # failures can come in floods: one row per run (see first_of_run)
-        write, merged = control.journal.first_of_run((actor, handler, address, outcome), now)
+    target = " ".join(f"{k}={v}" for k, v in sorted(params.items()))
+    detail: Detail = {"method": method, "path": request.path[:200], "username": username}
+    # Failures can come in floods, and a player fetches a recording in many Range requests:
+    # one row per run (see first_of_run).
+    if outcome != "ok" or handler in AUDITED_READS:
+        write, merged = control.journal.first_of_run(
+            (actor, handler, address, outcome, room, target), now)
         if not write:
             return
         if merged:
             detail["repeats_before"] = merged
     control.journal.audit(AuditEntry(
-        at=now, actor=actor, action=f"api.{handler}", room=room,
-        target=" ".join(f"{k}={v}" for k, v in sorted(params.items())), address=address,
-        outcome=outcome, detail=detail))
+        at=now, actor=actor, action=f"api.{handler}", room=room, target=target,
+        address=address, outcome=outcome, detail=detail))

@@ -143,6 +143,9 @@ class _Room:
     """(participant, direction) -> since"""
     problems: list[Problem] = field(default_factory=list)
     poor: dict[str, list[MeetingEvent]] = field(default_factory=dict)
+    recorded: dict[str, tuple[float, str, float | None, str]] = field(default_factory=dict)
+    """recording id -> (started at, by, finished at, state), from the events: a recording
+    deleted since (no longer in the catalogue) still counts as made."""
 
 
 def build_report(day: dt.date, utc_offset_min: int, events: list[MeetingEvent],
@@ -172,7 +175,15 @@ def build_report(day: dt.date, utc_offset_min: int, events: list[MeetingEvent],
             room_of(row.room).problems.append(Problem(
                 row.ended_at or row.started_at, "recording-failed", row.started_by,
                 f"recording {row.id} failed: {row.error or 'unknown error'}"))
-    reports = [_finish(name, state, end, refused.get(name, Counter()), by_room.get(name, []))
+    for name, state in rooms.items():
+        listed = {r.id for r in by_room.get(name, [])}
+        for rid, (started, by, finished, how) in state.recorded.items():
+            if rid not in listed:
+                by_room.setdefault(name, []).append(Recording(
+                    rid, started, round(((finished or end) - started) / 60, 2),
+                    f"{how}, no longer in the archive", by))
+    reports = [_finish(name, state, end, refused.get(name, Counter()),
+                       sorted(by_room.get(name, []), key=lambda r: r.started_at))
                for name, state in sorted(rooms.items())]
     return DailyReport(day.isoformat(), utc_offset_min, since, until, now,
                        _totals(reports), reports)
@@ -215,6 +226,11 @@ def _replay(room: _Room, e: MeetingEvent) -> None:
         started = room.audio_only.pop((e.participant, str(d.get("direction"))), None)
         if started is not None:
             room.audio_only_s += e.at - started
+    elif e.kind == "recording-started":
+        room.recorded[str(d.get("recording"))] = (e.at, e.identity, None, "recording")
+    elif e.kind == "recording-finished" and str(d.get("recording")) in room.recorded:
+        started, by, _, _ = room.recorded[str(d.get("recording"))]
+        room.recorded[str(d.get("recording"))] = (started, by, e.at, str(d.get("state")))
     elif e.kind == "poor-quality":
         room.poor.setdefault(e.identity, []).append(e)
         rtt = d.get("rtt_ms")

@@ -8,6 +8,7 @@ import datetime as dt
 import html
 import io
 import re
+import threading
 from typing import Any
 
 import msgspec
@@ -161,7 +162,16 @@ def _md_to_html(md: str) -> str:
     return "\n".join(out)
 
 
+_PLOTTING = threading.Lock()
+"""matplotlib's font and text caches are not thread-safe: one report's plots at a time."""
+
+
 def _plots(report: DailyReport) -> list[tuple[str, str]]:
+    with _PLOTTING:
+        return _draw(report)
+
+
+def _draw(report: DailyReport) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -29,12 +29,13 @@ async def test_acts_and_failures_are_audited_and_readable_by_operators(api: Api)
             name="x", username="admin", password="wrong"), "198.51.100.4", "s1")
     rows = await api.call("GET", "/api/audit?limit=50", operator)
     acts = [(r["actor"], r["action"], r["room"], r["outcome"]) for r in reversed(rows)]
-    assert acts[:3] == [("account:admin", "api.login", "", "401"),
-                        ("account:admin", "api.login", "", "ok"),
-                        ("account:admin", "api.create_organisation", "", "ok")]
-    assert ("account:admin", "api.create_invitation", "giao-ban", "ok") in acts
-    assert ("account:admin", "api.lock", "giao-ban", "ok") in acts
+    assert acts[:3] == [("login:admin", "api.login", "", "401"),
+                        ("login:admin", "api.login", "", "ok"),
+                        ("account:1", "api.create_organisation", "", "ok")]
+    assert ("account:1", "api.create_invitation", "giao-ban", "ok") in acts
+    assert ("account:1", "api.lock", "giao-ban", "ok") in acts
     assert ("account:admin", "room.join", "giao-ban", "bad-password") in acts
+    assert all('"username":"admin"' in r["detail"] for r in rows if r["action"] != "room.join")
     assert all(r["address"] for r in rows)  # from where
     assert all("wrong" not in r["detail"] for r in rows)  # no bodies, no passwords
     assert [r["room"] for r in await api.call("GET", "/api/audit?room=giao-ban",
@@ -105,5 +106,5 @@ async def test_a_flood_of_failed_logins_is_one_audit_row_a_minute(api: Api) -> N
     await api.control.journal.flush()
     rows = [r for r in await api.control.store.list_audit() if r.action == "api.login"]
     assert len(rows) <= 4  # the first 401 and 429 of each minute, not 26 rows
-    assert rows[-1].outcome == "401" and rows[-1].actor == "account:admin"
+    assert rows[-1].outcome == "401" and rows[-1].actor == "login:admin"
     assert '"repeats_before":' in rows[0].detail  # the next minute's row counts the merged
