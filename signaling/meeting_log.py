@@ -147,7 +147,7 @@ class MeetingLog:
     # -- media -----------------------------------------------------------------------------------
 
     def audio_only(self, room: str, participant_id: str, direction: str, on: bool,
-                   reason: str | None) -> None:
+                   reason: str | None, estimate_bps: int | None = None) -> None:
         presence = self._presence(room, participant_id)
         if presence is None:
             return
@@ -156,7 +156,7 @@ class MeetingLog:
             why = reason or "bandwidth"
             presence.audio_only[direction] = (now, why)
             self._event(now, "audio-only-started", room, participant_id, presence.identity,
-                        direction=direction, reason=why)
+                        direction=direction, reason=why, estimate_bps=estimate_bps)
         elif not on and direction in presence.audio_only:
             self._audio_only_ended(now, room, participant_id, presence, direction)
 

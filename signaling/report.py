@@ -220,8 +220,11 @@ def _replay(room: _Room, e: MeetingEvent) -> None:
                                 f"{d.get('code')} from {d.get('address')}"))
     elif e.kind == "audio-only-started":
         room.audio_only[(e.participant, str(d.get("direction")))] = e.at
+        estimate = d.get("estimate_bps")
         problems.append(Problem(e.at, "audio-only", _who(room, e),
-                                f"{d.get('direction')}link, {d.get('reason')}"))
+                                f"{d.get('direction')}link, {d.get('reason')}"
+                                + (f", estimate {float(estimate) / 1e6:.2f} Mbit/s"
+                                   if isinstance(estimate, int | float) else "")))
     elif e.kind == "audio-only-ended":
         started = room.audio_only.pop((e.participant, str(d.get("direction"))), None)
         if started is not None:

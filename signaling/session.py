@@ -144,7 +144,8 @@ class Session:
         if isinstance(event, AudioOnlyChanged) and self._meetings is not None \
                 and self.room_name is not None and self.participant_id is not None:
             self._meetings.audio_only(self.room_name, self.participant_id,
-                                      event.direction.value, event.audio_only, event.reason)
+                                      event.direction.value, event.audio_only, event.reason,
+                                      event.estimate_bps)
         if isinstance(event, Removed):
             self._left_meeting("removed")
             self.participant_id = None  # the media plane already took us out

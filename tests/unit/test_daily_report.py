@@ -67,7 +67,7 @@ async def synthetic_day(data_dir: Path) -> None:
     await join("so-noi-vu", "b1", "bob", "08:00")
     await join("so-noi-vu", "c1", "carol", "08:05")
     clock.at("08:20")
-    log.audio_only("so-noi-vu", "b1", "down", True, "bandwidth")
+    log.audio_only("so-noi-vu", "b1", "down", True, "bandwidth", 1_200_000)
     clock.at("08:30")
     log.audio_only("so-noi-vu", "b1", "down", False, None)
     leave("so-noi-vu", "c1", "08:40", "disconnected")
@@ -142,6 +142,7 @@ async def test_a_day_of_events_gives_a_report_with_known_totals(tmp_path: Path) 
     texts = {fmt: render(report, fmt) for fmt in ("md", "json", "html")}
     assert "| Meetings held | 2 (1 scheduled, 1 ad hoc) |" in texts["md"]
     assert "| Participant minutes | 407 |" in texts["md"]
+    assert "- 08:20 audio-only (bob): downlink, bandwidth, estimate 1.20 Mbit/s" in texts["md"]
     assert "- 08:45 poor-quality (carol): loss 8.0 %, round trip 500 ms" in texts["md"]
     assert msgspec.json.decode(texts["json"], type=DailyReport) == report
     assert texts["html"].count("data:image/png;base64,") == 3
