@@ -193,7 +193,7 @@ def _draw(report: DailyReport) -> list[tuple[str, str]]:
         if room.concurrency:
             xs = [0.0] + [hours(at) for at, _ in room.concurrency] + [24.0]
             ys = [0] + [n for _, n in room.concurrency] + [room.concurrency[-1][1]]
-            ax.step(xs, ys, where="post", label=room.room)
+            ax.step(xs, ys, where="post", label=_plain(room.room))
     _hours_axis(ax, report)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("participants")
@@ -202,7 +202,7 @@ def _draw(report: DailyReport) -> list[tuple[str, str]]:
 
     fig = Figure(figsize=(8, 3), layout="constrained")
     ax = fig.subplots()
-    names = [r.room for r in report.rooms]
+    names = [_plain(r.room) for r in report.rooms]
     ax.bar(names, [r.participant_minutes for r in report.rooms], label="participant minutes")
     ax.bar(names, [r.audio_only_minutes for r in report.rooms], label="audio-only minutes")
     ax.set_ylabel("minutes")
@@ -220,6 +220,12 @@ def _draw(report: DailyReport) -> list[tuple[str, str]]:
         _hours_axis(ax, report)
         plots.append(("Problems through the day", _png(fig)))
     return plots
+
+
+def _plain(text: str) -> str:
+    """A room's name as plain text: matplotlib reads $...$ as mathematics (and raises on a
+    malformed formula), and a name is whatever its host typed."""
+    return text.replace("$", r"\$")
 
 
 def _hours_axis(ax: Any, report: DailyReport) -> None:

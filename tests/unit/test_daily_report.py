@@ -168,3 +168,16 @@ async def test_the_command_line_writes_the_report(tmp_path: Path) -> None:
 
 def _at(hhmm: str) -> float:
     return Clock().at(hhmm)
+
+
+def test_a_room_named_like_a_formula_still_plots() -> None:
+    from signaling.report import build_report
+    from signaling.store.journal_models import MeetingEvent
+
+    at = day_bounds(DAY, OFFSET)[0] + 3600
+    events = [MeetingEvent(at=at, kind="participant-joined", room="$\\frac{$", participant="p",
+                           identity="guest:1", detail={"name": "<b>x</b> | y"})]
+    report = build_report(DAY, OFFSET, events, [], [], at + 60)
+    page = render(report, "html")
+    assert page.count("data:image/png;base64,") == 2
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt; | y" in page
