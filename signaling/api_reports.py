@@ -12,7 +12,7 @@ from aiohttp import web
 
 from signaling.api_http import ApiError, Call, Route, reply
 from signaling.journal import verify_audit
-from signaling.report import DEFAULT_UTC_OFFSET_MIN, DailyReport, daily_report
+from signaling.report import DEFAULT_UTC_OFFSET_MIN, DailyReport, daily_report, parse_day
 from signaling.report_render import render
 from signaling.store.journal_models import AuditRow
 
@@ -62,10 +62,10 @@ async def report_daily(call: Call) -> web.Response:
     offset = _int(call, "utc_offset", DEFAULT_UTC_OFFSET_MIN, -720, 840)
     now = call.control.clock()
     try:
-        day = dt.date.fromisoformat(query["date"]) if "date" in query else \
+        day = parse_day(query["date"]) if "date" in query else \
             dt.datetime.fromtimestamp(now, dt.timezone(dt.timedelta(minutes=offset))).date()
-    except ValueError:
-        raise ApiError(400, "bad-request", "date is YYYY-MM-DD", "date") from None
+    except ValueError as exc:
+        raise ApiError(400, "bad-request", str(exc), "date") from None
     fmt = query.get("format", "json")
     if fmt not in ("json", *CONTENT_TYPES):
         raise ApiError(400, "bad-request", "format is json, md or html", "format")

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from signaling.journal import verify_audit
-from signaling.report import DEFAULT_UTC_OFFSET_MIN, daily_report
+from signaling.report import DEFAULT_UTC_OFFSET_MIN, daily_report, parse_day
 from signaling.report_render import FORMATS, render
 from signaling.store import DB_FILE, SqliteStore, Store
 from signaling.store.journal_models import AuditEntry, AuditRow, Detail
@@ -27,7 +27,7 @@ def add_ops_commands(commands: Any) -> None:
     kinds = report.add_subparsers(dest="report", required=True)
     daily = kinds.add_parser("daily", help="one day's meetings, participants and problems")
     daily.add_argument("--data-dir", type=Path, default=Path("./data"))
-    daily.add_argument("--date", type=dt.date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+    daily.add_argument("--date", type=report_day, default=None, metavar="YYYY-MM-DD",
                        help="the local day (default: today)")
     daily.add_argument("--format", choices=FORMATS, default="md")
     daily.add_argument("--utc-offset", type=int, default=DEFAULT_UTC_OFFSET_MIN,
@@ -46,6 +46,13 @@ def add_ops_commands(commands: Any) -> None:
     actions = audit.add_subparsers(dest="audit", required=False)
     verify = actions.add_parser("verify", help="walk the hash chain; exit 1 if broken")
     verify.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS)
+
+
+def report_day(text: str) -> dt.date:
+    try:
+        return parse_day(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def since_time(text: str) -> float:

@@ -23,6 +23,19 @@ from signaling.store import RecordingRow, Store
 from signaling.store.journal_models import MeetingEvent
 
 DEFAULT_UTC_OFFSET_MIN = 420
+FIRST_DAY, LAST_DAY = dt.date(2000, 1, 1), dt.date(2999, 12, 31)
+"""Days a report may be asked for (beyond, date arithmetic overflows)."""
+
+
+def parse_day(text: str) -> dt.date:
+    """YYYY-MM-DD within FIRST_DAY..LAST_DAY, else ValueError naming the problem."""
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"expected a date YYYY-MM-DD, got {text[:40]!r}") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(f"date {day} is outside {FIRST_DAY}..{LAST_DAY}")
+    return day
 
 
 class Meeting(msgspec.Struct, frozen=True):

@@ -72,6 +72,10 @@ async def test_the_daily_report_is_for_operators_in_three_formats(api: Api) -> N
     bad = await api.call("GET", "/api/reports/daily?date=03-12-2026", operator, expect=400)
     assert bad["field"] == "date"
     await api.call("GET", "/api/reports/daily?format=pdf", operator, expect=400)
+    for query in ("date=9999-12-31", "date=0001-01-01&utc_offset=840", "utc_offset=99999",
+                  "date=" + "9" * 5000):  # overflowing dates: a 400 naming the field
+        bad = await api.call("GET", f"/api/reports/daily?{query}", operator, expect=400)
+        assert bad["field"] in ("date", "utc_offset")
 
 
 async def test_a_flood_of_refused_joins_stays_a_few_audit_rows(api: Api) -> None:
