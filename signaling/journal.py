@@ -87,6 +87,7 @@ class Journal:
         self._pruned_at: float | None = None
         self._closing = False
         self._runs: dict[tuple[str, ...], list[float]] = {}  # key -> [first at, repeats]
+        self._sink_errors: dict[int, tuple[float, int]] = {}  # sink id -> (logged at, since)
 
     # -- from the event loop ---------------------------------------------------------------------
 
@@ -103,8 +104,21 @@ class Journal:
             try:
                 sink.on_event(event)
             except Exception:
-                logger.exception("event sink %r failed on %s", sink, event.kind)
+                self._sink_failed(sink, event)
         self._pending_changed()
+
+    def _sink_failed(self, sink: EventSink, event: MeetingEvent) -> None:
+        """One traceback per sink a minute, then a count: a broken subscriber must not flood
+        the log with one line per event."""
+        now = time.monotonic()
+        key = id(sink)
+        last, suppressed = self._sink_errors.get(key, (float("-inf"), 0))
+        if now - last < 60.0:
+            self._sink_errors[key] = (last, suppressed + 1)
+            return
+        self._sink_errors[key] = (now, 0)
+        logger.exception("event sink %r failed on %s (%d failures since the last report)",
+                         sink, event.kind, suppressed)
 
     def audit(self, entry: AuditEntry) -> None:
         self._audit.append(entry)
