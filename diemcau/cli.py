@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the listener's own http[s]://host:port)")
     serve.add_argument("--node-id", default=None, help="with --redis: a stable node id "
                                                       "(default: random per start)")
+    serve.add_argument("--audit-retention-days", type=float, default=365.0, metavar="DAYS",
+                       help="prune audit trail rows older than DAYS (default 365)")
     serve.add_argument("--log-level", default="info")
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
@@ -116,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_loadtest_arguments(loadtest)
     add_archive_commands(commands)
+    from signaling.ops_cli import add_ops_commands
+
+    add_ops_commands(commands)  # report daily, audit [verify] (issue 13)
     return parser
 
 
@@ -136,6 +141,7 @@ def serve(args: argparse.Namespace) -> None:
         max_unjoined_per_address=args.max_unjoined_per_address, record_all=args.record_all,
         recording_retention_days=args.recording_retention_days,
         redis_url=args.redis_url, node_address=args.node_address, node_id=args.node_id,
+        audit_retention_days=args.audit_retention_days,
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),
@@ -192,6 +198,10 @@ def token_create_cli(args: argparse.Namespace) -> int:
         args.data_dir, args.room, args.name, identity=args.identity, role=args.role,
         ttl_s=args.ttl, can_publish=not args.no_publish, can_subscribe=not args.no_subscribe,
     )
+    from signaling.ops_cli import audit_offline
+
+    audit_offline(args.data_dir, "cli.token_create", args.room, args.identity or args.name,
+                  {"role": args.role, "ttl_s": args.ttl})
     print(token)
     print(args.url.rstrip("/") + path)
     return 0
@@ -213,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(args)
     elif args.command == "archive":
         return run_archive(args)
+    elif args.command in ("report", "audit"):
+        from signaling.ops_cli import run_audit, run_report
+
+        return run_report(args) if args.command == "report" else run_audit(args)
     elif args.command == "loadtest":
         from loadtest.run import run_cli as run_loadtest
 

@@ -38,6 +38,7 @@ from signaling.auth import (
 )
 from signaling.cluster.ledger import SeatOutcome
 from signaling.cluster.node import ClusterNode, ClusterUnavailable
+from signaling.meeting_log import MeetingLog
 from signaling.ratelimit import RateLimiter, account_key, address_key
 from signaling.store import DEFAULT_CAPACITY, InvitationUnusable, JoinRecord, NotFound, Room, Store
 from signaling.store.schedule import EARLY_JOIN_S, is_on, next_start
@@ -139,6 +140,8 @@ class Admission:
         self.clock = clock
         self.audit = audit
         self.join_audit = join_audit or JoinAudit(store)
+        self.meetings: MeetingLog | None = None
+        """Refusals go to the event record and the audit trail too (set by the control plane)."""
         self._rooms: dict[str, _RoomSeats] = {}
         self._where: dict[str, tuple[str, str]] = {}  # identity -> (room, session id)
         self._lobby: dict[str, dict[str, Waiting]] = {}  # room -> session id -> waiting
@@ -594,7 +597,10 @@ class Admission:
             f"account:{credentials.username}" if credentials.username else
             f"endpoint:{credentials.endpoint_id}" if credentials.endpoint_id else "?")
         role = principal.role if principal else "?"
-        self.join_audit.record(JoinRecord(now, room_name, identity, role, address, outcome))
+        first = self.join_audit.record(JoinRecord(now, room_name, identity, role, address,
+                                                  outcome))
+        if first and self.meetings is not None and outcome not in ("admitted", "lobby"):
+            self.meetings.refused(room_name, identity, outcome, address)
 
 
 def _invitation_refused(exc: InvitationUnusable, room_name: str) -> JoinRefused:

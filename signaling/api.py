@@ -67,6 +67,7 @@ from signaling.api_models import (
     VoidOut,
 )
 from signaling.api_recordings import RECORDING_ROUTES
+from signaling.api_reports import REPORT_ROUTES
 from signaling.auth import hash_secret_token, new_secret_token
 from signaling.control import Moderator, invitation_link
 from signaling.store import Account, Endpoint, Invitation, Meeting, NotFound, Room
@@ -519,6 +520,7 @@ ROUTES: tuple[Route, ...] = (
           "or unpin with null", body=PinIn, status=204),
     *RECORDING_ROUTES,
     *CLUSTER_ROUTES,
+    *REPORT_ROUTES,
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
+from signaling.api_audit import audit_call
 from signaling.api_models import ErrorOut
 from signaling.auth import JoinRefused, hash_secret_token
 from signaling.control import CONTROL, ControlPlane
@@ -128,22 +129,31 @@ def _error(exc: ApiError) -> web.Response:
 def make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         control = request.app[CONTROL]
+        account: Account | None = None
+        body: Any = None
+        status = 500
         try:
-            account = None
-            if route.access != "public":
-                account = await _authenticate(request, control)
-                if route.access == "operator" and account.role != "operator":
-                    raise forbidden("operators only")
-                if route.access == "host" and account.role not in ("operator", "host"):
-                    raise forbidden("hosts and operators only")
-            body = None if route.body is None else _decode(route.body, await request.read())
-            return await route.handler(Call(request, control, account, body))
-        except ApiError as exc:
-            return _error(exc)
-        except NotFound as exc:
-            return _error(ApiError(404, "not-found", str(exc)))
-        except Conflict as exc:
-            return _error(ApiError(409, "conflict", str(exc)))
-        except JoinRefused as exc:  # admitting a guest from the lobby into a full room
-            return _error(ApiError(409, exc.code, exc.message))
+            try:
+                if route.access != "public":
+                    account = await _authenticate(request, control)
+                    if route.access == "operator" and account.role != "operator":
+                        raise forbidden("operators only")
+                    if route.access == "host" and account.role not in ("operator", "host"):
+                        raise forbidden("hosts and operators only")
+                body = None if route.body is None else _decode(route.body,
+                                                               await request.read())
+                response = await route.handler(Call(request, control, account, body))
+            except ApiError as exc:
+                response = _error(exc)
+            except NotFound as exc:
+                response = _error(ApiError(404, "not-found", str(exc)))
+            except Conflict as exc:
+                response = _error(ApiError(409, "conflict", str(exc)))
+            except JoinRefused as exc:  # admitting a guest from the lobby into a full room
+                response = _error(ApiError(409, exc.code, exc.message))
+            status = response.status
+            return response
+        finally:  # the audit trail (issue 13): who did what, from where, how it ended
+            audit_call(control, route.method, route.handler.__name__, request, account, body,
+                       status)
     return handle

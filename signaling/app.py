@@ -25,6 +25,7 @@ from signaling.api import add_api_routes
 from signaling.cluster.node import CLUSTER, ClusterNode
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
+from signaling.meeting_log import QualityProbe
 from signaling.metrics import RecordingCollector, make_registry, render
 from signaling.moderation import LiveModerator, SessionRegistry
 from signaling.recording import RECORDINGS, RecordingService
@@ -139,7 +140,13 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     app[MEDIA_PLANE] = worker
     app[REGISTRY] = make_registry(worker, app[REFUSALS])
     app[CONTROL].moderator = LiveModerator(worker, app[CONTROL], app[SESSIONS])
+    meetings = app[CONTROL].meetings
+    sampler = None  # poor-quality samples, once the media plane measures loss and round trip
+    if meetings is not None and isinstance(worker, QualityProbe):
+        sampler = asyncio.ensure_future(meetings.sample_quality(worker))
     yield
+    if sampler is not None:
+        sampler.cancel()
     await worker.close()
 
 
@@ -156,6 +163,7 @@ async def recording_ctx(app: web.Application) -> AsyncIterator[None]:
                                notify, record_all=app[CONFIG].record_all,
                                retention_s=retention * 86400 if retention else None)
     app[RECORDINGS] = service
+    service.meetings = app[CONTROL].meetings
     app[CONTROL].recordings = service
     app[REGISTRY].register(RecordingCollector(service.failures,
                                               tuple(error.value for error in WriterError)))
@@ -259,7 +267,8 @@ def create_app(
     # The control plane opens first and closes last: rooms drain before the store closes.
     app.cleanup_ctx.append(
         control_ctx(config.data_dir, open_rooms=config.open_rooms, on_bootstrap=on_bootstrap,
-                    open_room_capacity=config.open_room_capacity)
+                    open_room_capacity=config.open_room_capacity,
+                    audit_retention_days=config.audit_retention_days)
     )
     app.cleanup_ctx.append(cluster_ctx)
     app.cleanup_ctx.append(worker_ctx)

@@ -53,9 +53,11 @@ class JoinAudit:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pruned_at: float | None = None
 
-    def record(self, record: JoinRecord) -> None:
+    def record(self, record: JoinRecord) -> bool:
         """Audit one attempt (from the event loop; the writes happen in the background: the
-        seat is already decided and a slow disk must not delay the join)."""
+        seat is already decided and a slow disk must not delay the join). True when it starts
+        a new record, False when merged into an open one (the hash-chained audit trail and the
+        event record take only the first of a run, so a flood stays a few rows)."""
         now = record.at
         self._close_expired(now)
         key = _key(record)
@@ -63,13 +65,14 @@ class JoinAudit:
         if entry is not None:
             entry.repeats += 1
             entry.last_at = now
-            return
+            return False
         self._open[key] = _Open(now, self._spawn(self._insert(record)))
         while len(self._open) > self.max_open:
             self._close(next(iter(self._open)))
         if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY_S:
             self._pruned_at = now
             self._spawn(self._prune(now))
+        return True
 
     async def close(self) -> None:
         """Write the repeats still being merged and wait for every write."""

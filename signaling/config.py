@@ -51,3 +51,5 @@ class Config:
     node_id: str | None = None
     tls: bool = False
     """The listener speaks HTTPS (HSTS is sent)."""
+    audit_retention_days: float = 365.0
+    """Audit trail rows older than this are pruned (hourly; the pruning is itself audited)."""

@@ -28,6 +28,8 @@ from signaling.auth import (
     new_secret_token,
     random_password,
 )
+from signaling.journal import Journal
+from signaling.meeting_log import MeetingLog
 from signaling.ratelimit import RateLimiter
 from signaling.store import DB_FILE, DEFAULT_CAPACITY, Store, open_store
 from signaling.store.sqlite import find_room_instance
@@ -86,6 +88,9 @@ class ControlPlane:
     """Set by the app with the recording service."""
     clock: Callable[[], float] = field(default=time.time)
     session_ttl_s: float = 12 * 3600
+    journal: Journal | None = None
+    """The event record and the audit trail (issue 13); its writer runs while the app does."""
+    meetings: MeetingLog | None = None
 
     @classmethod
     async def open(cls, data_dir: Path, *, open_rooms: bool = False,
@@ -99,10 +104,16 @@ class ControlPlane:
         admission = Admission(store, secret, passwords, limiter, open_rooms=open_rooms,
                               open_room_capacity=open_room_capacity or DEFAULT_CAPACITY,
                               clock=clock)
-        return cls(store, passwords, secret, limiter, admission, clock=clock)
+        journal = Journal(store, clock=clock)
+        meetings = MeetingLog(journal, store, clock)
+        admission.meetings = meetings
+        return cls(store, passwords, secret, limiter, admission, clock=clock, journal=journal,
+                   meetings=meetings)
 
     async def close(self) -> None:
         await self.admission.close()
+        if self.journal is not None:
+            await self.journal.close()  # the rest of the record, before the store closes
         await self.store.close()
 
 
@@ -113,6 +124,7 @@ def control_ctx(data_dir: Path, *, open_rooms: bool = False, passwords: Password
                 moderator: Moderator | None = None,
                 on_bootstrap: Callable[[BootstrapResult], None] | None = None,
                 open_room_capacity: int | None = None,
+                audit_retention_days: float | None = None,
                 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context that puts a ``ControlPlane`` on ``app[CONTROL]`` and, on an empty
     store, bootstraps it and hands the result (the operator's password, shown once) to
@@ -122,6 +134,10 @@ def control_ctx(data_dir: Path, *, open_rooms: bool = False, passwords: Password
         control = await ControlPlane.open(data_dir, open_rooms=open_rooms, passwords=passwords,
                                           open_room_capacity=open_room_capacity)
         control.moderator = moderator
+        if control.journal is not None:
+            if audit_retention_days is not None:
+                control.journal.audit_retention_s = audit_retention_days * 86400
+            control.journal.start()
         try:
             result = await bootstrap(control.store, data_dir, control.passwords)
             if result is not None and on_bootstrap is not None:

@@ -34,6 +34,7 @@ from sfu.consumer import PacketWriter
 from sfu.local_subscriber import TrackInfo
 from sfu.plane import MediaPlane
 from sfu.wire.rtp_packet import RtpView
+from signaling.meeting_log import MeetingLog
 from signaling.store import JoinRecord, NotFound, RecordingFile, RecordingRow, Store
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,8 @@ class RecordingService:
     """Recordings older than this are deleted by the retention sweep (None: kept)."""
     active: dict[str, ActiveRecording] = field(default_factory=dict)
     failures: Counter[str] = field(default_factory=Counter)  # by WriterError value
+    meetings: MeetingLog | None = None
+    """The event record and audit trail (issue 13), set by the app."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # -- start and stop ---------------------------------------------------------------------------
@@ -168,6 +171,8 @@ class RecordingService:
             await self.store.add_recording(row)
             self.plane.subscribe_local(room, RECORDER_ID, recorder)
         await self._audit(room, by, address, "recording-started")
+        if self.meetings is not None:
+            self.meetings.recording(room, recording.id, True, by, address)
         self.notify(room, {"type": "recording", "active": True, "recording_id": recording.id})
         logger.info("recording %s of room %r started by %s", recording.id, room, by)
         return row
@@ -192,6 +197,8 @@ class RecordingService:
             finally:
                 del self.active[room]
         await self._audit(room, by, address, "recording-stopped")
+        if self.meetings is not None:
+            self.meetings.recording(room, recording.id, False, by, address, state)
         message: dict[str, Any] = {"type": "recording", "active": False,
                                    "recording_id": recording.id}
         if active.failed:

@@ -18,7 +18,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
-from sfu.events import MediaEvent, Removed, SubscribeOffer
+from sfu.events import AudioOnlyChanged, MediaEvent, Removed, SubscribeOffer
 from sfu.plane import BadDescription, MediaPlane, NotDescribed, Target
 from sfu.policy.downlink import Tile
 from sfu.types import Kind
@@ -35,6 +35,7 @@ from signaling.limits import (
     refused_candidate_address,
 )
 from signaling.media_events import participant_json, to_json
+from signaling.meeting_log import MeetingLog
 from signaling.messages import (
     AudioOnly,
     Ice,
@@ -87,6 +88,7 @@ class Session:
         self._waiting: Waiting | None = None
         self._closing = False
         self._close_code = WSCloseCode.OK
+        self._leave_reason = "disconnected"  # for the event record (issue 13)
         self._on_admitted = on_admitted  # called once: joined, or waiting in the lobby
         self.refusals: Counter[str] = refusals if refusals is not None else Counter()
         self._offers = Window(config.max_offers_per_minute, 60.0)
@@ -139,7 +141,13 @@ class Session:
         if isinstance(event, SubscribeOffer):  # what its answer may be measured against
             self._offer_sdp_bytes, self._offer_sections = len(event.sdp), count_sections(event.sdp)
         self.send(to_json(event))
+        if isinstance(event, AudioOnlyChanged) and self._meetings is not None \
+                and self.room_name is not None and self.participant_id is not None:
+            self._meetings.audio_only(self.room_name, self.participant_id,
+                                      event.direction.value, event.audio_only, event.reason,
+                                      event.estimate_bps)
         if isinstance(event, Removed):
+            self._left_meeting("removed")
             self.participant_id = None  # the media plane already took us out
             self._closing = True
             self._outbox.put_nowait(None)
@@ -301,6 +309,10 @@ class Session:
             self.on_media_event(event)
         logger.info("%s (%s, %s) joined room %r", admitted.name, admitted.session_id,
                     admitted.role, admitted.room)
+        if self._meetings is not None:
+            await self._meetings.joined(
+                admitted.room, admitted.session_id, admitted.identity, admitted.name,
+                admitted.role, self.address, took_over=admitted.replaced_room == admitted.room)
         if self._recordings is not None:
             await self._recordings.on_joined(admitted.room)  # --record-all, auto_record
 
@@ -437,6 +449,15 @@ class Session:
         self.plane.set_uplink_estimate(room, participant_id, message.available_bps)
 
     @property
+    def _meetings(self) -> MeetingLog | None:
+        return self.control.meetings if self.control is not None else None
+
+    def _left_meeting(self, reason: str) -> None:
+        if self._meetings is not None and self.room_name is not None \
+                and self.participant_id is not None:
+            self._meetings.left(self.room_name, self.participant_id, reason, self.address)
+
+    @property
     def _recordings(self) -> RecordingHooks | None:
         return self.control.recordings if self.control is not None else None
 
@@ -447,6 +468,7 @@ class Session:
         return self.room_name, self.participant_id
 
     async def on_leave(self, message: Leave) -> None:
+        self._leave_reason = "requested"
         await self.leave()
         self.send({"type": "left", "reason": "requested"})
         self._closing = True
@@ -456,6 +478,7 @@ class Session:
         self.send({"type": "pong", "id": message.id})
 
     async def leave(self, release: bool = True) -> None:
+        self._left_meeting(self._leave_reason)
         participant_id, room_name, session_id = (
             self.participant_id, self.room_name, self._session_id)
         self.participant_id = None
@@ -477,6 +500,7 @@ class Session:
     async def kick(self, reason: str, release: bool = True) -> None:
         """Moderation or take-over: tell the client why, leave, and close the socket."""
         self.send({"type": "left", "reason": reason})
+        self._leave_reason = reason
         await self.leave(release=release)
         self._closing = True
         self._outbox.put_nowait(None)

@@ -142,4 +142,43 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX recordings_room_started ON recordings (room, started_at)",
     ],
+    # 4 (issue 13, operations): the event record the daily report reads (``events``: one row
+    # per meeting event, detail as JSON) and the audit trail (``audit``: append-only, each row
+    # carrying the hash of the previous one; ``audit_anchor`` keeps the last pruned row's
+    # sequence number and hash so the chain still verifies after the retention policy ran).
+    # Updates of audit rows are refused by a trigger (deletes are the retention policy's).
+    [
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,
+            room TEXT NOT NULL COLLATE BINARY,
+            participant TEXT NOT NULL DEFAULT '',
+            identity TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX events_at ON events (at)",
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            room TEXT NOT NULL DEFAULT '',
+            target TEXT NOT NULL DEFAULT '',
+            address TEXT NOT NULL DEFAULT '',
+            outcome TEXT NOT NULL DEFAULT 'ok',
+            detail TEXT NOT NULL DEFAULT '{}',
+            prev TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_at ON audit (at)",
+        "CREATE INDEX audit_room_at ON audit (room, at)",
+        """CREATE TABLE audit_anchor (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL
+        )""",
+        """CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
+           BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""",
+    ],
 ]

@@ -37,6 +37,7 @@ from signaling.store.models import (
     RoomKind,
 )
 from signaling.store.sqlite_archive import SqliteArchive
+from signaling.store.sqlite_journal import SqliteJournal
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
@@ -71,7 +72,7 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
                     row["last_seen_at"])
 
 
-class SqliteStore(SqliteArchive):
+class SqliteStore(SqliteArchive, SqliteJournal):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
