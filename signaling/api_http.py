@@ -17,7 +17,7 @@ from signaling.auth import JoinRefused, hash_secret_token
 from signaling.control import CONTROL, ControlPlane
 from signaling.store import Account, Conflict, NotFound
 
-Access = Literal["public", "any", "host", "operator"]
+Access = Literal["public", "any", "host", "operator", "support"]
 
 
 class ApiError(Exception):
@@ -136,6 +136,8 @@ def make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRe
                     raise forbidden("operators only")
                 if route.access == "host" and account.role not in ("operator", "host"):
                     raise forbidden("hosts and operators only")
+                if route.access == "support" and account.role not in ("operator", "support"):
+                    raise forbidden("support staff and operators only")
             body = None if route.body is None else _decode(route.body, await request.read())
             return await route.handler(Call(request, control, account, body))
         except ApiError as exc:

@@ -19,6 +19,17 @@ aiohttp enforces it from the frame header (close 1009, nothing buffered)."""
 
 
 @dataclass(frozen=True)
+class HookSettings:
+    """Webhooks and support notices (signaling/webhooks.py, signaling/support.py)."""
+
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str = ""
+    """Shared with the receivers: each body is signed with HMAC-SHA256 under it."""
+    support_lead_s: float = 3600.0
+    """Support staff are told of a scheduled meeting this long before it starts."""
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -46,3 +57,4 @@ class Config:
     """Record every room while anyone is in it (the plans record every meeting)."""
     tls: bool = False
     """The listener speaks HTTPS (HSTS is sent)."""
+    hooks: HookSettings = field(default_factory=HookSettings)

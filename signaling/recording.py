@@ -144,6 +144,8 @@ class RecordingService:
     """Recordings older than this are deleted by the retention sweep (None: kept)."""
     active: dict[str, ActiveRecording] = field(default_factory=dict)
     failures: Counter[str] = field(default_factory=Counter)  # by WriterError value
+    on_event: Callable[[str, str, str, str | None], None] | None = None
+    """(event, room, recording id, error): webhooks (signaling/ops.py)."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # -- start and stop ---------------------------------------------------------------------------
@@ -169,6 +171,8 @@ class RecordingService:
             self.plane.subscribe_local(room, RECORDER_ID, recorder)
         await self._audit(room, by, address, "recording-started")
         self.notify(room, {"type": "recording", "active": True, "recording_id": recording.id})
+        if self.on_event is not None:
+            self.on_event("recording_started", room, recording.id, None)
         logger.info("recording %s of room %r started by %s", recording.id, room, by)
         return row
 
@@ -197,6 +201,9 @@ class RecordingService:
         if active.failed:
             message["error"] = active.failed
         self.notify(room, message)
+        if self.on_event is not None:
+            self.on_event("recording_failed" if active.failed else "recording_finished", room,
+                          recording.id, active.failed)
         logger.info("recording %s of room %r stopped by %s: %s", recording.id, room, by, state)
         return await self.store.get_recording(recording.id)
 

@@ -23,6 +23,7 @@ from sfu.plane import BadDescription, MediaPlane, NotDescribed, Target
 from sfu.policy.downlink import Tile
 from sfu.types import Kind
 from signaling.admission import Admitted, Credentials, Waiting
+from signaling.auth import JoinRefused
 from signaling.config import Config
 from signaling.control import ControlPlane, RecordingHooks
 from signaling.limits import (
@@ -34,6 +35,7 @@ from signaling.limits import (
     count_sections,
     refused_candidate_address,
 )
+from signaling.logsetup import bind_log_context
 from signaling.media_events import participant_json, to_json
 from signaling.messages import (
     AudioOnly,
@@ -257,8 +259,13 @@ class Session:
             invite=message.invite, endpoint_id=message.endpoint_id,
             endpoint_secret=message.endpoint_secret, take_over=message.take_over,
         )
-        outcome = await self.control.admission.admit(message.room, credentials, self.address,
-                                                     session_id, connection=f"{id(self):x}")
+        try:
+            outcome = await self.control.admission.admit(message.room, credentials, self.address,
+                                                         session_id, connection=f"{id(self):x}")
+        except JoinRefused as exc:
+            if self.control.events is not None:
+                self.control.events.refused(message.room, message.name, exc.code, self.address)
+            raise
         self._session_id, self.room_name = session_id, message.room
         self.sessions.add(session_id, self)
         if isinstance(outcome, Waiting):
@@ -301,6 +308,10 @@ class Session:
             self.on_media_event(event)
         logger.info("%s (%s, %s) joined room %r", admitted.name, admitted.session_id,
                     admitted.role, admitted.room)
+        bind_log_context(admitted.room, admitted.session_id)
+        if self.control is not None and self.control.events is not None:
+            self.control.events.joined(admitted.room, admitted.session_id, admitted.name,
+                                       admitted.identity, admitted.role)
         if self._recordings is not None:
             await self._recordings.on_joined(admitted.room)  # --record-all, auto_record
 
@@ -471,6 +482,8 @@ class Session:
         if participant_id is not None and room_name is not None:
             await self.plane.leave(room_name, participant_id)
             logger.info("%s left room %r", participant_id, room_name)
+            if self.control is not None and self.control.events is not None:
+                self.control.events.left(room_name, participant_id)
             if self._recordings is not None:
                 await self._recordings.on_left(room_name)
 
