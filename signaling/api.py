@@ -161,7 +161,7 @@ async def create_account(call: Call) -> web.Response:
     store = call.control.store
     if call.me.role != "operator" and body.role != "member":
         raise forbidden("hosts create member accounts only")
-    if body.role == "operator":
+    if body.role in ("operator", "support"):  # both serve every organisation
         org_id = None
     else:
         org_id = org_for_create(call, body.org_id)

@@ -157,8 +157,6 @@ def apply_settings(app: web.Application, old: Settings, new: Settings) -> list[s
     restart = [key for key in changed if key not in RELOADABLE]
     fresh = to_config(new)
     config = app[CONFIG]
-    if "log_level" in applied:
-        logging.getLogger().setLevel(new.log_level.upper())
     # Config is frozen against accidental edits; this is its one deliberate writer. Every
     # holder (the app, each new Session) shares this object, so new sockets see the new limits.
     limits = {"join_timeout_s": fresh.join_timeout_s,
@@ -175,6 +173,8 @@ def apply_settings(app: web.Application, old: Settings, new: Settings) -> list[s
     logger.info("SIGHUP: reloaded %s", text)
     if restart:
         logger.warning("SIGHUP: changed but needs a restart: %s", ", ".join(restart))
+    if "log_level" in applied:  # last: the lines above are logged at the old level
+        logging.getLogger().setLevel(new.log_level.upper())
     return applied
 
 

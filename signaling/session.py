@@ -278,6 +278,8 @@ class Session:
 
     async def finish_join(self, admitted: Admitted) -> None:
         """Seated (at once, or by a host from the lobby): enter the media room."""
+        # Every log line of this task and of those it starts from here names room and participant.
+        bind_log_context(admitted.room, admitted.session_id)
         self._waiting = None
         if admitted.replaced_session:
             old = self.sessions.get(admitted.replaced_session)
@@ -308,7 +310,6 @@ class Session:
             self.on_media_event(event)
         logger.info("%s (%s, %s) joined room %r", admitted.name, admitted.session_id,
                     admitted.role, admitted.room)
-        bind_log_context(admitted.room, admitted.session_id)
         if self.control is not None and self.control.events is not None:
             self.control.events.joined(admitted.room, admitted.session_id, admitted.name,
                                        admitted.identity, admitted.role)
