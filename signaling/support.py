@@ -90,9 +90,11 @@ class SupportNotifier:
 def support_routes(plane: Callable[[], MediaPlane], room_names: Callable[[], Iterable[str]],
                    notifier: Callable[[], SupportNotifier]) -> tuple[Route, ...]:
     async def live_rooms(call: Call) -> web.Response:
-        media = plane()
-        rooms = []
-        for name in sorted(room_names()):
+        rooms: list[dict[str, Any]] = []
+        names = sorted(room_names())
+        media = plane() if names else None
+        for name in names:
+            assert media is not None
             state = media.room_state(name)
             if state is None:
                 continue
