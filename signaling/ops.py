@@ -17,12 +17,14 @@ import asyncio
 import dataclasses
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from signaling.app import CONFIG, MEDIA_PLANE, SESSIONS
+from signaling.app import CONFIG, MEDIA_PLANE, REGISTRY, SESSIONS
 from signaling.config import Config, HookSettings
 from signaling.control import CONTROL
 from signaling.recording import RECORDINGS
@@ -115,6 +117,8 @@ async def ops_ctx(app: web.Application) -> AsyncIterator[None]:
         state.webhooks, state.notifier = webhooks, notifier
         state.tasks = [asyncio.ensure_future(webhooks.run()),
                        asyncio.ensure_future(notifier.run())]
+        if REGISTRY in app:
+            app[REGISTRY].register(OpsCollector(webhooks, notifier))
     loop = asyncio.get_running_loop()
     hup = False
     if RELOAD in app:
@@ -195,3 +199,21 @@ def _apply_to_services(app: web.Application, config: Config) -> None:
         state.webhooks.settings = hooks
     if state.notifier is not None:
         state.notifier.settings = hooks
+
+
+class OpsCollector(Collector):
+    """Webhook deliveries and support notices, read at scrape time."""
+
+    def __init__(self, webhooks: WebhookService, notifier: SupportNotifier) -> None:
+        self.webhooks, self.notifier = webhooks, notifier
+
+    def collect(self) -> Iterator[Metric]:
+        deliveries = CounterMetricFamily(
+            "diemcau_webhook_deliveries", "Webhook POSTs, by outcome (a failure is retried)",
+            labels=["outcome"])
+        deliveries.add_metric(["delivered"], self.webhooks.delivered)
+        deliveries.add_metric(["failed"], self.webhooks.failed)
+        yield deliveries
+        yield CounterMetricFamily("diemcau_support_notices",
+                                  "Scheduled meetings support staff were told of",
+                                  self.notifier.sent)

@@ -53,6 +53,7 @@ class SupportNotifier:
     settings: HookSettings
     webhooks: WebhookService | None = None
     clock: Callable[[], float] = time.time
+    sent: int = 0
 
     async def check(self) -> list[SupportNotice]:
         """One pass: send the notices now due; returns those sent."""
@@ -64,6 +65,7 @@ class SupportNotifier:
             if not await self.store.add_support_notice(notice):
                 continue  # already told
             sent.append(notice)
+            self.sent += 1
             minutes = max(0, round((notice.starts_at - notice.sent_at) / 60))
             logger.info("support: meeting %r in room %r starts in %d min", notice.title,
                         notice.room, minutes)
