@@ -95,3 +95,10 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert f"record_all                 = true   # file {config_file}" in out
     assert main(["config", "check", "--config", str(config_file), "--port", "0"]) == 2
     assert "'port' (from flag --port)" in capsys.readouterr().err
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "packaging" / "diemcau.toml.example"
+    loaded = load({}, {}, example)
+    assert loaded.sources["rtc_port_range"] == f"file {example}"
+    assert to_config(loaded.settings).media.port_range == (40000, 40999)
