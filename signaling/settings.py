@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,11 @@ def _explain(exc: msgspec.ValidationError, sources: Mapping[str, str],
         key = path.rstrip("`").split("[", 1)[0].split(".", 1)[0]
     if key is None:
         return f"invalid configuration: {text}"
+    if "Invalid enum value" in text:  # a Literal: say what is allowed
+        choices = typing.get_args(typing.get_type_hints(Settings)[key])
+        allowed = [str(c) for arg in choices for c in (typing.get_args(arg) or (arg,))
+                   if c is not type(None)]
+        text = f"{text}; one of: {', '.join(allowed)}"
     shown = "" if key in SECRET_KEYS or key not in values else f" {values[key]!r}"
     return f"invalid value{shown} for {key!r} (from {sources.get(key, 'default')}): {text}"
 

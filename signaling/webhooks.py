@@ -48,6 +48,9 @@ DELIVERY_TIMEOUT_S = 10.0
 BATCH = 50
 CONCURRENT_DELIVERIES = 4
 KEEP_DELIVERED_S = 7 * 86400
+GIVE_UP_AFTER_S = 3 * 86400
+"""An event no receiver took within this long is dropped (logged): a receiver gone for good
+must not grow the queue for ever."""
 IDLE_WAKE_S = 30.0
 """The task looks at the queue at least this often (rows another process queued)."""
 
@@ -123,7 +126,11 @@ class WebhookService:
                         await self.flush()
                     if self.clock() - last_prune > 3600:
                         last_prune = self.clock()
-                        await self.store.prune_webhooks(last_prune - KEEP_DELIVERED_S)
+                        _, given_up = await self.store.prune_webhooks(
+                            last_prune - KEEP_DELIVERED_S, last_prune - GIVE_UP_AFTER_S)
+                        if given_up:
+                            logger.error("webhooks: gave up on %d events undelivered for %d "
+                                         "days", given_up, GIVE_UP_AFTER_S // 86400)
                     next_at = await self.store.next_webhook_at()
                 except asyncio.CancelledError:
                     raise

@@ -1,5 +1,5 @@
-"""Operations tables of ``SqliteStore`` (issue 13): the durable webhook queue, the support
-notices sent, and the online backup.
+"""Operations tables of ``SqliteStore`` (issue 13): the durable webhook queue and the support
+notices sent; and the online backup of a store (``diemcau backup``).
 
 A mixin over the store's plumbing (``_write``/``_all``/``_run``, on the store thread), like
 ``sqlite_archive.py``.
@@ -50,7 +50,9 @@ def backup_database(source: sqlite3.Connection, dest: Path) -> int:
     temporary.unlink(missing_ok=True)
     target = sqlite3.connect(temporary)
     try:
-        source.backup(target, pages=256)  # in steps: a writer waits a step, not the whole copy
+        # In steps of 4 MiB (4 KiB pages), 10 ms apart: a writer waits for a step, never for
+        # the whole copy; a write between steps makes SQLite restart the copy (consistent).
+        source.backup(target, pages=1024, sleep=0.01)
         pages = int(target.execute("PRAGMA page_count").fetchone()[0])
         check = target.execute("PRAGMA integrity_check").fetchone()[0]
         if check != "ok":
@@ -108,10 +110,17 @@ class SqliteOps:
         rows = await self._all("SELECT * FROM webhook_queue ORDER BY id DESC LIMIT ?", (limit,))
         return [_webhook(row) for row in rows]
 
-    async def prune_webhooks(self, delivered_before: float) -> int:
-        return await self._write(lambda c: c.execute(
-            "DELETE FROM webhook_queue WHERE delivered_at IS NOT NULL AND delivered_at < ?",
-            (delivered_before,)).rowcount)
+    async def prune_webhooks(self, delivered_before: float,
+                             undelivered_before: float) -> tuple[int, int]:
+        """Forget deliveries done before ``delivered_before``, and give up on events queued
+        before ``undelivered_before`` that never got through. Returns (done, given up)."""
+        def prune(c: sqlite3.Connection) -> tuple[int, int]:
+            done = c.execute("DELETE FROM webhook_queue WHERE delivered_at IS NOT NULL AND "
+                             "delivered_at < ?", (delivered_before,)).rowcount
+            given_up = c.execute("DELETE FROM webhook_queue WHERE delivered_at IS NULL AND "
+                                 "created_at < ?", (undelivered_before,)).rowcount
+            return done, given_up
+        return await self._write(prune)
 
     # -- support notices -------------------------------------------------------------------------
 
@@ -127,10 +136,3 @@ class SqliteOps:
                                "ORDER BY starts_at LIMIT ?", (since, limit))
         return [SupportNotice(r["meeting_id"], r["starts_at"], r["room"], r["title"],
                               r["sent_at"]) for r in rows]
-
-    # -- backup ----------------------------------------------------------------------------------
-
-    async def backup(self, dest: Path) -> int:
-        """A consistent copy of the live store, taken on the store thread between
-        transactions (so none of ours is half in it). Returns pages copied."""
-        return await self._run(lambda: backup_database(self._db, dest))

@@ -59,7 +59,8 @@ def test_config_file_from_environment_and_serve_table(tmp_path: Path) -> None:
      "invalid value for 'rtc_port_range' (from file "),
     ({}, {"DIEMCAU_RTC_PORT_RANGE": "40000"}, "",
      "'rtc_port_range' (from env DIEMCAU_RTC_PORT_RANGE): expected LOW-HIGH, got '40000'"),
-    ({"log_level": "loud"}, {}, "", "'loud' for 'log_level' (from flag --log-level): Invalid enum"),
+    ({"log_level": "loud"}, {}, "",
+     "(from flag --log-level): Invalid enum value 'loud'; one of: debug, info"),
     ({"webhook_urls": ["http://127.0.0.1:9/hook"]}, {}, "",
      "'webhook_urls' (from flag --webhook-url): webhooks are signed: set webhook_secret"),
     ({}, {"DIEMCAU_WEBHOOK_SECRET": "short"}, "", "'webhook_secret' (from env "

@@ -163,3 +163,22 @@ def test_emit_without_urls_queues_nothing(tmp_path: Path) -> None:
     service = WebhookService(store=None, settings=HookSettings())  # type: ignore[arg-type]
     service.emit("room_started", {"room": "x"})  # no store touched: nothing configured
     assert service._pending == []
+
+
+async def test_prune_forgets_delivered_and_gives_up_on_the_undeliverable(
+        tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "store.sqlite3")
+    try:
+        await store.enqueue_webhooks([("http://127.0.0.1:9/a", "room_started", "{}", 100.0),
+                                      ("http://127.0.0.1:9/a", "room_finished", "{}", 200.0),
+                                      ("http://127.0.0.1:9/a", "room_started", "{}", 300.0)])
+        first, second, third = sorted(await store.list_webhooks(), key=lambda r: r.id)
+        await store.webhook_delivered(first.id, 150.0)
+        await store.webhook_failed(second.id, "HTTP 500", 260.0)
+        assert await store.prune_webhooks(delivered_before=160.0,
+                                          undelivered_before=250.0) == (1, 1)
+        assert [row.id for row in await store.list_webhooks()] == [third.id]
+        assert [row.id for row in await store.due_webhooks(now=300.0)] == [third.id]
+        assert await store.due_webhooks(now=299.0) == []
+    finally:
+        await store.close()
