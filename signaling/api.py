@@ -29,6 +29,7 @@ from signaling.api_access import (
     void_room_tokens,
 )
 from signaling.api_http import (
+    EXTRA_ROUTES,
     ApiError,
     Call,
     Route,
@@ -446,7 +447,7 @@ async def pin(call: Call) -> web.Response:
 async def openapi(call: Call) -> web.Response:
     from signaling.openapi import build_openapi
 
-    return reply(build_openapi(ROUTES))
+    return reply(build_openapi(ROUTES + call.request.app.get(EXTRA_ROUTES, ())))
 
 
 R = "/api/rooms/{name}"

@@ -71,6 +71,10 @@ class Route:
     status: int = 200
 
 
+EXTRA_ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("extra_api_routes")
+"""Routes other modules add (signaling/support.py); the OpenAPI document lists them too."""
+
+
 def reply(value: object, status: int = 200) -> web.Response:
     return web.Response(body=msgspec.json.encode(value), status=status,
                         content_type="application/json")

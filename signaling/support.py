@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from signaling.api_http import Call, Route, make_handler, reply
+import msgspec
+
+from signaling.api_http import EXTRA_ROUTES, Call, Route, make_handler, reply
 from signaling.config import HookSettings
 from signaling.store import Meeting, Room
 from signaling.store.schedule import next_start
@@ -89,10 +91,44 @@ class SupportNotifier:
 # -- the console's REST routes ---------------------------------------------------------------
 
 
+class ParticipantDiagnosticsOut(msgspec.Struct, kw_only=True):
+    """One participant as support staff see it (``sfu/diagnostics.py``)."""
+
+    id: str
+    name: str
+    publish_state: str
+    subscribe_state: str
+    layers_received: dict[str, int | None]
+    estimate_bps: float | None
+    loss: float
+    rtt_s: float | None
+    audio_only: bool
+    audio_only_reason: str | None
+
+
+class LiveRoomOut(msgspec.Struct, kw_only=True):
+    room: str
+    pinned: str | None
+    participants: list[ParticipantDiagnosticsOut]
+
+
+class NoticeOut(msgspec.Struct, kw_only=True):
+    meeting_id: int
+    room: str
+    title: str
+    starts_at: float
+    sent_at: float
+
+
+class NoticesOut(msgspec.Struct, kw_only=True):
+    lead_s: float
+    notices: list[NoticeOut]
+
+
 def support_routes(plane: Callable[[], MediaPlane], room_names: Callable[[], Iterable[str]],
                    notifier: Callable[[], SupportNotifier]) -> tuple[Route, ...]:
     async def live_rooms(call: Call) -> web.Response:
-        rooms: list[dict[str, Any]] = []
+        rooms: list[LiveRoomOut] = []
         names = sorted(room_names())
         media = plane() if names else None
         for name in names:
@@ -100,29 +136,31 @@ def support_routes(plane: Callable[[], MediaPlane], room_names: Callable[[], Ite
             state = media.room_state(name)
             if state is None:
                 continue
-            rooms.append({"room": name, "pinned": state.pinned,
-                          "participants": [asdict(d) for d in media.diagnostics(name)]})
+            rooms.append(LiveRoomOut(room=name, pinned=state.pinned, participants=[
+                ParticipantDiagnosticsOut(**asdict(d)) for d in media.diagnostics(name)]))
         return reply(rooms)
 
     async def notices(call: Call) -> web.Response:
         service = notifier()
         since = service.clock() - 86400
         listed = await service.store.list_support_notices(since)
-        return reply({"lead_s": service.settings.support_lead_s,
-                      "notices": [{"meeting_id": n.meeting_id, "room": n.room, "title": n.title,
-                                   "starts_at": n.starts_at, "sent_at": n.sent_at}
-                                  for n in listed]})
+        return reply(NoticesOut(lead_s=service.settings.support_lead_s, notices=[
+            NoticeOut(meeting_id=n.meeting_id, room=n.room, title=n.title,
+                      starts_at=n.starts_at, sent_at=n.sent_at) for n in listed]))
 
     return (
         Route("GET", "/api/support/rooms", live_rooms,
-              "Every live room, each participant with diagnostics", "support"),
+              "Every live room, each participant with diagnostics", "support",
+              answer=list[LiveRoomOut]),
         Route("GET", "/api/support/notices", notices,
-              "Scheduled meetings support was told of (the last day and ahead)", "support"),
+              "Scheduled meetings support was told of (the last day and ahead)", "support",
+              answer=NoticesOut),
     )
 
 
 def add_support_routes(app: web.Application, routes: tuple[Route, ...]) -> None:
     from aiohttp import web as aiohttp_web
 
+    app[EXTRA_ROUTES] = app.get(EXTRA_ROUTES, ()) + routes
     app.router.add_routes([aiohttp_web.route(r.method, r.path, make_handler(r))
                            for r in routes])

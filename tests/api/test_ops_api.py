@@ -76,3 +76,16 @@ async def test_support_routes_are_for_support_and_operators(
         assert await api.call("GET", "/api/support/rooms", headers) == []
         notices = await api.call("GET", "/api/support/notices", headers)
         assert notices == {"lead_s": 3600.0, "notices": []}
+
+
+async def test_openapi_lists_the_support_routes(tmp_path: Path,
+                                                aiohttp_client: AiohttpClient) -> None:
+    client: TestClient = await aiohttp_client(create_app(make_config(tmp_path)))
+    response = await client.get("/api/openapi.json")
+    doc = await response.json()
+    rooms = doc["paths"]["/api/support/rooms"]["get"]
+    assert rooms["description"] == "Support staff and operators."
+    assert set(rooms["responses"]) >= {"200", "401", "403"}
+    schemas = doc["components"]["schemas"]
+    assert "audio_only_reason" in schemas["ParticipantDiagnosticsOut"]["properties"]
+    assert "NoticesOut" in schemas
