@@ -88,6 +88,13 @@ async def test_service_life(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                     assert 0.0 <= entry["loss"] <= 1.0 and entry["audio_only"] is False
                 async with http.get(url + "/api/support/rooms") as response:
                     assert response.status == 401  # not without logging in
+                # An asks for audio only: support sees it, and why.
+                await people[0].send({"type": "audio_only", "enabled": True})
+                first = people[0].participant_id
+                entry = await diagnostics_until(
+                    http, url, support, lambda d: d["id"] == first and d["audio_only"])
+                assert entry["audio_only_reason"] == "user"
+                await people[0].send({"type": "audio_only", "enabled": False})
 
                 # A backup while the meeting runs (and writes: joins are audited).
                 dest = tmp_path / "backups"
@@ -182,6 +189,21 @@ async def live_diagnostics(http: aiohttp.ClientSession, url: str, token: str,
                 for e in entries):
             return list(entries)
         assert time.monotonic() < deadline, f"diagnostics never settled: {rooms}"
+        await asyncio.sleep(0.2)
+
+
+async def diagnostics_until(http: aiohttp.ClientSession, url: str, token: str,
+                            match: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        async with http.get(url + "/api/support/rooms",
+                            headers={"Authorization": token}) as response:
+            rooms = await response.json()
+        for room in rooms:
+            for entry in room["participants"]:
+                if match(entry):
+                    return dict(entry)
+        assert time.monotonic() < deadline, f"no participant matched: {rooms}"
         await asyncio.sleep(0.2)
 
 
