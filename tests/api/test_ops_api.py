@@ -89,3 +89,41 @@ async def test_openapi_lists_the_support_routes(tmp_path: Path,
     schemas = doc["components"]["schemas"]
     assert "audio_only_reason" in schemas["ParticipantDiagnosticsOut"]["properties"]
     assert "NoticesOut" in schemas
+
+
+async def test_reload_applies_what_it_can_and_a_bad_file_changes_nothing(
+        tmp_path: Path, aiohttp_client: AiohttpClient) -> None:
+    from signaling.app import CONFIG, MEDIA_PLANE
+    from signaling.ops import RELOAD, Reloader, reload
+    from signaling.recording import RECORDINGS
+    from signaling.settings import ConfigError, Settings
+
+    app = create_app(make_config(tmp_path))
+    current = Settings()
+    outcome: list[Settings | ConfigError] = []
+
+    def load() -> Settings:
+        result = outcome.pop(0)
+        if isinstance(result, ConfigError):
+            raise result
+        return result
+
+    app[RELOAD] = Reloader(current, load)
+    await aiohttp_client(app)
+    config = app[CONFIG]
+    outcome.append(ConfigError("invalid value for 'port' (from file x): ..."))
+    assert reload(app) == []
+    assert config.join_timeout_s == make_config(tmp_path).join_timeout_s
+    outcome.append(Settings(join_timeout=3.0, ice_servers=["turn:turn.example.org"],
+                            recording_retention_days=2.0, port=9999,
+                            webhook_urls=["http://127.0.0.1:9/h"],
+                            webhook_secret="0123456789abcdef0123"))
+    applied = reload(app)
+    assert set(applied) == {"join_timeout", "ice_servers", "recording_retention_days",
+                            "webhook_urls", "webhook_secret"}  # port needs a restart
+    assert config.join_timeout_s == 3.0 and config.port != 9999
+    assert app[MEDIA_PLANE].ice_servers == ("turn:turn.example.org",)
+    assert app[RECORDINGS].retention_s == 2 * 86400
+    webhooks = app[OPS].webhooks
+    assert webhooks is not None and webhooks.settings.webhook_urls == ("http://127.0.0.1:9/h",)
+    assert app[RELOAD].current.join_timeout == 3.0
