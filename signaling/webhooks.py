@@ -51,6 +51,7 @@ KEEP_DELIVERED_S = 7 * 86400
 GIVE_UP_AFTER_S = 3 * 86400
 """An event no receiver took within this long is dropped (logged): a receiver gone for good
 must not grow the queue for ever."""
+RESPONSE_READ_BYTES = 64 * 1024
 IDLE_WAKE_S = 30.0
 """The task looks at the queue at least this often (rows another process queued)."""
 
@@ -173,7 +174,7 @@ class WebhookService:
         try:
             async with http.post(row.url, data=body, headers=headers,
                                  allow_redirects=False) as response:
-                await response.read()
+                await response.content.read(RESPONSE_READ_BYTES)  # the rest is not ours to hold
                 if not 200 <= response.status < 300:
                     error = f"HTTP {response.status}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
