@@ -2,7 +2,7 @@
 // room with per-participant diagnostics, and the scheduled meetings support was told of
 // (GET /api/support/rooms, /api/support/notices). A new notice also shows as a toast.
 import { addStrings, t } from './i18n.js';
-import { $, fmtTime, h, table, toast } from './console-views.js';
+import { $, fmtTime, h, onSubmit, table, toast } from './console-views.js';
 
 addStrings({
   vi: {
@@ -26,6 +26,9 @@ addStrings({
     noticeTitle: 'Cuộc họp',
     noticeToast: 'Sắp họp: {title} ({room}) lúc {when}',
     leadTime: 'Báo trước {min} phút',
+    supportStaff: 'Nhân viên hỗ trợ',
+    noSupportStaff: 'Chưa có nhân viên hỗ trợ.',
+    supportCreated: 'Đã tạo tài khoản hỗ trợ {name}.',
   },
   en: {
     support: 'Support',
@@ -48,6 +51,9 @@ addStrings({
     noticeTitle: 'Meeting',
     noticeToast: 'Meeting soon: {title} ({room}) at {when}',
     leadTime: 'Told {min} min ahead',
+    supportStaff: 'Support staff',
+    noSupportStaff: 'No support staff yet.',
+    supportCreated: 'Support account {name} created.',
   },
 });
 
@@ -76,16 +82,35 @@ function participantRow(p) {
 }
 
 export class SupportPanel {
-  constructor(api) {
+  constructor(api, me) {
     this.api = api;
+    this.me = me; // () => the logged-in account
     this.visible = false;
     this.seen = null; // notice keys already shown (null: the first load toasts nothing)
+    onSubmit($('support-form'), async (v) => {
+      const body = { username: v.username, password: v.password, role: 'support' };
+      if (v.display_name) body.display_name = v.display_name;
+      const account = await this.api.createAccount(body);
+      $('support-form').reset();
+      toast(t('supportCreated', { name: account.username }));
+      await this.showStaff();
+    });
   }
 
   show() {
     this.visible = true;
     $('support-panel').hidden = false;
+    const operator = this.me() && this.me().role === 'operator';
+    $('support-staff').hidden = !operator;
+    if (operator) this.showStaff().catch((err) => toast(err.message, true));
     return this.refresh();
+  }
+
+  /** Operators: the support accounts, and a form to add one. */
+  async showStaff() {
+    const staff = (await this.api.accounts()).filter((a) => a.role === 'support');
+    $('support-staff-list').replaceChildren(table(['usernameField', 'displayName'],
+      staff.map((a) => [a.username, a.display_name]), 'noSupportStaff'));
   }
 
   hide() {

@@ -23,7 +23,7 @@ const state = {
   page: 'rooms', // 'rooms' | 'endpoints' | 'support'
 };
 const api = new Api();
-const support = new SupportPanel(api);
+const support = new SupportPanel(api, () => state.me);
 const SUPPORT_ROLES = ['support', 'operator'];
 const supportOnly = () => state.me && state.me.role === 'support';
 const live = new LivePanel(api, () => currentRoom(), (room) => replaceRoom(room));

@@ -1,5 +1,6 @@
-"""Support staff in the console (issue 13): a `support` account sees the live room with each
-participant's diagnostics, and the notice of a meeting starting within the lead time.
+"""Support staff in the console (issue 13): the operator adds a support account on the support
+page; that account sees the live room with each participant's diagnostics, and the notice of a
+meeting starting within the lead time.
 
 Run inside a private network namespace (see docs/architecture.md#network-namespaces):
     unshare -n sh -c 'ip link set lo up; exec pytest tests/browser/test_support_console.py'
@@ -61,8 +62,6 @@ async def test_support_sees_diagnostics_and_notices(tmp_path: Path, browser) -> 
         assert match, server.log_text()
         operator = api(base, "POST", "/api/login", {"username": "admin",
                                                      "password": match.group(1)})["token"]
-        api(base, "POST", "/api/accounts", {"username": "hotro", "password": "support-pw-1",
-                                            "role": "support"}, operator)
         org = api(base, "GET", "/api/organisations", token=operator)[0]["id"]
         api(base, "POST", "/api/rooms", {"name": ROOM, "org_id": org}, operator)
         offset, day, start, end = soon(dt.datetime.now(dt.UTC))
@@ -78,6 +77,17 @@ async def test_support_sees_diagnostics_and_notices(tmp_path: Path, browser) -> 
         page.on("pageerror", lambda err: errors.append(str(err)))
         try:
             await page.goto(base + "/console", timeout=UI_TIMEOUT_MS)
+            # The operator adds a support account on the support page.
+            await page.fill("#login-form [name=username]", "admin")
+            await page.fill("#login-form [name=password]", match.group(1))
+            await page.click("#login-form [type=submit]")
+            await page.click("#nav-support", timeout=UI_TIMEOUT_MS)
+            await page.fill("#support-form [name=username]", "hotro")
+            await page.fill("#support-form [name=password]", "support-pw-1")
+            await page.click("#support-form [type=submit]")
+            await wait_js(page, "document.querySelector('#support-staff-list')"
+                                ".textContent.includes('hotro')", UI_TIMEOUT_MS)
+            await page.click("#logout-btn")
             await page.fill("#login-form [name=username]", "hotro")
             await page.fill("#login-form [name=password]", "support-pw-1")
             await page.click("#login-form [type=submit]")
@@ -89,6 +99,7 @@ async def test_support_sees_diagnostics_and_notices(tmp_path: Path, browser) -> 
             # Alone in the room: publishing is connected; nothing to receive yet.
             assert cells[0] == "An" and cells[1].startswith("connected / "), cells
             assert await page.locator("#rooms-side").is_hidden()  # not a host's pages
+            assert await page.locator("#support-staff").is_hidden()  # operators only
             await wait_js(page, "document.querySelector('#support-notices').textContent"
                                 ".includes('Giao ban')", NOTICE_TIMEOUT_MS)
             notices = await page.locator("#support-notices tbody tr td").all_text_contents()
