@@ -1,7 +1,7 @@
 """The server as an operator runs it (issue 13), on the real process: settings from a TOML file
 and the environment, JSON logs naming room and participant, /readyz, signed webhooks to a
-receiver on loopback, support diagnostics of a live room, ``diemcau backup`` during a live
-meeting that restores, and SIGHUP reloading what it can."""
+receiver on loopback (recordings too), support diagnostics of a live room, ``diemcau backup``
+during a live meeting that restores, and SIGHUP reloading what it can."""
 
 from __future__ import annotations
 
@@ -70,6 +70,12 @@ async def test_service_life(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                 async with http.get(url + "/readyz") as response:
                     assert response.status == 200, await response.text()
                     assert (await response.json())["status"] == "ready"
+                operator = await operator_headers(http, url, server.log_text())
+                async with http.get(url + "/api/organisations", headers=operator) as response:
+                    org = (await response.json())[0]["id"]
+                async with http.post(url + "/api/rooms", headers=operator,
+                                     json={"name": ROOM, "org_id": org}) as response:
+                    assert response.status == 201, await response.text()  # stored: recordable
                 people = [SyntheticParticipant(url, ROOM, name) for name in ("An", "Binh")]
                 for person in people:
                     await person.join()
@@ -80,7 +86,7 @@ async def test_service_life(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                                for p in people for other in ids - {p.participant_id})
 
                 await until(media_flows, "media between the two participants")
-                support = await support_token(http, url, server.log_text())
+                support = await support_token(http, url, operator)
                 diagnostics = await live_diagnostics(http, url, support, ids)
                 for entry in diagnostics:
                     assert entry["publish_state"] == "connected", entry
@@ -95,6 +101,20 @@ async def test_service_life(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
                     http, url, support, lambda d: d["id"] == first and d["audio_only"])
                 assert entry["audio_only_reason"] == "user"
                 await people[0].send({"type": "audio_only", "enabled": False})
+
+                # A recording started and stopped by the operator: two webhooks.
+                recording = f"{url}/api/rooms/{ROOM}/recording"
+                async with http.post(recording, headers=operator) as response:
+                    assert response.status == 201, await response.text()
+                await until(lambda: any(b["event"] == "recording_started" for b in received),
+                            "the recording_started webhook")
+                async with http.delete(recording, headers=operator) as response:
+                    assert response.status == 200, await response.text()
+                    recording_id = (await response.json())["id"]
+                await until(lambda: any(b["event"] == "recording_finished" for b in received),
+                            "the recording_finished webhook")
+                finished = next(b for b in received if b["event"] == "recording_finished")
+                assert finished["data"] == {"room": ROOM, "recording_id": recording_id}
 
                 # A backup while the meeting runs (and writes: joins are audited).
                 dest = tmp_path / "backups"
@@ -149,12 +169,17 @@ async def test_service_life(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert tagged, "no log line names the room and participant"
 
 
-async def support_token(http: aiohttp.ClientSession, url: str, log: str) -> str:
-    """Log in as the bootstrap operator (password from the first-start line), make a support
-    account, and log in as it."""
+async def operator_headers(http: aiohttp.ClientSession, url: str, log: str
+                           ) -> dict[str, str]:
+    """Log in as the bootstrap operator (its password is in the first-start line)."""
     match = re.search(r"Operator account 'admin', password (\S+)", log)
     assert match, log[-2000:]
-    operator = await login(http, url, "admin", match.group(1))
+    return await login(http, url, "admin", match.group(1))
+
+
+async def support_token(http: aiohttp.ClientSession, url: str,
+                        operator: dict[str, str]) -> str:
+    """Make a support account, and log in as it."""
     async with http.post(url + "/api/accounts", headers=operator, json={
             "username": "hotro", "password": "support-pw-123", "role": "support"}) as response:
         assert response.status == 201, await response.text()
