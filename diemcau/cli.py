@@ -10,85 +10,93 @@ import logging
 import sys
 from pathlib import Path
 
+from diemcau.ops import add_ops_commands, run_ops
 from recorder.cli import add_archive_commands, run_archive
-from sfu.worker import MediaConfig
-from signaling.config import Config
 from signaling.control import BootstrapResult
 from signaling.eventloop import new_event_loop
 from signaling.limits import JOIN_TIMEOUT_S, MAX_UNJOINED_PER_ADDRESS
 
 
-def port_range(text: str) -> tuple[int, int]:
-    try:
-        low, high = (int(part) for part in text.split("-", 1))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW-HIGH, got {text!r}") from None
-    if not 1024 <= low <= high <= 65535:
-        raise argparse.ArgumentTypeError(f"port range {text} must lie within 1024-65535")
-    return low, high
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diemcau", description="Self-hosted WebRTC meetings")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run signaling, SFU and web client")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--data-dir", type=Path, default=Path("./data"))
+def add_serve_options(serve: argparse.ArgumentParser) -> None:
+    """The serve flags. No defaults here (the parser's are SUPPRESS): only the flags given
+    reach signaling/settings.py, which merges them over the file, the environment and its
+    defaults, and validates the result naming the key."""
+    serve.add_argument("--config", type=Path, metavar="FILE",
+                       help="TOML file of settings (keys as these flags, with underscores); "
+                            "also DIEMCAU_CONFIG. Precedence: flags > DIEMCAU_* env > file")
+    serve.add_argument("--host")
+    serve.add_argument("--port")
+    serve.add_argument("--data-dir")
     serve.add_argument("--ice-address", action="append", dest="ice_addresses", metavar="ADDR",
                        help="address for media (ICE host candidates); repeatable; default: "
                             "every non-loopback interface")
-    serve.add_argument("--rtc-port-range", type=port_range, default=None, metavar="LOW-HIGH",
+    serve.add_argument("--rtc-port-range", metavar="LOW-HIGH",
                        help="UDP ports for media, e.g. 40000-40999 (default: any)")
-    serve.add_argument("--ice-server", action="append", dest="ice_servers", default=[],
+    serve.add_argument("--ice-server", action="append", dest="ice_servers",
                        metavar="URL", help="STUN/TURN server (none by default: self-hosted)")
-    serve.add_argument("--audio-only-below", type=int, default=2_000_000, metavar="BPS",
+    serve.add_argument("--audio-only-below", metavar="BPS",
                        help="below this estimate a participant gets audio only (default 2000000)")
-    serve.add_argument("--audio-only-recover-factor", type=float, default=1.25,
+    serve.add_argument("--audio-only-recover-factor",
                        help="video returns above threshold x this factor (default 1.25)")
-    serve.add_argument("--audio-only-recover-seconds", type=float, default=5.0,
+    serve.add_argument("--audio-only-recover-seconds",
                        help="... held for this long (default 5)")
-    serve.add_argument("--tls", choices=["self-signed"], default=None,
+    serve.add_argument("--tls", choices=["self-signed"],
                        help="self-signed: make a certificate for a LAN test (in the data dir)")
-    serve.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain")
-    serve.add_argument("--tls-key", type=Path, default=None, help="PEM private key")
+    serve.add_argument("--tls-cert", help="PEM certificate chain")
+    serve.add_argument("--tls-key", help="PEM private key")
     serve.add_argument("--open-rooms", action="store_true",
                        help="anyone may join any room without credentials (closed networks "
                             "and tests only; logged loudly)")
-    serve.add_argument("--room-capacity", type=int, default=None, metavar="N",
+    serve.add_argument("--room-capacity", metavar="N",
                        help="capacity of rooms made on the fly with --open-rooms (default 26)")
-    serve.add_argument("--allowed-origin", action="append", dest="allowed_origins", default=[],
+    serve.add_argument("--allowed-origin", action="append", dest="allowed_origins",
                        metavar="ORIGIN", help="browser origin allowed on /ws besides the "
                        "server's own, e.g. https://meet.example.org; repeatable")
-    serve.add_argument("--metrics-host", default=None, metavar="ADDR",
+    serve.add_argument("--metrics-host", metavar="ADDR",
                        help="serve /metrics only on this address (default 127.0.0.1 when "
                             "--metrics-port is given)")
-    serve.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+    serve.add_argument("--metrics-port", metavar="PORT",
                        help="serve /metrics only on this port, not on the main listener")
-    serve.add_argument("--join-timeout", type=float, default=JOIN_TIMEOUT_S, metavar="S",
+    serve.add_argument("--join-timeout", metavar="S",
                        help=f"close a WebSocket that has not joined after S seconds "
                             f"(default {JOIN_TIMEOUT_S:g})")
-    serve.add_argument("--max-unjoined-per-address", type=int,
-                       default=MAX_UNJOINED_PER_ADDRESS, metavar="N",
+    serve.add_argument("--max-unjoined-per-address", metavar="N",
                        help=f"WebSockets one address may hold open before they joined "
                             f"(default {MAX_UNJOINED_PER_ADDRESS}; raise for load generators)")
     serve.add_argument("--record-all", action="store_true",
                        help="record every room while anyone is in it (else: rooms with "
                             "auto_record, and recordings started by a host or operator)")
-    serve.add_argument("--recording-retention-days", type=float, default=None, metavar="DAYS",
+    serve.add_argument("--recording-retention-days", metavar="DAYS",
                        help="delete recordings older than DAYS (checked hourly, logged); "
                             "default: keep them")
-    serve.add_argument("--redis", default=None, metavar="URL", dest="redis_url",
+    serve.add_argument("--redis", metavar="URL",
                        help="join a cluster through this Redis (redis://host:6379/0): rooms "
                             "placed on one node, exact room limits across nodes")
-    serve.add_argument("--node-address", default=None, metavar="URL",
+    serve.add_argument("--node-address", metavar="URL",
                        help="with --redis: this node's base URL as browsers reach it "
                             "(default: the listener's own http[s]://host:port)")
-    serve.add_argument("--node-id", default=None, help="with --redis: a stable node id "
-                                                      "(default: random per start)")
-    serve.add_argument("--audit-retention-days", type=float, default=365.0, metavar="DAYS",
+    serve.add_argument("--node-id", help="with --redis: a stable node id (default: random "
+                                         "per start)")
+    serve.add_argument("--audit-retention-days", metavar="DAYS",
                        help="prune audit trail rows older than DAYS (default 365)")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", help="debug, info (default), warning, error")
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       help="json: one object a line, with room and participant ids")
+    serve.add_argument("--webhook-url", action="append", dest="webhook_urls", metavar="URL",
+                       help="POST signed events here (secret: webhook_secret in the file or "
+                            "DIEMCAU_WEBHOOK_SECRET); repeatable")
+    serve.add_argument("--support-lead-minutes", metavar="MIN",
+                       help="tell support staff of a scheduled meeting this long before it "
+                            "starts (default 60)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diemcau", description="Self-hosted WebRTC meetings")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run signaling, SFU and web client",
+                                argument_default=argparse.SUPPRESS)
+    add_serve_options(serve)
+    add_ops_commands(commands, add_serve_options)
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
     create = token_commands.add_parser("create", help="make a signed join token")
@@ -118,50 +126,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_loadtest_arguments(loadtest)
     add_archive_commands(commands)
-    from signaling.ops_cli import add_ops_commands
+    from signaling.ops_cli import add_ops_commands as add_report_commands
 
-    add_ops_commands(commands)  # report daily, audit [verify] (issue 13)
+    add_report_commands(commands)  # report daily, audit [verify] (issue 13)
     return parser
 
 
 def serve(args: argparse.Namespace) -> None:
     from aiohttp import web
 
+    from signaling import settings as settings_module
     from signaling.app import create_app
+    from signaling.logsetup import configure_logging
+    from signaling.ops import RELOAD, Reloader
 
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    private_dir(args.data_dir)
-    tls = bool(args.tls_cert or args.tls_key or args.tls)
-    config = Config(
-        host=args.host, port=args.port, data_dir=args.data_dir, open_rooms=args.open_rooms,
-        open_room_capacity=args.room_capacity, allowed_origins=tuple(args.allowed_origins),
-        metrics_host=args.metrics_host if args.metrics_port else None,
-        metrics_port=args.metrics_port, tls=tls, join_timeout_s=args.join_timeout,
-        max_unjoined_per_address=args.max_unjoined_per_address, record_all=args.record_all,
-        recording_retention_days=args.recording_retention_days,
-        redis_url=args.redis_url, node_address=args.node_address, node_id=args.node_id,
-        audit_retention_days=args.audit_retention_days,
-        media=MediaConfig(
-            ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
-            port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),
-            audio_only_below_bps=args.audio_only_below,
-            audio_only_recover_factor=args.audio_only_recover_factor,
-            audio_only_recover_s=args.audio_only_recover_seconds,
-        ),
-    )
+    flags = {key: value for key, value in vars(args).items() if key not in ("command", "config")}
+    try:
+        loaded = settings_module.load(flags, config_file=getattr(args, "config", None))
+    except settings_module.ConfigError as exc:
+        raise SystemExit(f"diemcau: {exc}") from None
+    settings = loaded.settings
+    configure_logging(settings.log_level, settings.log_format)
+    config = settings_module.to_config(settings)
+    private_dir(config.data_dir)
     ssl_context = None
-    if tls:
+    if config.tls:
         from signaling.tls import self_signed, server_context
 
-        if args.tls == "self-signed":
-            cert, key = self_signed(args.data_dir, [args.host, *(args.ice_addresses or [])])
-        elif args.tls_cert and args.tls_key:
-            cert, key = args.tls_cert, args.tls_key
+        if settings.tls == "self-signed":
+            cert, key = self_signed(config.data_dir, [settings.host, *settings.ice_addresses])
         else:
-            raise SystemExit("diemcau: give both --tls-cert and --tls-key (or --tls self-signed)")
+            assert settings.tls_cert and settings.tls_key  # checked by settings.load
+            cert, key = Path(settings.tls_cert), Path(settings.tls_key)
         ssl_context = server_context(cert, key)
-    base = f"{'https' if ssl_context else 'http'}://{args.host}:{args.port}"
+    base = f"{'https' if ssl_context else 'http'}://{settings.host}:{settings.port}"
 
     def announce(result: BootstrapResult) -> None:
         # Printed once, on the first start: only the hash is stored.
@@ -169,14 +167,18 @@ def serve(args: argparse.Namespace) -> None:
               f"{result.password}  (shown once; console: {base}/console)", flush=True)
         print(f"diemcau: demo room ready: {base}{result.join_path}&name=YourName", flush=True)
 
-    if args.open_rooms:
+    if settings.open_rooms:
         print("diemcau: WARNING --open-rooms: anyone who reaches this server joins any room "
               f"without credentials; try {base}/?room=demo&name=YourName", flush=True)
     loop = new_event_loop()
     print(f"diemcau: listening on {base}", flush=True)
     from signaling.web_security import RedactingAccessLogger
 
-    web.run_app(create_app(config, announce), host=args.host, port=args.port, loop=loop,
+    app = create_app(config, announce)
+    # SIGHUP re-reads the file and the environment; the flags given stay as they were.
+    app[RELOAD] = Reloader(settings, lambda: settings_module.load(
+        flags, config_file=loaded.file).settings)
+    web.run_app(app, host=settings.host, port=settings.port, loop=loop,
                 ssl_context=ssl_context, print=None, shutdown_timeout=10,
                 access_log_class=RedactingAccessLogger)
 
@@ -221,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench.forward import run_cli
 
         return run_cli(args)
+    elif args.command in ("config", "backup"):
+        return run_ops(args)
     elif args.command == "archive":
         return run_archive(args)
     elif args.command in ("report", "audit"):

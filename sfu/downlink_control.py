@@ -193,6 +193,18 @@ class DownlinkControl:
             return None
         return float(self.remb_bps)
 
+    def loss_fraction(self, now: float) -> float:
+        """Recent loss of what we send it (diagnostics): the estimator's, else RTCP's."""
+        if self.estimator is not None and self._has_feedback():
+            return float(getattr(self.estimator, "loss_fraction", 0.0))
+        return self._recent_loss(now)
+
+    @property
+    def rtt_s(self) -> float | None:
+        """Round trip as the send-side estimator sees it (diagnostics); None without one."""
+        rtt = getattr(self.estimator, "rtt_s", None)
+        return float(rtt) if rtt is not None else None
+
     def _has_feedback(self) -> bool:
         return self.estimator is not None and self.estimator.acked_bps is not None
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sfu.diagnostics import ParticipantDiagnostics
 from sfu.events import EventSink, ParticipantState
 from sfu.local_subscriber import LocalSubscriber
 from sfu.policy.downlink import Tile
@@ -110,6 +111,11 @@ class MediaPlane(Protocol):
         ...
 
     def unsubscribe_local(self, room: str, subscriber_id: str) -> None: ...
+
+    def diagnostics(self, room: str) -> tuple[ParticipantDiagnostics, ...]:
+        """Per participant: connections, layers received, estimate, loss, round trip,
+        audio-only and why (support staff, issue 13)."""
+        ...
 
     def room_state(self, room: str) -> RoomState | None: ...
 

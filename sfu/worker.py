@@ -18,6 +18,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from sfu import aiortc_hooks
+from sfu.diagnostics import ParticipantDiagnostics, room_diagnostics
 from sfu.events import EventSink, LeaveReason, Removed, SubscribeOffer, TrackDescription
 from sfu.local_subscriber import LocalSubscriber
 from sfu.plane import (
@@ -247,6 +248,10 @@ class Worker:
         live.remove_local(subscriber_id)
         if not live.participants and not live.local:
             self.rooms.pop(room, None)
+
+    def diagnostics(self, room: str) -> tuple[ParticipantDiagnostics, ...]:
+        live = self.rooms.get(room)
+        return room_diagnostics(live, asyncio.get_running_loop().time()) if live else ()
 
     def room_state(self, room: str) -> RoomState | None:
         live = self.rooms.get(room)

@@ -30,6 +30,7 @@ from signaling.api_access import (
 )
 from signaling.api_cluster import CLUSTER_ROUTES
 from signaling.api_http import (
+    EXTRA_ROUTES,
     ApiError,
     Call,
     Route,
@@ -163,7 +164,7 @@ async def create_account(call: Call) -> web.Response:
     store = call.control.store
     if call.me.role != "operator" and body.role != "member":
         raise forbidden("hosts create member accounts only")
-    if body.role == "operator":
+    if body.role in ("operator", "support"):  # both serve every organisation
         org_id = None
     else:
         org_id = org_for_create(call, body.org_id)
@@ -448,7 +449,7 @@ async def pin(call: Call) -> web.Response:
 async def openapi(call: Call) -> web.Response:
     from signaling.openapi import build_openapi
 
-    return reply(build_openapi(ROUTES))
+    return reply(build_openapi(ROUTES + call.request.app.get(EXTRA_ROUTES, ())))
 
 
 R = "/api/rooms/{name}"

@@ -18,7 +18,7 @@ from signaling.auth import JoinRefused, hash_secret_token
 from signaling.control import CONTROL, ControlPlane
 from signaling.store import Account, Conflict, NotFound
 
-Access = Literal["public", "any", "host", "operator"]
+Access = Literal["public", "any", "host", "operator", "support"]
 
 
 class ApiError(Exception):
@@ -70,6 +70,10 @@ class Route:
     body: type | None = None
     answer: Any = None
     status: int = 200
+
+
+EXTRA_ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("extra_api_routes")
+"""Routes other modules add (signaling/support.py); the OpenAPI document lists them too."""
 
 
 def reply(value: object, status: int = 200) -> web.Response:
@@ -140,6 +144,8 @@ def make_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRe
                         raise forbidden("operators only")
                     if route.access == "host" and account.role not in ("operator", "host"):
                         raise forbidden("hosts and operators only")
+                    if route.access == "support" and account.role not in ("operator", "support"):
+                        raise forbidden("support staff and operators only")
                 body = None if route.body is None else _decode(route.body,
                                                                await request.read())
                 response = await route.handler(Call(request, control, account, body))

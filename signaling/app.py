@@ -285,4 +285,7 @@ def create_app(
     ])
     if config.metrics_port is None:  # else only on the separate metrics listener
         app.router.add_get("/metrics", metrics)
+    from signaling.ops import install_ops  # it builds on this module's keys
+
+    install_ops(app)  # /readyz, webhooks, support notices, SIGHUP (issue 13)
     return app

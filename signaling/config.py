@@ -19,6 +19,17 @@ aiohttp enforces it from the frame header (close 1009, nothing buffered)."""
 
 
 @dataclass(frozen=True)
+class HookSettings:
+    """Webhooks and support notices (signaling/webhooks.py, signaling/support.py)."""
+
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: str = ""
+    """Shared with the receivers: each body is signed with HMAC-SHA256 under it."""
+    support_lead_s: float = 3600.0
+    """Support staff are told of a scheduled meeting this long before it starts."""
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -53,3 +64,4 @@ class Config:
     """The listener speaks HTTPS (HSTS is sent)."""
     audit_retention_days: float = 365.0
     """Audit trail rows older than this are pruned (hourly; the pruning is itself audited)."""
+    hooks: HookSettings = field(default_factory=HookSettings)

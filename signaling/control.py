@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -33,6 +33,9 @@ from signaling.meeting_log import MeetingLog
 from signaling.ratelimit import RateLimiter
 from signaling.store import DB_FILE, DEFAULT_CAPACITY, Store, open_store
 from signaling.store.sqlite import find_room_instance
+
+if TYPE_CHECKING:
+    from signaling.webhooks import RoomEvents
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +89,8 @@ class ControlPlane:
     """Set by the app once the media worker exists; moderation answers 503 until then."""
     recordings: RecordingHooks | None = None
     """Set by the app with the recording service."""
+    events: RoomEvents | None = None
+    """Set by the app (signaling/ops.py): joins, leaves and refusals become webhooks."""
     clock: Callable[[], float] = field(default=time.time)
     session_ttl_s: float = 12 * 3600
     journal: Journal | None = None

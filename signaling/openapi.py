@@ -31,6 +31,7 @@ ACCESS_TEXT = {
     "any": "Any logged-in account.",
     "host": "Hosts (for their own organisation) and operators.",
     "operator": "Operators only.",
+    "support": "Support staff and operators.",
 }
 
 

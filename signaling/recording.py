@@ -147,6 +147,8 @@ class RecordingService:
     failures: Counter[str] = field(default_factory=Counter)  # by WriterError value
     meetings: MeetingLog | None = None
     """The event record and audit trail (issue 13), set by the app."""
+    on_event: Callable[[str, str, str, str | None], None] | None = None
+    """(event, room, recording id, error): webhooks (signaling/ops.py)."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # -- start and stop ---------------------------------------------------------------------------
@@ -174,6 +176,8 @@ class RecordingService:
         if self.meetings is not None:
             self.meetings.recording(room, recording.id, True, by, address)
         self.notify(room, {"type": "recording", "active": True, "recording_id": recording.id})
+        if self.on_event is not None:
+            self.on_event("recording_started", room, recording.id, None)
         logger.info("recording %s of room %r started by %s", recording.id, room, by)
         return row
 
@@ -204,6 +208,9 @@ class RecordingService:
         if active.failed:
             message["error"] = active.failed
         self.notify(room, message)
+        if self.on_event is not None:
+            self.on_event("recording_failed" if active.failed else "recording_finished", room,
+                          recording.id, active.failed)
         logger.info("recording %s of room %r stopped by %s: %s", recording.id, room, by, state)
         return await self.store.get_recording(recording.id)
 

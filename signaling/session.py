@@ -23,6 +23,7 @@ from sfu.plane import BadDescription, MediaPlane, NotDescribed, Target
 from sfu.policy.downlink import Tile
 from sfu.types import Kind
 from signaling.admission import Admitted, Credentials, Waiting
+from signaling.auth import JoinRefused
 from signaling.config import Config
 from signaling.control import ControlPlane, RecordingHooks
 from signaling.limits import (
@@ -34,6 +35,7 @@ from signaling.limits import (
     count_sections,
     refused_candidate_address,
 )
+from signaling.logsetup import bind_log_context
 from signaling.media_events import participant_json, to_json
 from signaling.meeting_log import MeetingLog
 from signaling.messages import (
@@ -265,8 +267,13 @@ class Session:
             invite=message.invite, endpoint_id=message.endpoint_id,
             endpoint_secret=message.endpoint_secret, take_over=message.take_over,
         )
-        outcome = await self.control.admission.admit(message.room, credentials, self.address,
-                                                     session_id, connection=f"{id(self):x}")
+        try:
+            outcome = await self.control.admission.admit(message.room, credentials, self.address,
+                                                         session_id, connection=f"{id(self):x}")
+        except JoinRefused as exc:
+            if self.control.events is not None:
+                self.control.events.refused(message.room, message.name, exc.code, self.address)
+            raise
         self._session_id, self.room_name = session_id, message.room
         self.sessions.add(session_id, self)
         if isinstance(outcome, Waiting):
@@ -279,6 +286,8 @@ class Session:
 
     async def finish_join(self, admitted: Admitted) -> None:
         """Seated (at once, or by a host from the lobby): enter the media room."""
+        # Every log line of this task and of those it starts from here names room and participant.
+        bind_log_context(admitted.room, admitted.session_id)
         self._waiting = None
         if admitted.replaced_session:
             old = self.sessions.get(admitted.replaced_session)
@@ -313,6 +322,9 @@ class Session:
             await self._meetings.joined(
                 admitted.room, admitted.session_id, admitted.identity, admitted.name,
                 admitted.role, self.address, took_over=admitted.replaced_room == admitted.room)
+        if self.control is not None and self.control.events is not None:
+            self.control.events.joined(admitted.room, admitted.session_id, admitted.name,
+                                       admitted.identity, admitted.role)
         if self._recordings is not None:
             await self._recordings.on_joined(admitted.room)  # --record-all, auto_record
 
@@ -494,6 +506,8 @@ class Session:
         if participant_id is not None and room_name is not None:
             await self.plane.leave(room_name, participant_id)
             logger.info("%s left room %r", participant_id, room_name)
+            if self.control is not None and self.control.events is not None:
+                self.control.events.left(room_name, participant_id)
             if self._recordings is not None:
                 await self._recordings.on_left(room_name)
 

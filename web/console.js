@@ -8,6 +8,7 @@ import { $, h, onSubmit, toast } from './console-views.js';
 import { RoomTabs } from './console-room.js';
 import { iconEl } from './icons.js';
 import { LivePanel } from './console-live.js';
+import { SupportPanel } from './console-support.js';
 
 const POLL_MS = 2000;
 
@@ -19,9 +20,12 @@ const state = {
   selected: null, // room name
   creating: false,
   tab: 'live',
-  page: 'rooms', // 'rooms' | 'endpoints'
+  page: 'rooms', // 'rooms' | 'endpoints' | 'support'
 };
 const api = new Api();
+const support = new SupportPanel(api, () => state.me);
+const SUPPORT_ROLES = ['support', 'operator'];
+const supportOnly = () => state.me && state.me.role === 'support';
 const live = new LivePanel(api, () => currentRoom(), (room) => replaceRoom(room));
 const tabs = new RoomTabs(api, state, {
   created: (room) => { replaceRoom(room); selectRoom(room.name, 'invitations'); },
@@ -69,8 +73,14 @@ async function enter(me) {
   $('app-view').hidden = false;
   for (const id of ['mainnav', 'who', 'logout-btn']) $(id).hidden = false;
   $('who').textContent = `${me.display_name || me.username} (${me.role})`;
-  tabs.fillOrgs();
-  await refreshRooms();
+  $('nav-support').hidden = !SUPPORT_ROLES.includes(me.role);
+  // Support staff look at live rooms; the rooms and endpoints pages are for hosts and operators.
+  $('nav-rooms').hidden = $('nav-endpoints').hidden = $('rooms-side').hidden = supportOnly();
+  if (supportOnly()) state.page = 'support';
+  else {
+    tabs.fillOrgs();
+    await refreshRooms();
+  }
   showPage(state.page);
   startPolling();
 }
@@ -138,7 +148,15 @@ function showPage(page) {
   state.page = page;
   $('nav-rooms').classList.toggle('active', page === 'rooms');
   $('nav-endpoints').classList.toggle('active', page === 'endpoints');
+  $('nav-support').classList.toggle('active', page === 'support');
   $('endpoints-panel').hidden = page !== 'endpoints';
+  if (page === 'support') {
+    live.hide();
+    $('room-panel').hidden = $('pick-room').hidden = true;
+    support.show().catch((err) => toast(err.message, true));
+    return;
+  }
+  support.hide();
   const roomsPage = page === 'rooms';
   const room = currentRoom();
   $('room-panel').hidden = !roomsPage || (!room && !state.creating);
@@ -167,8 +185,11 @@ function startPolling() {
   stopPolling();
   const tick = async () => {
     try {
-      await refreshRooms();
-      await live.refresh();
+      if (SUPPORT_ROLES.includes(state.me.role)) await support.refresh(); // notices as toasts
+      if (!supportOnly()) {
+        await refreshRooms();
+        await live.refresh();
+      }
     } catch (err) {
       if (err.status !== 401) toast(err.message, true);
     }
@@ -212,6 +233,7 @@ function boot() {
   });
   $('nav-rooms').addEventListener('click', () => showPage('rooms'));
   $('nav-endpoints').addEventListener('click', () => showPage('endpoints'));
+  $('nav-support').addEventListener('click', () => showPage('support'));
   $('new-room-btn').addEventListener('click', () => {
     state.creating = true;
     state.selected = null;

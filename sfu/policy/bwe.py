@@ -372,6 +372,12 @@ class SendSideBandwidthEstimator:
         self._probe_targets: dict[int, int] = {}
         self._episode_cut = False
 
+    @property
+    def rtt_s(self) -> float:
+        """Smoothed time from sending to its feedback: the round trip plus the receiver's
+        feedback interval (diagnostics)."""
+        return self._rtt_s
+
     def probe_result(self, cluster: int) -> int | None:
         """The measured rate of probe cluster ``cluster`` in bit/s, once enough of it is known."""
         return self._probe_results.get(cluster)

@@ -10,7 +10,36 @@ which is SQLite's default; we spell it out so nobody "fixes" it to NOCASE.
 
 from __future__ import annotations
 
-MIGRATIONS: list[list[str]] = [
+import sqlite3
+from collections.abc import Callable
+
+Step = str | Callable[[sqlite3.Connection], None]
+"""A statement, or (rarely) a function of the connection for what SQL text alone cannot say."""
+
+
+def _widen_account_roles(conn: sqlite3.Connection) -> None:
+    """Let ``accounts.role`` hold 'support' (issue 13). SQLite cannot alter a CHECK; rebuilding
+    the table would cascade deletes through its foreign keys (they are on, and cannot be turned
+    off inside this transaction). Loosening a CHECK changes nothing on disk, so SQLite's
+    documented shortcut applies (ALTER TABLE docs, "making other kinds of table schema
+    changes"): edit the stored CREATE text and bump the schema cookie so every connection
+    re-reads it."""
+    version = conn.execute("PRAGMA schema_version").fetchone()[0]
+    conn.execute("PRAGMA writable_schema=ON")
+    try:
+        changed = conn.execute(
+            "UPDATE sqlite_master SET sql = replace(sql, "
+            "'CHECK (role IN (''operator'', ''host'', ''member''))', "
+            "'CHECK (role IN (''operator'', ''host'', ''member'', ''support''))') "
+            "WHERE type = 'table' AND name = 'accounts'").rowcount
+        conn.execute(f"PRAGMA schema_version={int(version) + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema=OFF")
+    if changed != 1:
+        raise RuntimeError("migration 5: accounts table not found")
+
+
+MIGRATIONS: list[list[Step]] = [
     # 1: the control plane
     [
         """CREATE TABLE organisations (
@@ -180,5 +209,30 @@ MIGRATIONS: list[list[str]] = [
         )""",
         """CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
            BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""",
+    ],
+    # 5: operations (issue 13): the support role, the durable webhook queue, and the
+    # support notices sent (one per meeting occurrence, so a restart never sends one twice).
+    [
+        _widen_account_roles,
+        """CREATE TABLE webhook_queue (
+            id INTEGER PRIMARY KEY,
+            url TEXT NOT NULL,
+            event TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL,
+            last_error TEXT,
+            delivered_at REAL
+        )""",
+        "CREATE INDEX webhook_queue_due ON webhook_queue (delivered_at, next_at)",
+        """CREATE TABLE support_notices (
+            meeting_id INTEGER NOT NULL,
+            starts_at REAL NOT NULL,
+            room TEXT NOT NULL,
+            title TEXT NOT NULL,
+            sent_at REAL NOT NULL,
+            PRIMARY KEY (meeting_id, starts_at)
+        )""",
     ],
 ]

@@ -14,9 +14,9 @@ import msgspec
 
 from signaling.store.journal_models import AuditEntry, AuditRow, MeetingEvent
 
-Role = Literal["operator", "host", "member"]
+Role = Literal["operator", "host", "member", "support"]
 RoomKind = Literal["multipoint", "endpoint-phone"]
-ROLES: tuple[Role, ...] = ("operator", "host", "member")
+ROLES: tuple[Role, ...] = ("operator", "host", "member", "support")
 ROOM_KINDS: tuple[RoomKind, ...] = ("multipoint", "endpoint-phone")
 DEFAULT_CAPACITY = 26
 """The old MCU's limit (the Polycom served 26 sites): what a room holds unless told otherwise."""

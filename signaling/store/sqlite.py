@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from signaling.store.migrations import MIGRATIONS
+from signaling.store.migrations import MIGRATIONS, Step
 from signaling.store.models import (
     DEFAULT_CAPACITY,
     ROOM_FIELDS,
@@ -38,6 +38,7 @@ from signaling.store.models import (
 )
 from signaling.store.sqlite_archive import SqliteArchive
 from signaling.store.sqlite_journal import SqliteJournal
+from signaling.store.sqlite_ops import SqliteOps
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
@@ -72,7 +73,7 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
                     row["last_seen_at"])
 
 
-class SqliteStore(SqliteArchive, SqliteJournal):
+class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
@@ -128,12 +129,15 @@ class SqliteStore(SqliteArchive, SqliteJournal):
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         for number, statements in enumerate(MIGRATIONS, start=1):
             def step(c: sqlite3.Connection, number: int = number,
-                     statements: list[str] = statements) -> None:
+                     statements: list[Step] = statements) -> None:
                 # Re-read under the write lock: another process may have migrated meanwhile.
                 if self._version(c) >= number:
                     return
                 for statement in statements:
-                    c.execute(statement)
+                    if isinstance(statement, str):
+                        c.execute(statement)
+                    else:
+                        statement(c)
                 c.execute("DELETE FROM schema_version")
                 c.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
             self._tx(step)
