@@ -23,6 +23,7 @@ from sfu.worker import Worker
 from signaling.api import add_api_routes
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
+from signaling.documents import DOCUMENTS_DIR
 from signaling.metrics import RecordingCollector, make_registry, render
 from signaling.moderation import LiveModerator, SessionRegistry
 from signaling.recording import RECORDINGS, RecordingService
@@ -207,6 +208,7 @@ def create_app(
     app[WEB_ROOT] = web_root()
     app[UNJOINED] = Counter()
     app[REFUSALS] = Counter()
+    app[DOCUMENTS_DIR] = config.data_dir / "documents"  # meeting documents (issue 12)
     add_security_headers(app, config.tls)
     # The control plane opens first and closes last: rooms drain before the store closes.
     app.cleanup_ctx.append(

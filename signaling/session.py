@@ -37,6 +37,10 @@ from signaling.limits import (
 from signaling.media_events import participant_json, to_json
 from signaling.messages import (
     AudioOnly,
+    Chat,
+    ChatDelete,
+    Documents,
+    Hand,
     Ice,
     Join,
     Leave,
@@ -44,6 +48,7 @@ from signaling.messages import (
     Ping,
     ProtocolError,
     Publish,
+    Quality,
     SubscribeAnswer,
     Tiles,
     Uplink,
@@ -105,6 +110,12 @@ class Session:
             Uplink: self.on_uplink,
             Leave: self.on_leave,
             Ping: self.on_ping,
+            # meeting extras (issue 12): signaling/room_extras.py
+            Chat: lambda m: self.sessions.extras.on_chat(self, m),
+            ChatDelete: lambda m: self.sessions.extras.on_chat_delete(self, m),
+            Hand: lambda m: self.sessions.extras.on_hand(self, m),
+            Quality: lambda m: self.sessions.extras.on_quality(self, m),
+            Documents: lambda m: self.sessions.extras.on_documents(self),
         }
 
     # -- output ----------------------------------------------------------------------------------
@@ -301,6 +312,7 @@ class Session:
             self.on_media_event(event)
         logger.info("%s (%s, %s) joined room %r", admitted.name, admitted.session_id,
                     admitted.role, admitted.room)
+        await self.sessions.extras.on_joined(self)
         if self._recordings is not None:
             await self._recordings.on_joined(admitted.room)  # --record-all, auto_record
 
@@ -469,6 +481,7 @@ class Session:
                 self.control.admission.release(room_name, identity, session_id)
         self._waiting = None
         if participant_id is not None and room_name is not None:
+            self.sessions.extras.on_left(room_name, participant_id)
             await self.plane.leave(room_name, participant_id)
             logger.info("%s left room %r", participant_id, room_name)
             if self._recordings is not None:
