@@ -62,8 +62,9 @@ function formAccount() {
 
 /** The room password a guest typed (the join form's guest field), or null. */
 function guestPassword() {
+  const row = $('guest-password-row');
   const input = $('guest-password-input');
-  return input && !input.closest('[hidden]') && input.value ? input.value : null;
+  return row && input && !row.hidden && input.value ? input.value : null;
 }
 
 /**

@@ -44,7 +44,9 @@ export class MeetingExtras {
     this.hands = new Map(); // participant id -> true, in the order raised
     this.quality = new Map(); // participant id -> last report
     this.speaker = null; // the loudest participant now (or last)
+    this.talking = new Set(); // the last `speakers` (loudest first)
     this.layout = 'grid';
+    this.noticeFor = null; // whose raised hand the notice shows
     this.tab = null; // the open tab, or null (panel closed)
     this.timers = [];
     this.qualityPrev = {};
@@ -152,6 +154,7 @@ export class MeetingExtras {
       .on('participant_left', mine((m) => {
         this.hands.delete(m.participant_id);
         this.quality.delete(m.participant_id);
+        this.talking.delete(m.participant_id);
         queueMicrotask(() => { this._applySpeaker(); this.renderPeople(); });
       }));
   }
@@ -176,6 +179,7 @@ export class MeetingExtras {
     this.quality.clear();
     this.qualityPrev = {};
     this.speaker = null;
+    this.talking = new Set();
     this.chat.reset();
     this.docs.reset();
     for (const b of this.extraButtons) b.disabled = true;
@@ -200,9 +204,16 @@ export class MeetingExtras {
     if (m.raised) {
       this.hands.set(id, true);
       const p = this.participants[id];
-      if (this.canModerate && p) this.notice(t('handRaisedBy', { name: p.name }));
+      if (this.canModerate && p) {
+        this.notice(t('handRaisedBy', { name: p.name }));
+        this.noticeFor = id;
+      }
     } else {
       this.hands.delete(id);
+      if (this.noticeFor === id) {
+        this.notice('');
+        this.noticeFor = null;
+      }
       if (id === this.selfId && m.by) this.notice(t('handLoweredByHost'));
     }
     this._markHands();
@@ -211,7 +222,8 @@ export class MeetingExtras {
 
   _speakers(ids) {
     if (ids.length) this.speaker = ids[0];
-    this._applySpeaker(ids);
+    this.talking = new Set(ids);
+    this._applySpeaker();
     if (this.tab === 'people') this.renderPeople();
   }
 
@@ -221,8 +233,8 @@ export class MeetingExtras {
     return [...this.grid.querySelectorAll('.tile')];
   }
 
-  _applySpeaker(now = null) {
-    const talking = new Set(now || []);
+  _applySpeaker() {
+    const talking = this.talking;
     // Featured in the speaker layout: the loudest other participant (we see ourselves anyway).
     let featured = null;
     if (this.layout === 'speaker') {
@@ -324,7 +336,8 @@ export class MeetingExtras {
     }
     this.tabButtons.chat.textContent = t('chat');
     this.tabButtons.people.textContent = t('people');
-    this.tabButtons.docs.textContent = t('documentsTitle');
+    this.tabButtons.docs.textContent = t('documents');
+    this.tabButtons.docs.title = t('documentsTitle');
     this.closeBtn.setAttribute('aria-label', t('closePanel'));
     this.closeBtn.title = t('closePanel');
     this.chat.render();
