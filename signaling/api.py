@@ -68,7 +68,7 @@ from signaling.api_models import (
 from signaling.api_recordings import RECORDING_ROUTES
 from signaling.auth import hash_secret_token, new_secret_token
 from signaling.control import Moderator, invitation_link
-from signaling.documents import DOCUMENT_ROUTES
+from signaling.documents import DOCUMENT_ROUTES, remove_room_documents
 from signaling.store import Account, Endpoint, Invitation, Meeting, NotFound, Room
 from signaling.store.schedule import check_meeting_times, is_on, next_start
 
@@ -257,6 +257,7 @@ async def update_room(call: Call) -> web.Response:
 
 async def delete_room(call: Call) -> web.Response:
     room = await managed_room(call)
+    await remove_room_documents(call, room)
     await call.control.store.delete_room(room.name)
     return no_content()
 

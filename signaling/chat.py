@@ -21,6 +21,9 @@ QUALITY_WINDOW_S = 6.0
 """Clients report every few seconds; more is refused (each report goes to the whole room)."""
 HAND_PER_WINDOW = 10
 HAND_WINDOW_S = 30.0
+DOCS_PER_WINDOW = 10
+DOCS_WINDOW_S = 10.0
+"""Each ``documents`` request reads the store twice."""
 MAX_CHAT_LINES = 40
 """Line breaks in one message: a wall of empty lines pushes the others' lines away."""
 
@@ -72,3 +75,4 @@ class SenderRates:
     quality: Window = field(default_factory=lambda: Window(QUALITY_PER_WINDOW,
                                                            QUALITY_WINDOW_S))
     hand: Window = field(default_factory=lambda: Window(HAND_PER_WINDOW, HAND_WINDOW_S))
+    documents: Window = field(default_factory=lambda: Window(DOCS_PER_WINDOW, DOCS_WINDOW_S))

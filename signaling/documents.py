@@ -257,6 +257,15 @@ async def delete_document(call: Call) -> web.Response:
     return no_content()
 
 
+async def remove_room_documents(call: Call, room: Room) -> None:
+    """A room is being deleted: its documents' files go with it (the rows cascade)."""
+    folder = call.request.app.get(DOCUMENTS_DIR)
+    if folder is None:
+        return
+    for document in await call.control.store.list_documents(room.id):
+        (folder / document.stored_as).unlink(missing_ok=True)
+
+
 R = "/api/rooms/{name}/documents"
 DOCUMENT_ROUTES: tuple[Route, ...] = (
     Route("GET", R, list_documents, "The room's documents (members, or ?key= from the "

@@ -162,7 +162,8 @@ class RoomExtras:
         self._broadcast(room, {"type": "quality", **report})
 
     async def on_documents(self, session: Session) -> None:
-        room, _ = _where(session)
+        room, pid = _where(session)
+        self._rate(pid, "documents")
         if session.control is None:
             session.send({"type": "documents", "documents": []})
             return

@@ -5,7 +5,6 @@ bad input it must refuse."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import stat
@@ -329,4 +328,12 @@ async def test_document_access_is_the_rooms(world: World) -> None:
     await world.call("DELETE", f"/api/rooms/GiaoBan/documents/{doc['id']}", world.host_token,
                      expect=204)
     assert list((world.data_dir / "documents").iterdir()) == []
-    await asyncio.sleep(0)
+
+
+async def test_a_large_allowed_document_and_a_deleted_room(world: World) -> None:
+    # Bigger than the app's 1 MiB body limit for JSON: uploads stream past it.
+    big = PDF + b"%" * (3 << 20)
+    doc = await world.upload("Kin", "lớn.pdf", big)
+    assert doc["bytes"] == len(big)
+    await world.call("DELETE", "/api/rooms/Kin", world.host_token, expect=204)
+    assert list((world.data_dir / "documents").iterdir()) == []  # the files went with it
