@@ -11,6 +11,7 @@ import { DocumentsView } from './docs.js';
 const QUALITY_EVERY_MS = 4000; // the server allows 3 reports in 6 s
 const PEOPLE_REFRESH_MS = 2000; // our own mute state has no event here
 const TABS = ['chat', 'people', 'docs'];
+const NOTICE_MS = 8000;
 
 function button(id, iconName) {
   const btn = document.createElement('button');
@@ -36,7 +37,15 @@ export class MeetingExtras {
     this.participants = participants;
     this.subscriberPc = subscriberPc;
     this.onLayout = onLayout;
-    this.notice = notice;
+    // A notice of ours goes away by itself after a while (unless another replaced it).
+    this.notice = (text) => {
+      notice(text);
+      if (!text) return;
+      setTimeout(() => {
+        const shown = document.getElementById('notice-text');
+        if (shown && shown.textContent === text) notice('');
+      }, NOTICE_MS);
+    };
     this.signaling = null;
     this.selfId = null;
     this.selfName = '';
