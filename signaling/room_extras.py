@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sfu.link_stats import LinkStatsSource
 from signaling.chat import CHAT_HISTORY, SenderRates, clean_chat_text, quality_level
 from signaling.documents import document_json, download_key
 from signaling.messages import Chat, ChatDelete, Hand, ProtocolError, Quality
@@ -155,9 +156,20 @@ class RoomExtras:
     async def on_quality(self, session: Session, message: Quality) -> None:
         room, pid = _where(session)
         self._rate(pid, "quality")
-        report = {"participant_id": pid, "loss": round(message.loss, 4),
-                  "rtt_ms": message.rtt_ms, "layer": message.layer,
-                  "level": quality_level(message.loss, message.rtt_ms)}
+        report: dict[str, Any] = {"participant_id": pid, "loss": round(message.loss, 4),
+                                  "rtt_ms": message.rtt_ms, "layer": message.layer}
+        loss, rtt = message.loss, message.rtt_ms
+        # What the server measures of the same link, where the media plane can tell: the loss
+        # on what it sends them counts too (a client may under-report, or report nothing).
+        link = session.plane.link_stats(room, pid) \
+            if isinstance(session.plane, LinkStatsSource) else None
+        if link is not None:
+            report["server"] = {"loss": link.loss, "rtt_ms": link.rtt_ms, "layer": link.layer,
+                                "estimate_bps": link.estimate_bps,
+                                "audio_only": link.audio_only}
+            loss = max(loss, link.loss or 0.0)
+            rtt = rtt if rtt is not None else link.rtt_ms
+        report["level"] = quality_level(loss, rtt)
         self._meetings[room].quality[pid] = report
         self._broadcast(room, {"type": "quality", **report})
 

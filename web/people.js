@@ -47,7 +47,16 @@ export function qualityText(q) {
     rtt: q.rtt_ms == null ? '?' : q.rtt_ms,
     layer: t(`layer.${q.layer ?? -1}`),
   });
-  return `${t(`quality.${q.level}`)}: ${detail}`;
+  let text = `${t(`quality.${q.level}`)}: ${detail}`;
+  const s = q.server;
+  if (s && typeof s === 'object') {
+    text += ` · ${t('qualityServer', {
+      loss: s.loss == null ? '?' : (Math.round(s.loss * 1000) / 10).toString(),
+      layer: t(`layer.${s.layer ?? -1}`),
+      mbps: s.estimate_bps ? (s.estimate_bps / 1e6).toFixed(1) : '?',
+    })}`;
+  }
+  return text;
 }
 
 export class PeopleView {

@@ -372,6 +372,11 @@ class SendSideBandwidthEstimator:
         self._probe_targets: dict[int, int] = {}
         self._episode_cut = False
 
+    @property
+    def rtt_s(self) -> float:
+        """The round trip measured from feedback (smoothed); 0.1 s until measured."""
+        return self._rtt_s
+
     def probe_result(self, cluster: int) -> int | None:
         """The measured rate of probe cluster ``cluster`` in bit/s, once enough of it is known."""
         return self._probe_results.get(cluster)
