@@ -142,14 +142,49 @@ async def _setup(server: Server) -> str:
                 "name": ROOM, "org_id": org_id, "password": ROOM_PASSWORD,
                 "guest_password_join": True}) as r:
             assert r.status == 201, await r.text()
-        for name, data in (("Kế hoạch hội nghị.pdf", PDF), ("Báo cáo tuần.docx", docx())):
-            async with http.post(f"/api/rooms/{ROOM}/documents", params={"filename": name},
-                                 data=data, headers=auth) as r:
-                assert r.status == 201, await r.text()
+        async with http.post(f"/api/rooms/{ROOM}/documents",
+                             params={"filename": "Kế hoạch hội nghị.pdf"}, data=PDF,
+                             headers=auth) as r:
+            assert r.status == 201, await r.text()
         async with http.post(f"/api/rooms/{ROOM}/tokens", headers=auth,
                              json={"name": "Chủ trì", "role": "host"}) as r:
             assert r.status == 201, await r.text()
             return str((await r.json())["link"])
+
+
+async def _console_attaches_a_document(browser: Any, server: Server, art: Path) -> None:
+    """The operator console: the room's setting shows, a wrong file type is refused next to
+    the field, a DOCX is attached."""
+    console = await _open(browser, f"{server.url}/console")
+    try:
+        login = console.locator("#login-form")
+        await login.locator("[name=username]").fill("admin")
+        await login.locator("[name=password]").fill(server.operator_password)
+        await login.locator("button[type=submit]").click()
+        await console.locator(f'#room-list [data-room="{ROOM}"]').click(timeout=UI_MS)
+        await console.locator('#tabs [data-tab="settings"]').click()
+        assert await console.locator("#room-form [name=guest_password_join]").is_checked()
+        await console.locator('#tabs [data-tab="documents"]').click()
+        await console.locator("#documents tr[data-document-id]").first.wait_for(timeout=UI_MS)
+        form = console.locator("#document-form")
+        await form.locator("[name=file]").set_input_files(
+            {"name": "virus.pdf", "mimeType": "application/pdf", "buffer": b"MZ" + b"\0" * 64})
+        await form.locator("button[type=submit]").click()
+        await form.locator('.field-error[data-for="file"]').wait_for(state="visible",
+                                                                     timeout=UI_MS)
+        await form.locator("[name=file]").set_input_files({
+            "name": "Báo cáo tuần.docx", "buffer": docx(),
+            "mimeType": "application/vnd.openxmlformats-officedocument.wordprocessingml."
+                        "document"})
+        await form.locator("button[type=submit]").click()
+        rows = console.locator("#documents tr[data-document-id]")
+        await rows.nth(1).wait_for(timeout=UI_MS)
+        await console.screenshot(path=str(art / "meeting-console-documents.png"))
+    except BaseException:
+        print(f"--- console ---\n{_report(console)}")
+        raise
+    finally:
+        await console.context.close()
 
 
 async def _guest_join(page: Any, name: str, password: str) -> None:
@@ -173,6 +208,8 @@ async def test_meeting_extras_flow(closed_server: Server, speaking_browser: Any,
         await demo.screenshot(path=str(art / "meeting-demo-asks-name.png"))
         await demo.context.close()
         del pages["demo"]
+
+        await _console_attaches_a_document(browser, closed_server, art)
 
         host = pages["host"] = await _open(
             browser, closed_server.url + host_link + "&" + urlencode({"name": "Chủ trì"}))
