@@ -24,6 +24,7 @@ from signaling.messages import Chat, ChatDelete, Hand, ProtocolError, Quality
 from signaling.store import ChatMessage
 
 if TYPE_CHECKING:
+    from signaling.admission import Admitted
     from signaling.moderation import SessionRegistry
     from signaling.session import Session
 
@@ -54,24 +55,23 @@ class RoomExtras:
         meeting = self._meetings.get(room)
         return None if meeting is None else meeting.id
 
-    async def on_joined(self, session: Session) -> None:
-        """Seated: start the meeting if the room was empty; send this sitting's chat lines,
-        the raised hands and the last quality reports."""
-        room, pid = _where(session)
-        meeting = self._meetings.get(room)
-        if meeting is None:
-            meeting = self._meetings[room] = _Meeting(secrets.token_hex(8))
+    async def joining(self, session: Session, admitted: Admitted) -> dict[str, Any]:
+        """About to be seated: start the meeting if the room is empty; this sitting's chat
+        lines, the raised hands and the last quality reports, for ``joined.meeting`` (one
+        message: nothing arrives between ``joined`` and what the client asks next)."""
+        room, pid = admitted.room, admitted.session_id
+        meeting = self._current(room)
         self._rates[pid] = SenderRates()
         lines = list(meeting.lines)
         if session.control is not None:
             lines = await session.control.store.list_chat(room, meeting.id, CHAT_HISTORY)
-        session.send({
-            "type": "meeting_state", "meeting": meeting.id,
+        return {
+            "id": meeting.id,
             "chat": [_chat_json(line) for line in lines],
             "hands": sorted(meeting.hands, key=meeting.hands.__getitem__),
             "quality": list(meeting.quality.values()),
-            "can_moderate": _moderates(session),
-        })
+            "can_moderate": admitted.role in MODERATOR_ROLES,
+        }
 
     def on_left(self, room: str, participant_id: str) -> None:
         self._rates.pop(participant_id, None)
@@ -94,7 +94,7 @@ class RoomExtras:
         except ValueError as exc:
             raise ProtocolError("bad-message", str(exc)) from None
         self._rate(pid, "chat")
-        meeting = self._meetings[room]
+        meeting = self._current(room)
         admitted = session.admitted
         line = ChatMessage(0, room, meeting.id, time.time(),
                            admitted.identity if admitted else f"anon:{pid}",
@@ -116,7 +116,7 @@ class RoomExtras:
         room, _ = _where(session)
         if not _moderates(session):
             raise ProtocolError("not-allowed", "only the host can delete chat messages")
-        meeting = self._meetings[room]
+        meeting = self._current(room)
         by = session.admitted.identity if session.admitted else "?"
         if session.control is not None:
             deleted = await session.control.store.delete_chat(room, message.id, by)
@@ -132,7 +132,7 @@ class RoomExtras:
     async def on_hand(self, session: Session, message: Hand) -> None:
         room, pid = _where(session)
         target = message.participant_id or pid
-        meeting = self._meetings[room]
+        meeting = self._current(room)
         if target != pid:
             if message.raised or not _moderates(session):
                 raise ProtocolError("not-allowed", "only the host can lower another "
@@ -170,7 +170,7 @@ class RoomExtras:
             loss = max(loss, link.loss or 0.0)
             rtt = rtt if rtt is not None else link.rtt_ms
         report["level"] = quality_level(loss, rtt)
-        self._meetings[room].quality[pid] = report
+        self._current(room).quality[pid] = report
         self._broadcast(room, {"type": "quality", **report})
 
     async def on_documents(self, session: Session) -> None:
@@ -189,6 +189,13 @@ class RoomExtras:
                       "documents": [document_json(d, room) for d in documents]})
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _current(self, room: str) -> _Meeting:
+        """The room's sitting; a new one if the last person left while this one was joining."""
+        meeting = self._meetings.get(room)
+        if meeting is None:
+            meeting = self._meetings[room] = _Meeting(secrets.token_hex(8))
+        return meeting
 
     def _rate(self, pid: str, what: str) -> None:
         rates = self._rates.setdefault(pid, SenderRates())

@@ -290,6 +290,7 @@ class Session:
         self.admitted = admitted
         self._admitted()
         locked = await self._room_locked(admitted.room)  # before joining: no await after it
+        meeting = await self.sessions.extras.joining(self, admitted)  # chat, hands (issue 12)
         # `joined` is queued before anything the room may send on our behalf: events wait here
         # until it is (the plane tells the others synchronously inside join).
         self._early_events = []
@@ -306,13 +307,13 @@ class Session:
             "ice_servers": [{"urls": url} for url in self.plane.ice_servers],
             "recording": self._recordings is not None
             and self._recordings.is_recording(admitted.room),
+            "meeting": meeting,
         })
         early, self._early_events = self._early_events, None
         for event in early:
             self.on_media_event(event)
         logger.info("%s (%s, %s) joined room %r", admitted.name, admitted.session_id,
                     admitted.role, admitted.room)
-        await self.sessions.extras.on_joined(self)
         if self._recordings is not None:
             await self._recordings.on_joined(admitted.room)  # --record-all, auto_record
 

@@ -315,7 +315,7 @@ async function join(room, name) {
   setRecording(joined.recording, { announce: !!joined.recording });
   c.session.start(joined.ice_servers || []);
   for (const p of joined.participants || []) roster.add(p, diemcau.selfId);
-  extras.joined({ selfId: joined.participant_id, role: joined.role, name });
+  extras.joined({ selfId: joined.participant_id, role: joined.role, name, meeting: joined.meeting });
   setState('joined');
   c.reporter.start();
   renderControls();

@@ -1,4 +1,4 @@
-// Room chat (docs/protocol.md `chat`, `chat_deleted`, `meeting_state.chat`): the list, the
+// Room chat (docs/protocol.md `chat`, `chat_deleted`, `joined.meeting.chat`): the list, the
 // input, moderators' delete buttons and the unread count. Text is only ever set as text.
 import { t } from './i18n.js';
 

@@ -151,7 +151,6 @@ export class MeetingExtras {
     this.signaling = signaling;
     const mine = (fn) => (m) => { if (this.signaling === signaling) fn(m); };
     signaling
-      .on('meeting_state', mine((m) => this._state(m)))
       .on('chat', mine((m) => this.chat.add(m.message)))
       .on('chat_deleted', mine((m) => this.chat.remove(m.id)))
       .on('hand', mine((m) => this._hand(m)))
@@ -168,11 +167,12 @@ export class MeetingExtras {
       }));
   }
 
-  /** Seated: `joined` came (our id, role and name). */
-  joined({ selfId, role, name }) {
+  /** Seated: `joined` came (our id, role and name, and `meeting`: chat, hands, quality). */
+  joined({ selfId, role, name, meeting }) {
     this.selfId = selfId;
     this.selfName = name;
     this.canModerate = role === 'host';
+    if (meeting && typeof meeting === 'object') this._state(meeting);
     for (const b of this.extraButtons) b.disabled = false;
     this.timers.push(setInterval(() => this._reportQuality(), QUALITY_EVERY_MS));
     this.timers.push(setInterval(() => { if (this.tab === 'people') this.renderPeople(); }, PEOPLE_REFRESH_MS));

@@ -87,8 +87,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 async def host_in(world: World, room: str = "GiaoBan") -> Socket:
     host, joined = await world.join(room=room, username="host-a", password=PW, name="Chủ trì")
     assert joined["type"] == "joined" and joined["role"] == "host", joined
-    state = await host.next("meeting_state")
-    assert state["can_moderate"] is True
+    assert joined["meeting"]["can_moderate"] is True
     return host
 
 
@@ -96,6 +95,7 @@ async def guest_in(world: World, name: str = "Chị Lan", source: str = "127.0.0
                    room: str = "GiaoBan") -> Socket:
     guest, joined = await world.join(source, room=room, name=name, room_password=ROOM_PW)
     assert joined["type"] == "joined" and joined["role"] == "guest", joined
+    guest.joined = joined  # type: ignore[attr-defined]
     return guest
 
 
@@ -106,8 +106,8 @@ async def test_guest_joins_with_room_name_password_and_name(world: World) -> Non
     room = await world.call("GET", "/api/rooms/GiaoBan", world.host_token)
     assert room["guest_password_join"] is True and room["has_password"] is True
     guest = await guest_in(world, "Anh Tuấn (xã Hòa An)")
-    state = await guest.next("meeting_state")
-    assert state["can_moderate"] is False
+    state = guest.joined["meeting"]  # type: ignore[attr-defined]
+    assert state["can_moderate"] is False and state["chat"] == [] and state["hands"] == []
     live = world.control.admission.occupants("GiaoBan")
     assert len(live) == 1 and next(iter(live)).startswith("guest:room:")
 
@@ -145,7 +145,6 @@ async def test_guessing_the_room_password_is_rate_limited(world: World) -> None:
 async def test_chat_reaches_the_room_and_late_joiners_get_the_history(world: World) -> None:
     host = await host_in(world)
     guest = await guest_in(world)
-    await guest.next("meeting_state")
     await world.send(guest, type="chat", text="  Xin chào, xã Hòa An đã vào họp  ")
     seen = [await s.next("chat") for s in (host, guest)]
     assert seen[0] == seen[1]
@@ -154,9 +153,9 @@ async def test_chat_reaches_the_room_and_late_joiners_get_the_history(world: Wor
     await world.send(host, type="chat", text="Bắt đầu lúc 9 giờ")
     second = (await guest.next("chat"))["message"]
     late = await guest_in(world, "Đến muộn", source="127.0.0.7")
-    state = await late.next("meeting_state")
+    state = late.joined["meeting"]  # type: ignore[attr-defined]
     assert [m["text"] for m in state["chat"]] == [line["text"], second["text"]]
-    meeting = state["meeting"]
+    meeting = state["id"]
     stored = await world.control.store.list_chat("GiaoBan", meeting, 10)
     assert [m.identity.split(":")[0] for m in stored] == ["guest", "account"]
 
@@ -196,19 +195,19 @@ async def test_only_moderators_delete_chat(world: World) -> None:
     await world.send(host, type="chat_delete", id=line["id"])
     assert (await guest.next("chat_deleted"))["id"] == line["id"]
     late = await guest_in(world, "Sau", source="127.0.0.8")
-    assert (await late.next("meeting_state"))["chat"] == []
+    assert late.joined["meeting"]["chat"] == []  # type: ignore[attr-defined]
 
 
 async def test_a_new_sitting_starts_with_an_empty_chat(world: World) -> None:
     guest = await guest_in(world)
-    first = (await guest.next("meeting_state"))["meeting"]
+    first = guest.joined["meeting"]["id"]  # type: ignore[attr-defined]
     await world.send(guest, type="chat", text="hôm qua")
     await guest.next("chat")
     await guest.ws.close()
     await world.until_empty("GiaoBan")
     again = await guest_in(world, source="127.0.0.9")
-    state = await again.next("meeting_state")
-    assert state["meeting"] != first and state["chat"] == []
+    state = again.joined["meeting"]  # type: ignore[attr-defined]
+    assert state["id"] != first and state["chat"] == []
 
 
 # -- hands and quality -------------------------------------------------------------------------
@@ -227,7 +226,7 @@ async def test_raised_hands_are_seen_and_lowered_by_the_host(world: World) -> No
     await world.send(other, type="hand", raised=False, participant_id=guest_pid)
     assert (await other.next("error"))["code"] == "not-allowed"
     late = await guest_in(world, "Muộn", source="127.0.0.11")
-    assert (await late.next("meeting_state"))["hands"] == [guest_pid]
+    assert late.joined["meeting"]["hands"] == [guest_pid]  # type: ignore[attr-defined]
     await world.send(host, type="hand", raised=False, participant_id=guest_pid)
     lowered = await guest.next("hand")
     assert lowered["raised"] is False and lowered["participant_id"] == guest_pid
