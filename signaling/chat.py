@@ -13,6 +13,9 @@ from signaling.messages import MAX_CHAT_CHARS
 
 CHAT_HISTORY = 200
 """Lines a late joiner gets (the newest); older ones stay in the store."""
+MAX_MEETING_LINES = 5000
+"""Lines one sitting keeps (10 MB at most): the rate is per participant, so a full room
+typing all day must still not fill the disk."""
 CHAT_PER_WINDOW = 10
 CHAT_WINDOW_S = 10.0
 """A person types at most a line a second for long; bursts of pasted lines are allowed."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sfu.link_stats import LinkStatsSource
+from signaling import chat
 from signaling.chat import CHAT_HISTORY, SenderRates, clean_chat_text, quality_level
 from signaling.documents import document_json, download_key
 from signaling.messages import Chat, ChatDelete, Hand, ProtocolError, Quality
@@ -41,6 +42,7 @@ class _Meeting:
     lines: deque[ChatMessage] = field(default_factory=lambda: deque(maxlen=CHAT_HISTORY))
     """Only without a store: the lines kept in memory."""
     next_id: int = 1
+    lines_sent: int = 0
 
 
 class RoomExtras:
@@ -95,6 +97,10 @@ class RoomExtras:
             raise ProtocolError("bad-message", str(exc)) from None
         self._rate(pid, "chat")
         meeting = self._current(room)
+        if meeting.lines_sent >= chat.MAX_MEETING_LINES:
+            raise ProtocolError("limit-exceeded", f"this meeting has reached its "
+                                f"{chat.MAX_MEETING_LINES} chat messages")
+        meeting.lines_sent += 1
         admitted = session.admitted
         line = ChatMessage(0, room, meeting.id, time.time(),
                            admitted.identity if admitted else f"anon:{pid}",

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from signaling import chat
 from signaling.app import create_app
 from signaling.auth import Passwords
 from signaling.control import CONTROL
@@ -180,6 +181,19 @@ async def test_chat_rate_is_bounded(world: World) -> None:
     await world.send(guest, type="chat", text="one too many")
     error = await guest.next("error")
     assert error["code"] == "rate-limited" and error["ref"] == "chat", error
+
+
+async def test_a_meetings_chat_is_bounded(world: World,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chat, "MAX_MEETING_LINES", 3)
+    host = await host_in(world)
+    guest = await guest_in(world)
+    for n in range(3):
+        await world.send(host if n % 2 else guest, type="chat", text=f"dòng {n}")
+        await host.next("chat")
+    await world.send(guest, type="chat", text="thêm nữa")
+    error = await guest.next("error")
+    assert error["code"] == "limit-exceeded" and error["ref"] == "chat", error
 
 
 async def test_only_moderators_delete_chat(world: World) -> None:
