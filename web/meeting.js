@@ -12,6 +12,9 @@ const QUALITY_EVERY_MS = 4000; // the server allows 3 reports in 6 s
 const PEOPLE_REFRESH_MS = 2000; // our own mute state has no event here
 const TABS = ['chat', 'people', 'docs'];
 const NOTICE_MS = 8000;
+// The speaker layout moves to a new speaker once they have been the loudest this long: a cough
+// or a short "yes" does not swap the big tile back and forth.
+const SPEAKER_HOLD_MS = 1500;
 
 function button(id, iconName) {
   const btn = document.createElement('button');
@@ -52,8 +55,10 @@ export class MeetingExtras {
     this.canModerate = false;
     this.hands = new Map(); // participant id -> true, in the order raised
     this.quality = new Map(); // participant id -> last report
-    this.speaker = null; // the loudest participant now (or last)
+    this.loudest = null; // the loudest participant now (the ring, the list's tag)
+    this.speaker = null; // whom the speaker layout features: the loudest, held SPEAKER_HOLD_MS
     this.talking = new Set(); // the last `speakers` (loudest first)
+    this.holdTimer = null;
     this.layout = 'grid';
     this.noticeFor = null; // whose raised hand the notice shows
     this.tab = null; // the open tab, or null (panel closed)
@@ -188,6 +193,8 @@ export class MeetingExtras {
     this.quality.clear();
     this.qualityPrev = {};
     this.speaker = null;
+    this.loudest = null;
+    clearTimeout(this.holdTimer);
     this.talking = new Set();
     this.chat.reset();
     this.docs.reset();
@@ -230,8 +237,19 @@ export class MeetingExtras {
   }
 
   _speakers(ids) {
-    if (ids.length) this.speaker = ids[0];
     this.talking = new Set(ids);
+    this.loudest = ids[0] || null;
+    const next = this.loudest;
+    if (next && next !== this.speaker) {
+      clearTimeout(this.holdTimer);
+      const take = () => {
+        if (this.loudest !== next) return;
+        this.speaker = next;
+        this._applySpeaker();
+      };
+      if (this.speaker === null) take();
+      else this.holdTimer = setTimeout(take, SPEAKER_HOLD_MS);
+    }
     this._applySpeaker();
     if (this.tab === 'people') this.renderPeople();
   }
@@ -254,7 +272,7 @@ export class MeetingExtras {
     }
     for (const el of this._tiles()) {
       const id = el.dataset.participantId;
-      el.classList.toggle('speaking', !!id && talking.has(id) && id === this.speaker);
+      el.classList.toggle('speaking', !!id && talking.has(id) && id === this.loudest);
       el.classList.toggle('featured', el === featured);
     }
     this.grid.classList.toggle('speaker-layout', this.layout === 'speaker');
@@ -318,7 +336,7 @@ export class MeetingExtras {
     }
     for (const p of Object.values(this.participants)) people.push({ id: p.id, name: p.name, muted: p.muted });
     this.people.render(people, {
-      hands: this.hands, quality: this.quality, speaker: this.speaker, canModerate: this.canModerate,
+      hands: this.hands, quality: this.quality, speaker: this.loudest, canModerate: this.canModerate,
     });
   }
 
