@@ -1,5 +1,5 @@
 """What the server knows of one participant's downlink, for the participant list (issue 12):
-loss on what we send them, the round trip the send-side estimator measured, the best video
+loss of what we send them, the round trip the send-side estimator measured, the best video
 layer we forward them now, their estimate and whether they are on audio only.
 
 Read on demand (a client's ``quality`` report asks for it), from the objects the media plane
@@ -19,7 +19,9 @@ from sfu.room import Participant
 @dataclass(frozen=True, slots=True)
 class LinkStats:
     loss: float | None
-    """Fraction lost of what we send them: transport-cc feedback, else RTCP receiver reports."""
+    """Fraction lost of our media streams in their last RTCP receiver report (None when none is
+    fresh). Not the transport-cc loss: that counts our probes' padding, which a link near its
+    limit loses by design, and would call a good connection poor."""
     rtt_ms: int | None
     """Round trip from transport-cc feedback; None for subscribers without it."""
     layer: int
@@ -40,11 +42,10 @@ def participant_link(participant: Participant, now: float) -> LinkStats | None:
         return None
     downlink = subscriber.downlink
     estimator = downlink.estimator
-    loss: float | None = downlink.recent_loss(now)
+    loss = downlink.recent_loss(now)
     rtt_s: float | None = None
     estimate: float | None = downlink.remb_bps
     if estimator is not None:
-        loss = max(loss or 0.0, float(getattr(estimator, "loss_fraction", 0.0)))
         rtt_s = getattr(estimator, "rtt_s", None)
         estimate = estimator.estimate_bps
     layers = [c.current_layer for c in subscriber.consumers.values()
