@@ -5,7 +5,7 @@ One ``RoomExtras`` per app lives on the ``SessionRegistry`` (every session share
 *meeting* is one sitting of a room: it starts with the first participant in an empty room and
 ends when the room is empty again (a host's "end" empties it); chat lines are stored with the
 meeting's id, so a late joiner gets this sitting's lines and not last week's. Without a control
-plane (media-only tests) the lines stay in memory.
+plane (media-only tests) lines are only relayed: no history, nobody moderates.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,9 +38,6 @@ class _Meeting:
     id: str
     hands: dict[str, float] = field(default_factory=dict)  # participant id -> raised at
     quality: dict[str, dict[str, Any]] = field(default_factory=dict)  # participant id -> last
-    lines: deque[ChatMessage] = field(default_factory=lambda: deque(maxlen=CHAT_HISTORY))
-    """Only without a store: the lines kept in memory."""
-    next_id: int = 1
     lines_sent: int = 0
 
 
@@ -64,7 +60,7 @@ class RoomExtras:
         room, pid = admitted.room, admitted.session_id
         meeting = self._current(room)
         self._rates[pid] = SenderRates()
-        lines = list(meeting.lines)
+        lines: list[ChatMessage] = []
         if session.control is not None:
             lines = await session.control.store.list_chat(room, meeting.id, CHAT_HISTORY)
         return {
@@ -110,28 +106,21 @@ class RoomExtras:
             line = await session.control.store.add_chat(stored.id if stored else None, line)
             if self._meetings.get(room) is not meeting:
                 return  # the meeting ended while the line was written
-        else:
-            line = ChatMessage(meeting.next_id, *_fields(line)[1:])
-            meeting.next_id += 1
-            meeting.lines.append(line)
+        else:  # relayed only: numbered within the sitting
+            line = ChatMessage(meeting.lines_sent, room, meeting.id, line.at, line.identity,
+                               line.name, text)
         out = _chat_json(line)
         out["from"] = pid
         self._broadcast(room, {"type": "chat", "message": out})
 
     async def on_chat_delete(self, session: Session, message: ChatDelete) -> None:
         room, _ = _where(session)
-        if not _moderates(session):
+        if not _moderates(session) or session.control is None or session.admitted is None:
             raise ProtocolError("not-allowed", "only the host can delete chat messages")
         meeting = self._current(room)
-        by = session.admitted.identity if session.admitted else "?"
-        if session.control is not None:
-            deleted = await session.control.store.delete_chat(room, message.id, by)
-            found = deleted is not None and deleted.meeting == meeting.id
-        else:
-            found = any(line.id == message.id for line in meeting.lines)
-            meeting.lines = deque((line for line in meeting.lines if line.id != message.id),
-                                  maxlen=CHAT_HISTORY)
-        if not found:
+        deleted = await session.control.store.delete_chat(room, meeting.id, message.id,
+                                                          session.admitted.identity)
+        if deleted is None:
             raise ProtocolError("not-found", f"no chat message {message.id} in this meeting")
         self._broadcast(room, {"type": "chat_deleted", "id": message.id})
 
@@ -225,11 +214,6 @@ def _where(session: Session) -> tuple[str, str]:
 
 def _moderates(session: Session) -> bool:
     return session.admitted is not None and session.admitted.role in MODERATOR_ROLES
-
-
-def _fields(line: ChatMessage) -> tuple[Any, ...]:
-    return (line.id, line.room, line.meeting, line.at, line.identity, line.name, line.text,
-            line.deleted_by)
 
 
 def _chat_json(line: ChatMessage) -> dict[str, Any]:

@@ -53,13 +53,14 @@ class SqliteMeetingExtras:
             "deleted_by IS NULL ORDER BY id DESC LIMIT ?) ORDER BY id", (room, meeting, limit))
         return [_chat(r) for r in rows]
 
-    async def delete_chat(self, room: str, message_id: int,
+    async def delete_chat(self, room: str, meeting: str, message_id: int,
                           deleted_by: str) -> ChatMessage | None:
-        """A moderator removes a line: its text is blanked (kept: who deleted it); None if
-        the room has no such line (or it was already deleted)."""
+        """A moderator removes a line of the sitting in progress: its text is blanked (kept:
+        who deleted it); None if that sitting has no such line (or it was deleted already)."""
         row = await self._write(lambda c: c.execute(
             "UPDATE chat_messages SET deleted_by = ?, text = '' WHERE id = ? AND room = ? "
-            "AND deleted_by IS NULL RETURNING *", (deleted_by, message_id, room)).fetchone())
+            "AND meeting = ? AND deleted_by IS NULL RETURNING *",
+            (deleted_by, message_id, room, meeting)).fetchone())
         return None if row is None else _chat(row)
 
     # -- documents -------------------------------------------------------------------------------

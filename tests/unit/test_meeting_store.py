@@ -46,10 +46,11 @@ async def test_chat_lines_belong_to_one_meeting(tmp_path: Path) -> None:
         await store.add_chat(room.id, ChatMessage(0, "Hop", "m2", 3.0, "guest:x", "Lan", "khác"))
         assert [m.text for m in await store.list_chat("Hop", "m1", 10)] == ["một", "hai"]
         assert [m.text for m in await store.list_chat("Hop", "m1", 1)] == ["hai"]  # newest
-        deleted = await store.delete_chat("Hop", first.id, "account:1")
+        assert await store.delete_chat("Hop", "m2", first.id, "account:1") is None  # not now
+        deleted = await store.delete_chat("Hop", "m1", first.id, "account:1")
         assert deleted is not None and deleted.text == "" and deleted.deleted_by == "account:1"
-        assert await store.delete_chat("Hop", first.id, "account:1") is None  # once
-        assert await store.delete_chat("Khac", first.id + 1, "account:1") is None  # other room
+        assert await store.delete_chat("Hop", "m1", first.id, "account:1") is None  # once
+        assert await store.delete_chat("Khac", "m1", first.id + 1, "account:1") is None
         assert [m.text for m in await store.list_chat("Hop", "m1", 10)] == ["hai"]
     finally:
         await store.close()
