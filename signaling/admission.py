@@ -502,7 +502,8 @@ class Admission:
             return
         identity = principal.identity if principal else (
             f"account:{credentials.username}" if credentials.username else
-            f"endpoint:{credentials.endpoint_id}" if credentials.endpoint_id else "?")
+            f"endpoint:{credentials.endpoint_id}" if credentials.endpoint_id else
+            "guest:room-password" if credentials.room_password is not None else "?")
         role = principal.role if principal else "?"
         self.join_audit.record(JoinRecord(now, room_name, identity, role, address, outcome))
 

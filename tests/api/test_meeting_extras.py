@@ -127,6 +127,19 @@ async def test_guest_password_join_is_off_unless_the_host_allows_it(world: World
     await guest_in(world, room="Kin")
 
 
+async def test_password_guests_wait_in_the_lobby_and_are_audited(world: World) -> None:
+    await world.call("PATCH", "/api/rooms/GiaoBan", world.host_token, {"lobby": True})
+    _, waiting = await world.join(room="GiaoBan", name="Chờ", room_password=ROOM_PW)
+    assert waiting["type"] == "lobby", waiting
+    _, refused = await world.join("127.0.0.12", room="GiaoBan", name="x", room_password="sai")
+    assert refused["code"] == "bad-password"
+    await world.control.admission.join_audit.close()  # the audit writes in flight
+    outcomes = {(j.identity.split(":")[0] + ":" + j.identity.split(":")[1], j.outcome)
+                for j in await world.control.store.list_joins("GiaoBan")}
+    assert ("guest:room", "lobby") in outcomes and \
+        ("guest:room-password", "bad-password") in outcomes, outcomes
+
+
 async def test_guessing_the_room_password_is_rate_limited(world: World) -> None:
     codes = []
     world.hasher.verified.clear()  # the host's login
