@@ -165,11 +165,12 @@ def serve(args: argparse.Namespace) -> None:
         # Printed once, on the first start: only the hash is stored.
         print(f"diemcau: first start. Operator account {result.username!r}, password "
               f"{result.password}  (shown once; console: {base}/console)", flush=True)
-        print(f"diemcau: demo room ready: {base}{result.join_path}&name=YourName", flush=True)
+        # No name in the link: the page asks each person for theirs (issue 12).
+        print(f"diemcau: demo room ready: {base}{result.join_path}", flush=True)
 
     if settings.open_rooms:
         print("diemcau: WARNING --open-rooms: anyone who reaches this server joins any room "
-              f"without credentials; try {base}/?room=demo&name=YourName", flush=True)
+              f"without credentials; try {base}/?room=demo", flush=True)
     loop = new_event_loop()
     print(f"diemcau: listening on {base}", flush=True)
     from signaling.web_security import RedactingAccessLogger

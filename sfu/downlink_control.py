@@ -162,6 +162,11 @@ class DownlinkControl:
         loss, at = self._loss
         return loss if now - at < LOSS_VALID_S else 0.0
 
+    def recent_loss(self, now: float) -> float | None:
+        """The worst loss of the last receiver report, if still fresh (the participant list)."""
+        loss, at = self._loss
+        return loss if now - at < LOSS_VALID_S else None
+
     def _note_acked(self, now: float) -> None:
         acked = getattr(self.estimator, "acked_bps", None)
         probing = now - self._probe_started < PROBE_AFTERMATH_S  # padding is no steady rate

@@ -20,6 +20,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from sfu import aiortc_hooks
 from sfu.diagnostics import ParticipantDiagnostics, room_diagnostics
 from sfu.events import EventSink, LeaveReason, Removed, SubscribeOffer, TrackDescription
+from sfu.link_stats import LinkStats, participant_link
 from sfu.local_subscriber import LocalSubscriber
 from sfu.plane import (
     BadDescription,
@@ -108,6 +109,14 @@ class Worker:
 
     def configure_ice(self, pc: RTCPeerConnection) -> None:
         aiortc_hooks.configure_ice(pc, self._addresses, self._ports, self.datagram_drops)
+
+    def link_stats(self, room: str, participant_id: str) -> LinkStats | None:
+        """What we know of a participant's downlink (``sfu.link_stats.LinkStatsSource``)."""
+        live = self.rooms.get(room)
+        participant = live.participants.get(participant_id) if live is not None else None
+        if participant is None:
+            return None
+        return participant_link(participant, asyncio.get_running_loop().time())
 
     def room(self, name: str) -> Room:
         room = self.rooms.get(name)

@@ -161,7 +161,8 @@ class Admission:
 
         One way in is used, first present first: ``token``; ``invite``; ``endpoint_id`` with
         ``endpoint_secret``; ``username`` with ``password`` (and ``room_password`` when the room
-        has one); else, in open-rooms mode, anyone with a name.
+        has one); ``room_password`` alone, a guest, where the room allows it; else, in
+        open-rooms mode, anyone with a name.
 
         Every attempt spends from its address's bucket (given back once the credentials hold)
         and, with ``connection`` (one key per WebSocket), from that socket's bucket (never given
@@ -202,6 +203,8 @@ class Admission:
             return await self._by_endpoint(room_name, room, credentials, address, now)
         if credentials.username is not None:
             return await self._by_account(room_name, room, credentials, address, now)
+        if credentials.room_password is not None:
+            return await self._by_room_password(room_name, room, credentials, address, now)
         if self.open_rooms:
             return Principal(f"open:{secrets_suffix()}", _display(credentials.name), "guest")
         self._require_room(room_name, room)
@@ -360,6 +363,26 @@ class Admission:
         return Principal(f"account:{account.id}", _display(credentials.name or
                                                            account.display_name),
                          "host" if owner else "member")
+
+    async def _by_room_password(self, room_name: str, room: Room | None,
+                                credentials: Credentials, address: str,
+                                now: float) -> Principal:
+        """The AIC eMeeting way in: room name + the room's password (case-sensitive) + a
+        display name, for rooms whose host allows it. Rate-limited like account passwords,
+        keyed by the room (and address) instead of an account."""
+        keys = [(ratelimit.PASSWORD_ACCOUNT, account_key(f"room:{room_name}", address)),
+                (ratelimit.PASSWORD_ADDRESS, address_key(address))]
+        self._limit(keys, now)
+        self._require_room(room_name, room)
+        if room is None or not room.guest_password_join or room.password_hash is None:
+            raise JoinRefused("not-invited", f"room {room_name!r} does not let guests in with "
+                                             "its password; you need an invitation link or "
+                                             "an account")
+        if not await self.passwords.verify(room.password_hash, credentials.room_password or ""):
+            raise JoinRefused("bad-password", f"wrong password for room {room_name!r} "
+                                              "(passwords are case-sensitive)")
+        self.limiter.refund_all(keys, now)
+        return Principal(f"guest:room:{secrets_suffix()}", _display(credentials.name), "guest")
 
     # -- seats ---------------------------------------------------------------------------------
 
@@ -595,7 +618,8 @@ class Admission:
             return
         identity = principal.identity if principal else (
             f"account:{credentials.username}" if credentials.username else
-            f"endpoint:{credentials.endpoint_id}" if credentials.endpoint_id else "?")
+            f"endpoint:{credentials.endpoint_id}" if credentials.endpoint_id else
+            "guest:room-password" if credentials.room_password is not None else "?")
         role = principal.role if principal else "?"
         first = self.join_audit.record(JoinRecord(now, room_name, identity, role, address,
                                                   outcome))

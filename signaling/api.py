@@ -71,6 +71,7 @@ from signaling.api_recordings import RECORDING_ROUTES
 from signaling.api_reports import REPORT_ROUTES
 from signaling.auth import hash_secret_token, new_secret_token
 from signaling.control import Moderator, invitation_link
+from signaling.documents import DOCUMENT_ROUTES, remove_room_documents
 from signaling.store import Account, Endpoint, Invitation, Meeting, NotFound, Room
 from signaling.store.schedule import check_meeting_times, is_on, next_start
 
@@ -85,7 +86,8 @@ def account_out(a: Account) -> AccountOut:
 def room_out(r: Room) -> RoomOut:
     return RoomOut(name=r.name, org_id=r.org_id, capacity=r.capacity, kind=r.kind,
                    locked=r.locked, lobby=r.lobby, auto_record=r.auto_record,
-                   has_password=r.password_hash is not None)
+                   has_password=r.password_hash is not None,
+                   guest_password_join=r.guest_password_join)
 
 
 def invitation_out(i: Invitation, link: str | None = None) -> InvitationOut:
@@ -229,7 +231,8 @@ async def create_room(call: Call) -> web.Response:
         body.password)
     room = await call.control.store.create_room(
         body.name, org_id, capacity=body.capacity, kind=body.kind, password_hash=password_hash,
-        locked=body.locked, lobby=body.lobby, auto_record=body.auto_record)
+        locked=body.locked, lobby=body.lobby, auto_record=body.auto_record,
+        guest_password_join=body.guest_password_join)
     return reply(room_out(room), 201)
 
 
@@ -257,6 +260,7 @@ async def update_room(call: Call) -> web.Response:
 
 async def delete_room(call: Call) -> web.Response:
     room = await managed_room(call)
+    await remove_room_documents(call, room)
     await call.control.store.delete_room(room.name)
     return no_content()
 
@@ -522,6 +526,7 @@ ROUTES: tuple[Route, ...] = (
     *RECORDING_ROUTES,
     *CLUSTER_ROUTES,
     *REPORT_ROUTES,
+    *DOCUMENT_ROUTES,
 )
 
 

@@ -87,6 +87,8 @@ class RoomIn(_In):
     locked: bool = False
     lobby: bool = False
     auto_record: bool = False
+    guest_password_join: bool = False
+    """Guests join with the room's name, its password and a display name (AIC eMeeting)."""
 
 
 class RoomPatch(_In):
@@ -96,6 +98,7 @@ class RoomPatch(_In):
     locked: bool | msgspec.UnsetType = msgspec.UNSET
     lobby: bool | msgspec.UnsetType = msgspec.UNSET
     auto_record: bool | msgspec.UnsetType = msgspec.UNSET
+    guest_password_join: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class RoomOut(msgspec.Struct, kw_only=True):
@@ -107,6 +110,7 @@ class RoomOut(msgspec.Struct, kw_only=True):
     lobby: bool
     auto_record: bool
     has_password: bool
+    guest_password_join: bool = False
 
 
 class RecordingFileOut(msgspec.Struct, kw_only=True):

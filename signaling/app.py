@@ -25,6 +25,7 @@ from signaling.api import add_api_routes
 from signaling.cluster.node import CLUSTER, ClusterNode
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
+from signaling.documents import DOCUMENTS_DIR
 from signaling.meeting_log import QualityProbe
 from signaling.metrics import RecordingCollector, make_registry, render
 from signaling.moderation import LiveModerator, SessionRegistry
@@ -262,6 +263,7 @@ def create_app(
     app[WEB_ROOT] = web_root()
     app[UNJOINED] = Counter()
     app[REFUSALS] = Counter()
+    app[DOCUMENTS_DIR] = config.data_dir / "documents"  # meeting documents (issue 12)
     add_security_headers(app, config.tls, connect_to=lambda: (
         app[CLUSTER].peer_addresses if CLUSTER in app else ()))
     # The control plane opens first and closes last: rooms drain before the store closes.

@@ -91,11 +91,44 @@ class Ping(_Message, tag="ping"):
     id: str | int | None = None
 
 
+# Meeting extras (issue 12; handled in signaling/room_extras.py). Chat text is bounded in
+# characters here; signaling/chat.py refuses what is blank or carries control characters.
+MAX_CHAT_CHARS = 2000
+
+
+class Chat(_Message, tag="chat"):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAT_CHARS)]
+
+
+class ChatDelete(_Message, tag="chat_delete"):
+    id: Annotated[int, msgspec.Meta(ge=1, le=2**53)]
+
+
+class Hand(_Message, tag="hand"):
+    raised: bool
+    participant_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    """Moderators lower someone else's hand with ``raised: false`` and their id."""
+
+
+class Quality(_Message, tag="quality"):
+    """The client's own measure of what it receives (WebRTC stats), for the participant list."""
+
+    loss: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    rtt_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] | None = None
+    layer: Annotated[int, msgspec.Meta(ge=-1, le=2)] = -1
+
+
+class Documents(_Message, tag="documents"):
+    pass
+
+
 ClientMessage = (
     Join | Publish | SubscribeAnswer | Ice | Mute | Tiles | AudioOnly | Uplink | Leave | Ping
+    | Chat | ChatDelete | Hand | Quality | Documents
 )
 MESSAGE_TYPES = ("join", "publish", "subscribe_answer", "ice", "mute", "tiles", "audio_only",
-                 "uplink", "leave", "ping")
+                 "uplink", "leave", "ping", "chat", "chat_delete", "hand", "quality",
+                 "documents")
 
 _decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 

@@ -40,6 +40,10 @@ from signaling.media_events import participant_json, to_json
 from signaling.meeting_log import MeetingLog
 from signaling.messages import (
     AudioOnly,
+    Chat,
+    ChatDelete,
+    Documents,
+    Hand,
     Ice,
     Join,
     Leave,
@@ -47,6 +51,7 @@ from signaling.messages import (
     Ping,
     ProtocolError,
     Publish,
+    Quality,
     SubscribeAnswer,
     Tiles,
     Uplink,
@@ -109,6 +114,12 @@ class Session:
             Uplink: self.on_uplink,
             Leave: self.on_leave,
             Ping: self.on_ping,
+            # meeting extras (issue 12): signaling/room_extras.py
+            Chat: lambda m: self.sessions.extras.on_chat(self, m),
+            ChatDelete: lambda m: self.sessions.extras.on_chat_delete(self, m),
+            Hand: lambda m: self.sessions.extras.on_hand(self, m),
+            Quality: lambda m: self.sessions.extras.on_quality(self, m),
+            Documents: lambda m: self.sessions.extras.on_documents(self),
         }
 
     # -- output ----------------------------------------------------------------------------------
@@ -296,6 +307,7 @@ class Session:
         self.admitted = admitted
         self._admitted()
         locked = await self._room_locked(admitted.room)  # before joining: no await after it
+        meeting = await self.sessions.extras.joining(self, admitted)  # chat, hands (issue 12)
         # `joined` is queued before anything the room may send on our behalf: events wait here
         # until it is (the plane tells the others synchronously inside join).
         self._early_events = []
@@ -312,6 +324,7 @@ class Session:
             "ice_servers": [{"urls": url} for url in self.plane.ice_servers],
             "recording": self._recordings is not None
             and self._recordings.is_recording(admitted.room),
+            "meeting": meeting,
         })
         early, self._early_events = self._early_events, None
         for event in early:
@@ -504,6 +517,7 @@ class Session:
                 self.control.admission.release(room_name, identity, session_id)
         self._waiting = None
         if participant_id is not None and room_name is not None:
+            self.sessions.extras.on_left(room_name, participant_id)
             await self.plane.leave(room_name, participant_id)
             logger.info("%s left room %r", participant_id, room_name)
             if self.control is not None and self.control.events is not None:

@@ -7,6 +7,7 @@ import { LANGUAGES, applyTranslations, lang, onLangChange, setLang, t } from './
 import { createTile, markPinned, playVideo, renderTileName, setTileState, watchGrid } from './tiles.js';
 import { Roster } from './participants.js';
 import { TileReporter } from './tilereport.js';
+import { MeetingExtras } from './meeting.js';
 import { VideoLayers, bandwidthNotice, initialBandwidth, parseBandwidth } from './bandwidth.js';
 import {
   credentials, dropRejoin, offerFor, rerenderJoinError, saveRejoin, showJoinError, staleRejoin,
@@ -54,6 +55,16 @@ const roster = new Roster(document.getElementById('grid'), diemcau.participants,
   onSoundBlocked: (blocked) => { $('sound-notice').hidden = !blocked; },
 });
 let lastThreshold = null; // the last threshold_bps the server gave
+// Chat, hands, participant list, documents, speaker layout (web/meeting.js).
+const extras = new MeetingExtras({
+  grid: $('grid'),
+  controls: $('controls'),
+  participants: diemcau.participants,
+  subscriberPc: () => (call && call.session ? call.session.subscriber : null),
+  onLayout: () => { if (call && call.reporter) call.reporter.schedule(); },
+  notice: (text) => showNotice(text),
+});
+diemcau.extras = extras;
 
 function setState(state) {
   diemcau.state = state;
@@ -174,6 +185,7 @@ function teardown(c) {
   c.signaling.close();
   if (c.stream) c.stream.getTracks().forEach((tr) => tr.stop());
   if (call === c) call = null;
+  extras.detach();
   roster.clear();
   $('room-info').hidden = true;
   showNotice('');
@@ -252,7 +264,7 @@ async function join(room, name) {
       // Not shown: a refused trickled candidate (ICE still finds a path, or says 'failed'),
       // a refused `tiles` hint, a refused `join` (the join form shows it), or a message type
       // this server does not know (an older server).
-      if (['ice', 'tiles', 'join'].includes(m.ref) || m.code === 'unknown-type') {
+      if (['ice', 'tiles', 'join', 'quality'].includes(m.ref) || m.code === 'unknown-type') {
         console.warn(`server refused a message: [${m.code}] ${m.message}`);
       } else showError(m.code, m.message);
     })
@@ -265,6 +277,7 @@ async function join(room, name) {
       showError('socket', t('connectionLost'));
       endCall(c, 'error');
     });
+  extras.attach(signaling);
 
   let joined;
   try {
@@ -302,6 +315,7 @@ async function join(room, name) {
   setRecording(joined.recording, { announce: !!joined.recording });
   c.session.start(joined.ice_servers || []);
   for (const p of joined.participants || []) roster.add(p, diemcau.selfId);
+  extras.joined({ selfId: joined.participant_id, role: joined.role, name, meeting: joined.meeting });
   setState('joined');
   c.reporter.start();
   renderControls();

@@ -2,6 +2,7 @@
 // and the endpoint devices page. Each form shows the API's errors next to the field named.
 import { t } from './i18n.js';
 import { $, confirmButton, copyText, fmtTime, h, onSubmit, table, toast } from './console-views.js';
+import { RoomDocuments } from './console-docs.js';
 
 const DAY = 86400;
 
@@ -18,6 +19,7 @@ export class RoomTabs {
     this.room = null; // the room the tabs show
     this.editing = null; // the room in the settings form; null: a new one
     this.endpoints = [];
+    this.docs = new RoomDocuments(api);
     this.wire();
   }
 
@@ -86,6 +88,7 @@ export class RoomTabs {
     else if (tab === 'invitations') await this.showInvitations();
     else if (tab === 'members') await this.showMembers();
     else if (tab === 'schedule') await this.showSchedule();
+    else if (tab === 'documents') await this.docs.show(room);
   }
 
   // ---- settings ----
@@ -101,7 +104,7 @@ export class RoomTabs {
     if (room) {
       f.elements.capacity.value = room.capacity;
       f.elements.kind.value = room.kind;
-      for (const k of ['locked', 'lobby', 'auto_record']) f.elements[k].checked = room[k];
+      for (const k of ['locked', 'lobby', 'auto_record', 'guest_password_join']) f.elements[k].checked = !!room[k];
     }
     $('keep-password').hidden = !(room && room.has_password);
     $('remove-password-row').hidden = !(room && room.has_password);
@@ -121,7 +124,7 @@ export class RoomTabs {
 
   async saveRoom(v) {
     const body = { capacity: v.capacity, kind: v.kind, locked: v.locked, lobby: v.lobby,
-      auto_record: v.auto_record };
+      auto_record: v.auto_record, guest_password_join: v.guest_password_join };
     if (v.password) body.password = v.password;
     if (!this.editing) {
       body.name = v.name;

@@ -135,7 +135,7 @@ function showTab(tab) {
     b.classList.toggle('active', b.dataset.tab === tab);
     b.setAttribute('aria-selected', String(b.dataset.tab === tab));
   }
-  for (const name of ['live', 'settings', 'invitations', 'members', 'schedule']) {
+  for (const name of ['live', 'settings', 'invitations', 'members', 'schedule', 'documents']) {
     $(`tab-${name}`).hidden = name !== tab;
   }
   const room = currentRoom();
@@ -171,7 +171,7 @@ function showPage(page) {
   $('tabs').hidden = state.creating;
   if (state.creating) {
     live.hide();
-    for (const name of ['live', 'invitations', 'members', 'schedule']) $(`tab-${name}`).hidden = true;
+    for (const name of ['live', 'invitations', 'members', 'schedule', 'documents']) $(`tab-${name}`).hidden = true;
     $('tab-settings').hidden = false;
     tabs.editRoom(null);
   } else if (room) {

@@ -60,9 +60,16 @@ function formAccount() {
   return out;
 }
 
+/** The room password a guest typed (the join form's guest field), or null. */
+function guestPassword() {
+  const row = $('guest-password-row');
+  const input = $('guest-password-input');
+  return row && input && !row.hidden && input.value ? input.value : null;
+}
+
 /**
  * What to send with `join` for `room`: {fields, kind}; kind is 'account' | 'token' | 'rejoin' |
- * 'invite' | null (none: open rooms, or the server says what is missing).
+ * 'invite' | 'room-password' | null (none: open rooms, or the server says what is missing).
  */
 export function credentials(room, url) {
   let fields = {};
@@ -74,6 +81,8 @@ export function credentials(room, url) {
   // A guest reconnecting: the rejoin token spends no further use of the invitation.
   else if (rejoin) [fields, kind] = [{ token: rejoin, take_over: true }, 'rejoin'];
   else if (url.invite && url.room === room) [fields, kind] = [{ invite: url.invite }, 'invite'];
+  // The AIC eMeeting way: room name + the room's password + a display name (where allowed).
+  else if (guestPassword()) [fields, kind] = [{ room_password: guestPassword() }, 'room-password'];
   if (kind !== 'rejoin' && !$('takeover-row').hidden && $('takeover-input').checked) {
     fields.take_over = true;
   }

@@ -375,7 +375,7 @@ class SendSideBandwidthEstimator:
     @property
     def rtt_s(self) -> float:
         """Smoothed time from sending to its feedback: the round trip plus the receiver's
-        feedback interval (diagnostics)."""
+        feedback interval (diagnostics); 0.1 s until measured."""
         return self._rtt_s
 
     def probe_result(self, cluster: int) -> int | None:

@@ -9,7 +9,9 @@ from signaling.store.models import (
     ROLES,
     ROOM_KINDS,
     Account,
+    ChatMessage,
     Conflict,
+    Document,
     Endpoint,
     Invitation,
     InvitationUnusable,
@@ -37,7 +39,8 @@ async def open_store(data_dir: Path) -> Store:
 
 
 __all__ = [
-    "DB_FILE", "DEFAULT_CAPACITY", "ROLES", "ROOM_KINDS", "Account", "Conflict", "Endpoint",
+    "DB_FILE", "DEFAULT_CAPACITY", "ROLES", "ROOM_KINDS", "Account", "ChatMessage", "Conflict",
+    "Document", "Endpoint",
     "Invitation", "InvitationUnusable", "JoinRecord", "Meeting", "NotFound", "Organisation",
     "RecordingFile", "RecordingRow", "Role", "Room", "RoomKind", "SqliteStore", "Store",
     "StoreError", "is_on", "open_store",

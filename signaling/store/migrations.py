@@ -235,4 +235,35 @@ MIGRATIONS: list[list[Step]] = [
             PRIMARY KEY (meeting_id, starts_at)
         )""",
     ],
+    # 6: meeting extras (issue 12): the AIC eMeeting guest join (room name + the room's
+    # password + a display name) when the room's host allows it; chat stored with the meeting
+    # (one meeting = from the first join into an empty room until it empties or is ended); the
+    # room's documents (the files themselves live in the data directory).
+    [
+        "ALTER TABLE rooms ADD COLUMN guest_password_join INTEGER NOT NULL DEFAULT 0",
+        """CREATE TABLE chat_messages (
+            id INTEGER PRIMARY KEY,
+            room_id INTEGER REFERENCES rooms(id) ON DELETE CASCADE,
+            room TEXT NOT NULL COLLATE BINARY,
+            meeting TEXT NOT NULL,
+            at REAL NOT NULL,
+            identity TEXT NOT NULL,
+            name TEXT NOT NULL,
+            text TEXT NOT NULL,
+            deleted_by TEXT
+        )""",
+        "CREATE INDEX chat_messages_meeting ON chat_messages (room, meeting, id)",
+        """CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('pdf', 'docx')),
+            bytes INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            stored_as TEXT NOT NULL UNIQUE,
+            uploaded_by TEXT NOT NULL,
+            uploaded_at REAL NOT NULL
+        )""",
+        "CREATE INDEX documents_room ON documents (room_id, id)",
+    ],
 ]

@@ -57,6 +57,9 @@ class Room(msgspec.Struct, frozen=True):
     opens a later room of the same name (SQLite may even reuse the id)."""
     tokens_void_before: float = 0.0
     """Join tokens for this room issued before this are void."""
+    guest_password_join: bool = False
+    """The AIC eMeeting way in: anyone with the room's name, its (case-sensitive) password and
+    a display name joins as a guest. Off unless the host turns it on (and the room has one)."""
 
 
 class Invitation(msgspec.Struct, frozen=True):
@@ -139,6 +142,34 @@ class RecordingRow(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
+class ChatMessage(msgspec.Struct, frozen=True):
+    """One chat line of a meeting (``meeting``: the id of one sitting of the room)."""
+
+    id: int
+    room: str
+    meeting: str
+    at: float
+    identity: str
+    name: str
+    text: str
+    deleted_by: str | None = None
+
+
+class Document(msgspec.Struct, frozen=True):
+    """A file the host attached to a room; its bytes are ``documents/<stored_as>`` in the
+    data directory (a name of our own: the uploader's name is only shown)."""
+
+    id: int
+    room_id: int
+    name: str
+    kind: str  # pdf | docx
+    bytes: int
+    sha256: str
+    stored_as: str
+    uploaded_by: str
+    uploaded_at: float
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 
@@ -168,7 +199,8 @@ class InvitationUnusable(StoreError):
 
 # -- the interface -------------------------------------------------------------------------------
 
-ROOM_FIELDS = frozenset({"capacity", "kind", "locked", "lobby", "auto_record", "password_hash"})
+ROOM_FIELDS = frozenset({"capacity", "kind", "locked", "lobby", "auto_record", "password_hash",
+                         "guest_password_join"})
 """What ``update_room`` may change (the name and owner are fixed: links and tokens name them)."""
 
 
@@ -201,7 +233,8 @@ class Store(Protocol):
     async def create_room(self, name: str, org_id: int, *, capacity: int = DEFAULT_CAPACITY,
                           kind: RoomKind = "multipoint", password_hash: str | None = None,
                           locked: bool = False, lobby: bool = False,
-                          auto_record: bool = False) -> Room: ...
+                          auto_record: bool = False,
+                          guest_password_join: bool = False) -> Room: ...
     async def get_room(self, name: str) -> Room: ...
     async def find_room(self, name: str) -> Room | None: ...
     async def list_rooms(self, org_id: int | None = None,
@@ -280,3 +313,13 @@ class Store(Protocol):
     async def audit_page(self, after_seq: int, limit: int) -> tuple[tuple[int, str] | None,
                                                                      list[AuditRow]]: ...
     async def prune_audit(self, before: float, keep_max: int) -> int: ...
+    # meeting extras: chat and documents (signaling/store/sqlite_meeting.py)
+    async def add_chat(self, room_id: int | None, message: ChatMessage) -> ChatMessage: ...
+    async def list_chat(self, room: str, meeting: str, limit: int) -> list[ChatMessage]: ...
+    async def delete_chat(self, room: str, meeting: str, message_id: int,
+                          deleted_by: str) -> ChatMessage | None: ...
+    async def add_document(self, room_id: int, name: str, kind: str, size: int, sha256: str,
+                           stored_as: str, uploaded_by: str, now: float) -> Document: ...
+    async def list_documents(self, room_id: int) -> list[Document]: ...
+    async def get_document(self, room_id: int, document_id: int) -> Document: ...
+    async def delete_document(self, room_id: int, document_id: int) -> Document: ...

@@ -38,6 +38,7 @@ from signaling.store.models import (
 )
 from signaling.store.sqlite_archive import SqliteArchive
 from signaling.store.sqlite_journal import SqliteJournal
+from signaling.store.sqlite_meeting import SqliteMeetingExtras
 from signaling.store.sqlite_ops import SqliteOps
 
 T = TypeVar("T")
@@ -59,7 +60,7 @@ def _room(row: sqlite3.Row) -> Room:
     return Room(row["id"], row["name"], row["org_id"], row["capacity"], row["kind"],
                 bool(row["locked"]), bool(row["lobby"]), bool(row["auto_record"]),
                 row["password_hash"], row["created_at"], row["instance"],
-                row["tokens_void_before"])
+                row["tokens_void_before"], bool(row["guest_password_join"]))
 
 
 def _invitation(row: sqlite3.Row) -> Invitation:
@@ -73,7 +74,7 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
                     row["last_seen_at"])
 
 
-class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps):
+class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps, SqliteMeetingExtras):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
@@ -286,14 +287,15 @@ class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps):
     async def create_room(self, name: str, org_id: int, *, capacity: int = DEFAULT_CAPACITY,
                           kind: RoomKind = "multipoint", password_hash: str | None = None,
                           locked: bool = False, lobby: bool = False,
-                          auto_record: bool = False) -> Room:
+                          auto_record: bool = False,
+                          guest_password_join: bool = False) -> Room:
         def insert(c: sqlite3.Connection) -> Room:
             row = c.execute(
                 "INSERT INTO rooms (name, org_id, capacity, kind, locked, lobby, auto_record, "
-                "password_hash, created_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "RETURNING *",
+                "password_hash, created_at, instance, guest_password_join) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (name, org_id, capacity, kind, locked, lobby, auto_record, password_hash,
-                 time.time(), secrets.token_hex(16)),
+                 time.time(), secrets.token_hex(16), guest_password_join),
             ).fetchone()
             return _room(row)
         return await self._write(insert)

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.media]
 
 UI_TIMEOUT_MS = 15_000
 PASSWORD_LINE = re.compile(r"Operator account 'admin', password (\S+)")
-DEMO_LINE = re.compile(r"demo room ready: \S+\?(\S+)&name=")
+DEMO_LINE = re.compile(r"demo room ready: \S+\?(\S+)")
 
 
 @pytest.fixture

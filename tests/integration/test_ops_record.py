@@ -20,7 +20,7 @@ from tests.serverproc import REPO_ROOT, running_server
 
 REPLY_TIMEOUT_S = 10.0
 PASSWORD_LINE = re.compile(r"Operator account 'admin', password (\S+)")
-DEMO_LINE = re.compile(r"demo room ready: \S+\?(\S+)&name=")
+DEMO_LINE = re.compile(r"demo room ready: \S+\?(\S+)")
 
 
 async def _until_type(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:

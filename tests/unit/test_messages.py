@@ -9,6 +9,10 @@ import pytest
 from signaling.messages import (
     MESSAGE_TYPES,
     AudioOnly,
+    Chat,
+    ChatDelete,
+    Documents,
+    Hand,
     Ice,
     IceCandidateInit,
     Join,
@@ -17,6 +21,7 @@ from signaling.messages import (
     Ping,
     ProtocolError,
     Publish,
+    Quality,
     SubscribeAnswer,
     Tiles,
     TileSize,
@@ -82,6 +87,14 @@ VALID = [
     ("ping int id", {"type": "ping", "id": 7}, Ping(id=7)),
     ("ping negative id", {"type": "ping", "id": -1}, Ping(id=-1)),
     ("ping null id", {"type": "ping", "id": None}, Ping()),
+    ("chat", {"type": "chat", "text": "Chào cả phòng"}, Chat(text="Chào cả phòng")),
+    ("chat_delete", {"type": "chat_delete", "id": 3}, ChatDelete(id=3)),
+    ("hand", {"type": "hand", "raised": True}, Hand(raised=True)),
+    ("hand lowered by a host", {"type": "hand", "raised": False, "participant_id": "p1"},
+     Hand(raised=False, participant_id="p1")),
+    ("quality", {"type": "quality", "loss": 0.01, "rtt_ms": 40, "layer": 2},
+     Quality(loss=0.01, rtt_ms=40, layer=2)),
+    ("documents", {"type": "documents"}, Documents()),
 ]
 
 
@@ -96,7 +109,8 @@ def test_valid_messages(message: dict, expected: object) -> None:
 
 def test_every_documented_type_has_a_valid_case() -> None:
     assert set(MESSAGE_TYPES) == {"join", "publish", "subscribe_answer", "ice", "mute", "tiles",
-                                  "audio_only", "uplink", "leave", "ping"}
+                                  "audio_only", "uplink", "leave", "ping", "chat",
+                                  "chat_delete", "hand", "quality", "documents"}
     assert {c[1]["type"] for c in VALID} == set(MESSAGE_TYPES)
 
 
@@ -262,6 +276,11 @@ BAD_MESSAGE = [
     ("ping: id is a float", {"type": "ping", "id": 1.5}, "`$.id`", "ping"),
     ("ping: id is a list", {"type": "ping", "id": [1]}, "`$.id`", "ping"),
     ("ping: id is an object", {"type": "ping", "id": {"a": 1}}, "`$.id`", "ping"),
+    ("chat: too long", {"type": "chat", "text": "x" * 2001}, "`$.text`", "chat"),
+    ("chat: not a string", {"type": "chat", "text": 1}, "`$.text`", "chat"),
+    ("chat_delete: id 0", {"type": "chat_delete", "id": 0}, "`$.id`", "chat_delete"),
+    ("hand: raised is a string", {"type": "hand", "raised": "1"}, "`$.raised`", "hand"),
+    ("quality: loss over 1", {"type": "quality", "loss": 1.5}, "`$.loss`", "quality"),
 ]
 
 
@@ -279,8 +298,8 @@ def test_bad_message_names_the_field(message: dict, field: str, ref: str) -> Non
 
 
 def test_every_documented_type_has_an_invalid_case() -> None:
-    # leave takes no fields: it has no invalid form but a wrong type
-    assert {c[1]["type"] for c in BAD_MESSAGE} == set(MESSAGE_TYPES) - {"leave"}
+    # leave and documents take no fields: they have no invalid form but a wrong type
+    assert {c[1]["type"] for c in BAD_MESSAGE} == set(MESSAGE_TYPES) - {"leave", "documents"}
 
 
 def test_protocol_error_to_json() -> None:
