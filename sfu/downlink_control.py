@@ -199,9 +199,9 @@ class DownlinkControl:
         return float(self.remb_bps)
 
     def loss_fraction(self, now: float) -> float:
-        """Recent loss of what we send it (diagnostics): the estimator's, else RTCP's."""
-        if self.estimator is not None and self._has_feedback():
-            return float(getattr(self.estimator, "loss_fraction", 0.0))
+        """Recent loss of the media we send it (diagnostics, the daily report): the receiver's
+        RTCP reports. Not the transport-cc loss, which counts our probes' padding: a link
+        near its limit loses padding by design (62 % seen early in a healthy call)."""
         return self._recent_loss(now)
 
     @property

@@ -26,7 +26,7 @@ from signaling.cluster.node import CLUSTER, ClusterNode
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
 from signaling.documents import DOCUMENTS_DIR
-from signaling.meeting_log import QualityProbe
+from signaling.meeting_log import QualityReading
 from signaling.metrics import RecordingCollector, make_registry, render
 from signaling.moderation import LiveModerator, SessionRegistry
 from signaling.recording import RECORDINGS, RecordingService
@@ -135,6 +135,20 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+class PlaneQuality:
+    """``QualityProbe`` over the media plane's diagnostics, for the rooms with sessions here."""
+
+    def __init__(self, plane: MediaPlane, sessions: SessionRegistry) -> None:
+        self.plane = plane
+        self.sessions = sessions
+
+    def quality_readings(self) -> list[QualityReading]:
+        rooms = sorted({s.room_name for s in self.sessions.all() if s.room_name is not None})
+        return [QualityReading(room, d.id, d.loss,
+                               None if d.rtt_s is None else d.rtt_s * 1000)
+                for room in rooms for d in self.plane.diagnostics(room)]
+
+
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     worker: MediaPlane = Worker(app[CONFIG].media)  # in this process; one interface for all
     worker.start()
@@ -142,9 +156,10 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REGISTRY] = make_registry(worker, app[REFUSALS])
     app[CONTROL].moderator = LiveModerator(worker, app[CONTROL], app[SESSIONS])
     meetings = app[CONTROL].meetings
-    sampler = None  # poor-quality samples, once the media plane measures loss and round trip
-    if meetings is not None and isinstance(worker, QualityProbe):
-        sampler = asyncio.ensure_future(meetings.sample_quality(worker))
+    sampler = None  # poor-quality samples: loss and round trip from the plane's diagnostics
+    if meetings is not None:
+        sampler = asyncio.ensure_future(meetings.sample_quality(
+            PlaneQuality(worker, app[SESSIONS])))
     yield
     if sampler is not None:
         sampler.cancel()
