@@ -14,7 +14,6 @@ across every node; the in-memory seats mirror this node's share.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -36,8 +35,7 @@ from signaling.auth import (
     secret_matches,
     verify_join_token,
 )
-from signaling.cluster.ledger import SeatOutcome
-from signaling.cluster.node import ClusterNode, ClusterUnavailable
+from signaling.cluster.seats import ClusterSeats
 from signaling.meeting_log import MeetingLog
 from signaling.ratelimit import RateLimiter, account_key, address_key
 from signaling.store import DEFAULT_CAPACITY, InvitationUnusable, JoinRecord, NotFound, Room, Store
@@ -126,12 +124,9 @@ class Admission:
                  open_room_capacity: int = DEFAULT_CAPACITY,
                  clock: Callable[[], float] = time.time, audit: bool = True,
                  join_audit: JoinAudit | None = None,
-                 cluster: ClusterNode | None = None) -> None:
+                 cluster: ClusterSeats | None = None) -> None:
         self.store = store
         self.cluster = cluster
-        self.kick_remote: Callable[[str, str], None] = lambda node, session: None
-        """Set by the control plane: disconnect a session on another node (cluster take-over)."""
-        self._pending: set[asyncio.Task[None]] = set()  # cluster releases in flight
         self.secret = secret
         self.passwords = passwords
         self.limiter = limiter or RateLimiter()
@@ -150,7 +145,8 @@ class Admission:
 
     async def close(self) -> None:
         """Finish the audit writes and cluster releases in flight (before closing the store)."""
-        await asyncio.gather(*self._pending, return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.close()
         await self.join_audit.close()
 
     # -- the rules -----------------------------------------------------------------------------
@@ -176,7 +172,7 @@ class Admission:
             self._limit(socket_keys + address_keys, now)
             room = await self.store.find_room(room_name)
             if self.cluster is not None and (room is not None or self.open_rooms):
-                await self._check_placement(room_name)  # before any credential is spent
+                await self.cluster.check_placement(room_name)  # before a credential is spent
             principal = await self._authenticate(room_name, room, credentials, address, now)
             await self._check_not_removed(room_name, room, principal.identity, now)
             self.limiter.refund_all(address_keys, now)  # the credentials hold
@@ -409,47 +405,10 @@ class Admission:
             raise JoinRefused("room-locked", f"room {room_name!r} is locked by its host")
         if room is not None and room.lobby and principal.role == "guest":
             return self._enter(room_name, room, principal, session_id, take_over, now)
-        await self._cluster_seat(room_name, capacity, principal, session_id, take_over)
+        assert self.cluster is not None
+        await self.cluster.seat(room_name, capacity, principal.identity,
+                                principal.role not in NOT_COUNTED, session_id, take_over)
         return self._seat_mirrored(room_name, capacity, auto_record, principal, session_id)
-
-    async def _check_placement(self, room_name: str) -> None:
-        """A room runs on one node: a join that reached another is sent there."""
-        assert self.cluster is not None
-        try:
-            card = await self.cluster.place(room_name)
-        except ClusterUnavailable:
-            card = None
-        if card is None:
-            raise JoinRefused("cluster-unavailable", "the meeting service cannot reach its "
-                                                     "coordinator; try again in a moment",
-                              retry_after=5)
-        if card.node_id != self.cluster.node_id:
-            raise JoinRefused("wrong-node", f"room {room_name!r} runs on another server of "
-                                            "this service: reconnecting there",
-                              node=card.node_id, address=card.address)
-
-    async def _cluster_seat(self, room_name: str, capacity: int, principal: Principal,
-                            session_id: str, take_over: bool) -> SeatOutcome:
-        assert self.cluster is not None
-        try:
-            outcome = await self.cluster.seat(
-                room_name, principal.identity, session_id, capacity=capacity,
-                counted=principal.role not in NOT_COUNTED, take_over=take_over)
-        except ClusterUnavailable:
-            raise JoinRefused("cluster-unavailable", "the meeting service cannot reach its "
-                                                     "coordinator; try again in a moment",
-                              retry_after=5) from None
-        if outcome.result == "already":
-            raise JoinRefused("already-in-room", f"you are already in room "
-                                                 f"{outcome.previous_room!r} (another window or "
-                                                 "device); choose \"take over\" to move here",
-                              room=outcome.previous_room)
-        if outcome.result == "full":
-            raise JoinRefused("room-full", f"room {room_name!r} is full: it holds at most "
-                                           f"{capacity} participants", limit=capacity)
-        if outcome.previous_node and outcome.previous_node != self.cluster.node_id:
-            self.kick_remote(outcome.previous_node, outcome.previous_session)
-        return outcome
 
     def _seat_mirrored(self, room_name: str, capacity: int, auto_record: bool,
                        principal: Principal, session_id: str) -> Admitted:
@@ -463,20 +422,8 @@ class Admission:
             raise
 
     def _release_in_cluster(self, room_name: str, identity: str, session_id: str) -> None:
-        if self.cluster is None:
-            return
-        cluster = self.cluster
-
-        async def release() -> None:
-            try:
-                await cluster.release(room_name, identity, session_id)
-            except ClusterUnavailable as exc:  # the node's death sweep frees it later
-                logger.warning("cluster: seat of %s in %r not released: %s", identity,
-                               room_name, exc)
-
-        task = asyncio.ensure_future(release())
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        if self.cluster is not None:
+            self.cluster.release(room_name, identity, session_id)
 
     def _seat(self, room_name: str, capacity: int, auto_record: bool, principal: Principal,
               session_id: str, take_over: bool) -> Admitted:
@@ -574,8 +521,9 @@ class Admission:
         if self.cluster is None:
             return self.admit_waiting(room_name, session_id)
         waiting = self._lobby[room_name][session_id]
-        await self._cluster_seat(room_name, waiting.capacity, waiting.principal, session_id,
-                                 waiting.take_over)
+        await self.cluster.seat(room_name, waiting.capacity, waiting.principal.identity,
+                                waiting.principal.role not in NOT_COUNTED, session_id,
+                                waiting.take_over)
         admitted = self._seat_mirrored(room_name, waiting.capacity, waiting.auto_record,
                                        waiting.principal, session_id)
         self._lobby.get(room_name, {}).pop(session_id, None)

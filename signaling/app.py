@@ -23,6 +23,7 @@ from sfu.plane import MediaPlane
 from sfu.worker import Worker
 from signaling.api import add_api_routes
 from signaling.cluster.node import CLUSTER, ClusterNode
+from signaling.cluster.seats import ClusterSeats
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
 from signaling.documents import DOCUMENTS_DIR
@@ -215,17 +216,18 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     node = ClusterNode(config.redis_url, address, version("diemcau"), node_id=config.node_id,
                        load=load, rooms=rooms, on_kick=on_kick)
     await node.start()
-    admission.cluster = node
 
     def kick_remote(node_id: str, session_id: str) -> None:
         asyncio.ensure_future(node.kick(node_id, session_id))
 
-    admission.kick_remote = kick_remote
+    seats = ClusterSeats(node, kick_remote)
+    admission.cluster = seats
     app[CLUSTER] = node
     try:
         yield
     finally:
         admission.cluster = None
+        await seats.close()
         await node.close()
 
 
