@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from recorder.cli import add_archive_commands, run_archive
+from sfu.policy.last_n import DEFAULT_LAST_N, MAX_LAST_N
 from sfu.worker import MediaConfig
 from signaling.config import Config
 from signaling.control import BootstrapResult
@@ -26,6 +27,13 @@ def port_range(text: str) -> tuple[int, int]:
     if not 1024 <= low <= high <= 65535:
         raise argparse.ArgumentTypeError(f"port range {text} must lie within 1024-65535")
     return low, high
+
+
+def _last_n(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_LAST_N:
+        raise argparse.ArgumentTypeError(f"must be 0 (all) to {MAX_LAST_N}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="video returns above threshold x this factor (default 1.25)")
     serve.add_argument("--audio-only-recover-seconds", type=float, default=5.0,
                        help="... held for this long (default 5)")
+    serve.add_argument("--last-n", type=_last_n, default=DEFAULT_LAST_N, metavar="N",
+                       help="videos each participant receives, 0 for all (default "
+                            f"{DEFAULT_LAST_N}: a 3x3 gallery page)")
     serve.add_argument("--tls", choices=["self-signed"], default=None,
                        help="self-signed: make a certificate for a LAN test (in the data dir)")
     serve.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain")
@@ -133,6 +144,7 @@ def serve(args: argparse.Namespace) -> None:
             audio_only_below_bps=args.audio_only_below,
             audio_only_recover_factor=args.audio_only_recover_factor,
             audio_only_recover_s=args.audio_only_recover_seconds,
+            last_n=args.last_n,
         ),
     )
     ssl_context = None

@@ -36,6 +36,8 @@ KEYFRAME_RETRY_S = 1.0
 HISTORY_SIZE = 512
 """Packets kept per video consumer to answer NACKs (~2-3 s of 1 Mbps VP8)."""
 RTP_OVERHEAD = 12 + 16  # header + a typical extension block, for transport-cc accounting
+POLICY_PAUSES = (PauseReason.BANDWIDTH, PauseReason.NOT_VISIBLE, PauseReason.NOT_IN_LAST_N)
+"""Pauses the downlink policy decides (and lifts); muting and negotiation pause otherwise."""
 
 
 def _one_byte_id(ext_id: int) -> int:
@@ -151,10 +153,10 @@ class Consumer:
     def set_target(self, layer: int | None, reason: PauseReason | None = None) -> None:
         """The allocator's decision: a layer, or None with the reason to pause."""
         if layer is None:
-            if self.pause_reason in (None, PauseReason.BANDWIDTH, PauseReason.NOT_VISIBLE):
+            if self.pause_reason in (None, *POLICY_PAUSES):
                 self._pause(reason or PauseReason.BANDWIDTH)
             return
-        if self.pause_reason in (PauseReason.BANDWIDTH, PauseReason.NOT_VISIBLE):
+        if self.pause_reason in POLICY_PAUSES:
             self.pause_reason = None
         layer = max(0, min(layer, len(self.producer.layers) - 1))
         if layer != self.target_layer:
