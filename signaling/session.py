@@ -437,7 +437,7 @@ class Session:
         if self._shown.retry_after(asyncio.get_running_loop().time()):
             self.refusals["shown-rate"] += 1
             raise ProtocolError("rate-limited", f"more than {MAX_SHOWN_PER_10S} `shown` "
-                                "messages in 10 s; this one is ignored")
+                                "messages in 10 s; this one is ignored", "shown")
         self.plane.set_shown(room, participant_id, list(dict.fromkeys(message.participant_ids)))
 
     async def on_audio_only(self, message: AudioOnly) -> None:

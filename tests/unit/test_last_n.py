@@ -188,7 +188,7 @@ def test_a_selected_voice_and_small_rooms_flow_whole() -> None:
     assert len(writer2.rtp) == 100
 
 
-# -- the room's shell, with real Subscribers (their peer connections never connect) -----------------
+# -- the room's shell, with real Subscribers (their peer connections never connect) -------------
 
 
 class Person:
