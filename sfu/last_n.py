@@ -38,21 +38,36 @@ class LastN:
              pinned: str | None, now: float) -> None:
         self.now = now
         self.history.update(speakers, now)
-        everyone = list(participants)
-        for participant in everyone:
-            self.select(participant, everyone, speakers, pinned)
+        self.select_all(participants, speakers, pinned)
 
-    def select(self, participant: Participant, everyone: Sequence[Participant],
-               speakers: Sequence[str], pinned: str | None) -> None:
-        """Choose (again) whose video ``participant`` receives; tell it when that changes."""
-        subscriber = participant.subscriber
-        if self.n <= 0 or subscriber is None:
+    def select_all(self, participants: Iterable[Participant], speakers: Sequence[str],
+                   pinned: str | None) -> None:
+        """Choose again for everyone (a tick, a new pin)."""
+        everyone = list(participants)
+        if self.n <= 0:
             return
-        publishers = [p.id for p in everyone if p.id != participant.id and _sends_video(p)]
+        publishers = [p.id for p in everyone if _sends_video(p)]
+        recent = self.history.recent(self.now)
+        for participant in everyone:
+            self._select(participant, publishers, speakers, pinned, recent)
+
+    def select(self, participant: Participant, everyone: Iterable[Participant],
+               speakers: Sequence[str], pinned: str | None) -> None:
+        """Choose again for one participant (it joined, or its page changed)."""
+        if self.n <= 0:
+            return
+        publishers = [p.id for p in everyone if _sends_video(p)]
+        self._select(participant, publishers, speakers, pinned, self.history.recent(self.now))
+
+    def _select(self, participant: Participant, publishers: Sequence[str],
+                speakers: Sequence[str], pinned: str | None, recent: Sequence[str]) -> None:
+        subscriber = participant.subscriber
+        if subscriber is None:
+            return
         previous = self.forwarded.get(participant.id)
         chosen = select_videos(
-            self.n, publishers, pinned=pinned, speakers=speakers,
-            recent=self.history.recent(self.now), shown=self.shown.get(participant.id),
+            self.n, [p for p in publishers if p != participant.id], pinned=pinned,
+            speakers=speakers, recent=recent, shown=self.shown.get(participant.id),
             previous=previous or (),
         )
         self.forwarded[participant.id] = chosen  # the order too: it ranks the next fill

@@ -139,6 +139,7 @@ class Room:
                 participant.subscriber.downlink.policy.pinned = (
                     {participant_id} if participant_id else set())
             participant.notify(Pinned(participant_id))
+        self.last_n.select_all(self.participants.values(), self.speakers, self.pinned)
 
     def _gate_silence(self) -> None:
         gating = len(self.participants) > GATE_SILENCE_ABOVE
