@@ -30,10 +30,20 @@ def port_range(text: str) -> tuple[int, int]:
 
 
 def _last_n(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 <= value <= MAX_LAST_N:
         raise argparse.ArgumentTypeError(f"must be 0 (all) to {MAX_LAST_N}")
     return value
+
+
+def _room_last_n(text: str) -> tuple[str, int]:
+    room, sep, n = text.rpartition("=")
+    if not sep or not room:
+        raise argparse.ArgumentTypeError("expected ROOM=N")
+    return room, _last_n(n)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--last-n", type=_last_n, default=DEFAULT_LAST_N, metavar="N",
                        help="videos each participant receives, 0 for all (default "
                             f"{DEFAULT_LAST_N}: a 3x3 gallery page)")
+    serve.add_argument("--room-last-n", type=_room_last_n, action="append", default=[],
+                       metavar="ROOM=N", help="--last-n for one room (repeatable)")
     serve.add_argument("--tls", choices=["self-signed"], default=None,
                        help="self-signed: make a certificate for a LAN test (in the data dir)")
     serve.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain")
@@ -144,7 +156,7 @@ def serve(args: argparse.Namespace) -> None:
             audio_only_below_bps=args.audio_only_below,
             audio_only_recover_factor=args.audio_only_recover_factor,
             audio_only_recover_s=args.audio_only_recover_seconds,
-            last_n=args.last_n,
+            last_n=args.last_n, room_last_n=tuple(args.room_last_n),
         ),
     )
     ssl_context = None

@@ -55,6 +55,7 @@ class MediaConfig:
     audio_only_recover_s: float = 5.0
     transport_cc: bool = True
     last_n: int = DEFAULT_LAST_N  # videos each participant receives (0: all)
+    room_last_n: tuple[tuple[str, int], ...] = ()  # (room, N): per-room overrides
 
     def downlink_policy(self) -> DownlinkPolicy:
         return DownlinkPolicy(gate=AudioOnlyGate(
@@ -113,7 +114,8 @@ class Worker:
     def room(self, name: str) -> Room:
         room = self.rooms.get(name)
         if room is None:
-            room = self.rooms[name] = Room(name, self.retired, self.config.last_n)
+            last_n = dict(self.config.room_last_n).get(name, self.config.last_n)
+            room = self.rooms[name] = Room(name, self.retired, last_n)
         return room
 
     def join(self, room: str, participant_id: str, name: str, events: EventSink) -> RoomState:

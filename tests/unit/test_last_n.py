@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 from aiortc import RTCPeerConnection
 
+from diemcau.cli import build_parser
 from sfu.consumer import Consumer
 from sfu.events import MediaEvent, VideosForwarded
 from sfu.policy.downlink import DownlinkPolicy
 from sfu.policy.last_n import (
+    DEFAULT_LAST_N,
     MAX_RECENT_SPEAKERS,
     RECENT_SPEAKER_S,
     SpeakerHistory,
@@ -23,6 +25,7 @@ from sfu.publisher import Publisher
 from sfu.room import GATE_SILENCE_ABOVE, Participant, Room
 from sfu.subscriber import Subscriber
 from sfu.types import Codec, DropReason, Kind, PauseReason
+from sfu.worker import MediaConfig, Worker
 from tests.unit.helpers import VP8_IN, ListWriter, rtp_view
 
 OPUS = Codec("audio/opus", 48000, 111)
@@ -283,3 +286,20 @@ async def test_big_room_forwards_the_three_loudest_voices(room: Room) -> None:
     selected = {p.participant.id for p in people if p.audio.audio_selected}
     assert selected == {"v0", "v1", "v2"}
     assert all(p.audio.silence_gating for p in people)
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+def test_last_n_options_and_per_room_override() -> None:
+    args = build_parser().parse_args(["serve", "--last-n", "4", "--room-last-n", "hoi-dong=16",
+                                      "--room-last-n", "a=b=0"])
+    assert args.last_n == 4 and args.room_last_n == [("hoi-dong", 16), ("a=b", 0)]
+    assert build_parser().parse_args(["serve"]).last_n == DEFAULT_LAST_N
+    for bad in (["--last-n", "-1"], ["--last-n", "50"], ["--last-n", "x"],
+                ["--room-last-n", "9"], ["--room-last-n", "=9"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["serve", *bad])
+    worker = Worker(MediaConfig(last_n=4, room_last_n=(("hoi-dong", 16),)))
+    assert worker.room("hoi-dong").last_n.n == 16
+    assert worker.room("other").last_n.n == 4
