@@ -32,18 +32,37 @@ class VoiceTrack(AudioStreamTrack):
     """aiortc's silent track, or a loud square wave while ``speaking`` (aiortc computes the
     RFC 6464 level it sends from the samples: -12 dBov here, 127 for silence)."""
 
-    def __init__(self) -> None:
+    def __init__(self, amplitude: int = 8000) -> None:
         super().__init__()
         self.speaking = False
+        self.amplitude = amplitude
 
     async def recv(self) -> AudioFrame:  # type: ignore[override]
         frame = await super().recv()
         if self.speaking:
             samples = frame.samples
-            wave = b"".join((8000 if (i // 10) % 2 else -8000).to_bytes(2, "little", signed=True)
-                            for i in range(samples))
+            high = self.amplitude.to_bytes(2, "little", signed=True)
+            low = (-self.amplitude).to_bytes(2, "little", signed=True)
+            wave = b"".join(high if (i // 10) % 2 else low for i in range(samples))
             frame.planes[0].update(wave)
         return frame
+
+
+class Speaker(SyntheticParticipant):
+    """Audio only, from a VoiceTrack."""
+
+    def __init__(self, url: str, room: str, name: str, amplitude: int) -> None:
+        self.voice = VoiceTrack(amplitude)
+        super().__init__(url, room, name, audio=False, video=False)
+
+    async def join(self, timeout: float = 10.0) -> dict[str, Any]:
+        joined = await super().join(timeout)  # (publishes nothing: audio and video are False)
+        await self.publish(timeout)
+        return joined
+
+    async def publish(self, timeout: float = 10.0) -> None:
+        self.publisher.addTransceiver(self.voice, direction="sendonly")
+        await super().publish(timeout)
 
 
 class Publisher(SyntheticParticipant):
@@ -158,3 +177,47 @@ async def test_shown_is_validated_and_rate_limited(last_n_server: TestServer) ->
         assert pong["id"] == 1  # the session carries on
     finally:
         await person.leave()
+
+
+def heard(person: SyntheticParticipant) -> dict[str, int]:
+    return {pid: got["audio"] for pid, got in person.received.items()}
+
+
+async def test_big_room_forwards_the_three_loudest_voices_and_new_ones(
+        last_n_server: TestServer) -> None:
+    """More than 8 in the room: silence is gated; of five voices the three loudest are heard,
+    and one that starts speaking is heard at once (then ranked)."""
+    url = base_url(last_n_server)
+    amplitudes = [16000, 8000, 4000, 2000, 1000, 1000, 1000, 1000, 1000]  # -6 .. -30 dBov
+    speakers = [Speaker(url, "dai-hoi", f"S{i}", a) for i, a in enumerate(amplitudes)]
+    listener = SyntheticParticipant(url, "dai-hoi", "Nghe", audio=False, video=False)
+    people = [*speakers, listener]
+    try:
+        for person in people:
+            await person.join()
+        ids = [s.participant_id or "" for s in speakers]
+        for speaker in speakers[:5]:
+            speaker.voice.speaking = True
+
+        def advanced(before: dict[str, int], pid: str) -> int:
+            return heard(listener).get(pid, 0) - before.get(pid, 0)
+
+        async def hear(pids: list[str], frames: int, timeout: float = 30.0) -> dict[str, int]:
+            before = heard(listener)
+            ok = await listener.wait_for(
+                lambda: all(advanced(before, pid) >= frames for pid in pids), timeout)
+            assert ok, f"not every loud voice was heard: {heard(listener)} (before {before})"
+            return {pid: advanced(before, pid) for pid in ids if pid not in pids}
+
+        loudest = ids[:3]
+        # The two quieter voices are cut once ranked (after their first second): settle first.
+        await hear(loudest, 100)
+        others = await hear(loudest, 50)
+        assert others == dict.fromkeys(ids[3:], 0), others
+        # A new voice is heard at once, before any ranking (its first second), then cut.
+        before = heard(listener)
+        speakers[6].voice.speaking = True
+        assert await listener.wait_for(lambda: advanced(before, ids[6]) >= 10, 15), heard(listener)
+        assert not listener.errors
+    finally:
+        await asyncio.gather(*(p.leave() for p in people), return_exceptions=True)
