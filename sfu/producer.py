@@ -187,21 +187,24 @@ class Producer:
                 value = level[0] & 0x7F
                 self.level_sum += value
                 self.level_count += 1
-                if value <= VOICE_LEVEL or level[0] & 0x80:
+                voiced = value <= VOICE_LEVEL or level[0] & 0x80
+                if voiced:
                     if now - self.last_voice_s > VOICE_HOLD_S:
                         self.voice_started_s = now  # starts speaking: through before any tick
                     self.last_voice_s = now
-                    if (self.silence_gating and not self.audio_selected
+                if self.silence_gating:
+                    drop: DropReason | None = None
+                    if not voiced and now - self.last_voice_s > VOICE_HOLD_S:
+                        # Silent for a while: nobody needs it. Consumers close the gap, so
+                        # the receiver sees a timestamp jump (like DTX), not loss.
+                        drop = DropReason.SILENCE
+                    elif (not self.audio_selected
                             and now - self.voice_started_s > VOICE_START_GRACE_S):
-                        for consumer in consumers:  # a voice, but not among the loudest
-                            consumer.skip(packet.sequence_number, index, DropReason.NOT_SPEAKER)
+                        drop = DropReason.NOT_SPEAKER  # not among the loudest voices
+                    if drop is not None:
+                        for consumer in consumers:
+                            consumer.skip(packet.sequence_number, index, drop)
                         return
-                elif self.silence_gating and now - self.last_voice_s > VOICE_HOLD_S:
-                    # Silent for a while: nobody needs it. Consumers close the gap, so the
-                    # receiver sees a timestamp jump (like DTX), not loss.
-                    for consumer in consumers:
-                        consumer.skip(packet.sequence_number, index, DropReason.SILENCE)
-                    return
         verdict = self._inspect(packet.payload)
         if verdict < 0:
             self.refuse(packet, index, DropReason.BAD_PAYLOAD)

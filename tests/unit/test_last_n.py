@@ -172,9 +172,13 @@ def test_a_voice_that_is_not_among_the_loudest_flows_only_while_it_starts() -> N
     grace = int(VOICE_START_GRACE_S / 0.02) + 1
     assert len(writer.rtp) == grace
     assert consumer.drops[DropReason.NOT_SPEAKER] == packets - grace
+    # Its trailing silence (within the hold that keeps a selected voice's pauses) is cut too.
+    speak(producer, packets, 20, packets * 0.02, level=127)
+    assert len(writer.rtp) == grace
+    assert consumer.drops[DropReason.NOT_SPEAKER] == packets + 20 - grace
     # Ranked among the loudest at the next tick: it flows again, numbers contiguous.
     producer.audio_selected = True
-    speak(producer, packets, 10, packets * 0.02)
+    speak(producer, packets + 20, 10, (packets + 20) * 0.02)
     assert len(writer.rtp) == grace + 10
     seqs = [int.from_bytes(p[2:4], "big") for p in writer.rtp]
     assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
