@@ -307,3 +307,20 @@ def test_last_n_options_and_per_room_override() -> None:
     worker = Worker(MediaConfig(last_n=4, room_last_n=(("hoi-dong", 16),)))
     assert worker.room("hoi-dong").last_n.n == 16
     assert worker.room("other").last_n.n == 4
+
+
+async def test_load_generator_expects_only_the_forwarded_videos() -> None:
+    """`diemcau loadtest` reads `forwarded`: a video left out by last-N is not "missing"."""
+    from loadtest.quality import LoadParticipant
+
+    person = LoadParticipant("http://127.0.0.1:9", "r", "n")
+    try:
+        person.others = {"a": "An", "b": "Binh", "c": "Chi"}
+        assert person.window()["video_missing_from"] == ["An", "Binh", "Chi"]
+        person.events.append({"type": "forwarded", "participant_ids": ["a", "c"], "last_n": 2})
+        window = person.window()
+        assert window["others"] == 2 and window["video_missing_from"] == ["An", "Chi"]
+        person.events.append({"type": "forwarded", "participant_ids": "junk", "last_n": 2})
+        assert person.window()["others"] == 3
+    finally:
+        await person.close()
