@@ -249,7 +249,7 @@ async function join(room, name) {
     .on('muted_by_host', (m) => { if (call === c) onMutedByHost(c, m.kind); })
     .on('pinned', (m) => { if (call === c) setPinned(m.participant_id); })
     .on('speakers', (m) => { if (call === c) gallery.setSpeakers(m.participant_ids); })
-    .on('forwarded', (m) => { if (call === c) gallery.setForwarded(m.participant_ids); })
+    .on('forwarded', (m) => { if (call === c) gallery.setForwarded(m.participant_ids, m.last_n); })
     .on('room_locked', (m) => { if (call === c) setLocked(m.locked); })
     .on('recording', (m) => { if (call === c) setRecording(m.active, { error: m.error || null }); })
     .on('joined', (m) => { if (call === c && c.admit) c.admit(m); })

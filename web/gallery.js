@@ -5,7 +5,8 @@
 // the tiles whose video the server does not forward to it.
 import { layoutGrid } from './tiles.js';
 
-export const PAGE_SIZE = 9;
+export const PAGE_SIZE = 9; // 3x3; a server that forwards more (last_n 16) gets 4x4 pages
+export const MAX_PAGE_SIZE = 49;
 export const SHOWN_INTERVAL_MS = 600; // the server takes 20 `shown` per 10 s: stay well under
 
 export class Gallery {
@@ -19,6 +20,7 @@ export class Gallery {
     this.send = send;
     this.onForwarded = onForwarded;
     this.page = 0;
+    this.pageSize = PAGE_SIZE;
     this.pinned = null;
     this.speakers = []; // most recent speaker first
     this.forwarded = null; // Set of ids, or null: every video comes (no `forwarded` yet, or off)
@@ -50,8 +52,8 @@ export class Gallery {
   reset() {
     clearTimeout(this.timer);
     Object.assign(this, {
-      timer: null, started: false, page: 0, pinned: null, speakers: [], forwarded: null,
-      lastShown: null, lastSentAt: -Infinity,
+      timer: null, started: false, page: 0, pageSize: PAGE_SIZE, pinned: null, speakers: [],
+      forwarded: null, lastShown: null, lastSentAt: -Infinity,
     });
     this.layout();
   }
@@ -69,8 +71,14 @@ export class Gallery {
   }
 
   /** `forwarded` from the server: whose video comes; the others show their placeholder. */
-  setForwarded(ids) {
+  setForwarded(ids, lastN) {
     this.forwarded = new Set(Array.isArray(ids) ? ids : []);
+    const size = Number.isInteger(lastN) && lastN > 0
+      ? Math.min(MAX_PAGE_SIZE, Math.max(PAGE_SIZE, lastN)) : PAGE_SIZE;
+    if (size !== this.pageSize) {
+      this.pageSize = size;
+      this.layout();
+    }
     this.onForwarded();
   }
 
@@ -98,7 +106,7 @@ export class Gallery {
   }
 
   pages() {
-    return Math.max(1, Math.ceil(this.remoteTiles().length / PAGE_SIZE));
+    return Math.max(1, Math.ceil(this.remoteTiles().length / this.pageSize));
   }
 
   turn(delta) {
@@ -108,8 +116,8 @@ export class Gallery {
 
   /** The participant ids of the tiles on the current page, in gallery order. */
   shownIds() {
-    const start = this.page * PAGE_SIZE;
-    return this.ordered().slice(start, start + PAGE_SIZE)
+    const start = this.page * this.pageSize;
+    return this.ordered().slice(start, start + this.pageSize)
       .map((el) => el.dataset.participantId).filter(Boolean);
   }
 
@@ -117,9 +125,9 @@ export class Gallery {
   layout() {
     const pages = this.pages();
     this.page = Math.min(this.page, pages - 1);
-    const start = this.page * PAGE_SIZE;
+    const start = this.page * this.pageSize;
     this.ordered().forEach((el, i) => {
-      const on = i >= start && i < start + PAGE_SIZE;
+      const on = i >= start && i < start + this.pageSize;
       el.style.display = on ? '' : 'none';
       el.style.order = String(el.classList.contains('pinned') ? -1 : i + 1);
     });
