@@ -20,6 +20,7 @@ from sfu.policy.last_n import (
     select_audio,
     select_videos,
 )
+from sfu.policy.uplink import UplinkPolicy
 from sfu.producer import VOICE_START_GRACE_S, Producer
 from sfu.publisher import Publisher
 from sfu.room import GATE_SILENCE_ABOVE, Participant, Room
@@ -324,3 +325,27 @@ async def test_load_generator_expects_only_the_forwarded_videos() -> None:
         assert person.window()["others"] == 3
     finally:
         await person.close()
+
+
+def test_layers_of_a_publisher_outside_everyones_last_n_are_switched_off() -> None:
+    """As for hidden tiles: the uplink control keeps only q of a publisher nobody receives."""
+    producer = Producer("a:1", "a", Kind.VIDEO, "1", lambda p, layer: None, rids=["q", "h", "f"])
+    producer.set_codec(VP8_IN)
+    consumer = Consumer(producer, "me", "0", 1000, 1001, ListWriter())
+    consumer.configure(VP8_IN, 0, 0)
+    producer.attach(consumer)
+    policy = DownlinkPolicy()
+    decision = policy.decide(50_000_000.0, [consumer], 0.0, congested=False)
+    consumer.wanted_layer = decision.targets[consumer][0]
+    uplink = UplinkPolicy()
+    assert uplink.active_layers(producer, 0.0) == {"q": True, "h": True, "f": True}
+    policy.forwarded = frozenset()  # out of this (the only) subscriber's last-N
+    now = 0.0
+    for _ in range(12):  # six seconds of room ticks
+        now += 0.5
+        layer, reason = policy.decide(50_000_000.0, [consumer], now, congested=False)\
+            .targets[consumer]
+        consumer.wanted_layer = layer
+        consumer.set_target(layer, reason)
+    assert consumer.pause_reason is PauseReason.NOT_IN_LAST_N
+    assert uplink.active_layers(producer, now) == {"q": True, "h": False, "f": False}
