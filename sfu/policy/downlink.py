@@ -78,7 +78,7 @@ class DownlinkPolicy:
         owner = producer.participant_id
         tile = self.tiles.get(owner)
         top = len(producer.layers) - 1
-        if not self._forwards(owner):
+        if not self.forwards(owner):
             max_layer: int | None = None
         elif tile is None:
             max_layer = top  # no layout reported (e.g. a non-browser client)
@@ -102,12 +102,13 @@ class DownlinkPolicy:
             tile_area=tile.width * tile.height if tile else 0,
         )
 
-    def _forwards(self, owner: str) -> bool:
+    def forwards(self, owner: str) -> bool:
+        """Is ``owner``'s video among those this subscriber receives (last-N)?"""
         return self.forwarded is None or owner in self.forwarded
 
     def _hidden(self, consumer: Consumer) -> PauseReason:
         """Why a consumer without a layer to fill is paused (not for lack of bandwidth)."""
-        if self._forwards(consumer.producer.participant_id):
+        if self.forwards(consumer.producer.participant_id):
             return PauseReason.NOT_VISIBLE
         return PauseReason.NOT_IN_LAST_N
 

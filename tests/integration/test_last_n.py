@@ -126,6 +126,7 @@ async def test_subscriber_receives_n_videos_that_follow_the_speaker(
         assert a and b and c
         assert await listener.wait_for(lambda: forwarded(listener) is not None, 10)
         assert forwarded(listener) == [a, b], listener.events  # join order while nobody speaks
+        await flowing(listener, {a, b}, set())
         leaked = await flowing(listener, {a, b}, {c})
         assert leaked == {c: 0}
 
