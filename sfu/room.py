@@ -156,6 +156,8 @@ class Room:
                 other.subscriber.add_producer(producer)
         for local in self.local.values():
             local.add_producer(producer, self._name_of(producer.participant_id))
+        if producer.is_video:  # a new camera: chosen now where there is room (not at the tick)
+            self.last_n.select_all(self.participants.values(), self.speakers, self.pinned)
 
     def _name_of(self, participant_id: str) -> str:
         participant = self.participants.get(participant_id)
@@ -182,6 +184,8 @@ class Room:
         event = TrackMuted(participant.id, kind, muted)
         for p in self.participants.values():
             p.notify(event)
+        if kind is Kind.VIDEO:  # a camera off frees its slot in last-N, one on may take one
+            self.last_n.select_all(self.participants.values(), self.speakers, self.pinned)
 
     def update_speakers(self) -> None:
         """The loudest few participants speak: they get allocator priority and the UI shows it."""

@@ -247,8 +247,10 @@ async def room() -> AsyncIterator[Room]:
 
 
 async def test_room_forwards_n_videos_that_follow_the_speaker(room: Room) -> None:
-    people = [Person(room, pid) for pid in ("a", "b", "c", "d")]
     listener = Person(room, "me", video=False)
+    people = [Person(room, pid) for pid in ("a", "b")]
+    assert listener.forwarded() == ("a", "b")  # each camera chosen as it comes, with room
+    people += [Person(room, pid) for pid in ("c", "d")]
     room.maintain(1.0)
     assert listener.forwarded() == ("a", "b")  # join order while nobody speaks
     assert listener.participant.subscriber is not None
@@ -257,6 +259,12 @@ async def test_room_forwards_n_videos_that_follow_the_speaker(room: Room) -> Non
     room.maintain(1.5)
     assert set(listener.forwarded() or ()) == {"d", "a"}
     assert set(people[0].forwarded() or ()) == {"d", "b"}  # nobody receives their own video
+    # A camera turned off frees its slot at once (and takes it back when on again).
+    room.set_muted(people[0].participant, Kind.VIDEO, True)
+    assert set(listener.forwarded() or ()) == {"d", "b"}
+    room.set_muted(people[0].participant, Kind.VIDEO, False)
+    room.maintain(2.0)
+    assert set(listener.forwarded() or ()) == {"d", "b"}  # b stays: what it has ranks first
     # The client pages: what it shows comes after the speaker, and the set follows at once.
     room.set_shown(listener.participant, ("c", "b"))
     assert listener.forwarded() == ("d", "c")
