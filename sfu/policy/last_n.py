@@ -1,8 +1,8 @@
 """Last-N: whose video and whose audio one subscriber receives in a big room.
 
-Pure policy (no I/O, time passed in): the room's maintenance tick (``Room.apply_last_n``) feeds
-it who publishes video, who is pinned, who speaks and what the client shows, and hands the
-result to each subscriber's ``DownlinkPolicy`` (videos left out are paused with
+Pure policy (no I/O, time passed in): the room's shell (``LastN`` in ``sfu/last_n.py``, at
+each room tick) feeds it who publishes video, who is pinned, who speaks and what the client
+shows, and hands the result to each subscriber's ``DownlinkPolicy`` (videos left out are paused with
 ``PauseReason.NOT_IN_LAST_N``) and to the audio producers (``Producer.audio_selected``).
 
 Video, in order until N are chosen: the pinned participant (the chair's choice), the current
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 DEFAULT_LAST_N = 9
 """Videos one participant receives: a 3x3 gallery page."""
-MAX_LAST_N = 49
+MAX_LAST_N = 49  # a 7x7 page: the most the web client pages
 RECENT_SPEAKER_S = 20.0
 """A participant who spoke within this long still counts as a recent speaker."""
 MAX_RECENT_SPEAKERS = 3
