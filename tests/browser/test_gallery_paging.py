@@ -17,6 +17,7 @@ from pagewait import wait_js
 
 from loadtest.client import SyntheticParticipant
 from loadtest.media import PreEncodedVideoTrack, load_clip
+from tests.integration.test_last_n import Speaker
 from tests.serverproc import running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
@@ -45,7 +46,9 @@ async def test_gallery_pages_and_placeholders(last_n_url: str, browser) -> None:
                                    video_track_factory=lambda: PreEncodedVideoTrack(clip))
               for i in (1, 2)]
     others += [SyntheticParticipant(last_n_url, ROOM, f"Nghe{i}", audio=False, video=False)
-               for i in range(8)]
+               for i in range(7)]
+    speaker = Speaker(last_n_url, ROOM, "Noi", 8000)  # the tenth: page 2, until it speaks
+    others.append(speaker)
     context = await browser.new_context(permissions=["camera", "microphone"],
                                         viewport={"width": 1280, "height": 800})
     page = await context.new_page()
@@ -89,6 +92,12 @@ async def test_gallery_pages_and_placeholders(last_n_url: str, browser) -> None:
         await page.click(".gallery-pager button:first-child", timeout=5_000)
         await wait_js(page, f"window.diemcau.gallery.forwarded.has('{cam1}')", TIMEOUT_MS)
         await wait_js(page, f"!{tile(cam1)}.classList.contains('no-video')", TIMEOUT_MS)
+
+        # The tenth speaks: the gallery moves it to the front of page 1.
+        speaker.voice.speaking = True
+        await wait_js(page, f"window.diemcau.gallery.shownIds()[0] === '{last}'", TIMEOUT_MS)
+        assert await page.evaluate(f"{tile(last)}.style.display !== 'none'")
+        assert await page.evaluate(f"{tile(others[8].participant_id)}.style.display === 'none'")
         assert await page.locator("#banner").is_hidden()
     except Exception:
         print("\n".join(console[-60:]))
