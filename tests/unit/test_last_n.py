@@ -27,7 +27,7 @@ from sfu.room import GATE_SILENCE_ABOVE, Participant, Room
 from sfu.subscriber import Subscriber
 from sfu.types import Codec, DropReason, Kind, PauseReason
 from sfu.worker import MediaConfig, Worker
-from tests.unit.helpers import VP8_IN, ListWriter, rtp_view
+from tests.unit.helpers import VP8_IN, ListWriter, rtp_view, vp8_payload
 
 OPUS = Codec("audio/opus", 48000, 111)
 PEOPLE = [f"p{i}" for i in range(12)]
@@ -132,6 +132,36 @@ def test_videos_outside_last_n_are_paused_with_their_reason(estimate: float | No
     decision = policy.decide(estimate, [inside, outside], 10.2, congested=False)
     outside.set_target(*decision.targets[outside])
     assert outside.pause_reason is None
+
+
+def test_a_consumer_outside_last_n_leaves_the_fan_out_and_counts_what_it_missed() -> None:
+    consumer = video_consumer("a")
+    producer = consumer.producer
+    producer.attach(consumer)
+    writer = consumer.writer
+    assert isinstance(writer, ListWriter)
+    consumer.set_target(None, PauseReason.NOT_IN_LAST_N)
+    assert consumer not in producer.consumers  # no per-packet cost while outside
+    for seq in range(5):
+        producer.receive(rtp_view(seq, seq * 3000, vp8_payload(seq, seq, key=seq == 3)),
+                         producer.layers[0], seq * 0.03)
+    assert writer.rtp == []
+    consumer.set_target(0)  # chosen again: back in, resuming at the next keyframe
+    assert consumer in producer.consumers and consumer.pause_reason is None
+    assert consumer.drops[DropReason.PAUSED] == 5
+    producer.receive(rtp_view(5, 15000, vp8_payload(5, 5, key=True)), producer.layers[0], 0.2)
+    assert len(writer.rtp) == 1
+    # Muted meanwhile: it comes back paused MUTED, not forwarding.
+    consumer.set_target(None, PauseReason.NOT_IN_LAST_N)
+    producer.muted = True
+    consumer.set_target(0)
+    assert consumer.pause_reason is PauseReason.MUTED and consumer in producer.consumers
+    # Closed while outside: never re-enters the fan-out.
+    consumer.set_muted(False)
+    consumer.set_target(None, PauseReason.NOT_IN_LAST_N)
+    consumer.close()
+    consumer.set_target(0)
+    assert consumer not in producer.consumers
 
 
 def test_last_n_does_not_lift_a_mute() -> None:
