@@ -12,6 +12,7 @@ from pathlib import Path
 
 from diemcau.ops import add_ops_commands, run_ops
 from recorder.cli import add_archive_commands, run_archive
+from sfu.policy.last_n import DEFAULT_LAST_N, MAX_LAST_N
 from signaling.control import BootstrapResult
 from signaling.eventloop import new_event_loop
 from signaling.limits import JOIN_TIMEOUT_S, MAX_UNJOINED_PER_ADDRESS
@@ -40,6 +41,11 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
                        help="video returns above threshold x this factor (default 1.25)")
     serve.add_argument("--audio-only-recover-seconds",
                        help="... held for this long (default 5)")
+    serve.add_argument("--last-n", metavar="N",
+                       help="videos each participant receives, 0 for all (default "
+                            f"{DEFAULT_LAST_N}: a 3x3 gallery page; at most {MAX_LAST_N})")
+    serve.add_argument("--room-last-n", action="append", dest="room_last_n",
+                       metavar="ROOM=N", help="--last-n for one room (repeatable)")
     serve.add_argument("--tls", choices=["self-signed"],
                        help="self-signed: make a certificate for a LAN test (in the data dir)")
     serve.add_argument("--tls-cert", help="PEM certificate chain")

@@ -144,6 +144,9 @@ class LoadParticipant(SimulcastPublisher):
         self.audio_only_since: float | None = None
         self.audio_only_s = 0.0
         self.reconnects = 0
+        # Last-N: whose video the server says it forwards (None: everyone's). Only those count
+        # as missing when they do not arrive.
+        self.forwarded: set[str] | None = None
         self.window_start = time.monotonic()
         self.rembs_sent = 0
         self._sub_writer: aiortc_hooks.DatagramWriter | None = None
@@ -170,6 +173,10 @@ class LoadParticipant(SimulcastPublisher):
         kind = message.get("type")
         if kind in ("participant_joined", "participant_left"):
             self._tiles_dirty = True
+        elif kind == "forwarded":
+            ids = message.get("participant_ids")
+            self.forwarded = {i for i in ids if isinstance(i, str)} if isinstance(ids, list) \
+                else None
         elif kind == "publish_layers":
             video = bool(message.get("video", True))
             active = message.get("active") or {}
@@ -411,14 +418,16 @@ class LoadParticipant(SimulcastPublisher):
                 track.reset()
         audio_only_s = self.audio_only_s + (now - self.audio_only_since
                                            if self.audio_only_since else 0.0)
+        shown = {pid: name for pid, name in self.others.items()  # whose video should come
+                 if self.forwarded is None or pid in self.forwarded}
         result = {
             "name": self.name, "room": self.room, "elapsed_s": elapsed,
             "expected": {k: v[0] for k, v in loss.items()},
             "received": {k: v[1] for k, v in loss.items()},
             "recv_bytes": recv_bytes, "jitter_ms": jitter, "layers": dict(layers),
             "frames_by_layer": dict(frames), "marker_ok": markers[0], "marker_bad": markers[1],
-            "video_from": len(senders), "others": len(self.others),
-            "video_missing_from": sorted(name for pid, name in self.others.items()
+            "video_from": len(senders & shown.keys()), "others": len(shown),
+            "video_missing_from": sorted(name for pid, name in shown.items()
                                          if pid not in senders),
             "delay_hist": dict(self.delay_ms), "audio_only": self.audio_only,
             "audio_only_s": audio_only_s, "reconnects": self.reconnects,

@@ -65,6 +65,15 @@ class Speakers:
 
 
 @dataclass(frozen=True, slots=True)
+class VideosForwarded:
+    """Whose video the server forwards to this participant (last-N); the others' tiles show a
+    placeholder."""
+
+    participant_ids: tuple[str, ...]
+    last_n: int
+
+
+@dataclass(frozen=True, slots=True)
 class TrackDescription:
     """One m-line of a subscriber offer: whose track it carries."""
 
@@ -113,7 +122,8 @@ class Removed:
 
 
 MediaEvent = (ParticipantJoined | ParticipantLeft | TrackMuted | Pinned | Speakers
-              | SubscribeOffer | AnswerRefused | AudioOnlyChanged | PublishLayers | Removed)
+              | SubscribeOffer | AnswerRefused | AudioOnlyChanged | PublishLayers | Removed
+              | VideosForwarded)
 EventSink = Callable[[MediaEvent], None]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -96,6 +96,9 @@ class MediaPlane(Protocol):
     def pin(self, room: str, participant_id: str | None) -> None: ...
 
     def set_tiles(self, room: str, participant_id: str, tiles: Mapping[str, Tile]) -> None: ...
+
+    def set_shown(self, room: str, participant_id: str, shown: Sequence[str]) -> None:
+        """The tiles the participant's client shows now (its gallery page), for last-N."""
 
     def set_audio_only(self, room: str, participant_id: str, enabled: bool) -> None: ...
 

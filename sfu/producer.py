@@ -29,6 +29,9 @@ VOICE_LEVEL = 55
 """RFC 6464 level (-dBov) at or below which a packet carries voice (or its V bit is set)."""
 VOICE_HOLD_S = 2.0
 """After the last voiced packet, audio keeps flowing this long (trailing words, breaths)."""
+VOICE_START_GRACE_S = 1.0
+"""In a gated room, a voice that starts (after VOICE_HOLD_S of silence) flows this long before
+the room's tick (every 0.5 s) has ranked it among the loudest (``audio_selected``)."""
 
 
 def _any_packet(payload: bytes) -> int:
@@ -117,6 +120,10 @@ class Producer:
         # 122k packets/s for nothing). Needs the audio-level extension; without it, all flows.
         self.silence_gating = False
         self.last_voice_s = float("-inf")
+        # Big rooms also forward only the loudest few voices (sfu/policy/last_n.py): the room
+        # sets this every tick; a voice that just started flows regardless for a grace period.
+        self.audio_selected = True
+        self.voice_started_s = float("-inf")
         self._request_keyframe = request_keyframe
         self._inspect: Callable[[bytes], int] = _any_packet
 
@@ -180,14 +187,24 @@ class Producer:
                 value = level[0] & 0x7F
                 self.level_sum += value
                 self.level_count += 1
-                if value <= VOICE_LEVEL or level[0] & 0x80:
+                voiced = value <= VOICE_LEVEL or level[0] & 0x80
+                if voiced:
+                    if now - self.last_voice_s > VOICE_HOLD_S:
+                        self.voice_started_s = now  # starts speaking: through before any tick
                     self.last_voice_s = now
-                elif self.silence_gating and now - self.last_voice_s > VOICE_HOLD_S:
-                    # Silent for a while: nobody needs it. Consumers close the gap, so the
-                    # receiver sees a timestamp jump (like DTX), not loss.
-                    for consumer in consumers:
-                        consumer.skip(packet.sequence_number, index, DropReason.SILENCE)
-                    return
+                if self.silence_gating:
+                    drop: DropReason | None = None
+                    if not voiced and now - self.last_voice_s > VOICE_HOLD_S:
+                        # Silent for a while: nobody needs it. Consumers close the gap, so
+                        # the receiver sees a timestamp jump (like DTX), not loss.
+                        drop = DropReason.SILENCE
+                    elif (not self.audio_selected
+                            and now - self.voice_started_s > VOICE_START_GRACE_S):
+                        drop = DropReason.NOT_SPEAKER  # not among the loudest voices
+                    if drop is not None:
+                        for consumer in consumers:
+                            consumer.skip(packet.sequence_number, index, drop)
+                        return
         verdict = self._inspect(packet.payload)
         if verdict < 0:
             self.refuse(packet, index, DropReason.BAD_PAYLOAD)

@@ -23,7 +23,9 @@ from sfu.events import (
     Speakers,
     TrackMuted,
 )
+from sfu.last_n import LastN
 from sfu.local_subscriber import LocalConsumers, LocalSubscriber
+from sfu.policy.last_n import DEFAULT_LAST_N
 from sfu.policy.uplink import UplinkPolicy
 from sfu.producer import Producer
 from sfu.publisher import Publisher
@@ -91,7 +93,8 @@ def retire_counters(participant: Participant, now: float, into: Counter[str]) ->
 
 
 class Room:
-    def __init__(self, name: str, retired: Counter[str] | None = None) -> None:
+    def __init__(self, name: str, retired: Counter[str] | None = None,
+                 last_n: int = DEFAULT_LAST_N) -> None:
         self.name = name
         self.participants: dict[str, Participant] = {}
         self.closed = False
@@ -99,6 +102,7 @@ class Room:
         self.speakers: list[str] = []
         self.pinned: str | None = None  # the chair's video, first for everyone
         self.local: dict[str, LocalConsumers] = {}  # in-process subscribers (the recorder)
+        self.last_n = LastN(last_n)  # whose video (and voice) each participant receives
 
     def __len__(self) -> int:
         return len(self.participants)
@@ -118,6 +122,14 @@ class Room:
             for producer in other.producers:
                 if producer.codec is not None and participant.subscriber is not None:
                     participant.subscriber.add_producer(producer)
+        self.last_n.select(participant, list(self.participants.values()), self.speakers,
+                           self.pinned)
+
+    def set_shown(self, participant: Participant, shown: tuple[str, ...]) -> None:
+        """The participant's client shows these tiles now (its gallery page): choose again."""
+        self.last_n.shown[participant.id] = shown
+        self.last_n.select(participant, list(self.participants.values()), self.speakers,
+                           self.pinned)
 
     def pin(self, participant_id: str | None) -> None:
         """Pin (or unpin) one participant's video for everyone (the chair, multipoint model)."""
@@ -127,6 +139,7 @@ class Room:
                 participant.subscriber.downlink.policy.pinned = (
                     {participant_id} if participant_id else set())
             participant.notify(Pinned(participant_id))
+        self.last_n.select_all(self.participants.values(), self.speakers, self.pinned)
 
     def _gate_silence(self) -> None:
         gating = len(self.participants) > GATE_SILENCE_ABOVE
@@ -143,6 +156,8 @@ class Room:
                 other.subscriber.add_producer(producer)
         for local in self.local.values():
             local.add_producer(producer, self._name_of(producer.participant_id))
+        if producer.is_video:  # a new camera: chosen now where there is room (not at the tick)
+            self.last_n.select_all(self.participants.values(), self.speakers, self.pinned)
 
     def _name_of(self, participant_id: str) -> str:
         participant = self.participants.get(participant_id)
@@ -169,16 +184,22 @@ class Room:
         event = TrackMuted(participant.id, kind, muted)
         for p in self.participants.values():
             p.notify(event)
+        if kind is Kind.VIDEO:  # a camera off frees its slot in last-N, one on may take one
+            self.last_n.select_all(self.participants.values(), self.speakers, self.pinned)
 
     def update_speakers(self) -> None:
         """The loudest few participants speak: they get allocator priority and the UI shows it."""
         levels: dict[str, float] = {}
+        heard: dict[str, float] = {}  # every level, for the audio selection of gated rooms
         for participant in self.participants.values():
             for producer in participant.producers:
                 if producer.kind is Kind.AUDIO and not producer.muted:
                     level = producer.take_level()
+                    if level is not None:
+                        heard[participant.id] = level
                     if level is not None and level <= SPEAKING_LEVEL:
                         levels[participant.id] = level
+        self.last_n.select_audio(self.participants.values(), heard)
         speakers = sorted(levels, key=levels.__getitem__)[:MAX_SPEAKERS]
         if speakers == self.speakers:
             return
@@ -191,6 +212,7 @@ class Room:
     def maintain(self, now: float) -> None:
         """Periodic: speakers, local subscribers, and each publisher's uplink control."""
         self.update_speakers()
+        self.last_n.tick(self.participants.values(), self.speakers, self.pinned, now)
         for local in self.local.values():
             local.tick(now)
         for participant in self.participants.values():
@@ -202,6 +224,7 @@ class Room:
         if participant is None:
             return None
         retire_counters(participant, asyncio.get_running_loop().time(), self.retired)
+        self.last_n.forget(participant_id)
         self._gate_silence()
         for producer in participant.producers:
             for other in self.participants.values():

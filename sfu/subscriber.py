@@ -24,6 +24,7 @@ from sfu.producer import Producer
 from sfu.rtcp_router import RtcpRouter
 from sfu.scheduler import Scheduler, Timer
 from sfu.subscriber_negotiator import SendOffer, Slot, SubscriberNegotiator
+from sfu.types import PauseReason
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,10 @@ class Subscriber:
         codec = match_codec(consumer.producer.codec, parameters.codecs)
         consumer.configure(codec, ids.get(URI_AUDIO_LEVEL, 0), ids.get(URI_ABS_SEND_TIME, 0),
                            self.downlink.sequencer, self.negotiator.twcc_id)
+        owner = consumer.producer.participant_id
+        if consumer.producer.is_video and not self.downlink.policy.forwards(owner):
+            # Outside last-N: paused now, not at the next tick (no keyframe slips through).
+            consumer.set_target(None, PauseReason.NOT_IN_LAST_N)
 
     # -- negotiation (the negotiator's, for the worker) --------------------------------------------
 

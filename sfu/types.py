@@ -16,6 +16,7 @@ class DropReason(enum.Enum):
     TOO_OLD = "too_old"  # older than the consumer's sync point, or a duplicate of a dropped one
     PADDING_ONLY = "padding_only"
     SILENCE = "silence"  # big rooms forward only voices
+    NOT_SPEAKER = "not_speaker"  # big rooms forward the loudest few voices (sfu/policy/last_n.py)
     NOT_CONNECTED = "not_connected"
     UNKNOWN_SSRC = "unknown_ssrc"  # producer side: no producer for this SSRC/MID
     MALFORMED = "malformed"  # producer side: RTP that does not parse
@@ -33,6 +34,7 @@ class PauseReason(enum.Enum):
     NOT_NEGOTIATED = "not_negotiated"  # the subscriber has not answered the offer yet
     BANDWIDTH = "bandwidth"
     NOT_VISIBLE = "not_visible"
+    NOT_IN_LAST_N = "not_in_last_n"  # not among the N videos this subscriber receives
 
 
 class Kind(enum.Enum):

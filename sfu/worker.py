@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from sfu.plane import (
 )
 from sfu.policy.audio_only import DEFAULT_THRESHOLD_BPS, AudioOnlyGate
 from sfu.policy.downlink import DownlinkPolicy, Tile
+from sfu.policy.last_n import DEFAULT_LAST_N
 from sfu.policy.uplink import UplinkPolicy
 from sfu.producer import Producer
 from sfu.publisher import Publisher
@@ -55,6 +56,8 @@ class MediaConfig:
     audio_only_enter_s: float = 0.25
     audio_only_recover_s: float = 5.0
     transport_cc: bool = True
+    last_n: int = DEFAULT_LAST_N  # videos each participant receives (0: all)
+    room_last_n: tuple[tuple[str, int], ...] = ()  # (room, N): per-room overrides
 
     def downlink_policy(self) -> DownlinkPolicy:
         return DownlinkPolicy(gate=AudioOnlyGate(
@@ -121,7 +124,8 @@ class Worker:
     def room(self, name: str) -> Room:
         room = self.rooms.get(name)
         if room is None:
-            room = self.rooms[name] = Room(name, self.retired)
+            last_n = dict(self.config.room_last_n).get(name, self.config.last_n)
+            room = self.rooms[name] = Room(name, self.retired, last_n)
         return room
 
     def join(self, room: str, participant_id: str, name: str, events: EventSink) -> RoomState:
@@ -227,6 +231,10 @@ class Worker:
         subscriber = self.participant(room, participant_id).subscriber
         assert subscriber is not None
         subscriber.set_tiles(dict(tiles))
+
+    def set_shown(self, room: str, participant_id: str, shown: Sequence[str]) -> None:
+        participant = self.participant(room, participant_id)
+        self.rooms[room].set_shown(participant, tuple(shown))
 
     def set_audio_only(self, room: str, participant_id: str, enabled: bool) -> None:
         subscriber = self.participant(room, participant_id).subscriber

@@ -26,6 +26,10 @@ MAX_SDP_CANDIDATES = 20
 """ICE candidates carried inside one offer."""
 MAX_TRICKLED_CANDIDATES = 20
 """ICE candidates one client may trickle per peer connection."""
+MAX_SHOWN = 64
+"""Participant ids in one `shown` message (a 7x7 page fits)."""
+MAX_SHOWN_PER_10S = 20
+"""`shown` messages in any 10 s (a client sends one per page turn, coalesced)."""
 
 
 class LimitExceeded(Exception):

@@ -22,6 +22,7 @@ from sfu.events import (
     Speakers,
     SubscribeOffer,
     TrackMuted,
+    VideosForwarded,
 )
 
 Message = dict[str, Any]
@@ -51,6 +52,11 @@ def _pinned(event: Pinned) -> Message:
 
 def _speakers(event: Speakers) -> Message:
     return {"type": "speakers", "participant_ids": list(event.participant_ids)}
+
+
+def _forwarded(event: VideosForwarded) -> Message:
+    return {"type": "forwarded", "participant_ids": list(event.participant_ids),
+            "last_n": event.last_n}
 
 
 def _offer(event: SubscribeOffer) -> Message:
@@ -91,6 +97,7 @@ _TO_JSON: dict[type, Callable[[Any], Message]] = {
     PublishLayers: _layers,
     AnswerRefused: _answer_refused,
     Removed: _removed,
+    VideosForwarded: _forwarded,
 }
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from signaling.limits import MAX_PUBLISH_SDP_BYTES
+from signaling.limits import MAX_PUBLISH_SDP_BYTES, MAX_SHOWN
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=4 << 20)]
@@ -75,6 +75,13 @@ class Tiles(_Message, tag="tiles"):
     tiles: Annotated[list[TileSize], msgspec.Meta(max_length=1000)]
 
 
+class Shown(_Message, tag="shown"):
+    """The remote tiles the client shows now (its gallery page), for last-N."""
+
+    participant_ids: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]],
+                               msgspec.Meta(max_length=MAX_SHOWN)]
+
+
 class AudioOnly(_Message, tag="audio_only"):
     enabled: bool
 
@@ -124,11 +131,11 @@ class Documents(_Message, tag="documents"):
 
 ClientMessage = (
     Join | Publish | SubscribeAnswer | Ice | Mute | Tiles | AudioOnly | Uplink | Leave | Ping
-    | Chat | ChatDelete | Hand | Quality | Documents
+    | Chat | ChatDelete | Hand | Quality | Documents | Shown
 )
 MESSAGE_TYPES = ("join", "publish", "subscribe_answer", "ice", "mute", "tiles", "audio_only",
                  "uplink", "leave", "ping", "chat", "chat_delete", "hand", "quality",
-                 "documents")
+                 "documents", "shown")
 
 _decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 

@@ -27,6 +27,7 @@ from signaling.auth import JoinRefused
 from signaling.config import Config
 from signaling.control import ControlPlane, RecordingHooks
 from signaling.limits import (
+    MAX_SHOWN_PER_10S,
     MAX_TRICKLED_CANDIDATES,
     LimitExceeded,
     Window,
@@ -52,6 +53,7 @@ from signaling.messages import (
     ProtocolError,
     Publish,
     Quality,
+    Shown,
     SubscribeAnswer,
     Tiles,
     Uplink,
@@ -99,6 +101,7 @@ class Session:
         self._on_admitted = on_admitted  # called once: joined, or waiting in the lobby
         self.refusals: Counter[str] = refusals if refusals is not None else Counter()
         self._offers = Window(config.max_offers_per_minute, 60.0)
+        self._shown = Window(MAX_SHOWN_PER_10S, 10.0)
         self._trickled = {"publisher": 0, "subscriber": 0}
         self._offer_sdp_bytes = 0  # size of the last subscribe_offer, bounds its answer
         self._offer_sections = 0
@@ -110,6 +113,7 @@ class Session:
             Ice: self.on_ice,
             Mute: self.on_mute,
             Tiles: self.on_tiles,
+            Shown: self.on_shown,
             AudioOnly: self.on_audio_only,
             Uplink: self.on_uplink,
             Leave: self.on_leave,
@@ -464,6 +468,14 @@ class Session:
             tile.participant_id: Tile(tile.width, tile.height, tile.visible)
             for tile in message.tiles
         })
+
+    async def on_shown(self, message: Shown) -> None:
+        room, participant_id = self._in_room()
+        if self._shown.retry_after(asyncio.get_running_loop().time()):
+            self.refusals["shown-rate"] += 1
+            raise ProtocolError("rate-limited", f"more than {MAX_SHOWN_PER_10S} `shown` "
+                                "messages in 10 s; this one is ignored", "shown")
+        self.plane.set_shown(room, participant_id, list(dict.fromkeys(message.participant_ids)))
 
     async def on_audio_only(self, message: AudioOnly) -> None:
         room, participant_id = self._in_room()

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from sfu.policy.last_n import DEFAULT_LAST_N, MAX_LAST_N
 from sfu.worker import MediaConfig
 from signaling.config import Config, HookSettings
 from signaling.limits import JOIN_TIMEOUT_S, MAX_UNJOINED_PER_ADDRESS
@@ -64,6 +65,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     node_address: str | None = None
     node_id: str | None = None
     audit_retention_days: Positive = 365.0
+    last_n: Annotated[int, msgspec.Meta(ge=0, le=MAX_LAST_N)] = DEFAULT_LAST_N
+    room_last_n: list[str] = msgspec.field(default_factory=list)
+    """``ROOM=N`` entries: ``last_n`` for one room."""
 
 
 KEYS: tuple[str, ...] = Settings.__struct_fields__
@@ -195,6 +199,10 @@ def _check(settings: Settings, sources: Mapping[str, str]) -> None:
             parse_port_range(settings.rtc_port_range)
         except ValueError as exc:
             fail("rtc_port_range", str(exc))
+    try:
+        parse_room_last_n(settings.room_last_n)
+    except ConfigError as exc:
+        fail("room_last_n", str(exc))
     if (settings.tls_cert is None) != (settings.tls_key is None):
         fail("tls_cert" if settings.tls_cert is None else "tls_key",
              "give both tls_cert and tls_key (or tls = \"self-signed\")")
@@ -225,6 +233,21 @@ def _suggest(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def parse_room_last_n(entries: list[str]) -> tuple[tuple[str, int], ...]:
+    """``["Hall=16", ...]`` -> ``(("Hall", 16), ...)``; room names may contain ``=``."""
+    out = []
+    for entry in entries:
+        room, sep, value = entry.rpartition("=")
+        try:
+            n = int(value)
+        except ValueError:
+            n = -1
+        if not sep or not room or not 0 <= n <= MAX_LAST_N:
+            raise ConfigError(f"{entry!r}: expected ROOM=N with N from 0 (all) to {MAX_LAST_N}")
+        out.append((room, n))
+    return tuple(out)
+
+
 def to_config(settings: Settings) -> Config:
     port_range = parse_port_range(settings.rtc_port_range) if settings.rtc_port_range else None
     tls = bool(settings.tls or settings.tls_cert)
@@ -245,6 +268,7 @@ def to_config(settings: Settings) -> Config:
             audio_only_below_bps=settings.audio_only_below,
             audio_only_recover_factor=settings.audio_only_recover_factor,
             audio_only_recover_s=settings.audio_only_recover_seconds,
+            last_n=settings.last_n, room_last_n=parse_room_last_n(settings.room_last_n),
         ),
         hooks=HookSettings(webhook_urls=tuple(settings.webhook_urls),
                            webhook_secret=settings.webhook_secret or "",

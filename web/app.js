@@ -8,6 +8,7 @@ import { createTile, markPinned, playVideo, renderTileName, setTileState, watchG
 import { Roster } from './participants.js';
 import { TileReporter } from './tilereport.js';
 import { MeetingExtras } from './meeting.js';
+import { Gallery } from './gallery.js';
 import { VideoLayers, bandwidthNotice, initialBandwidth, parseBandwidth } from './bandwidth.js';
 import {
   credentials, dropRejoin, offerFor, rerenderJoinError, saveRejoin, showJoinError, staleRejoin,
@@ -45,10 +46,16 @@ const diemcau = {
 window.diemcau = diemcau;
 
 let call = null; // {signaling, session, stream, selfTile, layers, reporter, published, leaving}
+// Pages of 3x3 remote tiles; last-N: placeholders for the videos the server does not forward.
+const gallery = new Gallery(document.getElementById('grid'), (msg) => !!call && call.signaling.send(msg), {
+  onForwarded: () => roster.refreshAll(),
+});
+diemcau.gallery = gallery;
 const roster = new Roster(document.getElementById('grid'), diemcau.participants, {
-  videoBlocked: () => diemcau.bandwidth.down.audio_only,
+  videoBlocked: (id) => diemcau.bandwidth.down.audio_only || !gallery.forwards(id),
   onChange: () => {
     updateCount();
+    gallery.layout();
     markPinned($('grid'), diemcau.pinned);
     if (call && call.reporter) call.reporter.schedule();
   },
@@ -88,6 +95,7 @@ function onMutedByHost(c, kind) {
 function setPinned(id) {
   diemcau.pinned = id || null;
   markPinned($('grid'), diemcau.pinned);
+  gallery.setPinned(diemcau.pinned);
   if (call && call.reporter) call.reporter.schedule();
 }
 
@@ -194,6 +202,7 @@ function teardown(c) {
   setLocked(false);
   setRecording(false, { announce: false });
   diemcau.pinned = null;
+  gallery.reset();
   roster.soundBlocked = false;
   diemcau.bandwidth = initialBandwidth();
   diemcau.audioOnly = false;
@@ -251,6 +260,8 @@ async function join(room, name) {
     .on('bandwidth', (m) => { if (call === c) onBandwidth(m); })
     .on('muted_by_host', (m) => { if (call === c) onMutedByHost(c, m.kind); })
     .on('pinned', (m) => { if (call === c) setPinned(m.participant_id); })
+    .on('speakers', (m) => { if (call === c) gallery.setSpeakers(m.participant_ids); })
+    .on('forwarded', (m) => { if (call === c) gallery.setForwarded(m.participant_ids, m.last_n); })
     .on('room_locked', (m) => { if (call === c) setLocked(m.locked); })
     .on('recording', (m) => { if (call === c) setRecording(m.active, { error: m.error || null }); })
     .on('joined', (m) => { if (call === c && c.admit) c.admit(m); })
@@ -264,7 +275,7 @@ async function join(room, name) {
       // Not shown: a refused trickled candidate (ICE still finds a path, or says 'failed'),
       // a refused `tiles` hint, a refused `join` (the join form shows it), or a message type
       // this server does not know (an older server).
-      if (['ice', 'tiles', 'join', 'quality'].includes(m.ref) || m.code === 'unknown-type') {
+      if (['ice', 'tiles', 'join', 'quality', 'shown'].includes(m.ref) || m.code === 'unknown-type') {
         console.warn(`server refused a message: [${m.code}] ${m.message}`);
       } else showError(m.code, m.message);
     })
@@ -318,6 +329,7 @@ async function join(room, name) {
   extras.joined({ selfId: joined.participant_id, role: joined.role, name, meeting: joined.meeting });
   setState('joined');
   c.reporter.start();
+  gallery.start();
   renderControls();
   $('joining-label').hidden = true;
   $('room-label').textContent = joined.room || room;

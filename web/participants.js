@@ -7,7 +7,8 @@ export class Roster {
    * @param {HTMLElement} grid
    * @param {object} participants id -> {id, name, muted: {audio, video}, stream}; kept in place
    * @param {object} opts
-   * @param {() => boolean} [opts.videoBlocked] true while the server sends us no video at all
+   * @param {(id: string) => boolean} [opts.videoBlocked] true while the server sends us no video
+   *   of participant `id` (audio-only, or not among the videos it forwards: last-N)
    * @param {() => void} [opts.onChange] participants, tracks or mute states changed
    * @param {(blocked: boolean) => void} [opts.onSoundBlocked] autoplay with sound refused / allowed
    */
@@ -37,7 +38,7 @@ export class Roster {
 
   /** Whether the tile of `p` shows video (else its placeholder). */
   showsVideo(p) {
-    return this.publishesVideo(p) && !this.videoBlocked()
+    return this.publishesVideo(p) && !this.videoBlocked(p.id)
       && p.stream.getVideoTracks().some((tr) => !tr.muted);
   }
 

@@ -59,6 +59,8 @@ class DownlinkPolicy:
     tiles: dict[str, Tile] = field(default_factory=dict)  # by publishing participant id
     pinned: set[str] = field(default_factory=set)
     speakers: set[str] = field(default_factory=set)
+    # Last-N (sfu/policy/last_n.py): whose video this subscriber receives; None: everyone's.
+    forwarded: frozenset[str] | None = None
     can_probe: bool = False
     _last_probe: float = float("-inf")
     _probe_interval: float = PROBE_INTERVAL_S
@@ -76,8 +78,10 @@ class DownlinkPolicy:
         owner = producer.participant_id
         tile = self.tiles.get(owner)
         top = len(producer.layers) - 1
-        if tile is None:
-            max_layer: int | None = top  # no layout reported (e.g. a non-browser client)
+        if not self.forwards(owner):
+            max_layer: int | None = None
+        elif tile is None:
+            max_layer = top  # no layout reported (e.g. a non-browser client)
         elif not tile.visible:
             max_layer = None
         else:
@@ -97,6 +101,16 @@ class DownlinkPolicy:
             current=consumer.target_layer if consumer.pause_reason is None else None,
             tile_area=tile.width * tile.height if tile else 0,
         )
+
+    def forwards(self, owner: str) -> bool:
+        """Is ``owner``'s video among those this subscriber receives (last-N)?"""
+        return self.forwarded is None or owner in self.forwarded
+
+    def _hidden(self, consumer: Consumer) -> PauseReason:
+        """Why a consumer without a layer to fill is paused (not for lack of bandwidth)."""
+        if self.forwards(consumer.producer.participant_id):
+            return PauseReason.NOT_VISIBLE
+        return PauseReason.NOT_IN_LAST_N
 
     def decide(
         self, estimate_bps: float | None, consumers: Sequence[Consumer], now: float,
@@ -118,7 +132,7 @@ class DownlinkPolicy:
             targets = {c: (None, PauseReason.BANDWIDTH) for c in video}
         elif estimate_bps is None:
             # No estimate yet: lowest layers, which start fast; the estimate follows.
-            targets = {c: (0 if d.max_layer is not None else None, PauseReason.NOT_VISIBLE)
+            targets = {c: (0, None) if d.max_layer is not None else (None, self._hidden(c))
                        for c, d in demands.items()}
         else:
             budget = estimate_bps - audio_count * AUDIO_RESERVE_BPS
@@ -131,7 +145,7 @@ class DownlinkPolicy:
             grants = allocate(budget, list(demands.values()))
             for consumer, demand in demands.items():
                 layer = grants[demand.key]
-                why = PauseReason.NOT_VISIBLE if demand.max_layer is None else PauseReason.BANDWIDTH
+                why = self._hidden(consumer) if demand.max_layer is None else PauseReason.BANDWIDTH
                 targets[consumer] = (layer, why if layer is None else None)
         decision = Decision(targets, audio_only, reason, (audio_only, reason) != self._reported)
         self._reported = (audio_only, reason)

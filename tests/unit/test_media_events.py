@@ -23,6 +23,7 @@ from sfu.events import (
     SubscribeOffer,
     TrackDescription,
     TrackMuted,
+    VideosForwarded,
 )
 from sfu.plane import MediaPlane
 from sfu.types import Kind
@@ -38,6 +39,8 @@ CASES = [
      {"type": "track_muted", "participant_id": "p1", "kind": "video", "muted": True}),
     (Pinned(None), {"type": "pinned", "participant_id": None}),
     (Speakers(("a", "b")), {"type": "speakers", "participant_ids": ["a", "b"]}),
+    (VideosForwarded(("b", "a"), 9),
+     {"type": "forwarded", "participant_ids": ["b", "a"], "last_n": 9}),
     (SubscribeOffer("v=0\r\n", {"0": TrackDescription("p1", "audio", "s1")}),
      {"type": "subscribe_offer", "sdp": "v=0\r\n",
       "tracks": {"0": {"participant_id": "p1", "kind": "audio", "stream_id": "s1"}}}),

@@ -22,6 +22,7 @@ from signaling.messages import (
     ProtocolError,
     Publish,
     Quality,
+    Shown,
     SubscribeAnswer,
     Tiles,
     TileSize,
@@ -37,6 +38,10 @@ VALID = [
                                            "visible": False}]},
      Tiles(tiles=[TileSize("p1", 640, 360, False)])),
     ("tiles empty", {"type": "tiles", "tiles": []}, Tiles(tiles=[])),
+    ("shown", {"type": "shown", "participant_ids": ["p1", "p2"]},
+     Shown(participant_ids=["p1", "p2"])),
+    ("shown 64", {"type": "shown", "participant_ids": ["p"] * 64},
+     Shown(participant_ids=["p"] * 64)),
     ("audio_only", {"type": "audio_only", "enabled": True}, AudioOnly(enabled=True)),
     ("uplink", {"type": "uplink", "available_bps": 2500000}, Uplink(available_bps=2500000)),
     # (id, message as a Python object, expected struct)
@@ -110,7 +115,7 @@ def test_valid_messages(message: dict, expected: object) -> None:
 def test_every_documented_type_has_a_valid_case() -> None:
     assert set(MESSAGE_TYPES) == {"join", "publish", "subscribe_answer", "ice", "mute", "tiles",
                                   "audio_only", "uplink", "leave", "ping", "chat",
-                                  "chat_delete", "hand", "quality", "documents"}
+                                  "chat_delete", "hand", "quality", "documents", "shown"}
     assert {c[1]["type"] for c in VALID} == set(MESSAGE_TYPES)
 
 
@@ -272,6 +277,13 @@ BAD_MESSAGE = [
      "mute"),
     ("mute: muted is 1", {"type": "mute", "kind": "audio", "muted": 1}, "`$.muted`", "mute"),
     ("mute: muted is null", {"type": "mute", "kind": "audio", "muted": None}, "`$.muted`", "mute"),
+    ("shown: no ids", {"type": "shown"}, "`participant_ids`", "shown"),
+    ("shown: 65 ids", {"type": "shown", "participant_ids": ["p"] * 65}, "`$.participant_ids`",
+     "shown"),
+    ("shown: id too long", {"type": "shown", "participant_ids": ["p" * 65]},
+     "`$.participant_ids[0]`", "shown"),
+    ("shown: id is a number", {"type": "shown", "participant_ids": [1]},
+     "`$.participant_ids[0]`", "shown"),
     ("ping: id is a bool", {"type": "ping", "id": True}, "`$.id`", "ping"),
     ("ping: id is a float", {"type": "ping", "id": 1.5}, "`$.id`", "ping"),
     ("ping: id is a list", {"type": "ping", "id": [1]}, "`$.id`", "ping"),
