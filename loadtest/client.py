@@ -67,8 +67,12 @@ class SyntheticParticipant:
         ice_addresses: list[str] | None = None,
         video_track_factory: Callable[[], MediaStreamTrack] | None = None,
         remb: bool = True,
+        source_address: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # The signaling socket's own address (another 127.x.y.z): many people from many homes,
+        # as the server's per-address limits see them.
+        self.source_address = source_address
         self.room = room
         self.name = name
         self.audio = audio
@@ -109,7 +113,9 @@ class SyntheticParticipant:
     # -- signaling -------------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        self._session = aiohttp.ClientSession()
+        connector = None if self.source_address is None else aiohttp.TCPConnector(
+            local_addr=(self.source_address, 0))
+        self._session = aiohttp.ClientSession(connector=connector)
         ws_url = self.base_url.replace("http", "ws", 1) + "/ws"
         self._ws = await self._session.ws_connect(ws_url, max_msg_size=8 << 20)
         self._reader = asyncio.ensure_future(self._read_forever())

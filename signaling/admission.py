@@ -172,7 +172,11 @@ class Admission:
             self._limit(socket_keys + address_keys, now)
             room = await self.store.find_room(room_name)
             if self.cluster is not None and (room is not None or self.open_rooms):
-                await self.cluster.check_placement(room_name)  # before a credential is spent
+                try:  # before any credential is spent
+                    await self.cluster.check_placement(room_name)
+                except JoinRefused:  # a redirect (or no Redis) is no failed attempt
+                    self.limiter.refund_all(address_keys, now)
+                    raise
             principal = await self._authenticate(room_name, room, credentials, address, now)
             await self._check_not_removed(room_name, room, principal.identity, now)
             self.limiter.refund_all(address_keys, now)  # the credentials hold
