@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--recording-retention-days", type=float, default=None, metavar="DAYS",
                        help="delete recordings older than DAYS (checked hourly, logged); "
                             "default: keep them")
+    serve.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                       help="SFU worker processes, each owning whole rooms (default: the "
+                            "number of cores); 0 or 1: media in the signaling process")
     serve.add_argument("--log-level", default="info")
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
@@ -126,7 +130,7 @@ def serve(args: argparse.Namespace) -> None:
         metrics_host=args.metrics_host if args.metrics_port else None,
         metrics_port=args.metrics_port, tls=tls, join_timeout_s=args.join_timeout,
         max_unjoined_per_address=args.max_unjoined_per_address, record_all=args.record_all,
-        recording_retention_days=args.recording_retention_days,
+        recording_retention_days=args.recording_retention_days, workers=max(0, args.workers),
         media=MediaConfig(
             ice_addresses=tuple(args.ice_addresses) if args.ice_addresses else None,
             port_range=args.rtc_port_range, ice_servers=tuple(args.ice_servers),

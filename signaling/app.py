@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from recorder.track_writer import WriterError
 from sfu.plane import MediaPlane
+from sfu.plane_pool import WorkerPool
 from sfu.worker import Worker
 from signaling.api import add_api_routes
 from signaling.config import Config
@@ -129,7 +130,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
-    worker: MediaPlane = Worker(app[CONFIG].media)  # in this process; one interface for all
+    config = app[CONFIG]
+    worker: MediaPlane
+    if config.workers > 1:  # a process per core, each owning whole rooms (sfu/plane_pool.py)
+        pool = WorkerPool(config.media, config.workers,
+                          logging.getLevelName(logging.getLogger().getEffectiveLevel()))
+        await pool.open()
+        worker = pool
+    else:
+        worker = Worker(config.media)  # in this process; one interface for all
     worker.start()
     app[MEDIA_PLANE] = worker
     app[REGISTRY] = make_registry(worker, app[REFUSALS])
@@ -151,6 +160,13 @@ async def recording_ctx(app: web.Application) -> AsyncIterator[None]:
                                notify, record_all=app[CONFIG].record_all,
                                retention_s=retention * 86400 if retention else None)
     app[RECORDINGS] = service
+    plane = app[MEDIA_PLANE]
+    if isinstance(plane, WorkerPool):  # a lost worker's rooms end: finish their recordings
+
+        def room_lost(room: str) -> None:
+            asyncio.ensure_future(service.on_left(room))
+
+        plane.on_room_lost.append(room_lost)
     app[CONTROL].recordings = service
     app[REGISTRY].register(RecordingCollector(service.failures,
                                               tuple(error.value for error in WriterError)))

@@ -44,5 +44,8 @@ class Config:
     recording_retention_days: float | None = None
     """Recordings older than this many days are deleted (logged); None keeps them."""
     """Record every room while anyone is in it (the plans record every meeting)."""
+    workers: int = 0
+    """SFU worker processes (each owns whole rooms); 0 or 1: the media plane runs in this
+    process (``diemcau serve`` defaults to the number of cores)."""
     tls: bool = False
     """The listener speaks HTTPS (HSTS is sent)."""
