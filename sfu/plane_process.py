@@ -99,7 +99,9 @@ class WorkerProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             proc = await asyncio.create_subprocess_exec(
+                # The slot index last: `ps` shows which worker a process is.
                 sys.executable, "-c", _BOOT, str(theirs.fileno()), _SOURCE_ROOT,
+                f"diemcau-media-worker={index}",
                 pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL)
         except BaseException:
             ours.close()

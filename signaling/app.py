@@ -75,9 +75,13 @@ async def static_file(request: web.Request) -> web.FileResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    stats = request.app[MEDIA_PLANE].stats()
-    return web.json_response({"status": "ok", "rooms": stats.rooms,
-                              "participants": stats.participants})
+    plane = request.app[MEDIA_PLANE]
+    stats = plane.stats()
+    body: dict[str, object] = {"status": "ok", "rooms": stats.rooms,
+                               "participants": stats.participants}
+    if isinstance(plane, WorkerPool):  # each worker process's pid; null while it restarts
+        body["media_workers"] = plane.pids()
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
