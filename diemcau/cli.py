@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_recording_arguments(bench_commands.add_parser(
         "recording", help="server CPU recorded vs not; recorder memory under a slow disk"))
+    from bench.workers import add_arguments as add_bench_workers_arguments
+
+    add_bench_workers_arguments(bench_commands.add_parser(
+        "workers", help="many 10-person rooms: forwarded packets/s, 1 process vs N workers"))
     loadtest = commands.add_parser(
         "loadtest", help="synthetic meetings: quality under load, room capacity, room limit")
     from loadtest.report import add_arguments as add_loadtest_arguments
@@ -202,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.recording import run_cli as run_bench_recording
 
         return run_bench_recording(args)
+    elif args.command == "bench" and args.bench == "workers":
+        from bench.workers import run_cli as run_bench_workers
+
+        return run_bench_workers(args)
     elif args.command == "bench":
         from bench.forward import run_cli
 
