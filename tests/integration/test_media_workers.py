@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from loadtest.client import SyntheticParticipant, wait_until
+from recorder.archive import verify
+from recorder.manifest import MANIFEST_NAME, RECORDINGS_DIR, Manifest, read_manifest
 from tests.serverproc import running_server
 
 pytestmark = pytest.mark.media
@@ -142,3 +144,46 @@ def _not_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def manifests(data_dir: Path) -> dict[str, Manifest]:
+    """Recordings by room (one each here)."""
+    folder = data_dir / RECORDINGS_DIR
+    found = {}
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if (path / MANIFEST_NAME).is_file():
+                manifest = read_manifest(path / MANIFEST_NAME)
+                found[manifest.room] = manifest
+    return found
+
+
+async def test_a_lost_worker_finishes_its_rooms_recording_cleanly(tmp_path: Path) -> None:
+    """Recording runs in signaling (the worker forwards the rewritten RTP): a worker killed
+    mid-meeting leaves a closed, verifiable recording, and the other room's goes on."""
+    data = tmp_path / "data"
+    with running_server(tmp_path, extra_args=["--workers", "2", "--record-all"]) as server:
+        url = server.base_url
+        room_a = [SyntheticParticipant(url, "ghi-a", name) for name in ("An", "Binh")]
+        room_b = [SyntheticParticipant(url, "ghi-b", name) for name in ("Chi", "Dung")]
+        try:
+            for person in (room_a[0], room_b[0], room_a[1], room_b[1]):
+                await person.join()
+            assert await wait_until(lambda: meeting(room_a) and meeting(room_b), 40)
+
+            def four_tracks_each() -> bool:
+                found = manifests(data)
+                return all(room in found and len(found[room].tracks) == 4
+                           for room in ("ghi-a", "ghi-b"))
+
+            assert await wait_until(four_tracks_each, 20), manifests(data)
+            os.kill(ready_workers(url)[0] or 0, signal.SIGKILL)
+            assert await wait_until(lambda: manifests(data)["ghi-a"].state != "recording", 20)
+            assert manifests(data)["ghi-b"].state == "recording"
+            closed = manifests(data)["ghi-a"]
+            assert closed.state == "complete", closed
+            assert verify(data, closed.id) == (True, None)
+            assert all((track.bytes or 0) > 0 for track in closed.tracks.values()), closed.tracks
+        finally:
+            await asyncio.gather(*(p.leave() for p in room_a + room_b), return_exceptions=True)
+        assert await wait_until(lambda: manifests(data)["ghi-b"].state != "recording", 20)
