@@ -47,6 +47,8 @@ CALL_S = 30.0
 """Deadline of one answered call (publish, ICE candidate, leave)."""
 HUNG_S = 10.0
 """A worker not heard from for this long (stats come every 0.5 s) is killed."""
+CHECK_S = 1.0
+"""How often the watchdog looks."""
 MAX_BUFFERED = 32 << 20
 """Bytes of calls a worker has not read, past which it is declared hung."""
 SHUTDOWN_S = 12.0
@@ -83,6 +85,7 @@ class WorkerProcess:
         self.last_heard = loop.time()
         self._reader_task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._last_check = self.last_heard
 
     @property
     def pid(self) -> int:
@@ -123,7 +126,8 @@ class WorkerProcess:
             raise
         worker.last_heard = worker._loop.time()
         worker._reader_task = asyncio.ensure_future(worker._read_forever())
-        worker._watchdog = worker._loop.call_later(1.0, worker._check)
+        worker._last_check = worker._loop.time()
+        worker._watchdog = worker._loop.call_later(CHECK_S, worker._check)
         return worker
 
     # -- out --------------------------------------------------------------------------------------
@@ -188,11 +192,16 @@ class WorkerProcess:
         self._watchdog = None
         if self.lost is not None:
             return
-        silent = self._loop.time() - self.last_heard
-        if silent > HUNG_S:
+        now = self._loop.time()
+        # If this process itself did not run for a while (a busy machine), the worker's frames
+        # may be waiting unread in our socket: judge it only after the reader had its turn.
+        stalled = now - self._last_check > CHECK_S + 1.0
+        self._last_check = now
+        silent = now - self.last_heard
+        if silent > HUNG_S and not stalled:
             self.lose(f"hung: silent for {silent:.1f} s")
             return
-        self._watchdog = self._loop.call_later(1.0, self._check)
+        self._watchdog = self._loop.call_later(CHECK_S, self._check)
 
     # -- the end ----------------------------------------------------------------------------------
 
