@@ -369,6 +369,7 @@ class WorkerPool:
             stats.producers += report.producers
             stats.consumers += report.consumers
             stats.totals.update(report.totals)  # float seconds too
+            stats.totals["recorder_packets_shed"] += report.local_dropped
             stats.paused.update(report.paused)
             stats.datagram_drops.update(report.datagram_drops)
             for key, value in report.audio_only.items():
@@ -432,6 +433,7 @@ class WorkerPool:
         self.workers_lost += 1
         if slot.stats is not None:  # counters stay monotonic across the loss
             self.retired.update(slot.stats.totals)  # float seconds too
+            self.retired["recorder_packets_shed"] += slot.stats.local_dropped
             self.retired_drops.update(slot.stats.datagram_drops)
         slot.stats = None
         lost = [self.rooms.pop(name) for name in sorted(slot.rooms) if name in self.rooms]

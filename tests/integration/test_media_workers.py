@@ -115,6 +115,9 @@ async def test_killing_one_worker_ends_only_its_room(tmp_path: Path) -> None:
 
             assert await wait_until(restarted, 30), (ready_workers(url), workers)
             assert media_workers(server.proc.pid) == dict(enumerate(ready_workers(url)))
+            with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+                metrics = response.read().decode()
+            assert "diemcau_media_workers_lost_total 1.0" in metrics
 
             # A new room meets afterwards (placed on the restarted, empty worker).
             for person in room_c:
