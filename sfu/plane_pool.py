@@ -101,9 +101,35 @@ _REMOTE_ERRORS: dict[str, type[Exception]] = {
 }
 
 
+_BUILTIN_ERRORS: dict[str, type[Exception]] = {cls.__name__: cls for cls in (
+    ValueError, AssertionError, KeyError, IndexError, LookupError, TypeError, AttributeError,
+    RuntimeError, OverflowError, UnicodeError, NotImplementedError)}
+_remote_types: dict[tuple[str, type[Exception]], type[Exception]] = {}
+MAX_REMOTE_TYPES = 64
+
+
+def _text(self: BaseException) -> str:
+    return str(self.args[0]) if self.args else ""
+
+
+def remote_exception(reply: Reply) -> Exception:
+    """The worker's exception as signaling would have seen it in one process: an instance of
+    the same kind (our own classes, or the builtin one), with the same class name and text
+    (the session's error messages quote both)."""
+    base = _REMOTE_ERRORS.get(reply.error or "") or _BUILTIN_ERRORS.get(reply.exception,
+                                                                         RuntimeError)
+    name = reply.exception if reply.exception.isidentifier() else base.__name__
+    cls = _remote_types.get((name, base))
+    if cls is None:
+        if len(_remote_types) >= MAX_REMOTE_TYPES:
+            return base(reply.message)
+        cls = _remote_types[(name, base)] = type(name, (base,), {"__str__": _text})
+    return cls(reply.message)
+
+
 def _raise_for(reply: Reply) -> None:
     if reply.error is not None:
-        raise _REMOTE_ERRORS.get(reply.error, RuntimeError)(reply.message)
+        raise remote_exception(reply)
 
 
 @dataclass(eq=False)

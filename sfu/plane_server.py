@@ -139,10 +139,8 @@ _ERRORS: tuple[tuple[type[Exception], str], ...] = (
 
 
 def error_reply(call_id: int, exc: Exception) -> Reply:
-    for cls, name in _ERRORS:
-        if isinstance(exc, cls):
-            return Reply(call_id, error=name, message=str(exc)[:500])
-    return Reply(call_id, error="error", message=f"{type(exc).__name__}: {exc}"[:500])
+    kind = next((name for cls, name in _ERRORS if isinstance(exc, cls)), "error")
+    return Reply(call_id, error=kind, message=str(exc)[:500], exception=type(exc).__name__[:60])
 
 
 class PlaneServer:

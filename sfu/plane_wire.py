@@ -175,6 +175,7 @@ class Reply(_Report, tag="reply"):
     value: str | None = None
     error: str | None = None
     message: str = ""
+    exception: str = ""  # the exception's class name: signaling raises one of the same name
 
 
 class Event(_Report, tag="event"):

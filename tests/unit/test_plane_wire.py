@@ -30,6 +30,9 @@ from sfu.events import (
     TrackDescription,
     TrackMuted,
 )
+from sfu.plane import BadDescription, NotDescribed, UnknownParticipant
+from sfu.plane_pool import remote_exception
+from sfu.plane_server import error_reply
 from sfu.plane_wire import (
     EVENT_TYPES,
     MAX_FRAME,
@@ -68,6 +71,7 @@ from sfu.plane_wire import (
 from sfu.policy.downlink import Tile
 from sfu.types import Codec, Kind
 from sfu.worker import MediaConfig
+from signaling.session import _describe as describe
 from tests.unit.fuzz.helpers import FUZZ
 
 EVENTS: list[MediaEvent] = [
@@ -254,3 +258,31 @@ def test_mutated_messages_raise_only_value_error() -> None:
                 other = rng.choice(valid)
                 raw = raw[:rng.randrange(len(raw))] + other[rng.randrange(len(other)):]
         check(bytes(raw))
+
+
+class InvalidStateError(Exception):
+    """Named like aiortc's: not a builtin, so it arrives as a RuntimeError of the same name."""
+
+
+@pytest.mark.parametrize("exc", [
+    ValueError("SDP must start with v=0"),
+    AssertionError(),
+    KeyError("mid"),
+    IndexError("list index out of range"),
+    UnknownParticipant("p1"),
+    NotDescribed("no subscriber description yet for ICE"),
+    BadDescription("bad answer"),
+    InvalidStateError("RTCPeerConnection is closed"),
+], ids=lambda e: type(e).__name__)
+def test_a_workers_exception_reads_the_same_in_signaling(exc: Exception) -> None:
+    """The session quotes an exception's class name and text (``_describe``): through a worker
+    they read exactly as in one process, and our own classes are still caught as such."""
+    reply = decode_report(body(frame(error_reply(3, exc))))
+    assert isinstance(reply, Reply) and reply.id == 3
+    again = remote_exception(reply)
+    assert type(again).__name__ == type(exc).__name__
+    assert str(again) == str(exc)
+    assert describe(again) == describe(exc)
+    for cls in (UnknownParticipant, NotDescribed, BadDescription, ValueError, KeyError,
+                AssertionError):
+        assert isinstance(again, cls) == isinstance(exc, cls)
