@@ -384,14 +384,16 @@ class WorkerPool:
         return live.state() if live is not None else None
 
     def stats(self) -> PlaneStats:
+        # Rooms and participants from the pool's own view (current at once, as in one
+        # process); the rest as each worker last reported it (every STATS_INTERVAL_S).
         stats = PlaneStats(rooms=len(self.rooms), totals=Counter(self.retired),
-                           datagram_drops=Counter(self.retired_drops))
+                           datagram_drops=Counter(self.retired_drops),
+                           participants=sum(len(r.participants) for r in self.rooms.values()))
         stats.totals["workers_lost"] = self.workers_lost
         for slot in self.slots:
             report = slot.stats
             if report is None:
                 continue
-            stats.participants += report.participants
             stats.producers += report.producers
             stats.consumers += report.consumers
             stats.totals.update(report.totals)  # float seconds too
