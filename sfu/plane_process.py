@@ -124,11 +124,14 @@ class WorkerProcess:
             worker._kill()
             writer.close()
             raise
-        worker.last_heard = worker._loop.time()
-        worker._reader_task = asyncio.ensure_future(worker._read_forever())
-        worker._last_check = worker._loop.time()
-        worker._watchdog = worker._loop.call_later(CHECK_S, worker._check)
+        worker.start_reading()
         return worker
+
+    def start_reading(self) -> None:
+        """Read reports and watch for silence from now on (``spawn`` calls it once ready)."""
+        self.last_heard = self._last_check = self._loop.time()
+        self._reader_task = asyncio.ensure_future(self._read_forever())
+        self._watchdog = self._loop.call_later(CHECK_S, self._check)
 
     # -- out --------------------------------------------------------------------------------------
 

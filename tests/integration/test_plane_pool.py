@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
+import struct
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -19,7 +21,8 @@ from sfu import plane_pool, plane_process
 from sfu.events import LeaveReason, MediaEvent, Pinned, Removed, TrackMuted
 from sfu.plane import UnknownParticipant
 from sfu.plane_pool import MediaUnavailable, WorkerPool
-from sfu.plane_process import WorkerLost
+from sfu.plane_process import WorkerLost, WorkerProcess
+from sfu.plane_wire import MAX_FRAME, Join, Ready, Reply, frame
 from sfu.types import Kind
 from sfu.worker import MediaConfig
 
@@ -150,3 +153,46 @@ async def test_restarts_are_bounded_then_rooms_go_to_the_others(
     assert await wait_until(lambda: removed(heard, "a1"), 10)
     with pytest.raises(MediaUnavailable):
         pool.join("b", "b1", "Binh", sink(heard, "b1"))  # type: ignore[arg-type]
+
+
+async def test_a_worker_that_sends_garbage_is_refused_frame_by_frame_then_cut_off() -> None:
+    """Signaling's side of the socket against a worker gone wrong (a stand-in process):
+    a frame that is not a known report is counted and dropped, a report about a room or a
+    call nobody asked for changes nothing, and a broken length ends the worker (killed)."""
+    ours, theirs = socket.socketpair()
+    proc = await asyncio.create_subprocess_exec("sleep", "60")
+    reader, writer = await asyncio.open_unix_connection(sock=ours)
+    reports: list[object] = []
+    lost: list[str] = []
+    worker = WorkerProcess(0, proc, reader, writer, lambda _w, r: reports.append(r),
+                           lambda _w, why: lost.append(why))
+    worker.start_reading()
+    try:
+        theirs.sendall(struct.pack(">I", 3) + b"\xc1\xc1\xc1")  # not msgpack
+        theirs.sendall(frame(Reply(99, value="nobody asked")))  # no such call
+        theirs.sendall(frame(Ready(1)))  # a real report: handed on
+        assert await wait_until(lambda: reports == [Ready(1)], 5), reports
+        assert worker.bad_reports == 1 and not lost
+        theirs.sendall(struct.pack(">I", MAX_FRAME + 1))
+        assert await wait_until(lambda: bool(lost), 5)
+        assert lost[0].startswith("broken stream")
+        assert await asyncio.wait_for(proc.wait(), 5) == -signal.SIGKILL
+        with pytest.raises(WorkerLost):
+            worker.send(Join("r", "p", "n"))
+    finally:
+        theirs.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_a_worker_drops_a_call_it_cannot_read_and_serves_the_next(pool: WorkerPool) -> None:
+    heard: Heard = defaultdict(list)
+    pool.join("a", "a1", "An", sink(heard, "a1"))  # type: ignore[arg-type]
+    process = pool.rooms["a"].slot.process
+    assert process is not None
+    process.writer.write(struct.pack(">I", 3) + b"\xc1\xc1\xc1")
+    process.writer.write(frame(Ready(5)))  # a report is not a call
+    pool.pin("a", "a1")
+    assert await wait_until(lambda: Pinned("a1") in heard["a1"], 10), heard
+    assert process.alive and pool.pids()[0] == process.pid
