@@ -143,6 +143,13 @@ def serve(args: argparse.Namespace) -> None:
             audio_only_recover_s=args.audio_only_recover_seconds,
         ),
     )
+    if config.workers > 1 and args.rtc_port_range:
+        from sfu.plane_pool import split_port_range
+
+        try:
+            split_port_range(args.rtc_port_range, config.workers)
+        except ValueError as exc:
+            raise SystemExit(f"diemcau: {exc}; widen --rtc-port-range or lower --workers") from None
     ssl_context = None
     if tls:
         from signaling.tls import self_signed, server_context

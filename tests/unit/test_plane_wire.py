@@ -31,7 +31,7 @@ from sfu.events import (
     TrackMuted,
 )
 from sfu.plane import BadDescription, NotDescribed, UnknownParticipant
-from sfu.plane_pool import remote_exception
+from sfu.plane_pool import remote_exception, split_port_range
 from sfu.plane_server import error_reply
 from sfu.plane_wire import (
     EVENT_TYPES,
@@ -286,3 +286,12 @@ def test_a_workers_exception_reads_the_same_in_signaling(exc: Exception) -> None
     for cls in (UnknownParticipant, NotDescribed, BadDescription, ValueError, KeyError,
                 AssertionError):
         assert isinstance(again, cls) == isinstance(exc, cls)
+
+
+def test_each_worker_gets_its_own_slice_of_the_port_range() -> None:
+    assert split_port_range((40000, 40999), 2) == [(40000, 40499), (40500, 40999)]
+    assert split_port_range((40000, 40010), 3) == [(40000, 40002), (40003, 40005),
+                                                   (40006, 40008)]
+    assert split_port_range(None, 2) == [None, None]
+    with pytest.raises(ValueError, match="too small for 4 media workers"):
+        split_port_range((40000, 40006), 4)
