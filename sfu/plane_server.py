@@ -270,7 +270,10 @@ async def serve(sock: socket.socket) -> None:
             except ValueError as exc:
                 logger.error("%s", exc)
                 continue
-            server.handle(call)
+            try:
+                server.handle(call)
+            except Exception:  # one call that fails must not end the worker's other rooms
+                logger.exception("%s failed", type(call).__name__)
             await asyncio.sleep(0)  # let a call's task start before the next call
     finally:
         heartbeat.cancel()
