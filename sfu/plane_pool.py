@@ -275,6 +275,14 @@ class WorkerPool:
             raise WorkerLost(f"the media worker of room {live.name!r} is gone")
         process.send(call)
 
+    def _send_or_drop(self, live: _Room, call: Join | SubscribeLocal) -> None:
+        """Send what may have just made the room: a room nobody entered is not kept."""
+        try:
+            self._send(live, call)
+        except WorkerLost:
+            self._drop_if_empty(live)
+            raise
+
     async def _call(self, live: _Room, make: Callable[[int], Leave | Publish | AddIce]) -> Reply:
         process = live.slot.process
         if process is None:
@@ -288,7 +296,7 @@ class WorkerPool:
     def join(self, room: str, participant_id: str, name: str, events: EventSink) -> RoomState:
         live = self._room_for(room)
         before = live.state()
-        self._send(live, Join(room, participant_id, name))
+        self._send_or_drop(live, Join(room, participant_id, name))
         live.participants[participant_id] = _Member(ParticipantState(participant_id, name),
                                                     events)
         return before
@@ -365,7 +373,7 @@ class WorkerPool:
     def subscribe_local(self, room: str, subscriber_id: str,
                         subscriber: LocalSubscriber) -> None:
         live = self._room_for(room)
-        self._send(live, SubscribeLocal(room, subscriber_id))
+        self._send_or_drop(live, SubscribeLocal(room, subscriber_id))
         live.local[subscriber_id] = _Local(subscriber)
 
     def unsubscribe_local(self, room: str, subscriber_id: str) -> None:
