@@ -74,6 +74,7 @@ class ServerWithWorkers(DiemcauTarget):
         super().__init__(None, ["--open-rooms", "--workers", str(workers),
                                 "--room-capacity", str(room_size + 1)])
         self.worker_pids: list[int] = []
+        self.samples: list[tuple[float, dict[str, float]]] = []  # (at, CPU s by process)
 
     async def sample(self) -> dict[str, float]:
         sample = await super().sample()
@@ -81,16 +82,31 @@ class ServerWithWorkers(DiemcauTarget):
         async with self.http.get(self.base_url + "/healthz") as response:
             health = await response.json()
         self.worker_pids = [pid for pid in health.get("media_workers", []) if pid]
-        pids = [self.server.pid, *self.worker_pids]
+        named = [("signaling", self.server.pid)] + [
+            (f"worker{index}", pid) for index, pid in enumerate(health.get("media_workers", []))
+            if pid]
         cpu = rss = 0.0
-        for pid in pids:
+        by_process: dict[str, float] = {}
+        for name, pid in named:
             try:
-                cpu += process_cpu_s(pid)
+                by_process[name] = process_cpu_s(pid)
                 rss += process_rss_mib(pid) * 1.048576  # MiB -> MB, as the load test prints
             except OSError:  # a worker that died meanwhile: its CPU is gone with it
                 continue
+            cpu += by_process[name]
         sample.update(cpu_s=cpu, rss_mb=rss)
+        self.samples.append((sample["at"], by_process))
         return sample
+
+    def cpu_pct_by_process(self) -> dict[str, float]:
+        """% of a core per server process over the measured window (first to last sample):
+        how the rooms spread over the cores."""
+        if len(self.samples) < 2:
+            return {}
+        (start, first), (end, last) = self.samples[0], self.samples[-1]
+        elapsed = max(1e-6, end - start)
+        return {name: round(100 * (last[name] - first.get(name, 0.0)) / elapsed, 1)
+                for name in last if name in first}
 
 
 def step_args(args: argparse.Namespace, rooms: int) -> argparse.Namespace:
@@ -124,6 +140,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 await target.stop()
             row.update(server_workers=workers, rooms=rooms,
+                       server_cpu_pct_by_process=target.cpu_pct_by_process(),
                        server_log_problems=target.problems()[:5])
             steps.append(row)
             print(summary_line(row), flush=True)
@@ -149,7 +166,8 @@ def summary_line(row: dict[str, Any]) -> str:
             f"{server['forwarded_packets_per_s']} pkt/s, loss p50/p95/overall "
             f"{loss.get('p50')}/{loss.get('p95')}/{loss.get('overall')} %, delay p95 "
             f"{row['delay_ms'].get('p95')} ms, server CPU {server['cpu_pct']} % "
-            f"({server['cpu_us_per_forwarded_packet']} us/fwd pkt), RSS {server['rss_mb']} MB, "
+            f"({server['cpu_us_per_forwarded_packet']} us/fwd pkt; by process "
+            f"{row.get('server_cpu_pct_by_process')}), RSS {server['rss_mb']} MB, "
             f"generator CPU {row['loadgen_cpu_pct']} %, machine {row['machine_cpu_pct']} %"
             + (f"  SLO broken: {'; '.join(row['breaches'])}" if row.get("breaches") else ""))
 

@@ -41,5 +41,7 @@ async def test_bench_workers_smoke() -> None:
     assert step["participants"] == 3 and step["server_workers"] == 2
     assert step["server"]["forwarded_packets_per_s"], step["server"]
     assert step["server"]["cpu_pct"] > 0, step["server"]
+    assert set(step["server_cpu_pct_by_process"]) == {"signaling", "worker0", "worker1"}
+    assert step["server_cpu_pct_by_process"]["worker0"] > 0, step  # the room's worker
     assert not step["server_log_problems"], step["server_log_problems"]
     assert set(document["best"]) == {"2"}
