@@ -132,10 +132,16 @@ async def test_killing_one_worker_ends_only_its_room(tmp_path: Path) -> None:
         assert "media worker 0 restarted" in log
 
 
-async def test_workers_exit_with_the_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+async def test_workers_exit_with_the_server(tmp_path: Path, how: str) -> None:
+    """A stopped server drains and closes its workers; a killed one leaves them an end of
+    stream, on which they exit too: no orphan keeps media ports open."""
     with running_server(tmp_path, extra_args=["--workers", "2"]) as server:
         pids = list(media_workers(server.proc.pid).values())
         assert len(pids) == 2 and sorted(pids) == sorted(ready_workers(server.base_url))
+        if how == "sigkill":
+            server.proc.kill()
+            server.proc.wait(10)
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{pid}").exists() and _not_zombie(pid) for pid in pids):
         assert time.monotonic() < deadline, f"worker processes {pids} outlived the server"
