@@ -85,6 +85,9 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
                                          "per start)")
     serve.add_argument("--audit-retention-days", metavar="DAYS",
                        help="prune audit trail rows older than DAYS (default 365)")
+    serve.add_argument("--workers", metavar="N",
+                       help="SFU worker processes, each owning whole rooms (default: the "
+                            "number of cores); 0 or 1: media in the signaling process")
     serve.add_argument("--log-level", help="debug, info (default), warning, error")
     serve.add_argument("--log-format", choices=["text", "json"],
                        help="json: one object a line, with room and participant ids")
@@ -126,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_recording_arguments(bench_commands.add_parser(
         "recording", help="server CPU recorded vs not; recorder memory under a slow disk"))
+    from bench.workers import add_arguments as add_bench_workers_arguments
+
+    add_bench_workers_arguments(bench_commands.add_parser(
+        "workers", help="many 10-person rooms: forwarded packets/s, 1 process vs N workers"))
     loadtest = commands.add_parser(
         "loadtest", help="synthetic meetings: quality under load, room capacity, room limit")
     from loadtest.report import add_arguments as add_loadtest_arguments
@@ -155,6 +162,13 @@ def serve(args: argparse.Namespace) -> None:
     configure_logging(settings.log_level, settings.log_format)
     config = settings_module.to_config(settings)
     private_dir(config.data_dir)
+    if config.workers > 1 and config.media.port_range is not None:
+        from sfu.plane_pool import split_port_range
+
+        try:
+            split_port_range(config.media.port_range, config.workers)
+        except ValueError as exc:
+            raise SystemExit(f"diemcau: {exc}; widen --rtc-port-range or lower --workers") from None
     ssl_context = None
     if config.tls:
         from signaling.tls import self_signed, server_context
@@ -226,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.recording import run_cli as run_bench_recording
 
         return run_bench_recording(args)
+    elif args.command == "bench" and args.bench == "workers":
+        from bench.workers import run_cli as run_bench_workers
+
+        return run_bench_workers(args)
     elif args.command == "bench":
         from bench.forward import run_cli
 

@@ -122,7 +122,9 @@ class ServerProcess:
         return self.proc.pid
 
     def command(self) -> list[str]:
-        return [sys.executable, *self.python_args, "-m", "diemcau", "serve",
+        # One process unless serve_args say otherwise (--workers N): the CPU and memory these
+        # tools read (/proc of this pid, its /metrics) are that process's.
+        return [sys.executable, *self.python_args, "-m", "diemcau", "serve", "--workers", "1",
                 *self.serve_args, "--host", HOST, "--port", str(self.port),
                 "--data-dir", str(self.workdir / "data"),
                 "--ice-address", HOST, "--log-level", "warning",

@@ -25,6 +25,7 @@ class LeaveReason(enum.Enum):
     """Why the media plane itself ended a participant's presence."""
 
     SERVER_SHUTDOWN = "server-shutdown"
+    MEDIA_WORKER_LOST = "media-worker-lost"  # the room's worker process died or hung
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from recorder.track_writer import WriterError
 from sfu.plane import MediaPlane
+from sfu.plane_pool import WorkerPool
 from sfu.worker import Worker
 from signaling.api import add_api_routes
 from signaling.cluster.node import CLUSTER, ClusterNode
@@ -79,9 +80,13 @@ async def static_file(request: web.Request) -> web.FileResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    stats = request.app[MEDIA_PLANE].stats()
-    return web.json_response({"status": "ok", "rooms": stats.rooms,
-                              "participants": stats.participants})
+    plane = request.app[MEDIA_PLANE]
+    stats = plane.stats()
+    body: dict[str, object] = {"status": "ok", "rooms": stats.rooms,
+                               "participants": stats.participants}
+    if isinstance(plane, WorkerPool):  # each worker process's pid; null while it restarts
+        body["media_workers"] = plane.pids()
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -151,7 +156,15 @@ class PlaneQuality:
 
 
 async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
-    worker: MediaPlane = Worker(app[CONFIG].media)  # in this process; one interface for all
+    config = app[CONFIG]
+    worker: MediaPlane
+    if config.workers > 1:  # a process per core, each owning whole rooms (sfu/plane_pool.py)
+        pool = WorkerPool(config.media, config.workers,
+                          logging.getLevelName(logging.getLogger().getEffectiveLevel()))
+        await pool.open()
+        worker = pool
+    else:
+        worker = Worker(config.media)  # in this process; one interface for all
     worker.start()
     app[MEDIA_PLANE] = worker
     app[REGISTRY] = make_registry(worker, app[REFUSALS])
@@ -181,6 +194,13 @@ async def recording_ctx(app: web.Application) -> AsyncIterator[None]:
                                retention_s=retention * 86400 if retention else None)
     app[RECORDINGS] = service
     service.meetings = app[CONTROL].meetings
+    plane = app[MEDIA_PLANE]
+    if isinstance(plane, WorkerPool):  # a lost worker's rooms end: finish their recordings
+
+        def room_lost(room: str) -> None:
+            asyncio.ensure_future(service.on_left(room))
+
+        plane.on_room_lost.append(room_lost)
     app[CONTROL].recordings = service
     app[REGISTRY].register(RecordingCollector(service.failures,
                                               tuple(error.value for error in WriterError)))

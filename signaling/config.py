@@ -60,6 +60,9 @@ class Config:
     node_address: str | None = None
     """This node's base URL as clients reach it (a join at another node is sent here)."""
     node_id: str | None = None
+    workers: int = 0
+    """SFU worker processes (each owns whole rooms); 0 or 1: the media plane runs in this
+    process (``diemcau serve`` defaults to the number of cores)."""
     tls: bool = False
     """The listener speaks HTTPS (HSTS is sent)."""
     audit_retention_days: float = 365.0

@@ -42,6 +42,9 @@ class MediaPlaneCollector(Collector):
             ("audio_only_seconds", "audio_only_seconds",
              "Seconds subscribers spent receiving audio only"),
             ("probe_packets", "probe_packets", "Padding packets sent to probe bandwidth"),
+            ("media_workers_lost", "workers_lost", "SFU worker processes lost (died or hung)"),
+            ("recorder_packets_shed", "recorder_packets_shed",
+             "Recorded packets a worker process shed because signaling did not keep up"),
         ]
         for name, key, text in counters:
             yield CounterMetricFamily(f"diemcau_{name}", text, totals.get(key, 0))

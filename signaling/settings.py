@@ -66,6 +66,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     node_id: str | None = None
     audit_retention_days: Positive = 365.0
     last_n: Annotated[int, msgspec.Meta(ge=0, le=MAX_LAST_N)] = DEFAULT_LAST_N
+    workers: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """SFU worker processes; None: one per core."""
     room_last_n: list[str] = msgspec.field(default_factory=list)
     """``ROOM=N`` entries: ``last_n`` for one room."""
 
@@ -262,6 +264,7 @@ def to_config(settings: Settings) -> Config:
         recording_retention_days=settings.recording_retention_days,
         redis_url=settings.redis, node_address=settings.node_address, node_id=settings.node_id,
         audit_retention_days=settings.audit_retention_days,
+        workers=os.cpu_count() or 1 if settings.workers is None else settings.workers,
         media=MediaConfig(
             ice_addresses=tuple(settings.ice_addresses) or None, port_range=port_range,
             ice_servers=tuple(settings.ice_servers),

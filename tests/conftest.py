@@ -6,6 +6,7 @@ fails loudly instead of leaking traffic."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +35,8 @@ def _media_needs_private_namespace(request: pytest.FixtureRequest) -> None:
 def make_config(tmp_path: Path, **overrides: object) -> Config:
     media = MediaConfig(ice_addresses=("127.0.0.1",))
     overrides.setdefault("open_rooms", True)
+    # In-process media plane unless DIEMCAU_TEST_WORKERS asks for worker processes.
+    overrides.setdefault("workers", int(os.environ.get("DIEMCAU_TEST_WORKERS", "0")))
     return Config(data_dir=tmp_path, media=media, **overrides)  # type: ignore[arg-type]
 
 

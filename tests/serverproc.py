@@ -9,6 +9,7 @@ most START_TIMEOUT seconds, before any media flows).
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -27,6 +28,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0  # until /healthz answers 200 (a loaded machine imports aiortc slowly)
 STOP_TIMEOUT = 5.0  # after SIGTERM, then SIGKILL
 CLI = ("-m", "diemcau")
+TEST_WORKERS = os.environ.get("DIEMCAU_TEST_WORKERS", "0")
+"""`--workers` for test servers (before `extra_args`, which may override it): the media plane
+in-process (0) unless this variable asks for worker processes."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -107,7 +111,8 @@ def running_server(
     cmd = [sys.executable, *python_args, "serve", *(["--open-rooms"] if open_rooms else []),
            "--host", host, "--port", str(port), "--data-dir", str(data_dir),
            "--ice-address", ice_address or host,
-           *(["--log-level", log_level] if log_level else []), *extra_args]
+           *(["--log-level", log_level] if log_level else []), "--workers", TEST_WORKERS,
+           *extra_args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     server = Server(proc, host, port, log_path)

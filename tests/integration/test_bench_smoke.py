@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from bench.forward import RESULT_KEYS, bench, format_table
@@ -22,3 +24,24 @@ async def test_bench_forward_smoke() -> None:
     assert 700 < result["publisher_video_kbps"] < 1500, result  # ~1 Mbps replayed VP8
     assert not result["server_log_problems"], result["server_log_problems"]
     assert "srv CPU %" in format_table([result])
+
+
+@pytest.mark.timeout(120)
+async def test_bench_workers_smoke() -> None:
+    """`diemcau bench workers` in miniature: one room of 3 on `serve --workers 2`; the server's
+    CPU is read from every one of its processes."""
+    from bench.workers import add_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--server-workers", "2", "--rooms", "1", "--room-size", "3",
+                              "--duration", "2", "--generators", "0", "--quiet"])
+    document = await run(args)
+    [step] = document["runs"]["2"]
+    assert step["participants"] == 3 and step["server_workers"] == 2
+    assert step["server"]["forwarded_packets_per_s"], step["server"]
+    assert step["server"]["cpu_pct"] > 0, step["server"]
+    assert set(step["server_cpu_pct_by_process"]) == {"signaling", "worker0", "worker1"}
+    assert step["server_cpu_pct_by_process"]["worker0"] > 0, step  # the room's worker
+    assert not step["server_log_problems"], step["server_log_problems"]
+    assert set(document["best"]) == {"2"}

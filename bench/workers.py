@@ -1,0 +1,197 @@
+"""``diemcau bench workers``: many meetings at once, one media process vs worker processes.
+
+For each ``--server-workers`` value (default ``1,2``: ``serve --workers 1`` is today's single
+process, ``--workers 2`` two SFU worker processes behind signaling) and each ``--rooms`` count,
+a fresh ``diemcau serve`` gets R rooms of ``--room-size`` load-test participants at once
+(``loadtest``'s generator: pre-encoded simulcast VP8 + Opus, gallery tiles, REMB; spread over
+``--generators`` processes), settles, and measures ``--duration`` seconds: total forwarded
+packets per second (``/metrics``), loss and delay at the receivers, CPU of the server's
+processes (signaling plus every worker, utime + stime from ``/proc``) and of the generator.
+
+The comparison is at equal loss: for each server configuration, the highest forwarded
+packets/s among the steps whose loss and delay stayed within the load test's objectives (loss
+<= 1 %, delay p95 <= 150 ms, every video arriving); a configuration stops growing at its first
+step that breaks one. On a machine with few cores the generator competes with the server:
+its CPU is printed with every step.
+
+Media moves, so it runs in a private network namespace with only loopback::
+
+    unshare -n sh -c 'ip link set lo up; exec .venv/bin/diemcau bench workers \\
+        --rooms 2,4,6 --room-size 10 --duration 15 --json /tmp/workers.json'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from loadtest import report
+from loadtest.media import load_clip, load_simulcast_clips
+from loadtest.run import DiemcauTarget, run_fixed
+from loadtest.server import BenchError, process_cpu_s, process_rss_mib, require_private_namespace
+from signaling.eventloop import new_event_loop
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE_HELP = ("Run it in a private network namespace:\n  unshare -n sh -c 'ip link set lo up; "
+                  "exec .venv/bin/diemcau bench workers'")
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,2 not {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server-workers", type=int_list, default=[1, 2], metavar="LIST",
+                        help="serve --workers values to compare (default 1,2)")
+    parser.add_argument("--rooms", type=int_list, default=[2, 4], metavar="LIST",
+                        help="room counts, grown in this order (default 2,4)")
+    parser.add_argument("--room-size", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per step")
+    parser.add_argument("--generators", type=int, default=2,
+                        help="load generator processes (default 2)")
+    parser.add_argument("--downlink-kbps", type=int, default=20_000)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--quiet", action="store_true")
+
+
+class ServerWithWorkers(DiemcauTarget):
+    """The server under test, its CPU and memory summed over signaling and every worker process
+    (``/metrics`` describes the signaling process only)."""
+
+    def __init__(self, workers: int, room_size: int) -> None:
+        super().__init__(None, ["--open-rooms", "--workers", str(workers),
+                                "--room-capacity", str(room_size + 1)])
+        self.worker_pids: list[int] = []
+        self.samples: list[tuple[float, dict[str, float]]] = []  # (at, CPU s by process)
+
+    async def sample(self) -> dict[str, float]:
+        sample = await super().sample()
+        assert self.server is not None and self.http is not None
+        async with self.http.get(self.base_url + "/healthz") as response:
+            health = await response.json()
+        self.worker_pids = [pid for pid in health.get("media_workers", []) if pid]
+        named = [("signaling", self.server.pid)] + [
+            (f"worker{index}", pid) for index, pid in enumerate(health.get("media_workers", []))
+            if pid]
+        cpu = rss = 0.0
+        by_process: dict[str, float] = {}
+        for name, pid in named:
+            try:
+                by_process[name] = process_cpu_s(pid)
+                rss += process_rss_mib(pid) * 1.048576  # MiB -> MB, as the load test prints
+            except OSError:  # a worker that died meanwhile: its CPU is gone with it
+                continue
+            cpu += by_process[name]
+        sample.update(cpu_s=cpu, rss_mb=rss)
+        self.samples.append((sample["at"], by_process))
+        return sample
+
+    def cpu_pct_by_process(self) -> dict[str, float]:
+        """% of a core per server process over the measured window (first to last sample):
+        how the rooms spread over the cores."""
+        if len(self.samples) < 2:
+            return {}
+        (start, first), (end, last) = self.samples[0], self.samples[-1]
+        elapsed = max(1e-6, end - start)
+        return {name: round(100 * (last[name] - first.get(name, 0.0)) / elapsed, 1)
+                for name in last if name in first}
+
+
+def step_args(args: argparse.Namespace, rooms: int) -> argparse.Namespace:
+    """What ``loadtest.run.run_fixed`` reads, for one step."""
+    return argparse.Namespace(
+        rooms=rooms, participants=rooms * args.room_size, workers=args.generators,
+        downlink_kbps=args.downlink_kbps, uplink_kbps=20_000, added_delay_ms=0.0,
+        duration=args.duration, quiet=args.quiet, server_cores=1.0)
+
+
+def within_objectives(row: dict[str, Any]) -> bool:
+    """The load test's quality objectives, without its one-core CPU rule (that is the point)."""
+    return not [b for b in row.get("breaches", []) if not b.startswith("server CPU")]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    require_private_namespace(NAMESPACE_HELP)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, load_clip)
+    await loop.run_in_executor(None, load_simulcast_clips)
+    document: dict[str, Any] = {"tool": "diemcau bench workers", "room_size": args.room_size,
+                                "duration_s": args.duration, "generators": args.generators,
+                                "runs": {}, "best": {}}
+    for workers in args.server_workers:
+        steps: list[dict[str, Any]] = []
+        for rooms in args.rooms:
+            target = ServerWithWorkers(workers, args.room_size)
+            await target.start()
+            try:
+                row = await run_fixed(target, step_args(args, rooms), send_tiles=True)
+            finally:
+                await target.stop()
+            row.update(server_workers=workers, rooms=rooms,
+                       server_cpu_pct_by_process=target.cpu_pct_by_process(),
+                       server_log_problems=target.problems()[:5])
+            steps.append(row)
+            print(summary_line(row), flush=True)
+            if not within_objectives(row):
+                break
+        document["runs"][str(workers)] = steps
+        good = [s for s in steps if within_objectives(s)]
+        best = max(good, key=lambda s: s["server"]["forwarded_packets_per_s"] or 0.0,
+                   default=None)
+        document["best"][str(workers)] = None if best is None else {
+            "rooms": best["rooms"], "participants": best["participants"],
+            "forwarded_packets_per_s": best["server"]["forwarded_packets_per_s"],
+            "loss_pct": best["loss_pct"], "server_cpu_pct": best["server"]["cpu_pct"],
+            "loadgen_cpu_pct": best["loadgen_cpu_pct"]}
+    return document
+
+
+def summary_line(row: dict[str, Any]) -> str:
+    server = row["server"]
+    loss = row["loss_pct"]
+    return (f"workers={row['server_workers']} rooms={row['rooms']} "
+            f"participants={row['participants']}: forwarded "
+            f"{server['forwarded_packets_per_s']} pkt/s, loss p50/p95/overall "
+            f"{loss.get('p50')}/{loss.get('p95')}/{loss.get('overall')} %, delay p95 "
+            f"{row['delay_ms'].get('p95')} ms, server CPU {server['cpu_pct']} % "
+            f"({server['cpu_us_per_forwarded_packet']} us/fwd pkt; by process "
+            f"{row.get('server_cpu_pct_by_process')}), RSS {server['rss_mb']} MB, "
+            f"generator CPU {row['loadgen_cpu_pct']} %, machine {row['machine_cpu_pct']} %"
+            + (f"  SLO broken: {'; '.join(row['breaches'])}" if row.get("breaches") else ""))
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            document = runner.run(run(args))
+    except BenchError as exc:
+        print(f"diemcau bench workers: {exc}", file=sys.stderr)
+        return 2
+    for workers, steps in document["runs"].items():
+        print(f"serve --workers {workers}:")
+        print(report.format_rows(steps))
+    for workers, best in document["best"].items():
+        if best is None:
+            print(f"--workers {workers}: no step within the objectives")
+        else:
+            print(f"--workers {workers}: best within objectives {best['forwarded_packets_per_s']}"
+                  f" forwarded pkt/s ({best['rooms']} rooms, {best['participants']} participants,"
+                  f" loss {best['loss_pct'].get('overall')} %, server CPU "
+                  f"{best['server_cpu_pct']} %, generator CPU {best['loadgen_cpu_pct']} %)")
+    if args.json is not None:
+        args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,310 @@
+"""An SFU worker process: one ``Worker`` (whole rooms) served to signaling over a socket.
+
+Started by ``sfu/plane_pool.py`` as ``python -c ...`` with one end of a socketpair (its file
+descriptor number in argv). The first frame is a ``Hello`` with the media configuration; then
+every frame is a call of ``sfu/plane_wire.py``, applied to the in-process ``Worker`` in order.
+What the worker tells participants comes back as ``Event`` frames; a ``Stats`` frame every
+``STATS_INTERVAL_S`` is both the metrics and the heartbeat.
+
+Recording: a local subscriber of a room in this process is a stand-in that sends the track
+announcements, the RTP (already rewritten by the room's consumers) and the sender reports to
+signaling, where the ``RecordingService``'s own ``RoomRecorder`` writes the files. So a worker
+that dies takes no recording with it: signaling finishes the files cleanly.
+
+The process ends when signaling closes the socket (or dies), or after a ``Shutdown`` call.
+SIGINT and SIGTERM are ignored: a Ctrl-C or a service stop reaches the whole process group, and
+signaling drains the rooms first, then closes us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from aiortc.sdp import candidate_from_sdp
+
+from sfu.consumer import PacketWriter
+from sfu.events import MediaEvent
+from sfu.local_subscriber import TrackInfo
+from sfu.plane import BadDescription, NotDescribed, Target, UnknownParticipant
+from sfu.plane_wire import (
+    STATS_INTERVAL_S,
+    AddIce,
+    Call,
+    Hello,
+    Join,
+    Leave,
+    LocalRtp,
+    LocalSenderReport,
+    LocalTrack,
+    LocalTrackRemoved,
+    Pin,
+    Publish,
+    Ready,
+    Reply,
+    Report,
+    RequestKeyframe,
+    SetAudioOnly,
+    SetMuted,
+    SetShown,
+    SetTiles,
+    SetUplink,
+    Shutdown,
+    Stats,
+    SubscribeAnswer,
+    SubscribeLocal,
+    UnsubscribeLocal,
+    decode_call,
+    event_report,
+    frame,
+    read_frame,
+)
+from sfu.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+MAX_BUFFERED = 16 << 20
+"""Bytes waiting for signaling to read, past which recorder RTP is dropped (and counted)."""
+SHUTDOWN_S = 10.0
+"""How long a ``Shutdown`` may take to drain the rooms."""
+
+
+class Channel:
+    """The worker's side of the socket: frames out, with recorder RTP shed when signaling lags
+    (events are never shed: a lost ``SubscribeOffer`` would stall a participant)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.local_dropped = 0
+
+    def send(self, message: Report) -> None:
+        if self.writer.is_closing():
+            return
+        self.writer.write(frame(message))
+
+    def send_rtp(self, message: LocalRtp) -> bool:
+        if self.writer.is_closing() or \
+                self.writer.transport.get_write_buffer_size() > MAX_BUFFERED:
+            self.local_dropped += 1
+            return False
+        self.writer.write(frame(message))
+        return True
+
+
+class _RemoteFeed:
+    """A recorded track's ``PacketWriter``: its RTP goes to signaling's recorder."""
+
+    __slots__ = ("channel", "room", "subscriber", "producer_id")
+
+    def __init__(self, channel: Channel, room: str, subscriber: str, producer_id: str) -> None:
+        self.channel, self.room, self.subscriber = channel, room, subscriber
+        self.producer_id = producer_id
+
+    def send_rtp(self, packet: bytes) -> bool:
+        return self.channel.send_rtp(LocalRtp(self.room, self.subscriber, self.producer_id,
+                                              packet))
+
+
+class RemoteLocalSubscriber:
+    """The ``LocalSubscriber`` standing in for one in signaling (the recorder)."""
+
+    def __init__(self, channel: Channel, room: str, subscriber: str) -> None:
+        self.channel, self.room, self.subscriber = channel, room, subscriber
+
+    def track_added(self, track: TrackInfo) -> PacketWriter | None:
+        self.channel.send(LocalTrack(self.room, self.subscriber, track.producer_id,
+                                     track.participant_id, track.participant_name, track.kind,
+                                     track.codec))
+        # Signaling's subscriber decides there whether it wants the track; unwanted RTP is
+        # dropped on arrival (one decision, in one place).
+        return _RemoteFeed(self.channel, self.room, self.subscriber, track.producer_id)
+
+    def track_removed(self, producer_id: str) -> None:
+        self.channel.send(LocalTrackRemoved(self.room, self.subscriber, producer_id))
+
+    def sender_report(self, producer_id: str, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        self.channel.send(LocalSenderReport(self.room, self.subscriber, producer_id,
+                                            ntp_timestamp, rtp_timestamp))
+
+
+_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (UnknownParticipant, "unknown-participant"),
+    (NotDescribed, "not-described"),
+    (BadDescription, "bad-description"),
+)
+
+
+def error_reply(call_id: int, exc: Exception) -> Reply:
+    kind = next((name for cls, name in _ERRORS if isinstance(exc, cls)), "error")
+    return Reply(call_id, error=kind, message=str(exc)[:500], exception=type(exc).__name__[:60])
+
+
+class PlaneServer:
+    """Applies calls to the worker; answers the ones with an id."""
+
+    def __init__(self, worker: Worker, channel: Channel) -> None:
+        self.worker = worker
+        self.channel = channel
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = asyncio.Event()
+
+    def sink(self, room: str, participant: str) -> Any:
+        channel = self.channel
+
+        def send(event: MediaEvent) -> None:
+            channel.send(event_report(room, participant, event))
+
+        return send
+
+    def handle(self, call: Call) -> None:
+        worker = self.worker
+        try:
+            match call:
+                case Join():
+                    worker.join(call.room, call.participant, call.name,
+                                self.sink(call.room, call.participant))
+                case SubscribeAnswer():
+                    worker.subscribe_answer(call.room, call.participant, call.sdp)
+                case SetMuted():
+                    worker.set_muted(call.room, call.participant, call.kind, call.muted)
+                case Pin():
+                    worker.pin(call.room, call.participant)
+                case SetTiles():
+                    worker.set_tiles(call.room, call.participant, call.tiles)
+                case SetShown():
+                    worker.set_shown(call.room, call.participant, call.shown)
+                case SetAudioOnly():
+                    worker.set_audio_only(call.room, call.participant, call.enabled)
+                case SetUplink():
+                    worker.set_uplink_estimate(call.room, call.participant, call.bps)
+                case RequestKeyframe():
+                    worker.request_keyframe(call.room, call.participant)
+                case SubscribeLocal():
+                    worker.subscribe_local(call.room, call.subscriber, RemoteLocalSubscriber(
+                        self.channel, call.room, call.subscriber))
+                case UnsubscribeLocal():
+                    worker.unsubscribe_local(call.room, call.subscriber)
+                case Leave() | Publish() | AddIce() | Shutdown():
+                    self._spawn(self._answer(call))
+                case Hello():
+                    logger.warning("a second hello ignored")
+        except (KeyError, BadDescription) as exc:
+            # Signaling checked the same against its own view; a race (a participant who left
+            # meanwhile) ends here, as it would in one process.
+            logger.debug("%s refused: %r", type(call).__name__, exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _answer(self, call: Leave | Publish | AddIce | Shutdown) -> None:
+        worker = self.worker
+        value: str | None = None
+        try:
+            match call:
+                case Leave():
+                    await worker.leave(call.room, call.participant)
+                case Publish():
+                    value = await worker.publish(call.room, call.participant, call.sdp)
+                case AddIce():
+                    candidate = None
+                    if call.candidate is not None:
+                        candidate = candidate_from_sdp(call.candidate.sdp)
+                        candidate.sdpMid = call.candidate.sdp_mid
+                        candidate.sdpMLineIndex = call.candidate.sdp_mline_index
+                    await worker.add_ice_candidate(call.room, call.participant,
+                                                   Target(call.target), candidate)
+                case Shutdown():
+                    await asyncio.wait_for(worker.close(), SHUTDOWN_S)
+                    self.stopping.set()
+        except Exception as exc:
+            self.channel.send(error_reply(call.id, exc))
+            return
+        self.channel.send(Reply(call.id, value=value))
+
+    def stats(self) -> Stats:
+        stats = self.worker.stats()
+        return Stats(stats.rooms, stats.participants, stats.producers, stats.consumers,
+                     dict(stats.totals), dict(stats.audio_only), dict(stats.paused),
+                     dict(stats.datagram_drops), self.channel.local_dropped,
+                     {room: list(self.worker.diagnostics(room)) for room in self.worker.rooms})
+
+
+async def serve(sock: socket.socket) -> None:
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 16)
+    first = await read_frame(reader)
+    if first is None:
+        return
+    hello = decode_call(first)
+    if not isinstance(hello, Hello):
+        raise SystemExit(f"expected a hello frame first, got {type(hello).__name__}")
+    logging.basicConfig(level=hello.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s worker{hello.index} %(name)s: "
+                               "%(message)s")
+    worker = Worker(hello.config)
+    worker.start()
+    channel = Channel(writer)
+    server = PlaneServer(worker, channel)
+    channel.send(Ready(os.getpid()))
+    loop = asyncio.get_running_loop()
+    heartbeat = loop.call_soon(lambda: None)
+
+    def beat() -> None:
+        nonlocal heartbeat
+        try:
+            channel.send(server.stats())
+        except Exception:
+            logger.exception("stats failed")
+        heartbeat = loop.call_later(STATS_INTERVAL_S, beat)
+
+    beat()
+    try:
+        while not server.stopping.is_set():
+            body = await read_frame(reader)
+            if body is None:
+                break  # signaling closed the socket (or died): nothing is left to serve
+            try:
+                call = decode_call(body)
+            except ValueError as exc:
+                logger.error("%s", exc)
+                continue
+            try:
+                server.handle(call)
+            except Exception:  # one call that fails must not end the worker's other rooms
+                logger.exception("%s failed", type(call).__name__)
+            await asyncio.sleep(0)  # let a call's task start before the next call
+    finally:
+        heartbeat.cancel()
+        if not server.stopping.is_set():
+            try:
+                await asyncio.wait_for(worker.close(), SHUTDOWN_S)
+            except Exception:
+                logger.exception("closing the worker failed")
+        try:
+            await asyncio.wait_for(writer.drain(), 2.0)
+        except Exception:
+            pass
+        writer.close()
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of the worker process: ``argv[0]`` is the socket's descriptor."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[0]))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve(sock))
+    else:
+        uvloop.run(serve(sock))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
