@@ -9,8 +9,10 @@ is discarded, some packets are refused): recording comes before any such decisio
 
 from __future__ import annotations
 
+import random
+
 from sfu.types import DropReason
-from sfu.wire.twcc import TransportFeedback
+from sfu.wire.twcc import FeedbackRecorder, TransportFeedback
 from tests.unit.test_participant_isolation import (
     PUB_TWCC,
     VIDEO_RTX_SSRC,
@@ -68,3 +70,68 @@ async def test_refused_packets_are_reported_received() -> None:
         got = reported(r)
         assert sorted(got) == [7, 8, 9, 10]
         assert all(got.values()), f"reported lost: {[s for s, ok in got.items() if not ok]}"
+
+
+def test_feedback_over_a_busy_trace_reports_every_arrival_once_received() -> None:
+    """A publisher's trace as a busy server sees it, on aiortc's clock (seconds since 1900, where
+    the 24-bit reference time wraps every 18 min): 2 ms media, bursts of probe padding, small
+    reordering, transport sequence wrap, a 400 ms event-loop stall during which no feedback goes
+    out, and real loss. Every packet from the first to the last must be reported; each one that
+    arrived must end up reported received, at its arrival time (250 us ticks, modulo the 24-bit
+    reference time); feedback counts must run on without a gap (mod 256)."""
+    rng = random.Random(10)
+    recorder = FeedbackRecorder()
+    t = 3_973_000_000.0 + rng.random()  # December 2026 in NTP seconds
+    arrived: dict[int, float] = {}
+    lost: set[int] = set()
+    seq = 65_000
+    pending: list[tuple[int, float]] = []
+    last_feedback = t
+    stall_until = 0.0
+    reports: list[TransportFeedback] = []
+    for step in range(8000):
+        t += 0.002 if step % 40 else 0.0005  # every 40th a probe burst spacing
+        if rng.random() < 0.01:
+            lost.add(seq & 0xFFFF)
+        else:
+            pending.append((seq & 0xFFFF, t))
+        seq += 1
+        if len(pending) > 2 or rng.random() < 0.5:  # deliver, sometimes two swapped
+            if len(pending) >= 2 and rng.random() < 0.05:
+                pending[0], pending[1] = pending[1], pending[0]
+            for s, at in pending:
+                recorder.on_packet(s, at)
+                arrived[s] = at
+                lost.discard(s)
+            pending.clear()
+        if step == 3000:
+            stall_until = t + 0.4
+        if t >= stall_until and t - last_feedback >= 0.05:
+            last_feedback = t
+            for _ in range(8):
+                data = recorder.build(t, 1, 2)
+                if data is None:
+                    break
+                reports.append(TransportFeedback.parse(data))
+    for s, at in pending:
+        recorder.on_packet(s, at)
+        arrived[s] = at
+        lost.discard(s)
+    while (data := recorder.build(t, 1, 2)) is not None:
+        reports.append(TransportFeedback.parse(data))
+    lost.discard((seq - 1) & 0xFFFF)  # lost after the last arrival: nothing can report it yet
+    final: dict[int, float | None] = {}
+    for fb in reports:
+        base_us = fb.reference_time * 64_000
+        for s, delta in fb.arrivals:
+            final[s] = None if delta is None else base_us + delta
+    assert set(final) == set(arrived) | lost
+    period_us = (1 << 24) * 64_000
+    for s, at in arrived.items():
+        got = final[s]
+        assert got is not None, f"transport seq {s} arrived but its last report says lost"
+        assert abs((at * 1e6 - got + period_us / 2) % period_us - period_us / 2) <= 125.0001
+    assert all(final[s] is None for s in lost)
+    counts = [fb.feedback_count for fb in reports]
+    assert all((b - a) % 256 == 1 for a, b in zip(counts, counts[1:], strict=False))
+    assert len(counts) > 256  # the count wrapped
