@@ -53,6 +53,7 @@ class StepVideo(VideoStreamTrack):
         super().__init__()
         self.step_at: float | None = None
         self.step_sent: float | None = None  # wall time the first bright frame was handed over
+        self.step_late = 0.0
         self.sent = 0
         self.first_sent: float | None = None
         self.last_sent: float | None = None
@@ -63,6 +64,9 @@ class StepVideo(VideoStreamTrack):
         bright = self.step_at is not None and now >= self.step_at
         if bright and self.step_sent is None:
             self.step_sent = now
+            # How much later than its timestamp says the step frame is made (a busy loop): the
+            # recording can only place the frame by its timestamp.
+            self.step_late = now - (self._start + pts * float(time_base))
         frame = av.VideoFrame(width=WIDTH, height=HEIGHT, format="yuv420p")
         for index, plane in enumerate(frame.planes):
             value = (BRIGHT if bright else DARK) if index == 0 else 128
@@ -81,6 +85,7 @@ class StepAudio(AudioStreamTrack):
         super().__init__()
         self.step_at: float | None = None
         self.step_sent: float | None = None
+        self.step_late = 0.0
         self.sent = 0
         t = np.arange(AUDIO_SAMPLES) / AUDIO_RATE
         self._tone = (np.sin(2 * np.pi * TONE_HZ * t) * 16000).astype("<i2").tobytes()
@@ -97,6 +102,7 @@ class StepAudio(AudioStreamTrack):
         loud = self.step_at is not None and now >= self.step_at
         if loud and self.step_sent is None:
             self.step_sent = now
+            self.step_late = now - (self._start + self._timestamp / AUDIO_RATE)
         frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_SAMPLES)
         frame.planes[0].update(self._tone if loud else bytes(AUDIO_SAMPLES * 2))
         frame.pts, frame.sample_rate = self._timestamp, AUDIO_RATE
@@ -271,7 +277,9 @@ async def test_three_participants_recorded_complete_and_in_sync(tmp_path: Path) 
                       f" s), {frames}/{sent} frames = {completeness:.1%}, audio {packets} packets "
                       f"({a_last:.2f} s); onset error video "
                       f"{errors[person.name]['video'] * 1000:+.1f} ms audio "
-                      f"{errors[person.name]['audio'] * 1000:+.1f} ms")
+                      f"{errors[person.name]['audio'] * 1000:+.1f} ms (step made late by video "
+                      f"{person.video_track.step_late * 1000:.1f} ms, audio "
+                      f"{person.audio_track.step_late * 1000:.1f} ms)")
         assert abs(duration - in_room) <= 1.0, report[-1]
         assert abs(start - person.joined_at) <= 1.0 and abs(end - person.left_at) <= 1.0, \
             report[-1]
