@@ -52,7 +52,7 @@ class StepVideo(VideoStreamTrack):
     def __init__(self) -> None:
         super().__init__()
         self.step_at: float | None = None
-        self.step_sent: float | None = None  # wall time the first bright frame was handed over
+        self.step_sent: float | None = None  # wall time the first bright frame was captured
         self.step_late = 0.0
         self.sent = 0
         self.first_sent: float | None = None
@@ -61,12 +61,15 @@ class StepVideo(VideoStreamTrack):
     async def recv(self) -> av.VideoFrame:
         pts, time_base = await self.next_timestamp()
         now = time.time()
-        bright = self.step_at is not None and now >= self.step_at
+        # A frame is captured at the instant its timestamp says, as a camera's is; a busy test
+        # loop may hand it over later (aiortc's schedule then catches up), and the recording can
+        # only place a frame by its timestamp. Judged by hand-over time instead, the step was
+        # "recorded" 235-360 ms early on a loaded machine (issue 10).
+        captured = self._start + pts * float(time_base)
+        bright = self.step_at is not None and captured >= self.step_at
         if bright and self.step_sent is None:
-            self.step_sent = now
-            # How much later than its timestamp says the step frame is made (a busy loop): the
-            # recording can only place the frame by its timestamp.
-            self.step_late = now - (self._start + pts * float(time_base))
+            self.step_sent = captured
+            self.step_late = now - captured  # reported: how late the loop handed it over
         frame = av.VideoFrame(width=WIDTH, height=HEIGHT, format="yuv420p")
         for index, plane in enumerate(frame.planes):
             value = (BRIGHT if bright else DARK) if index == 0 else 128
@@ -99,10 +102,11 @@ class StepAudio(AudioStreamTrack):
         else:
             self._start, self._timestamp = time.time(), 0
         now = time.time()
-        loud = self.step_at is not None and now >= self.step_at
+        captured = self._start + self._timestamp / AUDIO_RATE  # as for the video (StepVideo)
+        loud = self.step_at is not None and captured >= self.step_at
         if loud and self.step_sent is None:
-            self.step_sent = now
-            self.step_late = now - (self._start + self._timestamp / AUDIO_RATE)
+            self.step_sent = captured
+            self.step_late = now - captured
         frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_SAMPLES)
         frame.planes[0].update(self._tone if loud else bytes(AUDIO_SAMPLES * 2))
         frame.pts, frame.sample_rate = self._timestamp, AUDIO_RATE
