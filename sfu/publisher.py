@@ -249,6 +249,14 @@ class Publisher:
         except ValueError:
             self.drops[DropReason.MALFORMED] += 1
             return
+        if self._twcc_ext_id is not None:
+            # Before anything may discard the packet: it crossed the publisher's link, and the
+            # browser's estimator reads a packet reported lost as loss on that link. Probe padding
+            # (padding-only RTX, discarded below) most of all: reported lost, a probe measures
+            # nothing and the browser stays on its lowest layer (issue 10).
+            stamp = packet.extensions.get(self._twcc_ext_id)
+            if stamp is not None and len(stamp) == 2:
+                self._twcc_recorder.on_packet((stamp[0] << 8) | stamp[1], arrival_ms / 1000)
         route = self._routes.get(packet.ssrc)
         if route is None:
             found = self._route_new(packet)
@@ -278,10 +286,6 @@ class Publisher:
             producer.refuse(packet, layer.index, DropReason.BAD_EXTENSION)
             return
         now = self._time()
-        if self._twcc_ext_id is not None:
-            stamp = packet.extensions.get(self._twcc_ext_id)
-            if stamp is not None and len(stamp) == 2:
-                self._twcc_recorder.on_packet((stamp[0] << 8) | stamp[1], arrival_ms / 1000)
         if producer.is_video:
             self._feedback(route, packet, data, arrival_ms, now)
         producer.receive(packet, layer, now)

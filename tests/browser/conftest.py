@@ -55,7 +55,9 @@ async def browser() -> AsyncIterator[object]:
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=CHROMIUM_FLAGS,
+            # DIEMCAU_CHROMIUM_ARGS: extra flags when diagnosing, e.g. "--enable-logging=stderr
+            # --vmodule=*goog_cc*=2" (the log then shows with DEBUG=pw:browser).
+            args=CHROMIUM_FLAGS + os.environ.get("DIEMCAU_CHROMIUM_ARGS", "").split(),
             headless=True,
             timeout=30_000,
             env={**os.environ, "LANG": "en_US.UTF-8"},

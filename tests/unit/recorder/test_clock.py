@@ -112,3 +112,39 @@ def test_a_late_seen_sr_is_corrected_by_the_frames_arrivals() -> None:
     # a forged, far-off frame time neither moves the offset nor its neighbours
     assert clock.common_time(1, 90000 * 3600, arrival_s=5100.1) == 5100.1
     assert clock.common_time(1, 9000, arrival_s=5100.11) == pytest.approx(5100.1097, abs=1e-4)
+
+
+def test_a_sender_report_stamped_late_by_a_stalled_sender_does_not_shift_the_track() -> None:
+    """aiortc stamps an SR's NTP when it has sent the last packet of a frame, not when the frame
+    was captured: a stall of the sending process (a busy machine) makes one SR say its RTP
+    timestamp happened up to ~290 ms later than the others do (measured in
+    tests/integration/test_recording.py: the SR base ntp - rtp/rate of one SSRC jumped by +101,
+    +291, +136 ms and back). That SR must not move the frames, and the offset samples taken while
+    it was the newest must not pull the track early for the next 16 s (the recording placed the
+    step 150-440 ms early)."""
+    sender = SenderClock()
+    clock = TrackClock(90000, sender)
+    epoch = 3000.0  # sender clock = server clock - 2000 s; path 10 ms
+    lags = [0.291, 0.0, 0.102, 0.0, 0.0, 0.136, 0.0, 0.0]  # the first report is the stalled one
+    worst = 0.0
+    for step in range(8 * 15):  # 15 frames per 0.5 s
+        t = step / 30  # capture, sender seconds since the first frame
+        if step % 15 == 0:
+            lag = lags[step // 15]
+            # seen at the next maintenance tick, up to 0.5 s after it was sent
+            clock.on_sender_report(1, epoch + t + lag, round(t * 90000), 2000 + epoch + t + 0.4)
+        mapped = clock.common_time(1, round(t * 90000), arrival_s=2000 + epoch + t + 0.010)
+        if step >= 15:  # once a true report has been seen
+            worst = max(worst, abs(mapped - (2000 + epoch + t + 0.010)))
+    assert worst < 0.002, f"frames misplaced by up to {worst * 1000:.0f} ms"
+
+
+def test_a_new_report_far_from_the_others_is_a_restart_and_replaces_them() -> None:
+    """The least-delayed report wins only among reports that agree to within a second; a sender
+    whose timestamps restart (or jump) is followed at its next report."""
+    clock = TrackClock(90000, SenderClock())
+    clock.on_sender_report(1, 100.0, 0, arrival_s=1000.01)
+    assert clock.common_time(1, 9000, 1000.11) == pytest.approx(1000.11)
+    clock.on_sender_report(1, 102.0, 90000 * 500, arrival_s=1002.01)  # timestamps jumped 498 s
+    assert clock.common_time(1, 90000 * 500 + 9000, 1002.11) == pytest.approx(1002.11)
+    assert clock.implausible == 0
