@@ -16,6 +16,7 @@ from signaling.config import Config
 from signaling.control import BootstrapResult
 from signaling.eventloop import new_event_loop
 from signaling.limits import JOIN_TIMEOUT_S, MAX_UNJOINED_PER_ADDRESS
+from signaling.turn import TurnConfigError, add_turn_arguments, turn_config_from_args
 
 
 def port_range(text: str) -> tuple[int, int]:
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="delete recordings older than DAYS (checked hourly, logged); "
                             "default: keep them")
     serve.add_argument("--log-level", default="info")
+    add_turn_arguments(serve)
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
     create = token_commands.add_parser("create", help="make a signed join token")
@@ -120,7 +122,12 @@ def serve(args: argparse.Namespace) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     private_dir(args.data_dir)
     tls = bool(args.tls_cert or args.tls_key or args.tls)
+    try:
+        turn = turn_config_from_args(args)
+    except TurnConfigError as exc:
+        raise SystemExit(f"diemcau: {exc}") from None
     config = Config(
+        turn=turn,
         host=args.host, port=args.port, data_dir=args.data_dir, open_rooms=args.open_rooms,
         open_room_capacity=args.room_capacity, allowed_origins=tuple(args.allowed_origins),
         metrics_host=args.metrics_host if args.metrics_port else None,

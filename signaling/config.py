@@ -12,6 +12,7 @@ from signaling.limits import (
     MAX_UNJOINED_PER_ADDRESS,
     PREJOIN_MAX_MESSAGE_BYTES,
 )
+from signaling.turn import TurnConfig
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 """Our protocol limit for one WebSocket frame (a subscriber answer for a large room fits).
@@ -46,3 +47,5 @@ class Config:
     """Record every room while anyone is in it (the plans record every meeting)."""
     tls: bool = False
     """The listener speaks HTTPS (HSTS is sent)."""
+    turn: TurnConfig | None = None
+    """TURN servers and credentials handed to clients in the join reply (signaling/turn.py)."""

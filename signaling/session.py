@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -292,7 +293,9 @@ class Session:
             "can_publish": admitted.can_publish, "can_subscribe": admitted.can_subscribe,
             "rejoin_token": admitted.rejoin_token, "pinned": before.pinned,
             "locked": locked,
-            "ice_servers": [{"urls": url} for url in self.plane.ice_servers],
+            "ice_servers": [{"urls": url} for url in self.plane.ice_servers] + (
+                self.config.turn.ice_servers(admitted.session_id, time.time())
+                if self.config.turn is not None else []),
             "recording": self._recordings is not None
             and self._recordings.is_recording(admitted.room),
         })
