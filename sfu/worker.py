@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,10 +174,11 @@ class Worker:
             raise UnknownParticipant(participant_id)
         return participant
 
-    async def publish(self, room: str, participant_id: str, offer_sdp: str) -> str:
+    async def publish(self, room: str, participant_id: str, offer_sdp: str,
+                      screen_mids: Collection[str] = ()) -> str:
         publisher = self.participant(room, participant_id).publisher
         assert publisher is not None
-        return await publisher.answer(offer_sdp)
+        return await publisher.answer(offer_sdp, screen_mids)
 
     def subscribe_answer(self, room: str, participant_id: str, answer_sdp: str) -> bool:
         subscriber = self.participant(room, participant_id).subscriber

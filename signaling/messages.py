@@ -42,6 +42,9 @@ class Join(_Message, tag="join"):
 
 class Publish(_Message, tag="publish"):
     sdp: OfferSdp
+    # m-lines of this offer that carry a shared screen (web/screenshare.js), not a camera
+    screen_mids: Annotated[list[Annotated[str, msgspec.Meta(max_length=32)]],
+                           msgspec.Meta(max_length=4)] = []
 
 
 class SubscribeAnswer(_Message, tag="subscribe_answer"):

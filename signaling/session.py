@@ -332,7 +332,8 @@ class Session:
             raise _WithFields(error, retry_after=max(1, round(wait + 0.5)))
         sdp = self._strip_refused_candidates(message.sdp)
         try:
-            answer = await self.plane.publish(room, participant_id, sdp)
+            answer = await self.plane.publish(room, participant_id, sdp,
+                                              frozenset(message.screen_mids))
         except Exception as exc:  # aiortc raises ValueError, but also AssertionError etc.
             raise ProtocolError("bad-sdp", f"cannot use this offer: {_describe(exc)}") from None
         self.send({"type": "publish_answer", "sdp": answer})

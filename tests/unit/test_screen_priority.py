@@ -1,0 +1,65 @@
+"""A shared screen (Producer.source == "screen") outranks cameras in the allocator and asks for
+its top layer whatever the sharer's camera tile measures (issue 12)."""
+
+from __future__ import annotations
+
+from sfu.consumer import Consumer
+from sfu.policy.allocator import Priority
+from sfu.policy.downlink import DownlinkPolicy, Tile
+from sfu.producer import Producer
+from sfu.types import Codec, Kind
+
+VP8_OUT = Codec("video/VP8", 90000, 100, 101)
+
+
+class NullWriter:
+    def send_rtp(self, packet: bytes) -> bool:
+        return True
+
+
+def video(owner: str, mid: str, rates: tuple[int, ...], source: str = "camera") -> Consumer:
+    producer = Producer(f"{owner}:{mid}", owner, Kind.VIDEO, mid, lambda p, layer: None,
+                        rids=["q", "h", "f"][:len(rates)] if len(rates) > 1 else None)
+    producer.source = source
+    for layer, rate in zip(producer.layers, rates, strict=True):
+        layer.bitrate_bps = rate
+        layer.last_packet_s = 1e9
+    consumer = Consumer(producer, "sub", mid, 1000 + int(mid), 2000 + int(mid), NullWriter())
+    consumer.configure(VP8_OUT, audio_level_id=0, abs_send_time_id=3)
+    producer.consumers.append(consumer)
+    return consumer
+
+
+def test_screen_demand_is_top_priority_and_top_layer() -> None:
+    policy = DownlinkPolicy()
+    policy.pinned = {"bob"}
+    policy.tiles = {"ann": Tile(160, 90, True), "bob": Tile(1280, 720, True)}
+    screen = video("ann", "2", (1_200_000,), source="screen")
+    camera = video("ann", "1", (150_000, 500_000, 1_500_000))
+    pinned = video("bob", "1", (150_000, 500_000, 1_500_000))
+    assert policy._demand(screen).priority is Priority.SCREEN
+    assert policy._demand(screen).max_layer == 0  # its only (single high) layer
+    assert policy._demand(camera).priority is Priority.NORMAL
+    assert policy._demand(camera).max_layer == 0  # the small camera tile stays small
+    assert policy._demand(pinned).priority is Priority.PINNED
+
+
+def test_screen_gets_the_budget_before_a_pinned_camera() -> None:
+    policy = DownlinkPolicy()
+    policy.pinned = {"bob"}
+    policy.tiles = {"ann": Tile(320, 180, True), "bob": Tile(1280, 720, True)}
+    screen = video("ann", "2", (1_200_000,), source="screen")
+    pinned = video("bob", "1", (150_000, 500_000, 1_500_000))
+    # 1.3 Mbit/s holds the screen (1.2) or the pinned camera's lowest layer
+    # first, not both: the screen wins (ranked by pinned first, the screen would be paused).
+    decision = policy.decide(1_300_000, [pinned, screen], now=10.0, congested=True)
+    grants = {c.producer.id: target for c, (target, _) in decision.targets.items()}
+    assert grants["ann:2"] == 0
+    assert grants["bob:1"] is None
+
+
+def test_hidden_screen_gets_nothing() -> None:
+    policy = DownlinkPolicy()
+    policy.tiles = {"ann": Tile(0, 0, False)}
+    screen = video("ann", "2", (1_200_000,), source="screen")
+    assert policy._demand(screen).max_layer is None
