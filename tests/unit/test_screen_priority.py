@@ -63,3 +63,17 @@ def test_hidden_screen_gets_nothing() -> None:
     policy.tiles = {"ann": Tile(0, 0, False)}
     screen = video("ann", "2", (1_200_000,), source="screen")
     assert policy._demand(screen).max_layer is None
+
+
+def test_silent_mids_finds_stopped_and_inactive_sections() -> None:
+    from sfu.wire.sdp_directions import silent_mids
+
+    sdp = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+           "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\n"
+           "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\n"
+           "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=inactive\r\n"
+           "m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\n"
+           "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n")  # no mid: ignored
+    assert silent_mids(sdp) == {"2", "3"}
+    assert silent_mids("garbage") == set()
+    assert silent_mids("v=0\nm=video 0\na=mid:" + "x" * 40) == {"x" * 40}
