@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "default: keep them")
     serve.add_argument("--log-level", default="info")
     add_turn_arguments(serve)
+    serve.add_argument("--reconnect-grace", type=float, default=15.0, metavar="S",
+                       help="a participant whose connection drops keeps its seat S seconds "
+                            "for automatic reconnection (default 15; 0: leave at once)")
     token = commands.add_parser("token", help="join tokens")
     token_commands = token.add_subparsers(dest="token", required=True)
     create = token_commands.add_parser("create", help="make a signed join token")
@@ -127,7 +130,7 @@ def serve(args: argparse.Namespace) -> None:
     except TurnConfigError as exc:
         raise SystemExit(f"diemcau: {exc}") from None
     config = Config(
-        turn=turn,
+        turn=turn, reconnect_grace_s=args.reconnect_grace,
         host=args.host, port=args.port, data_dir=args.data_dir, open_rooms=args.open_rooms,
         open_room_capacity=args.room_capacity, allowed_origins=tuple(args.allowed_origins),
         metrics_host=args.metrics_host if args.metrics_port else None,

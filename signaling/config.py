@@ -49,3 +49,5 @@ class Config:
     """The listener speaks HTTPS (HSTS is sent)."""
     turn: TurnConfig | None = None
     """TURN servers and credentials handed to clients in the join reply (signaling/turn.py)."""
+    reconnect_grace_s: float = 15.0
+    """A participant whose connection drops keeps its seat this long (signaling/resume.py)."""

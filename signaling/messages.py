@@ -38,6 +38,7 @@ class Join(_Message, tag="join"):
     endpoint_id: Annotated[int, msgspec.Meta(ge=1, le=2**53)] | None = None
     endpoint_secret: Secret | None = None
     take_over: bool = False
+    resume: Secret | None = None  # the `resume_token` of a dropped seat (signaling/resume.py)
 
 
 class Publish(_Message, tag="publish"):

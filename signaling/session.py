@@ -19,7 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
-from sfu.events import MediaEvent, Removed, SubscribeOffer
+from sfu.events import MediaEvent, ParticipantLeft, Removed, SubscribeOffer
 from sfu.plane import BadDescription, MediaPlane, NotDescribed, Target
 from sfu.policy.downlink import Tile
 from sfu.types import Kind
@@ -51,6 +51,7 @@ from signaling.messages import (
     decode,
 )
 from signaling.moderation import SessionRegistry
+from signaling.resume import hold, resume_join, should_hold
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,12 @@ class Session:
         self._offer_sdp_bytes = 0  # size of the last subscribe_offer, bounds its answer
         self._offer_sections = 0
         self._candidate_scopes = announced_scopes(config.media.ice_addresses)
+        # Automatic reconnection (signaling/resume.py): this seat's resume token; `held` is set
+        # when a held seat is taken back or left.
+        self.resume_token: str | None = None
+        self.held = asyncio.Event()
+        self.holding = False
+        self.handed_over = False
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             Join: self.on_join,
             Publish: self.on_publish,
@@ -112,7 +119,7 @@ class Session:
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue a message (callable from synchronous room code); one writer keeps order."""
-        if self._closing:
+        if self._closing or self.holding or self.handed_over:
             return
         if self._outbox.qsize() >= OUTBOX_LIMIT:
             logger.warning("client %s does not read; disconnecting", self.participant_id)
@@ -137,6 +144,9 @@ class Session:
         if self._early_events is not None:
             self._early_events.append(event)  # `joined` is not queued yet
             return
+        if isinstance(event, ParticipantLeft) and \
+                event.participant_id in self.sessions.resume.handing_over:
+            return  # a seat moving to its new connection: the others see no leave
         if isinstance(event, SubscribeOffer):  # what its answer may be measured against
             self._offer_sdp_bytes, self._offer_sections = len(event.sdp), count_sections(event.sdp)
         self.send(to_json(event))
@@ -186,7 +196,8 @@ class Session:
                     break
         finally:
             deadline.cancel()
-            await self.leave()
+            if not (should_hold(self, self.ws.close_code) and await hold(self)):
+                await self.leave()
             self._outbox.put_nowait(None)
             try:
                 await asyncio.wait_for(writer, 2.0)
@@ -245,6 +256,9 @@ class Session:
     async def on_join(self, message: Join) -> None:
         if self._session_id is not None:
             raise ProtocolError("already-joined", f"already in room {self.room_name!r}")
+        if message.resume is not None:
+            await resume_join(self, message)
+            return
         session_id = uuid.uuid4().hex[:12]
         if self.control is None:  # no control plane (media-only tests): everyone is a member
             self._session_id, self.room_name = session_id, message.room
@@ -286,6 +300,7 @@ class Session:
         before = self.plane.join(admitted.room, admitted.session_id, admitted.name,
                                  self.on_media_event)
         self.participant_id = admitted.session_id
+        self.resume_token = self.sessions.resume.issue(self)
         self.send({
             "type": "joined", "participant_id": admitted.session_id, "room": admitted.room,
             "participants": [participant_json(p) for p in before.participants],
@@ -293,6 +308,8 @@ class Session:
             "can_publish": admitted.can_publish, "can_subscribe": admitted.can_subscribe,
             "rejoin_token": admitted.rejoin_token, "pinned": before.pinned,
             "locked": locked,
+            "resume_token": self.resume_token,
+            "reconnect_grace_s": self.config.reconnect_grace_s,
             "ice_servers": [{"urls": url} for url in self.plane.ice_servers] + (
                 self.config.turn.ice_servers(admitted.session_id, time.time())
                 if self.config.turn is not None else []),
@@ -463,6 +480,9 @@ class Session:
         participant_id, room_name, session_id = (
             self.participant_id, self.room_name, self._session_id)
         self.participant_id = None
+        self.sessions.resume.revoke(self.resume_token)
+        self.resume_token = None
+        self.held.set()  # a held seat that is left (removed, ended) waits no longer
         # The seat first: closing the media (peer connections) can take a while, and a
         # waiting participant should not find the room full meanwhile.
         if session_id is not None:
@@ -477,6 +497,22 @@ class Session:
             logger.info("%s left room %r", participant_id, room_name)
             if self._recordings is not None:
                 await self._recordings.on_left(room_name)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def close_socket(self, code: WSCloseCode) -> None:
+        """Close our socket after what is queued (a seat taken back from a half-open one)."""
+        self._close_code = code
+        self._closing = True
+        self._outbox.put_nowait(None)
+
+    def adopt(self, old: Session) -> None:
+        """Take over ``old``'s seat (resume): same participant id, same room."""
+        self._session_id, self.room_name = old._session_id, old.room_name
+        if self._session_id is not None:
+            self.sessions.add(self._session_id, self)
 
     async def kick(self, reason: str, release: bool = True) -> None:
         """Moderation or take-over: tell the client why, leave, and close the socket."""
