@@ -63,11 +63,6 @@ async def console(request: web.Request) -> web.FileResponse:
                             headers={"Cache-Control": "no-cache"})
 
 
-async def kiosk_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(request.app[WEB_ROOT] / "kiosk.html",
-                            headers={"Cache-Control": "no-cache"})
-
-
 async def static_file(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
     root = request.app[WEB_ROOT]
@@ -230,7 +225,7 @@ def create_app(
     app.add_routes([
         web.get("/", index),
         web.get("/console", console),
-        web.get("/kiosk", kiosk_page),
+        web.get("/kiosk", index),  # the meeting-room view: web/kiosk.js
         web.get("/static/{name}", static_file),
         web.get("/ws", websocket),
         web.get("/healthz", healthz),

@@ -168,7 +168,12 @@ export class Session {
   }
 
   _createPc(which, trickle) {
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers: this.iceServers });
+    // `?relay=1`: relayed candidates only (TURN), as on a network that allows nothing else.
+    const relay = new URLSearchParams(location.search).get('relay') === '1';
+    const pc = new RTCPeerConnection({
+      bundlePolicy: 'max-bundle', iceServers: this.iceServers,
+      iceTransportPolicy: relay ? 'relay' : 'all',
+    });
     pc.onicecandidate = (ev) => {
       if (!this.closed) trickle.add(ev.candidate);
     };
