@@ -199,10 +199,3 @@ export function setLang(code) {
 export function onLangChange(fn) {
   listeners.push(fn);
 }
-
-/** Strings of a feature module (web/prejoin.js, ...), merged in: {vi: {...}, en: {...}}. */
-export function addStrings(table) {
-  for (const [code, strings] of Object.entries(table)) {
-    if (STRINGS[code]) Object.assign(STRINGS[code], strings);
-  }
-}

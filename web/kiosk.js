@@ -77,7 +77,9 @@ async function fetchSchedule(creds) {
 
 function el(tag, props = {}, children = []) {
   const node = document.createElement(tag);
-  Object.assign(node, props);
+  const { dataset, ...rest } = props;
+  Object.assign(node, rest);
+  Object.assign(node.dataset, dataset || {});
   node.append(...children);
   return node;
 }

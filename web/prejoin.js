@@ -54,7 +54,9 @@ const VIDEO = { width: { ideal: 1280 }, height: { ideal: 720 } };
 
 function el(tag, props = {}, children = []) {
   const node = document.createElement(tag);
-  Object.assign(node, props);
+  const { dataset, ...rest } = props;
+  Object.assign(node, rest);
+  Object.assign(node.dataset, dataset || {});
   node.append(...children);
   return node;
 }
