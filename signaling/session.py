@@ -93,6 +93,8 @@ class Session:
         self.refusals: Counter[str] = refusals if refusals is not None else Counter()
         self._offers = Window(config.max_offers_per_minute, 60.0)
         self._trickled = {"publisher": 0, "subscriber": 0}
+        # Candidates we passed on, per connection: see on_ice's end of candidates.
+        self._usable = {"publisher": 0, "subscriber": 0}
         self._offer_sdp_bytes = 0  # size of the last subscribe_offer, bounds its answer
         self._offer_sections = 0
         self._candidate_scopes = announced_scopes(config.media.ice_addresses)
@@ -348,6 +350,7 @@ class Session:
                                   f"{self._offers.period_s:g} s; retry in {wait:.0f} s")
             raise _WithFields(error, retry_after=max(1, round(wait + 0.5)))
         sdp = self._strip_refused_candidates(message.sdp)
+        self._usable["publisher"] += sdp.count("\na=candidate:")
         try:
             answer = await self.plane.publish(room, participant_id, sdp,
                                               frozenset(message.screen_mids))
@@ -393,6 +396,7 @@ class Session:
             raise LimitExceeded("answer-size", limit,
                                 f"answer of {len(message.sdp)} characters; at most {limit} "
                                 "for this offer")
+        self._usable["subscriber"] += message.sdp.count("\na=candidate:")
         try:
             accepted = self.plane.subscribe_answer(room, participant_id, message.sdp)
         except BadDescription as exc:  # the offer stays pending
@@ -406,7 +410,12 @@ class Session:
         target = Target(message.target)
         init = message.candidate
         if init is None or not init.candidate:
-            await self._add_candidate(room, participant_id, target, None)  # end of candidates
+            # End of candidates. When we refused every one (a client on a changed network may
+            # list only loopback at first), aioice would fail at once with nothing to check;
+            # without the end it keeps listening, and the client's checks from its real
+            # address arrive as a peer-reflexive candidate.
+            if self._usable[message.target]:
+                await self._add_candidate(room, participant_id, target, None)
             return
         if self._trickled[message.target] >= MAX_TRICKLED_CANDIDATES:
             raise LimitExceeded("trickled-candidates", MAX_TRICKLED_CANDIDATES,
@@ -428,6 +437,7 @@ class Session:
         if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
             candidate.sdpMLineIndex = 0
         await self._add_candidate(room, participant_id, target, candidate)
+        self._usable[message.target] += 1
 
     async def _add_candidate(self, room: str, participant_id: str, target: Target,
                              candidate: RTCIceCandidate | None) -> None:

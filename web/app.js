@@ -70,6 +70,7 @@ const reconnector = new Reconnector({
   rejoin: (resume) => join(diemcau.room, diemcau.name, { ...joinOptions, resume, reconnect: true }),
   notify: (text) => showNotice(text),
   hook: diemcau,
+  isLive: () => !!call && !call.leaving && ['joined', 'joining'].includes(diemcau.state),
 });
 
 function setState(state) {

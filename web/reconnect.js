@@ -26,7 +26,8 @@ addStrings({
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 const RETRY_FOR_MS = 90_000;
-const FAILED_GRACE_MS = 4000; // 'disconnected' this long (no recovery by ICE): rejoin
+const FAILED_GRACE_MS = 4000; // 'disconnected' twice this long (no recovery by ICE): rejoin
+const CONNECT_TIMEOUT_MS = 15_000;
 
 export class Reconnector {
   /**
@@ -36,8 +37,10 @@ export class Reconnector {
    * @param {(text: string) => void} opts.notify shows (or with '' hides) the status line
    * @param {object} opts.hook window.diemcau (reconnects, peerStates are kept there)
    */
-  constructor({ rejoin, notify, hook }) {
+  constructor({ rejoin, notify, hook, isLive = () => true }) {
     this.rejoin = rejoin;
+    this.isLive = isLive; // still in a call (not left on purpose)
+    this.connectTimer = null;
     this.notify = notify;
     this.hook = hook;
     hook.reconnects = hook.reconnects || [];
@@ -45,6 +48,7 @@ export class Reconnector {
     this.resumeToken = null;
     this.lostAt = null; // performance.now() when the connection was lost
     this.running = false;
+    this.mode = null; // 'ice' (waiting for ICE to recover) or 'rejoin'
     this.iceTimer = null;
     this.enabled = true;
     window.addEventListener('online', () => this._onOnline());
@@ -62,6 +66,7 @@ export class Reconnector {
     if (this.lostAt === null) return;
     const ms = Math.round(performance.now() - this.lostAt);
     this.lostAt = null;
+    this.mode = null;
     this.hook.reconnects.push({ how, ms, at: Date.now() });
     this.notify(t('reconnected', { seconds: (ms / 1000).toFixed(1) }));
     setTimeout(() => this.notify(''), 4000);
@@ -72,6 +77,8 @@ export class Reconnector {
     this.resumeToken = null;
     this.lostAt = null;
     clearTimeout(this.iceTimer);
+    clearTimeout(this.connectTimer);
+    this.connectTimer = null;
   }
 
   /**
@@ -79,16 +86,32 @@ export class Reconnector {
    * `live` says whether this call is still the current one and joined.
    */
   onPcState(which, state, live) {
-    if (!this.enabled || !live) return false;
+    if (!this.enabled) return false;
+    if (state === 'connected') { // media flows again (after an outage, or on the new call)
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+      if (this.lostAt === null) return false;
+      this.connected(this.mode || 'ice');
+      return true;
+    }
+    if (state === 'connecting' && !this.connectTimer) {
+      // A connection that never gets there (e.g. our address changed while joining) is
+      // retried like a failed one.
+      this.connectTimer = setTimeout(() => {
+        this.connectTimer = null;
+        if (this.isLive()) this.lost('connect-timeout');
+      }, CONNECT_TIMEOUT_MS);
+      return false;
+    }
+    if (!live) return false;
     if (state === 'disconnected') {
-      if (this.lostAt === null) this.lostAt = performance.now();
+      if (this.lostAt === null) {
+        this.lostAt = performance.now();
+        this.mode = 'ice';
+      }
       this.notify(t('reconnecting'));
       clearTimeout(this.iceTimer);
       this.iceTimer = setTimeout(() => this.lost('ice-timeout'), FAILED_GRACE_MS * 2);
-      return true;
-    }
-    if (state === 'connected' && this.lostAt !== null && !this.running) {
-      this.connected('ice');
       return true;
     }
     if (state === 'failed') {
@@ -103,6 +126,7 @@ export class Reconnector {
     if (!this.enabled) return false;
     if (this.running) return true;
     if (this.lostAt === null) this.lostAt = performance.now();
+    this.mode = 'rejoin';
     this.running = true;
     this.hook.lastLoss = reason;
     this._loop();

@@ -135,7 +135,11 @@ async def _frames_grow(page: Page, timeout_s: float) -> int:
         if now > start:
             return now
         await asyncio.sleep(0.1)
-    raise AssertionError(f"no new video frames within {timeout_s} s\n{page.tail()}")
+    state = await page.page.evaluate(
+        "JSON.stringify({state: window.diemcau.state, url: location.href, "
+        "pub: window.diemcau.pcs.publisher && window.diemcau.pcs.publisher.connectionState, "
+        "sub: window.diemcau.pcs.subscriber && window.diemcau.pcs.subscriber.connectionState})")
+    raise AssertionError(f"no new video frames within {timeout_s} s: {state}\n{page.tail()}")
 
 
 @pytest.fixture
@@ -189,7 +193,8 @@ async def test_prejoin_under_2mbps_says_sound_only_and_joins_so(
     link.shape("1mbit")  # server -> client
     with running_server(tmp_path, host=link.server_addr, print_log=False) as server:
         wrapper = link.wrapper(tmp_path, str(CHROMIUM))
-        async with _chromium(wrapper) as browser:
+        secure = [f"--unsafely-treat-insecure-origin-as-secure={server.base_url}"]
+        async with _chromium(wrapper, secure) as browser:
             page = await _open(browser, f"{server.base_url}/?room=slow&name=Binh&prejoin=1")
             p = page.page
             await wait_js(p, "window.diemcau.prejoin && window.diemcau.prejoin.netcheck && "
@@ -250,7 +255,8 @@ async def test_reconnects_after_an_outage_and_a_dropped_socket(
     with running_server(tmp_path, host=link.server_addr, print_log=False) as server:
         url = f"{server.base_url}/?room=resume"
         wrapper = link.wrapper(tmp_path, str(CHROMIUM))
-        async with _chromium(wrapper) as far, _chromium() as near:
+        secure = [f"--unsafely-treat-insecure-origin-as-secure={server.base_url}"]
+        async with _chromium(wrapper, secure) as far, _chromium(extra=secure) as near:
             a = await _open(far, url + "&name=An")
             b = await _open(near, url + "&name=Binh")
             for page in (a, b):
