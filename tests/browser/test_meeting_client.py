@@ -404,7 +404,8 @@ async def test_kiosk_joins_its_meeting_at_the_start_time(tmp_path: Path) -> None
         token = _api(base, "POST", "/api/login",
                      {"username": "admin", "password": password.group(1)})["token"]
         _api(base, "POST", "/api/rooms", {"name": "Giao-ban", "org_id": 1}, token)
-        device = _api(base, "POST", "/api/endpoints", {"name": "Phòng họp Huyện A"}, token)
+        device = _api(base, "POST", "/api/endpoints", {"name": "Phòng họp Huyện A", "org_id": 1},
+                      token)
         # The next whole minute at least 20 s away (UTC, offset 0): the kiosk waits, then joins.
         now = dt.datetime.now(dt.UTC)
         start = (now + dt.timedelta(seconds=80)).replace(second=0, microsecond=0)
@@ -428,7 +429,9 @@ async def test_kiosk_joins_its_meeting_at_the_start_time(tmp_path: Path) -> None
             # A member in the meeting, by a join token (made with the operator's API).
             link = _api(base, "POST", "/api/rooms/Giao-ban/tokens",
                         {"name": "Chủ trì", "role": "host"}, token)
-            host = await _open(browser, base + link["link"])
+            host_url = base + link["link"]
+            host = await _open(browser, host_url if "name=" in host_url
+                               else host_url + "&name=Chu%20tri")
             wait_s = (start - dt.datetime.now(dt.UTC)).total_seconds() + 30
             await wait_js(k, JOINED, wait_s * 1000)
             joined_at = time.time()
