@@ -321,16 +321,22 @@ def _free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 
 @pytest.fixture
-def coturn(tmp_path: Path) -> Iterator[tuple[int, str]]:
+def coturn(tmp_path: Path) -> Iterator[tuple[int, str, int]]:
+    """A real coturn on loopback: TURN over UDP and TCP on one port, TLS on the next."""
+    from signaling.tls import self_signed
+
     binary = shutil.which("turnserver")
     if binary is None:
         pytest.skip("coturn is not installed (apt-get install coturn)")
     port, secret = _free_port(), "test-turn-secret-" + os.urandom(8).hex()
+    tls_port = _free_port(socket.SOCK_STREAM)
+    cert, key = self_signed(tmp_path, ["127.0.0.1"])
     log = tmp_path / "turnserver.log"
     cmd = [binary, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
-           f"--listening-port={port}", "--min-port=49160", "--max-port=49200",
+           f"--listening-port={port}", f"--tls-listening-port={tls_port}",
+           "--min-port=49160", "--max-port=49200", f"--cert={cert}", f"--pkey={key}",
            "--use-auth-secret", f"--static-auth-secret={secret}", "--realm=diemcau.test",
-           "--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls", "--fingerprint",
+           "--allow-loopback-peers", "--no-cli", "--no-dtls", "--fingerprint",
            "--no-multicast-peers", f"--log-file={log}", "--simple-log", "--verbose"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -342,7 +348,7 @@ def coturn(tmp_path: Path) -> Iterator[tuple[int, str]]:
             time.sleep(0.05)
         else:
             raise AssertionError("turnserver did not start:\n" + log.read_text())
-        yield port, secret
+        yield port, secret, tls_port
     finally:
         proc.terminate()
         proc.wait(timeout=5)
@@ -350,23 +356,28 @@ def coturn(tmp_path: Path) -> Iterator[tuple[int, str]]:
             FIGURES["coturn_log_tail"] = log.read_text()[-2000:]
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
-async def test_turn_relay_only(coturn: tuple[int, str], tmp_path: Path, transport: str) -> None:
-    port, secret = coturn
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_turn_relay_only(coturn: tuple[int, str, int], tmp_path: Path,
+                               transport: str) -> None:
+    port, secret, tls_port = coturn
     secret_file = tmp_path / "turn-secret"
     secret_file.write_text(secret)
+    turn_url = (f"turns:127.0.0.1:{tls_port}?transport=tcp" if transport == "tls"
+                else f"turn:127.0.0.1:{port}?transport={transport}")
     with running_server(tmp_path, extra_args=[
-            "--turn", f"turn:127.0.0.1:{port}?transport={transport}",
+            "--turn", turn_url,
             "--turn-secret-file", str(secret_file), "--turn-ttl", "600"]) as server:
         url = f"{server.base_url}/?room=relay-{transport}&relay=1"
-        async with _chromium() as browser:
+        # Our coturn's certificate is self-signed.
+        extra = ["--ignore-certificate-errors"] if transport == "tls" else []
+        async with _chromium(extra=extra) as browser:
             a = await _open(browser, url + "&name=An")
             b = await _open(browser, url + "&name=Binh")
             for page in (a, b):
                 await wait_js(page.page, JOINED, TIMEOUT_MS)
             joined = a.of_type("joined")[0]
             turn = [s for s in joined["ice_servers"] if "username" in s]
-            assert turn and turn[0]["urls"] == [f"turn:127.0.0.1:{port}?transport={transport}"]
+            assert turn and turn[0]["urls"] == [turn_url]
             expiry = int(turn[0]["username"].split(":")[0])
             assert 0 < expiry - time.time() <= 600
             await _frames_grow(a, 30)
