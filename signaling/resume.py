@@ -24,6 +24,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode
+from aiohttp.http import WebSocketError
 
 from signaling.messages import Join, ProtocolError
 
@@ -67,10 +68,16 @@ def tell_room(session: Session, message: dict[str, object]) -> None:
 
 
 def should_hold(session: Session, close_code: int | None) -> bool:
-    """Keep the seat? Only for a participant in a room whose socket ended without `leave`
-    (a clean close, code 1000, is how the client ends a call)."""
+    """Keep the seat? Only for a participant in a room whose socket went away: no close code
+    or 1006 (the connection died: an outage, a network change), 1001 (going away), or an
+    application code 4000-4999. Not for a clean close (1000, how the client ends a call), nor
+    when the server closed it for a reason of its own (1009 too large, 1008 policy, ...)."""
+    went_away = close_code is None or close_code in (
+        WSCloseCode.GOING_AWAY, WSCloseCode.ABNORMAL_CLOSURE) or 4000 <= close_code < 5000
+    if isinstance(session.ws.exception(), WebSocketError):
+        went_away = False  # a protocol violation (a frame too large, ...): aiohttp closed it
     return (session.participant_id is not None and not session.closing
-            and session.config.reconnect_grace_s > 0 and close_code != WSCloseCode.OK)
+            and session.config.reconnect_grace_s > 0 and went_away)
 
 
 async def hold(session: Session) -> bool:
@@ -82,8 +89,8 @@ async def hold(session: Session) -> bool:
     session.holding = True
     tell_room(session, {"type": "participant_state", "participant_id": participant_id,
                         "state": "reconnecting"})
-    logger.info("%s dropped; holding its seat for %.0f s", participant_id,
-                session.config.reconnect_grace_s)
+    logger.info("%s dropped (close code %s); holding its seat for %.0f s", participant_id,
+                session.ws.close_code, session.config.reconnect_grace_s)
     try:
         await asyncio.wait_for(session.held.wait(), session.config.reconnect_grace_s)
     except TimeoutError:

@@ -95,6 +95,7 @@ class Session:
         self._trickled = {"publisher": 0, "subscriber": 0}
         # Candidates we passed on, per connection: see on_ice's end of candidates.
         self._usable = {"publisher": 0, "subscriber": 0}
+        self._described = {"publisher": False, "subscriber": False}
         self._offer_sdp_bytes = 0  # size of the last subscribe_offer, bounds its answer
         self._offer_sections = 0
         self._candidate_scopes = announced_scopes(config.media.ice_addresses)
@@ -356,6 +357,7 @@ class Session:
                                               frozenset(message.screen_mids))
         except Exception as exc:  # aiortc raises ValueError, but also AssertionError etc.
             raise ProtocolError("bad-sdp", f"cannot use this offer: {_describe(exc)}") from None
+        self._described["publisher"] = True
         self.send({"type": "publish_answer", "sdp": answer})
 
     def _strip_refused_candidates(self, sdp: str) -> str:
@@ -404,6 +406,7 @@ class Session:
                                 "subscribe_answer") from None
         if not accepted:
             raise ProtocolError("bad-state", "no subscribe_offer is waiting for an answer")
+        self._described["subscriber"] = True
 
     async def on_ice(self, message: Ice) -> None:
         room, participant_id = self._in_room()
@@ -414,8 +417,8 @@ class Session:
             # list only loopback at first), aioice would fail at once with nothing to check;
             # without the end it keeps listening, and the client's checks from its real
             # address arrive as a peer-reflexive candidate.
-            if self._usable[message.target]:
-                await self._add_candidate(room, participant_id, target, None)
+            if self._usable[message.target] or not self._described[message.target]:
+                await self._add_candidate(room, participant_id, target, None)  # or bad-state
             return
         if self._trickled[message.target] >= MAX_TRICKLED_CANDIDATES:
             raise LimitExceeded("trickled-candidates", MAX_TRICKLED_CANDIDATES,
