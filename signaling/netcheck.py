@@ -16,6 +16,7 @@ client measures the times itself (fetch timings); the server's own upload time i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ BUDGET_BYTES = 24 << 20
 """Bytes one address may move at once (two full checks of 4 MiB each way and retries)."""
 REFILL_BYTES_PER_S = (24 << 20) / 300
 """... refilled over five minutes: a script cannot turn the server into a traffic source."""
+TRANSFER_TIMEOUT_S = 30.0
+"""A transfer still running after this is cut: a client trickling bytes must not hold one of
+the few transfer slots for long."""
 MAX_IN_FLIGHT_PER_ADDRESS = 2
 MAX_IN_FLIGHT_TOTAL = 16
 CHUNK_BYTES = 64 << 10
@@ -51,6 +55,7 @@ class NetcheckBudget:
     max_in_flight_per_address: int = MAX_IN_FLIGHT_PER_ADDRESS
     max_in_flight_total: int = MAX_IN_FLIGHT_TOTAL
     max_addresses: int = 10_000
+    transfer_timeout_s: float = TRANSFER_TIMEOUT_S
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
     _in_flight: dict[str, int] = field(default_factory=dict)
 
@@ -141,10 +146,11 @@ async def download(request: web.Request) -> web.StreamResponse:
             "Content-Length": str(size)})
         await response.prepare(request)
         left = size
-        while left > 0:
-            piece = _BLOCK[:min(left, CHUNK_BYTES)]
-            await response.write(piece)
-            left -= len(piece)
+        async with asyncio.timeout(budget.transfer_timeout_s):  # a reader that stalls is cut
+            while left > 0:
+                piece = _BLOCK[:min(left, CHUNK_BYTES)]
+                await response.write(piece)
+                left -= len(piece)
         await response.write_eof()
         return response
     finally:
@@ -164,14 +170,18 @@ async def upload(request: web.Request) -> web.Response:
     first = last = 0.0
     try:
         # Streamed and counted, never kept: the app's client_max_size applies to read() only.
-        async for chunk in request.content.iter_chunked(CHUNK_BYTES):
-            if not received:
-                first = time.monotonic()
-            received += len(chunk)
-            last = time.monotonic()
-            if received > MAX_TRANSFER_BYTES:
-                raise web.HTTPRequestEntityTooLarge(max_size=MAX_TRANSFER_BYTES,
-                                                    actual_size=received)
+        async with asyncio.timeout(budget.transfer_timeout_s):
+            async for chunk in request.content.iter_chunked(CHUNK_BYTES):
+                if not received:
+                    first = time.monotonic()
+                received += len(chunk)
+                last = time.monotonic()
+                if received > MAX_TRANSFER_BYTES:
+                    raise web.HTTPRequestEntityTooLarge(max_size=MAX_TRANSFER_BYTES,
+                                                        actual_size=received)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"upload took longer than "
+                                          f"{budget.transfer_timeout_s:g} s") from None
     finally:
         budget.finish(address, max(0, reserved - received), time.monotonic())
     return web.json_response({"bytes": received, "seconds": round(last - first, 6)},

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -98,6 +99,21 @@ async def test_one_address_runs_out_of_budget_then_gets_429(client: TestClient) 
     big = await client.get("/api/netcheck/down", params={"bytes": str(MAX_TRANSFER_BYTES)})
     assert big.status == 429 and int(big.headers["Retry-After"]) >= 1
     assert budget._in_flight == {}  # every transfer gave its slot back
+
+
+async def test_a_trickling_upload_is_cut_and_frees_its_slot(client: TestClient) -> None:
+    budget: NetcheckBudget = client.app[NETCHECK]
+    budget.transfer_timeout_s = 0.5
+
+    async def trickle() -> object:  # 1 byte every 0.1 s: would hold a slot for days
+        for _ in range(100):
+            yield b"z"
+            await asyncio.sleep(0.1)
+
+    response = await client.post("/api/netcheck/up", data=trickle())
+    assert response.status == 408
+    assert budget._in_flight == {}
+    assert (await client.get("/api/netcheck/down", params={"bytes": "10"})).status == 200
 
 
 def test_budget_core_in_flight_caps_refill_and_ipv6_prefixes() -> None:
