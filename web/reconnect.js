@@ -26,7 +26,7 @@ addStrings({
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 const RETRY_FOR_MS = 90_000;
-const FAILED_GRACE_MS = 4000; // 'disconnected' twice this long (no recovery by ICE): rejoin
+const DISCONNECTED_MS = 5000; // 'disconnected' this long (ICE did not recover): rejoin
 const CONNECT_TIMEOUT_MS = 15_000;
 
 export class Reconnector {
@@ -111,7 +111,7 @@ export class Reconnector {
       }
       this.notify(t('reconnecting'));
       clearTimeout(this.iceTimer);
-      this.iceTimer = setTimeout(() => this.lost('ice-timeout'), FAILED_GRACE_MS * 2);
+      this.iceTimer = setTimeout(() => this.lost('ice-timeout'), DISCONNECTED_MS);
       return true;
     }
     if (state === 'failed') {

@@ -311,6 +311,43 @@ async def test_reconnects_after_an_outage_and_a_dropped_socket(
             })
 
 
+async def test_reconnects_after_a_network_change(link: ShapedLink, tmp_path: Path) -> None:
+    """A's address changes (198.18.1.2 -> .3, as when a laptop moves to another network): its
+    socket and ICE paths die; it rejoins its seat by itself from the new address."""
+    with running_server(tmp_path, host=link.server_addr, print_log=False) as server:
+        url = f"{server.base_url}/?room=move"
+        wrapper = link.wrapper(tmp_path, str(CHROMIUM))
+        secure = [f"--unsafely-treat-insecure-origin-as-secure={server.base_url}"]
+        async with _chromium(wrapper, secure) as far, _chromium(extra=secure) as near:
+            a = await _open(far, url + "&name=An")
+            b = await _open(near, url + "&name=Binh")
+            for page in (a, b):
+                await wait_js(page.page, JOINED, TIMEOUT_MS)
+            await _frames_grow(a, 20)
+            await _frames_grow(b, 20)
+            a_id = await a.page.evaluate("window.diemcau.selfId")
+            moved = time.monotonic()
+            link.client_exec(["ip", "addr", "del", f"{link.client_addr}/{link.prefix}",
+                              "dev", link.client_if])
+            link.client_exec(["ip", "addr", "add", f"198.18.1.3/{link.prefix}",
+                              "dev", link.client_if])
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not [
+                    m for m in a.of_type("joined")[1:] if m["participant_id"] == a_id]:
+                await asyncio.sleep(0.1)
+            assert len(a.of_type("joined")) > 1, a.tail()
+            await wait_js(a.page, JOINED, TIMEOUT_MS)
+            await _frames_grow(a, 30)
+            await _frames_grow(b, 30)
+            back_s = time.monotonic() - moved
+            assert not b.of_type("participant_left"), b.of_type("participant_left")
+            reconnects = await a.page.evaluate("window.diemcau.reconnects")
+            loss = await a.page.evaluate("window.diemcau.lastLoss")
+            await a.page.screenshot(path=str(ARTIFACTS / "reconnect-network-change.png"))
+            _record("network_change", {"media_back_s": round(back_s, 2), "detected_by": loss,
+                                       "client_measured": reconnects})
+
+
 # -- TURN ---------------------------------------------------------------------------------
 
 
