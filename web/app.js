@@ -71,6 +71,11 @@ const reconnector = new Reconnector({
   notify: (text) => showNotice(text),
   hook: diemcau,
   isLive: () => !!call && !call.leaving && ['joined', 'joining'].includes(diemcau.state),
+  giveUp: () => {
+    if (!['reconnecting', 'joining', 'joined'].includes(diemcau.state)) return;
+    showError('socket', t('connectionLost'));
+    endCall(call, 'error');
+  },
 });
 
 function setState(state) {

@@ -37,8 +37,9 @@ export class Reconnector {
    * @param {(text: string) => void} opts.notify shows (or with '' hides) the status line
    * @param {object} opts.hook window.diemcau (reconnects, peerStates are kept there)
    */
-  constructor({ rejoin, notify, hook, isLive = () => true }) {
+  constructor({ rejoin, notify, hook, isLive = () => true, giveUp = () => {} }) {
     this.rejoin = rejoin;
+    this.giveUp = giveUp; // every attempt failed (or was refused): show the usual error
     this.isLive = isLive; // still in a call (not left on purpose)
     this.connectTimer = null;
     this.notify = notify;
@@ -156,6 +157,7 @@ export class Reconnector {
     this.lostAt = null;
     this.notify('');
     this.hook.reconnectGaveUp = true;
+    this.giveUp();
   }
 
   _onOnline() {

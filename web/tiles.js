@@ -80,7 +80,8 @@ export function syncStream(stream, desired) {
 
 /** Size the tiles (CSS variable --tile-w) so that all of them fit the grid, as large as possible. */
 export function layoutGrid(grid, { gap = 12, ratio = 16 / 9, minWidth = 160 } = {}) {
-  const n = grid.children.length;
+  // Tiles hidden by CSS (the kiosk hides its own) take no place.
+  const n = [...grid.children].filter((el) => getComputedStyle(el).display !== 'none').length;
   if (!n) return;
   const style = getComputedStyle(grid);
   const width = grid.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
