@@ -202,7 +202,7 @@ export function startKiosk({ join, leave, hook, setState }) {
     }
     const at = new Date(next.starts_at * 1000).toLocaleTimeString('vi-VN', { hour: '2-digit', minute: '2-digit' });
     const minutes = Math.max(0, Math.ceil((next.starts_at - serverNow()) / 60));
-    showWaiting(`${t('kioskNext', { title: next.title, room: next.room, time: at })} ${t('kioskStartsIn', { minutes })}`);
+    showWaiting(`${t('kioskNext', { title: next.title, room: next.room, time: at })}. ${t('kioskStartsIn', { minutes })}`);
     state.next = next;
     clearTimeout(startTimer);
     const wait = (next.starts_at - serverNow()) * 1000;
