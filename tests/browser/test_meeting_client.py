@@ -180,9 +180,16 @@ async def test_prejoin_devices_sound_network_then_join(server_url: str) -> None:
         await wait_js(p, "window.diemcau.prejoin.micLevel > 0", 10_000)  # the fake mic beeps
         await p.screenshot(path=str(ARTIFACTS / "prejoin.png"), full_page=True)
         _record("prejoin_loopback", {k: check[k] for k in ("rttMs", "downBps", "upBps")})
+        speakers = await p.evaluate(
+            "[...document.querySelectorAll('#prejoin-speaker option')].map((o) => o.value)")
+        chosen = speakers[-1]
+        await p.select_option("#prejoin-speaker", chosen)
         await p.click("#prejoin-join")
         await wait_js(p, JOINED, TIMEOUT_MS)
         assert await p.evaluate("window.diemcau.audioOnly") is False
+        if chosen:  # the tiles play through the chosen speaker
+            await wait_js(p, f"[...document.querySelectorAll('#grid video')].every("
+                             f"(v) => v.sinkId === '{chosen}')", 5_000)
         await wait_js(p, "window.diemcau.pcs.publisher && "
                          "window.diemcau.pcs.publisher.connectionState === 'connected'",
                       TIMEOUT_MS)
