@@ -192,6 +192,7 @@ function toggle(kind) {
 function teardown(c) {
   if (!c) return;
   screen.reset();
+  if (c.speaker) c.speaker.disconnect(); // the pre-join speaker choice's observer
   c.reporter.stop();
   c.layers.close();
   c.session.close();
