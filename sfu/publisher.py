@@ -148,7 +148,10 @@ class Publisher:
                 self._repaired_rid_ext_id = offer.repaired_rid_ext_id
             self._add_producer(transceiver.mid, Kind(transceiver.kind), transceiver.receiver,
                                offer.rids if offer is not None else None)
-            if transceiver.mid in screen_mids and transceiver.kind == "video":
+            # One live screen per participant: a client listing every video m-line must not
+            # give its cameras the screen's allocator priority.
+            if transceiver.mid in screen_mids and transceiver.kind == "video" and not any(
+                    p.source == "screen" and not p.closed for p in self.producers.values()):
                 self.producers[transceiver.mid].source = "screen"
         self._configure_ice(self.pc)
         answer = await self.pc.createAnswer()

@@ -77,3 +77,25 @@ def test_silent_mids_finds_stopped_and_inactive_sections() -> None:
     assert silent_mids(sdp) == {"2", "3"}
     assert silent_mids("garbage") == set()
     assert silent_mids("v=0\nm=video 0\na=mid:" + "x" * 40) == {"x" * 40}
+
+
+async def test_one_screen_per_publisher_whatever_the_offer_claims() -> None:
+    """A client cannot give its cameras the screen's priority by listing every video m-line in
+    screen_mids: one live screen per participant; audio is never a screen."""
+    from aiortc import RTCPeerConnection
+
+    from sfu.publisher import Publisher
+
+    client = RTCPeerConnection()
+    for kind in ("audio", "video", "video", "video"):
+        client.addTransceiver(kind, direction="sendonly")
+    await client.setLocalDescription(await client.createOffer())
+    publisher = Publisher("pub", RTCPeerConnection(), lambda producer: None, lambda: 0.0)
+    try:
+        await publisher.answer(client.localDescription.sdp, frozenset({"0", "1", "2", "3"}))
+        sources = {mid: p.source for mid, p in publisher.producers.items()}
+        assert sources["0"] == "camera"  # audio
+        assert sorted(sources.values()).count("screen") == 1, sources
+    finally:
+        await publisher.close()
+        await client.close()
