@@ -490,6 +490,9 @@ class Session:
         self.send({"type": "pong", "id": message.id})
 
     async def leave(self, release: bool = True) -> None:
+        if self.handed_over:  # the seat (and this session id) lives on in a resumed session
+            self.participant_id = None
+            return
         participant_id, room_name, session_id = (
             self.participant_id, self.room_name, self._session_id)
         self.participant_id = None

@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from signaling.app import SESSIONS, create_app
+from signaling.control import CONTROL
 from tests.conftest import make_config
 from tests.integration.test_control_plane import Client
 
@@ -92,6 +93,7 @@ async def test_dropped_seat_is_held_and_resumed_without_a_leave(server: TestServ
     state = await a.next("participant_state", "participant_left")
     assert state["state"] == "connected"
     assert not [m for m in a.messages if m["type"] == "participant_left"]
+    assert server.app[CONTROL].admission.count("phong") == 2
     # The old token is spent: a second resume with it is refused, and the socket may then join.
     c, refused = await join(server, name="Bình", resume=joined_b["resume_token"])
     assert refused["type"] == "error" and refused["code"] == "resume-expired"
@@ -143,6 +145,10 @@ async def test_resume_takes_a_half_open_seat_and_closes_the_old_socket(
     assert rejoined["participant_id"] == joined_b["participant_id"]
     assert (await b.next("never")) == {"type": "closed"}
     await no_message(a, "participant_left", 0.5)
+    # The old socket's end must not free the seat the new one now holds.
+    admission = server.app[CONTROL].admission
+    assert admission.count("phong") == 2, admission.occupants("phong")
+    assert joined_b["participant_id"] in admission.occupants("phong").values()
     await b2.send({"type": "ping", "id": 1})
     assert (await b2.next("pong"))["id"] == 1
     for client in (a, b2):
