@@ -66,11 +66,13 @@ const screen = new ScreenShare({
 });
 diemcau.screen = screen;
 let joinOptions = {}; // the last join's options (pre-join choices, kiosk credentials)
+const PING_TIMEOUT_MS = 2500; // media stopped and no pong this long: the network is gone
 const reconnector = new Reconnector({
   rejoin: (resume) => join(diemcau.room, diemcau.name, { ...joinOptions, resume, reconnect: true }),
   notify: (text) => showNotice(text),
   hook: diemcau,
   isLive: () => !!call && !call.leaving && ['joined', 'joining'].includes(diemcau.state),
+  ping: () => (call ? call.signaling.ping(PING_TIMEOUT_MS) : Promise.reject(new Error('no call'))),
   giveUp: () => {
     if (!['reconnecting', 'joining', 'joined'].includes(diemcau.state)) return;
     showError('socket', t('connectionLost'));

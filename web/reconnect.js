@@ -37,7 +37,8 @@ export class Reconnector {
    * @param {(text: string) => void} opts.notify shows (or with '' hides) the status line
    * @param {object} opts.hook window.diemcau (reconnects, peerStates are kept there)
    */
-  constructor({ rejoin, notify, hook, isLive = () => true, giveUp = () => {} }) {
+  constructor({ rejoin, notify, hook, isLive = () => true, giveUp = () => {}, ping = null }) {
+    this.ping = ping; // () => Promise: a signaling round trip (is the socket alive too?)
     this.rejoin = rejoin;
     this.giveUp = giveUp; // every attempt failed (or was refused): show the usual error
     this.isLive = isLive; // still in a call (not left on purpose)
@@ -113,6 +114,14 @@ export class Reconnector {
       this.notify(t('reconnecting'));
       clearTimeout(this.iceTimer);
       this.iceTimer = setTimeout(() => this.lost('ice-timeout'), DISCONNECTED_MS);
+      // Media stopped; if the socket does not answer either, our network is gone or changed:
+      // rejoin at once instead of waiting for ICE (an outage that ends meanwhile is let be).
+      const lostAt = this.lostAt;
+      if (this.ping) {
+        this.ping().catch(() => {
+          if (this.lostAt === lostAt && this.mode === 'ice' && this.isLive()) this.lost('socket-silent');
+        });
+      }
       return true;
     }
     if (state === 'failed') {
