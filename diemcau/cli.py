@@ -16,6 +16,7 @@ from sfu.policy.last_n import DEFAULT_LAST_N, MAX_LAST_N
 from signaling.control import BootstrapResult
 from signaling.eventloop import new_event_loop
 from signaling.limits import JOIN_TIMEOUT_S, MAX_UNJOINED_PER_ADDRESS
+from signaling.turn import add_turn_arguments
 
 
 def add_serve_options(serve: argparse.ArgumentParser) -> None:
@@ -88,6 +89,10 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--workers", metavar="N",
                        help="SFU worker processes, each owning whole rooms (default: the "
                             "number of cores); 0 or 1: media in the signaling process")
+    add_turn_arguments(serve)
+    serve.add_argument("--reconnect-grace", metavar="S",
+                       help="a participant whose connection drops keeps its seat S seconds "
+                            "for automatic reconnection (default 15; 0: leave at once)")
     serve.add_argument("--log-level", help="debug, info (default), warning, error")
     serve.add_argument("--log-format", choices=["text", "json"],
                        help="json: one object a line, with room and participant ids")

@@ -10,7 +10,7 @@ want_test=0
 python=${PYTHON:-python3}
 apt_packages=(iproute2)
 "$python" -m venv --help >/dev/null 2>&1 || apt_packages+=(python3-venv)
-[ "$want_test" = 1 ] && apt_packages+=(chromium firefox-esr util-linux redis-server)  # redis: tests/cluster
+[ "$want_test" = 1 ] && apt_packages+=(chromium firefox-esr util-linux redis-server coturn)  # redis: tests/cluster; coturn: TURN browser test
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

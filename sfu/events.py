@@ -81,6 +81,7 @@ class TrackDescription:
     participant_id: str
     kind: str
     stream_id: str
+    source: str = "camera"  # "screen": a shared screen (shown large, top allocator priority)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -75,8 +75,10 @@ class MediaPlane(Protocol):
 
     async def leave(self, room: str, participant_id: str) -> None: ...
 
-    async def publish(self, room: str, participant_id: str, offer_sdp: str) -> str:
-        """Apply the participant's publish offer; returns the answer (raises on a bad offer)."""
+    async def publish(self, room: str, participant_id: str, offer_sdp: str,
+                      screen_mids: Collection[str] = ()) -> str:
+        """Apply the participant's publish offer; returns the answer (raises on a bad offer).
+        ``screen_mids``: new m-lines that carry a shared screen rather than a camera."""
         ...
 
     def subscribe_answer(self, room: str, participant_id: str, answer_sdp: str) -> bool:

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -313,9 +313,11 @@ class WorkerPool:
         except (WorkerLost, TimeoutError) as exc:
             logger.warning("leave of %s in %r: %r", participant_id, room, exc)
 
-    async def publish(self, room: str, participant_id: str, offer_sdp: str) -> str:
+    async def publish(self, room: str, participant_id: str, offer_sdp: str,
+                      screen_mids: Collection[str] = ()) -> str:
         live, _ = self._member(room, participant_id)
-        reply = await self._call(live, lambda i: Publish(i, room, participant_id, offer_sdp))
+        reply = await self._call(live, lambda i: Publish(i, room, participant_id, offer_sdp,
+                                                         list(screen_mids)))
         if reply.value is None:
             raise RuntimeError("the media worker gave no answer")
         return reply.value

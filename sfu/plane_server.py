@@ -211,7 +211,8 @@ class PlaneServer:
                 case Leave():
                     await worker.leave(call.room, call.participant)
                 case Publish():
-                    value = await worker.publish(call.room, call.participant, call.sdp)
+                    value = await worker.publish(call.room, call.participant, call.sdp,
+                                                 call.screen_mids)
                 case AddIce():
                     candidate = None
                     if call.candidate is not None:

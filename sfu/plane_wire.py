@@ -77,6 +77,7 @@ class Publish(_Call, tag="publish"):
     room: str
     participant: str
     sdp: str
+    screen_mids: list[str] = []
 
 
 class SubscribeAnswer(_Call, tag="answer"):

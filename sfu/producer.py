@@ -99,6 +99,7 @@ class Producer:
         self.participant_id = participant_id
         self.kind = kind
         self.mid = mid
+        self.source = "camera"  # or "screen" (Publisher.answer): subscribers show it large
         self.codec: Codec | None = None
         self.layers = [Layer(i, rid) for i, rid in enumerate(rids)] if rids else [Layer(0, None)]
         self.muted = False

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.rate import RemoteBitrateEstimator
@@ -129,7 +129,7 @@ class Publisher:
         self._closed = False
         self.feedback_packets_sent = 0
 
-    async def answer(self, offer_sdp: str) -> str:
+    async def answer(self, offer_sdp: str, screen_mids: Collection[str] = ()) -> str:
         """Apply the client's offer and return our answer. Raises ValueError on a bad offer."""
         check_offer_shape(offer_sdp)
         simulcast = parse_simulcast_offer(offer_sdp)
@@ -148,6 +148,11 @@ class Publisher:
                 self._repaired_rid_ext_id = offer.repaired_rid_ext_id
             self._add_producer(transceiver.mid, Kind(transceiver.kind), transceiver.receiver,
                                offer.rids if offer is not None else None)
+            # One live screen per participant: a client listing every video m-line must not
+            # give its cameras the screen's allocator priority.
+            if transceiver.mid in screen_mids and transceiver.kind == "video" and not any(
+                    p.source == "screen" and not p.closed for p in self.producers.values()):
+                self.producers[transceiver.mid].source = "screen"
         self._configure_ice(self.pc)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)

@@ -219,6 +219,17 @@ class Room:
             if participant.publisher is not None:
                 participant.uplink.tick(participant.publisher, now)
 
+    def drop_producer(self, participant: Participant, producer: Producer) -> None:
+        """One track of a participant ends (a stopped screen share); the participant stays."""
+        for other in self.participants.values():
+            if other.subscriber is not None:
+                other.subscriber.remove_producer(producer.id)
+        for local in self.local.values():
+            local.remove_producer(producer.id)
+        if participant.publisher is not None:
+            participant.publisher.producers.pop(producer.mid, None)
+        producer.close()
+
     async def remove(self, participant_id: str) -> Participant | None:
         participant = self.participants.pop(participant_id, None)
         if participant is None:

@@ -145,6 +145,7 @@ class SubscriberNegotiator:
                 participant_id=slot.consumer.producer.participant_id,
                 kind=slot.kind,
                 stream_id=slot.stream_id,
+                source=slot.consumer.producer.source,
             )
             for slot in self.slots
             if slot.consumer is not None and slot.transceiver.mid is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ from sfu.subscriber import Subscriber
 from sfu.subscriber_negotiator import check_answer, describe_error
 from sfu.types import Kind
 from sfu.wire.demux import DatagramDrops
+from sfu.wire.sdp_directions import silent_mids
 
 logger = logging.getLogger(__name__)
 
@@ -188,10 +189,18 @@ class Worker:
             raise UnknownParticipant(participant_id)
         return participant
 
-    async def publish(self, room: str, participant_id: str, offer_sdp: str) -> str:
-        publisher = self.participant(room, participant_id).publisher
+    async def publish(self, room: str, participant_id: str, offer_sdp: str,
+                      screen_mids: Collection[str] = ()) -> str:
+        participant = self.participant(room, participant_id)
+        publisher = participant.publisher
         assert publisher is not None
-        return await publisher.answer(offer_sdp)
+        answer = await publisher.answer(offer_sdp, screen_mids)
+        # A screen share that stopped: its m-line went inactive; the others drop its track.
+        for mid in silent_mids(offer_sdp):
+            producer = publisher.producers.get(mid)
+            if producer is not None and producer.source == "screen":
+                self.rooms[room].drop_producer(participant, producer)
+        return answer
 
     def subscribe_answer(self, room: str, participant_id: str, answer_sdp: str) -> bool:
         subscriber = self.participant(room, participant_id).subscriber

@@ -28,9 +28,11 @@ from signaling.cluster.seats import ClusterSeats
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
 from signaling.documents import DOCUMENTS_DIR
+from signaling.kiosk import add_kiosk_routes
 from signaling.meeting_log import QualityReading
 from signaling.metrics import RecordingCollector, make_registry, render
 from signaling.moderation import LiveModerator, SessionRegistry
+from signaling.netcheck import add_netcheck_routes
 from signaling.recording import RECORDINGS, RecordingService
 from signaling.session import Session
 from signaling.web_security import add_security_headers, origin_allowed
@@ -314,10 +316,13 @@ def create_app(
     app.cleanup_ctx.append(recording_ctx)  # cleaned up first: recordings finish, then rooms
     app.cleanup_ctx.append(metrics_listener_ctx)
     add_api_routes(app)
+    add_netcheck_routes(app, config.media.audio_only_below_bps)
+    add_kiosk_routes(app)
     app.on_shutdown.append(close_sockets)
     app.add_routes([
         web.get("/", index),
         web.get("/console", console),
+        web.get("/kiosk", index),  # the meeting-room view: web/kiosk.js
         web.get("/static/{name}", static_file),
         web.get("/ws", websocket),
         web.get("/healthz", healthz),

@@ -12,6 +12,7 @@ from signaling.limits import (
     MAX_UNJOINED_PER_ADDRESS,
     PREJOIN_MAX_MESSAGE_BYTES,
 )
+from signaling.turn import TurnConfig
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 """Our protocol limit for one WebSocket frame (a subscriber answer for a large room fits).
@@ -68,3 +69,7 @@ class Config:
     audit_retention_days: float = 365.0
     """Audit trail rows older than this are pruned (hourly; the pruning is itself audited)."""
     hooks: HookSettings = field(default_factory=HookSettings)
+    turn: TurnConfig | None = None
+    """TURN servers and credentials handed to clients in the join reply (signaling/turn.py)."""
+    reconnect_grace_s: float = 15.0
+    """A participant whose connection drops keeps its seat this long (signaling/resume.py)."""

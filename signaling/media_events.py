@@ -62,7 +62,7 @@ def _forwarded(event: VideosForwarded) -> Message:
 def _offer(event: SubscribeOffer) -> Message:
     return {"type": "subscribe_offer", "sdp": event.sdp, "tracks": {
         mid: {"participant_id": track.participant_id, "kind": track.kind,
-              "stream_id": track.stream_id}
+              "stream_id": track.stream_id, "source": track.source}
         for mid, track in event.tracks.items()
     }}
 

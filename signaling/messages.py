@@ -38,10 +38,14 @@ class Join(_Message, tag="join"):
     endpoint_id: Annotated[int, msgspec.Meta(ge=1, le=2**53)] | None = None
     endpoint_secret: Secret | None = None
     take_over: bool = False
+    resume: Secret | None = None  # the `resume_token` of a dropped seat (signaling/resume.py)
 
 
 class Publish(_Message, tag="publish"):
     sdp: OfferSdp
+    # m-lines of this offer that carry a shared screen (web/screenshare.js), not a camera
+    screen_mids: Annotated[list[Annotated[str, msgspec.Meta(max_length=32)]],
+                           msgspec.Meta(max_length=4)] = []
 
 
 class SubscribeAnswer(_Message, tag="subscribe_answer"):

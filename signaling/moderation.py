@@ -13,6 +13,7 @@ from sfu.plane import MediaPlane
 from sfu.types import Kind
 from signaling.api_models import ParticipantInfo
 from signaling.control import ControlPlane
+from signaling.resume import ResumeBook
 from signaling.room_extras import RoomExtras
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ class SessionRegistry:
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
         self.extras = RoomExtras(self)  # chat, hands, quality, documents (issue 12)
+        self.resume = ResumeBook()  # automatic reconnection (signaling/resume.py)
 
     def add(self, participant_id: str, session: Session) -> None:
         self._sessions[participant_id] = session

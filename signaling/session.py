@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiortc import RTCIceCandidate
 from aiortc.sdp import candidate_from_sdp
 
-from sfu.events import AudioOnlyChanged, MediaEvent, Removed, SubscribeOffer
+from sfu.events import AudioOnlyChanged, MediaEvent, ParticipantLeft, Removed, SubscribeOffer
 from sfu.plane import BadDescription, MediaPlane, NotDescribed, Target
 from sfu.policy.downlink import Tile
 from sfu.types import Kind
@@ -60,6 +61,7 @@ from signaling.messages import (
     decode,
 )
 from signaling.moderation import SessionRegistry
+from signaling.resume import hold, resume_join, should_hold
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +105,18 @@ class Session:
         self._offers = Window(config.max_offers_per_minute, 60.0)
         self._shown = Window(MAX_SHOWN_PER_10S, 10.0)
         self._trickled = {"publisher": 0, "subscriber": 0}
+        # Candidates we passed on, per connection: see on_ice's end of candidates.
+        self._usable = {"publisher": 0, "subscriber": 0}
+        self._described = {"publisher": False, "subscriber": False}
         self._offer_sdp_bytes = 0  # size of the last subscribe_offer, bounds its answer
         self._offer_sections = 0
         self._candidate_scopes = announced_scopes(config.media.ice_addresses)
+        # Automatic reconnection (signaling/resume.py): this seat's resume token; `held` is set
+        # when a held seat is taken back or left.
+        self.resume_token: str | None = None
+        self.held = asyncio.Event()
+        self.holding = False
+        self.handed_over = False
         self._handlers: dict[type, Callable[[Any], Awaitable[None]]] = {
             Join: self.on_join,
             Publish: self.on_publish,
@@ -130,7 +141,7 @@ class Session:
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue a message (callable from synchronous room code); one writer keeps order."""
-        if self._closing:
+        if self._closing or self.holding or self.handed_over:
             return
         if self._outbox.qsize() >= OUTBOX_LIMIT:
             logger.warning("client %s does not read; disconnecting", self.participant_id)
@@ -155,6 +166,9 @@ class Session:
         if self._early_events is not None:
             self._early_events.append(event)  # `joined` is not queued yet
             return
+        if isinstance(event, ParticipantLeft) and \
+                event.participant_id in self.sessions.resume.handing_over:
+            return  # a seat moving to its new connection: the others see no leave
         if isinstance(event, SubscribeOffer):  # what its answer may be measured against
             self._offer_sdp_bytes, self._offer_sections = len(event.sdp), count_sections(event.sdp)
         self.send(to_json(event))
@@ -210,7 +224,8 @@ class Session:
                     break
         finally:
             deadline.cancel()
-            await self.leave()
+            if not (should_hold(self, self.ws.close_code) and await hold(self)):
+                await self.leave()
             self._outbox.put_nowait(None)
             try:
                 await asyncio.wait_for(writer, 2.0)
@@ -269,6 +284,9 @@ class Session:
     async def on_join(self, message: Join) -> None:
         if self._session_id is not None:
             raise ProtocolError("already-joined", f"already in room {self.room_name!r}")
+        if message.resume is not None:
+            await resume_join(self, message)
+            return
         session_id = uuid.uuid4().hex[:12]
         if self.control is None:  # no control plane (media-only tests): everyone is a member
             self._session_id, self.room_name = session_id, message.room
@@ -318,6 +336,7 @@ class Session:
         before = self.plane.join(admitted.room, admitted.session_id, admitted.name,
                                  self.on_media_event)
         self.participant_id = admitted.session_id
+        self.resume_token = self.sessions.resume.issue(self)
         self.send({
             "type": "joined", "participant_id": admitted.session_id, "room": admitted.room,
             "participants": [participant_json(p) for p in before.participants],
@@ -325,7 +344,11 @@ class Session:
             "can_publish": admitted.can_publish, "can_subscribe": admitted.can_subscribe,
             "rejoin_token": admitted.rejoin_token, "pinned": before.pinned,
             "locked": locked,
-            "ice_servers": [{"urls": url} for url in self.plane.ice_servers],
+            "resume_token": self.resume_token,
+            "reconnect_grace_s": self.config.reconnect_grace_s,
+            "ice_servers": [{"urls": url} for url in self.plane.ice_servers] + (
+                self.config.turn.ice_servers(admitted.session_id, time.time())
+                if self.config.turn is not None else []),
             "recording": self._recordings is not None
             and self._recordings.is_recording(admitted.room),
             "meeting": meeting,
@@ -369,10 +392,13 @@ class Session:
                                   f"{self._offers.period_s:g} s; retry in {wait:.0f} s")
             raise _WithFields(error, retry_after=max(1, round(wait + 0.5)))
         sdp = self._strip_refused_candidates(message.sdp)
+        self._usable["publisher"] += sdp.count("\na=candidate:")
         try:
-            answer = await self.plane.publish(room, participant_id, sdp)
+            answer = await self.plane.publish(room, participant_id, sdp,
+                                              frozenset(message.screen_mids))
         except Exception as exc:  # aiortc raises ValueError, but also AssertionError etc.
             raise ProtocolError("bad-sdp", f"cannot use this offer: {_describe(exc)}") from None
+        self._described["publisher"] = True
         self.send({"type": "publish_answer", "sdp": answer})
 
     def _strip_refused_candidates(self, sdp: str) -> str:
@@ -413,6 +439,7 @@ class Session:
             raise LimitExceeded("answer-size", limit,
                                 f"answer of {len(message.sdp)} characters; at most {limit} "
                                 "for this offer")
+        self._usable["subscriber"] += message.sdp.count("\na=candidate:")
         try:
             accepted = self.plane.subscribe_answer(room, participant_id, message.sdp)
         except BadDescription as exc:  # the offer stays pending
@@ -420,13 +447,19 @@ class Session:
                                 "subscribe_answer") from None
         if not accepted:
             raise ProtocolError("bad-state", "no subscribe_offer is waiting for an answer")
+        self._described["subscriber"] = True
 
     async def on_ice(self, message: Ice) -> None:
         room, participant_id = self._in_room()
         target = Target(message.target)
         init = message.candidate
         if init is None or not init.candidate:
-            await self._add_candidate(room, participant_id, target, None)  # end of candidates
+            # End of candidates. When we refused every one (a client on a changed network may
+            # list only loopback at first), aioice would fail at once with nothing to check;
+            # without the end it keeps listening, and the client's checks from its real
+            # address arrive as a peer-reflexive candidate.
+            if self._usable[message.target] or not self._described[message.target]:
+                await self._add_candidate(room, participant_id, target, None)  # or bad-state
             return
         if self._trickled[message.target] >= MAX_TRICKLED_CANDIDATES:
             raise LimitExceeded("trickled-candidates", MAX_TRICKLED_CANDIDATES,
@@ -448,6 +481,7 @@ class Session:
         if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
             candidate.sdpMLineIndex = 0
         await self._add_candidate(room, participant_id, target, candidate)
+        self._usable[message.target] += 1
 
     async def _add_candidate(self, room: str, participant_id: str, target: Target,
                              candidate: RTCIceCandidate | None) -> None:
@@ -515,10 +549,16 @@ class Session:
         self.send({"type": "pong", "id": message.id})
 
     async def leave(self, release: bool = True) -> None:
+        if self.handed_over:  # the seat (and this session id) lives on in a resumed session
+            self.participant_id = None
+            return
         self._left_meeting(self._leave_reason)
         participant_id, room_name, session_id = (
             self.participant_id, self.room_name, self._session_id)
         self.participant_id = None
+        self.sessions.resume.revoke(self.resume_token)
+        self.resume_token = None
+        self.held.set()  # a held seat that is left (removed, ended) waits no longer
         # The seat first: closing the media (peer connections) can take a while, and a
         # waiting participant should not find the room full meanwhile.
         if session_id is not None:
@@ -536,6 +576,22 @@ class Session:
                 self.control.events.left(room_name, participant_id)
             if self._recordings is not None:
                 await self._recordings.on_left(room_name)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def close_socket(self, code: WSCloseCode) -> None:
+        """Close our socket after what is queued (a seat taken back from a half-open one)."""
+        self._close_code = code
+        self._closing = True
+        self._outbox.put_nowait(None)
+
+    def adopt(self, old: Session) -> None:
+        """Take over ``old``'s seat (resume): same participant id, same room."""
+        self._session_id, self.room_name = old._session_id, old.room_name
+        if self._session_id is not None:
+            self.sessions.add(self._session_id, self)
 
     async def kick(self, reason: str, release: bool = True) -> None:
         """Moderation or take-over: tell the client why, leave, and close the socket."""

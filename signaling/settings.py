@@ -24,6 +24,7 @@ from sfu.policy.last_n import DEFAULT_LAST_N, MAX_LAST_N
 from sfu.worker import MediaConfig
 from signaling.config import Config, HookSettings
 from signaling.limits import JOIN_TIMEOUT_S, MAX_UNJOINED_PER_ADDRESS
+from signaling.turn import DEFAULT_TTL_S, TurnConfig, TurnConfigError, turn_config
 
 ENV_PREFIX = "DIEMCAU_"
 CONFIG_ENV = "DIEMCAU_CONFIG"
@@ -66,6 +67,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     node_id: str | None = None
     audit_retention_days: Positive = 365.0
     last_n: Annotated[int, msgspec.Meta(ge=0, le=MAX_LAST_N)] = DEFAULT_LAST_N
+    turn_urls: list[str] = msgspec.field(default_factory=list)
+    turn_secret_file: str | None = None
+    turn_username: str | None = None
+    turn_password_file: str | None = None
+    turn_ttl: Positive = DEFAULT_TTL_S
+    reconnect_grace: Annotated[float, msgspec.Meta(ge=0)] = 15.0
     workers: Annotated[int, msgspec.Meta(ge=0)] | None = None
     """SFU worker processes; None: one per core."""
     room_last_n: list[str] = msgspec.field(default_factory=list)
@@ -202,6 +209,10 @@ def _check(settings: Settings, sources: Mapping[str, str]) -> None:
         except ValueError as exc:
             fail("rtc_port_range", str(exc))
     try:
+        _turn(settings)
+    except TurnConfigError as exc:
+        fail("turn_urls", str(exc))
+    try:
         parse_room_last_n(settings.room_last_n)
     except ConfigError as exc:
         fail("room_last_n", str(exc))
@@ -250,6 +261,11 @@ def parse_room_last_n(entries: list[str]) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
+def _turn(settings: Settings) -> TurnConfig | None:
+    return turn_config(settings.turn_urls, settings.turn_secret_file, settings.turn_username,
+                       settings.turn_password_file, settings.turn_ttl)
+
+
 def to_config(settings: Settings) -> Config:
     port_range = parse_port_range(settings.rtc_port_range) if settings.rtc_port_range else None
     tls = bool(settings.tls or settings.tls_cert)
@@ -265,6 +281,7 @@ def to_config(settings: Settings) -> Config:
         redis_url=settings.redis, node_address=settings.node_address, node_id=settings.node_id,
         audit_retention_days=settings.audit_retention_days,
         workers=os.cpu_count() or 1 if settings.workers is None else settings.workers,
+        turn=_turn(settings), reconnect_grace_s=settings.reconnect_grace,
         media=MediaConfig(
             ice_addresses=tuple(settings.ice_addresses) or None, port_range=port_range,
             ice_servers=tuple(settings.ice_servers),

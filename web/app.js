@@ -18,6 +18,9 @@ import {
   FINAL_REASONS, hostNoticeKind, renderControlButtons, rerenderScreens, showError, showHostNotice,
   showLeft, showLock, showNotice, showRecording, showView, wireScreens,
 } from './screens.js';
+import { Reconnector, showPeerState } from './reconnect.js';
+import { ScreenShare } from './screenshare.js';
+import { applySpeaker, openPrejoin } from './prejoin.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -38,6 +41,7 @@ const diemcau = {
   bandwidth: initialBandwidth(), // {down, up}: {audio_only, reason, estimate_bps, threshold_bps}
   audioOnly: false, // the user's "audio only" toggle
   sendLog, // types of the messages sent, the last 200
+  get signaling() { return call ? call.signaling : null; }, // tests: cut the socket
   pcs: {
     get publisher() { return session ? session.publisher : null; },
     get subscriber() { return session ? session.subscriber : null; },
@@ -72,6 +76,27 @@ const extras = new MeetingExtras({
   notice: (text) => showNotice(text),
 });
 diemcau.extras = extras;
+// Issue 12: screen sharing (web/screenshare.js), automatic reconnection (web/reconnect.js).
+const screen = new ScreenShare({
+  session: () => (call ? call.session : null),
+  nameOf: (id) => (diemcau.participants[id] ? diemcau.participants[id].name : id),
+  notify: (text) => showNotice(text),
+});
+diemcau.screen = screen;
+let joinOptions = {}; // the last join's options (pre-join choices, kiosk credentials)
+const PING_TIMEOUT_MS = 2500; // media stopped and no pong this long: the network is gone
+const reconnector = new Reconnector({
+  rejoin: (resume) => join(diemcau.room, diemcau.name, { ...joinOptions, resume, reconnect: true }),
+  notify: (text) => showNotice(text),
+  hook: diemcau,
+  isLive: () => !!call && !call.leaving && ['joined', 'joining'].includes(diemcau.state),
+  ping: () => (call ? call.signaling.ping(PING_TIMEOUT_MS) : Promise.reject(new Error('no call'))),
+  giveUp: () => {
+    if (!['reconnecting', 'joining', 'joined'].includes(diemcau.state)) return;
+    showError('socket', t('connectionLost'));
+    endCall(call, 'error');
+  },
+});
 
 function setState(state) {
   diemcau.state = state;
@@ -187,6 +212,8 @@ function toggle(kind) {
 
 function teardown(c) {
   if (!c) return;
+  screen.reset();
+  if (c.speaker) c.speaker.disconnect(); // the pre-join speaker choice's observer
   c.reporter.stop();
   c.layers.close();
   c.session.close();
@@ -212,6 +239,7 @@ function teardown(c) {
 
 /** The call is over: `state` 'left' (with the `left` message's reason) or 'error'. */
 function endCall(c, state, reason = null) {
+  reconnector.stop();
   teardown(c);
   setState(state);
   diemcau.leftReason = reason;
@@ -219,7 +247,14 @@ function endCall(c, state, reason = null) {
   showLeft(state, reason);
 }
 
-async function join(room, name) {
+/**
+ * Join `room` as `name`. `opts`: media (a getLocalMedia()-like promise from the pre-join
+ * screen), audioOnly, speakerId, fields (credentials, e.g. a kiosk's endpoint id and secret),
+ * resume (a seat's resume token), takeOver, reconnect (an automatic attempt: no join form on
+ * failure). Resolves with the resulting state: 'joined', 'lobby', 'error', 'refused', 'left'.
+ */
+async function join(room, name, opts = {}) {
+  if (!opts.reconnect) joinOptions = { ...opts, media: null, resume: null };
   if (call) teardown(call);
   Object.assign(diemcau, { room, name, selfId: null });
   const url = new URL(location.href);
@@ -233,15 +268,24 @@ async function join(room, name) {
   showView('call');
 
   showJoinError(null);
-  const { fields, kind } = credentials(room, urlParams());
+  const creds = credentials(room, urlParams());
+  const kind = creds.kind;
+  let fields = opts.fields ? { ...opts.fields } : creds.fields;
+  if (opts.resume) fields = { ...fields, resume: opts.resume };
+  if (opts.takeOver) fields.take_over = true;
   const signaling = new Signaling();
   const c = { signaling, session: null, stream: null, published: false, leaving: false, hostMuted: {} };
   c.selfTile = createTile({ name, self: true });
   c.layers = new VideoLayers(() => (c.published ? c.session.videoSender() : null));
-  c.reporter = new TileReporter(() => roster.list(), (msg) => signaling.send(msg), $('grid'));
+  c.reporter = new TileReporter(() => roster.list(),
+    (msg) => signaling.send(diemcau.tilesFilter ? diemcau.tilesFilter(msg) : msg), $('grid'));
   c.session = new Session(signaling, {
-    onTracks: (entries) => { if (call === c) roster.applyTracks(entries); },
-    onConnectionState: (which, st) => { if (st === 'failed') showError('ice', t('mediaFailed', { which })); },
+    onTracks: (entries) => { if (call === c) roster.applyTracks(screen.take(entries)); },
+    onConnectionState: (which, st) => {
+      if (call !== c) return;
+      if (reconnector.onPcState(which, st, diemcau.state === 'joined')) return;
+      if (st === 'failed') showError('ice', t('mediaFailed', { which }));
+    },
     onError: (err, context) => showError(err.code || context, err.message || String(err)),
   });
   session = c.session;
@@ -250,7 +294,7 @@ async function join(room, name) {
   $('grid').append(c.selfTile.el);
   updateSelfTile();
   renderControls();
-  const media = getLocalMedia();
+  const media = opts.media || getLocalMedia();
 
   signaling
     .on('participant_joined', (m) => { if (call === c) roster.add(m.participant, diemcau.selfId); })
@@ -265,6 +309,7 @@ async function join(room, name) {
     .on('room_locked', (m) => { if (call === c) setLocked(m.locked); })
     .on('recording', (m) => { if (call === c) setRecording(m.active, { error: m.error || null }); })
     .on('joined', (m) => { if (call === c && c.admit) c.admit(m); })
+    .on('participant_state', (m) => { if (call === c) showPeerState(diemcau, m); })
     .on('publish_layers', (m) => {
       if (call !== c) return;
       c.layers.setLayers(m);
@@ -285,6 +330,7 @@ async function join(room, name) {
     })
     .on('close', () => {
       if (call !== c || c.leaving) return;
+      if (diemcau.state === 'joined' && reconnector.lost('socket')) return;
       showError('socket', t('connectionLost'));
       endCall(c, 'error');
     });
@@ -303,22 +349,29 @@ async function join(room, name) {
     }
   } catch (err) {
     media.then((m) => m.stream && m.stream.getTracks().forEach((tr) => tr.stop()));
-    if (call !== c) return;
+    if (call !== c) return 'error';
     c.leaving = true;
     teardown(c);
+    if (opts.resume && err.code === 'resume-expired') { // the seat is gone: join as usual
+      return join(room, name, { ...opts, media: null, resume: null, takeOver: true });
+    }
     if (staleRejoin(kind, err)) {
       dropRejoin(room);
-      join(room, name);
-      return;
+      return join(room, name, { ...opts, media: null });
+    }
+    if (opts.reconnect) {
+      setState('reconnecting');
+      return ['socket', 'timeout', 'internal'].includes(err.code) ? 'error' : 'refused';
     }
     setState('error');
     showJoinError(err, room);
     offerFor(err, kind);
     showView('join');
-    return;
+    return 'error';
   }
-  if (call !== c) return;
+  if (call !== c) return diemcau.state;
   if (joined.rejoin_token) saveRejoin(room, joined.rejoin_token);
+  reconnector.joined(joined);
   diemcau.role = joined.role || null;
   diemcau.selfId = joined.participant_id;
   c.selfTile.el.dataset.participantId = joined.participant_id;
@@ -328,6 +381,8 @@ async function join(room, name) {
   for (const p of joined.participants || []) roster.add(p, diemcau.selfId);
   extras.joined({ selfId: joined.participant_id, role: joined.role, name, meeting: joined.meeting });
   setState('joined');
+  if (opts.audioOnly) setAudioOnly(true); // the pre-join check measured under the threshold
+  if (opts.speakerId) c.speaker = applySpeaker($('grid'), opts.speakerId);
   c.reporter.start();
   gallery.start();
   renderControls();
@@ -340,7 +395,7 @@ async function join(room, name) {
   const { stream, missing, reason } = await media;
   if (call !== c) {
     if (stream) stream.getTracks().forEach((tr) => tr.stop());
-    return;
+    return diemcau.state;
   }
   if (missing) {
     c.notice = missing === 'all' ? ['noMedia', { reason }] : [missing === 'video' ? 'noCamera' : 'noMic'];
@@ -354,20 +409,21 @@ async function join(room, name) {
   }
   updateSelfTile();
   renderControls();
-  if (!stream) return;
+  if (!stream) return 'joined';
   try {
     await c.session.publish(stream);
   } catch (err) {
     if (call === c) showError(err.code || 'publish', err.message || String(err));
-    return;
+    return 'joined';
   }
-  if (call !== c) return;
+  if (call !== c) return diemcau.state;
   c.published = true;
   c.layers.apply(); // a `publish_layers` or the audio-only toggle may have come first
   for (const tr of stream.getTracks()) {
     const off = !tr.enabled || (tr.kind === 'video' && diemcau.audioOnly);
     if (off) signaling.send({ type: 'mute', kind: tr.kind, muted: true });
   }
+  return 'joined';
 }
 
 async function leave() {
@@ -392,6 +448,7 @@ function onLanguage() {
   }
   renderBandwidth();
   rerenderScreens();
+  screen.render();
   rerenderJoinError();
   renderControls();
   updateCount();
@@ -408,6 +465,21 @@ function boot() {
   renderControls();
 
   wireScreens();
+  screen.mount($('controls'), $('grid'));
+  // Closing or reloading the page ends the call at once (a dropped socket would hold the seat).
+  window.addEventListener('pagehide', () => { if (call && !call.leaving) call.signaling.send({ type: 'leave' }); });
+  const check = document.createElement('button');
+  check.type = 'button';
+  check.id = 'prejoin-open';
+  check.className = 'link-btn';
+  check.dataset.i18n = 'prejoinOpen';
+  check.textContent = t('prejoinOpen');
+  $('join-btn').before(check);
+  check.addEventListener('click', () => {
+    const [r, n] = ['room-input', 'name-input'].map((id) => $(id).value.trim());
+    if (validField(r) && validField(n)) openPrejoin({ room: r, name: n, onJoin: (o) => join(r, n, o) });
+    else showError('bad-message', t('fieldRequired'));
+  });
   $('lobby-leave').addEventListener('click', leave);
   $('sound-btn').addEventListener('click', () => roster.enableSound());
   document.addEventListener('click', () => roster.enableSound());
@@ -427,7 +499,11 @@ function boot() {
   const { room, name } = urlParams();
   $('room-input').value = room;
   $('name-input').value = name;
-  if (validField(room) && validField(name)) {
+  if (location.pathname === '/kiosk') { // a meeting-room computer (web/kiosk.js)
+    import('./kiosk.js').then((m) => m.startKiosk({ join, leave, hook: diemcau, setState }));
+  } else if (validField(room) && validField(name) && new URLSearchParams(location.search).get('prejoin') === '1') {
+    openPrejoin({ room, name, onJoin: (o) => join(room, name, o) });
+  } else if (validField(room) && validField(name)) {
     join(room, name);
   } else {
     setState('idle');

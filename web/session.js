@@ -65,6 +65,7 @@ export class Session {
     this._pubQueue = Promise.resolve();
     this._subTrickle = new CandidateTrickle(signaling, 'subscriber');
     this._pubTrickle = null;
+    this.publishFields = null; // () => extra `publish` fields (screen_mids: web/screenshare.js)
   }
 
   /** Call once `joined` has arrived; offers received before are held until then. */
@@ -108,6 +109,7 @@ export class Session {
           participant_id: info.participant_id,
           kind: info.kind || tr.receiver.track.kind,
           stream_id: info.stream_id,
+          source: info.source || 'camera', // 'screen': web/screenshare.js shows it large
           track: tr.receiver.track,
         });
       }
@@ -154,7 +156,8 @@ export class Session {
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
       const reply = await this.signaling.request(
-        { type: 'publish', sdp: pc.localDescription.sdp }, 'publish_answer', { timeoutMs: 15000 });
+        { type: 'publish', sdp: pc.localDescription.sdp, ...(this.publishFields ? this.publishFields() : {}) },
+        'publish_answer', { timeoutMs: 15000 });
       if (this.closed) return;
       await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
       this._pubTrickle.open();
@@ -165,7 +168,12 @@ export class Session {
   }
 
   _createPc(which, trickle) {
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers: this.iceServers });
+    // `?relay=1`: relayed candidates only (TURN), as on a network that allows nothing else.
+    const relay = new URLSearchParams(location.search).get('relay') === '1';
+    const pc = new RTCPeerConnection({
+      bundlePolicy: 'max-bundle', iceServers: this.iceServers,
+      iceTransportPolicy: relay ? 'relay' : 'all',
+    });
     pc.onicecandidate = (ev) => {
       if (!this.closed) trickle.add(ev.candidate);
     };

@@ -80,8 +80,8 @@ export function syncStream(stream, desired) {
 
 /** Size the tiles (CSS variable --tile-w) so that all of them fit the grid, as large as possible. */
 export function layoutGrid(grid, { gap = 12, ratio = 16 / 9, minWidth = 160 } = {}) {
-  // Tiles of other gallery pages (gallery.js) are display:none: they take no room.
-  const n = [...grid.children].filter((el) => el.style.display !== 'none').length;
+  // Tiles hidden (other gallery pages, gallery.js; the kiosk's own tile) take no place.
+  const n = [...grid.children].filter((el) => getComputedStyle(el).display !== 'none').length;
   if (!n) return;
   const style = getComputedStyle(grid);
   const width = grid.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);

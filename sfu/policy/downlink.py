@@ -87,7 +87,12 @@ class DownlinkPolicy:
         else:
             # Publishers do not report their layers' widths: layer_for_tile assumes q/h/f.
             max_layer = layer_for_tile(tile.width, (None,) * len(producer.layers))
-        if owner in self.pinned:
+        if producer.source == "screen":
+            # Shown large to everyone: the top layer whatever the camera tile's size.
+            priority = Priority.SCREEN
+            if max_layer is not None:
+                max_layer = top
+        elif owner in self.pinned:
             priority = Priority.PINNED
         elif owner in self.speakers:
             priority = Priority.SPEAKER

@@ -96,6 +96,7 @@ CALLS = [
     Join("room", "p1", "An"),
     Leave(7, "room", "p1"),
     Publish(8, "room", "p1", "v=0\r\n"),
+    Publish(8, "room", "p1", "v=0\r\n", ["1"]),
     SubscribeAnswer("room", "p1", "v=0\r\n"),
     AddIce(9, "room", "p1", "subscriber",
            IceCandidate("1 1 udp 2130706431 127.0.0.1 5000 typ host", "0", 0)),

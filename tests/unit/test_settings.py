@@ -103,3 +103,17 @@ def test_the_shipped_example_config_is_valid() -> None:
     loaded = load({}, {}, example)
     assert loaded.sources["rtc_port_range"] == f"file {example}"
     assert to_config(loaded.settings).media.port_range == (40000, 40999)
+
+
+def test_turn_and_reconnection_come_through_the_settings(tmp_path: Path) -> None:
+    """TURN servers, their secret file and the reconnection grace, from a file and the flags."""
+    secret = tmp_path / "turn-secret"
+    secret.write_text("s3cret-s3cret-s3cret\n")
+    path = tmp_path / "diemcau.toml"
+    path.write_text(f'turn_urls = ["turn:127.0.0.1:3478?transport=udp"]\n'
+                    f'turn_secret_file = "{secret}"\nreconnect_grace = 5\n')
+    config = to_config(load({"turn_ttl": "600"}, environ={}, config_file=path).settings)
+    assert config.turn is not None and config.turn.secret == "s3cret-s3cret-s3cret"
+    assert config.turn.ttl_s == 600 and config.reconnect_grace_s == 5
+    with pytest.raises(ConfigError, match="turn_urls"):
+        load({"turn_username": "u"}, environ={})
