@@ -68,6 +68,12 @@ LINK_FULL_BELOW_SENT = 0.9
 """The delivered rate is the link's only while less gets through than we send (or packets are
 lost); otherwise it is a lower bound, and an overuse signal alone may be a busy CPU's jitter."""
 LINK_FULL_LOSS = 0.02
+LINK_FULL_FOR_S = 1.0
+"""Full means full in every tick of the last second, not at one instant: after an event-loop
+stall (ours or the receiver's) the acknowledged rate lags what we sent for a moment, and a
+participant receiving 1 Mbit/s then looked like one on a link below 2 Mbit/s (issue 10: three
+loopback Chromiums put on audio only at once at load 12). A link that really is too small stays
+full; the wait adds at most this long to a cut while we send under the threshold."""
 
 
 def flowing_layer(consumer: Consumer, layer: int | None, now: float) -> int | None:
@@ -129,6 +135,7 @@ class DownlinkControl:
         self._above_at = float("-inf")  # when the estimate was last at or above the threshold
         self._loss: tuple[float, float] = (0.0, float("-inf"))  # (fraction lost, when reported)
         self._acked: deque[tuple[float, float]] = deque()  # (tick time, estimator's acked_bps)
+        self._full: deque[tuple[float, bool]] = deque()  # (tick time, acked < 0.9 x sent)
 
     # -- estimates ---------------------------------------------------------------------------------
 
@@ -172,16 +179,21 @@ class DownlinkControl:
         probing = now - self._probe_started < PROBE_AFTERMATH_S  # padding is no steady rate
         if acked is not None and not probing:
             self._acked.append((now, float(acked)))
+            self._full.append((now, acked < LINK_FULL_BELOW_SENT * self.sent_bps))
         while self._acked and now - self._acked[0][0] > ACKED_PEAK_S:
             self._acked.popleft()
+        while self._full and now - self._full[0][0] > LINK_FULL_FOR_S:
+            self._full.popleft()
 
     def _link_below(self, threshold: int) -> bool:
         """Is the link measured below ``threshold``: full (less gets through than we send, or
         packets are lost) and under it in every recent window?"""
         acked = getattr(self.estimator, "acked_bps", None)
         loss = getattr(self.estimator, "loss_fraction", 0.0)
-        full = (acked is None or acked < LINK_FULL_BELOW_SENT * self.sent_bps
-                or loss > LINK_FULL_LOSS)
+        held = (bool(self._full) and all(full for _at, full in self._full)
+                and self._full[-1][0] - self._full[0][0] >= 0.75 * LINK_FULL_FOR_S)
+        full = acked is None or loss > LINK_FULL_LOSS or (
+            acked < LINK_FULL_BELOW_SENT * self.sent_bps and held)
         return full and (not self._acked or max(a for _at, a in self._acked) < threshold)
 
     def remb_app_limited(self) -> bool:

@@ -193,3 +193,20 @@ def test_a_probe_just_under_the_threshold_from_a_busy_receiver_is_no_slow_link()
     # A probe that was not aimed at the threshold, or not sent that fast, proves nothing.
     assert not probe_shows_link_below(1_500_000, 1_000_000, 1_600_000, 2_000_000)
     assert not probe_shows_link_below(3_250_000, 1_000_000, 1_700_000, 2_000_000)
+
+
+def test_a_stall_that_leaves_acks_behind_for_a_moment_is_no_slow_link() -> None:
+    """Seen at load 12: three loopback Chromiums receiving ~1 Mbit/s went audio-only at once,
+    estimates 110-1100 kbit/s. An event-loop stall: for a moment less is acknowledged than was
+    sent, the estimator cuts; a second later everything is acknowledged again."""
+    h = Harness()
+    cam = video("a", (150_000, 500_000, 1_300_000))
+    outputs = EstimatorOutputs(estimate_bps=1_200_000, acked_bps=1_000_000)
+    transport_cc(h, outputs)
+    h.run(3.0, [cam], 1_000_000)
+    outputs.acked_bps, outputs.estimate_bps = 110_000, 109_814  # the stall
+    outputs.last_decrease_s = h.clock.now
+    h.run(0.375, [cam], 1_000_000)
+    outputs.acked_bps = 1_000_000  # caught up: everything sent got through
+    h.run(4.0, [cam], 1_000_000)
+    assert not h.audio_only and not h.events
