@@ -18,6 +18,7 @@ from typing import Protocol
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
 from sfu.history import RtpHistory
+from sfu.native import BatchItem
 from sfu.producer import Producer
 from sfu.types import Codec, DropReason, PauseReason
 from sfu.wire.rewriting import SequenceRewriter, TimestampRewriter
@@ -46,6 +47,11 @@ class PacketWriter(Protocol):
     def send_rtp(self, packet: bytes) -> bool: ...
 
 
+class QueueRtp(Protocol):
+    def __call__(self, batch: list[BatchItem], head: bytes, payload: bytes,
+                 consumer: Consumer) -> bool: ...
+
+
 class TransportStamper(Protocol):
     """Hands out transport-wide sequence numbers (``sfu.wire.twcc.TransportSequencer``)."""
 
@@ -59,7 +65,7 @@ class Consumer:
         "target_layer", "current_layer", "layer_switches", "twcc",
         "twcc_id", "wanted_layer", "_seq", "_ts", "_vp8", "_history", "_rtx_seq",
         "_last_keyframe_request",
-        "_rewrite_vp8",
+        "_rewrite_vp8", "_queue",
     )
 
     def __init__(
@@ -114,6 +120,8 @@ class Consumer:
         self._history = RtpHistory(HISTORY_SIZE) if producer.is_video else None
         self._last_keyframe_request = float("-inf")
         self._rewrite_vp8 = False
+        # A writer that can batch (DatagramWriter with the native fan-out, sfu/native.py)
+        self._queue: QueueRtp | None = getattr(writer, "queue_rtp", None)
 
     # -- negotiation and policy -------------------------------------------------------------------
 
@@ -168,8 +176,11 @@ class Consumer:
     # -- the per-packet path --------------------------------------------------------------------
 
     def send(
-        self, packet: RtpView, layer: int, keyframe: bool, elements: bytes, now: float
+        self, packet: RtpView, layer: int, keyframe: bool, elements: bytes, now: float,
+        batch: list[BatchItem] | None = None,
     ) -> None:
+        """Forward ``packet`` (rewritten) if this consumer wants it; with a ``batch`` the copy
+        may be queued there for the producer to send with the others in one native call."""
         codec = self.codec
         if self.pause_reason is not None or codec is None:  # no codec: paused (NO_CODEC, ...)
             self.drops[DropReason.PAUSED] += 1
@@ -204,14 +215,24 @@ class Consumer:
             0x90 if block else 0x80, (packet.marker << 7) | codec.payload_type,
             seq, timestamp, self.ssrc,
         ) + block
-        data = head + payload
         if self._history is not None:
             self._history.put(seq, head, payload)
-        if self.writer.send_rtp(data):
+        queue = self._queue
+        if (queue(batch, head, payload, self) if queue is not None and batch is not None
+                else self.writer.send_rtp(head + payload)):
             self.packets_sent += 1
             self.octets_sent += len(payload)
         else:
             self.drops[DropReason.NOT_CONNECTED] += 1
+
+    def batch_failed(self, reason: int, head: bytes, payload: bytes) -> None:
+        """The native fan-out could not send a copy queued by ``send``: uncount it."""
+        self.packets_sent -= 1
+        self.octets_sent -= len(payload)
+        self.drops[DropReason.NOT_CONNECTED] += 1
+        batch_failed = getattr(self.writer, "batch_failed", None)
+        if batch_failed is not None:
+            batch_failed(reason, len(head) + len(payload))
 
     def _want_keyframe(self, now: float) -> None:
         if now - self._last_keyframe_request >= KEYFRAME_RETRY_S:
