@@ -20,8 +20,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#define MAX_PACKET 1500   /* as pylibsrtp: longer packets are refused */
-#define MAX_TRAILER 144   /* SRTP_MAX_TRAILER_LEN: tag + MKI */
+#define MAX_BUFFER 1500   /* as pylibsrtp's buffer ... */
+#define MAX_TRAILER 144   /* ... less SRTP_MAX_TRAILER_LEN (tag + MKI): longer is refused */
 
 typedef int (*protect_fn)(void *ctx, void *packet, int *len);
 
@@ -39,7 +39,7 @@ static PyObject *set_protect(PyObject *self, PyObject *arg) {
  *   batch: list of (target, head, payload, ...) where target = (srtp_ctx, fd, sockaddr)
  *   reason: 1 = too long or protect failed, 2 = sendto failed. */
 static PyObject *send_batch(PyObject *self, PyObject *batch) {
-    unsigned char buffer[MAX_PACKET + MAX_TRAILER];
+    unsigned char buffer[MAX_BUFFER];
     PyObject *failures = NULL;
     Py_ssize_t count, i;
 
@@ -79,13 +79,13 @@ static PyObject *send_batch(PyObject *self, PyObject *batch) {
         sockaddr = PyTuple_GET_ITEM(target, 2);
         head_len = PyBytes_GET_SIZE(head);
         payload_len = PyBytes_GET_SIZE(payload);
-        if (head_len + payload_len > MAX_PACKET) {
+        if (head_len + payload_len > MAX_BUFFER - MAX_TRAILER) {
             reason = 1;
         } else {
             memcpy(buffer, PyBytes_AS_STRING(head), (size_t)head_len);
             memcpy(buffer + head_len, PyBytes_AS_STRING(payload), (size_t)payload_len);
             length = (int)(head_len + payload_len);
-            if (srtp_protect_fn(ctx, buffer, &length) != 0 || length > MAX_PACKET + MAX_TRAILER) {
+            if (srtp_protect_fn(ctx, buffer, &length) != 0 || length > MAX_BUFFER) {
                 reason = 1;
             } else {
                 ssize_t sent;

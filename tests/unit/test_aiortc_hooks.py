@@ -10,7 +10,7 @@ import pylibsrtp
 import pytest
 from aiortc import RTCPeerConnection
 
-from sfu import aiortc_hooks
+from sfu import aiortc_hooks, native
 from sfu.wire.demux import DatagramDrop, DatagramDrops
 
 
@@ -211,3 +211,16 @@ def test_vp8_packetize_gives_descriptors_with_the_picture_id() -> None:
     assert len(payloads) >= 3
     assert payloads[0][0] & 0x10 and not payloads[1][0] & 0x10  # start of partition only first
     assert all(p[2:4] == b"\x80\x05" for p in payloads)  # 15-bit picture id 5
+
+
+def test_pylibsrtp_names_of_the_native_fan_out() -> None:
+    """``Session._srtp`` (the libsrtp context) and the binding's ``srtp_protect`` prototype,
+    which sfu/_fanout.c calls: when they change, the writers fall back to pure Python."""
+    tx, _rx = _srtp_pair()
+    assert hasattr(tx, "_srtp"), "pylibsrtp Session._srtp is gone"
+    from pylibsrtp._binding import ffi, lib
+
+    assert ffi.typeof(lib.srtp_protect).cname == aiortc_hooks.SRTP_PROTECT_PROTOTYPE
+    if native.native_available():
+        address = aiortc_hooks.srtp_context_address(tx)
+        assert isinstance(address, int) and address != 0
