@@ -52,3 +52,20 @@ async def test_cancel_from_inside_the_callback_and_close() -> None:
         scheduler.every(0.01, lambda: None)
     with pytest.raises(ValueError):
         Scheduler().every(0, lambda: None)
+
+
+async def test_timers_of_one_interval_share_beats() -> None:
+    """Timers made at different moments fire on the same beats (one wake-up for all)."""
+    scheduler = Scheduler()
+    timers: dict[str, object] = {}
+    beats: dict[str, list[int]] = {"first": [], "second": []}
+
+    def callback(name: str):
+        return lambda: beats[name].append(timers[name]._beat)  # type: ignore[attr-defined]
+
+    timers["first"] = scheduler.every(0.02, callback("first"), "first")
+    await asyncio.sleep(0.007)
+    timers["second"] = scheduler.every(0.02, callback("second"), "second")
+    await wait_until(lambda: len(beats["second"]) >= 3 and len(beats["first"]) >= 4)
+    scheduler.close()
+    assert set(beats["second"]) <= set(beats["first"]), beats
