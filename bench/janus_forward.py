@@ -130,6 +130,21 @@ class JanusGroup(LocalGroup):
         self.subscribers = [JanusCountingSubscriber(room_id, name) for name in names]
 
 
+EXPECTED_PACKETS_PER_S = 165.0  # the clip: 165-170 packets/s, VP8 + Opus (bench/README.md)
+MIN_DELIVERY = 0.95
+"""A run whose subscribers received less than this share of N x the clip's packet rate was
+starved (the publisher or the receivers lagged): its CPU per packet is not comparable."""
+
+
+def starved_run(run: dict[str, Any]) -> bool:
+    rate = run.get("received_packets_per_s")
+    if rate is None:
+        return True
+    delivery = rate / (EXPECTED_PACKETS_PER_S * run["subscribers"])
+    run["delivery"] = round(delivery, 3)
+    return bool(delivery < MIN_DELIVERY)
+
+
 # -- machine load ---------------------------------------------------------------------------------
 
 
@@ -281,7 +296,12 @@ def compare(counts: list[int], duration: float, pairs: int = 3,
                 pair_runs.append(run)
             runs.extend(pair_runs)
             ours, theirs = (r.get("cpu_us_per_received_packet") for r in pair_runs)
-            if ours and theirs:
+            starved = [r["server"] for r in pair_runs if starved_run(r)]
+            if starved:
+                print(f"  no ratio: {', '.join(starved)} delivered under {MIN_DELIVERY:.0%} of "
+                      f"{EXPECTED_PACKETS_PER_S:.0f} x N packets/s (the machine's load starved "
+                      "the load generator)", flush=True)
+            elif ours and theirs:
                 ratio = round(ours / theirs, 3)
                 ratios.append(ratio)
                 print(f"  ratio diemcau/janus (CPU per packet): {ratio:.3f}", flush=True)
