@@ -106,6 +106,19 @@ def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHand
 
     dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]  # the hook itself
     dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]  # the hook itself
+    # For GuardedStunProtocol's direct path (no queue, no coroutine per packet)
+    setattr(dtls, DIRECT_HANDLERS, (on_rtp, on_rtcp))
+
+
+DIRECT_HANDLERS = "_diemcau_direct_handlers"
+"""Attribute of a hooked RTCDtlsTransport: (on_rtp, on_rtcp), called synchronously."""
+
+
+def _guarded(handler: Callable[..., None], what: str, *args: Any) -> None:
+    try:
+        handler(*args)
+    except Exception as exc:
+        handler_errors.exception(what, exc)
 
 
 def disable_decoding(
@@ -471,6 +484,8 @@ class GuardedStunProtocol(StunProtocol):
             connection = self.receiver
             _kind, message = verdict
             if message is None:
+                if 127 < data[0] < 192 and self._direct(data, connection):
+                    return
                 if connection._queue.qsize() >= MAX_BACKLOG:
                     self.drops.add(DatagramDrop.BACKLOG)
                     return
@@ -487,6 +502,33 @@ class GuardedStunProtocol(StunProtocol):
         except Exception as exc:  # a bug here or in aioice: drop the datagram, keep the port
             self.drops.add(DatagramDrop.HANDLER_ERROR)
             handler_errors.exception("datagram", exc)
+
+
+    def _direct(self, data: bytes, connection: Connection) -> bool:
+        """SRTP/SRTCP on a connected, hooked transport: unprotect and hand it to the SFU now.
+
+        aiortc would queue the datagram for ``RTCDtlsTransport._recv_next`` (a future, a task
+        step and two coroutines per packet) to do the same. Only while that queue is empty, so
+        nothing overtakes a datagram still queued; False leaves the datagram to aiortc.
+        """
+        dtls = self.dtls
+        handlers = getattr(dtls, DIRECT_HANDLERS, None)
+        rx = dtls._rx_srtp
+        if handlers is None or rx is None or not connection._queue.empty():
+            return False
+        try:
+            if len(data) >= 2 and 191 < data[1] < 209:  # RTCP, as aiortc's is_rtcp decides
+                _guarded(handlers[1], "RTCP", rx.unprotect_rtcp(data))
+            else:
+                arrival = None
+                if self.stamps is not None and self.transport is not None:  # as the queued path
+                    arrival = kernel_arrival_ms(self.transport.get_extra_info("socket"))
+                plain = rx.unprotect(data)
+                _guarded(handlers[0], "RTP", plain, arrival if arrival is not None
+                         else aiortc_clock.current_ms())
+        except pylibsrtp.Error:
+            pass  # counted by _CountingSrtpSession, as when aiortc drops it
+        return True
 
 
 # -- ICE: announced addresses and a UDP port range ------------------------------------------------

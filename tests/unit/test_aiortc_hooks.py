@@ -224,3 +224,42 @@ def test_pylibsrtp_names_of_the_native_fan_out() -> None:
     if native.native_available():
         address = aiortc_hooks.srtp_context_address(tx)
         assert isinstance(address, int) and address != 0
+
+
+async def test_direct_srtp_path_delivers_counts_and_keeps_order() -> None:
+    """GuardedStunProtocol hands SRTP of a hooked transport to the SFU without aiortc's queue;
+    forged packets are counted and dropped, a raising handler drops one packet, and while a
+    datagram is queued the next one queues behind it."""
+    pc = RTCPeerConnection()
+    try:
+        pc.addTransceiver("video", direction="sendonly")
+        drops = DatagramDrops()
+        aiortc_hooks.configure_ice(pc, ["127.0.0.1"], None, drops)
+        await pc.setLocalDescription(await pc.createOffer())
+        dtls = pc.getTransceivers()[0].sender.transport
+        connection = dtls.transport.iceGatherer._connection
+        protocol = connection._protocols[0]
+        rtp_in: list[bytes] = []
+        rtcp_in: list[bytes] = []
+
+        def on_rtp(data: bytes, _arrival: int) -> None:
+            if data.endswith(b"boom"):
+                raise RuntimeError("handler bug")
+            rtp_in.append(data)
+
+        aiortc_hooks.hook_transport(dtls, on_rtp, rtcp_in.append)
+        tx, rx = _srtp_pair()
+        assert not protocol._direct(tx.protect(b"\x80\x60\x00\x01" + bytes(8)), connection)
+        dtls._rx_srtp = aiortc_hooks._CountingSrtpSession(rx, drops)
+        rtp = b"\x80\x60\x00\x02" + bytes(8) + b"payload"
+        assert protocol._direct(tx.protect(rtp), connection) and rtp_in == [rtp]
+        assert protocol._direct(b"\x80\x60\x00\x03" + bytes(40), connection)  # forged
+        assert drops.get(DatagramDrop.SRTP_UNAUTHENTICATED) == 1 and len(rtp_in) == 1
+        assert protocol._direct(tx.protect(b"\x80\x60\x00\x04" + bytes(8) + b"boom"), connection)
+        rr = b"\x80\xc9\x00\x01" + bytes(4)
+        assert protocol._direct(tx.protect_rtcp(rr), connection) and rtcp_in == [rr]
+        connection._queue.put_nowait((b"queued", 1))
+        assert not protocol._direct(tx.protect(b"\x80\x60\x00\x05" + bytes(8)), connection)
+        assert len(rtp_in) == 1
+    finally:
+        await pc.close()
