@@ -177,10 +177,12 @@ class Consumer:
 
     def send(
         self, packet: RtpView, layer: int, keyframe: bool, elements: bytes, now: float,
-        batch: list[BatchItem] | None = None,
+        batch: list[BatchItem] | None = None, block: bytes | None = None,
     ) -> None:
         """Forward ``packet`` (rewritten) if this consumer wants it; with a ``batch`` the copy
-        may be queued there for the producer to send with the others in one native call."""
+        may be queued there for the producer to send with the others in one native call.
+        ``block``: ``elements`` as a finished extension block, when the caller has it (shared
+        by every consumer without transport-cc)."""
         codec = self.codec
         if self.pause_reason is not None or codec is None:  # no codec: paused (NO_CODEC, ...)
             self.drops[DropReason.PAUSED] += 1
@@ -207,8 +209,10 @@ class Consumer:
             payload = self._vp8.rewrite(payload)
         if self.twcc is not None:
             transport_seq = self.twcc.next(len(payload) + RTP_OVERHEAD, now)
-            elements += transport_cc_element(self.twcc_id, transport_seq)
-        block = finish_extension_block(elements)
+            block = finish_extension_block(
+                elements + transport_cc_element(self.twcc_id, transport_seq))
+        elif block is None:
+            block = finish_extension_block(elements)
         # The X bit follows the block actually written: a packet may lack an extension (an
         # audio level) that was negotiated, and a set X bit without a block is malformed.
         head = pack_header(

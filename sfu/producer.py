@@ -15,7 +15,12 @@ from sfu.native import BATCH_SEND_FAILED, BatchItem, send_batch
 from sfu.ratelog import handler_errors
 from sfu.types import Codec, DropReason, Kind
 from sfu.wire.h264 import inspect_h264
-from sfu.wire.rtp_packet import RtpView, abs_send_time_now, extension_elements
+from sfu.wire.rtp_packet import (
+    RtpView,
+    abs_send_time_now,
+    extension_elements,
+    finish_extension_block,
+)
 from sfu.wire.vp8 import KEY, inspect_vp8
 
 if TYPE_CHECKING:
@@ -202,16 +207,17 @@ class Producer:
         # Subscribers normally share extension ids (the server writes every offer), so the
         # extension elements are built once per packet and reused by all of them.
         last_key: tuple[int, int] | None = None
-        elements = b""
+        elements = block = b""
         # Copies for native writers are collected here and protected and sent in one call.
         batch: list[BatchItem] = []
         for consumer in consumers:
             key = consumer.ext_key
             if key != last_key:
                 elements = self._extension_elements(packet, key, now)
+                block = finish_extension_block(elements)
                 last_key = key
             try:
-                consumer.send(packet, index, keyframe, elements, now, batch)
+                consumer.send(packet, index, keyframe, elements, now, batch, block)
             except Exception as exc:  # one broken consumer must not starve the others
                 self.consumer_errors += 1
                 handler_errors.exception("consumer", exc)
