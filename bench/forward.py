@@ -66,6 +66,7 @@ from loadtest.server import (
     process_rss_mib,
     require_private_namespace,
 )
+from sfu.native import native_enabled
 from signaling.eventloop import new_event_loop
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ async def bench(
     loop = asyncio.get_running_loop()
     clip = await loop.run_in_executor(None, load_clip)
     result: dict[str, Any] = {"subscribers": n_subscribers, "workers": workers,
+                              "native_fanout": native_enabled(),
                               "publisher_sends_audio_level": audio_level is not None}
     with tempfile.TemporaryDirectory(prefix="diemcau-bench-") as tmp:
         server = ServerProcess(Path(tmp), python_args=server_python_args,
@@ -301,6 +303,11 @@ def run_cli(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"diemcau bench forward: {exc}", file=sys.stderr)
         return 2
+    against = getattr(args, "against", None)
+    if against == "janus":
+        from bench.janus_forward import compare
+
+        return compare(counts, float(args.duration), int(getattr(args, "pairs", 3)), args.json)
     workers = getattr(args, "workers", None)
     profile_dir: Path | None = getattr(args, "profile_dir", None)
     profile_native = bool(getattr(args, "profile_native", False))
@@ -352,6 +359,13 @@ def run_cli(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def add_against_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--against", choices=["janus"], default=None,
+                        help="the same load on diemcau and on Janus (apt package janus), "
+                             "alternating; prints each run and the CPU-per-packet ratio")
+    parser.add_argument("--pairs", type=int, default=3, help="with --against: runs per server")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.forward",
                                      description=__doc__.split("\n")[0])
@@ -369,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the server under cProfile (whole run; CPU figures inflate)")
     parser.add_argument("--no-audio-level", action="store_true",
                         help="publish audio without the ssrc-audio-level extension")
+    add_against_arguments(parser)
     return run_cli(parser.parse_args(argv))
 
 

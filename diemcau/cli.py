@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--subscribers", default="1,4,16,64")
     forward.add_argument("--duration", type=float, default=10.0)
     forward.add_argument("--json", type=Path, default=None)
+    from bench.forward import add_against_arguments
+
+    add_against_arguments(forward)
     from bench.recording import add_arguments as add_bench_recording_arguments
 
     add_bench_recording_arguments(bench_commands.add_parser(

@@ -8,7 +8,9 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 python=${PYTHON:-python3}
-apt_packages=(iproute2)
+# gcc + python3-dev: the optional compiled fan-out (sfu/_fanout.c); without them the install
+# still succeeds and forwarding runs in pure Python.
+apt_packages=(iproute2 gcc python3-dev)
 "$python" -m venv --help >/dev/null 2>&1 || apt_packages+=(python3-venv)
 [ "$want_test" = 1 ] && apt_packages+=(chromium firefox-esr util-linux redis-server coturn)  # redis: tests/cluster; coturn: TURN browser test
 missing=()
@@ -28,7 +30,7 @@ fi
 extras=""
 [ "$want_test" = 1 ] && extras="[test]"
 stamp=.venv/.diemcau-installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+want="$(cat pyproject.toml sfu/_fanout.c | sha256sum | cut -d' ' -f1) $extras"
 have="$(cat "$stamp" 2>/dev/null || true)"
 if [ "$have" != "$want" ] && ! { [ -z "$extras" ] && [ "$have" = "${want}[test]" ]; }; then
   echo "Installing diemcau into .venv (first start or changed requirements)..."
@@ -41,3 +43,5 @@ if [ "$have" != "$want" ] && ! { [ -z "$extras" ] && [ "$have" = "${want}[test]"
   fi
 fi
 .venv/bin/python -c "import aiortc, aiohttp, msgspec" # fail here, not later, if pip failed
+.venv/bin/python -c "import sfu.native as n, sys; n.native_available() or sys.stderr.write(
+    'note: sfu._fanout was not built (gcc, python3-dev?): forwarding runs in pure Python\\n')"

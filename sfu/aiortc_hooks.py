@@ -28,6 +28,7 @@ import asyncio
 import fcntl
 import logging
 import struct
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,7 @@ from aiortc import clock as aiortc_clock
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
 
+from sfu import native
 from sfu.ratelog import handler_errors
 from sfu.wire.demux import DatagramDrop, DatagramDrops, IceCredentials, MediaPortGuard
 
@@ -104,6 +106,19 @@ def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHand
 
     dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]  # the hook itself
     dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]  # the hook itself
+    # For GuardedStunProtocol's direct path (no queue, no coroutine per packet)
+    setattr(dtls, DIRECT_HANDLERS, (on_rtp, on_rtcp))
+
+
+DIRECT_HANDLERS = "_diemcau_direct_handlers"
+"""Attribute of a hooked RTCDtlsTransport: (on_rtp, on_rtcp), called synchronously."""
+
+
+def _guarded(handler: Callable[..., None], what: str, *args: Any) -> None:
+    try:
+        handler(*args)
+    except Exception as exc:
+        handler_errors.exception(what, exc)
 
 
 def disable_decoding(
@@ -145,18 +160,60 @@ def arrival_ms() -> int:
     return aiortc_clock.current_ms()
 
 
+SRTP_PROTECT_PROTOTYPE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
+"""libsrtp 2's srtp_protect, as pylibsrtp's binding declares it: what sfu/_fanout.c calls."""
+
+
+def _srtp_binding() -> Any:
+    try:
+        from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        if ffi.typeof(lib.srtp_protect).cname != SRTP_PROTECT_PROTOTYPE:
+            return None
+        native.set_protect_address(int(ffi.cast("uintptr_t", ffi.addressof(lib,
+                                                                          "srtp_protect"))))
+    except (AttributeError, TypeError, ffi.error):
+        return None
+    return ffi
+
+
+_SRTP_FFI = _srtp_binding() if native.native_available() else None
+
+
+def srtp_context_address(session: pylibsrtp.Session) -> int | None:
+    """The libsrtp ``srtp_t`` of a pylibsrtp session (its private ``_srtp``), for the native
+    fan-out; the session must stay referenced while the address is used."""
+    if _SRTP_FFI is None:
+        return None
+    try:
+        return int(_SRTP_FFI.cast("uintptr_t", session._srtp[0]))  # noqa: SLF001
+    except (AttributeError, TypeError, IndexError):
+        return None
+
+
+SRTP_AUTH_TAG_LEN = 10
+"""Bytes SRTP adds (AES_CM_128_HMAC_SHA1_80, aiortc's first choice): the native path counts
+sent bytes for the downlink's sending rate before the packet is protected."""
+
+
 class DatagramWriter:
     """Protects and sends RTP/RTCP on a connected DTLS transport, synchronously.
 
     ``RTCDtlsTransport._send_rtp`` goes through four coroutines down to ``sendto``; this does the
     same work (SRTP protect, then the nominated pair's UDP transport) in plain calls. Returns
     False when the transport is not (or no longer) connected.
+
+    With the native fan-out (``sfu.native``), ``queue_rtp`` adds a copy to the producer's batch
+    instead: the target holds this writer's libsrtp session and a duplicate of the pair's socket
+    descriptor (``OwnedFd``: never reused while held), made and dropped with the cached pair.
     """
 
     __slots__ = ("_dtls", "_srtp", "_sendto", "_addr", "_pair", "sent_packets", "sent_bytes",
-                 "protect_errors")
+                 "protect_errors", "_native", "_use_native", "_fd", "__weakref__")
 
-    def __init__(self, dtls: RTCDtlsTransport) -> None:
+    def __init__(self, dtls: RTCDtlsTransport, use_native: bool | None = None) -> None:
         self._dtls = dtls
         self._srtp: Any = None
         self._sendto: Callable[[bytes, Any], None] | None = None
@@ -165,27 +222,56 @@ class DatagramWriter:
         self.sent_packets = 0
         self.sent_bytes = 0
         self.protect_errors = 0
+        self._native: native.NativeTarget | None = None
+        self._use_native = (native.native_enabled() if use_native is None
+                            else use_native and native.native_available())
+        self._fd = native.OwnedFd()
+        weakref.finalize(self, self._fd.close)
+
+    @property
+    def is_native(self) -> bool:
+        """Copies currently go out through the native fan-out."""
+        return self._native is not None
+
+    def _drop(self) -> bool:
+        self._sendto = None
+        if self._native is not None:
+            self._native = None
+            self._fd.close()
+        return False
 
     def _refresh(self) -> bool:
         dtls = self._dtls
         if dtls._state != DtlsState.CONNECTED or dtls._tx_srtp is None:
-            return False
+            return self._drop()
         connection = dtls.transport._connection
         pair = connection._nominated.get(1)
         if pair is None or pair.protocol.transport is None:
-            return False
+            return self._drop()
         self._srtp = dtls._tx_srtp
         self._pair = pair
         self._sendto = pair.protocol.transport.sendto
         self._addr = pair.remote_addr
+        self._native = None
+        if self._use_native:
+            self._native = self._native_target(pair.protocol.transport, pair.remote_addr)
         return True
+
+    def _native_target(self, transport: Any, addr: Any) -> native.NativeTarget | None:
+        ctx = srtp_context_address(self._srtp)
+        sock = transport.get_extra_info("socket")
+        address = native.sockaddr(getattr(sock, "family", -1), addr)
+        if ctx is None or address is None:
+            self._fd.close()
+            return None
+        fd = self._fd.replace(sock)
+        return (ctx, fd, address) if fd is not None else None
 
     def _ready(self) -> bool:
         # The nominated pair may change (ICE restart, consent failure): check it cheaply.
         dtls = self._dtls
         if dtls._state != DtlsState.CONNECTED:
-            self._sendto = None
-            return False
+            return self._drop()
         if self._sendto is None or dtls.transport._connection._nominated.get(1) is not self._pair:
             return self._refresh()
         return True
@@ -201,11 +287,31 @@ class DatagramWriter:
         try:
             self._sendto(data, self._addr)  # type: ignore[misc]  # _ready() set it
         except (OSError, AttributeError):
-            self._sendto = None
-            return False
+            return self._drop()
         self.sent_packets += 1
         self.sent_bytes += len(data)
         return True
+
+    def queue_rtp(self, batch: list[native.BatchItem], head: bytes, payload: bytes,
+                  consumer: Any) -> bool:
+        """Add one copy to the producer's batch (``sfu.native.send_batch`` sends it), or send it
+        now when there is no native target. Counted as sent; ``batch_failed`` undoes it."""
+        target = self._native
+        if target is None:
+            return self.send_rtp(head + payload)
+        batch.append((target, head, payload, consumer))
+        self.sent_packets += 1
+        self.sent_bytes += len(head) + len(payload) + SRTP_AUTH_TAG_LEN
+        return True
+
+    def batch_failed(self, reason: int, size: int) -> None:
+        """A queued copy of ``size`` bytes was not sent (``sfu.native`` reason)."""
+        self.sent_packets -= 1
+        self.sent_bytes -= size + SRTP_AUTH_TAG_LEN
+        if reason == native.BATCH_TOO_LONG_OR_PROTECT:
+            self.protect_errors += 1
+        else:
+            self._drop()  # re-validated (and the descriptor re-made) on the next send
 
     def send_rtcp(self, packet: bytes) -> bool:
         if not self._ready():
@@ -218,13 +324,17 @@ class DatagramWriter:
         try:
             self._sendto(data, self._addr)  # type: ignore[misc]  # _ready() set it
         except (OSError, AttributeError):
-            self._sendto = None
-            return False
+            return self._drop()
         return True
 
     def check(self) -> bool:
         """Re-validate the cached pair (call periodically, e.g. from the RTCP timer)."""
         return self._ready()
+
+    def close(self) -> None:
+        """Release the duplicated descriptor (the subscriber is gone)."""
+        self._use_native = False
+        self._drop()
 
 
 RECEIVER_INSTANCE_ATTRS = ("_RTCRtpReceiver__remote_bitrate_estimator",)
@@ -374,6 +484,8 @@ class GuardedStunProtocol(StunProtocol):
             connection = self.receiver
             _kind, message = verdict
             if message is None:
+                if 127 < data[0] < 192 and self._direct(data, connection):
+                    return
                 if connection._queue.qsize() >= MAX_BACKLOG:
                     self.drops.add(DatagramDrop.BACKLOG)
                     return
@@ -390,6 +502,33 @@ class GuardedStunProtocol(StunProtocol):
         except Exception as exc:  # a bug here or in aioice: drop the datagram, keep the port
             self.drops.add(DatagramDrop.HANDLER_ERROR)
             handler_errors.exception("datagram", exc)
+
+
+    def _direct(self, data: bytes, connection: Connection) -> bool:
+        """SRTP/SRTCP on a connected, hooked transport: unprotect and hand it to the SFU now.
+
+        aiortc would queue the datagram for ``RTCDtlsTransport._recv_next`` (a future, a task
+        step and two coroutines per packet) to do the same. Only while that queue is empty, so
+        nothing overtakes a datagram still queued; False leaves the datagram to aiortc.
+        """
+        dtls = self.dtls
+        handlers = getattr(dtls, DIRECT_HANDLERS, None)
+        rx = dtls._rx_srtp
+        if handlers is None or rx is None or not connection._queue.empty():
+            return False
+        try:
+            if len(data) >= 2 and 191 < data[1] < 209:  # RTCP, as aiortc's is_rtcp decides
+                _guarded(handlers[1], "RTCP", rx.unprotect_rtcp(data))
+            else:
+                arrival = None
+                if self.stamps is not None and self.transport is not None:  # as the queued path
+                    arrival = kernel_arrival_ms(self.transport.get_extra_info("socket"))
+                plain = rx.unprotect(data)
+                _guarded(handlers[0], "RTP", plain, arrival if arrival is not None
+                         else aiortc_clock.current_ms())
+        except pylibsrtp.Error:
+            pass  # counted by _CountingSrtpSession, as when aiortc drops it
+        return True
 
 
 # -- ICE: announced addresses and a UDP port range ------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Protocol
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
 from sfu.history import RtpHistory
+from sfu.native import BatchItem
 from sfu.producer import Producer
 from sfu.types import Codec, DropReason, PauseReason
 from sfu.wire.rewriting import SequenceRewriter, TimestampRewriter
@@ -48,6 +49,11 @@ class PacketWriter(Protocol):
     def send_rtp(self, packet: bytes) -> bool: ...
 
 
+class QueueRtp(Protocol):
+    def __call__(self, batch: list[BatchItem], head: bytes, payload: bytes,
+                 consumer: Consumer) -> bool: ...
+
+
 class TransportStamper(Protocol):
     """Hands out transport-wide sequence numbers (``sfu.wire.twcc.TransportSequencer``)."""
 
@@ -61,7 +67,7 @@ class Consumer:
         "target_layer", "current_layer", "layer_switches", "twcc",
         "twcc_id", "wanted_layer", "_seq", "_ts", "_vp8", "_history", "_rtx_seq",
         "_last_keyframe_request",
-        "_rewrite_vp8", "_left_fan_out_at",
+        "_rewrite_vp8", "_left_fan_out_at", "_queue",
     )
 
     def __init__(
@@ -117,6 +123,8 @@ class Consumer:
         self._last_keyframe_request = float("-inf")
         self._rewrite_vp8 = False
         self._left_fan_out_at: int | None = None  # producer's packet count when it left
+        # A writer that can batch (DatagramWriter with the native fan-out, sfu/native.py)
+        self._queue: QueueRtp | None = getattr(writer, "queue_rtp", None)
 
     # -- negotiation and policy -------------------------------------------------------------------
 
@@ -190,8 +198,13 @@ class Consumer:
     # -- the per-packet path --------------------------------------------------------------------
 
     def send(
-        self, packet: RtpView, layer: int, keyframe: bool, elements: bytes, now: float
+        self, packet: RtpView, layer: int, keyframe: bool, elements: bytes, now: float,
+        batch: list[BatchItem] | None = None, block: bytes | None = None,
     ) -> None:
+        """Forward ``packet`` (rewritten) if this consumer wants it; with a ``batch`` the copy
+        may be queued there for the producer to send with the others in one native call.
+        ``block``: ``elements`` as a finished extension block, when the caller has it (shared
+        by every consumer without transport-cc)."""
         codec = self.codec
         if self.pause_reason is not None or codec is None:  # no codec: paused (NO_CODEC, ...)
             self.drops[DropReason.PAUSED] += 1
@@ -218,22 +231,34 @@ class Consumer:
             payload = self._vp8.rewrite(payload)
         if self.twcc is not None:
             transport_seq = self.twcc.next(len(payload) + RTP_OVERHEAD, now)
-            elements += transport_cc_element(self.twcc_id, transport_seq)
-        block = finish_extension_block(elements)
+            block = finish_extension_block(
+                elements + transport_cc_element(self.twcc_id, transport_seq))
+        elif block is None:
+            block = finish_extension_block(elements)
         # The X bit follows the block actually written: a packet may lack an extension (an
         # audio level) that was negotiated, and a set X bit without a block is malformed.
         head = pack_header(
             0x90 if block else 0x80, (packet.marker << 7) | codec.payload_type,
             seq, timestamp, self.ssrc,
         ) + block
-        data = head + payload
         if self._history is not None:
             self._history.put(seq, head, payload)
-        if self.writer.send_rtp(data):
+        queue = self._queue
+        if (queue(batch, head, payload, self) if queue is not None and batch is not None
+                else self.writer.send_rtp(head + payload)):
             self.packets_sent += 1
             self.octets_sent += len(payload)
         else:
             self.drops[DropReason.NOT_CONNECTED] += 1
+
+    def batch_failed(self, reason: int, head: bytes, payload: bytes) -> None:
+        """The native fan-out could not send a copy queued by ``send``: uncount it."""
+        self.packets_sent -= 1
+        self.octets_sent -= len(payload)
+        self.drops[DropReason.NOT_CONNECTED] += 1
+        batch_failed = getattr(self.writer, "batch_failed", None)
+        if batch_failed is not None:
+            batch_failed(reason, len(head) + len(payload))
 
     def _want_keyframe(self, now: float) -> None:
         if now - self._last_keyframe_request >= KEYFRAME_RETRY_S:

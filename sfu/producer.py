@@ -11,10 +11,16 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sfu.native import BATCH_SEND_FAILED, BatchItem, send_batch
 from sfu.ratelog import handler_errors
 from sfu.types import Codec, DropReason, Kind
 from sfu.wire.h264 import inspect_h264
-from sfu.wire.rtp_packet import RtpView, abs_send_time_now, extension_elements
+from sfu.wire.rtp_packet import (
+    RtpView,
+    abs_send_time_now,
+    extension_elements,
+    finish_extension_block,
+)
 from sfu.wire.vp8 import KEY, inspect_vp8
 
 if TYPE_CHECKING:
@@ -219,17 +225,33 @@ class Producer:
         # Subscribers normally share extension ids (the server writes every offer), so the
         # extension elements are built once per packet and reused by all of them.
         last_key: tuple[int, int] | None = None
-        elements = b""
+        elements = block = b""
+        # Copies for native writers are collected here and protected and sent in one call.
+        batch: list[BatchItem] = []
         for consumer in consumers:
             key = consumer.ext_key
             if key != last_key:
                 elements = self._extension_elements(packet, key, now)
+                block = finish_extension_block(elements)
                 last_key = key
             try:
-                consumer.send(packet, index, keyframe, elements, now)
+                consumer.send(packet, index, keyframe, elements, now, batch, block)
             except Exception as exc:  # one broken consumer must not starve the others
                 self.consumer_errors += 1
                 handler_errors.exception("consumer", exc)
+        if batch:
+            self._send_batch(batch)
+
+    def _send_batch(self, batch: list[BatchItem]) -> None:
+        try:
+            failures = send_batch(batch)
+        except Exception as exc:  # noqa: BLE001 - only a malformed item (a bug of ours) raises
+            handler_errors.exception("native fan-out", exc)
+            failures = [(i, BATCH_SEND_FAILED) for i in range(len(batch))]
+        if failures:
+            for index, reason in failures:
+                _target, head, payload, consumer = batch[index]
+                consumer.batch_failed(reason, head, payload)
 
     def refuse(self, packet: RtpView, index: int, reason: DropReason) -> None:
         """Count an invalid packet once; consumers close its sequence gap (no NACK for it)."""

@@ -89,6 +89,8 @@ class Subscriber:
         for consumer in list(self.consumers.values()):
             consumer.close()
         self.consumers.clear()
+        if self._writer is not None:
+            self._writer.close()  # its duplicated socket descriptor, before the ICE sockets go
         await self.pc.close()
 
     # -- membership --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pylibsrtp
 import pytest
 from aiortc import RTCPeerConnection
 
-from sfu import aiortc_hooks
+from sfu import aiortc_hooks, native
 from sfu.wire.demux import DatagramDrop, DatagramDrops
 
 
@@ -211,3 +211,55 @@ def test_vp8_packetize_gives_descriptors_with_the_picture_id() -> None:
     assert len(payloads) >= 3
     assert payloads[0][0] & 0x10 and not payloads[1][0] & 0x10  # start of partition only first
     assert all(p[2:4] == b"\x80\x05" for p in payloads)  # 15-bit picture id 5
+
+
+def test_pylibsrtp_names_of_the_native_fan_out() -> None:
+    """``Session._srtp`` (the libsrtp context) and the binding's ``srtp_protect`` prototype,
+    which sfu/_fanout.c calls: when they change, the writers fall back to pure Python."""
+    tx, _rx = _srtp_pair()
+    assert hasattr(tx, "_srtp"), "pylibsrtp Session._srtp is gone"
+    from pylibsrtp._binding import ffi, lib
+
+    assert ffi.typeof(lib.srtp_protect).cname == aiortc_hooks.SRTP_PROTECT_PROTOTYPE
+    if native.native_available():
+        address = aiortc_hooks.srtp_context_address(tx)
+        assert isinstance(address, int) and address != 0
+
+
+async def test_direct_srtp_path_delivers_counts_and_keeps_order() -> None:
+    """GuardedStunProtocol hands SRTP of a hooked transport to the SFU without aiortc's queue;
+    forged packets are counted and dropped, a raising handler drops one packet, and while a
+    datagram is queued the next one queues behind it."""
+    pc = RTCPeerConnection()
+    try:
+        pc.addTransceiver("video", direction="sendonly")
+        drops = DatagramDrops()
+        aiortc_hooks.configure_ice(pc, ["127.0.0.1"], None, drops)
+        await pc.setLocalDescription(await pc.createOffer())
+        dtls = pc.getTransceivers()[0].sender.transport
+        connection = dtls.transport.iceGatherer._connection
+        protocol = connection._protocols[0]
+        rtp_in: list[bytes] = []
+        rtcp_in: list[bytes] = []
+
+        def on_rtp(data: bytes, _arrival: int) -> None:
+            if data.endswith(b"boom"):
+                raise RuntimeError("handler bug")
+            rtp_in.append(data)
+
+        aiortc_hooks.hook_transport(dtls, on_rtp, rtcp_in.append)
+        tx, rx = _srtp_pair()
+        assert not protocol._direct(tx.protect(b"\x80\x60\x00\x01" + bytes(8)), connection)
+        dtls._rx_srtp = aiortc_hooks._CountingSrtpSession(rx, drops)
+        rtp = b"\x80\x60\x00\x02" + bytes(8) + b"payload"
+        assert protocol._direct(tx.protect(rtp), connection) and rtp_in == [rtp]
+        assert protocol._direct(b"\x80\x60\x00\x03" + bytes(40), connection)  # forged
+        assert drops.get(DatagramDrop.SRTP_UNAUTHENTICATED) == 1 and len(rtp_in) == 1
+        assert protocol._direct(tx.protect(b"\x80\x60\x00\x04" + bytes(8) + b"boom"), connection)
+        rr = b"\x80\xc9\x00\x01" + bytes(4)
+        assert protocol._direct(tx.protect_rtcp(rr), connection) and rtcp_in == [rr]
+        connection._queue.put_nowait((b"queued", 1))
+        assert not protocol._direct(tx.protect(b"\x80\x60\x00\x05" + bytes(8)), connection)
+        assert len(rtp_in) == 1
+    finally:
+        await pc.close()

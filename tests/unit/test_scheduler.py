@@ -52,3 +52,33 @@ async def test_cancel_from_inside_the_callback_and_close() -> None:
         scheduler.every(0.01, lambda: None)
     with pytest.raises(ValueError):
         Scheduler().every(0, lambda: None)
+
+
+async def test_timers_of_one_interval_share_beats() -> None:
+    """Timers made at different moments fire on the same beats (one wake-up for all)."""
+    scheduler = Scheduler()
+    timers: dict[str, object] = {}
+    beats: dict[str, list[int]] = {"first": [], "second": []}
+
+    def callback(name: str):
+        return lambda: beats[name].append(timers[name].last_beat)  # type: ignore[attr-defined]
+
+    timers["first"] = scheduler.every(0.02, callback("first"), "first")
+    await asyncio.sleep(0.007)
+    timers["second"] = scheduler.every(0.02, callback("second"), "second")
+    await wait_until(lambda: len(beats["second"]) >= 3 and len(beats["first"]) >= 4)
+    scheduler.close()
+    assert set(beats["second"]) <= set(beats["first"]), beats
+
+
+async def test_a_timer_made_inside_a_callback_runs_on_the_same_beat() -> None:
+    scheduler = Scheduler()
+    made: list[object] = []
+    calls: list[int] = []
+    maker = scheduler.every(0.01, lambda: made or made.append(
+        scheduler.every(0.01, lambda: calls.append(1), "made")), "maker")
+    await wait_until(lambda: len(calls) >= 3)
+    assert maker.fired >= 4 and len(scheduler) == 2
+    assert len(scheduler._beats) == 1 and scheduler._beats[0.01].handle is not None
+    scheduler.close()
+    assert not scheduler._beats

@@ -1,0 +1,111 @@
+"""The optional compiled fan-out (``sfu/_fanout.c``) and what it needs from Python.
+
+One incoming packet gives every consumer's copy in one pass: ``Producer.receive`` collects each
+copy (its subscriber's ``NativeTarget``, the rewritten header, the payload, the consumer) in a
+batch, and ``send_batch`` protects and sends them all in one call, in C. The extension is built
+by ``pip install -e .`` (setuptools, the system's C compiler); when it is missing, or
+``DIEMCAU_NO_NATIVE=1``, ``native_enabled()`` is false, no target is made and every copy takes
+the pure-Python path (``DatagramWriter.send_rtp``), with the same packets on the wire.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, TypeAlias
+
+NO_NATIVE_ENV = "DIEMCAU_NO_NATIVE"
+
+NativeTarget: TypeAlias = tuple[int, int, bytes]
+"""(address of the subscriber's libsrtp srtp_t, socket fd, struct sockaddr of its peer)."""
+BatchItem: TypeAlias = tuple[NativeTarget, bytes, bytes, Any]
+"""(target, rewritten header, payload, the consumer that made the copy)."""
+
+BATCH_TOO_LONG_OR_PROTECT = 1
+BATCH_SEND_FAILED = 2
+"""Reasons ``send_batch`` reports a copy it could not send."""
+
+
+def _load() -> ModuleType | None:
+    try:
+        from sfu import _fanout  # type: ignore[attr-defined]  # built by setuptools, optional
+    except ImportError:
+        return None
+    module: ModuleType = _fanout
+    return module
+
+
+_MODULE = _load()
+
+
+def native_available() -> bool:
+    """The extension was built and imports."""
+    return _MODULE is not None
+
+
+def native_enabled() -> bool:
+    """Use the extension for writers made now: built, not switched off by DIEMCAU_NO_NATIVE."""
+    return _MODULE is not None and os.environ.get(NO_NATIVE_ENV, "") in ("", "0")
+
+
+def set_protect_address(address: int) -> None:
+    if _MODULE is not None:
+        _MODULE.set_protect(address)
+
+
+def _no_native(_batch: list[BatchItem]) -> list[tuple[int, int]] | None:
+    raise RuntimeError("no native fan-out: batches are empty without it")
+
+
+send_batch: Callable[[list[BatchItem]], list[tuple[int, int]] | None] = (
+    _MODULE.send if _MODULE is not None else _no_native)
+"""Protect and send a batch: None when every copy went out, else [(index, reason)]."""
+
+
+def sockaddr(family: int, address: Any) -> bytes | None:
+    """The ``struct sockaddr_in``/``sockaddr_in6`` bytes for a datagram socket's peer address
+    (Linux layout), None for what this cannot express."""
+    try:
+        if family == socket.AF_INET:
+            host, port = address[0], address[1]
+            return (struct.pack("=H", socket.AF_INET) + struct.pack("!H", port)
+                    + socket.inet_pton(socket.AF_INET, host) + bytes(8))
+        if family == socket.AF_INET6:
+            host, port = address[0], address[1]
+            flowinfo = address[2] if len(address) > 2 else 0
+            scope_id = address[3] if len(address) > 3 else 0
+            host = host.split("%", 1)[0]
+            return (struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, flowinfo)
+                    + socket.inet_pton(socket.AF_INET6, host) + struct.pack("=I", scope_id))
+    except (OSError, ValueError, TypeError, IndexError, struct.error):
+        return None
+    return None
+
+
+class OwnedFd:
+    """A duplicate of a socket's descriptor, owned here: the number cannot be reused by another
+    file while we hold it, however the event loop closes its own; closed by ``close``."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+
+    def replace(self, sock: Any) -> int | None:
+        self.close()
+        try:
+            self.fd = os.dup(sock.fileno())
+        except (OSError, AttributeError, ValueError):
+            self.fd = None
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass

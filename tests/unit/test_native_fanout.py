@@ -1,0 +1,209 @@
+"""The fan-out on both paths: the native one (sfu/_fanout.c: one call protects and sends every
+copy of a packet) and the pure-Python one (DatagramWriter.send_rtp per copy).
+
+Real parts: DatagramWriters on real UDP sockets of the event loop, real libsrtp sessions, and
+receivers that unprotect and parse what arrived on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pylibsrtp
+import pytest
+from aiortc import RTCPeerConnection
+
+from sfu import aiortc_hooks, native
+from sfu.consumer import Consumer
+from sfu.producer import Producer
+from sfu.types import Codec, DropReason, Kind
+from sfu.wire.rtp_packet import RtpView
+from tests.unit.helpers import VP8_IN, rtp_view, vp8_payload
+
+VP8_OUT = Codec("video/VP8", 90000, 100, 101)
+KEY = bytes(range(30))
+
+PATHS = [
+    pytest.param(True, id="native", marks=pytest.mark.skipif(
+        not native.native_available(), reason="sfu._fanout not built (pip install -e .)")),
+    pytest.param(False, id="python"),
+]
+
+
+@dataclass
+class Subscriber:
+    writer: aiortc_hooks.DatagramWriter
+    sock: socket.socket
+    rx: pylibsrtp.Session
+    received: list[bytes] = field(default_factory=list)
+
+    def drain(self) -> list[bytes]:
+        while True:
+            try:
+                data = self.sock.recv(2048)
+            except BlockingIOError:
+                return self.received
+            self.received.append(self.rx.unprotect(data))
+
+
+@dataclass
+class Room:
+    pc: RTCPeerConnection
+    transports: list[asyncio.DatagramTransport]
+    subscribers: list[Subscriber]
+    producer: Producer
+    consumers: list[Consumer]
+
+    async def wait_for(self, counts: list[int]) -> None:
+        """Bounded wait until each receiver holds its expected number of packets."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while [len(s.drain()) for s in self.subscribers] != counts and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+
+async def make_room(use_native: bool, n: int = 3) -> Room:
+    loop = asyncio.get_running_loop()
+    pc = RTCPeerConnection()
+    dtls = pc.addTransceiver("video", direction="sendonly").sender.transport
+    producer = Producer("alice:1", "alice", Kind.VIDEO, "1", lambda p, layer: None)
+    producer.set_codec(VP8_IN)
+    subscribers, consumers, transports = [], [], []
+    for i in range(n):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        transports.append(transport)
+        writer = aiortc_hooks.DatagramWriter(dtls, use_native=use_native)
+        # What _refresh takes from a connected DTLS transport and its nominated pair:
+        writer._srtp = pylibsrtp.Session(pylibsrtp.Policy(
+            key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+        writer._sendto = transport.sendto
+        writer._addr = sock.getsockname()
+        if use_native:
+            writer._native = writer._native_target(transport, writer._addr)
+            assert writer.is_native
+        rx = pylibsrtp.Session(pylibsrtp.Policy(key=KEY,
+                                                ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+        subscribers.append(Subscriber(writer, sock, rx))
+        consumer = Consumer(producer, f"sub{i}", "0", 5000 + 10 * i, 5001 + 10 * i, writer)
+        consumer.configure(VP8_OUT, audio_level_id=0, abs_send_time_id=0)
+        producer.consumers.append(consumer)
+        consumers.append(consumer)
+    return Room(pc, transports, subscribers, producer, consumers)
+
+
+async def close_room(room: Room) -> None:
+    for sub in room.subscribers:
+        sub.writer.close()
+        sub.sock.close()
+    for transport in room.transports:
+        transport.close()
+    await room.pc.close()
+
+
+@pytest.fixture
+async def rooms() -> AsyncIterator[list[Room]]:
+    made: list[Room] = []
+    yield made
+    for room in made:
+        await close_room(room)
+
+
+def vp8_stream(count: int, size: int = 1000) -> list[RtpView]:
+    packets = []
+    for i in range(count):
+        payload = vp8_payload(20 + i // 3, 1, key=i == 0, start=i % 3 == 0) + bytes(size)
+        packets.append(rtp_view(100 + i, 3000 * (i // 3), payload, marker=i % 3 == 2))
+    return packets
+
+
+@pytest.mark.parametrize("use_native", PATHS)
+async def test_every_subscriber_receives_every_copy(use_native: bool,
+                                                    rooms: list[Room]) -> None:
+    room = await make_room(use_native)
+    rooms.append(room)
+    stream = vp8_stream(30)
+    for i, packet in enumerate(stream):
+        room.producer.receive(packet, room.producer.layers[0], i * 0.01)
+    await room.wait_for([30, 30, 30])
+    for sub, consumer in zip(room.subscribers, room.consumers, strict=True):
+        views = [RtpView.parse(data) for data in sub.received]
+        assert [v.ssrc for v in views] == [consumer.ssrc] * 30
+        seqs = [v.sequence_number for v in views]
+        assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(30)]
+        assert [v.payload[5:] for v in views] == [p.payload[5:] for p in stream]
+        assert consumer.packets_sent == 30 and sub.writer.sent_packets == 30
+        assert sub.writer.sent_bytes == sum(len(d) for d in sub.received) + 30 * 10
+
+
+async def test_both_paths_put_the_same_bytes_on_the_wire(rooms: list[Room]) -> None:
+    if not native.native_available():
+        pytest.skip("sfu._fanout not built")
+    received = []
+    for use_native in (True, False):
+        random.seed(7)  # consumers draw their first sequence number and timestamp
+        room = await make_room(use_native)
+        rooms.append(room)
+        for i, packet in enumerate(vp8_stream(12)):
+            room.producer.receive(packet, room.producer.layers[0], i * 0.01)
+        await room.wait_for([12, 12, 12])
+        received.append([sub.received for sub in room.subscribers])
+    assert received[0] == received[1]
+
+
+@pytest.mark.parametrize("use_native", PATHS)
+async def test_a_copy_too_long_to_protect_is_dropped_and_the_others_go(
+        use_native: bool, rooms: list[Room]) -> None:
+    room = await make_room(use_native)
+    rooms.append(room)
+    first, second = vp8_stream(2)
+    big = rtp_view(102, 3000, vp8_payload(21, 1, key=False) + bytes(1400))
+    for i, packet in enumerate((first, big, second)):
+        room.producer.receive(packet, room.producer.layers[0], i * 0.01)
+    await room.wait_for([2, 2, 2])
+    for sub, consumer in zip(room.subscribers, room.consumers, strict=True):
+        assert len(sub.received) == 2
+        assert sub.writer.protect_errors == 1 and sub.writer.sent_packets == 2
+        assert consumer.packets_sent == 2
+        assert consumer.drops[DropReason.NOT_CONNECTED] == 1
+
+
+async def test_native_writer_owns_a_duplicate_descriptor_until_closed(
+        rooms: list[Room]) -> None:
+    if not native.native_available():
+        pytest.skip("sfu._fanout not built")
+    room = await make_room(True, n=1)
+    rooms.append(room)
+    writer = room.subscribers[0].writer
+    assert writer._native is not None
+    fd = writer._native[1]
+    assert fd != room.transports[0].get_extra_info("socket").fileno()
+    os.fstat(fd)  # open
+    writer.close()
+    assert not writer.is_native
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_sockaddr_layouts() -> None:
+    v4 = native.sockaddr(socket.AF_INET, ("127.0.0.1", 5004))
+    assert v4 is not None and len(v4) == 16 and v4[2:4] == b"\x13\x8c" and v4[4:8] == b"\x7f\0\0\1"
+    v6 = native.sockaddr(socket.AF_INET6, ("::1", 5004, 0, 0))
+    assert v6 is not None and len(v6) == 28 and v6[8:24] == bytes(15) + b"\x01"
+    assert native.sockaddr(socket.AF_INET, ("not an address", 1)) is None
+    assert native.sockaddr(socket.AF_UNIX, "/tmp/x") is None
+
+
+def test_no_native_env_switches_new_writers_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native.NO_NATIVE_ENV, "1")
+    assert not native.native_enabled()
+    monkeypatch.setenv(native.NO_NATIVE_ENV, "0")
+    assert native.native_enabled() == native.native_available()
