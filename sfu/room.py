@@ -51,6 +51,8 @@ class Participant:
     joined_at: float = 0.0
     uplink_policy: InitVar[UplinkPolicy | None] = None
     uplink: UplinkControl = field(init=False)
+    # Tracks published from inside the process (a relay, ``sfu/relay.py``), by producer id.
+    relayed: dict[str, Producer] = field(default_factory=dict)
 
     def __post_init__(self, uplink_policy: UplinkPolicy | None) -> None:
         self.uplink = UplinkControl(self.notify, uplink_policy)
@@ -61,7 +63,8 @@ class Participant:
 
     @property
     def producers(self) -> list[Producer]:
-        return list(self.publisher.producers.values()) if self.publisher else []
+        own = list(self.publisher.producers.values()) if self.publisher else []
+        return own + list(self.relayed.values()) if self.relayed else own
 
 
 def retire_counters(participant: Participant, now: float, into: Counter[str]) -> None:

@@ -1,0 +1,469 @@
+"""Relay (cascade, issue 14): a room on another server relayed into a room of this one.
+
+The relay is a participant of the far room (server A) over A's ordinary WebSocket signaling,
+with a join token of role ``relay`` (no seat) or on an open server, and a local publisher of the
+near room (this server, B):
+
+    A's consumers --RTP--> relay's subscribe connection (aiortc, hooked at the RTP level:
+        nothing decoded) --UpstreamTracks--> RelayedTrack (sfu/relay.py) = a Producer in B
+        --> B's consumers, as if the chair were local
+    B's subscriber PLI / layer switch -> Producer.request_keyframe -> PLI to A's consumer
+        -> A's publisher (A rate-limits it like any subscriber's)
+    NACK per hop: B's consumers answer from their history; UpstreamTracks NACKs toward A
+    B's audio: a local subscriber of B (the recorder's mechanism) -> the relay's publish
+        connection to A (audio slots sent at the RTP level, SSRC and payload type rewritten)
+
+``UpstreamTracks`` (the far side's SSRC map, RTX unwrap, NACK bookkeeping) has no sockets;
+``Relay`` is the asyncio/aiortc shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcrtpreceiver import NackGenerator
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    pack_remb_fci,
+)
+from aiortc.sdp import SessionDescription
+
+from sfu import aiortc_hooks
+from sfu.consumer import PacketWriter
+from sfu.local_subscriber import TrackInfo
+from sfu.plane import MediaPlane
+from sfu.relay import LocalPublication, RelayedTrack
+from sfu.types import Codec, DropReason, Kind
+from sfu.wire.rtp_packet import RtpView
+from sfu.wire.seqmath import seq_diff
+
+logger = logging.getLogger(__name__)
+
+AUDIO_SLOTS = 3
+"""Audio tracks the relay publishes into the far room: B's voices, one per slot (as many as the
+media plane counts speakers, ``sfu.room.MAX_SPEAKERS``)."""
+REMB_BPS = 20_000_000
+"""What the relay tells A it can receive: an unconstrained subscriber, so A forwards its best
+layer (the relay's link is a server's, not a phone's)."""
+REMB_INTERVAL_S = 1.0
+NACK_MAX_GAP = 512
+JOIN_TIMEOUT_S = 15.0
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
+class RelayError(Exception):
+    """The relay could not start (the far server refused, or did not answer)."""
+
+
+@dataclass(frozen=True)
+class RelaySpec:
+    source_url: str  # http(s)://host:port of the far server
+    source_room: str
+    token: str | None = None  # a join token minted on the far server (role "relay")
+    participants: tuple[str, ...] = ()  # far participant ids to relay; empty: see `pinned`
+    pinned: bool = False  # only the far room's pinned participant (the chair); else everyone
+
+
+@dataclass
+class FarTrack:
+    """One m-line of the far server's subscribe offer, as the relay receives it."""
+
+    mid: str
+    kind: Kind
+    codec: Codec
+    ssrc: int
+    rtx_ssrc: int | None
+    audio_level_ext_id: int | None
+    participant_id: str = ""
+    relayed: RelayedTrack | None = None
+    relayed_for: str = ""  # the far participant the relayed track belongs to
+    nack: NackGenerator | None = None
+
+
+@dataclass
+class UpstreamTracks:
+    """The far side's tracks by SSRC, and what reaches the near room (no sockets)."""
+
+    publish: Callable[[FarTrack], RelayedTrack | None]
+    send_nack: Callable[[int, list[int]], None]
+    by_ssrc: dict[int, tuple[FarTrack, bool]] = field(default_factory=dict)  # -> (track, rtx)
+    drops: Counter[DropReason] = field(default_factory=Counter)
+    packets: int = 0
+
+    def describe(self, offer_sdp: str, owners: dict[str, dict[str, Any]]) -> None:
+        """A (re)offer from the far server: m-lines with their SSRCs and owners."""
+        description = SessionDescription.parse(offer_sdp)
+        old = {track.mid: track for track, _rtx in self.by_ssrc.values()}
+        self.by_ssrc.clear()
+        for media in description.media:
+            if media.kind not in ("audio", "video") or media.rtp.muxId is None:
+                continue
+            mid = media.rtp.muxId
+            primary = next((c for c in media.rtp.codecs
+                            if c.mimeType.split("/")[1].lower() not in ("rtx", "red", "ulpfec")),
+                           None)
+            if primary is None or not media.ssrc:
+                continue
+            rtx = next((c for c in media.rtp.codecs if c.mimeType.lower().endswith("/rtx")
+                        and c.parameters.get("apt") == primary.payloadType), None)
+            ssrc = media.ssrc[0].ssrc
+            rtx_ssrc = next((int(group.items[1]) for group in media.ssrc_group
+                             if group.semantic == "FID" and len(group.items) == 2), None)
+            level = next((ext.id for ext in media.rtp.headerExtensions
+                          if ext.uri == AUDIO_LEVEL_URI), None)
+            track = old.get(mid)
+            if track is None or track.ssrc != ssrc:
+                track = FarTrack(mid, Kind(media.kind), Codec(
+                    primary.mimeType, primary.clockRate or 90000, primary.payloadType or 0,
+                    rtx.payloadType if rtx is not None else None), ssrc, rtx_ssrc, level)
+            owner = owners.get(mid)
+            track.participant_id = str(owner.get("participant_id", "")) if owner else ""
+            if track.kind is Kind.VIDEO and track.nack is None:
+                track.nack = NackGenerator()
+            self.by_ssrc[ssrc] = (track, False)
+            if rtx_ssrc is not None:
+                self.by_ssrc[rtx_ssrc] = (track, True)
+
+    def tracks(self) -> Iterable[FarTrack]:
+        return (track for track, rtx in self.by_ssrc.values() if not rtx)
+
+    def on_rtp(self, data: bytes) -> None:
+        try:
+            packet = RtpView.parse(data)
+        except ValueError:
+            self.drops[DropReason.MALFORMED] += 1
+            return
+        found = self.by_ssrc.get(packet.ssrc)
+        if found is None:
+            self.drops[DropReason.UNKNOWN_SSRC] += 1
+            return
+        track, rtx = found
+        if rtx:
+            if not packet.payload:
+                self.drops[DropReason.PADDING_ONLY] += 1  # A's bandwidth probes
+                return
+            try:
+                packet = packet.unwrap_rtx(track.codec.payload_type, track.ssrc)
+            except ValueError:
+                self.drops[DropReason.MALFORMED] += 1
+                return
+        relayed = track.relayed
+        if relayed is None or track.relayed_for != track.participant_id:
+            # The far server reuses an m-line for the next producer of that kind (same SSRC):
+            # a new owner is a new track here.
+            relayed = track.relayed = self.publish(track)
+            track.relayed_for = track.participant_id
+            if relayed is None:
+                self.drops[DropReason.PAUSED] += 1  # not chosen for relaying
+                return
+        nack = track.nack
+        if nack is not None:
+            if nack.max_seq is not None and not (
+                    -NACK_MAX_GAP <= seq_diff(packet.sequence_number, nack.max_seq)
+                    <= NACK_MAX_GAP):
+                nack.max_seq = None  # a jump, not loss
+                nack.missing.clear()
+            # aiortc's NackGenerator reads only sequence_number.
+            if nack.add(packet):  # type: ignore[arg-type]
+                self.send_nack(track.ssrc, sorted(nack.missing))
+        self.packets += 1
+        relayed.receive(packet)
+
+
+class _AudioSlot:
+    """One of the relay's audio tracks toward the far room, carrying one near voice."""
+
+    __slots__ = ("ssrc", "payload_type", "producer_id", "sent")
+
+    def __init__(self, ssrc: int) -> None:
+        self.ssrc = ssrc
+        self.payload_type: int | None = None
+        self.producer_id: str | None = None
+        self.sent = 0
+
+
+class _SlotWriter:
+    """A near consumer's rewritten audio -> one slot of the publish connection to the far room."""
+
+    def __init__(self, slot: _AudioSlot, writer: Callable[[], aiortc_hooks.DatagramWriter | None]):
+        self.slot = slot
+        self._writer = writer
+
+    def send_rtp(self, packet: bytes) -> bool:
+        writer = self._writer()
+        slot = self.slot
+        if writer is None or slot.payload_type is None or len(packet) < 12:
+            return False
+        data = bytearray(packet)
+        data[1] = (data[1] & 0x80) | slot.payload_type
+        data[8:12] = slot.ssrc.to_bytes(4, "big")
+        if writer.send_rtp(bytes(data)):
+            slot.sent += 1
+            return True
+        return False
+
+
+class Relay:
+    """The shell: WebSocket and two aiortc connections to the far server, a local publisher
+    and a local subscriber in the near room."""
+
+    def __init__(self, relay_id: str, plane: MediaPlane, room: str, spec: RelaySpec,
+                 ice_addresses: list[str] | None) -> None:
+        self.id = relay_id
+        self.plane = plane
+        self.room = room
+        self.spec = spec
+        self.participant_id = f"relay-{relay_id}"
+        self.state = "starting"
+        self.error: str | None = None
+        self.far_participant_id: str | None = None
+        self.far_pinned: str | None = None
+        self._ice = ice_addresses
+        self.upstream = UpstreamTracks(self._publish_far, self._send_nack)
+        self._publication: LocalPublication | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sub = self._new_pc()
+        self._pub = self._new_pc()
+        self._sub_writer: aiortc_hooks.DatagramWriter | None = None
+        self._pub_writer: aiortc_hooks.DatagramWriter | None = None
+        self._hooked: set[int] = set()
+        self._rtcp_ssrc = secrets.randbits(32)
+        self._slots: list[_AudioSlot] = []
+        self._waiter: asyncio.Future[dict[str, Any]] | None = None
+        self._remb_timer: asyncio.TimerHandle | None = None
+        self.keyframe_requests_sent = 0  # PLIs sent to the far server
+        self.nacks_sent = 0
+
+    @staticmethod
+    def _new_pc() -> RTCPeerConnection:
+        return RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+
+    # -- start and stop ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the far room, publish the audio slots, then appear in the near room."""
+        try:
+            self._session = aiohttp.ClientSession()
+            url = self.spec.source_url.rstrip("/").replace("http", "ws", 1) + "/ws"
+            self._ws = await self._session.ws_connect(url, max_msg_size=8 << 20)
+            self._reader = asyncio.ensure_future(self._read_forever())
+            join: dict[str, Any] = {"type": "join", "room": self.spec.source_room,
+                                    "name": f"{self.room} (relay)"}
+            if self.spec.token:
+                join["token"] = self.spec.token
+            joined = await self._request(join, "joined")
+            self.far_participant_id = str(joined["participant_id"])
+            self.far_pinned = joined.get("pinned")
+            if joined.get("can_publish", True):
+                await self._publish_audio()
+        except (aiohttp.ClientError, OSError, TimeoutError, RelayError, KeyError) as exc:
+            self.state, self.error = "failed", str(exc) or type(exc).__name__
+            await self.close()
+            raise RelayError(self.error) from None
+        self._publication = self.plane.publish_local(
+            self.room, self.participant_id, f"{self.spec.source_room} (relay)", lambda _e: None)
+        self.plane.subscribe_local(self.room, self.participant_id, self)
+        self.state = "running"
+        self._remb_timer = asyncio.get_running_loop().call_later(REMB_INTERVAL_S, self._remb)
+
+    async def close(self) -> None:
+        if self.state != "failed":
+            self.state = "closed"
+        if self._remb_timer is not None:
+            self._remb_timer.cancel()
+        if self._publication is not None:
+            self.plane.unsubscribe_local(self.room, self.participant_id)
+            await self.plane.leave(self.room, self.participant_id)
+            self._publication.close()
+            self._publication = None
+        with contextlib.suppress(Exception):
+            if self._ws is not None and not self._ws.closed:
+                await self._ws.send_str(json.dumps({"type": "leave"}))
+        for task in list(self._tasks):
+            task.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+        await self._sub.close()
+        await self._pub.close()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+
+    # -- the far server's signaling ------------------------------------------------------------
+
+    async def _request(self, message: dict[str, Any], reply: str) -> dict[str, Any]:
+        assert self._ws is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._ws.send_str(json.dumps(message))
+        answer = await asyncio.wait_for(self._waiter, JOIN_TIMEOUT_S)
+        if answer.get("type") == "error":
+            raise RelayError(f"{answer.get('code')}: {answer.get('message')}")
+        if answer.get("type") != reply:
+            raise RelayError(f"expected {reply}, got {answer.get('type')}")
+        return answer
+
+    async def _read_forever(self) -> None:
+        assert self._ws is not None
+        async for frame in self._ws:
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                break
+            try:
+                message = json.loads(frame.data)
+                kind = message.get("type")
+            except (ValueError, AttributeError):
+                continue
+            if kind == "subscribe_offer":
+                self._spawn(self._answer(message))
+            elif kind == "pinned":
+                self.far_pinned = message.get("participant_id")
+            elif kind in ("joined", "publish_answer", "error", "lobby"):
+                if kind == "error":
+                    logger.warning("relay %s: far server says %s", self.id, message)
+                if self._waiter is not None and not self._waiter.done():
+                    self._waiter.set_result(message)
+            elif kind == "removed":
+                self.state, self.error = "failed", f"removed: {message.get('reason')}"
+                break
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, message: dict[str, Any]) -> None:
+        pc = self._sub
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
+        self.upstream.describe(message["sdp"], dict(message.get("tracks") or {}))
+        for transceiver in pc.getTransceivers():
+            receiver = transceiver.receiver
+            if id(receiver) not in self._hooked:
+                self._hooked.add(id(receiver))
+                aiortc_hooks.disable_decoding(receiver, lambda _parameters: None)
+                aiortc_hooks.disable_remb(receiver)
+            transport = receiver.transport
+            if id(transport) not in self._hooked:
+                self._hooked.add(id(transport))
+                aiortc_hooks.hook_transport(transport, self._on_rtp, lambda _data: None)
+                self._sub_writer = aiortc_hooks.DatagramWriter(transport)
+        aiortc_hooks.configure_ice(pc, self._ice, None)
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+        assert self._ws is not None
+        await self._ws.send_str(json.dumps({"type": "subscribe_answer",
+                                            "sdp": pc.localDescription.sdp}))
+
+    async def _publish_audio(self) -> None:
+        pc = self._pub
+        for _ in range(AUDIO_SLOTS):
+            transceiver = pc.addTransceiver("audio", direction="sendonly")
+            slot = _AudioSlot(aiortc_hooks.sender_ssrcs(transceiver.sender)[0])
+
+            def on_parameters(parameters: Any, slot: _AudioSlot = slot) -> None:
+                slot.payload_type = parameters.codecs[0].payloadType if parameters.codecs else None
+
+            aiortc_hooks.capture_sender(transceiver.sender, on_parameters)
+            self._slots.append(slot)
+        aiortc_hooks.configure_ice(pc, self._ice, None)
+        await pc.setLocalDescription(await pc.createOffer())
+        answer = await self._request({"type": "publish", "sdp": pc.localDescription.sdp},
+                                     "publish_answer")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        transport = pc.getTransceivers()[0].sender.transport
+        self._pub_writer = aiortc_hooks.DatagramWriter(transport)
+
+    # -- media from the far room ---------------------------------------------------------------
+
+    def _on_rtp(self, data: bytes, _arrival_ms: int) -> None:
+        self.upstream.on_rtp(data)
+
+    def chosen(self, far_participant_id: str) -> bool:
+        spec = self.spec
+        if not far_participant_id or far_participant_id == self.far_participant_id:
+            return False
+        if spec.participants:
+            return far_participant_id in spec.participants
+        if spec.pinned:
+            return far_participant_id == self.far_pinned
+        return True
+
+    def _publish_far(self, track: FarTrack) -> RelayedTrack | None:
+        publication = self._publication
+        if publication is None or not self.chosen(track.participant_id):
+            return None
+        track_id = f"{track.participant_id}.{track.mid}"
+        existing = publication.tracks.get(track_id)
+        if existing is not None:
+            return existing
+        ssrc = track.ssrc
+        return publication.add_track(
+            track_id, track.kind, track.codec, lambda: self._send_pli(ssrc),
+            track.audio_level_ext_id)
+
+    def _send_pli(self, media_ssrc: int) -> None:
+        if self._sub_writer is not None and self._sub_writer.send_rtcp(bytes(RtcpPsfbPacket(
+                fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc, media_ssrc=media_ssrc))):
+            self.keyframe_requests_sent += 1
+
+    def _send_nack(self, media_ssrc: int, lost: list[int]) -> None:
+        if self._sub_writer is not None and self._sub_writer.send_rtcp(bytes(RtcpRtpfbPacket(
+                fmt=RTCP_RTPFB_NACK, ssrc=self._rtcp_ssrc, media_ssrc=media_ssrc, lost=lost))):
+            self.nacks_sent += 1
+
+    def _remb(self) -> None:
+        video = [t.ssrc for t in self.upstream.tracks() if t.kind is Kind.VIDEO]
+        if self._sub_writer is not None and video:
+            self._sub_writer.send_rtcp(bytes(RtcpPsfbPacket(
+                fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc, media_ssrc=0,
+                fci=pack_remb_fci(REMB_BPS, video))))
+        if self.state == "running":
+            self._remb_timer = asyncio.get_running_loop().call_later(REMB_INTERVAL_S, self._remb)
+
+    # -- the near room's voices (LocalSubscriber) ----------------------------------------------
+
+    def track_added(self, track: TrackInfo) -> PacketWriter | None:
+        if track.kind is not Kind.AUDIO or track.participant_id == self.participant_id:
+            return None
+        slot = next((s for s in self._slots if s.producer_id is None), None)
+        if slot is None:
+            return None  # more voices than slots: the first ones are carried
+        slot.producer_id = track.producer_id
+        return _SlotWriter(slot, lambda: self._pub_writer)
+
+    def track_removed(self, producer_id: str) -> None:
+        for slot in self._slots:
+            if slot.producer_id == producer_id:
+                slot.producer_id = None
+
+    def sender_report(self, producer_id: str, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        pass  # the far server makes its own sender reports from what it receives
+
+    def summary(self) -> dict[str, Any]:
+        tracks = self._publication.tracks if self._publication is not None else {}
+        return {
+            "packets_relayed": self.upstream.packets,
+            "tracks": sorted(tracks),
+            "keyframe_requests_sent": self.keyframe_requests_sent,
+            "nacks_sent": self.nacks_sent,
+            "audio_packets_back": sum(slot.sent for slot in self._slots),
+            "drops": {reason.value: n for reason, n in self.upstream.drops.items()},
+        }
