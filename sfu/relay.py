@@ -20,6 +20,10 @@ from collections.abc import Callable
 from sfu.producer import Layer, Producer
 from sfu.types import Codec, DropReason, Kind
 from sfu.wire.rtp_packet import RtpView
+from sfu.wire.seqmath import seq_add, seq_diff, ts_add, ts_diff
+
+VOICE_FRAME_TICKS = 960
+"""20 ms of Opus at 48 kHz: the gap a voice slot leaves when it changes voice."""
 
 
 class RelayedTrack:
@@ -103,3 +107,96 @@ class LocalPublication:
         for track in self.tracks.values():
             track.producer.close()
         self.tracks.clear()
+
+
+class VoiceSlot:
+    """One audio track the relay publishes into the far room; it carries one near voice at a
+    time and stays one continuous stream (sequence numbers, timestamps) when the voice changes."""
+
+    __slots__ = ("ssrc", "payload_type", "owner", "sent", "_seq_offset", "_ts_offset",
+                 "_last_seq", "_last_ts", "_resync")
+
+    def __init__(self, ssrc: int, first_seq: int = 0, first_ts: int = 0) -> None:
+        self.ssrc = ssrc
+        self.payload_type: int | None = None  # what the far server accepted for this slot
+        self.owner: str | None = None  # near producer id
+        self.sent = 0
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._last_seq = seq_add(first_seq, -1)
+        self._last_ts = ts_add(first_ts, -VOICE_FRAME_TICKS)
+        self._resync = True
+
+    def take(self, producer_id: str | None) -> None:
+        self.owner = producer_id
+        self._resync = True
+
+    def rewrite(self, packet: bytes) -> bytes | None:
+        """The owner's packet as this slot's (own SSRC, payload type, continuous numbering)."""
+        if self.payload_type is None or len(packet) < 12:
+            return None
+        data = bytearray(packet)
+        seq = int.from_bytes(data[2:4], "big")
+        ts = int.from_bytes(data[4:8], "big")
+        if self._resync:
+            # A new voice continues the slot's stream one frame after the last packet sent.
+            self._resync = False
+            self._seq_offset = seq_diff(seq_add(self._last_seq, 1), seq)
+            self._ts_offset = ts_diff(ts_add(self._last_ts, VOICE_FRAME_TICKS), ts)
+        out_seq = seq_add(seq, self._seq_offset)
+        out_ts = ts_add(ts, self._ts_offset)
+        if seq_diff(out_seq, self._last_seq) > 0:
+            self._last_seq, self._last_ts = out_seq, out_ts
+        data[1] = (data[1] & 0x80) | self.payload_type
+        data[2:4] = out_seq.to_bytes(2, "big")
+        data[4:8] = out_ts.to_bytes(4, "big")
+        data[8:12] = self.ssrc.to_bytes(4, "big")
+        self.sent += 1
+        return bytes(data)
+
+
+class VoiceSlots:
+    """Which near voices go back to the far room: a few slots that follow the near room's
+    speakers (a free slot goes to any voice first; a speaker without a slot takes one from a
+    voice that is not speaking)."""
+
+    def __init__(self, slots: list[VoiceSlot]) -> None:
+        self.slots = slots
+        self.voices: dict[str, str] = {}  # near producer id -> its participant id
+        self.speakers: tuple[str, ...] = ()
+
+    def _slot_of(self, producer_id: str) -> VoiceSlot | None:
+        return next((slot for slot in self.slots if slot.owner == producer_id), None)
+
+    def _place(self) -> None:
+        speaking = set(self.speakers)
+        waiting = [p for p in self.voices if self._slot_of(p) is None]
+        waiting.sort(key=lambda p: self.voices[p] not in speaking)  # speakers first
+        for producer_id in waiting:
+            free = next((s for s in self.slots if s.owner is None), None)
+            if free is None and self.voices[producer_id] in speaking:
+                free = next((s for s in self.slots if s.owner is not None
+                             and self.voices.get(s.owner) not in speaking), None)
+            if free is None:
+                break
+            free.take(producer_id)
+
+    def add(self, producer_id: str, participant_id: str) -> None:
+        self.voices[producer_id] = participant_id
+        self._place()
+
+    def remove(self, producer_id: str) -> None:
+        self.voices.pop(producer_id, None)
+        slot = self._slot_of(producer_id)
+        if slot is not None:
+            slot.take(None)
+        self._place()
+
+    def set_speakers(self, participant_ids: tuple[str, ...]) -> None:
+        self.speakers = participant_ids
+        self._place()
+
+    def packet(self, producer_id: str, packet: bytes) -> bytes | None:
+        """The packet to send for the far room, or None when this voice has no slot now."""
+        slot = self._slot_of(producer_id)
+        return slot.rewrite(packet) if slot is not None else None

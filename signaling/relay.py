@@ -45,9 +45,10 @@ from aiortc.sdp import SessionDescription
 
 from sfu import aiortc_hooks
 from sfu.consumer import PacketWriter
+from sfu.events import Speakers
 from sfu.local_subscriber import TrackInfo
 from sfu.plane import MediaPlane
-from sfu.relay import LocalPublication, RelayedTrack
+from sfu.relay import LocalPublication, RelayedTrack, VoiceSlot, VoiceSlots
 from sfu.types import Codec, DropReason, Kind
 from sfu.wire.rtp_packet import RtpView
 from sfu.wire.seqmath import seq_diff
@@ -185,37 +186,21 @@ class UpstreamTracks:
         relayed.receive(packet)
 
 
-class _AudioSlot:
-    """One of the relay's audio tracks toward the far room, carrying one near voice."""
+class _VoiceWriter:
+    """A near consumer's rewritten audio -> its voice slot toward the far room, if it has one."""
 
-    __slots__ = ("ssrc", "payload_type", "producer_id", "sent")
+    __slots__ = ("producer_id", "_relay")
 
-    def __init__(self, ssrc: int) -> None:
-        self.ssrc = ssrc
-        self.payload_type: int | None = None
-        self.producer_id: str | None = None
-        self.sent = 0
-
-
-class _SlotWriter:
-    """A near consumer's rewritten audio -> one slot of the publish connection to the far room."""
-
-    def __init__(self, slot: _AudioSlot, writer: Callable[[], aiortc_hooks.DatagramWriter | None]):
-        self.slot = slot
-        self._writer = writer
+    def __init__(self, producer_id: str, relay: Relay) -> None:
+        self.producer_id = producer_id
+        self._relay = relay
 
     def send_rtp(self, packet: bytes) -> bool:
-        writer = self._writer()
-        slot = self.slot
-        if writer is None or slot.payload_type is None or len(packet) < 12:
+        writer = self._relay._pub_writer
+        if writer is None:
             return False
-        data = bytearray(packet)
-        data[1] = (data[1] & 0x80) | slot.payload_type
-        data[8:12] = slot.ssrc.to_bytes(4, "big")
-        if writer.send_rtp(bytes(data)):
-            slot.sent += 1
-            return True
-        return False
+        data = self._relay.voices.packet(self.producer_id, packet)
+        return data is not None and writer.send_rtp(data)
 
 
 class Relay:
@@ -246,7 +231,8 @@ class Relay:
         self._pub_writer: aiortc_hooks.DatagramWriter | None = None
         self._hooked: set[int] = set()
         self._rtcp_ssrc = secrets.randbits(32)
-        self._slots: list[_AudioSlot] = []
+        self.voices = VoiceSlots([])
+        self.offer_errors = 0
         self._waiter: asyncio.Future[dict[str, Any]] | None = None
         self._remb_timer: asyncio.TimerHandle | None = None
         self.keyframe_requests_sent = 0  # PLIs sent to the far server
@@ -280,7 +266,7 @@ class Relay:
             await self.close()
             raise RelayError(self.error) from None
         self._publication = self.plane.publish_local(
-            self.room, self.participant_id, f"{self.spec.source_room} (relay)", lambda _e: None)
+            self.room, self.participant_id, f"{self.spec.source_room} (relay)", self._on_near_event)
         self.plane.subscribe_local(self.room, self.participant_id, self)
         self.state = "running"
         self._remb_timer = asyncio.get_running_loop().call_later(REMB_INTERVAL_S, self._remb)
@@ -351,9 +337,17 @@ class Relay:
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, message: dict[str, Any]) -> None:
+        try:
+            await self._apply_offer(message)
+        except Exception as exc:  # the far server's SDP is input like any other: count, go on
+            self.offer_errors += 1
+            logger.warning("relay %s: far subscribe offer not usable: %r", self.id, exc)
+
+    async def _apply_offer(self, message: dict[str, Any]) -> None:
         pc = self._sub
         await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
-        self.upstream.describe(message["sdp"], dict(message.get("tracks") or {}))
+        tracks = message.get("tracks")
+        self.upstream.describe(message["sdp"], tracks if isinstance(tracks, dict) else {})
         for transceiver in pc.getTransceivers():
             receiver = transceiver.receiver
             if id(receiver) not in self._hooked:
@@ -376,13 +370,14 @@ class Relay:
         pc = self._pub
         for _ in range(AUDIO_SLOTS):
             transceiver = pc.addTransceiver("audio", direction="sendonly")
-            slot = _AudioSlot(aiortc_hooks.sender_ssrcs(transceiver.sender)[0])
+            slot = VoiceSlot(aiortc_hooks.sender_ssrcs(transceiver.sender)[0],
+                             secrets.randbits(16), secrets.randbits(32))
 
-            def on_parameters(parameters: Any, slot: _AudioSlot = slot) -> None:
+            def on_parameters(parameters: Any, slot: VoiceSlot = slot) -> None:
                 slot.payload_type = parameters.codecs[0].payloadType if parameters.codecs else None
 
             aiortc_hooks.capture_sender(transceiver.sender, on_parameters)
-            self._slots.append(slot)
+            self.voices.slots.append(slot)
         aiortc_hooks.configure_ice(pc, self._ice, None)
         await pc.setLocalDescription(await pc.createOffer())
         answer = await self._request({"type": "publish", "sdp": pc.localDescription.sdp},
@@ -441,18 +436,19 @@ class Relay:
     # -- the near room's voices (LocalSubscriber) ----------------------------------------------
 
     def track_added(self, track: TrackInfo) -> PacketWriter | None:
-        if track.kind is not Kind.AUDIO or track.participant_id == self.participant_id:
+        if (track.kind is not Kind.AUDIO or track.participant_id == self.participant_id
+                or not self.voices.slots):
             return None
-        slot = next((s for s in self._slots if s.producer_id is None), None)
-        if slot is None:
-            return None  # more voices than slots: the first ones are carried
-        slot.producer_id = track.producer_id
-        return _SlotWriter(slot, lambda: self._pub_writer)
+        self.voices.add(track.producer_id, track.participant_id)
+        return _VoiceWriter(track.producer_id, self)
 
     def track_removed(self, producer_id: str) -> None:
-        for slot in self._slots:
-            if slot.producer_id == producer_id:
-                slot.producer_id = None
+        self.voices.remove(producer_id)
+
+    def _on_near_event(self, event: object) -> None:
+        # The relay's participant in the near room hears what everyone hears: follow speakers.
+        if isinstance(event, Speakers):
+            self.voices.set_speakers(event.participant_ids)
 
     def sender_report(self, producer_id: str, ntp_timestamp: int, rtp_timestamp: int) -> None:
         pass  # the far server makes its own sender reports from what it receives
@@ -464,6 +460,7 @@ class Relay:
             "tracks": sorted(tracks),
             "keyframe_requests_sent": self.keyframe_requests_sent,
             "nacks_sent": self.nacks_sent,
-            "audio_packets_back": sum(slot.sent for slot in self._slots),
+            "audio_packets_back": sum(slot.sent for slot in self.voices.slots),
+            "offer_errors": self.offer_errors,
             "drops": {reason.value: n for reason, n in self.upstream.drops.items()},
         }
