@@ -135,7 +135,7 @@ async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path) -> None:
                 await person.leave()
 
 
-async def test_relay_to_a_server_that_refuses_reports_502(tmp_path: Path) -> None:
+async def test_relay_needs_a_relay_token_on_a_closed_server(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with (running_server(tmp_path / "a", open_rooms=False) as server_a,
@@ -151,3 +151,18 @@ async def test_relay_to_a_server_that_refuses_reports_502(tmp_path: Path) -> Non
         assert status == 400, body
         _, listed = await call("GET", relays, token)
         assert listed == []
+        # A token minted on A for the relay (role "relay": publishes, takes no seat there).
+        token_a = operator_token(server_a.base_url, server_a.log_text())
+        status, minted = await call("POST", server_a.base_url + "/api/rooms/demo/tokens",
+                                    token_a, {"name": "Huyen relay", "role": "relay"})
+        assert status in (200, 201), minted
+        status, relay = await call("POST", relays, token, {
+            "source_url": server_a.base_url, "source_room": "demo", "token": minted["token"],
+            "pinned": True})
+        assert status == 201 and relay["state"] == "running", relay
+        _, listed = await call("GET", relays, token)
+        assert [r["id"] for r in listed] == [relay["id"]]
+        status, _ = await call("DELETE", f"{relays}/{relay['id']}", token)
+        assert status == 204
+        status, _ = await call("DELETE", f"{relays}/{relay['id']}", token)
+        assert status == 404
