@@ -166,3 +166,30 @@ async def test_relay_needs_a_relay_token_on_a_closed_server(tmp_path: Path) -> N
         assert status == 204
         status, _ = await call("DELETE", f"{relays}/{relay['id']}", token)
         assert status == 404
+
+
+async def test_simulcast_chair_reaches_b_in_its_top_layer(tmp_path: Path) -> None:
+    """The relay is an unconstrained subscriber of A (REMB 20 Mbit/s, no tiles): A forwards it
+    the chair's best layer, which B's subscribers receive (the relay carries one layer)."""
+    from loadtest.simulcast import RembSubscriber, SimulcastPublisher
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with running_server(tmp_path / "a") as server_a, running_server(tmp_path / "b") as server_b:
+        token = operator_token(server_b.base_url, server_b.log_text())
+        chair = SimulcastPublisher(server_a.base_url, "trung-uong", "Chair")
+        viewer = RembSubscriber(server_b.base_url, "huyen", "Huyen", forced_remb_bps=10_000_000)
+        try:
+            await chair.join()
+            status, relay = await call("POST", server_b.base_url + "/api/rooms/huyen/relays",
+                                       token, {"source_url": server_a.base_url,
+                                               "source_room": "trung-uong"})
+            assert status == 201, relay
+            await viewer.join()
+            relayed = relay["participant_id"]
+            assert await viewer.wait_for(lambda: viewer.current_width(relayed) == 1280,
+                                         DEADLINE_S), (
+                dict(viewer.packets_by_width.get(relayed, {})), chair.describe())
+        finally:
+            for person in (chair, viewer):
+                await person.leave()
