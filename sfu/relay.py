@@ -68,11 +68,13 @@ class LocalPublication:
 
     def __init__(self, room: str, participant_id: str,
                  producers: dict[str, Producer], ready: Callable[[Producer], None],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float],
+                 withdraw: Callable[[Producer], None] = lambda _producer: None) -> None:
         self.room = room
         self.participant_id = participant_id
         self._producers = producers  # the participant's relayed producers (shared with Room)
         self._ready = ready
+        self._withdraw = withdraw
         self._clock = clock
         self.tracks: dict[str, RelayedTrack] = {}
         self.closed = False
@@ -101,6 +103,15 @@ class LocalPublication:
         self._producers[producer.id] = producer
         self._ready(producer)
         return track
+
+    def remove_track(self, track_id: str) -> None:
+        """A track goes (its far owner left, or is no longer chosen): subscribers drop it."""
+        track = self.tracks.pop(track_id, None)
+        if track is None:
+            return
+        self._producers.pop(track.producer.id, None)
+        self._withdraw(track.producer)
+        track.producer.close()
 
     def close(self) -> None:
         self.closed = True

@@ -147,6 +147,14 @@ class Room:
         for local in self.local.values():
             local.add_producer(producer, self._name_of(producer.participant_id))
 
+    def withdraw(self, producer: Producer) -> None:
+        """One track goes while its participant stays (a relayed track whose far owner left)."""
+        for other in self.participants.values():
+            if other.subscriber is not None:
+                other.subscriber.remove_producer(producer.id)
+        for local in self.local.values():
+            local.remove_producer(producer.id)
+
     def _name_of(self, participant_id: str) -> str:
         participant = self.participants.get(participant_id)
         return participant.name if participant is not None else ""

@@ -270,7 +270,7 @@ class Worker:
         participant = Participant(participant_id, name, events, joined_at=loop_time())
         live.add(participant)
         return LocalPublication(room, participant_id, participant.relayed, live.producer_ready,
-                                loop_time)
+                                loop_time, live.withdraw)
 
     def diagnostics(self, room: str) -> tuple[ParticipantDiagnostics, ...]:
         live = self.rooms.get(room)

@@ -233,6 +233,7 @@ class Relay:
         self._rtcp_ssrc = secrets.randbits(32)
         self.voices = VoiceSlots([])
         self.offer_errors = 0
+        self._gone: set[str] = set()  # far participants who left (ids are not reused)
         self._waiter: asyncio.Future[dict[str, Any]] | None = None
         self._remb_timer: asyncio.TimerHandle | None = None
         self.keyframe_requests_sent = 0  # PLIs sent to the far server
@@ -276,11 +277,7 @@ class Relay:
             self.state = "closed"
         if self._remb_timer is not None:
             self._remb_timer.cancel()
-        if self._publication is not None:
-            self.plane.unsubscribe_local(self.room, self.participant_id)
-            await self.plane.leave(self.room, self.participant_id)
-            self._publication.close()
-            self._publication = None
+        await self._leave_near()
         with contextlib.suppress(Exception):
             if self._ws is not None and not self._ws.closed:
                 await self._ws.send_str(json.dumps({"type": "leave"}))
@@ -322,14 +319,24 @@ class Relay:
                 self._spawn(self._answer(message))
             elif kind == "pinned":
                 self.far_pinned = message.get("participant_id")
+                self._sync_tracks()
+            elif kind == "participant_left":
+                self._gone.add(str(message.get("participant_id")))
+                self._sync_tracks()
             elif kind in ("joined", "publish_answer", "error", "lobby"):
                 if kind == "error":
                     logger.warning("relay %s: far server says %s", self.id, message)
                 if self._waiter is not None and not self._waiter.done():
                     self._waiter.set_result(message)
             elif kind == "removed":
-                self.state, self.error = "failed", f"removed: {message.get('reason')}"
+                self.error = f"removed: {message.get('reason')}"
                 break
+        # The far server closed (or removed) us: the far room is gone from the near one.
+        if self.state == "running":
+            self.state = "failed"
+            self.error = self.error or "the far server closed the connection"
+            logger.warning("relay %s: %s", self.id, self.error)
+            self._spawn(self._leave_near())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -348,6 +355,7 @@ class Relay:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
         tracks = message.get("tracks")
         self.upstream.describe(message["sdp"], tracks if isinstance(tracks, dict) else {})
+        self._sync_tracks()
         for transceiver in pc.getTransceivers():
             receiver = transceiver.receiver
             if id(receiver) not in self._hooked:
@@ -393,7 +401,8 @@ class Relay:
 
     def chosen(self, far_participant_id: str) -> bool:
         spec = self.spec
-        if not far_participant_id or far_participant_id == self.far_participant_id:
+        if (not far_participant_id or far_participant_id == self.far_participant_id
+                or far_participant_id in self._gone):
             return False
         if spec.participants:
             return far_participant_id in spec.participants
@@ -413,6 +422,28 @@ class Relay:
         return publication.add_track(
             track_id, track.kind, track.codec, lambda: self._send_pli(ssrc),
             track.audio_level_ext_id)
+
+    def _sync_tracks(self) -> None:
+        """Withdraw from the near room every relayed track that A no longer sends us for a
+        chosen participant (left, m-line given to someone else, chair changed)."""
+        publication = self._publication
+        if publication is None:
+            return
+        wanted = {f"{t.participant_id}.{t.mid}" for t in self.upstream.tracks()
+                  if self.chosen(t.participant_id)}
+        for track_id in [t for t in publication.tracks if t not in wanted]:
+            removed = publication.tracks[track_id]
+            publication.remove_track(track_id)
+            for far in self.upstream.tracks():
+                if far.relayed is removed:
+                    far.relayed, far.relayed_for = None, ""
+
+    async def _leave_near(self) -> None:
+        if self._publication is not None:
+            self.plane.unsubscribe_local(self.room, self.participant_id)
+            await self.plane.leave(self.room, self.participant_id)
+            self._publication.close()
+            self._publication = None
 
     def _send_pli(self, media_ssrc: int) -> None:
         if self._sub_writer is not None and self._sub_writer.send_rtcp(bytes(RtcpPsfbPacket(

@@ -125,11 +125,19 @@ async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path) -> None:
             assert stats["keyframe_requests_sent"] > asked_before, stats
             assert stats["packets_relayed"] > 0 and stats["audio_packets_back"] > 0, stats
 
-            # 4. Stopping the relay takes it out of both rooms.
+            # 4. The chair leaves A: its relayed tracks leave B (each of the three keeps only
+            # the other two's audio: 6 consumers on B).
+            await chair.leave()
+            assert await wait_until(
+                lambda: metric_total(server_b.base_url, "diemcau_consumers") == 6, DEADLINE_S)
+            _, listed = await call("GET", relays, token)
+            assert listed[0]["stats"]["tracks"] == [], listed
+
+            # 5. Stopping the relay takes it out of B's room.
             status, _ = await call("DELETE", f"{relays}/{relay['id']}", token)
             assert status == 204
-            assert await wait_until(lambda: relay_id not in district[0].others
-                                    and far_relay not in chair.others, DEADLINE_S)
+            assert await wait_until(lambda: all(relay_id not in p.others for p in district),
+                                    DEADLINE_S)
         finally:
             for person in (chair, *district):
                 await person.leave()

@@ -168,3 +168,15 @@ def test_voice_slots_follow_the_speakers() -> None:
     slots.set_speakers(())
     slots.remove("pa")  # a leaves: b gets the slot back
     assert {s.owner for s in slots.slots} == {"pb", "pc"}
+
+
+def test_a_removed_track_is_withdrawn_from_the_room() -> None:
+    withdrawn: list[Producer] = []
+    producers: dict[str, Producer] = {}
+    publication = LocalPublication("room", "relay-1", producers, lambda _p: None, lambda: 0.0,
+                                   withdrawn.append)
+    track = publication.add_track("chair.0", Kind.AUDIO, OPUS, lambda: None)
+    publication.remove_track("chair.0")
+    publication.remove_track("chair.0")  # twice: nothing more
+    assert withdrawn == [track.producer] and track.producer.closed and not producers
+    assert not publication.tracks
