@@ -192,6 +192,11 @@ class VoiceSlots:
                 break
             free.take(producer_id)
 
+    def replace(self, slots: list[VoiceSlot]) -> None:
+        """New slots (the relay reconnected): every voice is placed again."""
+        self.slots = slots
+        self._place()
+
     def add(self, producer_id: str, participant_id: str) -> None:
         self.voices[producer_id] = participant_id
         self._place()

@@ -67,8 +67,16 @@ JOIN_TIMEOUT_S = 15.0
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
 
+RECONNECT_MIN_S = 1.0
+RECONNECT_MAX_S = 30.0
+"""Backoff between attempts to reach the far server again after it closed the link."""
+
+
 class RelayError(Exception):
     """The relay could not start (the far server refused, or did not answer)."""
+
+
+CONNECT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, RelayError, KeyError)
 
 
 @dataclass(frozen=True)
@@ -223,7 +231,7 @@ class Relay:
         self._publication: LocalPublication | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[bool] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub = self._new_pc()
         self._pub = self._new_pc()
@@ -236,6 +244,9 @@ class Relay:
         self._gone: set[str] = set()  # far participants who left (ids are not reused)
         self._waiter: asyncio.Future[dict[str, Any]] | None = None
         self._remb_timer: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Future[None] | None = None
+        self.reconnects = 0
+        self._removed_reason: str | None = None
         self.keyframe_requests_sent = 0  # PLIs sent to the far server
         self.nacks_sent = 0
 
@@ -249,35 +260,36 @@ class Relay:
     async def start(self) -> None:
         """Join the far room, publish the audio slots, then appear in the near room."""
         try:
-            self._session = aiohttp.ClientSession()
-            url = self.spec.source_url.rstrip("/").replace("http", "ws", 1) + "/ws"
-            self._ws = await self._session.ws_connect(url, max_msg_size=8 << 20)
-            self._reader = asyncio.ensure_future(self._read_forever())
-            join: dict[str, Any] = {"type": "join", "room": self.spec.source_room,
-                                    "name": f"{self.room} (relay)"}
-            if self.spec.token:
-                join["token"] = self.spec.token
-            joined = await self._request(join, "joined")
-            self.far_participant_id = str(joined["participant_id"])
-            self.far_pinned = joined.get("pinned")
-            if joined.get("can_publish", True):
-                await self._publish_audio()
-        except (aiohttp.ClientError, OSError, TimeoutError, RelayError, KeyError) as exc:
+            await self._connect()
+        except CONNECT_ERRORS as exc:
             self.state, self.error = "failed", str(exc) or type(exc).__name__
-            await self.close()
+            await self._disconnect()
             raise RelayError(self.error) from None
         self._publication = self.plane.publish_local(
             self.room, self.participant_id, f"{self.spec.source_room} (relay)", self._on_near_event)
         self.plane.subscribe_local(self.room, self.participant_id, self)
         self.state = "running"
         self._remb_timer = asyncio.get_running_loop().call_later(REMB_INTERVAL_S, self._remb)
+        self._watcher = asyncio.ensure_future(self._watch())
 
-    async def close(self) -> None:
-        if self.state != "failed":
-            self.state = "closed"
-        if self._remb_timer is not None:
-            self._remb_timer.cancel()
-        await self._leave_near()
+    async def _connect(self) -> None:
+        """The far link: WebSocket, join, the audio slots' publish connection (raises)."""
+        self._session = aiohttp.ClientSession()
+        url = self.spec.source_url.rstrip("/").replace("http", "ws", 1) + "/ws"
+        self._ws = await self._session.ws_connect(url, max_msg_size=8 << 20)
+        self._reader = asyncio.ensure_future(self._read_forever())
+        join: dict[str, Any] = {"type": "join", "room": self.spec.source_room,
+                                "name": f"{self.room} (relay)"}
+        if self.spec.token:
+            join["token"] = self.spec.token
+        joined = await self._request(join, "joined")
+        self.far_participant_id = str(joined["participant_id"])
+        self.far_pinned = joined.get("pinned")
+        if joined.get("can_publish", True):
+            await self._publish_audio()
+
+    async def _disconnect(self) -> None:
+        """Tear the far link down (the near room is left alone)."""
         with contextlib.suppress(Exception):
             if self._ws is not None and not self._ws.closed:
                 await self._ws.send_str(json.dumps({"type": "leave"}))
@@ -285,12 +297,68 @@ class Relay:
             task.cancel()
         if self._reader is not None:
             self._reader.cancel()
+            self._reader = None
         await self._sub.close()
         await self._pub.close()
         if self._ws is not None:
             await self._ws.close()
+            self._ws = None
         if self._session is not None:
             await self._session.close()
+            self._session = None
+        self._sub_writer = self._pub_writer = None
+
+    def _new_link(self) -> None:
+        """Fresh connections for the next attempt (aiortc connections are not reusable)."""
+        self._sub = self._new_pc()
+        self._pub = self._new_pc()
+        self._hooked = set()
+        self.upstream = UpstreamTracks(self._publish_far, self._send_nack)
+        self.voices.replace([])
+
+    async def _watch(self) -> None:
+        """While running: when the far link ends, reconnect with backoff (the near room keeps
+        the relay's participant, without tracks meanwhile); removal by the far side ends it."""
+        while self.state == "running" and self._reader is not None:
+            removed = await self._reader
+            if self.state != "running":
+                return
+            if self._publication is not None:
+                for track_id in list(self._publication.tracks):
+                    self._publication.remove_track(track_id)
+            await self._disconnect()
+            if removed:
+                self.state, self.error = "failed", self._removed_reason
+                await self._leave_near()
+                logger.warning("relay %s: %s", self.id, self.error)
+                return
+            self.state = "reconnecting"
+            self.error = "the far server closed the connection"
+            logger.warning("relay %s: %s; reconnecting", self.id, self.error)
+            delay = RECONNECT_MIN_S
+            while self.state == "reconnecting":
+                await asyncio.sleep(delay)
+                self._new_link()
+                try:
+                    await self._connect()
+                except CONNECT_ERRORS as exc:
+                    self.error = str(exc) or type(exc).__name__
+                    await self._disconnect()
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                    continue
+                if self.state == "reconnecting":
+                    self.state, self.error = "running", None
+                    self.reconnects += 1
+
+    async def close(self) -> None:
+        if self.state != "failed":
+            self.state = "closed"
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._remb_timer is not None:
+            self._remb_timer.cancel()
+        await self._leave_near()
+        await self._disconnect()
 
     # -- the far server's signaling ------------------------------------------------------------
 
@@ -305,7 +373,8 @@ class Relay:
             raise RelayError(f"expected {reply}, got {answer.get('type')}")
         return answer
 
-    async def _read_forever(self) -> None:
+    async def _read_forever(self) -> bool:
+        """Until the far server closes the socket; True if it removed us (no reconnecting)."""
         assert self._ws is not None
         async for frame in self._ws:
             if frame.type != aiohttp.WSMsgType.TEXT:
@@ -329,14 +398,9 @@ class Relay:
                 if self._waiter is not None and not self._waiter.done():
                     self._waiter.set_result(message)
             elif kind == "removed":
-                self.error = f"removed: {message.get('reason')}"
-                break
-        # The far server closed (or removed) us: the far room is gone from the near one.
-        if self.state == "running":
-            self.state = "failed"
-            self.error = self.error or "the far server closed the connection"
-            logger.warning("relay %s: %s", self.id, self.error)
-            self._spawn(self._leave_near())
+                self._removed_reason = f"removed by the far server: {message.get('reason')}"
+                return True
+        return False
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -376,6 +440,7 @@ class Relay:
 
     async def _publish_audio(self) -> None:
         pc = self._pub
+        slots = []
         for _ in range(AUDIO_SLOTS):
             transceiver = pc.addTransceiver("audio", direction="sendonly")
             slot = VoiceSlot(aiortc_hooks.sender_ssrcs(transceiver.sender)[0],
@@ -385,7 +450,8 @@ class Relay:
                 slot.payload_type = parameters.codecs[0].payloadType if parameters.codecs else None
 
             aiortc_hooks.capture_sender(transceiver.sender, on_parameters)
-            self.voices.slots.append(slot)
+            slots.append(slot)
+        self.voices.replace(slots)
         aiortc_hooks.configure_ice(pc, self._ice, None)
         await pc.setLocalDescription(await pc.createOffer())
         answer = await self._request({"type": "publish", "sdp": pc.localDescription.sdp},
@@ -461,14 +527,13 @@ class Relay:
             self._sub_writer.send_rtcp(bytes(RtcpPsfbPacket(
                 fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc, media_ssrc=0,
                 fci=pack_remb_fci(REMB_BPS, video))))
-        if self.state == "running":
+        if self.state in ("running", "reconnecting"):
             self._remb_timer = asyncio.get_running_loop().call_later(REMB_INTERVAL_S, self._remb)
 
     # -- the near room's voices (LocalSubscriber) ----------------------------------------------
 
     def track_added(self, track: TrackInfo) -> PacketWriter | None:
-        if (track.kind is not Kind.AUDIO or track.participant_id == self.participant_id
-                or not self.voices.slots):
+        if track.kind is not Kind.AUDIO or track.participant_id == self.participant_id:
             return None
         self.voices.add(track.producer_id, track.participant_id)
         return _VoiceWriter(track.producer_id, self)
@@ -493,5 +558,6 @@ class Relay:
             "nacks_sent": self.nacks_sent,
             "audio_packets_back": sum(slot.sent for slot in self.voices.slots),
             "offer_errors": self.offer_errors,
+            "reconnects": self.reconnects,
             "drops": {reason.value: n for reason, n in self.upstream.drops.items()},
         }

@@ -83,18 +83,28 @@ async def test_silence_after_join_times_out(monkeypatch: pytest.MonkeyPatch) -> 
     assert relay.state == "failed"
 
 
-async def test_garbage_after_join_is_counted_and_a_close_takes_the_relay_out() -> None:
-    release = asyncio.Event()
+async def test_garbage_is_counted_a_close_reconnects_and_a_removal_ends_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay_module, "RECONNECT_MIN_S", 0.05)
+    release, remove = asyncio.Event(), asyncio.Event()
+    connections: list[web.WebSocketResponse] = []
+    joined = json.dumps({"type": "joined", "participant_id": "r1", "can_publish": False,
+                         "pinned": None})
 
     async def script(socket: web.WebSocketResponse) -> None:
-        await socket.send_str(json.dumps({"type": "joined", "participant_id": "r1",
-                                          "can_publish": False, "pinned": None}))
-        for junk in ("not json", "[]", "7", json.dumps({"type": "subscribe_offer"}),
-                     json.dumps({"type": "subscribe_offer", "sdp": "v=0\r\nm=bogus\r\n"}),
-                     json.dumps({"type": "subscribe_offer", "sdp": 5, "tracks": []})):
-            await socket.send_str(junk)
-        await release.wait()
-        await socket.close()
+        connections.append(socket)
+        await socket.send_str(joined)
+        if len(connections) == 1:
+            for junk in ("not json", "[]", "7", json.dumps({"type": "subscribe_offer"}),
+                         json.dumps({"type": "subscribe_offer", "sdp": "v=0\r\nm=bogus\r\n"}),
+                         json.dumps({"type": "subscribe_offer", "sdp": 5, "tracks": []})):
+                await socket.send_str(junk)
+            await release.wait()
+            await socket.close()  # the far server goes: the relay reconnects
+        else:
+            await remove.wait()
+            await socket.send_str(json.dumps({"type": "removed", "reason": "kicked"}))
+            await socket.receive()
 
     worker = Worker(MediaConfig())
     async with far_server(script) as url:
@@ -105,8 +115,17 @@ async def test_garbage_after_join_is_counted_and_a_close_takes_the_relay_out() -
             assert relay.participant_id in worker.rooms["huyen"].participants
             assert await wait_until(lambda: relay.offer_errors == 3, 5), relay.offer_errors
             release.set()
-            assert await wait_until(lambda: relay.state == "failed", 5)
+            assert await wait_until(lambda: relay.reconnects == 1 and relay.state == "running",
+                                    5), (relay.state, relay.error)
+            assert len(connections) == 2
+            # meanwhile the relay stayed in the near room
+            assert relay.participant_id in worker.rooms["huyen"].participants
+            remove.set()  # the second connection now removes the relay: no reconnecting
+            assert await wait_until(lambda: relay.state == "failed", 5), relay.state
+            assert "kicked" in (relay.error or "")
             assert await wait_until(lambda: "huyen" not in worker.rooms, 5)
+            assert len(connections) == 2
         finally:
             release.set()
+            remove.set()
             await relay.close()
