@@ -180,3 +180,40 @@ def test_a_removed_track_is_withdrawn_from_the_room() -> None:
     publication.remove_track("chair.0")  # twice: nothing more
     assert withdrawn == [track.producer] and track.producer.closed and not producers
     assert not publication.tracks
+
+
+OFFER_TWO = OFFER.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2") + (
+    "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\na=sendonly\r\n"
+    "a=rtpmap:96 VP8/90000\r\na=ssrc:3000 cname:y\r\n")
+
+
+async def test_pinned_relay_follows_the_far_chair_into_the_near_room() -> None:
+    from sfu.worker import MediaConfig, Worker
+    from signaling.relay import Relay, RelaySpec
+
+    worker = Worker(MediaConfig())
+    relay = Relay("t", worker, "huyen", RelaySpec("http://127.0.0.1:9", "tinh", pinned=True),
+                  None)
+    relay._publication = worker.publish_local("huyen", relay.participant_id, "tinh (relay)",
+                                              lambda _event: None)
+    relay.far_pinned = "chair"
+    relay.upstream.describe(OFFER_TWO, {**OWNERS, "2": {"participant_id": "deputy"}})
+
+    def feed() -> None:
+        for ssrc, pt in ((1000, 111), (2000, 96), (3000, 96)):
+            relay.upstream.on_rtp(rtp(1, ssrc, pt))
+
+    feed()
+    room = worker.rooms["huyen"]
+    assert sorted(relay._publication.tracks) == ["chair.0", "chair.1"]
+    assert len(room.participants[relay.participant_id].producers) == 2
+    relay.far_pinned = "deputy"  # the far room pins someone else
+    relay._sync_tracks()
+    assert relay._publication.tracks == {}
+    feed()
+    assert sorted(relay._publication.tracks) == ["deputy.2"]
+    assert [p.id for p in room.participants[relay.participant_id].producers] == [
+        f"{relay.participant_id}:deputy.2"]
+    await worker.leave("huyen", relay.participant_id)
+    relay._publication.close()
+    assert "huyen" not in worker.rooms
