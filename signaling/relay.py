@@ -246,6 +246,7 @@ class Relay:
         self._remb_timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Future[None] | None = None
         self.reconnects = 0
+        self.audio_level_ext_id = 0  # read by LocalConsumers: the id the far server agreed
         self._removed_reason: str | None = None
         self.keyframe_requests_sent = 0  # PLIs sent to the far server
         self.nacks_sent = 0
@@ -457,6 +458,11 @@ class Relay:
         answer = await self._request({"type": "publish", "sdp": pc.localDescription.sdp},
                                      "publish_answer")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        # Near voices keep their RFC 6464 level (the near consumers write it with this id), so
+        # the far room's speaker detection hears the district speak.
+        self.audio_level_ext_id = next(
+            (ext.id for media in SessionDescription.parse(answer["sdp"]).media
+             for ext in media.rtp.headerExtensions if ext.uri == AUDIO_LEVEL_URI), 0)
         transport = pc.getTransceivers()[0].sender.transport
         self._pub_writer = aiortc_hooks.DatagramWriter(transport)
 

@@ -13,7 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pytest
+from aiortc import RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
 from aiortc.sdp import SessionDescription
 
@@ -25,6 +29,30 @@ pytestmark = pytest.mark.media
 
 DEADLINE_S = 30.0
 FRAMES = 20
+
+
+class ToneAudio(AudioStreamTrack):
+    """A loud 1 kHz tone (aiortc's own track timing): a participant who speaks all the time."""
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await super().recv()
+        samples = np.arange(frame.samples) + frame.pts
+        tone = np.sin(2 * np.pi * 1000 * samples / frame.sample_rate) * 16000
+        frame.planes[0].update(tone.astype("<i2").tobytes())
+        return frame
+
+
+class Speaker(SyntheticParticipant):
+    """Publishes only the tone (aiortc writes its RFC 6464 level on every packet)."""
+
+    async def publish(self, timeout: float = 10.0) -> None:
+        self.publisher.addTransceiver(ToneAudio(), direction="sendonly")
+        aiortc_hooks.configure_ice(self.publisher, self.ice_addresses, None)
+        await self.publisher.setLocalDescription(await self.publisher.createOffer())
+        answer = await self.request({"type": "publish", "sdp": self.publisher.localDescription.sdp},
+                                    "publish_answer", timeout)
+        await self.publisher.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"],
+                                                                        type="answer"))
 
 
 def operator_token(base_url: str, log_text: str) -> str:
@@ -77,8 +105,9 @@ async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path) -> None:
     with running_server(tmp_path / "a") as server_a, running_server(tmp_path / "b") as server_b:
         token = operator_token(server_b.base_url, server_b.log_text())
         chair = SyntheticParticipant(server_a.base_url, "trung-uong", "Chair")
-        district = [SyntheticParticipant(server_b.base_url, "huyen", f"Huyen {n}", video=False)
-                    for n in range(3)]
+        district = [Speaker(server_b.base_url, "huyen", "Huyen 0", video=False)] + [
+            SyntheticParticipant(server_b.base_url, "huyen", f"Huyen {n}", video=False)
+            for n in (1, 2)]
         relays = server_b.base_url + "/api/rooms/huyen/relays"
         try:
             await chair.join()
@@ -102,6 +131,11 @@ async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path) -> None:
             assert far_relay is not None, chair.others
             assert await wait_until(lambda: chair.received[far_relay]["audio"] > FRAMES,
                                     DEADLINE_S), dict(chair.received)
+            # ... and sees the district speak: the voice keeps its audio level through the relay.
+            assert await wait_until(lambda: any(
+                e["type"] == "speakers" and far_relay in e["participant_ids"]
+                for e in chair.events), DEADLINE_S), [
+                e for e in chair.events if e["type"] == "speakers"]
 
             # 3. A keyframe request on B reaches A's publisher (B -> relay -> A -> chair).
             _, listed = await call("GET", relays, token)
