@@ -72,11 +72,22 @@ RECONNECT_MAX_S = 30.0
 """Backoff between attempts to reach the far server again after it closed the link."""
 
 
+RELAY_ID_PREFIX = "relay-"
+"""A relay's participant id in the near room (``Worker.publish_local``)."""
+RELAY_SUFFIX = " (relay)"
+
+
+def relay_name(room: str) -> str:
+    """The display name a relay has in the other room (names are at most 64 characters)."""
+    return f"{room[:56]}{RELAY_SUFFIX}"
+
+
 class RelayError(Exception):
     """The relay could not start (the far server refused, or did not answer)."""
 
 
-CONNECT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, RelayError, KeyError)
+CONNECT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, RelayError, KeyError, TypeError,
+                  ValueError)
 
 
 @dataclass(frozen=True)
@@ -221,7 +232,7 @@ class Relay:
         self.plane = plane
         self.room = room
         self.spec = spec
-        self.participant_id = f"relay-{relay_id}"
+        self.participant_id = f"{RELAY_ID_PREFIX}{relay_id}"
         self.state = "starting"
         self.error: str | None = None
         self.far_participant_id: str | None = None
@@ -242,6 +253,7 @@ class Relay:
         self.voices = VoiceSlots([])
         self.offer_errors = 0
         self._gone: set[str] = set()  # far participants who left (ids are not reused)
+        self._far_relays: set[str] = set()  # far participants that are relays (by name)
         self._waiter: asyncio.Future[dict[str, Any]] | None = None
         self._remb_timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Future[None] | None = None
@@ -267,7 +279,7 @@ class Relay:
             await self._disconnect()
             raise RelayError(self.error) from None
         self._publication = self.plane.publish_local(
-            self.room, self.participant_id, f"{self.spec.source_room} (relay)", self._on_near_event)
+            self.room, self.participant_id, relay_name(self.spec.source_room), self._on_near_event)
         self.plane.subscribe_local(self.room, self.participant_id, self)
         self.state = "running"
         self._remb_timer = asyncio.get_running_loop().call_later(REMB_INTERVAL_S, self._remb)
@@ -280,11 +292,13 @@ class Relay:
         self._ws = await self._session.ws_connect(url, max_msg_size=8 << 20)
         self._reader = asyncio.ensure_future(self._read_forever())
         join: dict[str, Any] = {"type": "join", "room": self.spec.source_room,
-                                "name": f"{self.room} (relay)"}
+                                "name": relay_name(self.room)}
         if self.spec.token:
             join["token"] = self.spec.token
         joined = await self._request(join, "joined")
         self.far_participant_id = str(joined["participant_id"])
+        for other in joined.get("participants") or ():
+            self._note_far(other)
         self.far_pinned = joined.get("pinned")
         if joined.get("can_publish", True):
             await self._publish_audio()
@@ -390,6 +404,8 @@ class Relay:
             elif kind == "pinned":
                 self.far_pinned = message.get("participant_id")
                 self._sync_tracks()
+            elif kind == "participant_joined":
+                self._note_far(message.get("participant"))
             elif kind == "participant_left":
                 self._gone.add(str(message.get("participant_id")))
                 self._sync_tracks()
@@ -402,6 +418,11 @@ class Relay:
                 self._removed_reason = f"removed by the far server: {message.get('reason')}"
                 return True
         return False
+
+    def _note_far(self, participant: object) -> None:
+        if isinstance(participant, dict) and str(participant.get("name", "")).endswith(
+                RELAY_SUFFIX):
+            self._far_relays.add(str(participant.get("id")))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -474,8 +495,8 @@ class Relay:
     def chosen(self, far_participant_id: str) -> bool:
         spec = self.spec
         if (not far_participant_id or far_participant_id == self.far_participant_id
-                or far_participant_id in self._gone):
-            return False
+                or far_participant_id in self._gone or far_participant_id in self._far_relays):
+            return False  # nor another relay in the far room: a loop would feed itself
         if spec.participants:
             return far_participant_id in spec.participants
         if spec.pinned:
@@ -539,8 +560,9 @@ class Relay:
     # -- the near room's voices (LocalSubscriber) ----------------------------------------------
 
     def track_added(self, track: TrackInfo) -> PacketWriter | None:
-        if track.kind is not Kind.AUDIO or track.participant_id == self.participant_id:
-            return None
+        if (track.kind is not Kind.AUDIO or track.participant_id.startswith(RELAY_ID_PREFIX)
+                or track.participant_name.endswith(RELAY_SUFFIX)):
+            return None  # not our own, nor another relay's: no loop between rooms
         self.voices.add(track.producer_id, track.participant_id)
         return _VoiceWriter(track.producer_id, self)
 

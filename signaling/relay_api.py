@@ -74,11 +74,16 @@ async def create_relay(call: Call) -> web.Response:
         body.source_url.replace("ws", "http", 1) if body.source_url.startswith("ws")
         else body.source_url, body.source_room, body.token, tuple(body.participants),
         body.pinned), list(addresses) if addresses else None)
+    relays[relay.id] = relay  # counted now: concurrent requests cannot pass MAX_RELAYS
     try:
         await relay.start()
     except RelayError as exc:
+        relays.pop(relay.id, None)
         raise ApiError(502, "relay-failed", f"the far server: {exc}") from None
-    relays[relay.id] = relay
+    except BaseException:
+        relays.pop(relay.id, None)
+        await relay.close()
+        raise
     logger.info("relay %s: %s/%s -> %s", relay.id, body.source_url, body.source_room, room)
     return reply(relay_out(relay), 201)
 

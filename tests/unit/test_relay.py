@@ -217,3 +217,22 @@ async def test_pinned_relay_follows_the_far_chair_into_the_near_room() -> None:
     await worker.leave("huyen", relay.participant_id)
     relay._publication.close()
     assert "huyen" not in worker.rooms
+
+
+def test_relays_never_carry_relays() -> None:
+    """Two relays between the same rooms (or one into its own source) must not feed a loop."""
+    from sfu.local_subscriber import TrackInfo
+    from sfu.worker import MediaConfig, Worker
+    from signaling.relay import Relay, RelaySpec
+
+    relay = Relay("t", Worker(MediaConfig()), "huyen", RelaySpec("http://127.0.0.1:9", "tinh"),
+                  None)
+    relay.far_participant_id = "me"
+    relay._note_far({"id": "other-relay", "name": "xa (relay)"})
+    relay._note_far(["not", "a", "participant"])
+    assert relay.chosen("chair") and not relay.chosen("me") and not relay.chosen("other-relay")
+    near = [TrackInfo("p1", "relay-ab12", "tinh (relay)", Kind.AUDIO, OPUS),
+            TrackInfo("p2", "s-9", "huyen (relay)", Kind.AUDIO, OPUS),
+            TrackInfo("p3", "s-7", "An", Kind.VIDEO, VP8)]
+    assert [relay.track_added(track) for track in near] == [None, None, None]
+    assert relay.track_added(TrackInfo("p4", "s-8", "Binh", Kind.AUDIO, OPUS)) is not None
