@@ -60,6 +60,24 @@ async def _may_relay_into(call: Call) -> str:
     return (await managed_room(call)).name
 
 
+async def _placed_here(call: Call, room: str) -> None:
+    """With ``--redis`` a room runs on one node: the relay must run there too."""
+    from signaling.cluster.node import CLUSTER, ClusterUnavailable
+
+    node = call.request.app.get(CLUSTER)
+    if node is None:
+        return
+    try:
+        card = await node.place(room)
+    except ClusterUnavailable:
+        card = None
+    if card is None:
+        raise ApiError(503, "cluster-unavailable", "the coordinator cannot be reached")
+    if card.node_id != node.node_id:
+        raise ApiError(409, "wrong-node", f"room {room!r} runs on {card.address}: "
+                                          "start the relay there")
+
+
 async def create_relay(call: Call) -> web.Response:
     from signaling.app import CONFIG, MEDIA_PLANE  # app builds on this module's routes
 
@@ -68,6 +86,7 @@ async def create_relay(call: Call) -> web.Response:
     relays = call.request.app[RELAYS]
     if len(relays) >= MAX_RELAYS:
         raise ApiError(409, "conflict", f"at most {MAX_RELAYS} relays per server")
+    await _placed_here(call, room)
     config = call.request.app[CONFIG]
     addresses = config.media.ice_addresses
     relay = Relay(secrets.token_hex(4), call.request.app[MEDIA_PLANE], room, RelaySpec(
