@@ -30,10 +30,9 @@ from loadtest.media import load_clip
 from sfu.aiortc_hooks import vp8_packetize
 from sfu.consumer import Consumer
 from sfu.producer import Producer
-from sfu.relay import LocalPublication
+from sfu.relay import FarTrack, LocalPublication, UpstreamTracks
 from sfu.types import Codec, Kind
 from sfu.wire.rtp_packet import RtpView
-from signaling.relay import FarTrack, UpstreamTracks
 
 VP8 = Codec("video/VP8", 90000, 96, 97)
 FAR_SSRC = 0x5EED

@@ -10,12 +10,21 @@ A subscriber's keyframe request (PLI/FIR, a layer switch) reaches ``Producer.req
 as usual (rate-limited for all consumers), which calls the track's ``on_keyframe_request``: the
 relay carries it upstream as a PLI of its own. NACKs stay per hop: our consumers answer them from
 their own history; the relay's receive side NACKs the far server.
+
+Also here, pure (no sockets): ``UpstreamTracks``, the far server's tracks as the relay receives
+them (its subscribe offer's SSRCs, RTX unwrapping, NACK bookkeeping), and ``VoiceSlots``, the
+near voices the relay sends back. The shell is ``signaling/relay.py``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc.rtcrtpreceiver import NackGenerator
+from aiortc.sdp import SessionDescription
 
 from sfu.producer import Layer, Producer
 from sfu.types import Codec, DropReason, Kind
@@ -216,3 +225,116 @@ class VoiceSlots:
         """The packet to send for the far room, or None when this voice has no slot now."""
         slot = self._slot_of(producer_id)
         return slot.rewrite(packet) if slot is not None else None
+
+
+# -- the far side as the relay receives it (pure: no sockets) ---------------------------------
+
+NACK_MAX_GAP = 512
+"""A sequence jump larger than this restarts NACK tracking (a jump, not loss)."""
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
+@dataclass
+class FarTrack:
+    """One m-line of the far server's subscribe offer, as the relay receives it."""
+
+    mid: str
+    kind: Kind
+    codec: Codec
+    ssrc: int
+    rtx_ssrc: int | None
+    audio_level_ext_id: int | None
+    participant_id: str = ""
+    relayed: RelayedTrack | None = None
+    relayed_for: str = ""  # the far participant the relayed track belongs to
+    nack: NackGenerator | None = None
+
+
+@dataclass
+class UpstreamTracks:
+    """The far side's tracks by SSRC, and what reaches the near room (no sockets)."""
+
+    publish: Callable[[FarTrack], RelayedTrack | None]
+    send_nack: Callable[[int, list[int]], None]
+    by_ssrc: dict[int, tuple[FarTrack, bool]] = field(default_factory=dict)  # -> (track, rtx)
+    drops: Counter[DropReason] = field(default_factory=Counter)
+    packets: int = 0
+
+    def describe(self, offer_sdp: str, owners: dict[str, dict[str, Any]]) -> None:
+        """A (re)offer from the far server: m-lines with their SSRCs and owners."""
+        description = SessionDescription.parse(offer_sdp)
+        old = {track.mid: track for track, _rtx in self.by_ssrc.values()}
+        self.by_ssrc.clear()
+        for media in description.media:
+            if media.kind not in ("audio", "video") or media.rtp.muxId is None:
+                continue
+            mid = media.rtp.muxId
+            primary = next((c for c in media.rtp.codecs
+                            if c.mimeType.split("/")[1].lower() not in ("rtx", "red", "ulpfec")),
+                           None)
+            if primary is None or not media.ssrc:
+                continue
+            rtx = next((c for c in media.rtp.codecs if c.mimeType.lower().endswith("/rtx")
+                        and c.parameters.get("apt") == primary.payloadType), None)
+            ssrc = media.ssrc[0].ssrc
+            rtx_ssrc = next((int(group.items[1]) for group in media.ssrc_group
+                             if group.semantic == "FID" and len(group.items) == 2), None)
+            level = next((ext.id for ext in media.rtp.headerExtensions
+                          if ext.uri == AUDIO_LEVEL_URI), None)
+            track = old.get(mid)
+            if track is None or track.ssrc != ssrc:
+                track = FarTrack(mid, Kind(media.kind), Codec(
+                    primary.mimeType, primary.clockRate or 90000, primary.payloadType or 0,
+                    rtx.payloadType if rtx is not None else None), ssrc, rtx_ssrc, level)
+            owner = owners.get(mid)
+            track.participant_id = str(owner.get("participant_id", "")) if owner else ""
+            if track.kind is Kind.VIDEO and track.nack is None:
+                track.nack = NackGenerator()
+            self.by_ssrc[ssrc] = (track, False)
+            if rtx_ssrc is not None:
+                self.by_ssrc[rtx_ssrc] = (track, True)
+
+    def tracks(self) -> Iterable[FarTrack]:
+        return (track for track, rtx in self.by_ssrc.values() if not rtx)
+
+    def on_rtp(self, data: bytes) -> None:
+        try:
+            packet = RtpView.parse(data)
+        except ValueError:
+            self.drops[DropReason.MALFORMED] += 1
+            return
+        found = self.by_ssrc.get(packet.ssrc)
+        if found is None:
+            self.drops[DropReason.UNKNOWN_SSRC] += 1
+            return
+        track, rtx = found
+        if rtx:
+            if not packet.payload:
+                self.drops[DropReason.PADDING_ONLY] += 1  # A's bandwidth probes
+                return
+            try:
+                packet = packet.unwrap_rtx(track.codec.payload_type, track.ssrc)
+            except ValueError:
+                self.drops[DropReason.MALFORMED] += 1
+                return
+        relayed = track.relayed
+        if relayed is None or track.relayed_for != track.participant_id:
+            # The far server reuses an m-line for the next producer of that kind (same SSRC):
+            # a new owner is a new track here.
+            relayed = track.relayed = self.publish(track)
+            track.relayed_for = track.participant_id
+            if relayed is None:
+                self.drops[DropReason.PAUSED] += 1  # not chosen for relaying
+                return
+        nack = track.nack
+        if nack is not None:
+            if nack.max_seq is not None and not (
+                    -NACK_MAX_GAP <= seq_diff(packet.sequence_number, nack.max_seq)
+                    <= NACK_MAX_GAP):
+                nack.max_seq = None  # a jump, not loss
+                nack.missing.clear()
+            # aiortc's NackGenerator reads only sequence_number.
+            if nack.add(packet):  # type: ignore[arg-type]
+                self.send_nack(track.ssrc, sorted(nack.missing))
+        self.packets += 1
+        relayed.receive(packet)

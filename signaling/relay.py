@@ -13,8 +13,8 @@ near room (this server, B):
     B's audio: a local subscriber of B (the recorder's mechanism) -> the relay's publish
         connection to A (audio slots sent at the RTP level, SSRC and payload type rewritten)
 
-``UpstreamTracks`` (the far side's SSRC map, RTX unwrap, NACK bookkeeping) has no sockets;
-``Relay`` is the asyncio/aiortc shell.
+``UpstreamTracks`` (the far side's SSRC map, RTX unwrap, NACK bookkeeping) and ``VoiceSlots``
+are pure, in ``sfu/relay.py``; ``Relay`` is the asyncio/aiortc shell.
 """
 
 from __future__ import annotations
@@ -24,15 +24,12 @@ import contextlib
 import json
 import logging
 import secrets
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_PLI,
@@ -48,10 +45,16 @@ from sfu.consumer import PacketWriter
 from sfu.events import Speakers
 from sfu.local_subscriber import TrackInfo
 from sfu.plane import MediaPlane
-from sfu.relay import LocalPublication, RelayedTrack, VoiceSlot, VoiceSlots
-from sfu.types import Codec, DropReason, Kind
-from sfu.wire.rtp_packet import RtpView
-from sfu.wire.seqmath import seq_diff
+from sfu.relay import (
+    AUDIO_LEVEL_URI,
+    FarTrack,
+    LocalPublication,
+    RelayedTrack,
+    UpstreamTracks,
+    VoiceSlot,
+    VoiceSlots,
+)
+from sfu.types import Kind
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +65,7 @@ REMB_BPS = 20_000_000
 """What the relay tells A it can receive: an unconstrained subscriber, so A forwards its best
 layer (the relay's link is a server's, not a phone's)."""
 REMB_INTERVAL_S = 1.0
-NACK_MAX_GAP = 512
 JOIN_TIMEOUT_S = 15.0
-AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
 
 RECONNECT_MIN_S = 1.0
@@ -97,112 +98,6 @@ class RelaySpec:
     token: str | None = None  # a join token minted on the far server (role "relay")
     participants: tuple[str, ...] = ()  # far participant ids to relay; empty: see `pinned`
     pinned: bool = False  # only the far room's pinned participant (the chair); else everyone
-
-
-@dataclass
-class FarTrack:
-    """One m-line of the far server's subscribe offer, as the relay receives it."""
-
-    mid: str
-    kind: Kind
-    codec: Codec
-    ssrc: int
-    rtx_ssrc: int | None
-    audio_level_ext_id: int | None
-    participant_id: str = ""
-    relayed: RelayedTrack | None = None
-    relayed_for: str = ""  # the far participant the relayed track belongs to
-    nack: NackGenerator | None = None
-
-
-@dataclass
-class UpstreamTracks:
-    """The far side's tracks by SSRC, and what reaches the near room (no sockets)."""
-
-    publish: Callable[[FarTrack], RelayedTrack | None]
-    send_nack: Callable[[int, list[int]], None]
-    by_ssrc: dict[int, tuple[FarTrack, bool]] = field(default_factory=dict)  # -> (track, rtx)
-    drops: Counter[DropReason] = field(default_factory=Counter)
-    packets: int = 0
-
-    def describe(self, offer_sdp: str, owners: dict[str, dict[str, Any]]) -> None:
-        """A (re)offer from the far server: m-lines with their SSRCs and owners."""
-        description = SessionDescription.parse(offer_sdp)
-        old = {track.mid: track for track, _rtx in self.by_ssrc.values()}
-        self.by_ssrc.clear()
-        for media in description.media:
-            if media.kind not in ("audio", "video") or media.rtp.muxId is None:
-                continue
-            mid = media.rtp.muxId
-            primary = next((c for c in media.rtp.codecs
-                            if c.mimeType.split("/")[1].lower() not in ("rtx", "red", "ulpfec")),
-                           None)
-            if primary is None or not media.ssrc:
-                continue
-            rtx = next((c for c in media.rtp.codecs if c.mimeType.lower().endswith("/rtx")
-                        and c.parameters.get("apt") == primary.payloadType), None)
-            ssrc = media.ssrc[0].ssrc
-            rtx_ssrc = next((int(group.items[1]) for group in media.ssrc_group
-                             if group.semantic == "FID" and len(group.items) == 2), None)
-            level = next((ext.id for ext in media.rtp.headerExtensions
-                          if ext.uri == AUDIO_LEVEL_URI), None)
-            track = old.get(mid)
-            if track is None or track.ssrc != ssrc:
-                track = FarTrack(mid, Kind(media.kind), Codec(
-                    primary.mimeType, primary.clockRate or 90000, primary.payloadType or 0,
-                    rtx.payloadType if rtx is not None else None), ssrc, rtx_ssrc, level)
-            owner = owners.get(mid)
-            track.participant_id = str(owner.get("participant_id", "")) if owner else ""
-            if track.kind is Kind.VIDEO and track.nack is None:
-                track.nack = NackGenerator()
-            self.by_ssrc[ssrc] = (track, False)
-            if rtx_ssrc is not None:
-                self.by_ssrc[rtx_ssrc] = (track, True)
-
-    def tracks(self) -> Iterable[FarTrack]:
-        return (track for track, rtx in self.by_ssrc.values() if not rtx)
-
-    def on_rtp(self, data: bytes) -> None:
-        try:
-            packet = RtpView.parse(data)
-        except ValueError:
-            self.drops[DropReason.MALFORMED] += 1
-            return
-        found = self.by_ssrc.get(packet.ssrc)
-        if found is None:
-            self.drops[DropReason.UNKNOWN_SSRC] += 1
-            return
-        track, rtx = found
-        if rtx:
-            if not packet.payload:
-                self.drops[DropReason.PADDING_ONLY] += 1  # A's bandwidth probes
-                return
-            try:
-                packet = packet.unwrap_rtx(track.codec.payload_type, track.ssrc)
-            except ValueError:
-                self.drops[DropReason.MALFORMED] += 1
-                return
-        relayed = track.relayed
-        if relayed is None or track.relayed_for != track.participant_id:
-            # The far server reuses an m-line for the next producer of that kind (same SSRC):
-            # a new owner is a new track here.
-            relayed = track.relayed = self.publish(track)
-            track.relayed_for = track.participant_id
-            if relayed is None:
-                self.drops[DropReason.PAUSED] += 1  # not chosen for relaying
-                return
-        nack = track.nack
-        if nack is not None:
-            if nack.max_seq is not None and not (
-                    -NACK_MAX_GAP <= seq_diff(packet.sequence_number, nack.max_seq)
-                    <= NACK_MAX_GAP):
-                nack.max_seq = None  # a jump, not loss
-                nack.missing.clear()
-            # aiortc's NackGenerator reads only sequence_number.
-            if nack.add(packet):  # type: ignore[arg-type]
-                self.send_nack(track.ssrc, sorted(nack.missing))
-        self.packets += 1
-        relayed.receive(packet)
 
 
 class _VoiceWriter:

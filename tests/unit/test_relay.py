@@ -5,10 +5,17 @@ from __future__ import annotations
 import struct
 
 from sfu.producer import Producer
-from sfu.relay import VOICE_FRAME_TICKS, LocalPublication, RelayedTrack, VoiceSlot, VoiceSlots
+from sfu.relay import (
+    VOICE_FRAME_TICKS,
+    FarTrack,
+    LocalPublication,
+    RelayedTrack,
+    UpstreamTracks,
+    VoiceSlot,
+    VoiceSlots,
+)
 from sfu.types import Codec, DropReason, Kind
 from sfu.wire.rtp_packet import RtpView, wrap_rtx
-from signaling.relay import FarTrack, UpstreamTracks
 
 VP8 = Codec("video/VP8", 90000, 96, 97)
 OPUS = Codec("audio/opus", 48000, 111)
