@@ -259,6 +259,7 @@ class UpstreamTracks:
     by_ssrc: dict[int, tuple[FarTrack, bool]] = field(default_factory=dict)  # -> (track, rtx)
     drops: Counter[DropReason] = field(default_factory=Counter)
     packets: int = 0
+    sender_reports: int = 0  # applied to relayed producers
 
     def describe(self, offer_sdp: str, owners: dict[str, dict[str, Any]]) -> None:
         """A (re)offer from the far server: m-lines with their SSRCs and owners."""
@@ -296,6 +297,16 @@ class UpstreamTracks:
 
     def tracks(self) -> Iterable[FarTrack]:
         return (track for track, rtx in self.by_ssrc.values() if not rtx)
+
+    def on_sender_report(self, ssrc: int, ntp_timestamp: int, rtp_timestamp: int) -> bool:
+        """A sender report of the far server's consumer: the relayed producer keeps it, so the
+        near consumers translate it for their subscribers (lip sync across the relay)."""
+        found = self.by_ssrc.get(ssrc)
+        if found is None or found[1] or found[0].relayed is None:
+            return False
+        found[0].relayed.producer.layers[0].sender_report = (ntp_timestamp, rtp_timestamp)
+        self.sender_reports += 1
+        return True
 
     def on_rtp(self, data: bytes) -> None:
         try:

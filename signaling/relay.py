@@ -34,8 +34,10 @@ from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
+    RtcpPacket,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
+    RtcpSrPacket,
     pack_remb_fci,
 )
 from aiortc.sdp import SessionDescription
@@ -54,7 +56,7 @@ from sfu.relay import (
     VoiceSlot,
     VoiceSlots,
 )
-from sfu.types import Kind
+from sfu.types import DropReason, Kind
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +348,7 @@ class Relay:
             transport = receiver.transport
             if id(transport) not in self._hooked:
                 self._hooked.add(id(transport))
-                aiortc_hooks.hook_transport(transport, self._on_rtp, lambda _data: None)
+                aiortc_hooks.hook_transport(transport, self._on_rtp, self._on_rtcp)
                 self._sub_writer = aiortc_hooks.DatagramWriter(transport)
         aiortc_hooks.configure_ice(pc, self._ice, None)
         answer = await pc.createAnswer()
@@ -386,6 +388,18 @@ class Relay:
 
     def _on_rtp(self, data: bytes, _arrival_ms: int) -> None:
         self.upstream.on_rtp(data)
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError:
+            self.upstream.drops[DropReason.MALFORMED] += 1
+            return
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket):
+                info = packet.sender_info
+                self.upstream.on_sender_report(packet.ssrc, info.ntp_timestamp,
+                                               info.rtp_timestamp)
 
     def chosen(self, far_participant_id: str) -> bool:
         spec = self.spec
@@ -476,6 +490,7 @@ class Relay:
         tracks = self._publication.tracks if self._publication is not None else {}
         return {
             "packets_relayed": self.upstream.packets,
+            "sender_reports_relayed": self.upstream.sender_reports,
             "tracks": sorted(tracks),
             "keyframe_requests_sent": self.keyframe_requests_sent,
             "nacks_sent": self.nacks_sent,

@@ -158,6 +158,7 @@ async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path) -> None:
             stats = listed[0]["stats"]
             assert stats["keyframe_requests_sent"] > asked_before, stats
             assert stats["packets_relayed"] > 0 and stats["audio_packets_back"] > 0, stats
+            assert stats["sender_reports_relayed"] > 0, stats  # lip sync on B
 
             # 4. The chair leaves A: its relayed tracks leave B (each of the three keeps only
             # the other two's audio: 6 consumers on B).

@@ -243,3 +243,45 @@ def test_relays_never_carry_relays() -> None:
             TrackInfo("p3", "s-7", "An", Kind.VIDEO, VP8)]
     assert [relay.track_added(track) for track in near] == [None, None, None]
     assert relay.track_added(TrackInfo("p4", "s-8", "Binh", Kind.AUDIO, OPUS)) is not None
+
+
+def test_far_sender_reports_reach_the_near_consumers() -> None:
+    """Lip sync across the relay: A's SR (in the timestamps the relay receives) is kept by the
+    relayed producer and translated by each near consumer like a publisher's."""
+    from sfu.consumer import Consumer
+
+    producers: dict[str, Producer] = {}
+    publication = LocalPublication("room", "relay-1", producers, lambda _p: None, lambda: 1.0)
+    upstream = UpstreamTracks(
+        lambda t: publication.add_track(f"chair.{t.mid}", t.kind, t.codec, lambda: None),
+        lambda _ssrc, _lost: None)
+    upstream.describe(OFFER, OWNERS)
+    assert not upstream.on_sender_report(1000, 5 << 32, 48000)  # nothing relayed yet
+    upstream.on_rtp(rtp(1, 1000, 111, ts=48000))
+    track = publication.tracks["chair.0"]
+
+    class Sink:
+        def send_rtp(self, packet: bytes) -> bool:
+            return True
+
+    consumer = Consumer(track.producer, "near", "0", 0xAA, 0xAB, Sink())
+    consumer.configure(OPUS, 0, 0)
+    consumer.set_target(0)
+    track.producer.attach(consumer)
+    upstream.on_rtp(rtp(2, 1000, 111, ts=48960))
+    assert consumer.sender_report() is None
+    assert upstream.on_sender_report(1000, 5 << 32, 48960)
+    assert not upstream.on_sender_report(2001, 5 << 32, 0)  # an RTX SSRC has no clock
+    report = consumer.sender_report()
+    assert report is not None and report.sender_info.ntp_timestamp == 5 << 32
+    assert report.ssrc == 0xAA
+
+
+async def test_far_rtcp_garbage_is_counted() -> None:
+    from sfu.worker import MediaConfig, Worker
+    from signaling.relay import Relay, RelaySpec
+
+    relay = Relay("t", Worker(MediaConfig()), "huyen", RelaySpec("http://127.0.0.1:9", "tinh"),
+                  None)
+    relay._on_rtcp(b"\x80\xc8\x00")
+    assert relay.upstream.drops[DropReason.MALFORMED] == 1
