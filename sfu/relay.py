@@ -59,6 +59,14 @@ class RelayedTrack:
             layer.ssrc = packet.ssrc
         producer.receive(packet, layer, self._clock())
 
+    def set_muted(self, muted: bool) -> None:
+        """The far publisher muted (or unmuted) this track: near consumers pause like for a
+        local publisher's mute (no bandwidth allotted, no keyframe waits)."""
+        producer = self.producer
+        producer.muted = muted
+        for consumer in producer.consumers:
+            consumer.set_muted(muted)
+
     def request_keyframe(self) -> None:
         """Ask the far side for a keyframe (a relay asks A when B's consumers start)."""
         self.producer.request_keyframe(self._clock(), 0)

@@ -301,6 +301,8 @@ class Relay:
             elif kind == "pinned":
                 self.far_pinned = message.get("participant_id")
                 self._sync_tracks()
+            elif kind == "track_muted":
+                self._far_muted(message)
             elif kind == "participant_joined":
                 self._note_far(message.get("participant"))
             elif kind == "participant_left":
@@ -315,6 +317,14 @@ class Relay:
                 self._removed_reason = f"removed by the far server: {message.get('reason')}"
                 return True
         return False
+
+    def _far_muted(self, message: dict[str, Any]) -> None:
+        owner, kind = str(message.get("participant_id")), message.get("kind")
+        muted = message.get("muted") is True
+        for track in self.upstream.tracks():
+            if (track.participant_id == owner and track.kind.value == kind
+                    and track.relayed is not None):
+                track.relayed.set_muted(muted)
 
     def _note_far(self, participant: object) -> None:
         if isinstance(participant, dict) and str(participant.get("name", "")).endswith(

@@ -285,3 +285,24 @@ async def test_far_rtcp_garbage_is_counted() -> None:
                   None)
     relay._on_rtcp(b"\x80\xc8\x00")
     assert relay.upstream.drops[DropReason.MALFORMED] == 1
+
+
+def test_a_far_mute_pauses_the_near_consumers() -> None:
+    from sfu.consumer import Consumer
+    from sfu.types import PauseReason
+
+    producers: dict[str, Producer] = {}
+    publication = LocalPublication("room", "relay-1", producers, lambda _p: None, lambda: 1.0)
+    track = publication.add_track("chair.1", Kind.VIDEO, VP8, lambda: None)
+
+    class Sink:
+        def send_rtp(self, packet: bytes) -> bool:
+            return True
+
+    consumer = Consumer(track.producer, "near", "1", 0xAA, 0xAB, Sink())
+    consumer.configure(VP8, 0, 0)
+    track.producer.attach(consumer)
+    track.set_muted(True)
+    assert track.producer.muted and consumer.pause_reason is PauseReason.MUTED
+    track.set_muted(False)
+    assert not track.producer.muted and consumer.pause_reason is None
