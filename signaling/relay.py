@@ -136,7 +136,11 @@ class Relay:
         self.far_pinned: str | None = None
         self._ice = ice_addresses
         self.upstream = UpstreamTracks(self._publish_far, self._send_nack)
-        self._publication: LocalPublication | None = None
+        # One near participant per relayed far participant (its own tile, name, speaker state).
+        self._near: dict[str, LocalPublication] = {}  # by far participant id
+        self._near_count = 0
+        self._in_near = False  # the local subscriber (voices) is on
+        self._far_names: dict[str, str] = {}
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[bool] | None = None
@@ -175,9 +179,8 @@ class Relay:
             self.state, self.error = "failed", str(exc) or type(exc).__name__
             await self._disconnect()
             raise RelayError(self.error) from None
-        self._publication = self.plane.publish_local(
-            self.room, self.participant_id, relay_name(self.spec.source_room), self._on_near_event)
         self.plane.subscribe_local(self.room, self.participant_id, self)
+        self._in_near = True
         self.state = "running"
         self._remb_timer = asyncio.get_running_loop().call_later(REMB_INTERVAL_S, self._remb)
         self._watcher = asyncio.ensure_future(self._watch())
@@ -235,9 +238,7 @@ class Relay:
             removed = await self._reader
             if self.state != "running":
                 return
-            if self._publication is not None:
-                for track_id in list(self._publication.tracks):
-                    self._publication.remove_track(track_id)
+            await self._leave_near_participants()  # they come back with the far link
             await self._disconnect()
             if removed:
                 self.state, self.error = "failed", self._removed_reason
@@ -327,9 +328,12 @@ class Relay:
                 track.relayed.set_muted(muted)
 
     def _note_far(self, participant: object) -> None:
-        if isinstance(participant, dict) and str(participant.get("name", "")).endswith(
-                RELAY_SUFFIX):
-            self._far_relays.add(str(participant.get("id")))
+        if not isinstance(participant, dict):
+            return
+        far_id, name = str(participant.get("id")), str(participant.get("name", ""))
+        self._far_names[far_id] = name[:64]
+        if name.endswith(RELAY_SUFFIX):
+            self._far_relays.add(far_id)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -423,9 +427,15 @@ class Relay:
         return True
 
     def _publish_far(self, track: FarTrack) -> RelayedTrack | None:
-        publication = self._publication
-        if publication is None or not self.chosen(track.participant_id):
+        if not self._in_near or not self.chosen(track.participant_id):
             return None
+        publication = self._near.get(track.participant_id)
+        if publication is None:
+            self._near_count += 1
+            far_name = self._far_names.get(track.participant_id) or self.spec.source_room
+            publication = self._near[track.participant_id] = self.plane.publish_local(
+                self.room, f"{self.participant_id}-{self._near_count}", relay_name(far_name),
+                self._on_near_event)
         track_id = f"{track.participant_id}.{track.mid}"
         existing = publication.tracks.get(track_id)
         if existing is not None:
@@ -438,24 +448,33 @@ class Relay:
     def _sync_tracks(self) -> None:
         """Withdraw from the near room every relayed track that A no longer sends us for a
         chosen participant (left, m-line given to someone else, chair changed)."""
-        publication = self._publication
-        if publication is None:
-            return
         wanted = {f"{t.participant_id}.{t.mid}" for t in self.upstream.tracks()
                   if self.chosen(t.participant_id)}
-        for track_id in [t for t in publication.tracks if t not in wanted]:
-            removed = publication.tracks[track_id]
-            publication.remove_track(track_id)
-            for far in self.upstream.tracks():
-                if far.relayed is removed:
-                    far.relayed, far.relayed_for = None, ""
+        for far_id, publication in list(self._near.items()):
+            for track_id in [t for t in publication.tracks if t not in wanted]:
+                removed = publication.tracks[track_id]
+                publication.remove_track(track_id)
+                for far in self.upstream.tracks():
+                    if far.relayed is removed:
+                        far.relayed, far.relayed_for = None, ""
+            if not publication.tracks:  # nothing of this far participant is relayed now
+                del self._near[far_id]
+                self._spawn(self._leave(publication))
+
+    async def _leave(self, publication: LocalPublication) -> None:
+        await self.plane.leave(self.room, publication.participant_id)
+        publication.close()
+
+    async def _leave_near_participants(self) -> None:
+        near, self._near = self._near, {}
+        for publication in near.values():
+            await self._leave(publication)
 
     async def _leave_near(self) -> None:
-        if self._publication is not None:
+        await self._leave_near_participants()
+        if self._in_near:
+            self._in_near = False
             self.plane.unsubscribe_local(self.room, self.participant_id)
-            await self.plane.leave(self.room, self.participant_id)
-            self._publication.close()
-            self._publication = None
 
     def _send_pli(self, media_ssrc: int) -> None:
         if self._sub_writer is not None and self._sub_writer.send_rtcp(bytes(RtcpPsfbPacket(
@@ -489,7 +508,7 @@ class Relay:
         self.voices.remove(producer_id)
 
     def _on_near_event(self, event: object) -> None:
-        # The relay's participant in the near room hears what everyone hears: follow speakers.
+        # The relay's participants in the near room hear what everyone hears: follow speakers.
         if isinstance(event, Speakers):
             self.voices.set_speakers(event.participant_ids)
 
@@ -497,11 +516,11 @@ class Relay:
         pass  # the far server makes its own sender reports from what it receives
 
     def summary(self) -> dict[str, Any]:
-        tracks = self._publication.tracks if self._publication is not None else {}
         return {
+            "participants": {far_id: p.participant_id for far_id, p in self._near.items()},
             "packets_relayed": self.upstream.packets,
             "sender_reports_relayed": self.upstream.sender_reports,
-            "tracks": sorted(tracks),
+            "tracks": sorted(t for p in self._near.values() for t in p.tracks),
             "keyframe_requests_sent": self.keyframe_requests_sent,
             "nacks_sent": self.nacks_sent,
             "audio_packets_back": sum(slot.sent for slot in self.voices.slots),

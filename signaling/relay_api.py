@@ -45,6 +45,8 @@ class RelayOut(msgspec.Struct, kw_only=True):
     state: str
     error: str | None
     participant_id: str
+    """The relay's id in this room; each relayed far participant is ``<participant_id>-<n>``
+    (``stats.participants`` maps far ids to them)."""
     stats: dict[str, Any]
 
 

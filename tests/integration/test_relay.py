@@ -87,6 +87,17 @@ def metric_total(base_url: str, name: str) -> float:
     return 0.0
 
 
+async def near_id_of(relays: str, token: str, far_id: str) -> str:
+    """The participant id B gives the relayed far participant ``far_id`` (once it flows)."""
+    for _ in range(200):  # bounded: ~20 s
+        _, listed = await call("GET", relays, token)
+        near = listed[0]["stats"]["participants"].get(far_id)
+        if near:
+            return str(near)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{far_id} is not relayed: {listed}")
+
+
 def video_ssrc_of(participant: SyntheticParticipant, owner: str) -> int | None:
     """The SSRC B's server sends ``owner``'s video with, from the last subscribe offer."""
     local = participant.subscriber.remoteDescription
@@ -118,7 +129,8 @@ async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path) -> None:
             assert relay["state"] == "running"
             for person in district:
                 await person.join()
-            relay_id = relay["participant_id"]
+            relay_id = await near_id_of(relays, token, str(chair.participant_id))
+            assert all(p.others.get(relay_id) == "Chair (relay)" for p in district)
 
             # 1. B's participants decode the chair's video (and hear the chair).
             assert await wait_until(lambda: all(
@@ -168,11 +180,13 @@ async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path) -> None:
             _, listed = await call("GET", relays, token)
             assert listed[0]["stats"]["tracks"] == [], listed
 
-            # 5. Stopping the relay takes it out of B's room.
-            status, _ = await call("DELETE", f"{relays}/{relay['id']}", token)
-            assert status == 204
             assert await wait_until(lambda: all(relay_id not in p.others for p in district),
                                     DEADLINE_S)
+
+            # 5. Stopping the relay.
+            status, _ = await call("DELETE", f"{relays}/{relay['id']}", token)
+            assert status == 204
+            assert (await call("GET", relays, token))[1] == []
         finally:
             for person in (chair, *district):
                 await person.leave()
@@ -242,7 +256,8 @@ async def test_simulcast_chair_reaches_b_in_its_top_layer(tmp_path: Path) -> Non
                                                "source_room": "trung-uong"})
             assert status == 201, relay
             await viewer.join()
-            relayed = relay["participant_id"]
+            relayed = await near_id_of(server_b.base_url + "/api/rooms/huyen/relays", token,
+                                       str(chair.participant_id))
             assert await viewer.wait_for(lambda: viewer.current_width(relayed) == 1280,
                                          DEADLINE_S), (
                 dict(viewer.packets_by_width.get(relayed, {})), chair.describe())

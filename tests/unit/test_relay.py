@@ -195,14 +195,16 @@ OFFER_TWO = OFFER.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2") + (
 
 
 async def test_pinned_relay_follows_the_far_chair_into_the_near_room() -> None:
+    import asyncio
+
     from sfu.worker import MediaConfig, Worker
     from signaling.relay import Relay, RelaySpec
 
     worker = Worker(MediaConfig())
     relay = Relay("t", worker, "huyen", RelaySpec("http://127.0.0.1:9", "tinh", pinned=True),
                   None)
-    relay._publication = worker.publish_local("huyen", relay.participant_id, "tinh (relay)",
-                                              lambda _event: None)
+    relay._in_near = True
+    relay._note_far({"id": "chair", "name": "Chu tich"})
     relay.far_pinned = "chair"
     relay.upstream.describe(OFFER_TWO, {**OWNERS, "2": {"participant_id": "deputy"}})
 
@@ -212,17 +214,26 @@ async def test_pinned_relay_follows_the_far_chair_into_the_near_room() -> None:
 
     feed()
     room = worker.rooms["huyen"]
-    assert sorted(relay._publication.tracks) == ["chair.0", "chair.1"]
-    assert len(room.participants[relay.participant_id].producers) == 2
+    assert sorted(relay.summary()["tracks"]) == ["chair.0", "chair.1"]
+    chair_near = relay.summary()["participants"]["chair"]
+    assert room.participants[chair_near].name == "Chu tich (relay)"
+    assert len(room.participants[chair_near].producers) == 2
     relay.far_pinned = "deputy"  # the far room pins someone else
     relay._sync_tracks()
-    assert relay._publication.tracks == {}
+    assert relay.summary()["tracks"] == [] and relay.summary()["participants"] == {}
+    for _ in range(100):  # the chair's near participant leaves (a task)
+        if chair_near not in room.participants:
+            break
+        await asyncio.sleep(0.01)
+    assert chair_near not in room.participants
     feed()
-    assert sorted(relay._publication.tracks) == ["deputy.2"]
-    assert [p.id for p in room.participants[relay.participant_id].producers] == [
-        f"{relay.participant_id}:deputy.2"]
-    await worker.leave("huyen", relay.participant_id)
-    relay._publication.close()
+    room = worker.rooms["huyen"]  # emptied and made anew (nothing else kept it)
+    assert relay.summary()["tracks"] == ["deputy.2"]
+    deputy_near = relay.summary()["participants"]["deputy"]
+    assert room.participants[deputy_near].name == "tinh (relay)"  # name not known: the room's
+    assert [p.id for p in room.participants[deputy_near].producers] == [
+        f"{deputy_near}:deputy.2"]
+    await relay._leave_near_participants()
     assert "huyen" not in worker.rooms
 
 

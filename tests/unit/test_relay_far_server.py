@@ -112,14 +112,14 @@ async def test_garbage_is_counted_a_close_reconnects_and_a_removal_ends_it(
         await relay.start()
         try:
             assert relay.state == "running"
-            assert relay.participant_id in worker.rooms["huyen"].participants
+            assert relay.participant_id in worker.rooms["huyen"].local  # B's voices
             assert await wait_until(lambda: relay.offer_errors == 3, 5), relay.offer_errors
             release.set()
             assert await wait_until(lambda: relay.reconnects == 1 and relay.state == "running",
                                     5), (relay.state, relay.error)
             assert len(connections) == 2
             # meanwhile the relay stayed in the near room
-            assert relay.participant_id in worker.rooms["huyen"].participants
+            assert relay.participant_id in worker.rooms["huyen"].local
             remove.set()  # the second connection now removes the relay: no reconnecting
             assert await wait_until(lambda: relay.state == "failed", 5), relay.state
             assert "kicked" in (relay.error or "")
