@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="display name")
     create.add_argument("--identity", default=None)
     create.add_argument("--role", default="member",
-                        choices=["host", "member", "guest", "endpoint", "recorder"])
+                        choices=["host", "member", "guest", "endpoint", "recorder", "relay"])
     create.add_argument("--ttl", type=float, default=6 * 3600, help="seconds (default 6 h)")
     create.add_argument("--no-publish", action="store_true")
     create.add_argument("--no-subscribe", action="store_true")

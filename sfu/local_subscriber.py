@@ -73,7 +73,10 @@ class LocalConsumers:
             return
         ssrc = random.getrandbits(32)
         consumer = Consumer(producer, self.subscriber_id, "", ssrc, ssrc ^ 1, writer)
-        consumer.configure(producer.codec, 0, 0)  # the publisher's own codec; no extensions
+        # The publisher's own codec; no extensions, except the audio level for a subscriber that
+        # asks for it (a relay: the far room's speaker detection needs it).
+        level_id = getattr(self.subscriber, "audio_level_ext_id", 0)
+        consumer.configure(producer.codec, level_id if producer.kind is Kind.AUDIO else 0, 0)
         # Keeps the middle layer (640x360) on at the source; a higher one is taken when somebody
         # else has the publisher send it. Forcing the top layer on for the archive alone cost
         # every publisher ~2.5 Mbit/s of uplink and the server twice the packets (bench

@@ -19,6 +19,7 @@ from sfu.diagnostics import ParticipantDiagnostics
 from sfu.events import EventSink, ParticipantState
 from sfu.local_subscriber import LocalSubscriber
 from sfu.policy.downlink import Tile
+from sfu.relay import LocalPublication
 from sfu.types import Kind
 
 
@@ -116,6 +117,12 @@ class MediaPlane(Protocol):
         ...
 
     def unsubscribe_local(self, room: str, subscriber_id: str) -> None: ...
+
+    def publish_local(self, room: str, participant_id: str, name: str,
+                      events: EventSink) -> LocalPublication:
+        """An in-process publisher (a relay, the inverse of ``subscribe_local``): a participant
+        with no connection whose tracks are fed as RTP bytes; ``leave`` removes it."""
+        ...
 
     def diagnostics(self, room: str) -> tuple[ParticipantDiagnostics, ...]:
         """Per participant: connections, layers received, estimate, loss, round trip,

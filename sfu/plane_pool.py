@@ -78,6 +78,7 @@ from sfu.plane_wire import (
     decode_event,
 )
 from sfu.policy.downlink import Tile
+from sfu.relay import LocalPublication
 from sfu.subscriber_negotiator import check_answer, describe_error
 from sfu.types import Kind
 from sfu.worker import MediaConfig
@@ -363,6 +364,14 @@ class WorkerPool:
     def set_shown(self, room: str, participant_id: str, shown: Sequence[str]) -> None:
         live, _ = self._member(room, participant_id)
         self._send(live, SetShown(room, participant_id, list(shown)))
+
+    supports_relays = False
+    """A relay's RTP would have to cross into the worker (as the recorder's does the other
+    way); not built yet: the relay API answers 409 with --workers > 1."""
+
+    def publish_local(self, room: str, participant_id: str, name: str,
+                      events: EventSink) -> LocalPublication:
+        raise NotImplementedError("relays need the media plane in this process (--workers 0/1)")
 
     def diagnostics(self, room: str) -> tuple[ParticipantDiagnostics, ...]:
         """As the room's worker last reported them (every ``STATS_INTERVAL_S``)."""

@@ -53,6 +53,8 @@ class Participant:
     joined_at: float = 0.0
     uplink_policy: InitVar[UplinkPolicy | None] = None
     uplink: UplinkControl = field(init=False)
+    # Tracks published from inside the process (a relay, ``sfu/relay.py``), by producer id.
+    relayed: dict[str, Producer] = field(default_factory=dict)
 
     def __post_init__(self, uplink_policy: UplinkPolicy | None) -> None:
         self.uplink = UplinkControl(self.notify, uplink_policy)
@@ -63,7 +65,8 @@ class Participant:
 
     @property
     def producers(self) -> list[Producer]:
-        return list(self.publisher.producers.values()) if self.publisher else []
+        own = list(self.publisher.producers.values()) if self.publisher else []
+        return own + list(self.relayed.values()) if self.relayed else own
 
 
 def retire_counters(participant: Participant, now: float, into: Counter[str]) -> None:
@@ -158,6 +161,14 @@ class Room:
             local.add_producer(producer, self._name_of(producer.participant_id))
         if producer.is_video:  # a new camera: chosen now where there is room (not at the tick)
             self.last_n.select_all(self.participants.values(), self.speakers, self.pinned)
+
+    def withdraw(self, producer: Producer) -> None:
+        """One track goes while its participant stays (a relayed track whose far owner left)."""
+        for other in self.participants.values():
+            if other.subscriber is not None:
+                other.subscriber.remove_producer(producer.id)
+        for local in self.local.values():
+            local.remove_producer(producer.id)
 
     def _name_of(self, participant_id: str) -> str:
         participant = self.participants.get(participant_id)

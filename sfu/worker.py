@@ -36,6 +36,7 @@ from sfu.policy.last_n import DEFAULT_LAST_N
 from sfu.policy.uplink import UplinkPolicy
 from sfu.producer import Producer
 from sfu.publisher import Publisher
+from sfu.relay import LocalPublication
 from sfu.room import Participant, Room, retire_counters
 from sfu.scheduler import Scheduler, Timer
 from sfu.subscriber import Subscriber
@@ -274,6 +275,19 @@ class Worker:
         live.remove_local(subscriber_id)
         if not live.participants and not live.local:
             self.rooms.pop(room, None)
+
+    def publish_local(self, room: str, participant_id: str, name: str,
+                      events: EventSink) -> LocalPublication:
+        """An in-process publisher (a relay): a participant without connections whose tracks
+        are fed as RTP bytes (``sfu/relay.py``). ``leave`` removes it; then close the result."""
+        live = self.room(room)
+        if participant_id in live.participants:
+            raise ValueError(f"{participant_id!r} is already in {room!r}")
+        loop_time = asyncio.get_running_loop().time
+        participant = Participant(participant_id, name, events, joined_at=loop_time())
+        live.add(participant)
+        return LocalPublication(room, participant_id, participant.relayed, live.producer_ready,
+                                loop_time, live.withdraw)
 
     def diagnostics(self, room: str) -> tuple[ParticipantDiagnostics, ...]:
         live = self.rooms.get(room)

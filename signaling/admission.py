@@ -44,8 +44,9 @@ from signaling.store.schedule import EARLY_JOIN_S, is_on, next_start
 logger = logging.getLogger(__name__)
 
 REJOIN_TTL_S = 12 * 3600
-NOT_COUNTED: frozenset[str] = frozenset({"recorder"})
-"""Roles that take no seat: the recorder is the server's own machinery, not a participant."""
+NOT_COUNTED: frozenset[str] = frozenset({"recorder", "relay"})
+"""Roles that take no seat: the recorder is the server's own machinery, not a participant; a
+relay (issue 14) brings another server's room, whose people hold seats there."""
 HOST_ROLES: frozenset[str] = frozenset({"host", "recorder"})
 """Roles that enter a locked room and skip the lobby."""
 

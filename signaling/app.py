@@ -332,4 +332,7 @@ def create_app(
     from signaling.ops import install_ops  # it builds on this module's keys
 
     install_ops(app)  # /readyz, webhooks, support notices, SIGHUP (issue 13)
+    from signaling.relay_api import install_relays
+
+    install_relays(app)  # /api/rooms/{name}/relays (issue 14)
     return app

@@ -30,8 +30,8 @@ import msgspec
 
 from signaling.messages import ProtocolError
 
-JoinRole = Literal["host", "member", "guest", "endpoint", "recorder"]
-JOIN_ROLES: tuple[JoinRole, ...] = ("host", "member", "guest", "endpoint", "recorder")
+JoinRole = Literal["host", "member", "guest", "endpoint", "recorder", "relay"]
+JOIN_ROLES: tuple[JoinRole, ...] = ("host", "member", "guest", "endpoint", "recorder", "relay")
 JOIN_AUDIENCE = "diemcau:join"
 ISSUER = "diemcau"
 SECRET_FILE = "jwt_secret"

@@ -126,6 +126,13 @@ async def test_token_join_and_token_codes(world: World) -> None:
     assert (await world.refused(Credentials(token=tampered))).code == "bad-token"
 
 
+async def test_relay_token_publishes_and_takes_no_seat(world: World) -> None:
+    # issue 14: a relay from another server carries that server's people, who hold seats there.
+    admitted = await world.admit(Credentials(token=world.token("relay-huyen", "relay")))
+    assert isinstance(admitted, Admitted) and admitted.role == "relay" and admitted.can_publish
+    assert world.admission.count("Hop") == 0
+
+
 async def test_room_locked(world: World) -> None:
     await world.store.update_room("Hop", locked=True)
     refused = await world.refused(lan())

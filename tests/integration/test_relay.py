@@ -1,0 +1,266 @@
+"""Relay (issue 14): a chair on server A, three participants on server B through the relay.
+
+Two real server processes, real aiortc peers, inside the network namespace. B's participants
+decode the chair's video, the chair hears B's voices, and a keyframe request from B reaches A's
+publisher. The relay is started and stopped through B's REST API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from aiortc import RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
+from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+from aiortc.sdp import SessionDescription
+
+from loadtest.client import SyntheticParticipant, wait_until
+from sfu import aiortc_hooks
+from tests.serverproc import running_server
+
+pytestmark = pytest.mark.media
+
+DEADLINE_S = 30.0
+FRAMES = 20
+
+
+class ToneAudio(AudioStreamTrack):
+    """A loud 1 kHz tone (aiortc's own track timing): a participant who speaks all the time."""
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await super().recv()
+        samples = np.arange(frame.samples) + frame.pts
+        tone = np.sin(2 * np.pi * 1000 * samples / frame.sample_rate) * 16000
+        frame.planes[0].update(tone.astype("<i2").tobytes())
+        return frame
+
+
+class Speaker(SyntheticParticipant):
+    """Publishes only the tone (aiortc writes its RFC 6464 level on every packet)."""
+
+    async def publish(self, timeout: float = 10.0) -> None:
+        self.publisher.addTransceiver(ToneAudio(), direction="sendonly")
+        aiortc_hooks.configure_ice(self.publisher, self.ice_addresses, None)
+        await self.publisher.setLocalDescription(await self.publisher.createOffer())
+        answer = await self.request({"type": "publish", "sdp": self.publisher.localDescription.sdp},
+                                    "publish_answer", timeout)
+        await self.publisher.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"],
+                                                                        type="answer"))
+
+
+def operator_token(base_url: str, log_text: str) -> str:
+    marker = "Operator account 'admin', password "
+    password = log_text.split(marker, 1)[1].split()[0]
+    request = urllib.request.Request(
+        base_url + "/api/login", data=json.dumps({"username": "admin", "password": password})
+        .encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return str(json.load(response)["token"])
+
+
+async def call(method: str, url: str, token: str, body: Any = None) -> tuple[int, Any]:
+    def run() -> tuple[int, Any]:
+        request = urllib.request.Request(
+            url, method=method, data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+    return await asyncio.to_thread(run)
+
+
+def metric_total(base_url: str, name: str) -> float:
+    with urllib.request.urlopen(base_url + "/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def near_id_of(relays: str, token: str, far_id: str) -> str:
+    """The participant id B gives the relayed far participant ``far_id`` (once it flows)."""
+    for _ in range(200):  # bounded: ~20 s
+        _, listed = await call("GET", relays, token)
+        near = listed[0]["stats"]["participants"].get(far_id)
+        if near:
+            return str(near)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{far_id} is not relayed: {listed}")
+
+
+def video_ssrc_of(participant: SyntheticParticipant, owner: str) -> int | None:
+    """The SSRC B's server sends ``owner``'s video with, from the last subscribe offer."""
+    local = participant.subscriber.remoteDescription
+    if local is None:
+        return None
+    for media in SessionDescription.parse(local.sdp).media:
+        info = participant.tracks.get(media.rtp.muxId or "")
+        if info and info["participant_id"] == owner and info["kind"] == "video" and media.ssrc:
+            return media.ssrc[0].ssrc
+    return None
+
+
+async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with running_server(tmp_path / "a") as server_a, running_server(tmp_path / "b") as server_b:
+        token = operator_token(server_b.base_url, server_b.log_text())
+        chair = SyntheticParticipant(server_a.base_url, "trung-uong", "Chair")
+        district = [Speaker(server_b.base_url, "huyen", "Huyen 0", video=False)] + [
+            SyntheticParticipant(server_b.base_url, "huyen", f"Huyen {n}", video=False)
+            for n in (1, 2)]
+        relays = server_b.base_url + "/api/rooms/huyen/relays"
+        try:
+            await chair.join()
+            status, relay = await call("POST", relays, token, {
+                "source_url": server_a.base_url, "source_room": "trung-uong",
+                "participants": [chair.participant_id]})
+            assert status == 201, relay
+            assert relay["state"] == "running"
+            for person in district:
+                await person.join()
+            relay_id = await near_id_of(relays, token, str(chair.participant_id))
+            assert all(p.others.get(relay_id) == "Chair (relay)" for p in district)
+
+            # 1. B's participants decode the chair's video (and hear the chair).
+            assert await wait_until(lambda: all(
+                p.received[relay_id]["video"] > FRAMES and p.received[relay_id]["audio"] > FRAMES
+                for p in district), DEADLINE_S), [dict(p.received) for p in district]
+
+            # 2. The chair hears B: the relay's audio slots arrive at A's chair.
+            far_relay = next((pid for pid, name in chair.others.items()
+                              if name == "huyen (relay)"), None)
+            assert far_relay is not None, chair.others
+            assert await wait_until(lambda: chair.received[far_relay]["audio"] > FRAMES,
+                                    DEADLINE_S), dict(chair.received)
+            # ... and sees the district speak: the voice keeps its audio level through the relay.
+            assert await wait_until(lambda: any(
+                e["type"] == "speakers" and far_relay in e["participant_ids"]
+                for e in chair.events), DEADLINE_S), [
+                e for e in chair.events if e["type"] == "speakers"]
+
+            # 3. A keyframe request on B reaches A's publisher (B -> relay -> A -> chair).
+            _, listed = await call("GET", relays, token)
+            asked_before = listed[0]["stats"]["keyframe_requests_sent"]
+            plis_before = metric_total(server_a.base_url, "diemcau_keyframe_requests_total")
+            viewer = district[0]
+            ssrc = video_ssrc_of(viewer, relay_id)
+            assert ssrc is not None
+            writer = aiortc_hooks.DatagramWriter(
+                viewer.subscriber.getTransceivers()[0].receiver.transport)
+            pli = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1234, media_ssrc=ssrc))
+
+            def reached() -> bool:
+                writer.send_rtcp(pli)  # repeated: every hop rate-limits to one per 0.5 s
+                return metric_total(server_a.base_url,
+                                    "diemcau_keyframe_requests_total") > plis_before
+
+            assert await wait_until(reached, DEADLINE_S, every=0.3)
+            _, listed = await call("GET", relays, token)
+            stats = listed[0]["stats"]
+            assert stats["keyframe_requests_sent"] > asked_before, stats
+            assert stats["packets_relayed"] > 0 and stats["audio_packets_back"] > 0, stats
+            assert stats["sender_reports_relayed"] > 0, stats  # lip sync on B
+
+            # 4. The chair leaves A: its relayed tracks leave B (each of the three keeps only
+            # the other two's audio: 6 consumers on B).
+            await chair.leave()
+            assert await wait_until(
+                lambda: metric_total(server_b.base_url, "diemcau_consumers") == 6, DEADLINE_S)
+            _, listed = await call("GET", relays, token)
+            assert listed[0]["stats"]["tracks"] == [], listed
+
+            assert await wait_until(lambda: all(relay_id not in p.others for p in district),
+                                    DEADLINE_S)
+
+            # 5. Stopping the relay.
+            status, _ = await call("DELETE", f"{relays}/{relay['id']}", token)
+            assert status == 204
+            assert (await call("GET", relays, token))[1] == []
+        finally:
+            for person in (chair, *district):
+                await person.leave()
+
+
+async def test_relay_needs_a_relay_token_on_a_closed_server(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (running_server(tmp_path / "a", open_rooms=False) as server_a,
+          running_server(tmp_path / "b") as server_b):
+        token = operator_token(server_b.base_url, server_b.log_text())
+        relays = server_b.base_url + "/api/rooms/huyen/relays"
+        status, body = await call("POST", relays, token, {
+            "source_url": server_a.base_url, "source_room": "trung-uong", "token": "not-a-jwt"})
+        assert status == 502, body
+        assert body["error"] == "relay-failed" and "bad-token" in body["message"], body
+        status, body = await call("POST", relays, token, {
+            "source_url": "file:///etc/passwd", "source_room": "x"})
+        assert status == 400, body
+        _, listed = await call("GET", relays, token)
+        assert listed == []
+        # A token minted on A for the relay (role "relay": publishes, takes no seat there).
+        token_a = operator_token(server_a.base_url, server_a.log_text())
+        status, minted = await call("POST", server_a.base_url + "/api/rooms/demo/tokens",
+                                    token_a, {"name": "Huyen relay", "role": "relay"})
+        assert status in (200, 201), minted
+        status, relay = await call("POST", relays, token, {
+            "source_url": server_a.base_url, "source_room": "demo", "token": minted["token"],
+            "pinned": True})
+        assert status == 201 and relay["state"] == "running", relay
+        _, listed = await call("GET", relays, token)
+        assert [r["id"] for r in listed] == [relay["id"]]
+        # The far server goes away: the relay says so and keeps trying to reconnect.
+        server_a.stop()
+
+        async def relay_state() -> str:
+            _, listed = await call("GET", relays, token)
+            return str(listed[0]["state"])
+
+        for _ in range(100):  # bounded: ~10 s
+            if await relay_state() == "reconnecting":
+                break
+            await asyncio.sleep(0.1)
+        _, listed = await call("GET", relays, token)
+        assert listed[0]["state"] == "reconnecting" and listed[0]["error"], listed
+        status, _ = await call("DELETE", f"{relays}/{relay['id']}", token)
+        assert status == 204
+        status, _ = await call("DELETE", f"{relays}/{relay['id']}", token)
+        assert status == 404
+
+
+async def test_simulcast_chair_reaches_b_in_its_top_layer(tmp_path: Path) -> None:
+    """The relay is an unconstrained subscriber of A (REMB 20 Mbit/s, no tiles): A forwards it
+    the chair's best layer, which B's subscribers receive (the relay carries one layer)."""
+    from loadtest.simulcast import RembSubscriber, SimulcastPublisher
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with running_server(tmp_path / "a") as server_a, running_server(tmp_path / "b") as server_b:
+        token = operator_token(server_b.base_url, server_b.log_text())
+        chair = SimulcastPublisher(server_a.base_url, "trung-uong", "Chair")
+        viewer = RembSubscriber(server_b.base_url, "huyen", "Huyen", forced_remb_bps=10_000_000)
+        try:
+            await chair.join()
+            status, relay = await call("POST", server_b.base_url + "/api/rooms/huyen/relays",
+                                       token, {"source_url": server_a.base_url,
+                                               "source_room": "trung-uong"})
+            assert status == 201, relay
+            await viewer.join()
+            relayed = await near_id_of(server_b.base_url + "/api/rooms/huyen/relays", token,
+                                       str(chair.participant_id))
+            assert await viewer.wait_for(lambda: viewer.current_width(relayed) == 1280,
+                                         DEADLINE_S), (
+                dict(viewer.packets_by_width.get(relayed, {})), chair.describe())
+        finally:
+            for person in (chair, viewer):
+                await person.leave()
