@@ -65,6 +65,7 @@ def aggregate(windows: list[dict[str, Any]]) -> dict[str, Any]:
     elapsed = 0.0
     markers = [0, 0]
     missing_video = 0
+    repair: Counter[str] = Counter()
     for w in windows:
         exp = sum(w["expected"].values())
         rec = sum(w["received"].values())
@@ -82,7 +83,9 @@ def aggregate(windows: list[dict[str, Any]]) -> dict[str, Any]:
         elapsed += w["elapsed_s"]
         markers[0] += w["marker_ok"]
         markers[1] += w["marker_bad"]
-        missing_video += max(0, w["others"] - w["video_from"])
+        missing_video += len(w["video_missing_from"])
+        for key, value in w.get("repair", {}).items():
+            repair[key] += value
     total_frames = sum(frames.values())
     return {
         "loss_pct": {**stats(loss_pct),
@@ -105,6 +108,9 @@ def aggregate(windows: list[dict[str, Any]]) -> dict[str, Any]:
         "publishers_sending": {w["name"]: "".join(r for r, on in w["sent_layers"].items() if on)
                                for w in windows},
         "received_packets": received,
+        # what the receivers sent back as a browser does: NACKed packets, those repaired in
+        # time, those not (the picture would break: a PLI), layer switches seen
+        "repair": dict(repair),
     }
 
 

@@ -219,7 +219,7 @@ class Load:
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             windows, _ = await self.window(reset=False)
-            if windows and all(w["video_from"] >= w["others"] for w in windows):
+            if windows and all(w["video_from"] >= w["video_expected"] for w in windows):
                 return True
             await asyncio.sleep(0.5)
         return False

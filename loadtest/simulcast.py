@@ -42,6 +42,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from loadtest.audio_sender import OpusSender, audio_level_element
 from loadtest.client import SyntheticParticipant
 from loadtest.media import (
     AUDIO_LEVEL_DBOV,
@@ -62,6 +63,7 @@ URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 URI_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 VIDEO_CLOCK = 90000
 MAX_PAYLOAD = 1100
 """VP8 payload bytes per RTP packet (Chrome's packets are ~1200 bytes all-in)."""
@@ -174,9 +176,14 @@ class LayerSender:
 class SimulcastPublisher(SyntheticParticipant):
     """Publishes audio + one simulcast video m-line with three rid-tagged layers (q, h, f)."""
 
-    def __init__(self, base_url: str, room: str, name: str = "simulcast", **kwargs: Any) -> None:
+    def __init__(self, base_url: str, room: str, name: str = "simulcast", *,
+                 own_audio: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("decode", False)
         super().__init__(base_url, room, name, **kwargs)
+        # True: audio goes out through OpusSender (loadtest/audio_sender.py), not aiortc's sender
+        self.own_audio = own_audio
+        self.opus: OpusSender | None = None
+        self._audio_task: asyncio.Task[None] | None = None
         self.clips = load_simulcast_clips()
         ssrcs = random.sample(range(1, 1 << 32), len(self.clips))
         self.layers = [LayerSender(clip, ssrc)
@@ -200,7 +207,11 @@ class SimulcastPublisher(SyntheticParticipant):
 
     async def publish(self, timeout: float = 10.0) -> None:
         pc = self.publisher
-        if self.audio:
+        audio = None
+        if self.audio and self.own_audio:
+            audio = pc.addTransceiver("audio", direction="sendonly")
+            aiortc_hooks.capture_sender(audio.sender, lambda _parameters: None)
+        elif self.audio:
             self.audio_track = PreEncodedAudioTrack(load_clip())
             audio = pc.addTransceiver(self.audio_track, direction="sendonly")
             aiortc_hooks.send_audio_level(audio.sender, AUDIO_LEVEL_DBOV)
@@ -230,6 +241,23 @@ class SimulcastPublisher(SyntheticParticipant):
             aiortc_hooks.hook_transport(transport, lambda _data, _arrival: None, self._on_rtcp)
         self._writer = aiortc_hooks.DatagramWriter(video.sender.transport)
         self._sender_task = asyncio.ensure_future(self._send_forever())
+        if audio is not None and self.own_audio and audio.mid is not None:
+            self._start_opus(audio, answer["sdp"])
+
+    def _start_opus(self, audio: Any, answer_sdp: str) -> None:
+        exts, codecs = section_info(answer_sdp, audio.mid)
+        if "opus" not in codecs:
+            raise RuntimeError(f"the server did not accept Opus: {codecs}")
+        elements = []
+        if exts.get(URI_MID):
+            elements.append((exts[URI_MID], audio.mid.encode()))
+        if exts.get(URI_AUDIO_LEVEL):
+            elements.append(audio_level_element(exts[URI_AUDIO_LEVEL]))
+        assert self._writer is not None
+        ssrc, _rtx = aiortc_hooks.sender_ssrcs(audio.sender)
+        self.opus = OpusSender(load_clip().audio, ssrc, codecs["opus"], elements, self._writer)
+        writer = self._writer
+        self._audio_task = asyncio.ensure_future(self.opus.run(lambda: writer.check()))
 
     # -- RTCP from the server ----------------------------------------------------------------------
 
@@ -330,6 +358,8 @@ class SimulcastPublisher(SyntheticParticipant):
                     packet_count=layer.packets & 0xFFFFFFFF,
                     octet_count=layer.octets & 0xFFFFFFFF,
                 )))
+        if self.opus is not None:
+            chunk += self.opus.sender_report(ntp, now)
         if chunk and self._writer is not None:
             self._writer.send_rtcp(chunk)
 
@@ -339,6 +369,8 @@ class SimulcastPublisher(SyntheticParticipant):
                 for layer in self.layers}
 
     async def close(self) -> None:
+        if self._audio_task is not None:
+            self._audio_task.cancel()
         if self._sender_task is not None:
             self._sender_task.cancel()
             with contextlib.suppress(BaseException):

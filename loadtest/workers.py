@@ -46,6 +46,7 @@ class WorkerCore:
                   "marker_index": self.markers,
                   "added_delay_ms": self.options.get("added_delay_ms", 0.0),
                   "uplink_bps": self.options.get("uplink_bps", 20_000_000),
+                  "gallery_page": self.options.get("gallery_page"),
                   "ice_addresses": self.options.get("ice_addresses") or ["127.0.0.1"]}
         if self.options.get("target") == "janus":
             from loadtest.janus import JanusParticipant
