@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from loadtest import report
 from loadtest.media import load_clip, load_simulcast_clips
+from loadtest.ramp import cpu_split, pin, run_ramp
 from loadtest.report import RAMP_MAX_TIME_S, RAMP_STEP_S, add_arguments  # noqa: F401
 from loadtest.server import (
     HOST,
@@ -61,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 SETTLE_TIMEOUT_S = 20.0
 WARMUP_S = 2.0
-RECOMMEND_SHARE = 0.8
 NAMESPACE_HELP = (
     "diemcau loadtest moves real media and must run inside a private network namespace that "
     "has only loopback, e.g.:\n  unshare -n sh -c 'ip link set lo up; exec .venv/bin/diemcau "
@@ -89,9 +89,11 @@ class DiemcauTarget:
 
     name = "diemcau"
 
-    def __init__(self, url: str | None, extra_args: list[str]) -> None:
+    def __init__(self, url: str | None, extra_args: list[str],
+                 cpus: set[int] | None = None) -> None:
         self.url = url
         self.extra_args = extra_args
+        self.cpus = cpus
         self.server: ServerProcess | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -104,7 +106,8 @@ class DiemcauTarget:
         self.http = aiohttp.ClientSession()
         if self.url is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="diemcau-load-")
-            self.server = ServerProcess(Path(self._tmp.name), serve_args=self.extra_args)
+            self.server = ServerProcess(Path(self._tmp.name), serve_args=self.extra_args,
+                                        cpus=self.cpus)
             await self.server.start(self.http)
 
     def worker_options(self) -> dict[str, Any]:
@@ -169,10 +172,11 @@ class Load:
     """Workers, the participants spread over them, and windows of figures."""
 
     def __init__(self, target: Any, workers: int, downlink_bps: int, send_tiles: bool,
-                 added_delay_ms: float = 0.0, uplink_bps: int = 20_000_000) -> None:
+                 added_delay_ms: float = 0.0, uplink_bps: int = 20_000_000,
+                 gallery_page: int | None = None) -> None:
         options = {**target.worker_options(), "downlink_bps": downlink_bps,
                    "send_tiles": send_tiles, "added_delay_ms": added_delay_ms,
-                   "uplink_bps": uplink_bps}
+                   "uplink_bps": uplink_bps, "gallery_page": gallery_page}
         self.target = target
         self.workers: list[LocalWorker | RemoteWorker] = (
             [LocalWorker(options)] if workers == 0
@@ -276,8 +280,7 @@ def refused_by_code(refused: list[dict[str, Any]]) -> dict[str, int]:
 
 async def run_fixed(target: Any, args: argparse.Namespace, send_tiles: bool) -> dict[str, Any]:
     rooms = [f"load-{i}" for i in range(args.rooms)]
-    load = Load(target, args.workers, args.downlink_kbps * 1000, send_tiles,
-                args.added_delay_ms, args.uplink_kbps * 1000)
+    load = make_load(target, args, send_tiles)
     try:
         await load.start()
         await load.add(rooms, args.participants)
@@ -294,55 +297,16 @@ async def run_fixed(target: Any, args: argparse.Namespace, send_tiles: bool) -> 
         await load.stop()
 
 
-async def run_ramp(target: Any, args: argparse.Namespace) -> dict[str, Any]:
-    load = Load(target, args.workers, args.downlink_kbps * 1000, not args.no_tiles,
-                args.added_delay_ms, args.uplink_kbps * 1000)
-    steps: list[dict[str, Any]] = []
-    capacity = 0
-    started = time.monotonic()
-    stopped_by = "max participants"
-    try:
-        await load.start()
-        while load.count < args.max_participants:
-            if time.monotonic() - started > args.max_time:
-                stopped_by = "time limit"
-                break
-            add = min(args.step if load.count else max(2, args.step),
-                      args.max_participants - load.count)
-            await load.add(["load-0"], add)
-            await load.settle(SETTLE_TIMEOUT_S)
-            await asyncio.sleep(WARMUP_S)
-            row = await measure(load, args.step_duration, f"ramp N={len(load.joined)}",
-                                args.quiet)
-            row["cpu_slo_pct"] = report.CPU_SLO_PCT * args.server_cores
-            row["breaches"] = report.slo_breaches(row, row["server"]["cpu_pct"],
-                                                  args.server_cores)
-            if load.refused:
-                row["breaches"].append(f"{len(load.refused)} refused: "
-                                       f"{refused_by_code(load.refused)}")
-            steps.append(row)
-            if not args.quiet:
-                tqdm.write(report.format_rows([row]).splitlines()[-1 if not row["breaches"]
-                                                                   else -2])
-            if row["breaches"]:
-                stopped_by = "; ".join(row["breaches"])
-                break
-            capacity = row["participants"]
-    finally:
-        await load.stop()
-    last = steps[-1] if steps else {}
-    return {**last, "joined": len(load.joined), "refused": refused_by_code(load.refused),
-            "steps": steps, "capacity": capacity, "stopped_by": stopped_by,
-            "capacity_is_lower_bound": stopped_by in ("max participants", "time limit"),
-            "recommended_room_limit": max(1, int(capacity * RECOMMEND_SHARE)) if capacity
-            else None}
+def make_load(target: Any, args: argparse.Namespace, send_tiles: bool) -> Load:
+    page = args.last_n if args.last_n > 0 and send_tiles else None
+    return Load(target, args.workers, args.downlink_kbps * 1000, send_tiles,
+                args.added_delay_ms, args.uplink_kbps * 1000, page)
 
 
 async def run_room_limit(target: Any, args: argparse.Namespace) -> dict[str, Any]:
     k = args.room_capacity
     extra = args.participants - k
-    load = Load(target, args.workers, args.downlink_kbps * 1000, not args.no_tiles,
-                args.added_delay_ms, args.uplink_kbps * 1000)
+    load = make_load(target, args, not args.no_tiles)
     try:
         await load.start()
         await load.add(["load-0"], k)
@@ -402,16 +366,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             extra += [option, str(args.room_capacity)]
         elif option is not None:  # the room limit must not cap the load we ask for
             extra += [option, str(max(args.participants, args.max_participants) + 1)]
+        if args.last_n > 0 and re.search(r"--last-n\b", text):
+            extra += ["--last-n", str(args.last_n)]  # the server's own last-N, when it has it
+    mine = os.sched_getaffinity(0)
+    server_cpus, generator_cpus = cpu_split(args.server_cpu, mine)
+    if server_cpus is not None:
+        args.server_cores = len(server_cpus)
     document: dict[str, Any] = {
         "tool": "diemcau loadtest", "target": args.target, "cpu_count": os.cpu_count(),
         "load_average_1m_start": load_average(), "args": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
             if k not in ("func",)}}
-    target = DiemcauTarget(args.url, extra)
+    document.update(server_cpus=sorted(server_cpus) if server_cpus else None,
+                    generator_cpus=sorted(generator_cpus), server_args=extra)
+    target = DiemcauTarget(args.url, extra, server_cpus)
     await target.start()
+    pin(0, generator_cpus if server_cpus else None)  # the workers started next inherit it
     try:
         if args.ramp:
-            result = await run_ramp(target, args)
+            result = await run_ramp(make_load(target, args, not args.no_tiles), args,
+                                    len(generator_cpus), measure, SETTLE_TIMEOUT_S, WARMUP_S)
             document.update(mode="ramp", **result)
         elif args.room_capacity is not None:
             document.update(mode="room-capacity", **await run_room_limit(target, args))
@@ -419,6 +393,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             document.update(mode="fixed", **await run_fixed(target, args, not args.no_tiles
                                                              and args.target != "janus"))
     finally:
+        pin(0, mine if server_cpus else None)
         await target.stop()
         document["server_log_problems"] = target.problems()
     if args.target == "janus":
@@ -453,10 +428,7 @@ def print_summary(document: dict[str, Any]) -> None:
               f"{document['janus']['server']['cpu_us_per_packet']} us; ratio diemcau/Janus = "
               f"{document['ratio_cpu_per_packet_diemcau_over_janus']}")
     if document.get("mode") == "ramp":
-        bound = " (at least: no objective broke)" if document["capacity_is_lower_bound"] else ""
-        print(f"capacity on this machine: {document['capacity']} participants in one room{bound}"
-              f"; stopped by: {document['stopped_by']}")
-        print(f"recommended room limit: {document['recommended_room_limit']}")
+        print_ramp(document)
     if document.get("mode") == "room-capacity":
         print(f"room capacity {document['room_capacity']}: joined {document['joined']}, "
               f"refused {document['refused']} in {document['refused_ms']['max']} ms max; "
@@ -465,6 +437,27 @@ def print_summary(document: dict[str, Any]) -> None:
           f"content markers {document.get('content_marker')}")
     for problem in document.get("server_log_problems", [])[:5]:
         print(f"server log: {problem}", file=sys.stderr)
+
+
+def print_ramp(document: dict[str, Any]) -> None:
+    at = document.get("at_capacity") or {}
+    where = (f"server on core(s) {document['server_cpus']}, load generator on "
+             f"{document['generator_cpus']}" if document.get("server_cpus")
+             else "server and load generator sharing every core")
+    print(f"stopped by: {document['stopped_by']} ({where})")
+    if document["capacity_called"]:
+        bound = " (at least: no objective broke)" if document["capacity_is_lower_bound"] else ""
+        print(f"capacity: {document['capacity']} participants in one room{bound}; load "
+              f"generator CPU there {at.get('loadgen_cpu_pct')}% "
+              f"({at.get('loadgen_cpu_pct_of_its_cores')}% of its cores), server memory "
+              f"{at.get('rss_per_participant_mib')} MiB per participant")
+        print(f"recommended room limit: {document['recommended_room_limit']} "
+              f"(diemcau serve --room-capacity {document['recommended_room_limit']})")
+    elif document["generator_limited"]:
+        print(f"no capacity called: the load generator was the bottleneck (quality held up to "
+              f"{document['capacity']} participants); give it more cores or run it elsewhere")
+    else:
+        print("no capacity: the objectives broke at the first step")
 
 
 def run_cli(args: argparse.Namespace) -> int:

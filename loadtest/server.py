@@ -107,8 +107,9 @@ class ServerProcess:
 
     def __init__(self, workdir: Path, port: int | None = None,
                  python_args: list[str] | None = None,
-                 serve_args: list[str] | None = None) -> None:
+                 serve_args: list[str] | None = None, cpus: set[int] | None = None) -> None:
         self.workdir = workdir
+        self.cpus = cpus  # pin the server (and what it starts) to these cores
         self.python_args = python_args or []
         self.serve_args = serve_args or []
         self.port = port or free_port()
@@ -133,6 +134,9 @@ class ServerProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
+        if self.cpus is not None:
+            # before it has started a thread or a child (the interpreter is still loading)
+            os.sched_setaffinity(self.proc.pid, self.cpus)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HEALTH_TIMEOUT_S
         while loop.time() < deadline:
