@@ -205,7 +205,7 @@ class CheapReceiver:
             delta = seq_diff(seq, highest & 0xFFFF)
             if delta > 0:
                 if delta > 1 and track.kind == "video" and self.nack:
-                    self._gap(ssrc, track, highest + 1, highest + delta)
+                    self._gap(ssrc, track, highest + 1, highest + delta - 1)
                 track.highest = highest + delta
             elif track.missing:
                 track.missing.pop(highest + delta, None)  # came late: reordered, not lost

@@ -1,0 +1,60 @@
+"""The ramp's verdict: a capacity only when the load generator was not the bottleneck."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from loadtest.ramp import cpu_split, generator_bound, rss_per_participant, verdict
+from loadtest.server import BenchError
+
+
+def step(n: int, breaches: list[str] | None = None, gen: float = 30.0,
+         bound: bool = False) -> dict[str, Any]:
+    return {"participants": n, "breaches": breaches or [], "loadgen_cpu_pct": gen,
+            "generator_bound": bound, "rss_per_participant_mib": 2.5,
+            "server": {"cpu_pct": 50.0, "rss_mb": 200.0}}
+
+
+def test_the_capacity_is_the_last_step_that_kept_every_objective() -> None:
+    result = verdict([step(4), step(8), step(12, ["loss 0.9% > 0.5%"])], "loss")
+    assert result["capacity"] == 8 and result["capacity_called"]
+    assert not result["capacity_is_lower_bound"] and result["recommended_room_limit"] == 6
+    assert result["at_capacity"]["participants"] == 8
+    assert result["at_capacity"]["loadgen_cpu_pct"] == 30.0
+
+
+def test_no_capacity_is_called_when_the_generator_was_the_bottleneck() -> None:
+    result = verdict([step(4), step(8, ["delay p95 40 ms > 30 ms"], 95.0, bound=True)],
+                     "the load generator was the bottleneck")
+    assert not result["capacity_called"] and result["generator_limited"]
+    assert result["recommended_room_limit"] is None and result["capacity_is_lower_bound"]
+    assert result["capacity"] == 4  # quality held that far
+
+
+def test_a_ramp_that_never_broke_gives_a_lower_bound() -> None:
+    result = verdict([step(4), step(8)], "max participants")
+    assert result["capacity"] == 8 and result["capacity_is_lower_bound"]
+    assert result["capacity_called"]
+
+
+def test_generator_bound_is_over_80_percent_of_its_cores() -> None:
+    assert not generator_bound(79.0, 1) and generator_bound(81.0, 1)
+    assert not generator_bound(150.0, 2) and generator_bound(170.0, 2)
+    assert not generator_bound(None, 1)
+
+
+def test_cpu_split_gives_the_server_one_core_and_the_generator_the_rest() -> None:
+    assert cpu_split(None, {0, 1}) == (None, {0, 1})
+    assert cpu_split(0, {0, 1, 2}) == ({0}, {1, 2})
+    with pytest.raises(BenchError):
+        cpu_split(5, {0, 1})
+    with pytest.raises(BenchError):
+        cpu_split(0, {0})
+
+
+def test_memory_per_participant_is_the_growth_per_participant_in_mib() -> None:
+    assert rss_per_participant(100e0 + 2**20 * 50 / 1e6, 100.0, 50) == 1.0
+    assert rss_per_participant(None, 100.0, 5) is None
+    assert rss_per_participant(120.0, 100.0, 0) is None
