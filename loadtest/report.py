@@ -108,6 +108,8 @@ def aggregate(windows: list[dict[str, Any]]) -> dict[str, Any]:
         "publishers_sending": {w["name"]: "".join(r for r, on in w["sent_layers"].items() if on)
                                for w in windows},
         "received_packets": received,
+        "received_packets_by_kind": {kind: sum(w["received"].get(kind, 0) for w in windows)
+                                     for kind in ("audio", "video")},
         # what the receivers sent back as a browser does: NACKed packets, those repaired in
         # time, those not (the picture would break: a PLI), layer switches seen
         "repair": dict(repair),
