@@ -1,10 +1,13 @@
 """What one synthetic participant of ``diemcau loadtest`` receives, measured without decoding.
 
 ``LoadParticipant`` publishes like a browser (``SimulcastPublisher``: pre-encoded VP8 q/h/f with
-MID/RID extensions + pre-encoded Opus; it obeys ``publish_layers``) and subscribes like one
-(answers every ``subscribe_offer``, reports its tiles in a grid layout, sends REMB for a fixed
-downlink). Its subscriber transport is hooked: decrypted RTP is parsed in a few dozen
-operations per packet, never decoded.
+MID/RID extensions, and pre-encoded Opus through ``OpusSender`` with the audio level of a
+speaker or of a muted microphone; it obeys ``publish_layers``) and subscribes like one (answers
+every ``subscribe_offer``, shows one gallery page of tiles and says so, sends REMB for a fixed
+downlink). It costs far less than a browser, or than an aiortc endpoint: no encoder, no decoder,
+no aiortc sender or receiver task; its subscriber's SRTP is read straight off the socket by the
+``CheapReceiver`` (``loadtest/receiver.py``), which also sends what a browser sends back
+(NACK, PLI, receiver reports).
 
 Per incoming SSRC (``TrackStats``): extended sequence numbers (loss = expected - received in the
 window), RFC 3550 interarrival jitter, bytes, and for video the content marker and the delay.
@@ -24,8 +27,7 @@ covers publisher SRTP, the server and our own receive path, and a server that ma
 timestamps shows up as absurd delays. Checked with ``--added-delay-ms D`` (publishers stamp
 frames D ms before sending them, the SRs keep the true mapping): the measured delay grows by D
 (60 ms in -> p50 60-61 ms out; ``tests/integration/test_loadtest_smoke.py``). ``tc netem`` is
-not available in this kernel. Audio (aiortc's sender stamps its SR with its last packet,
-+-20 ms) is counted for loss and jitter only.
+not available in this kernel. Audio is counted for loss and jitter only.
 """
 
 from __future__ import annotations

@@ -155,7 +155,9 @@ def server_window(before: dict[str, float], after: dict[str, float],
     elapsed = max(1e-6, after["at"] - before["at"])
     cpu_s = after["cpu_s"] - before["cpu_s"]
     forwarded = after.get("forwarded", 0.0) - before.get("forwarded", 0.0)
+    incoming = after.get("incoming", 0.0) - before.get("incoming", 0.0)
     return {
+        "incoming_packets_per_s": round(incoming / elapsed, 1),  # what the publishers sent
         "cpu_pct": round(100 * cpu_s / elapsed, 1),
         "rss_mb": round(after["rss_mb"], 1),
         "cpu_us_per_packet": round(cpu_s / received_packets * 1e6, 2) if received_packets else None,
@@ -173,7 +175,7 @@ class Load:
 
     def __init__(self, target: Any, workers: int, downlink_bps: int, send_tiles: bool,
                  added_delay_ms: float = 0.0, uplink_bps: int = 20_000_000,
-                 gallery_page: int | None = None) -> None:
+                 gallery_page: int | None = None, speakers: int = 0) -> None:
         options = {**target.worker_options(), "downlink_bps": downlink_bps,
                    "send_tiles": send_tiles, "added_delay_ms": added_delay_ms,
                    "uplink_bps": uplink_bps, "gallery_page": gallery_page}
@@ -185,6 +187,7 @@ class Load:
         self.refused: list[dict[str, Any]] = []
         self.published_at: dict[str, float] = {}
         self.count = 0
+        self.speakers = speakers  # the first ones speak, the others are muted (0: everyone)
         self._own_cpu = process_cpu_s()
 
     async def start(self) -> None:
@@ -195,7 +198,8 @@ class Load:
         for i in range(count):
             index = self.count + i
             specs[index % len(self.workers)].append(
-                {"name": f"p{index}", "room": rooms[index % len(rooms)]})
+                {"name": f"p{index}", "room": rooms[index % len(rooms)],
+                 "speaking": not self.speakers or index < self.speakers})
         self.count += count
         results = [r for rs in await asyncio.gather(*(w.join(s) for w, s in
                                                       zip(self.workers, specs, strict=True)))
@@ -263,12 +267,21 @@ async def measure(load: Load, duration: float, label: str, quiet: bool) -> dict[
         "reconnects": sum(w["reconnects"] for w in windows),
         "server": server_window(before, after, quality["received_packets"]),
         "loadgen_cpu_pct": round(100 * (gen_after - gen_before) / elapsed, 1),
+        # the generator's CPU per packet it handled (received by its subscribers + sent by its
+        # publishers), next to the server's per packet received by participants
+        "loadgen_cpu_us_per_packet": loadgen_us_per_packet(
+            gen_after - gen_before, quality["received_packets"],
+            after.get("incoming", 0.0) - before.get("incoming", 0.0)),
         "duration_s": round(elapsed, 2),
         "load_average_1m": load_average(),  # other work on this machine skews every figure
         "udp_rcvbuf_drops": udp_after - udp_before,  # kernel drops: somebody read too slowly
         "machine_cpu_pct": round(100 * (busy_after[0] - busy_before[0])
                                  / max(1, busy_after[1] - busy_before[1]), 1),  # of all cores
     }
+
+
+def loadgen_us_per_packet(cpu_s: float, received: float, sent: float) -> float | None:
+    return round(cpu_s / (received + sent) * 1e6, 2) if received + sent > 0 else None
 
 
 def refused_by_code(refused: list[dict[str, Any]]) -> dict[str, int]:
@@ -300,7 +313,7 @@ async def run_fixed(target: Any, args: argparse.Namespace, send_tiles: bool) -> 
 def make_load(target: Any, args: argparse.Namespace, send_tiles: bool) -> Load:
     page = args.last_n if args.last_n > 0 and send_tiles else None
     return Load(target, args.workers, args.downlink_kbps * 1000, send_tiles,
-                args.added_delay_ms, args.uplink_kbps * 1000, page)
+                args.added_delay_ms, args.uplink_kbps * 1000, page, args.speakers)
 
 
 async def run_room_limit(target: Any, args: argparse.Namespace) -> dict[str, Any]:

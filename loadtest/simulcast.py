@@ -177,11 +177,13 @@ class SimulcastPublisher(SyntheticParticipant):
     """Publishes audio + one simulcast video m-line with three rid-tagged layers (q, h, f)."""
 
     def __init__(self, base_url: str, room: str, name: str = "simulcast", *,
-                 own_audio: bool = False, **kwargs: Any) -> None:
+                 own_audio: bool = False, audio_level_dbov: int = AUDIO_LEVEL_DBOV,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("decode", False)
         super().__init__(base_url, room, name, **kwargs)
         # True: audio goes out through OpusSender (loadtest/audio_sender.py), not aiortc's sender
         self.own_audio = own_audio
+        self.audio_level_dbov = audio_level_dbov  # 127: silence (a muted microphone)
         self.opus: OpusSender | None = None
         self._audio_task: asyncio.Task[None] | None = None
         self.clips = load_simulcast_clips()
@@ -252,7 +254,7 @@ class SimulcastPublisher(SyntheticParticipant):
         if exts.get(URI_MID):
             elements.append((exts[URI_MID], audio.mid.encode()))
         if exts.get(URI_AUDIO_LEVEL):
-            elements.append(audio_level_element(exts[URI_AUDIO_LEVEL]))
+            elements.append(audio_level_element(exts[URI_AUDIO_LEVEL], self.audio_level_dbov))
         assert self._writer is not None
         ssrc, _rtx = aiortc_hooks.sender_ssrcs(audio.sender)
         self.opus = OpusSender(load_clip().audio, ssrc, codecs["opus"], elements, self._writer)
@@ -331,12 +333,17 @@ class SimulcastPublisher(SyntheticParticipant):
         rid = (self._rid_id, layer.rid.encode())
         last = len(payloads) - 1
         assert self._writer is not None
+        block = b""
         for i, payload in enumerate(payloads):
-            elements = [*self._ext, rid]
-            if self._abs_id:
-                elements.append((self._abs_id, abs_send_time_now(time.monotonic())))
+            if i % PACKETS_PER_YIELD == 0:
+                # one block per burst: the packets of a burst leave within microseconds, so
+                # they share a send time (abs-send-time is in 1/262144 s anyway)
+                elements = [*self._ext, rid]
+                if self._abs_id:
+                    elements.append((self._abs_id, abs_send_time_now(time.monotonic())))
+                block = build_extension_block(elements)
             data = pack_header(0x90, (0x80 if i == last else 0) | self._pt, layer.seq,
-                               timestamp, layer.ssrc) + build_extension_block(elements) + payload
+                               timestamp, layer.ssrc) + block + payload
             layer.seq = (layer.seq + 1) & 0xFFFF
             if self._writer.send_rtp(data):
                 layer.packets += 1

@@ -17,6 +17,7 @@ from typing import Any
 
 from loadtest.childproc import ChildProcess, obey_parent
 from loadtest.client import SignalingError
+from loadtest.media import AUDIO_LEVEL_DBOV
 from loadtest.quality import LoadParticipant, content_index
 from loadtest.server import process_cpu_s
 
@@ -26,6 +27,7 @@ JOIN_CONCURRENCY = 4
 JOIN_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
 MAX_RECONNECTS = 3
+SILENCE_DBOV = 127
 SUPERVISE_PERIOD_S = 1.0
 
 
@@ -47,6 +49,9 @@ class WorkerCore:
                   "added_delay_ms": self.options.get("added_delay_ms", 0.0),
                   "uplink_bps": self.options.get("uplink_bps", 20_000_000),
                   "gallery_page": self.options.get("gallery_page"),
+                  # a muted microphone still sends Opus, at the level of silence (RFC 6464)
+                  "audio_level_dbov": AUDIO_LEVEL_DBOV if spec.get("speaking", True)
+                  else SILENCE_DBOV,
                   "ice_addresses": self.options.get("ice_addresses") or ["127.0.0.1"]}
         if self.options.get("target") == "janus":
             from loadtest.janus import JanusParticipant
@@ -119,7 +124,8 @@ class WorkerCore:
                 logger.warning("%s: connection lost, rejoining", name)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(participant.close(), STOP_TIMEOUT_S)
-                fresh = self._make({"name": name, "room": participant.room})
+                fresh = self._make({"name": name, "room": participant.room,
+                                    "speaking": participant.audio_level_dbov != SILENCE_DBOV})
                 fresh.reconnects = participant.reconnects + 1
                 self.participants[name] = fresh
                 with contextlib.suppress(Exception):
