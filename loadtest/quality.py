@@ -83,6 +83,7 @@ class LoadParticipant(SimulcastPublisher):
                  gallery_page: int | None = None, nack: bool = True,
                  **kwargs: Any) -> None:
         kwargs.setdefault("own_audio", True)
+        kwargs.setdefault("rtx", True)
         super().__init__(base_url, room, name, **kwargs)
         self.added_delay_s = added_delay_ms / 1000
         self.uplink_bps = uplink_bps
@@ -92,6 +93,7 @@ class LoadParticipant(SimulcastPublisher):
         self.gallery_page = gallery_page
         markers = marker_index if marker_index is not None else content_index()
         self.events = _Events(self._on_event)
+        self._retransmitted = 0  # publisher retransmissions before this window
         self.rx = CheapReceiver(markers, self._send_sub_rtcp, self._rtcp_ssrc, nack=nack)
         self.join_started: float | None = None
         self.join_ms: float | None = None
@@ -274,6 +276,8 @@ class LoadParticipant(SimulcastPublisher):
             if reset:
                 track.reset()
         shown = self.shown()
+        retransmitted = sum(h.retransmitted for h in self.history.values())
+        repair["publisher_retransmitted"] = retransmitted - self._retransmitted
         audio_only_s = self.audio_only_s + (now - self.audio_only_since
                                            if self.audio_only_since else 0.0)
         result = {
@@ -293,6 +297,7 @@ class LoadParticipant(SimulcastPublisher):
             "sent_layers": {layer.rid: layer.active for layer in self.layers},
         }
         if reset:
+            self._retransmitted = retransmitted
             self.rx.delay_ms = Counter()
             self.window_start = now
             self.audio_only_s = 0.0

@@ -271,6 +271,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--added-delay-ms", type=float, default=0.0,
                         help="validation: publishers stamp frames this much before sending; "
                              "the measured delay must grow by it")
+    parser.add_argument("--lose-every", type=int, default=0, metavar="N",
+                        help="validation: publishers leave out every Nth video packet (kept "
+                             "for retransmission); the server must NACK it and get it as RTX")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

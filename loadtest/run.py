@@ -175,10 +175,12 @@ class Load:
 
     def __init__(self, target: Any, workers: int, downlink_bps: int, send_tiles: bool,
                  added_delay_ms: float = 0.0, uplink_bps: int = 20_000_000,
-                 gallery_page: int | None = None, speakers: int = 0) -> None:
+                 gallery_page: int | None = None, speakers: int = 0,
+                 lose_every: int = 0) -> None:
         options = {**target.worker_options(), "downlink_bps": downlink_bps,
                    "send_tiles": send_tiles, "added_delay_ms": added_delay_ms,
-                   "uplink_bps": uplink_bps, "gallery_page": gallery_page}
+                   "uplink_bps": uplink_bps, "gallery_page": gallery_page,
+                   "lose_every": lose_every}
         self.target = target
         self.workers: list[LocalWorker | RemoteWorker] = (
             [LocalWorker(options)] if workers == 0
@@ -313,7 +315,8 @@ async def run_fixed(target: Any, args: argparse.Namespace, send_tiles: bool) -> 
 def make_load(target: Any, args: argparse.Namespace, send_tiles: bool) -> Load:
     page = args.last_n if args.last_n > 0 and send_tiles else None
     return Load(target, args.workers, args.downlink_kbps * 1000, send_tiles,
-                args.added_delay_ms, args.uplink_kbps * 1000, page, args.speakers)
+                args.added_delay_ms, args.uplink_kbps * 1000, page, args.speakers,
+                args.lose_every)
 
 
 async def run_room_limit(target: Any, args: argparse.Namespace) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
     RtcpPacket,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
@@ -52,6 +53,7 @@ from loadtest.media import (
     load_clip,
     load_simulcast_clips,
 )
+from loadtest.retransmit import LayerHistory, rtx_payload_type
 from sfu import aiortc_hooks
 from sfu.wire.rtp_packet import RtpView, abs_send_time_now, build_extension_block, pack_header
 from sfu.wire.sdp_munging import join_sections, split_sections
@@ -178,7 +180,7 @@ class SimulcastPublisher(SyntheticParticipant):
 
     def __init__(self, base_url: str, room: str, name: str = "simulcast", *,
                  own_audio: bool = False, audio_level_dbov: int = AUDIO_LEVEL_DBOV,
-                 **kwargs: Any) -> None:
+                 rtx: bool = False, lose_every: int = 0, **kwargs: Any) -> None:
         kwargs.setdefault("decode", False)
         super().__init__(base_url, room, name, **kwargs)
         # True: audio goes out through OpusSender (loadtest/audio_sender.py), not aiortc's sender
@@ -190,6 +192,12 @@ class SimulcastPublisher(SyntheticParticipant):
         ssrcs = random.sample(range(1, 1 << 32), len(self.clips))
         self.layers = [LayerSender(clip, ssrc)
                        for clip, ssrc in zip(self.clips, ssrcs, strict=True)]
+        # True: NACKs are answered with RTX (loadtest/retransmit.py), as browsers do
+        self.history = {layer.ssrc: LayerHistory(layer.rid) for layer in self.layers} \
+            if rtx else {}
+        self._rtx_pt = 0
+        self._rrid_id = 0
+        self.lose_every = lose_every  # validation: every Nth video packet is not sent at first
         self._by_ssrc = {layer.ssrc: layer for layer in self.layers}
         self.audio_track: PreEncodedAudioTrack | None = None
         self.video_mid: str | None = None
@@ -237,6 +245,10 @@ class SimulcastPublisher(SyntheticParticipant):
         if not mid_id or not self._rid_id:
             raise RuntimeError(f"the answer lacks the MID or RID extension: {exts}")
         self._ext = [(mid_id, info.mid.encode())]
+        self._rtx_pt = rtx_payload_type(answer["sdp"], info.mid, self._pt) or 0
+        self._rrid_id = exts.get(URI_REPAIRED_RID, 0)
+        if not (self._rtx_pt and self._rrid_id):
+            self.history = {}  # no RTX agreed: NACKs go unanswered
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         transports = {id(t.sender.transport): t.sender.transport for t in pc.getTransceivers()}
         for transport in transports.values():
@@ -282,6 +294,11 @@ class SimulcastPublisher(SyntheticParticipant):
                         self.rembs.append(unpack_remb_fci(packet.fci)[0])
             elif isinstance(packet, RtcpRtpfbPacket):
                 self.nacks += 1
+                history = self.history.get(packet.media_ssrc)
+                if history is not None and packet.fmt == RTCP_RTPFB_NACK and self._writer:
+                    elements = [*self._ext, (self._rrid_id, history.rid.encode())]
+                    for rtx in history.rtx_packets(packet.lost, self._rtx_pt, elements):
+                        self._writer.send_rtp(rtx)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -344,7 +361,12 @@ class SimulcastPublisher(SyntheticParticipant):
                 block = build_extension_block(elements)
             data = pack_header(0x90, (0x80 if i == last else 0) | self._pt, layer.seq,
                                timestamp, layer.ssrc) + block + payload
+            if self.history:
+                self.history[layer.ssrc].put(layer.seq, timestamp, 0x80 if i == last else 0,
+                                             payload)
             layer.seq = (layer.seq + 1) & 0xFFFF
+            if self.lose_every and layer.seq % self.lose_every == 0:
+                continue  # "lost" on the way: only a retransmission can bring it
             if self._writer.send_rtp(data):
                 layer.packets += 1
                 layer.octets += len(payload)

@@ -49,6 +49,7 @@ class WorkerCore:
                   "added_delay_ms": self.options.get("added_delay_ms", 0.0),
                   "uplink_bps": self.options.get("uplink_bps", 20_000_000),
                   "gallery_page": self.options.get("gallery_page"),
+                  "lose_every": self.options.get("lose_every", 0),
                   # a muted microphone still sends Opus, at the level of silence (RFC 6464)
                   "audio_level_dbov": AUDIO_LEVEL_DBOV if spec.get("speaking", True)
                   else SILENCE_DBOV,

@@ -129,3 +129,15 @@ def test_ramp_on_one_core_reports_capacity_generator_cpu_and_memory(tmp_path: Pa
         assert "recommended room limit" in done.stdout
         assert document["recommended_room_limit"] >= 1
         assert document["at_capacity"]["loadgen_cpu_pct"] is not None
+
+
+@pytest.mark.timeout(60)
+async def test_a_packet_lost_on_the_way_in_is_nacked_and_repaired_by_rtx() -> None:
+    """Publishers leave out every 50th video packet: the server NACKs it, our publisher answers
+    with RTX (repaired-RID), and receivers end up with (almost) everything. Without the RTX
+    answer the loss would be ~2 % of video."""
+    document = await run(parse("--participants", "2", "--duration", "4", "--lose-every", "50"))
+    repair = document["repair"]
+    assert repair["publisher_retransmitted"] > 10, repair
+    assert document["loss_pct"]["overall"] < 0.5, (document["loss_pct"], repair)
+    assert document["video_tracks_missing"] == 0, document["video_missing"]

@@ -170,3 +170,35 @@ def test_garbage_is_counted_not_raised() -> None:
     link.receiver.on_srtp(b"\x80", link.rx)  # too short: caught
     link.receiver.on_rtcp(b"\x80\xc8\x00\x01")  # truncated SR
     assert link.receiver.unknown_packets == 2
+
+
+# -- the publisher's side: NACKs answered with RTX -----------------------------------------------
+
+
+def test_the_publisher_answers_a_nack_with_rtx_tagged_with_the_repaired_rid() -> None:
+    from loadtest.retransmit import LayerHistory
+    from sfu.wire.rtp_packet import RtpView
+
+    history = LayerHistory("h")
+    for seq in range(65530, 65536):
+        history.put(seq, 9000, 0x80 if seq == 65535 else 0, bytes([seq & 0xFF]) * 20)
+    history.put(0, 12000, 0, b"\x00" * 20)
+    packets = history.rtx_packets([65535, 0, 7], 97, [(1, b"0"), (11, b"h")])
+    assert len(packets) == 2 and history.retransmitted == 2 and history.missed == 1
+    first = RtpView.parse(packets[0])
+    assert first.payload_type == 97 and first.ssrc == history.rtx_ssrc and first.marker
+    assert first.extensions == {1: b"0", 11: b"h"}  # MID and repaired-RID, never a RID
+    assert first.payload[:2] == (65535).to_bytes(2, "big") and first.timestamp == 9000
+    second = RtpView.parse(packets[1])
+    assert second.sequence_number == (first.sequence_number + 1) & 0xFFFF
+
+
+def test_rtx_payload_type_is_the_one_whose_apt_is_the_codec() -> None:
+    from loadtest.retransmit import rtx_payload_type
+
+    sdp = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+           "m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\na=mid:0\r\n"
+           "a=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=98\r\n"
+           "a=rtpmap:98 H264/90000\r\na=rtpmap:99 rtx/90000\r\na=fmtp:99 apt=96\r\n")
+    assert rtx_payload_type(sdp, "0", 96) == 99
+    assert rtx_payload_type(sdp, "0", 100) is None and rtx_payload_type(sdp, "1", 96) is None
