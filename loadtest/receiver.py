@@ -251,7 +251,8 @@ class CheapReceiver:
             if track.layer is not None:
                 track.layer_switches += 1
             if not keyframe:
-                track.switches_off_keyframe += 1
+                if not track.missing:  # (else the keyframe's first packet may be what was lost)
+                    track.switches_off_keyframe += 1
                 self._pli(ssrc, track, time.monotonic())
             track.layer = rid
         track.frames_by_layer[rid] += 1
