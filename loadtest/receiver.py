@@ -198,6 +198,7 @@ class CheapReceiver:
         now = time.time()  # wall clock: the SRs' NTP time is wall clock too
         seq = (data[2] << 8) | data[3]
         highest = track.highest
+        in_order = True
         if highest is None:
             track.highest = track.first = seq
             track.base = seq - 1
@@ -207,8 +208,10 @@ class CheapReceiver:
                 if delta > 1 and track.kind == "video" and self.nack:
                     self._gap(ssrc, track, highest + 1, highest + delta - 1)
                 track.highest = highest + delta
-            elif track.missing:
-                track.missing.pop(highest + delta, None)  # came late: reordered, not lost
+            else:
+                in_order = False
+                if track.missing:
+                    track.missing.pop(highest + delta, None)  # came late: reordered, not lost
         track.received += 1
         track.total_received += 1
         track.bytes += len(data)
@@ -219,7 +222,8 @@ class CheapReceiver:
             if d < track.clock * 10:  # not a timestamp jump (layer switch or m-line reuse)
                 track.jitter += (d - track.jitter) / 16
         track.last_transit = transit
-        if track.kind == "video" and ts != track.last_ts:
+        if in_order and track.kind == "video" and ts != track.last_ts:
+            # (a late packet belongs to a frame already seen: not a frame start)
             track.last_ts = ts
             self._frame(ssrc, track, data, ts, now, srtp)
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Any
 
 from sfu.wire.rtp_packet import build_extension_block, pack_header
 from sfu.wire.sdp_munging import split_sections
 
 HISTORY = 512  # packets per layer: ~2 s of a 1.3 Mbit/s layer
+RESEND_INTERVAL_S = 0.1
+"""A packet is sent again at most this often: an SFU re-lists every packet still missing in each
+NACK it sends (aiortc's NackGenerator does), and answering each list in full would multiply a
+loss burst; browsers likewise wait about a round trip before resending the same packet."""
 _RTX_MAP = re.compile(r"^a=rtpmap:(\d+)\s+rtx/", re.IGNORECASE)
 
 
@@ -43,16 +48,17 @@ class LayerHistory:
         self.rid = rid
         self.rtx_ssrc = random.randrange(1, 1 << 32)
         self.rtx_seq = random.randrange(32768)
-        self._ring: list[tuple[int, int, int, bytes] | None] = [None] * HISTORY
+        self._ring: list[list[Any] | None] = [None] * HISTORY  # [seq, ts, marker, payload, at]
         self.retransmitted = 0
         self.missed = 0  # asked for packets no longer (or never) here
 
     def put(self, seq: int, timestamp: int, marker: int, payload: bytes) -> None:
-        self._ring[seq % HISTORY] = (seq, timestamp, marker, payload)
+        self._ring[seq % HISTORY] = [seq, timestamp, marker, payload, -1e9]
 
-    def rtx_packets(self, seqs: list[int], rtx_pt: int,
-                    extensions: list[tuple[int, bytes]]) -> list[bytes]:
-        """The RTX packets answering a NACK for ``seqs`` (those still in the ring)."""
+    def rtx_packets(self, seqs: list[int], rtx_pt: int, extensions: list[tuple[int, bytes]],
+                    now: float) -> list[bytes]:
+        """The RTX packets answering a NACK for ``seqs`` (those still in the ring and not sent
+        again within ``RESEND_INTERVAL_S``)."""
         block = build_extension_block(extensions)
         out = []
         for seq in seqs:
@@ -60,7 +66,10 @@ class LayerHistory:
             if entry is None or entry[0] != seq:
                 self.missed += 1
                 continue
-            _seq, timestamp, marker, payload = entry
+            _seq, timestamp, marker, payload, last = entry
+            if now - last < RESEND_INTERVAL_S:
+                continue
+            entry[4] = now
             out.append(pack_header(0x90, marker | rtx_pt, self.rtx_seq, timestamp,
                                    self.rtx_ssrc) + block + seq.to_bytes(2, "big") + payload)
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF

@@ -297,7 +297,7 @@ class SimulcastPublisher(SyntheticParticipant):
                 history = self.history.get(packet.media_ssrc)
                 if history is not None and packet.fmt == RTCP_RTPFB_NACK and self._writer:
                     elements = [*self._ext, (self._rrid_id, history.rid.encode())]
-                    for rtx in history.rtx_packets(packet.lost, self._rtx_pt, elements):
+                    for rtx in history.rtx_packets(packet.lost, self._rtx_pt, elements, now):
                         self._writer.send_rtp(rtx)
 
     # -- sending -----------------------------------------------------------------------------------

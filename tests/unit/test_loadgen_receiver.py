@@ -157,6 +157,20 @@ def test_receiver_reports_say_what_was_lost_and_when_the_last_sr_came() -> None:
     assert video.lsr == 0x567890AB and 30000 < video.dlsr < 36000  # ~0.5 s in 1/65536 s
 
 
+def test_a_late_packet_is_not_taken_for_the_start_of_a_frame() -> None:
+    link = Link()
+    link.frame(1, 3000, KEY_Q)
+    track = link.receiver.tracks_by_ssrc[VIDEO_SSRC]
+    track.sr = (time.time(), 0)  # a clock mapping: every frame start gives a delay sample
+    link.rtp(3, 3000, b"\x00" * 50)
+    link.frame(4, 6000, DELTA_Q)
+    link.rtp(2, 3000, b"\x00" * 50)  # late, of the first frame
+    link.rtp(5, 6000, b"\x00" * 50)
+    assert sum(link.receiver.delay_ms.values()) == 1  # frame 4's start only
+    assert track.marker_ok == 2 and track.marker_bad == 0 and track.last_ts == 6000
+    assert not track.missing and track.received == 5
+
+
 def test_packets_aiortc_already_decrypted_are_measured_too() -> None:
     link = Link()
     payload = vp8_payloads(KEY_Q + bytes(100), 1)[0]
@@ -183,7 +197,7 @@ def test_the_publisher_answers_a_nack_with_rtx_tagged_with_the_repaired_rid() ->
     for seq in range(65530, 65536):
         history.put(seq, 9000, 0x80 if seq == 65535 else 0, bytes([seq & 0xFF]) * 20)
     history.put(0, 12000, 0, b"\x00" * 20)
-    packets = history.rtx_packets([65535, 0, 7], 97, [(1, b"0"), (11, b"h")])
+    packets = history.rtx_packets([65535, 0, 7], 97, [(1, b"0"), (11, b"h")], 10.0)
     assert len(packets) == 2 and history.retransmitted == 2 and history.missed == 1
     first = RtpView.parse(packets[0])
     assert first.payload_type == 97 and first.ssrc == history.rtx_ssrc and first.marker
@@ -191,6 +205,9 @@ def test_the_publisher_answers_a_nack_with_rtx_tagged_with_the_repaired_rid() ->
     assert first.payload[:2] == (65535).to_bytes(2, "big") and first.timestamp == 9000
     second = RtpView.parse(packets[1])
     assert second.sequence_number == (first.sequence_number + 1) & 0xFFFF
+    # the SFU lists them again in its next NACK: not resent within a round trip, then again
+    assert history.rtx_packets([65535, 0], 97, [], 10.05) == []
+    assert len(history.rtx_packets([65535, 0], 97, [], 10.2)) == 2
 
 
 def test_rtx_payload_type_is_the_one_whose_apt_is_the_codec() -> None:
