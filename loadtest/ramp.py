@@ -29,6 +29,10 @@ from loadtest import report
 from loadtest.server import BenchError
 
 GENERATOR_BOTTLENECK_SHARE = 0.8
+STARVED_SHARE = 0.25
+"""A process that waited for a CPU this share of the time it wanted one (run delay from
+``/proc/PID/task/*/schedstat``) was held back by other work on the machine: a step that broke
+then says nothing about the server's capacity."""
 RECOMMEND_SHARE = 0.8
 
 
@@ -58,6 +62,10 @@ def generator_bound(loadgen_cpu_pct: float | None, generator_cores: int) -> bool
         loadgen_cpu_pct > 100 * GENERATOR_BOTTLENECK_SHARE * generator_cores
 
 
+def starved(run_delay_share: float | None) -> bool:
+    return run_delay_share is not None and run_delay_share > STARVED_SHARE
+
+
 def rss_per_participant(rss_mb: float | None, base_mb: float | None,
                         participants: int) -> float | None:
     """Server memory per participant in MiB: RSS growth since nobody was in, per participant."""
@@ -71,27 +79,33 @@ def verdict(steps: list[dict[str, Any]], stopped_by: str) -> dict[str, Any]:
     load generator was the bottleneck."""
     capacity = 0
     at: dict[str, Any] = {}
-    generator_limited = False
+    generator_limited = machine_limited = False
     for step in steps:
         if step.get("generator_bound"):
             generator_limited = True
             break
         if step["breaches"]:
+            # broken because other work starved the server or the generator: no verdict
+            machine_limited = bool(step.get("server_starved") or step.get("generator_starved"))
             break
         capacity, at = step["participants"], step
-    lower_bound = generator_limited or stopped_by in ("max participants", "time limit")
-    called = bool(capacity) and not generator_limited
+    limited = generator_limited or machine_limited
+    lower_bound = limited or stopped_by in ("max participants", "time limit")
+    called = bool(capacity) and not limited
     return {
         "capacity": capacity,
         "capacity_is_lower_bound": lower_bound,
         "capacity_called": called,
         "generator_limited": generator_limited,
+        "machine_limited": machine_limited,
         "recommended_room_limit": max(1, int(capacity * RECOMMEND_SHARE)) if called else None,
         "at_capacity": {key: at.get(key) for key in (
             "participants", "loadgen_cpu_pct", "loadgen_cpu_pct_of_its_cores",
-            "rss_per_participant_mib", "machine_cpu_pct", "load_average_1m")}
+            "rss_per_participant_mib", "machine_cpu_pct", "load_average_1m",
+            "loadgen_run_delay_share")}
         | {"server_cpu_pct": at.get("server", {}).get("cpu_pct"),
-           "server_rss_mb": at.get("server", {}).get("rss_mb")},
+           "server_rss_mb": at.get("server", {}).get("rss_mb"),
+           "server_run_delay_share": at.get("server", {}).get("run_delay_share")},
     }
 
 
@@ -126,6 +140,8 @@ async def run_ramp(load: Any, args: argparse.Namespace, generator_cores: int,
             row["loadgen_cpu_pct_of_its_cores"] = round(
                 row["loadgen_cpu_pct"] / generator_cores, 1)
             row["generator_bound"] = generator_bound(row["loadgen_cpu_pct"], generator_cores)
+            row["server_starved"] = starved(row["server"].get("run_delay_share"))
+            row["generator_starved"] = starved(row.get("loadgen_run_delay_share"))
             row["server_rss_base_mb"] = base_rss
             row["rss_per_participant_mib"] = rss_per_participant(
                 row["server"]["rss_mb"], base_rss, row["participants"])
@@ -135,7 +151,9 @@ async def run_ramp(load: Any, args: argparse.Namespace, generator_cores: int,
                 tqdm.write("\n".join(lines[1:]) + f"\n     load generator "
                            f"{row['loadgen_cpu_pct_of_its_cores']}% of its {generator_cores} "
                            f"core(s); server {row['rss_per_participant_mib']} MiB per "
-                           f"participant; receivers' repairs {row.get('repair')}")
+                           f"participant; waited for a CPU: server "
+                           f"{row['server'].get('run_delay_share')}, generator "
+                           f"{row.get('loadgen_run_delay_share')}; repairs {row.get('repair')}")
             if row["generator_bound"]:
                 stopped_by = (f"the load generator was the bottleneck: "
                               f"{row['loadgen_cpu_pct']:.0f}% of its {generator_cores} core(s)")

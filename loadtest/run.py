@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from loadtest import report
 from loadtest.media import load_clip, load_simulcast_clips
-from loadtest.ramp import cpu_split, pin, run_ramp
+from loadtest.ramp import STARVED_SHARE, cpu_split, pin, run_ramp
 from loadtest.report import RAMP_MAX_TIME_S, RAMP_STEP_S, add_arguments  # noqa: F401
 from loadtest.server import (
     HOST,
@@ -53,6 +53,7 @@ from loadtest.server import (
     fetch_metrics,
     load_average,
     process_cpu_s,
+    process_wait_s,
     require_private_namespace,
 )
 from loadtest.workers import LocalWorker, RemoteWorker
@@ -116,7 +117,8 @@ class DiemcauTarget:
     async def sample(self) -> dict[str, float]:
         assert self.http is not None
         metrics = await fetch_metrics(self.http, self.base_url, timeout=10)
-        return {"cpu_s": metrics.get("process_cpu_seconds", 0.0),
+        local = {"wait_s": process_wait_s(self.server.pid)} if self.server else {}
+        return {**local, "cpu_s": metrics.get("process_cpu_seconds", 0.0),
                 "rss_mb": metrics.get("process_resident_memory_bytes", 0.0) / 1e6,
                 "forwarded": metrics.get("diemcau_rtp_forwarded_packets", 0.0),
                 "incoming": metrics.get("diemcau_rtp_received_packets", 0.0),
@@ -156,7 +158,11 @@ def server_window(before: dict[str, float], after: dict[str, float],
     cpu_s = after["cpu_s"] - before["cpu_s"]
     forwarded = after.get("forwarded", 0.0) - before.get("forwarded", 0.0)
     incoming = after.get("incoming", 0.0) - before.get("incoming", 0.0)
+    waited = after["wait_s"] - before["wait_s"] if "wait_s" in after and "wait_s" in before \
+        else None
     return {
+        # of the time it wanted a CPU, the share it waited for one (other work held it back)
+        "run_delay_share": run_delay_share(cpu_s, waited),
         "incoming_packets_per_s": round(incoming / elapsed, 1),  # what the publishers sent
         "cpu_pct": round(100 * cpu_s / elapsed, 1),
         "rss_mb": round(after["rss_mb"], 1),
@@ -189,6 +195,7 @@ class Load:
         self.refused: list[dict[str, Any]] = []
         self.published_at: dict[str, float] = {}
         self.count = 0
+        self.wait_s = 0.0  # run delay of the generator's processes at the last window
         self.speakers = speakers  # the first ones speak, the others are muted (0: everyone)
         self._own_cpu = process_cpu_s()
 
@@ -220,6 +227,7 @@ class Load:
 
     async def window(self, reset: bool = True) -> tuple[list[dict[str, Any]], float]:
         parts = await asyncio.gather(*(w.window(reset, self.published_at) for w in self.workers))
+        self.wait_s = sum(part.get("wait_s", 0.0) for part in parts) + process_wait_s()
         return [p for part in parts for p in part["participants"]], \
             sum(part["cpu_s"] for part in parts) + process_cpu_s()
 
@@ -242,6 +250,7 @@ async def measure(load: Load, duration: float, label: str, quiet: bool) -> dict[
     """One window of ``duration`` s: quality of every participant, server and load generator."""
     await load.window(reset=True)
     _, gen_before = await load.window(reset=False)
+    gen_wait_before = load.wait_s
     before = await load.target.sample()
     busy_before = machine_busy()
     udp_before = udp_errors()
@@ -269,6 +278,8 @@ async def measure(load: Load, duration: float, label: str, quiet: bool) -> dict[
         "reconnects": sum(w["reconnects"] for w in windows),
         "server": server_window(before, after, quality["received_packets"]),
         "loadgen_cpu_pct": round(100 * (gen_after - gen_before) / elapsed, 1),
+        "loadgen_run_delay_share": run_delay_share(gen_after - gen_before,
+                                                   load.wait_s - gen_wait_before),
         # the generator's CPU per packet it handled (received by its subscribers + sent by its
         # publishers), next to the server's per packet received by participants
         "loadgen_cpu_us_per_packet": loadgen_us_per_packet(
@@ -280,6 +291,12 @@ async def measure(load: Load, duration: float, label: str, quiet: bool) -> dict[
         "machine_cpu_pct": round(100 * (busy_after[0] - busy_before[0])
                                  / max(1, busy_after[1] - busy_before[1]), 1),  # of all cores
     }
+
+
+def run_delay_share(cpu_s: float, waited_s: float | None) -> float | None:
+    if waited_s is None or cpu_s + waited_s <= 0:
+        return None
+    return round(waited_s / (cpu_s + waited_s), 3)
 
 
 def loadgen_us_per_packet(cpu_s: float, received: float, sent: float) -> float | None:
@@ -469,6 +486,11 @@ def print_ramp(document: dict[str, Any]) -> None:
               f"{at.get('rss_per_participant_mib')} MiB per participant")
         print(f"recommended room limit: {document['recommended_room_limit']} "
               f"(diemcau serve --room-capacity {document['recommended_room_limit']})")
+    elif document.get("machine_limited"):
+        print(f"no capacity called: other work on this machine starved the server or the load "
+              f"generator when the objectives broke (they waited for a CPU more than "
+              f"{STARVED_SHARE:.0%} of the time); quality held up to {document['capacity']} "
+              f"participants. Run it on a quiet machine")
     elif document["generator_limited"]:
         print(f"no capacity called: the load generator was the bottleneck (quality held up to "
               f"{document['capacity']} participants); give it more cores or run it elsewhere")

@@ -53,6 +53,18 @@ def process_cpu_s(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_wait_s(pid: int | str = "self") -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (run delay, from
+    ``/proc/PID/task/*/schedstat``): how much other work on the machine held it back."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/task/{task}/schedstat") as file:
+                    total += int(file.read().split()[1])
+    return total / 1e9
+
+
 def process_rss_mib(pid: int | str = "self") -> float:
     with open(f"/proc/{pid}/status") as file:
         for line in file:

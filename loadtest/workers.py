@@ -19,7 +19,7 @@ from loadtest.childproc import ChildProcess, obey_parent
 from loadtest.client import SignalingError
 from loadtest.media import AUDIO_LEVEL_DBOV
 from loadtest.quality import LoadParticipant, content_index
-from loadtest.server import process_cpu_s
+from loadtest.server import process_cpu_s, process_wait_s
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class WorkerCore:
             w = participant.window(reset)
             w["first_frame_ms"] = participant.first_frame_ms(published_at)
             out.append(w)
-        return {"participants": out, "cpu_s": process_cpu_s()}
+        return {"participants": out, "cpu_s": process_cpu_s(), "wait_s": process_wait_s()}
 
     async def _supervise(self) -> None:
         while not self._stopping:
@@ -161,7 +161,7 @@ class LocalWorker:
 
     async def window(self, reset: bool, published_at: dict[str, float]) -> dict[str, Any]:
         result = self.core.window(reset, published_at)
-        result["cpu_s"] = 0.0  # this process: counted by the caller
+        result["cpu_s"] = result["wait_s"] = 0.0  # this process: counted by the caller
         return result
 
     async def stop(self) -> None:

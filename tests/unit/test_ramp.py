@@ -58,3 +58,17 @@ def test_memory_per_participant_is_the_growth_per_participant_in_mib() -> None:
     assert rss_per_participant(100e0 + 2**20 * 50 / 1e6, 100.0, 50) == 1.0
     assert rss_per_participant(None, 100.0, 5) is None
     assert rss_per_participant(120.0, 100.0, 0) is None
+
+
+def test_no_capacity_is_called_when_other_work_starved_the_server_as_it_broke() -> None:
+    from loadtest.ramp import starved
+
+    broken = step(12, ["loss 3% > 0.5%"])
+    broken["server_starved"] = starved(0.6)
+    result = verdict([step(4), step(8), broken], "loss")
+    assert result["machine_limited"] and not result["capacity_called"]
+    assert result["capacity"] == 8 and result["recommended_room_limit"] is None
+    fine = step(12, ["loss 3% > 0.5%"])
+    fine["server_starved"] = starved(0.05)
+    assert verdict([step(4), step(8), fine], "loss")["capacity_called"]
+    assert not starved(None)
