@@ -91,6 +91,8 @@ class LoadParticipant(SimulcastPublisher):
         self.send_tiles = send_tiles
         # a browser's gallery shows one page of tiles; the others are hidden (None: all shown)
         self.gallery_page = gallery_page
+        self.speakers: list[str] = []  # the server's latest ``speakers`` event
+        self._joined_after = 0  # how many were in the room when we joined
         markers = marker_index if marker_index is not None else content_index()
         self.events = _Events(self._on_event)
         self._retransmitted = 0  # publisher retransmissions before this window
@@ -119,6 +121,7 @@ class LoadParticipant(SimulcastPublisher):
         self.participant_id = joined["participant_id"]
         for other in joined["participants"]:
             self.others[other["id"]] = other["name"]
+        self._joined_after = len(self.others)
         await self.publish(timeout)
         self.published_at = time.monotonic()
         self._background = asyncio.ensure_future(self._periodic())
@@ -128,6 +131,11 @@ class LoadParticipant(SimulcastPublisher):
         kind = message.get("type")
         if kind in ("participant_joined", "participant_left"):
             self._tiles_dirty = True
+        elif kind == "speakers":
+            speakers = [str(pid) for pid in message.get("participant_ids") or []]
+            if speakers != self.speakers:
+                self.speakers = speakers
+                self._tiles_dirty = True
         elif kind == "publish_layers":
             video = bool(message.get("video", True))
             active = message.get("active") or {}
@@ -146,9 +154,21 @@ class LoadParticipant(SimulcastPublisher):
         return self.rx.tracks_by_ssrc
 
     def shown(self) -> list[str]:
-        """The others whose tiles are on our gallery page (in the order they joined)."""
+        """The others whose tiles are on our gallery page: the speakers first (as the web
+        client's speaker-first layout), then the others in join order starting after us, so
+        every publisher is on somebody's page (the same first page for all would leave most
+        publishers unwatched, their video paused, and the load light)."""
         others = list(self.others)
-        return others if self.gallery_page is None else others[:self.gallery_page]
+        if self.gallery_page is None:
+            return others
+        k = min(self._joined_after, len(others))
+        page = [pid for pid in self.speakers if pid in self.others][:self.gallery_page]
+        for pid in others[k:] + others[:k]:
+            if len(page) >= self.gallery_page:
+                break
+            if pid not in page:
+                page.append(pid)
+        return page
 
     async def _periodic(self) -> None:
         last_tiles = last_uplink = last_remb = 0.0
