@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import os
 import time
+from collections import Counter
 from typing import Any
 
 from tqdm import tqdm
@@ -164,5 +165,7 @@ async def run_ramp(load: Any, args: argparse.Namespace, generator_cores: int,
     finally:
         await load.stop()
     last = steps[-1] if steps else {}
-    return {**last, "joined": len(load.joined), "steps": steps, "stopped_by": stopped_by,
+    refused = dict(Counter(str(r.get("code")) for r in load.refused))
+    return {**last, "joined": len(load.joined), "refused": refused, "steps": steps,
+            "stopped_by": stopped_by,
             "server_rss_base_mb": base_rss, **verdict(steps, stopped_by)}

@@ -261,7 +261,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ramp objective: end-to-end delay p95 at most this")
     parser.add_argument("--speakers", type=int, default=3, metavar="K",
                         help="participants who speak (the first K); the others send Opus at "
-                             "the level of silence, as a muted browser does; 0: everyone")
+                             "the level of silence, as a muted browser does; 0: everyone "
+                             "(always with --target janus)")
     parser.add_argument("--server-cpu", type=int, default=None, metavar="N",
                         help="pin the server to core N and the load generator to the other "
                              "cores (the capacity of one core)")

@@ -401,6 +401,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             extra += [option, str(max(args.participants, args.max_participants) + 1)]
         if args.last_n > 0 and re.search(r"--last-n\b", text):
             extra += ["--last-n", str(args.last_n)]  # the server's own last-N, when it has it
+    if args.target == "janus":
+        args.speakers = 0  # the comparison is of forwarding: every voice forwarded by both
     mine = os.sched_getaffinity(0)
     server_cpus, generator_cpus = cpu_split(args.server_cpu, mine)
     if server_cpus is not None:
