@@ -72,3 +72,13 @@ def test_no_capacity_is_called_when_other_work_starved_the_server_as_it_broke() 
     fine["server_starved"] = starved(0.05)
     assert verdict([step(4), step(8), fine], "loss")["capacity_called"]
     assert not starved(None)
+
+
+def test_run_delay_is_read_from_schedstat_and_zero_for_a_gone_process() -> None:
+    from loadtest.run import run_delay_share
+    from loadtest.server import process_wait_s
+
+    assert process_wait_s() >= 0.0
+    assert process_wait_s(2**22 + 12345) == 0.0  # no such process: nothing, no exception
+    assert run_delay_share(1.0, 3.0) == 0.75 and run_delay_share(0.0, 0.0) is None
+    assert run_delay_share(1.0, None) is None
