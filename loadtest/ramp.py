@@ -116,13 +116,14 @@ async def run_ramp(load: Any, args: argparse.Namespace, generator_cores: int,
     steps: list[dict[str, Any]] = []
     started = time.monotonic()
     stopped_by = "max participants"
+    broken = ""  # why the first step that broke did (--keep-going carries on for the figures)
     base = await load.target.sample()
     base_rss = base.get("rss_mb")
     try:
         await load.start()
         while load.count < args.max_participants:
             if time.monotonic() - started > args.max_time:
-                stopped_by = "time limit"
+                stopped_by = broken or "time limit"
                 break
             add = min(args.step if load.count else max(2, args.step),
                       args.max_participants - load.count)
@@ -155,12 +156,12 @@ async def run_ramp(load: Any, args: argparse.Namespace, generator_cores: int,
                            f"participant; waited for a CPU: server "
                            f"{row['server'].get('run_delay_share')}, generator "
                            f"{row.get('loadgen_run_delay_share')}; repairs {row.get('repair')}")
-            if row["generator_bound"]:
-                stopped_by = (f"the load generator was the bottleneck: "
-                              f"{row['loadgen_cpu_pct']:.0f}% of its {generator_cores} core(s)")
-                break
-            if row["breaches"]:
-                stopped_by = "; ".join(row["breaches"])
+            reason = (f"the load generator was the bottleneck: {row['loadgen_cpu_pct']:.0f}% "
+                      f"of its {generator_cores} core(s)") if row["generator_bound"] \
+                else "; ".join(row["breaches"])
+            if reason and not broken:
+                broken = stopped_by = reason
+            if broken and not args.keep_going:
                 break
     finally:
         await load.stop()

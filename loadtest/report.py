@@ -255,6 +255,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="send no gallery layout (the server then forwards top layers)")
     parser.add_argument("--server-cores", type=float, default=1.0,
                         help="cores the server can use (one event loop: 1)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="ramp: carry on past the first broken step (CPU and memory "
+                             "figures up to --max-participants; the verdict is unchanged)")
     parser.add_argument("--max-loss-pct", type=float, default=LOSS_SLO_PCT,
                         help="ramp objective: packet loss at most this")
     parser.add_argument("--max-delay-ms", type=float, default=DELAY_SLO_MS,
