@@ -216,6 +216,8 @@ class JanusParticipant(LoadParticipant):
     async def close(self) -> None:
         if self._background is not None:
             self._background.cancel()
+        if self.pacer is not None:
+            self.pacer.remove(self)
         for task in (self._sender_task, self._audio_task):
             if task is not None:
                 task.cancel()

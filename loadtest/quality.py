@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import time
 from collections import Counter
 from typing import Any
@@ -42,9 +43,11 @@ from typing import Any
 from aiortc import RTCSessionDescription
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
-from loadtest.media import load_simulcast_clips
+from loadtest.audio_sender import PERIOD_S as AUDIO_PERIOD_S
+from loadtest.media import FPS, load_simulcast_clips
+from loadtest.pacer import Pacer
 from loadtest.receiver import MARKER_BYTES, PLAIN, CheapReceiver, Marker, TrackStats
-from loadtest.simulcast import SimulcastPublisher
+from loadtest.simulcast import MAX_LAG_S, SENDER_REPORT_INTERVAL_S, SimulcastPublisher
 from sfu import aiortc_hooks
 from sfu.wire.sdp_munging import split_sections
 
@@ -81,11 +84,13 @@ class LoadParticipant(SimulcastPublisher):
                  send_tiles: bool = True, marker_index: dict[bytes, Marker] | None = None,
                  added_delay_ms: float = 0.0, uplink_bps: int | None = 20_000_000,
                  gallery_page: int | None = None, nack: bool = True,
-                 **kwargs: Any) -> None:
+                 pacer: Pacer | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("own_audio", True)
         kwargs.setdefault("rtx", True)
         super().__init__(base_url, room, name, **kwargs)
         self.added_delay_s = added_delay_ms / 1000
+        self.pacer = pacer  # None: a task per stream, as SimulcastPublisher does
+        self._next_video = self._next_audio = self._last_report = 0.0
         self.uplink_bps = uplink_bps
         self.downlink_bps = downlink_bps
         self.send_tiles = send_tiles
@@ -208,10 +213,42 @@ class LoadParticipant(SimulcastPublisher):
     def _send_sub_rtcp(self, packet: bytes) -> bool:
         return self._sub_writer is not None and self._sub_writer.send_rtcp(packet)
 
-    async def _send_frame(self, layer: Any, now: float) -> None:
+    def _frame_packets(self, layer: Any, now: float) -> list[tuple[bytes, int]]:
         # Validation only (--added-delay-ms): stamp frames as captured that much earlier while
         # the sender reports keep the true clock mapping; measured delays must grow by it.
-        await super()._send_frame(layer, now - self.added_delay_s)
+        return super()._frame_packets(layer, now - self.added_delay_s)
+
+    def _start_sending(self) -> None:
+        if self.pacer is None:
+            super()._start_sending()
+            return
+        # one timer for the whole process (loadtest/pacer.py), each of us at a random phase
+        now = asyncio.get_running_loop().time()
+        self._t0 = self._last_report = now
+        self._next_video = now + random.random() / FPS
+        self._next_audio = now + random.random() * AUDIO_PERIOD_S
+        self.pacer.add(self, self._pace)
+
+    def _pace(self, now: float) -> None:
+        """Send what is due (called by the pacer every few milliseconds)."""
+        writer = self._writer
+        if writer is None or not writer.check():
+            return  # not connected yet
+        if now >= self._next_video:
+            # late by more than MAX_LAG_S (a starved loop): carry on from now, no burst
+            late = now - self._next_video > MAX_LAG_S
+            self._next_video = (now if late else self._next_video) + 1 / FPS
+            for layer in self.layers:
+                if layer.active:
+                    self.send_frame_now(layer, now)
+            if now - self._last_report >= SENDER_REPORT_INTERVAL_S:
+                self._last_report = now
+                self._send_sender_reports(now)
+        opus = self.opus
+        if opus is not None and now >= self._next_audio:
+            late = now - self._next_audio > MAX_LAG_S
+            self._next_audio = (now if late else self._next_audio) + AUDIO_PERIOD_S
+            opus.send_one(now)
 
     # -- subscribing ------------------------------------------------------------------------------
 
@@ -332,6 +369,8 @@ class LoadParticipant(SimulcastPublisher):
         return "failed" in (self.publisher.connectionState, self.subscriber.connectionState)
 
     async def close(self) -> None:
+        if self.pacer is not None:
+            self.pacer.remove(self)
         if self._background is not None:
             self._background.cancel()
         await super().close()

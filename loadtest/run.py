@@ -323,7 +323,8 @@ async def run_fixed(target: Any, args: argparse.Namespace, send_tiles: bool) -> 
                             args.quiet)
         row.update(joined=len(load.joined), refused=refused_by_code(load.refused),
                    settled=settled, rooms=args.rooms)
-        row["breaches"] = report.slo_breaches(row, row["server"]["cpu_pct"], args.server_cores)
+        row["breaches"] = report.slo_breaches(row, row["server"]["cpu_pct"], args.server_cores,
+                                              args.max_loss_pct, args.max_delay_ms)
         return row
     finally:
         await load.stop()
@@ -354,7 +355,8 @@ async def run_room_limit(target: Any, args: argparse.Namespace) -> dict[str, Any
         sample = await target.sample()
     finally:
         await load.stop()
-    after["breaches"] = report.slo_breaches(after, after["server"]["cpu_pct"], args.server_cores)
+    after["breaches"] = report.slo_breaches(after, after["server"]["cpu_pct"], args.server_cores,
+                                            args.max_loss_pct, args.max_delay_ms)
     codes = refused_by_code(late)
     ok = (codes.get("room-full", 0) == extra and len(load.joined) == k
           and first_refused == 0 and not after["breaches"])

@@ -254,11 +254,19 @@ class SimulcastPublisher(SyntheticParticipant):
         for transport in transports.values():
             aiortc_hooks.hook_transport(transport, lambda _data, _arrival: None, self._on_rtcp)
         self._writer = aiortc_hooks.DatagramWriter(video.sender.transport)
-        self._sender_task = asyncio.ensure_future(self._send_forever())
         if audio is not None and self.own_audio and audio.mid is not None:
-            self._start_opus(audio, answer["sdp"])
+            self._make_opus(audio, answer["sdp"])
+        self._start_sending()
 
-    def _start_opus(self, audio: Any, answer_sdp: str) -> None:
+    def _start_sending(self) -> None:
+        """A task per stream (a subclass may pace them otherwise)."""
+        self._sender_task = asyncio.ensure_future(self._send_forever())
+        if self.opus is not None:
+            writer = self._writer
+            assert writer is not None
+            self._audio_task = asyncio.ensure_future(self.opus.run(writer.check))
+
+    def _make_opus(self, audio: Any, answer_sdp: str) -> None:
         exts, codecs = section_info(answer_sdp, audio.mid)
         if "opus" not in codecs:
             raise RuntimeError(f"the server did not accept Opus: {codecs}")
@@ -270,8 +278,6 @@ class SimulcastPublisher(SyntheticParticipant):
         assert self._writer is not None
         ssrc, _rtx = aiortc_hooks.sender_ssrcs(audio.sender)
         self.opus = OpusSender(load_clip().audio, ssrc, codecs["opus"], elements, self._writer)
-        writer = self._writer
-        self._audio_task = asyncio.ensure_future(self.opus.run(lambda: writer.check()))
 
     # -- RTCP from the server ----------------------------------------------------------------------
 
@@ -334,6 +340,27 @@ class SimulcastPublisher(SyntheticParticipant):
             logger.exception("simulcast sender failed")
 
     async def _send_frame(self, layer: LayerSender, now: float) -> None:
+        for i, (data, size) in enumerate(self._frame_packets(layer, now)):
+            self._send_packet(layer, data, size)
+            if i % PACKETS_PER_YIELD == PACKETS_PER_YIELD - 1:
+                await asyncio.sleep(0)
+
+    def send_frame_now(self, layer: LayerSender, now: float) -> None:
+        """The next frame of ``layer``, sent at once (a paced caller, nothing to yield to)."""
+        for data, size in self._frame_packets(layer, now):
+            self._send_packet(layer, data, size)
+
+    def _send_packet(self, layer: LayerSender, data: bytes, size: int) -> None:
+        assert self._writer is not None
+        if self._writer.send_rtp(data):
+            layer.packets += 1
+            layer.octets += size
+        else:
+            self.send_failures += 1
+
+    def _frame_packets(self, layer: LayerSender, now: float) -> list[tuple[bytes, int]]:
+        """The RTP packets of ``layer``'s next frame captured at ``now``, with their payload
+        sizes (kept for retransmission; one left out now and then with ``lose_every``)."""
         clip = layer.clip
         if layer.keyframe_wanted:
             layer.keyframe_wanted = False
@@ -349,7 +376,7 @@ class SimulcastPublisher(SyntheticParticipant):
         layer.frames += 1
         rid = (self._rid_id, layer.rid.encode())
         last = len(payloads) - 1
-        assert self._writer is not None
+        out = []
         block = b""
         for i, payload in enumerate(payloads):
             if i % PACKETS_PER_YIELD == 0:
@@ -367,13 +394,8 @@ class SimulcastPublisher(SyntheticParticipant):
             layer.seq = (layer.seq + 1) & 0xFFFF
             if self.lose_every and layer.seq % self.lose_every == 0:
                 continue  # "lost" on the way: only a retransmission can bring it
-            if self._writer.send_rtp(data):
-                layer.packets += 1
-                layer.octets += len(payload)
-            else:
-                self.send_failures += 1
-            if i % PACKETS_PER_YIELD == PACKETS_PER_YIELD - 1:
-                await asyncio.sleep(0)
+            out.append((data, len(payload)))
+        return out
 
     def _send_sender_reports(self, now: float) -> None:
         from aiortc.clock import current_ntp_time

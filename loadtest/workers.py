@@ -18,6 +18,7 @@ from typing import Any
 from loadtest.childproc import ChildProcess, obey_parent
 from loadtest.client import SignalingError
 from loadtest.media import AUDIO_LEVEL_DBOV
+from loadtest.pacer import Pacer
 from loadtest.quality import LoadParticipant, content_index
 from loadtest.server import process_cpu_s, process_wait_s
 
@@ -38,6 +39,7 @@ class WorkerCore:
         self.options = options  # base_url, target, downlink_bps, send_tiles, ice_addresses
         self.participants: dict[str, LoadParticipant] = {}
         self.markers = content_index()
+        self.pacer = Pacer()  # one timer for every publisher here
         self._semaphore = asyncio.Semaphore(JOIN_CONCURRENCY)
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -50,6 +52,7 @@ class WorkerCore:
                   "uplink_bps": self.options.get("uplink_bps", 20_000_000),
                   "gallery_page": self.options.get("gallery_page"),
                   "lose_every": self.options.get("lose_every", 0),
+                  "pacer": self.pacer,
                   # a muted microphone still sends Opus, at the level of silence (RFC 6464)
                   "audio_level_dbov": AUDIO_LEVEL_DBOV if spec.get("speaking", True)
                   else SILENCE_DBOV,
@@ -139,6 +142,7 @@ class WorkerCore:
         await asyncio.gather(*(asyncio.wait_for(p.leave(), STOP_TIMEOUT_S)
                                for p in self.participants.values()), return_exceptions=True)
         self.participants.clear()
+        await self.pacer.close()
 
 
 class LocalWorker:

@@ -84,8 +84,11 @@ async def test_room_limit_refuses_the_extra_and_keeps_quality() -> None:
     if capacity_option() is None:
         pytest.skip("diemcau serve has no room capacity option yet (the room-full issue): "
                     "the room-limit mode cannot start a server with a limit")
+    # (objectives loose enough for a busy machine: what is tested is the limit, and that
+    # the refusals do not break the two inside)
     document = await run(parse("--room-capacity", "2", "--participants", "4",
-                               "--duration", "4"))
+                               "--duration", "4", "--max-delay-ms", "1000",
+                               "--max-loss-pct", "2"))
     assert document["joined"] == 2, document
     assert document["refused"] == {"room-full": 2}, document["refused"]
     assert document["limit_held"], document

@@ -82,3 +82,32 @@ def test_run_delay_is_read_from_schedstat_and_zero_for_a_gone_process() -> None:
     assert process_wait_s(2**22 + 12345) == 0.0  # no such process: nothing, no exception
     assert run_delay_share(1.0, 3.0) == 0.75 and run_delay_share(0.0, 0.0) is None
     assert run_delay_share(1.0, None) is None
+
+
+async def test_the_pacer_calls_every_participant_until_removed() -> None:
+    import asyncio
+
+    from loadtest.pacer import Pacer
+
+    pacer = Pacer(0.002)
+    calls: dict[str, int] = {"a": 0, "b": 0}
+    a, b = object(), object()
+
+    def fail(_now: float) -> None:
+        calls["b"] += 1
+        raise RuntimeError("one participant's bug")
+
+    pacer.add(a, lambda now: calls.__setitem__("a", calls["a"] + 1))
+    pacer.add(b, fail)
+    for _ in range(200):
+        if calls["a"] >= 5:
+            break
+        await asyncio.sleep(0.005)
+    assert calls["a"] >= 5 and calls["b"] >= 5 and pacer.errors >= 5  # b's bug stops nobody
+    pacer.remove(a)
+    pacer.remove(b)
+    assert len(pacer) == 0
+    seen = calls["a"]
+    await asyncio.sleep(0.02)
+    assert calls["a"] == seen
+    await pacer.close()
