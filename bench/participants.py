@@ -2,8 +2,10 @@
 that only count what they receive, and groups of them in this process or in a worker process.
 
 The publisher replays pre-encoded VP8 + Opus (``loadtest.media``: no encoder runs here). A
-subscriber's DTLS transport is hooked (``aiortc_hooks.hook_transport``) so decrypted RTP is only
-counted, and its receivers' decoder threads are stopped.
+subscriber is the load generator's cheap receiver: its aiortc receivers never start
+(``aiortc_hooks.idle_receiver``) and SRTP is counted straight off the socket, undecrypted
+(``aiortc_hooks.receive_srtp_directly``); only what arrives before the ICE pair is nominated
+takes aiortc's path (``hook_transport``).
 """
 
 from __future__ import annotations
