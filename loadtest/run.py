@@ -55,6 +55,7 @@ from loadtest.server import (
     process_cpu_s,
     process_wait_s,
     require_private_namespace,
+    tree_usage,
 )
 from loadtest.workers import LocalWorker, RemoteWorker
 from signaling.eventloop import new_event_loop
@@ -117,9 +118,11 @@ class DiemcauTarget:
     async def sample(self) -> dict[str, float]:
         assert self.http is not None
         metrics = await fetch_metrics(self.http, self.base_url, timeout=10)
-        local = {"wait_s": process_wait_s(self.server.pid)} if self.server else {}
-        return {**local, "cpu_s": metrics.get("process_cpu_seconds", 0.0),
-                "rss_mb": metrics.get("process_resident_memory_bytes", 0.0) / 1e6,
+        sample = {"cpu_s": metrics.get("process_cpu_seconds", 0.0),
+                  "rss_mb": metrics.get("process_resident_memory_bytes", 0.0) / 1e6}
+        if self.server is not None:  # ours: the whole process tree (SFU worker processes too)
+            sample = tree_usage(self.server.pid)
+        return {**sample,
                 "forwarded": metrics.get("diemcau_rtp_forwarded_packets", 0.0),
                 "incoming": metrics.get("diemcau_rtp_received_packets", 0.0),
                 "participants": metrics.get("diemcau_participants", 0.0),
@@ -403,6 +406,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             extra += [option, str(max(args.participants, args.max_participants) + 1)]
         if args.last_n > 0 and re.search(r"--last-n\b", text):
             extra += ["--last-n", str(args.last_n)]  # the server's own last-N, when it has it
+        if args.server_cpu is not None and re.search(r"--workers\b", text):
+            extra += ["--workers", "1"]  # one core: one SFU worker process on it
     if args.target == "janus":
         args.speakers = 0  # the comparison is of forwarding: every voice forwarded by both
     mine = os.sched_getaffinity(0)

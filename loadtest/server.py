@@ -65,6 +65,33 @@ def process_wait_s(pid: int | str = "self") -> float:
     return total / 1e9
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``/proc/PID/task/*/children``), e.g. a server's SFU worker
+    processes; bounded in size."""
+    out: list[int] = []
+    todo = [pid]
+    while todo and len(out) < 256:
+        current = todo.pop()
+        out.append(current)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                with contextlib.suppress(OSError, ValueError):
+                    with open(f"/proc/{current}/task/{task}/children") as file:
+                        todo.extend(int(child) for child in file.read().split())
+    return out
+
+
+def tree_usage(pid: int) -> dict[str, float]:
+    """CPU seconds, run delay seconds and RSS MB of a process and its descendants."""
+    cpu = wait = rss = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            cpu += process_cpu_s(member)
+            wait += process_wait_s(member)
+            rss += process_rss_mib(member) * 2**20 / 1e6
+    return {"cpu_s": cpu, "wait_s": wait, "rss_mb": rss}
+
+
 def process_rss_mib(pid: int | str = "self") -> float:
     with open(f"/proc/{pid}/status") as file:
         for line in file:

@@ -111,3 +111,20 @@ async def test_the_pacer_calls_every_participant_until_removed() -> None:
     await asyncio.sleep(0.02)
     assert calls["a"] == seen
     await pacer.close()
+
+
+def test_a_process_tree_counts_the_children_too() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from loadtest.server import process_tree, tree_usage
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in process_tree(os.getpid())
+        usage = tree_usage(os.getpid())
+        assert usage["cpu_s"] > 0 and usage["rss_mb"] > 10 and usage["wait_s"] >= 0
+    finally:
+        child.kill()
+        child.wait(10)
