@@ -381,6 +381,8 @@ def validate(args: argparse.Namespace) -> None:
         raise BenchError("need 1 <= rooms <= participants <= 200")
     if not (0 < args.duration <= 600 and 1 <= args.max_participants <= 200 and args.step >= 1):
         raise BenchError("duration must be in (0, 600] s, max participants in [1, 200]")
+    if min(args.last_n, args.speakers, args.lose_every) < 0:
+        raise BenchError("--last-n, --speakers and --lose-every must be >= 0")
     if args.room_capacity is not None and not 1 <= args.room_capacity <= args.participants:
         raise BenchError("--room-capacity K needs --participants >= K")
 

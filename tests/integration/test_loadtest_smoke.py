@@ -77,6 +77,9 @@ def test_cli_refuses_unbounded_runs() -> None:
                            "500"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "participants" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "diemcau", "loadtest", "--speakers", "-1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--speakers" in done.stderr, done.stderr
 
 
 @pytest.mark.timeout(60)
