@@ -255,7 +255,9 @@ class CheapReceiver:
             if track.layer is not None:
                 track.layer_switches += 1
             if not keyframe:
-                if not track.missing:  # (else the keyframe's first packet may be what was lost)
+                # a switch the SFU made on a delta frame is its bug; a stream that starts on one
+                # (or a keyframe whose first packet was lost) only needs a keyframe
+                if track.layer is not None and not track.missing:
                     track.switches_off_keyframe += 1
                 self._pli(ssrc, track, time.monotonic())
             track.layer = rid
