@@ -2,8 +2,10 @@
 that only count what they receive, and groups of them in this process or in a worker process.
 
 The publisher replays pre-encoded VP8 + Opus (``loadtest.media``: no encoder runs here). A
-subscriber's DTLS transport is hooked (``aiortc_hooks.hook_transport``) so decrypted RTP is only
-counted, and its receivers' decoder threads are stopped.
+subscriber is the load generator's cheap receiver: its aiortc receivers never start
+(``aiortc_hooks.idle_receiver``) and SRTP is counted straight off the socket, undecrypted
+(``aiortc_hooks.receive_srtp_directly``); only what arrives before the ICE pair is nominated
+takes aiortc's path (``hook_transport``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sfu import aiortc_hooks
 
 JOIN_CONCURRENCY = 8
 JOIN_TIMEOUT_S = 20.0
+SRTP_AUTH_TAG = 10  # bytes: AES_CM_128_HMAC_SHA1_80, what aiortc negotiates
 
 
 # -- the participants -----------------------------------------------------------------------------
@@ -86,11 +89,32 @@ class CountingSubscriber(SyntheticParticipant):
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             self.tracks = message["tracks"]
             self._learn_payload_types(message["sdp"])
-            self.take_over_receivers(self._on_rtp, keep_remb=True)
+            # The cheap receiver (as loadtest's): aiortc's receivers never start (no decoder
+            # thread, no RTCP task) and SRTP is counted straight off the socket, undecrypted
+            # (the header is in the clear); only what comes before the ICE pair is nominated
+            # takes aiortc's path. No REMB: with no estimate the server sends every tile its
+            # (only) layer, and never gates a REMB-less subscriber to audio-only.
+            new = []
+            for transceiver in pc.getTransceivers():
+                if id(transceiver.receiver) not in self._taken_receivers:
+                    self._taken_receivers.add(id(transceiver.receiver))
+                    aiortc_hooks.idle_receiver(transceiver.receiver)
+                transport = transceiver.receiver.transport
+                if id(transport) not in self._taken_transports:
+                    self._taken_transports.add(id(transport))
+                    aiortc_hooks.hook_transport(transport, self._on_rtp, lambda _data: None)
+                    new.append(transport)
             aiortc_hooks.configure_ice(pc, self.ice_addresses, None)
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
+            for transport in new:
+                aiortc_hooks.receive_srtp_directly(transport, self._on_srtp)
             await self.send({"type": "subscribe_answer", "sdp": pc.localDescription.sdp})
+
+    def _on_srtp(self, data: bytes, _srtp: Any) -> None:
+        kind = self._kind_by_pt.get(data[1] & 0x7F, "other")
+        self.packets[kind] += 1
+        self.bytes[kind] += len(data) - SRTP_AUTH_TAG  # the decrypted packet's size
 
 
 # -- subscriber groups: in this process or in a worker process ------------------------------------

@@ -1,10 +1,13 @@
 """What one synthetic participant of ``diemcau loadtest`` receives, measured without decoding.
 
 ``LoadParticipant`` publishes like a browser (``SimulcastPublisher``: pre-encoded VP8 q/h/f with
-MID/RID extensions + pre-encoded Opus; it obeys ``publish_layers``) and subscribes like one
-(answers every ``subscribe_offer``, reports its tiles in a grid layout, sends REMB for a fixed
-downlink). Its subscriber transport is hooked: decrypted RTP is parsed in a few dozen
-operations per packet, never decoded.
+MID/RID extensions, and pre-encoded Opus through ``OpusSender`` with the audio level of a
+speaker or of a muted microphone; it obeys ``publish_layers``) and subscribes like one (answers
+every ``subscribe_offer``, shows one gallery page of tiles and says so, sends REMB for a fixed
+downlink). It costs far less than a browser, or than an aiortc endpoint: no encoder, no decoder,
+no aiortc sender or receiver task; its subscriber's SRTP is read straight off the socket by the
+``CheapReceiver`` (``loadtest/receiver.py``), which also sends what a browser sends back
+(NACK, PLI, receiver reports).
 
 Per incoming SSRC (``TrackStats``): extended sequence numbers (loss = expected - received in the
 window), RFC 3550 interarrival jitter, bytes, and for video the content marker and the delay.
@@ -24,8 +27,7 @@ covers publisher SRTP, the server and our own receive path, and a server that ma
 timestamps shows up as absurd delays. Checked with ``--added-delay-ms D`` (publishers stamp
 frames D ms before sending them, the SRs keep the true mapping): the measured delay grows by D
 (60 ms in -> p50 60-61 ms out; ``tests/integration/test_loadtest_smoke.py``). ``tc netem`` is
-not available in this kernel. Audio (aiortc's sender stamps its SR with its last packet,
-+-20 ms) is counted for loss and jitter only.
+not available in this kernel. Audio is counted for loss and jitter only.
 """
 
 from __future__ import annotations
@@ -33,35 +35,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import re
+import random
 import time
 from collections import Counter
 from typing import Any
 
 from aiortc import RTCSessionDescription
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPacket, RtcpPsfbPacket, RtcpSrPacket, pack_remb_fci
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
-from loadtest.media import load_simulcast_clips
-from loadtest.simulcast import SimulcastPublisher
+from loadtest.audio_sender import PERIOD_S as AUDIO_PERIOD_S
+from loadtest.media import FPS, load_simulcast_clips
+from loadtest.pacer import Pacer
+from loadtest.receiver import MARKER_BYTES, PLAIN, CheapReceiver, Marker, TrackStats
+from loadtest.simulcast import MAX_LAG_S, SENDER_REPORT_INTERVAL_S, SimulcastPublisher
 from sfu import aiortc_hooks
-from sfu.wire.vp8 import frame_start_offset
+from sfu.wire.sdp_munging import split_sections
 
-_RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([\w-]+)/(\d+)")
-MARKER_BYTES = 16
-NTP_UNIX_OFFSET = 2208988800
 REMB_INTERVAL_S = 0.5
+FEEDBACK_INTERVAL_S = 0.1
 TILES_INTERVAL_S = 0.5
 UPLINK_INTERVAL_S = 1.0
 VIEWPORT = (1280, 720)
-CLOCK = {"video": 90000, "audio": 48000}
 
 
-def content_index() -> dict[bytes, tuple[str, int]]:
-    """First bytes of every pre-encoded frame -> (rid, index in the loop)."""
-    index: dict[bytes, tuple[str, int]] = {}
+def content_index() -> dict[bytes, Marker]:
+    """First bytes of every pre-encoded frame -> (rid, index in the loop, keyframe)."""
+    index: dict[bytes, Marker] = {}
     for clip in load_simulcast_clips():
         for i, frame in enumerate(clip.frames):
-            index.setdefault(frame[:MARKER_BYTES], (clip.rid, i))
+            index.setdefault(frame[:MARKER_BYTES], (clip.rid, i, clip.keyframes[i]))
     return index
 
 
@@ -75,68 +77,31 @@ def grid_tiles(count: int, viewport: tuple[int, int] = VIEWPORT) -> tuple[int, i
     return width, width * 9 // 16
 
 
-class TrackStats:
-    """One incoming SSRC."""
-
-    __slots__ = ("kind", "participant", "clock", "highest", "cycles", "base", "received",
-                 "bytes", "jitter", "last_transit", "last_ts", "sr", "layer", "frames_by_layer",
-                 "marker_ok", "marker_bad", "first_frame_at", "started")
-
-    def __init__(self, kind: str, participant: str) -> None:
-        self.kind = kind
-        self.participant = participant
-        self.clock = CLOCK.get(kind, 90000)
-        self.highest: int | None = None  # extended sequence number
-        self.cycles = 0
-        self.base: int | None = None  # highest at the window start
-        self.received = 0
-        self.bytes = 0
-        self.jitter = 0.0  # in clock units
-        self.last_transit: float | None = None
-        self.last_ts: int | None = None
-        self.sr: tuple[float, int] | None = None  # (unix seconds, rtp timestamp)
-        self.layer: str | None = None
-        self.frames_by_layer: Counter[str] = Counter()
-        self.marker_ok = 0
-        self.marker_bad = 0
-        self.first_frame_at: float | None = None
-        self.started = time.monotonic()
-
-    def reset(self) -> None:
-        self.base = self.highest
-        self.received = 0
-        self.bytes = 0
-        self.frames_by_layer = Counter()
-        self.marker_ok = self.marker_bad = 0
-
-    def expected(self) -> int:
-        if self.highest is None:
-            return 0
-        if self.base is None:
-            return self.received  # first packets of the window: no loss known yet
-        return max(0, self.highest - self.base)
-
-
 class LoadParticipant(SimulcastPublisher):
     """Publishes q/h/f + Opus, subscribes to everyone, measures what it receives."""
 
     def __init__(self, base_url: str, room: str, name: str, *, downlink_bps: int = 20_000_000,
-                 send_tiles: bool = True, marker_index: dict[bytes, tuple[str, int]] | None = None,
+                 send_tiles: bool = True, marker_index: dict[bytes, Marker] | None = None,
                  added_delay_ms: float = 0.0, uplink_bps: int | None = 20_000_000,
-                 **kwargs: Any) -> None:
+                 gallery_page: int | None = None, nack: bool = True,
+                 pacer: Pacer | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("own_audio", True)
+        kwargs.setdefault("rtx", True)
         super().__init__(base_url, room, name, **kwargs)
         self.added_delay_s = added_delay_ms / 1000
+        self.pacer = pacer  # None: a task per stream, as SimulcastPublisher does
+        self._next_video = self._next_audio = self._last_report = 0.0
         self.uplink_bps = uplink_bps
-        self.fast_receive = True
         self.downlink_bps = downlink_bps
         self.send_tiles = send_tiles
-        self.markers = marker_index if marker_index is not None else content_index()
+        # a browser's gallery shows one page of tiles; the others are hidden (None: all shown)
+        self.gallery_page = gallery_page
+        self.speakers: list[str] = []  # the server's latest ``speakers`` event
+        self._joined_after = 0  # how many were in the room when we joined
+        markers = marker_index if marker_index is not None else content_index()
         self.events = _Events(self._on_event)
-        self.tracks_by_ssrc: dict[int, TrackStats] = {}
-        self.ssrc_mid: dict[int, tuple[str, str]] = {}  # ssrc -> (mid, kind)
-        self.rtx_pts: set[int] = set()
-        self.delay_ms: Counter[int] = Counter()  # histogram, 1 ms bins
-        self.unknown_packets = 0
+        self._retransmitted = 0  # publisher retransmissions before this window
+        self.rx = CheapReceiver(markers, self._send_sub_rtcp, self._rtcp_ssrc, nack=nack)
         self.join_started: float | None = None
         self.join_ms: float | None = None
         self.published_at: float | None = None  # monotonic, when the publish answer came
@@ -164,6 +129,7 @@ class LoadParticipant(SimulcastPublisher):
         self.participant_id = joined["participant_id"]
         for other in joined["participants"]:
             self.others[other["id"]] = other["name"]
+        self._joined_after = len(self.others)
         await self.publish(timeout)
         self.published_at = time.monotonic()
         self._background = asyncio.ensure_future(self._periodic())
@@ -177,6 +143,11 @@ class LoadParticipant(SimulcastPublisher):
             ids = message.get("participant_ids")
             self.forwarded = {i for i in ids if isinstance(i, str)} if isinstance(ids, list) \
                 else None
+        elif kind == "speakers":
+            speakers = [str(pid) for pid in message.get("participant_ids") or []]
+            if speakers != self.speakers:
+                self.speakers = speakers
+                self._tiles_dirty = True
         elif kind == "publish_layers":
             video = bool(message.get("video", True))
             active = message.get("active") or {}
@@ -190,12 +161,37 @@ class LoadParticipant(SimulcastPublisher):
                 self.audio_only_s += now - (self.audio_only_since or now)
                 self.audio_only, self.audio_only_since = False, None
 
+    @property
+    def tracks_by_ssrc(self) -> dict[int, TrackStats]:
+        return self.rx.tracks_by_ssrc
+
+    def shown(self) -> list[str]:
+        """The others whose tiles are on our gallery page: the speakers first (as the web
+        client's speaker-first layout), then the others in join order starting after us, so
+        every publisher is on somebody's page (the same first page for all would leave most
+        publishers unwatched, their video paused, and the load light)."""
+        others = list(self.others)
+        if self.gallery_page is None:
+            return others
+        k = min(self._joined_after, len(others))
+        page = [pid for pid in self.speakers if pid in self.others][:self.gallery_page]
+        for pid in others[k:] + others[:k]:
+            if len(page) >= self.gallery_page:
+                break
+            if pid not in page:
+                page.append(pid)
+        return page
+
     async def _periodic(self) -> None:
-        last_tiles = last_uplink = 0.0
+        last_tiles = last_uplink = last_remb = 0.0
         while True:
-            await asyncio.sleep(REMB_INTERVAL_S)
-            self.send_remb()
+            await asyncio.sleep(FEEDBACK_INTERVAL_S)
             now = time.monotonic()
+            self.rx.tick(now)
+            if now - last_remb < REMB_INTERVAL_S:
+                continue
+            last_remb = now
+            self.send_remb()
             if self.uplink_bps and now - last_uplink >= UPLINK_INTERVAL_S:
                 # as browsers report availableOutgoingBitrate: the uplink we stand for
                 last_uplink = now
@@ -204,9 +200,10 @@ class LoadParticipant(SimulcastPublisher):
             if self.send_tiles and self._tiles_dirty and now - last_tiles >= TILES_INTERVAL_S:
                 self._tiles_dirty = False
                 last_tiles = now
-                width, height = grid_tiles(len(self.others))
+                shown = set(self.shown())
+                width, height = grid_tiles(len(shown))
                 tiles = [{"participant_id": pid, "width": width, "height": height,
-                          "visible": True} for pid in self.others]
+                          "visible": pid in shown} for pid in self.others]
                 try:
                     await self.send({"type": "tiles", "tiles": tiles})
                 except Exception:  # noqa: BLE001 - the socket is going away: the supervisor sees
@@ -220,157 +217,78 @@ class LoadParticipant(SimulcastPublisher):
                                 fci=pack_remb_fci(self.downlink_bps, ssrcs))
         self.rembs_sent += self._sub_writer.send_rtcp(bytes(packet))
 
-    async def _send_frame(self, layer: Any, now: float) -> None:
+    def _send_sub_rtcp(self, packet: bytes) -> bool:
+        return self._sub_writer is not None and self._sub_writer.send_rtcp(packet)
+
+    def _frame_packets(self, layer: Any, now: float) -> list[tuple[bytes, int]]:
         # Validation only (--added-delay-ms): stamp frames as captured that much earlier while
         # the sender reports keep the true clock mapping; measured delays must grow by it.
-        await super()._send_frame(layer, now - self.added_delay_s)
+        return super()._frame_packets(layer, now - self.added_delay_s)
+
+    def _start_sending(self) -> None:
+        if self.pacer is None:
+            super()._start_sending()
+            return
+        # one timer for the whole process (loadtest/pacer.py), each of us at a random phase
+        now = asyncio.get_running_loop().time()
+        self._t0 = self._last_report = now
+        self._next_video = now + random.random() / FPS
+        self._next_audio = now + random.random() * AUDIO_PERIOD_S
+        self.pacer.add(self, self._pace)
+
+    def _pace(self, now: float) -> None:
+        """Send what is due (called by the pacer every few milliseconds)."""
+        writer = self._writer
+        if writer is None or not writer.check():
+            return  # not connected yet
+        if now >= self._next_video:
+            # late by more than MAX_LAG_S (a starved loop): carry on from now, no burst
+            late = now - self._next_video > MAX_LAG_S
+            self._next_video = (now if late else self._next_video) + 1 / FPS
+            for layer in self.layers:
+                if layer.active:
+                    self.send_frame_now(layer, now)
+            if now - self._last_report >= SENDER_REPORT_INTERVAL_S:
+                self._last_report = now
+                self._send_sender_reports(now)
+        opus = self.opus
+        if opus is not None and now >= self._next_audio:
+            late = now - self._next_audio > MAX_LAG_S
+            self._next_audio = (now if late else self._next_audio) + AUDIO_PERIOD_S
+            opus.send_one(now)
 
     # -- subscribing ------------------------------------------------------------------------------
-
-    def _learn(self, sdp: str) -> None:
-        """SSRC -> (mid, kind) and the RTX payload types, from the server's offer."""
-        sections: list[list[str]] = []
-        for line in sdp.replace("\r\n", "\n").split("\n"):
-            if line.startswith("m="):
-                sections.append([line])
-            elif sections and line:
-                sections[-1].append(line)
-        for section in sections:
-            kind = section[0][2:].split()[0]
-            mid = next((line[6:].strip() for line in section if line.startswith("a=mid:")), None)
-            for line in section:
-                match = _RTPMAP.match(line)
-                if match and match.group(2).lower() == "rtx":
-                    self.rtx_pts.add(int(match.group(1)))
-                if line.startswith("a=ssrc:") and mid is not None:
-                    ssrc = int(line[7:].split()[0])
-                    if self.ssrc_mid.get(ssrc, (None,))[0] != mid:
-                        self.ssrc_mid[ssrc] = (mid, kind)
-                        self.tracks_by_ssrc.pop(ssrc, None)  # a reused m-line: a new track
 
     async def _answer(self, message: dict[str, Any]) -> None:
         async with self._offer_lock:
             pc = self.subscriber
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             self.tracks = message["tracks"]
-            self._learn(message["sdp"])
-            for transport in self.take_over_receivers(self._on_rtp, self._on_sub_rtcp):
-                self._sub_writer = aiortc_hooks.DatagramWriter(transport)
-                if self.fast_receive:
-                    self._fast_path(transport)
+            self.rx.learn(split_sections(message["sdp"])[1], self.tracks)
+            new = []
+            for transceiver in pc.getTransceivers():
+                receiver = transceiver.receiver
+                if id(receiver) not in self._taken_receivers:
+                    # no decoder thread, no RTCP task: the CheapReceiver does what they did
+                    self._taken_receivers.add(id(receiver))
+                    aiortc_hooks.idle_receiver(receiver)
+                transport = receiver.transport
+                if id(transport) not in self._taken_transports:
+                    self._taken_transports.add(id(transport))
+                    # SRTCP (and SRTP before the ICE pair is nominated) still come this way
+                    aiortc_hooks.hook_transport(
+                        transport, lambda data, _ms: self.rx.on_srtp(data, PLAIN),
+                        self.rx.on_rtcp)
+                    self._sub_writer = aiortc_hooks.DatagramWriter(transport)
+                    new.append(transport)
             aiortc_hooks.configure_ice(pc, self.ice_addresses, None)
             await pc.setLocalDescription(await pc.createAnswer())
+            for transport in new:  # gathered now: its sockets exist
+                aiortc_hooks.receive_srtp_directly(transport, self.rx.on_srtp)
             await self.send_answer(pc.localDescription.sdp)
 
     async def send_answer(self, sdp: str) -> None:
         await self.send({"type": "subscribe_answer", "sdp": sdp})
-
-    def _track(self, ssrc: int) -> TrackStats | None:
-        known = self.ssrc_mid.get(ssrc)
-        if known is None:
-            return None
-        info = self.tracks.get(known[0])
-        if info is None:
-            return None
-        track = TrackStats(info["kind"], info["participant_id"])
-        self.tracks_by_ssrc[ssrc] = track
-        return track
-
-    def _on_sub_rtcp(self, data: bytes) -> None:
-        if len(data) < 8 or data[1] != 200:  # only compound packets starting with an SR
-            return
-        try:
-            packets = RtcpPacket.parse(data)
-        except ValueError:
-            return
-        for packet in packets:
-            if isinstance(packet, RtcpSrPacket):
-                track = self.tracks_by_ssrc.get(packet.ssrc)
-                if track is not None:
-                    ntp = packet.sender_info.ntp_timestamp
-                    unix = (ntp >> 32) - NTP_UNIX_OFFSET + (ntp & 0xFFFFFFFF) / 4294967296.0
-                    track.sr = (unix, packet.sender_info.rtp_timestamp)
-
-    def _fast_path(self, dtls: Any) -> None:
-        """Take SRTP packets off the ICE connection before aiortc's queue and receive task.
-
-        The RTP header (sequence number, timestamp, SSRC) is not encrypted in SRTP: loss,
-        jitter, delay and bitrate need no decryption, and only the first packet of each video
-        frame is decrypted (for the content marker). Everything else (DTLS, SRTCP, packets
-        before the handshake) takes aiortc's normal path. This halves the receiver's cost per
-        packet: the load generator handles as many packets as the server does.
-        """
-
-        def on_srtp(data: bytes, srtp: Any) -> None:
-            try:
-                self._on_rtp(data, 0, srtp)
-            except Exception:  # noqa: BLE001 - one bad packet must not stop receiving
-                self.unknown_packets += 1
-
-        aiortc_hooks.take_srtp_early(dtls, on_srtp)
-
-    def _on_rtp(self, data: bytes, _arrival_ms: int, srtp: Any = None) -> None:
-        if (data[1] & 0x7F) in self.rtx_pts or len(data) < 12:
-            return
-        ssrc = int.from_bytes(data[8:12], "big")
-        track = self.tracks_by_ssrc.get(ssrc) or self._track(ssrc)
-        if track is None:
-            self.unknown_packets += 1
-            return
-        now = time.time()  # wall clock: the SRs' NTP time is wall clock too
-        seq = (data[2] << 8) | data[3]
-        ts = int.from_bytes(data[4:8], "big")
-        highest = track.highest
-        if highest is None:
-            track.highest = track.base = seq - 1
-            track.highest = seq
-        else:
-            ext = (highest & ~0xFFFF) | seq
-            if ext < highest - 0x8000:
-                ext += 0x10000
-            elif ext > highest + 0x8000:
-                ext -= 0x10000
-            if ext > highest:
-                track.highest = ext
-        track.received += 1
-        track.bytes += len(data)
-        transit = now * track.clock - ts
-        if track.last_transit is not None:
-            d = abs(transit - track.last_transit)
-            if d < track.clock * 10:  # not a timestamp jump (layer switch or m-line reuse)
-                track.jitter += (d - track.jitter) / 16
-        track.last_transit = transit
-        if track.kind != "video" or ts == track.last_ts:
-            return
-        # the first packet of a new frame that arrived: its delay and content marker
-        track.last_ts = ts
-        if track.sr is not None:
-            ticks = (ts - track.sr[1] + 0x80000000) % 0x100000000 - 0x80000000
-            sent = track.sr[0] + ticks / 90000
-            self.delay_ms[max(0, int((now - sent) * 1000))] += 1
-        if srtp is not None:
-            try:
-                data = srtp.unprotect(data)
-            except Exception:  # noqa: BLE001 - e.g. a replayed packet: no marker for it
-                return
-        start = 12 + 4 * (data[0] & 0x0F)
-        if data[0] & 0x10:
-            if len(data) < start + 4:
-                return
-            start += 4 + 4 * int.from_bytes(data[start + 2:start + 4], "big")
-        payload = data[start:len(data) - (data[-1] if data[0] & 0x20 else 0)]
-        skip = frame_start_offset(payload)
-        if skip is None:
-            return
-        hit = self.markers.get(payload[skip:skip + MARKER_BYTES])
-        if hit is None:
-            track.marker_bad += 1
-            return
-        track.marker_ok += 1
-        track.layer = hit[0]
-        track.frames_by_layer[hit[0]] += 1
-        if track.first_frame_at is None:
-            track.first_frame_at = time.monotonic()
 
     # -- reporting --------------------------------------------------------------------------------
 
@@ -396,6 +314,7 @@ class LoadParticipant(SimulcastPublisher):
         frames: Counter[str] = Counter()
         jitter: list[float] = []
         markers = [0, 0]
+        repair = Counter[str]()
         senders: set[str] = set()
         live = set(self.tracks.get(m, {}).get("participant_id") for m in self.tracks)
         for track in self.tracks_by_ssrc.values():
@@ -411,31 +330,42 @@ class LoadParticipant(SimulcastPublisher):
                 markers[0] += track.marker_ok
                 markers[1] += track.marker_bad
                 frames.update(track.frames_by_layer)
+                repair.update(nacked=track.nacked, repaired=track.repaired,
+                              unrepaired=track.unrepaired, plis=track.plis,
+                              layer_switches=track.layer_switches,
+                              switches_off_keyframe=track.switches_off_keyframe)
                 if track.received:
                     senders.add(track.participant)
                     layers[track.layer or "none"] += 1
             if reset:
                 track.reset()
+        shown = self.shown()
+        retransmitted = sum(h.retransmitted for h in self.history.values())
+        repair["publisher_retransmitted"] = retransmitted - self._retransmitted
         audio_only_s = self.audio_only_s + (now - self.audio_only_since
                                            if self.audio_only_since else 0.0)
-        shown = {pid: name for pid, name in self.others.items()  # whose video should come
-                 if self.forwarded is None or pid in self.forwarded}
+        # whose video should come: the page's, less what the server says it does not forward
+        expected = {pid: self.others[pid] for pid in shown
+                    if pid in self.others and (self.forwarded is None or pid in self.forwarded)}
         result = {
             "name": self.name, "room": self.room, "elapsed_s": elapsed,
             "expected": {k: v[0] for k, v in loss.items()},
             "received": {k: v[1] for k, v in loss.items()},
             "recv_bytes": recv_bytes, "jitter_ms": jitter, "layers": dict(layers),
             "frames_by_layer": dict(frames), "marker_ok": markers[0], "marker_bad": markers[1],
-            "video_from": len(senders & shown.keys()), "others": len(shown),
-            "video_missing_from": sorted(name for pid, name in shown.items()
+            "video_from": len(senders & expected.keys()), "others": len(expected),
+            # the videos a person would see: one page of the gallery, as far as forwarded
+            "video_expected": len(expected),
+            "video_missing_from": sorted(name for pid, name in expected.items()
                                          if pid not in senders),
-            "delay_hist": dict(self.delay_ms), "audio_only": self.audio_only,
+            "delay_hist": dict(self.rx.delay_ms), "audio_only": self.audio_only,
             "audio_only_s": audio_only_s, "reconnects": self.reconnects,
-            "unknown_packets": self.unknown_packets,
+            "unknown_packets": self.rx.unknown_packets, "repair": dict(repair),
             "sent_layers": {layer.rid: layer.active for layer in self.layers},
         }
         if reset:
-            self.delay_ms = Counter()
+            self._retransmitted = retransmitted
+            self.rx.delay_ms = Counter()
             self.window_start = now
             self.audio_only_s = 0.0
             if self.audio_only_since:
@@ -449,6 +379,8 @@ class LoadParticipant(SimulcastPublisher):
         return "failed" in (self.publisher.connectionState, self.subscriber.connectionState)
 
     async def close(self) -> None:
+        if self.pacer is not None:
+            self.pacer.remove(self)
         if self._background is not None:
             self._background.cancel()
         await super().close()

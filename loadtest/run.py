@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from loadtest import report
 from loadtest.media import load_clip, load_simulcast_clips
+from loadtest.ramp import STARVED_SHARE, cpu_split, pin, run_ramp
 from loadtest.report import RAMP_MAX_TIME_S, RAMP_STEP_S, add_arguments  # noqa: F401
 from loadtest.server import (
     HOST,
@@ -52,7 +53,9 @@ from loadtest.server import (
     fetch_metrics,
     load_average,
     process_cpu_s,
+    process_wait_s,
     require_private_namespace,
+    tree_usage,
 )
 from loadtest.workers import LocalWorker, RemoteWorker
 from signaling.eventloop import new_event_loop
@@ -61,7 +64,6 @@ logger = logging.getLogger(__name__)
 
 SETTLE_TIMEOUT_S = 20.0
 WARMUP_S = 2.0
-RECOMMEND_SHARE = 0.8
 NAMESPACE_HELP = (
     "diemcau loadtest moves real media and must run inside a private network namespace that "
     "has only loopback, e.g.:\n  unshare -n sh -c 'ip link set lo up; exec .venv/bin/diemcau "
@@ -89,9 +91,11 @@ class DiemcauTarget:
 
     name = "diemcau"
 
-    def __init__(self, url: str | None, extra_args: list[str]) -> None:
+    def __init__(self, url: str | None, extra_args: list[str],
+                 cpus: set[int] | None = None) -> None:
         self.url = url
         self.extra_args = extra_args
+        self.cpus = cpus
         self.server: ServerProcess | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -104,7 +108,8 @@ class DiemcauTarget:
         self.http = aiohttp.ClientSession()
         if self.url is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="diemcau-load-")
-            self.server = ServerProcess(Path(self._tmp.name), serve_args=self.extra_args)
+            self.server = ServerProcess(Path(self._tmp.name), serve_args=self.extra_args,
+                                        cpus=self.cpus)
             await self.server.start(self.http)
 
     def worker_options(self) -> dict[str, Any]:
@@ -113,8 +118,11 @@ class DiemcauTarget:
     async def sample(self) -> dict[str, float]:
         assert self.http is not None
         metrics = await fetch_metrics(self.http, self.base_url, timeout=10)
-        return {"cpu_s": metrics.get("process_cpu_seconds", 0.0),
-                "rss_mb": metrics.get("process_resident_memory_bytes", 0.0) / 1e6,
+        sample = {"cpu_s": metrics.get("process_cpu_seconds", 0.0),
+                  "rss_mb": metrics.get("process_resident_memory_bytes", 0.0) / 1e6}
+        if self.server is not None:  # ours: the whole process tree (SFU worker processes too)
+            sample = tree_usage(self.server.pid)
+        return {**sample,
                 "forwarded": metrics.get("diemcau_rtp_forwarded_packets", 0.0),
                 "incoming": metrics.get("diemcau_rtp_received_packets", 0.0),
                 "participants": metrics.get("diemcau_participants", 0.0),
@@ -152,7 +160,13 @@ def server_window(before: dict[str, float], after: dict[str, float],
     elapsed = max(1e-6, after["at"] - before["at"])
     cpu_s = after["cpu_s"] - before["cpu_s"]
     forwarded = after.get("forwarded", 0.0) - before.get("forwarded", 0.0)
+    incoming = after.get("incoming", 0.0) - before.get("incoming", 0.0)
+    waited = after["wait_s"] - before["wait_s"] if "wait_s" in after and "wait_s" in before \
+        else None
     return {
+        # of the time it wanted a CPU, the share it waited for one (other work held it back)
+        "run_delay_share": run_delay_share(cpu_s, waited),
+        "incoming_packets_per_s": round(incoming / elapsed, 1),  # what the publishers sent
         "cpu_pct": round(100 * cpu_s / elapsed, 1),
         "rss_mb": round(after["rss_mb"], 1),
         "cpu_us_per_packet": round(cpu_s / received_packets * 1e6, 2) if received_packets else None,
@@ -169,10 +183,13 @@ class Load:
     """Workers, the participants spread over them, and windows of figures."""
 
     def __init__(self, target: Any, workers: int, downlink_bps: int, send_tiles: bool,
-                 added_delay_ms: float = 0.0, uplink_bps: int = 20_000_000) -> None:
+                 added_delay_ms: float = 0.0, uplink_bps: int = 20_000_000,
+                 gallery_page: int | None = None, speakers: int = 0,
+                 lose_every: int = 0) -> None:
         options = {**target.worker_options(), "downlink_bps": downlink_bps,
                    "send_tiles": send_tiles, "added_delay_ms": added_delay_ms,
-                   "uplink_bps": uplink_bps}
+                   "uplink_bps": uplink_bps, "gallery_page": gallery_page,
+                   "lose_every": lose_every}
         self.target = target
         self.workers: list[LocalWorker | RemoteWorker] = (
             [LocalWorker(options)] if workers == 0
@@ -181,6 +198,8 @@ class Load:
         self.refused: list[dict[str, Any]] = []
         self.published_at: dict[str, float] = {}
         self.count = 0
+        self.wait_s = 0.0  # run delay of the generator's processes at the last window
+        self.speakers = speakers  # the first ones speak, the others are muted (0: everyone)
         self._own_cpu = process_cpu_s()
 
     async def start(self) -> None:
@@ -191,7 +210,8 @@ class Load:
         for i in range(count):
             index = self.count + i
             specs[index % len(self.workers)].append(
-                {"name": f"p{index}", "room": rooms[index % len(rooms)]})
+                {"name": f"p{index}", "room": rooms[index % len(rooms)],
+                 "speaking": not self.speakers or index < self.speakers})
         self.count += count
         results = [r for rs in await asyncio.gather(*(w.join(s) for w, s in
                                                       zip(self.workers, specs, strict=True)))
@@ -210,6 +230,7 @@ class Load:
 
     async def window(self, reset: bool = True) -> tuple[list[dict[str, Any]], float]:
         parts = await asyncio.gather(*(w.window(reset, self.published_at) for w in self.workers))
+        self.wait_s = sum(part.get("wait_s", 0.0) for part in parts) + process_wait_s()
         return [p for part in parts for p in part["participants"]], \
             sum(part["cpu_s"] for part in parts) + process_cpu_s()
 
@@ -219,7 +240,7 @@ class Load:
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             windows, _ = await self.window(reset=False)
-            if windows and all(w["video_from"] >= w["others"] for w in windows):
+            if windows and all(w["video_from"] >= w["video_expected"] for w in windows):
                 return True
             await asyncio.sleep(0.5)
         return False
@@ -232,6 +253,7 @@ async def measure(load: Load, duration: float, label: str, quiet: bool) -> dict[
     """One window of ``duration`` s: quality of every participant, server and load generator."""
     await load.window(reset=True)
     _, gen_before = await load.window(reset=False)
+    gen_wait_before = load.wait_s
     before = await load.target.sample()
     busy_before = machine_busy()
     udp_before = udp_errors()
@@ -259,12 +281,29 @@ async def measure(load: Load, duration: float, label: str, quiet: bool) -> dict[
         "reconnects": sum(w["reconnects"] for w in windows),
         "server": server_window(before, after, quality["received_packets"]),
         "loadgen_cpu_pct": round(100 * (gen_after - gen_before) / elapsed, 1),
+        "loadgen_run_delay_share": run_delay_share(gen_after - gen_before,
+                                                   load.wait_s - gen_wait_before),
+        # the generator's CPU per packet it handled (received by its subscribers + sent by its
+        # publishers), next to the server's per packet received by participants
+        "loadgen_cpu_us_per_packet": loadgen_us_per_packet(
+            gen_after - gen_before, quality["received_packets"],
+            after.get("incoming", 0.0) - before.get("incoming", 0.0)),
         "duration_s": round(elapsed, 2),
         "load_average_1m": load_average(),  # other work on this machine skews every figure
         "udp_rcvbuf_drops": udp_after - udp_before,  # kernel drops: somebody read too slowly
         "machine_cpu_pct": round(100 * (busy_after[0] - busy_before[0])
                                  / max(1, busy_after[1] - busy_before[1]), 1),  # of all cores
     }
+
+
+def run_delay_share(cpu_s: float, waited_s: float | None) -> float | None:
+    if waited_s is None or cpu_s + waited_s <= 0:
+        return None
+    return round(waited_s / (cpu_s + waited_s), 3)
+
+
+def loadgen_us_per_packet(cpu_s: float, received: float, sent: float) -> float | None:
+    return round(cpu_s / (received + sent) * 1e6, 2) if received + sent > 0 else None
 
 
 def refused_by_code(refused: list[dict[str, Any]]) -> dict[str, int]:
@@ -276,8 +315,7 @@ def refused_by_code(refused: list[dict[str, Any]]) -> dict[str, int]:
 
 async def run_fixed(target: Any, args: argparse.Namespace, send_tiles: bool) -> dict[str, Any]:
     rooms = [f"load-{i}" for i in range(args.rooms)]
-    load = Load(target, args.workers, args.downlink_kbps * 1000, send_tiles,
-                args.added_delay_ms, args.uplink_kbps * 1000)
+    load = make_load(target, args, send_tiles)
     try:
         await load.start()
         await load.add(rooms, args.participants)
@@ -288,61 +326,24 @@ async def run_fixed(target: Any, args: argparse.Namespace, send_tiles: bool) -> 
                             args.quiet)
         row.update(joined=len(load.joined), refused=refused_by_code(load.refused),
                    settled=settled, rooms=args.rooms)
-        row["breaches"] = report.slo_breaches(row, row["server"]["cpu_pct"], args.server_cores)
+        row["breaches"] = report.slo_breaches(row, row["server"]["cpu_pct"], args.server_cores,
+                                              args.max_loss_pct, args.max_delay_ms)
         return row
     finally:
         await load.stop()
 
 
-async def run_ramp(target: Any, args: argparse.Namespace) -> dict[str, Any]:
-    load = Load(target, args.workers, args.downlink_kbps * 1000, not args.no_tiles,
-                args.added_delay_ms, args.uplink_kbps * 1000)
-    steps: list[dict[str, Any]] = []
-    capacity = 0
-    started = time.monotonic()
-    stopped_by = "max participants"
-    try:
-        await load.start()
-        while load.count < args.max_participants:
-            if time.monotonic() - started > args.max_time:
-                stopped_by = "time limit"
-                break
-            add = min(args.step if load.count else max(2, args.step),
-                      args.max_participants - load.count)
-            await load.add(["load-0"], add)
-            await load.settle(SETTLE_TIMEOUT_S)
-            await asyncio.sleep(WARMUP_S)
-            row = await measure(load, args.step_duration, f"ramp N={len(load.joined)}",
-                                args.quiet)
-            row["cpu_slo_pct"] = report.CPU_SLO_PCT * args.server_cores
-            row["breaches"] = report.slo_breaches(row, row["server"]["cpu_pct"],
-                                                  args.server_cores)
-            if load.refused:
-                row["breaches"].append(f"{len(load.refused)} refused: "
-                                       f"{refused_by_code(load.refused)}")
-            steps.append(row)
-            if not args.quiet:
-                tqdm.write(report.format_rows([row]).splitlines()[-1 if not row["breaches"]
-                                                                   else -2])
-            if row["breaches"]:
-                stopped_by = "; ".join(row["breaches"])
-                break
-            capacity = row["participants"]
-    finally:
-        await load.stop()
-    last = steps[-1] if steps else {}
-    return {**last, "joined": len(load.joined), "refused": refused_by_code(load.refused),
-            "steps": steps, "capacity": capacity, "stopped_by": stopped_by,
-            "capacity_is_lower_bound": stopped_by in ("max participants", "time limit"),
-            "recommended_room_limit": max(1, int(capacity * RECOMMEND_SHARE)) if capacity
-            else None}
+def make_load(target: Any, args: argparse.Namespace, send_tiles: bool) -> Load:
+    page = args.last_n if args.last_n > 0 and send_tiles else None
+    return Load(target, args.workers, args.downlink_kbps * 1000, send_tiles,
+                args.added_delay_ms, args.uplink_kbps * 1000, page, args.speakers,
+                args.lose_every)
 
 
 async def run_room_limit(target: Any, args: argparse.Namespace) -> dict[str, Any]:
     k = args.room_capacity
     extra = args.participants - k
-    load = Load(target, args.workers, args.downlink_kbps * 1000, not args.no_tiles,
-                args.added_delay_ms, args.uplink_kbps * 1000)
+    load = make_load(target, args, not args.no_tiles)
     try:
         await load.start()
         await load.add(["load-0"], k)
@@ -357,7 +358,8 @@ async def run_room_limit(target: Any, args: argparse.Namespace) -> dict[str, Any
         sample = await target.sample()
     finally:
         await load.stop()
-    after["breaches"] = report.slo_breaches(after, after["server"]["cpu_pct"], args.server_cores)
+    after["breaches"] = report.slo_breaches(after, after["server"]["cpu_pct"], args.server_cores,
+                                            args.max_loss_pct, args.max_delay_ms)
     codes = refused_by_code(late)
     ok = (codes.get("room-full", 0) == extra and len(load.joined) == k
           and first_refused == 0 and not after["breaches"])
@@ -379,6 +381,8 @@ def validate(args: argparse.Namespace) -> None:
         raise BenchError("need 1 <= rooms <= participants <= 200")
     if not (0 < args.duration <= 600 and 1 <= args.max_participants <= 200 and args.step >= 1):
         raise BenchError("duration must be in (0, 600] s, max participants in [1, 200]")
+    if min(args.last_n, args.speakers, args.lose_every) < 0:
+        raise BenchError("--last-n, --speakers and --lose-every must be >= 0")
     if args.room_capacity is not None and not 1 <= args.room_capacity <= args.participants:
         raise BenchError("--room-capacity K needs --participants >= K")
 
@@ -402,16 +406,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             extra += [option, str(args.room_capacity)]
         elif option is not None:  # the room limit must not cap the load we ask for
             extra += [option, str(max(args.participants, args.max_participants) + 1)]
+        if args.last_n > 0 and re.search(r"--last-n\b", text):
+            extra += ["--last-n", str(args.last_n)]  # the server's own last-N, when it has it
+        if args.server_cpu is not None and re.search(r"--workers\b", text):
+            extra += ["--workers", "1"]  # one core: one SFU worker process on it
+    if args.target == "janus":
+        args.speakers = 0  # the comparison is of forwarding: every voice forwarded by both
+    mine = os.sched_getaffinity(0)
+    server_cpus, generator_cpus = cpu_split(args.server_cpu, mine)
+    if server_cpus is not None:
+        args.server_cores = len(server_cpus)
     document: dict[str, Any] = {
         "tool": "diemcau loadtest", "target": args.target, "cpu_count": os.cpu_count(),
         "load_average_1m_start": load_average(), "args": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
             if k not in ("func",)}}
-    target = DiemcauTarget(args.url, extra)
+    document.update(server_cpus=sorted(server_cpus) if server_cpus else None,
+                    generator_cpus=sorted(generator_cpus), server_args=extra)
+    target = DiemcauTarget(args.url, extra, server_cpus)
     await target.start()
+    pin(0, generator_cpus if server_cpus else None)  # the workers started next inherit it
     try:
         if args.ramp:
-            result = await run_ramp(target, args)
+            result = await run_ramp(make_load(target, args, not args.no_tiles), args,
+                                    len(generator_cpus), measure, SETTLE_TIMEOUT_S, WARMUP_S)
             document.update(mode="ramp", **result)
         elif args.room_capacity is not None:
             document.update(mode="room-capacity", **await run_room_limit(target, args))
@@ -419,6 +437,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             document.update(mode="fixed", **await run_fixed(target, args, not args.no_tiles
                                                              and args.target != "janus"))
     finally:
+        pin(0, mine if server_cpus else None)
         await target.stop()
         document["server_log_problems"] = target.problems()
     if args.target == "janus":
@@ -453,10 +472,7 @@ def print_summary(document: dict[str, Any]) -> None:
               f"{document['janus']['server']['cpu_us_per_packet']} us; ratio diemcau/Janus = "
               f"{document['ratio_cpu_per_packet_diemcau_over_janus']}")
     if document.get("mode") == "ramp":
-        bound = " (at least: no objective broke)" if document["capacity_is_lower_bound"] else ""
-        print(f"capacity on this machine: {document['capacity']} participants in one room{bound}"
-              f"; stopped by: {document['stopped_by']}")
-        print(f"recommended room limit: {document['recommended_room_limit']}")
+        print_ramp(document)
     if document.get("mode") == "room-capacity":
         print(f"room capacity {document['room_capacity']}: joined {document['joined']}, "
               f"refused {document['refused']} in {document['refused_ms']['max']} ms max; "
@@ -465,6 +481,32 @@ def print_summary(document: dict[str, Any]) -> None:
           f"content markers {document.get('content_marker')}")
     for problem in document.get("server_log_problems", [])[:5]:
         print(f"server log: {problem}", file=sys.stderr)
+
+
+def print_ramp(document: dict[str, Any]) -> None:
+    at = document.get("at_capacity") or {}
+    where = (f"server on core(s) {document['server_cpus']}, load generator on "
+             f"{document['generator_cpus']}" if document.get("server_cpus")
+             else "server and load generator sharing every core")
+    print(f"stopped by: {document['stopped_by']} ({where})")
+    if document["capacity_called"]:
+        bound = " (at least: no objective broke)" if document["capacity_is_lower_bound"] else ""
+        print(f"capacity: {document['capacity']} participants in one room{bound}; load "
+              f"generator CPU there {at.get('loadgen_cpu_pct')}% "
+              f"({at.get('loadgen_cpu_pct_of_its_cores')}% of its cores), server memory "
+              f"{at.get('rss_per_participant_mib')} MiB per participant")
+        print(f"recommended room limit: {document['recommended_room_limit']} "
+              f"(diemcau serve --room-capacity {document['recommended_room_limit']})")
+    elif document.get("machine_limited"):
+        print(f"no capacity called: other work on this machine starved the server or the load "
+              f"generator when the objectives broke (they waited for a CPU more than "
+              f"{STARVED_SHARE:.0%} of the time); quality held up to {document['capacity']} "
+              f"participants. Run it on a quiet machine")
+    elif document["generator_limited"]:
+        print(f"no capacity called: the load generator was the bottleneck (quality held up to "
+              f"{document['capacity']} participants); give it more cores or run it elsewhere")
+    else:
+        print("no capacity: the objectives broke at the first step")
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -53,6 +53,45 @@ def process_cpu_s(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_wait_s(pid: int | str = "self") -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (run delay, from
+    ``/proc/PID/task/*/schedstat``): how much other work on the machine held it back."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/task/{task}/schedstat") as file:
+                    total += int(file.read().split()[1])
+    return total / 1e9
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``/proc/PID/task/*/children``), e.g. a server's SFU worker
+    processes; bounded in size."""
+    out: list[int] = []
+    todo = [pid]
+    while todo and len(out) < 256:
+        current = todo.pop()
+        out.append(current)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                with contextlib.suppress(OSError, ValueError):
+                    with open(f"/proc/{current}/task/{task}/children") as file:
+                        todo.extend(int(child) for child in file.read().split())
+    return out
+
+
+def tree_usage(pid: int) -> dict[str, float]:
+    """CPU seconds, run delay seconds and RSS MB of a process and its descendants."""
+    cpu = wait = rss = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            cpu += process_cpu_s(member)
+            wait += process_wait_s(member)
+            rss += process_rss_mib(member) * 2**20 / 1e6
+    return {"cpu_s": cpu, "wait_s": wait, "rss_mb": rss}
+
+
 def process_rss_mib(pid: int | str = "self") -> float:
     with open(f"/proc/{pid}/status") as file:
         for line in file:
@@ -107,8 +146,9 @@ class ServerProcess:
 
     def __init__(self, workdir: Path, port: int | None = None,
                  python_args: list[str] | None = None,
-                 serve_args: list[str] | None = None) -> None:
+                 serve_args: list[str] | None = None, cpus: set[int] | None = None) -> None:
         self.workdir = workdir
+        self.cpus = cpus  # pin the server (and what it starts) to these cores
         self.python_args = python_args or []
         self.serve_args = serve_args or []
         self.port = port or free_port()
@@ -135,6 +175,9 @@ class ServerProcess:
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
+        if self.cpus is not None:
+            # before it has started a thread or a child (the interpreter is still loading)
+            os.sched_setaffinity(self.proc.pid, self.cpus)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HEALTH_TIMEOUT_S
         while loop.time() < deadline:

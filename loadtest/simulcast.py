@@ -33,6 +33,7 @@ from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
     RtcpPacket,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
@@ -42,6 +43,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from loadtest.audio_sender import OpusSender, audio_level_element
 from loadtest.client import SyntheticParticipant
 from loadtest.media import (
     AUDIO_LEVEL_DBOV,
@@ -51,6 +53,7 @@ from loadtest.media import (
     load_clip,
     load_simulcast_clips,
 )
+from loadtest.retransmit import LayerHistory, rtx_payload_type
 from sfu import aiortc_hooks
 from sfu.wire.rtp_packet import RtpView, abs_send_time_now, build_extension_block, pack_header
 from sfu.wire.sdp_munging import join_sections, split_sections
@@ -62,6 +65,7 @@ URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 URI_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 VIDEO_CLOCK = 90000
 MAX_PAYLOAD = 1100
 """VP8 payload bytes per RTP packet (Chrome's packets are ~1200 bytes all-in)."""
@@ -174,13 +178,26 @@ class LayerSender:
 class SimulcastPublisher(SyntheticParticipant):
     """Publishes audio + one simulcast video m-line with three rid-tagged layers (q, h, f)."""
 
-    def __init__(self, base_url: str, room: str, name: str = "simulcast", **kwargs: Any) -> None:
+    def __init__(self, base_url: str, room: str, name: str = "simulcast", *,
+                 own_audio: bool = False, audio_level_dbov: int = AUDIO_LEVEL_DBOV,
+                 rtx: bool = False, lose_every: int = 0, **kwargs: Any) -> None:
         kwargs.setdefault("decode", False)
         super().__init__(base_url, room, name, **kwargs)
+        # True: audio goes out through OpusSender (loadtest/audio_sender.py), not aiortc's sender
+        self.own_audio = own_audio
+        self.audio_level_dbov = audio_level_dbov  # 127: silence (a muted microphone)
+        self.opus: OpusSender | None = None
+        self._audio_task: asyncio.Task[None] | None = None
         self.clips = load_simulcast_clips()
         ssrcs = random.sample(range(1, 1 << 32), len(self.clips))
         self.layers = [LayerSender(clip, ssrc)
                        for clip, ssrc in zip(self.clips, ssrcs, strict=True)]
+        # True: NACKs are answered with RTX (loadtest/retransmit.py), as browsers do
+        self.history = {layer.ssrc: LayerHistory(layer.rid) for layer in self.layers} \
+            if rtx else {}
+        self._rtx_pt = 0
+        self._rrid_id = 0
+        self.lose_every = lose_every  # validation: every Nth video packet is not sent at first
         self._by_ssrc = {layer.ssrc: layer for layer in self.layers}
         self.audio_track: PreEncodedAudioTrack | None = None
         self.video_mid: str | None = None
@@ -200,7 +217,11 @@ class SimulcastPublisher(SyntheticParticipant):
 
     async def publish(self, timeout: float = 10.0) -> None:
         pc = self.publisher
-        if self.audio:
+        audio = None
+        if self.audio and self.own_audio:
+            audio = pc.addTransceiver("audio", direction="sendonly")
+            aiortc_hooks.capture_sender(audio.sender, lambda _parameters: None)
+        elif self.audio:
             self.audio_track = PreEncodedAudioTrack(load_clip())
             audio = pc.addTransceiver(self.audio_track, direction="sendonly")
             aiortc_hooks.send_audio_level(audio.sender, AUDIO_LEVEL_DBOV)
@@ -224,12 +245,39 @@ class SimulcastPublisher(SyntheticParticipant):
         if not mid_id or not self._rid_id:
             raise RuntimeError(f"the answer lacks the MID or RID extension: {exts}")
         self._ext = [(mid_id, info.mid.encode())]
+        self._rtx_pt = rtx_payload_type(answer["sdp"], info.mid, self._pt) or 0
+        self._rrid_id = exts.get(URI_REPAIRED_RID, 0)
+        if not (self._rtx_pt and self._rrid_id):
+            self.history = {}  # no RTX agreed: NACKs go unanswered
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         transports = {id(t.sender.transport): t.sender.transport for t in pc.getTransceivers()}
         for transport in transports.values():
             aiortc_hooks.hook_transport(transport, lambda _data, _arrival: None, self._on_rtcp)
         self._writer = aiortc_hooks.DatagramWriter(video.sender.transport)
+        if audio is not None and self.own_audio and audio.mid is not None:
+            self._make_opus(audio, answer["sdp"])
+        self._start_sending()
+
+    def _start_sending(self) -> None:
+        """A task per stream (a subclass may pace them otherwise)."""
         self._sender_task = asyncio.ensure_future(self._send_forever())
+        if self.opus is not None:
+            writer = self._writer
+            assert writer is not None
+            self._audio_task = asyncio.ensure_future(self.opus.run(writer.check))
+
+    def _make_opus(self, audio: Any, answer_sdp: str) -> None:
+        exts, codecs = section_info(answer_sdp, audio.mid)
+        if "opus" not in codecs:
+            raise RuntimeError(f"the server did not accept Opus: {codecs}")
+        elements = []
+        if exts.get(URI_MID):
+            elements.append((exts[URI_MID], audio.mid.encode()))
+        if exts.get(URI_AUDIO_LEVEL):
+            elements.append(audio_level_element(exts[URI_AUDIO_LEVEL], self.audio_level_dbov))
+        assert self._writer is not None
+        ssrc, _rtx = aiortc_hooks.sender_ssrcs(audio.sender)
+        self.opus = OpusSender(load_clip().audio, ssrc, codecs["opus"], elements, self._writer)
 
     # -- RTCP from the server ----------------------------------------------------------------------
 
@@ -252,6 +300,11 @@ class SimulcastPublisher(SyntheticParticipant):
                         self.rembs.append(unpack_remb_fci(packet.fci)[0])
             elif isinstance(packet, RtcpRtpfbPacket):
                 self.nacks += 1
+                history = self.history.get(packet.media_ssrc)
+                if history is not None and packet.fmt == RTCP_RTPFB_NACK and self._writer:
+                    elements = [*self._ext, (self._rrid_id, history.rid.encode())]
+                    for rtx in history.rtx_packets(packet.lost, self._rtx_pt, elements, now):
+                        self._writer.send_rtp(rtx)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -287,6 +340,27 @@ class SimulcastPublisher(SyntheticParticipant):
             logger.exception("simulcast sender failed")
 
     async def _send_frame(self, layer: LayerSender, now: float) -> None:
+        for i, (data, size) in enumerate(self._frame_packets(layer, now)):
+            self._send_packet(layer, data, size)
+            if i % PACKETS_PER_YIELD == PACKETS_PER_YIELD - 1:
+                await asyncio.sleep(0)
+
+    def send_frame_now(self, layer: LayerSender, now: float) -> None:
+        """The next frame of ``layer``, sent at once (a paced caller, nothing to yield to)."""
+        for data, size in self._frame_packets(layer, now):
+            self._send_packet(layer, data, size)
+
+    def _send_packet(self, layer: LayerSender, data: bytes, size: int) -> None:
+        assert self._writer is not None
+        if self._writer.send_rtp(data):
+            layer.packets += 1
+            layer.octets += size
+        else:
+            self.send_failures += 1
+
+    def _frame_packets(self, layer: LayerSender, now: float) -> list[tuple[bytes, int]]:
+        """The RTP packets of ``layer``'s next frame captured at ``now``, with their payload
+        sizes (kept for retransmission; one left out now and then with ``lose_every``)."""
         clip = layer.clip
         if layer.keyframe_wanted:
             layer.keyframe_wanted = False
@@ -302,21 +376,26 @@ class SimulcastPublisher(SyntheticParticipant):
         layer.frames += 1
         rid = (self._rid_id, layer.rid.encode())
         last = len(payloads) - 1
-        assert self._writer is not None
+        out = []
+        block = b""
         for i, payload in enumerate(payloads):
-            elements = [*self._ext, rid]
-            if self._abs_id:
-                elements.append((self._abs_id, abs_send_time_now(time.monotonic())))
+            if i % PACKETS_PER_YIELD == 0:
+                # one block per burst: the packets of a burst leave within microseconds, so
+                # they share a send time (abs-send-time is in 1/262144 s anyway)
+                elements = [*self._ext, rid]
+                if self._abs_id:
+                    elements.append((self._abs_id, abs_send_time_now(time.monotonic())))
+                block = build_extension_block(elements)
             data = pack_header(0x90, (0x80 if i == last else 0) | self._pt, layer.seq,
-                               timestamp, layer.ssrc) + build_extension_block(elements) + payload
+                               timestamp, layer.ssrc) + block + payload
+            if self.history:
+                self.history[layer.ssrc].put(layer.seq, timestamp, 0x80 if i == last else 0,
+                                             payload)
             layer.seq = (layer.seq + 1) & 0xFFFF
-            if self._writer.send_rtp(data):
-                layer.packets += 1
-                layer.octets += len(payload)
-            else:
-                self.send_failures += 1
-            if i % PACKETS_PER_YIELD == PACKETS_PER_YIELD - 1:
-                await asyncio.sleep(0)
+            if self.lose_every and layer.seq % self.lose_every == 0:
+                continue  # "lost" on the way: only a retransmission can bring it
+            out.append((data, len(payload)))
+        return out
 
     def _send_sender_reports(self, now: float) -> None:
         from aiortc.clock import current_ntp_time
@@ -330,6 +409,8 @@ class SimulcastPublisher(SyntheticParticipant):
                     packet_count=layer.packets & 0xFFFFFFFF,
                     octet_count=layer.octets & 0xFFFFFFFF,
                 )))
+        if self.opus is not None:
+            chunk += self.opus.sender_report(ntp, now)
         if chunk and self._writer is not None:
             self._writer.send_rtcp(chunk)
 
@@ -339,6 +420,8 @@ class SimulcastPublisher(SyntheticParticipant):
                 for layer in self.layers}
 
     async def close(self) -> None:
+        if self._audio_task is not None:
+            self._audio_task.cancel()
         if self._sender_task is not None:
             self._sender_task.cancel()
             with contextlib.suppress(BaseException):

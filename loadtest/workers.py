@@ -17,8 +17,10 @@ from typing import Any
 
 from loadtest.childproc import ChildProcess, obey_parent
 from loadtest.client import SignalingError
+from loadtest.media import AUDIO_LEVEL_DBOV
+from loadtest.pacer import Pacer
 from loadtest.quality import LoadParticipant, content_index
-from loadtest.server import process_cpu_s
+from loadtest.server import process_cpu_s, process_wait_s
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +28,7 @@ JOIN_CONCURRENCY = 4
 JOIN_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
 MAX_RECONNECTS = 3
+SILENCE_DBOV = 127
 SUPERVISE_PERIOD_S = 1.0
 
 
@@ -36,6 +39,7 @@ class WorkerCore:
         self.options = options  # base_url, target, downlink_bps, send_tiles, ice_addresses
         self.participants: dict[str, LoadParticipant] = {}
         self.markers = content_index()
+        self.pacer = Pacer()  # one timer for every publisher here
         self._semaphore = asyncio.Semaphore(JOIN_CONCURRENCY)
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -46,6 +50,12 @@ class WorkerCore:
                   "marker_index": self.markers,
                   "added_delay_ms": self.options.get("added_delay_ms", 0.0),
                   "uplink_bps": self.options.get("uplink_bps", 20_000_000),
+                  "gallery_page": self.options.get("gallery_page"),
+                  "lose_every": self.options.get("lose_every", 0),
+                  "pacer": self.pacer,
+                  # a muted microphone still sends Opus, at the level of silence (RFC 6464)
+                  "audio_level_dbov": AUDIO_LEVEL_DBOV if spec.get("speaking", True)
+                  else SILENCE_DBOV,
                   "ice_addresses": self.options.get("ice_addresses") or ["127.0.0.1"]}
         if self.options.get("target") == "janus":
             from loadtest.janus import JanusParticipant
@@ -105,7 +115,7 @@ class WorkerCore:
             w = participant.window(reset)
             w["first_frame_ms"] = participant.first_frame_ms(published_at)
             out.append(w)
-        return {"participants": out, "cpu_s": process_cpu_s()}
+        return {"participants": out, "cpu_s": process_cpu_s(), "wait_s": process_wait_s()}
 
     async def _supervise(self) -> None:
         while not self._stopping:
@@ -118,7 +128,8 @@ class WorkerCore:
                 logger.warning("%s: connection lost, rejoining", name)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(participant.close(), STOP_TIMEOUT_S)
-                fresh = self._make({"name": name, "room": participant.room})
+                fresh = self._make({"name": name, "room": participant.room,
+                                    "speaking": participant.audio_level_dbov != SILENCE_DBOV})
                 fresh.reconnects = participant.reconnects + 1
                 self.participants[name] = fresh
                 with contextlib.suppress(Exception):
@@ -131,6 +142,7 @@ class WorkerCore:
         await asyncio.gather(*(asyncio.wait_for(p.leave(), STOP_TIMEOUT_S)
                                for p in self.participants.values()), return_exceptions=True)
         self.participants.clear()
+        await self.pacer.close()
 
 
 class LocalWorker:
@@ -153,7 +165,7 @@ class LocalWorker:
 
     async def window(self, reset: bool, published_at: dict[str, float]) -> dict[str, Any]:
         result = self.core.window(reset, published_at)
-        result["cpu_s"] = 0.0  # this process: counted by the caller
+        result["cpu_s"] = result["wait_s"] = 0.0  # this process: counted by the caller
         return result
 
     async def stop(self) -> None:

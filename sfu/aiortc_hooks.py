@@ -696,3 +696,55 @@ def vp8_packetize(frame: bytes, picture_id: int) -> list[bytes]:
     from aiortc.codecs.vpx import Vp8Encoder
 
     return Vp8Encoder._packetize(frame, picture_id)
+
+
+def idle_receiver(receiver: RTCRtpReceiver) -> None:
+    """A receiver that never starts: no decoder thread, no RTCP task (the load generator's
+    cheap receiver reads the transport itself and sends its own receiver reports). Only the
+    public ``receive`` is replaced; ``stop`` then has nothing to stop."""
+
+    async def receive(parameters: RTCRtpReceiveParameters) -> None:
+        return None
+
+    receiver.receive = receive  # type: ignore[method-assign]  # the hook itself
+
+
+def receive_srtp_directly(dtls: RTCDtlsTransport, on_srtp: SrtpHandler) -> int:
+    """Hand SRTP from the nominated ICE peer to ``on_srtp`` straight from the socket's
+    ``datagram_received``: no guard, no arrival stamp, no aioice queue, no aiortc receive task.
+
+    The load generator's cheap receiver: its cost per packet is one Python call plus what
+    ``on_srtp`` does (which decrypts only when it wants the payload). Everything else (STUN,
+    DTLS, SRTCP, anything before the keys exist or from another address) takes the socket's
+    normal path. Call after gathering (``setLocalDescription``). ``on_srtp`` must not raise.
+    Returns how many sockets were hooked (0 when a name is gone).
+    """
+    connection = getattr(getattr(dtls, "transport", None), LOADGEN_INSTANCE_ATTRS[0], None)
+    protocols = getattr(connection, "_protocols", None)
+    if connection is None or protocols is None or not hasattr(dtls, "_rx_srtp"):
+        return 0
+    nominated = connection._nominated
+    cache: list[Any] = [None, None]  # the nominated pair, its remote address
+    hooked = 0
+    for protocol in protocols:
+        if getattr(protocol, "_diemcau_direct", False):
+            continue
+        protocol._diemcau_direct = True
+        original = protocol.datagram_received
+
+        def datagram_received(data: bytes, addr: tuple[Any, ...],
+                              _original: Any = original) -> None:
+            srtp = dtls._rx_srtp
+            if srtp is not None and len(data) > 12 and 127 < data[0] < 192 \
+                    and not 191 < data[1] < 224:
+                pair = nominated.get(1)
+                if pair is not cache[0]:  # (re)nominated: its address, once
+                    cache[0], cache[1] = pair, tuple(pair.remote_addr) if pair else None
+                if addr == cache[1]:
+                    on_srtp(data, srtp)
+                    return
+            _original(data, addr)
+
+        protocol.datagram_received = datagram_received
+        hooked += 1
+    return hooked

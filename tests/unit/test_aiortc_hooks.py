@@ -263,3 +263,53 @@ async def test_direct_srtp_path_delivers_counts_and_keeps_order() -> None:
         assert len(rtp_in) == 1
     finally:
         await pc.close()
+
+
+async def test_receive_srtp_directly_takes_only_keyed_rtp_from_the_nominated_peer() -> None:
+    """Private names: aioice ``Connection._protocols``/``_nominated``, aiortc
+    ``RTCDtlsTransport._rx_srtp``; the hook falls back to the socket's own path otherwise."""
+    from types import SimpleNamespace
+
+    pc = RTCPeerConnection()
+    drops = DatagramDrops()
+    try:
+        dtls = pc.addTransceiver("video", direction="recvonly").receiver.transport
+        aiortc_hooks.configure_ice(pc, ["127.0.0.1"], None, drops)
+        await pc.setLocalDescription(await pc.createOffer())
+        taken: list[tuple[bytes, object]] = []
+        assert aiortc_hooks.receive_srtp_directly(
+            dtls, lambda data, srtp: taken.append((data, srtp))) == 1
+        assert aiortc_hooks.receive_srtp_directly(dtls, lambda data, srtp: None) == 0  # once
+        connection = dtls.transport._connection
+        protocol = connection._protocols[0]
+        peer = ("127.0.0.1", 5000)
+        rtp = b"\x80\x60\x00\x01" + bytes(20)
+        protocol.datagram_received(rtp, peer)  # no keys yet: the guard's path (unknown source)
+        assert taken == [] and drops.get(DatagramDrop.UNKNOWN_SOURCE) == 1
+        session = object()
+        dtls._rx_srtp = session
+        connection._nominated[1] = SimpleNamespace(remote_addr=peer)
+        protocol.datagram_received(rtp, peer)
+        protocol.datagram_received(b"\x80\xc8\x00\x06" + bytes(24), peer)  # SRTCP: not taken
+        protocol.datagram_received(rtp, ("127.0.0.1", 5001))  # another source: not taken
+        assert taken == [(rtp, session)]
+        assert drops.get(DatagramDrop.UNKNOWN_SOURCE) == 3
+        connection._nominated.clear()
+    finally:
+        dtls._rx_srtp = None
+        await pc.close()
+
+
+async def test_idle_receiver_never_starts_a_decoder_or_rtcp_task() -> None:
+    from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
+
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("video", direction="recvonly").receiver
+        names = ("_RTCRtpReceiver__decoder_thread", "_RTCRtpReceiver__rtcp_task")
+        assert all(hasattr(receiver, name) for name in names)  # what receive() would start
+        aiortc_hooks.idle_receiver(receiver)
+        await receiver.receive(RTCRtpReceiveParameters())
+        assert all(getattr(receiver, name) is None for name in names)
+    finally:
+        await pc.close()
