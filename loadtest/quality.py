@@ -345,18 +345,18 @@ class LoadParticipant(SimulcastPublisher):
         audio_only_s = self.audio_only_s + (now - self.audio_only_since
                                            if self.audio_only_since else 0.0)
         # whose video should come: the page's, less what the server says it does not forward
-        expected = {pid: self.others[pid] for pid in shown
-                    if pid in self.others and (self.forwarded is None or pid in self.forwarded)}
+        wanted = {pid: self.others[pid] for pid in shown
+                  if pid in self.others and (self.forwarded is None or pid in self.forwarded)}
         result = {
             "name": self.name, "room": self.room, "elapsed_s": elapsed,
             "expected": {k: v[0] for k, v in loss.items()},
             "received": {k: v[1] for k, v in loss.items()},
             "recv_bytes": recv_bytes, "jitter_ms": jitter, "layers": dict(layers),
             "frames_by_layer": dict(frames), "marker_ok": markers[0], "marker_bad": markers[1],
-            "video_from": len(senders & expected.keys()), "others": len(expected),
+            "video_from": len(senders & wanted.keys()), "others": len(wanted),
             # the videos a person would see: one page of the gallery, as far as forwarded
-            "video_expected": len(expected),
-            "video_missing_from": sorted(name for pid, name in expected.items()
+            "video_expected": len(wanted),
+            "video_missing_from": sorted(name for pid, name in wanted.items()
                                          if pid not in senders),
             "delay_hist": dict(self.rx.delay_ms), "audio_only": self.audio_only,
             "audio_only_s": audio_only_s, "reconnects": self.reconnects,
