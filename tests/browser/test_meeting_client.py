@@ -28,6 +28,7 @@ from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
 from netns import LinkUnavailable, ShapedLink
 from pagewait import wait_js
 
+from loadtest.client import wait_until
 from tests.serverproc import running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
@@ -232,8 +233,14 @@ async def test_screen_share_is_shown_large_to_the_others(server_url: str) -> Non
                       TIMEOUT_MS)
         await a.page.click("#share-btn")
         await wait_js(a.page, "!!window.diemcau.screen.local", 10_000)
-        publish = [m for m in a.sent if m.get("type") == "publish" and m.get("screen_mids")]
-        assert publish, "no publish with screen_mids"
+
+        def published() -> list[dict[str, Any]]:
+            return [m for m in a.sent if m.get("type") == "publish" and m.get("screen_mids")]
+
+        # The re-offer goes out after the local track exists, and Playwright reports the frame
+        # a moment later still: wait for the event, bounded.
+        assert await wait_until(lambda: bool(published()), TIMEOUT_MS / 1000), \
+            "no publish with screen_mids"
         stage = b.page.locator("#screen-stage")
         await stage.wait_for(state="visible", timeout=TIMEOUT_MS)
         await wait_js(b.page, "document.querySelector('#screen-stage video').videoWidth > 0",

@@ -132,6 +132,22 @@ def shaped_server(link: ShapedLink, tmp_path: Path) -> Iterator[tuple[str, Path]
         yield server.base_url, server.log_path
 
 
+async def _joined_or_reload_once(page: Any, rec: Recorder) -> None:
+    """Wait for the join. Chromium in this namespace may see the test's own veth and qdisc set-up
+    as a network change and fail a module load with ERR_NETWORK_CHANGED (seen once under
+    `stress-ng`): then the app never starts. That is the test's network, not the product: reload
+    once, and only for that error."""
+    try:
+        await wait_js(page, JOINED, timeout=JOIN_TIMEOUT_MS)
+        return
+    except TimeoutError:
+        if not any("ERR_NETWORK_CHANGED" in line for line in rec.console):
+            raise
+    rec.console.append("test: reloading once after ERR_NETWORK_CHANGED")
+    await page.reload(timeout=15_000)
+    await wait_js(page, JOINED, timeout=JOIN_TIMEOUT_MS)
+
+
 class Recorder:
     """Samples the subscriber page every SAMPLE_S; keeps the `bandwidth` messages it receives."""
 
@@ -296,8 +312,7 @@ async def test_subscriber_follows_shaped_link(
             page = await context.new_page()
             rec = Recorder(page)
             await page.goto(f"{base}/?room={ROOM}&name=Sub", timeout=15_000)
-            await wait_js(page, JOINED,
-                                         timeout=JOIN_TIMEOUT_MS)
+            await _joined_or_reload_once(page, rec)
             rec.start()
 
             # -- 1. at 4 Mbit/s: the top layer, decoding steadily -----------------------------
@@ -498,8 +513,7 @@ async def test_intermediate_limit_drops_one_layer(
             page = await context.new_page()
             rec = Recorder(page)
             await page.goto(f"{base}/?room={ROOM}&name=Sub", timeout=15_000)
-            await wait_js(page, JOINED,
-                                         timeout=JOIN_TIMEOUT_MS)
+            await _joined_or_reload_once(page, rec)
             rec.start()
             top = await rec.wait(lambda s: s["widths"] == [TOP_WIDTH, TOP_WIDTH], TOP_LAYER_TIMEOUT)
             result["join_to_two_top_layers_s"] = _round(top["t"] - started) if top else None
