@@ -90,6 +90,9 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
                        help="SFU worker processes, each owning whole rooms (default: the "
                             "number of cores); 0 or 1: media in the signaling process")
     add_turn_arguments(serve)
+    serve.add_argument("--relay-source", action="append", dest="relay_sources", metavar="ORIGIN",
+                       help="a far server hosts may relay from (https://tinh.example.vn); "
+                            "repeatable; operators may relay from any")
     serve.add_argument("--reconnect-grace", metavar="S",
                        help="a participant whose connection drops keeps its seat S seconds "
                             "for automatic reconnection (default 15; 0: leave at once)")

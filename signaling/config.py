@@ -72,4 +72,6 @@ class Config:
     turn: TurnConfig | None = None
     """TURN servers and credentials handed to clients in the join reply (signaling/turn.py)."""
     reconnect_grace_s: float = 15.0
+    relay_sources: tuple[str, ...] = ()
+    """Origins (scheme://host[:port]) hosts may relay from; operators may relay from any."""
     """A participant whose connection drops keeps its seat this long (signaling/resume.py)."""

@@ -82,9 +82,17 @@ async def _placed_here(call: Call, room: str) -> None:
 
 async def create_relay(call: Call) -> web.Response:
     from signaling.app import CONFIG, MEDIA_PLANE  # app builds on this module's routes
+    from signaling.settings import source_origin
 
     room = await _may_relay_into(call)
     body: RelayIn = call.body
+    if call.me.role != "operator" and source_origin(body.source_url) not in \
+            call.request.app[CONFIG].relay_sources:
+        # The server opens the connection: a host must not point it at any address it can
+        # reach (an internal service), only at far servers the operator listed.
+        raise ApiError(403, "source-not-allowed", f"{source_origin(body.source_url)!r} is not "
+                                                  "a listed relay source (relay_sources); ask "
+                                                  "an operator")
     relays = call.request.app[RELAYS]
     if len(relays) >= MAX_RELAYS:
         raise ApiError(409, "conflict", f"at most {MAX_RELAYS} relays per server")

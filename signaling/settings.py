@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -73,6 +74,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     turn_password_file: str | None = None
     turn_ttl: Positive = DEFAULT_TTL_S
     reconnect_grace: Annotated[float, msgspec.Meta(ge=0)] = 15.0
+    relay_sources: list[str] = msgspec.field(default_factory=list)
     workers: Annotated[int, msgspec.Meta(ge=0)] | None = None
     """SFU worker processes; None: one per core."""
     room_last_n: list[str] = msgspec.field(default_factory=list)
@@ -219,6 +221,9 @@ def _check(settings: Settings, sources: Mapping[str, str]) -> None:
     if (settings.tls_cert is None) != (settings.tls_key is None):
         fail("tls_cert" if settings.tls_cert is None else "tls_key",
              "give both tls_cert and tls_key (or tls = \"self-signed\")")
+    for origin in settings.relay_sources:
+        if not source_origin(origin):
+            fail("relay_sources", f"{origin!r} is not an http(s):// or ws(s):// origin")
     for url in settings.webhook_urls:
         if not url.startswith(("http://", "https://")):
             fail("webhook_urls", f"{url!r} is not an http:// or https:// URL")
@@ -261,6 +266,15 @@ def parse_room_last_n(entries: list[str]) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
+def source_origin(url: str) -> str:
+    """``wss://Tinh.example.vn/`` -> ``https://tinh.example.vn`` ("" if it is no such URL)."""
+    parts = urlsplit(url.strip())
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("http", "https") or not parts.netloc:
+        return ""
+    return f"{scheme}://{parts.netloc.lower()}"
+
+
 def _turn(settings: Settings) -> TurnConfig | None:
     return turn_config(settings.turn_urls, settings.turn_secret_file, settings.turn_username,
                        settings.turn_password_file, settings.turn_ttl)
@@ -282,6 +296,7 @@ def to_config(settings: Settings) -> Config:
         audit_retention_days=settings.audit_retention_days,
         workers=os.cpu_count() or 1 if settings.workers is None else settings.workers,
         turn=_turn(settings), reconnect_grace_s=settings.reconnect_grace,
+        relay_sources=tuple(source_origin(o) for o in settings.relay_sources),
         media=MediaConfig(
             ice_addresses=tuple(settings.ice_addresses) or None, port_range=port_range,
             ice_servers=tuple(settings.ice_servers),

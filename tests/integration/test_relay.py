@@ -208,6 +208,24 @@ async def test_relay_needs_a_relay_token_on_a_closed_server(tmp_path: Path) -> N
         assert status == 400, body
         _, listed = await call("GET", relays, token)
         assert listed == []
+        # A host may relay into its own room only from a listed far server: the server opens
+        # the connection, and a host must not point it at an internal address.
+        status, org = await call("POST", server_b.base_url + "/api/organisations", token,
+                                 {"name": "Huyện"})
+        assert status == 201, org
+        status, _ = await call("POST", server_b.base_url + "/api/rooms", token,
+                               {"name": "huyen", "org_id": org["id"]})
+        assert status == 201
+        status, _ = await call("POST", server_b.base_url + "/api/accounts", token, {
+            "username": "host-huyen", "password": "host-password", "role": "host",
+            "org_id": org["id"]})
+        assert status == 201
+        status, login = await call("POST", server_b.base_url + "/api/login", "", {
+            "username": "host-huyen", "password": "host-password"})
+        assert status == 200, login
+        status, body = await call("POST", relays, login["token"], {
+            "source_url": "http://10.1.2.3:6379", "source_room": "x"})
+        assert status == 403 and body["error"] == "source-not-allowed", body
         # A token minted on A for the relay (role "relay": publishes, takes no seat there).
         token_a = operator_token(server_a.base_url, server_a.log_text())
         status, minted = await call("POST", server_a.base_url + "/api/rooms/demo/tokens",

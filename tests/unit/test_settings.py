@@ -117,3 +117,11 @@ def test_turn_and_reconnection_come_through_the_settings(tmp_path: Path) -> None
     assert config.turn.ttl_s == 600 and config.reconnect_grace_s == 5
     with pytest.raises(ConfigError, match="turn_urls"):
         load({"turn_username": "u"}, environ={})
+
+
+def test_relay_sources_are_origins() -> None:
+    config = to_config(load({"relay_sources": ["wss://Tinh.Example.vn/", "http://10.0.0.5:8080"]},
+                            environ={}).settings)
+    assert config.relay_sources == ("https://tinh.example.vn", "http://10.0.0.5:8080")
+    with pytest.raises(ConfigError, match="relay_sources"):
+        load({"relay_sources": ["file:///etc/passwd"]}, environ={})
