@@ -10,14 +10,28 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from playwright.async_api import Error as PlaywrightError
+
 POLL_S = 0.05
 
 
 async def wait_js(page: Any, expression: str, timeout: float) -> None:
-    """Until ``expression`` is truthy in ``page``; ``timeout`` in milliseconds, as Playwright's."""
+    """Until ``expression`` is truthy in ``page``; ``timeout`` in milliseconds, as Playwright's.
+
+    An expression that throws (``window.diemcau`` not there yet: the app's modules still load on a
+    busy machine) is "not yet", like a falsy one; the last error is named at the deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout / 1000
-    while not await page.evaluate(expression):
+    last_error = ""
+    while True:
+        try:
+            if await page.evaluate(expression):
+                return
+        except PlaywrightError as exc:
+            if "Target page, context or browser has been closed" in str(exc):
+                raise
+            last_error = str(exc).splitlines()[0]
         if loop.time() > deadline:
-            raise TimeoutError(f"{expression!r} not true within {timeout / 1000:g} s")
+            raise TimeoutError(f"{expression!r} not true within {timeout / 1000:g} s"
+                               + (f" (last error: {last_error})" if last_error else ""))
         await asyncio.sleep(POLL_S)
