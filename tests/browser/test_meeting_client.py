@@ -125,6 +125,7 @@ async def _open(browser: Any, url: str, locale: str = "vi-VN",
         viewport=viewport or {"width": 1280, "height": 800})
     page = Page(await context.new_page())
     await page.page.goto(url, timeout=10_000)
+    await _loaded_or_reload_once(page)
     return page
 
 
@@ -218,7 +219,6 @@ async def test_prejoin_under_2mbps_says_sound_only_and_joins_so(
         secure = [f"--unsafely-treat-insecure-origin-as-secure={server.base_url}"]
         async with _chromium(wrapper, secure) as browser:
             page = await _open(browser, f"{server.base_url}/?room=slow&name=Binh&prejoin=1")
-            await _loaded_or_reload_once(page)
             p = page.page
             await wait_js(p, "window.diemcau.prejoin && window.diemcau.prejoin.netcheck && "
                              "window.diemcau.prejoin.netcheck.state === 'done'", 60_000)
