@@ -7,7 +7,6 @@ the session's task down, let alone the room or the server.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 import uuid
@@ -22,9 +21,11 @@ from aiortc.sdp import candidate_from_sdp
 from sfu.events import AudioOnlyChanged, MediaEvent, ParticipantLeft, Removed, SubscribeOffer
 from sfu.plane import BadDescription, MediaPlane, NotDescribed, Target
 from sfu.policy.downlink import Tile
+from sfu.subscriber_negotiator import describe_error
 from sfu.types import Kind
 from signaling.admission import Admitted, Credentials, Waiting
 from signaling.auth import JoinRefused
+from signaling.candidates import check_candidate, strip_refused_candidates
 from signaling.config import Config
 from signaling.control import ControlPlane, RecordingHooks
 from signaling.limits import (
@@ -397,32 +398,17 @@ class Session:
             answer = await self.plane.publish(room, participant_id, sdp,
                                               frozenset(message.screen_mids))
         except Exception as exc:  # aiortc raises ValueError, but also AssertionError etc.
-            raise ProtocolError("bad-sdp", f"cannot use this offer: {_describe(exc)}") from None
+            raise ProtocolError("bad-sdp",
+                                f"cannot use this offer: {describe_error(exc)}") from None
         self._described["publisher"] = True
         self.send({"type": "publish_answer", "sdp": answer})
 
     def _strip_refused_candidates(self, sdp: str) -> str:
-        """The offer without candidates at addresses we refuse (loopback, link-local, ...).
-
-        Dropped rather than refusing the offer: a browser may list such an address among good
-        ones, and the call should still work. Malformed lines stay for the parser to name.
-        """
-        if "a=candidate:" not in sdp:
-            return sdp
-        kept = []
-        for line in sdp.splitlines(keepends=True):
-            if line.startswith("a=candidate:"):
-                try:
-                    ip = candidate_from_sdp(line[len("a=candidate:"):].strip()).ip
-                    scope = refused_candidate_address(ip, self._candidate_scopes)
-                except Exception:  # malformed: the SDP parser refuses it with a precise error
-                    scope = None
-                if scope is not None:
-                    self.refusals["candidate-address"] += 1
-                    logger.info("dropped a %s ICE candidate (%s) from an offer", scope, ip)
-                    continue
-            kept.append(line)
-        return "".join(kept)
+        sdp, dropped = strip_refused_candidates(sdp, self._candidate_scopes)
+        for scope, ip in dropped:
+            self.refusals["candidate-address"] += 1
+            logger.info("dropped a %s ICE candidate (%s) from an offer", scope, ip)
+        return sdp
 
     async def on_subscribe_answer(self, message: SubscribeAnswer) -> None:
         room, participant_id = self._in_room()
@@ -470,7 +456,8 @@ class Session:
             check_candidate(candidate)
             scope = refused_candidate_address(candidate.ip, self._candidate_scopes)
         except Exception as exc:
-            raise ProtocolError("bad-message", f"bad ICE candidate: {_describe(exc)}") from None
+            raise ProtocolError("bad-message",
+                                f"bad ICE candidate: {describe_error(exc)}") from None
         self._trickled[message.target] += 1  # counted once well-formed: refused ones too
         if scope is not None:
             self.refusals["candidate-address"] += 1
@@ -490,7 +477,8 @@ class Session:
         except NotDescribed as exc:
             raise ProtocolError("bad-state", str(exc)) from None
         except Exception as exc:
-            raise ProtocolError("bad-message", f"ICE candidate refused: {_describe(exc)}") from None
+            raise ProtocolError("bad-message",
+                                f"ICE candidate refused: {describe_error(exc)}") from None
 
     async def on_mute(self, message: Mute) -> None:
         room, participant_id = self._in_room()
@@ -602,9 +590,6 @@ class Session:
         self._outbox.put_nowait(None)
 
 
-CANDIDATE_TYPES = {"host", "srflx", "prflx", "relay"}
-
-
 class _WithFields(ProtocolError):
     """A ProtocolError with extra fields in its ``error`` (``retry_after``, ``limit``)."""
 
@@ -614,24 +599,3 @@ class _WithFields(ProtocolError):
 
     def to_json(self) -> dict[str, object]:
         return {**super().to_json(), **self.fields}
-
-
-def check_candidate(candidate: RTCIceCandidate) -> None:
-    """aioice trusts what it is given: a port of 99999 later kills the ICE socket."""
-    if not 0 < candidate.port < 65536:
-        raise ValueError(f"port {candidate.port} is out of range")
-    if candidate.protocol.lower() not in ("udp", "tcp"):
-        raise ValueError(f"protocol {candidate.protocol!r} is not udp or tcp")
-    if candidate.type not in CANDIDATE_TYPES:
-        raise ValueError(f"type {candidate.type!r} is not one of {sorted(CANDIDATE_TYPES)}")
-    if not candidate.ip.endswith(".local"):
-        ipaddress.ip_address(candidate.ip)  # ValueError names the bad address
-
-
-def _describe(exc: BaseException) -> str:
-    """A message naming the problem even when aiortc raises a bare AssertionError/KeyError."""
-    text = str(exc)
-    name = type(exc).__name__
-    if not text or isinstance(exc, AssertionError | KeyError | IndexError):
-        text = f"{name}{': ' + text if text else ''} (malformed or unsupported SDP)"
-    return text[:200]

@@ -71,9 +71,9 @@ from sfu.plane_wire import (
     read_frame,
 )
 from sfu.policy.downlink import Tile
+from sfu.subscriber_negotiator import describe_error as describe
 from sfu.types import Codec, Kind
 from sfu.worker import MediaConfig
-from signaling.session import _describe as describe
 from tests.unit.fuzz.helpers import FUZZ
 
 EVENTS: list[MediaEvent] = [
