@@ -8,7 +8,7 @@ import time
 
 from aiortc import clock
 
-from sfu.aiortc_hooks import MAX_STAMPS, ArrivalStamps, kernel_arrival_ms
+from sfu.arrival_stamps import MAX_STAMPS, ArrivalStamps, kernel_arrival_ms
 
 LATE_READ_S = 0.2  # the reader is this late: what a stalled event loop does
 
