@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -54,18 +53,21 @@ from loadtest.media import (
     load_simulcast_clips,
 )
 from loadtest.retransmit import LayerHistory, rtx_payload_type
+from loadtest.simulcast_sdp import RTPMAP, make_simulcast_offer, mid_of, section_info
 from sfu import aiortc_hooks
+from sfu.negotiation import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    URI_REPAIRED_RID,
+    URI_RID,
+)
 from sfu.wire.rtp_packet import RtpView, abs_send_time_now, build_extension_block, pack_header
-from sfu.wire.sdp_munging import join_sections, split_sections
+from sfu.wire.sdp_munging import split_sections
 from sfu.wire.vp8 import vp8_keyframe_size
 
 logger = logging.getLogger(__name__)
 
-URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
-URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
-URI_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
-URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 VIDEO_CLOCK = 90000
 MAX_PAYLOAD = 1100
 """VP8 payload bytes per RTP packet (Chrome's packets are ~1200 bytes all-in)."""
@@ -74,68 +76,6 @@ PACKETS_PER_YIELD = 8
 MAX_LAG_S = 0.2
 SENDER_REPORT_INTERVAL_S = 1.0
 REMB_INTERVAL_S = 0.2
-
-_EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\w+)?\s+(\S+)")
-_RTPMAP = re.compile(r"^a=rtpmap:(\d+)\s+([\w-]+)/(\d+)")
-
-
-# -- SDP text --------------------------------------------------------------------------------------
-
-
-def _mid_of(section: list[str]) -> str | None:
-    return next((line[6:].strip() for line in section if line.startswith("a=mid:")), None)
-
-
-@dataclass
-class SimulcastOfferInfo:
-    mid: str
-    rid_ext_id: int
-    repaired_rid_ext_id: int
-
-
-def make_simulcast_offer(sdp: str, rids: tuple[str, ...] = ("q", "h", "f")) -> tuple[
-        str, SimulcastOfferInfo]:
-    """Turn aiortc's offer into what Chrome offers for simulcast on its (first) video m-line.
-
-    Adds the rid / repaired-rid extensions (ids unused anywhere in the offer), ``a=rid:X send``
-    and ``a=simulcast:send q;h;f``, and drops the video ``a=ssrc`` / ``a=ssrc-group`` lines.
-    """
-    session, sections = split_sections(sdp)
-    used = {int(m.group(1)) for s in sections for line in s if (m := _EXTMAP.match(line))}
-    free = [i for i in range(1, 15) if i not in used]
-    rid_id, rrid_id = free[-2], free[-1]  # Chrome's own offers use 10 and 11 for these
-    for section in sections:
-        if not section[0].startswith("m=video"):
-            continue
-        mid = _mid_of(section)
-        if mid is None:
-            raise ValueError("video section without a=mid")
-        kept = [line for line in section if not line.startswith(("a=ssrc:", "a=ssrc-group:"))]
-        insert_at = max(i for i, line in enumerate(kept)
-                        if line.startswith(("a=extmap:", "a=mid:", "m="))) + 1
-        kept[insert_at:insert_at] = [f"a=extmap:{rid_id} {URI_RID}",
-                                     f"a=extmap:{rrid_id} {URI_REPAIRED_RID}"]
-        kept += [f"a=rid:{rid} send" for rid in rids]
-        kept.append("a=simulcast:send " + ";".join(rids))
-        section[:] = kept
-        return join_sections(session, sections), SimulcastOfferInfo(mid, rid_id, rrid_id)
-    raise ValueError("the offer has no video section")
-
-
-def section_info(sdp: str, mid: str) -> tuple[dict[str, int], dict[str, int]]:
-    """({uri: ext id}, {codec name lower: payload type}) of the section with ``mid``."""
-    _session, sections = split_sections(sdp)
-    for section in sections:
-        if _mid_of(section) == mid:
-            exts = {m.group(2): int(m.group(1)) for line in section if (m := _EXTMAP.match(line))}
-            codecs: dict[str, int] = {}
-            for line in section:
-                match = _RTPMAP.match(line)
-                if match:
-                    codecs.setdefault(match.group(2).lower(), int(match.group(1)))
-            return exts, codecs
-    raise ValueError(f"no section with mid {mid}")
-
 
 # -- VP8 -------------------------------------------------------------------------------------------
 
@@ -500,9 +440,9 @@ class RembSubscriber(SyntheticParticipant):
         _session, sections = split_sections(sdp)
         for section in sections:
             kind = section[0][2:].split()[0]
-            mid = _mid_of(section)
+            mid = mid_of(section)
             for line in section:
-                match = _RTPMAP.match(line)
+                match = RTPMAP.match(line)
                 if match:
                     pt = int(match.group(1))
                     if match.group(2).lower() == "rtx":
