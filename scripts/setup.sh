@@ -30,13 +30,13 @@ fi
 extras=""
 [ "$want_test" = 1 ] && extras="[test]"
 stamp=.venv/.diemcau-installed
-want="$(cat pyproject.toml sfu/_fanout.c | sha256sum | cut -d' ' -f1) $extras"
+want="$(cat pyproject.toml constraints.txt sfu/_fanout.c | sha256sum | cut -d' ' -f1) $extras"
 have="$(cat "$stamp" 2>/dev/null || true)"
 if [ "$have" != "$want" ] && ! { [ -z "$extras" ] && [ "$have" = "${want}[test]" ]; }; then
   echo "Installing diemcau into .venv (first start or changed requirements)..."
   log=.venv/pip-install.log
   if .venv/bin/python -m pip install -q --upgrade pip >"$log" 2>&1 \
-     && .venv/bin/python -m pip install -q -e ".$extras" >>"$log" 2>&1; then
+     && .venv/bin/python -m pip install -q -c constraints.txt -e ".$extras" >>"$log" 2>&1; then
     echo "$want" > "$stamp"
   else
     tail -n 30 "$log"; echo "pip install failed (full log: $log)" >&2; exit 1

@@ -14,9 +14,9 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -45,15 +45,20 @@ PLACEMENT_TTL_S = 30.0
 REDIS_TIMEOUT_S = 2.0
 
 
-T = TypeVar("T")
 
 
-async def _result(value: Awaitable[T] | T) -> T:
-    """redis-py types some async commands as ``Awaitable[T] | T`` (one stub for both
-    clients): await what is awaitable."""
+async def _result(value: Any) -> Any:
+    """redis-py types some async commands as ``Awaitable[T] | T`` (one stub for both clients),
+    and how exactly changes between its releases (5.x and 8.x disagree): await what is
+    awaitable and let the callers say what they got."""
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def _text(value: bytes | str) -> str:
+    """Redis replies are bytes here (no decode_responses), but the stubs allow str."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class ClusterUnavailable(Exception):
@@ -166,8 +171,9 @@ class ClusterNode:
     async def sweep(self) -> dict[str, int]:
         """Free the seats and rooms of nodes that stopped heartbeating; node -> seats freed."""
         freed: dict[str, int] = {}
-        for raw in await _result(self.redis.smembers("dc:nodes")):
-            node = raw.decode() if isinstance(raw, bytes) else str(raw)
+        members: set[bytes | str] = await _result(self.redis.smembers("dc:nodes"))
+        for raw in members:
+            node = _text(raw)
             if node == self.node_id or await self.redis.exists(f"dc:alive:{node}"):
                 continue
             count = int(await self._scripts["free"](args=[node]))
@@ -235,19 +241,21 @@ class ClusterNode:
 
     async def card(self, node_id: str) -> NodeCard | None:
         try:
-            fields = await _result(self.redis.hgetall(f"dc:node:{node_id}"))
+            fields: dict[bytes | str, bytes | str] = await _result(
+                self.redis.hgetall(f"dc:node:{node_id}"))
             alive = bool(await self.redis.exists(f"dc:alive:{node_id}"))
         except (RedisError, OSError) as exc:
             raise ClusterUnavailable(str(exc)) from exc
         if not fields:
             return None
-        get = {k.decode(): v.decode() for k, v in fields.items()}
+        get = {_text(k): _text(v) for k, v in fields.items()}
         return NodeCard(node_id, get.get("address", ""), int(get.get("load", "0")),
                         get.get("version", ""), alive)
 
     async def nodes(self) -> list[NodeCard]:
         try:
-            ids = sorted(x.decode() for x in await _result(self.redis.smembers("dc:nodes")))
+            members: set[bytes | str] = await _result(self.redis.smembers("dc:nodes"))
+            ids = sorted(_text(x) for x in members)
         except (RedisError, OSError) as exc:
             raise ClusterUnavailable(str(exc)) from exc
         cards = [await self.card(node_id) for node_id in ids]
@@ -258,11 +266,11 @@ class ClusterNode:
         out: dict[str, dict[str, Any]] = {}
         try:
             async for key in self.redis.scan_iter(match="dc:place:*", count=200):
-                room = key.decode()[len("dc:place:"):]
+                room = _text(key)[len("dc:place:"):]
                 node = await self.redis.get(key)
                 count = await self.redis.get(f"dc:count:{room}")
                 if node is not None:
-                    out[room] = {"node": node.decode(), "participants": int(count or 0)}
+                    out[room] = {"node": _text(node), "participants": int(count or 0)}
         except (RedisError, OSError) as exc:
             raise ClusterUnavailable(str(exc)) from exc
         return out
