@@ -23,6 +23,7 @@ from sfu.plane import MediaPlane
 from sfu.plane_pool import WorkerPool
 from sfu.worker import Worker
 from signaling.api import add_api_routes
+from signaling.cluster.directory import cluster_message
 from signaling.cluster.node import CLUSTER, ClusterNode
 from signaling.cluster.seats import ClusterSeats
 from signaling.config import Config
@@ -235,8 +236,14 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     def rooms() -> list[str]:
         return sorted({s.room_name for s in sessions.all() if s.room_name is not None})
 
+    def on_peers(nodes: tuple[str, ...]) -> None:  # the node list changed: tell the clients
+        message = cluster_message(nodes)
+        for session in sessions.all():
+            if session.participant_id is not None:
+                session.send(message)
+
     node = ClusterNode(config.redis_url, address, version("diemcau"), node_id=config.node_id,
-                       load=load, rooms=rooms, on_kick=on_kick)
+                       load=load, rooms=rooms, on_kick=on_kick, on_peers=on_peers)
     await node.start()
 
     def kick_remote(node_id: str, session_id: str) -> None:

@@ -338,6 +338,7 @@ class Session:
                                  self.on_media_event)
         self.participant_id = admitted.session_id
         self.resume_token = self.sessions.resume.issue(self)
+        cluster = self.control.admission.cluster if self.control is not None else None
         self.send({
             "type": "joined", "participant_id": admitted.session_id, "room": admitted.room,
             "participants": [participant_json(p) for p in before.participants],
@@ -353,6 +354,8 @@ class Session:
             "recording": self._recordings is not None
             and self._recordings.is_recording(admitted.room),
             "meeting": meeting,
+            # with --redis: the other live nodes, to rejoin through if this one dies
+            **({"nodes": list(cluster.node.live_peers)} if cluster is not None else {}),
         })
         early, self._early_events = self._early_events, None
         for event in early:

@@ -21,6 +21,7 @@ import {
 import { Reconnector, showPeerState } from './reconnect.js';
 import { ScreenShare } from './screenshare.js';
 import { applySpeaker, openPrejoin } from './prejoin.js';
+import { CLUSTER_BACKOFF_MS, NodeList, rejoinAcross, wsUrl } from './failover.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -85,8 +86,20 @@ const screen = new ScreenShare({
 diemcau.screen = screen;
 let joinOptions = {}; // the last join's options (pre-join choices, kiosk credentials)
 const PING_TIMEOUT_MS = 2500; // media stopped and no pong this long: the network is gone
+// A cluster's other nodes (web/failover.js): a rejoin tries this call's node, then them. The
+// resume token is only known to the node that issued it; elsewhere the seat is taken over.
+const nodes = new NodeList();
+diemcau.nodes = nodes;
 const reconnector = new Reconnector({
-  rejoin: (resume) => join(diemcau.room, diemcau.name, { ...joinOptions, resume, reconnect: true }),
+  rejoin: (resume) => rejoinAcross(nodes.order(), (node) => {
+    const here = node === nodes.current;
+    if (!here) showNotice(t('reconnectingOther', { host: new URL(node).host }));
+    return join(diemcau.room, diemcau.name, {
+      ...joinOptions, node, resume: here ? resume : null, takeOver: !here || joinOptions.takeOver,
+      reconnect: true,
+    });
+  }),
+  backoff: () => (nodes.others.length ? CLUSTER_BACKOFF_MS : null),
   notify: (text) => showNotice(text),
   hook: diemcau,
   isLive: () => !!call && !call.leaving && ['joined', 'joining'].includes(diemcau.state),
@@ -273,7 +286,7 @@ async function join(room, name, opts = {}) {
   let fields = opts.fields ? { ...opts.fields } : creds.fields;
   if (opts.resume) fields = { ...fields, resume: opts.resume };
   if (opts.takeOver) fields.take_over = true;
-  const signaling = new Signaling();
+  const signaling = new Signaling(opts.node ? wsUrl(opts.node) : undefined);
   const c = { signaling, session: null, stream: null, published: false, leaving: false, hostMuted: {} };
   c.selfTile = createTile({ name, self: true });
   c.layers = new VideoLayers(() => (c.published ? c.session.videoSender() : null));
@@ -310,6 +323,7 @@ async function join(room, name, opts = {}) {
     .on('recording', (m) => { if (call === c) setRecording(m.active, { error: m.error || null }); })
     .on('joined', (m) => { if (call === c && c.admit) c.admit(m); })
     .on('participant_state', (m) => { if (call === c) showPeerState(diemcau, m); })
+    .on('cluster', (m) => { if (call === c) nodes.accept(m.nodes); })
     .on('publish_layers', (m) => {
       if (call !== c) return;
       c.layers.setLayers(m);
@@ -338,7 +352,7 @@ async function join(room, name, opts = {}) {
 
   let joined;
   try {
-    await signaling.connect();
+    await signaling.connect(opts.reconnect ? 5000 : 10000);
     joined = await signaling.requestJoin({ type: 'join', room, name, ...fields }, ['joined', 'lobby'],
       { timeoutMs: 15000 });
     if (joined.type === 'lobby' && call === c) {
@@ -361,7 +375,9 @@ async function join(room, name, opts = {}) {
     }
     if (opts.reconnect) {
       setState('reconnecting');
-      return ['socket', 'timeout', 'internal'].includes(err.code) ? 'error' : 'refused';
+      // A cluster moving the room off a dead node: another try (or node) may work.
+      const retry = ['socket', 'timeout', 'internal', 'wrong-node', 'cluster-unavailable'];
+      return retry.includes(err.code) ? 'error' : 'refused';
     }
     setState('error');
     showJoinError(err, room);
@@ -372,6 +388,8 @@ async function join(room, name, opts = {}) {
   if (call !== c) return diemcau.state;
   if (joined.rejoin_token) saveRejoin(room, joined.rejoin_token);
   reconnector.joined(joined);
+  nodes.joinedAt(signaling.url);
+  nodes.accept(joined.nodes);
   diemcau.role = joined.role || null;
   diemcau.selfId = joined.participant_id;
   c.selfTile.el.dataset.participantId = joined.participant_id;

@@ -37,7 +37,9 @@ export class Reconnector {
    * @param {(text: string) => void} opts.notify shows (or with '' hides) the status line
    * @param {object} opts.hook window.diemcau (reconnects, peerStates are kept there)
    */
-  constructor({ rejoin, notify, hook, isLive = () => true, giveUp = () => {}, ping = null }) {
+  constructor({ rejoin, notify, hook, isLive = () => true, giveUp = () => {}, ping = null,
+    backoff = () => BACKOFF_MS }) {
+    this.backoff = backoff; // () => the waits between attempts (a cluster's: web/failover.js)
     this.ping = ping; // () => Promise: a signaling round trip (is the socket alive too?)
     this.rejoin = rejoin;
     this.giveUp = giveUp; // every attempt failed (or was refused): show the usual error
@@ -147,7 +149,8 @@ export class Reconnector {
     const started = performance.now();
     for (let attempt = 0; performance.now() - started < RETRY_FOR_MS; attempt++) {
       this.notify(attempt ? t('reconnectingAttempt', { n: attempt + 1 }) : t('reconnecting'));
-      const wait = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)];
+      const schedule = this.backoff() || BACKOFF_MS;
+      const wait = schedule[Math.min(attempt, schedule.length - 1)];
       await new Promise((resolve) => { setTimeout(resolve, attempt ? wait : 200); });
       let outcome;
       try {

@@ -2,6 +2,7 @@
 // `request()` returns a promise per request, settled by the matching reply type, or rejected by
 // an `error` whose `ref` names the request type, by a timeout, or by the socket closing.
 // Every received message is also passed to the callbacks registered with `on(type, fn)`.
+import { nodeOrigin, wsUrl } from './failover.js';
 
 export class SignalingError extends Error {
   constructor(code, message, ref, details = {}) {
@@ -118,10 +119,11 @@ export class Signaling {
         return await this.request(msg, replyType, options);
       } catch (err) {
         const address = err.details && err.details.address;
-        if (err.code !== 'wrong-node' || hop >= maxRedirects || typeof address !== 'string') throw err;
-        const target = new URL(address);
+        if (err.code !== 'wrong-node' || hop >= maxRedirects) throw err;
+        const target = nodeOrigin(address); // a plain http(s) base URL, or no redirect
+        if (!target) throw err;
         const old = this.ws;
-        this.url = (target.protocol === 'https:' ? 'wss' : 'ws') + '://' + target.host + '/ws';
+        this.url = wsUrl(target);
         this.ws = null;
         try { old.close(1000); } catch (_) { /* ignore */ }
         await this.connect();

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from signaling.cluster.directory import other_live_nodes
 from signaling.cluster.ledger import (
     CLEAR_ROOM_SCRIPT,
     FREE_NODE_SCRIPT,
@@ -82,7 +83,8 @@ class ClusterNode:
                  node_id: str | None = None,
                  load: Callable[[], int] = lambda: 0,
                  rooms: Callable[[], list[str]] = list,
-                 on_kick: Callable[[str], None] = lambda session_id: None) -> None:
+                 on_kick: Callable[[str], None] = lambda session_id: None,
+                 on_peers: Callable[[tuple[str, ...]], None] = lambda nodes: None) -> None:
         self.url = url
         self.address = address.rstrip("/")
         self.version = version
@@ -90,6 +92,7 @@ class ClusterNode:
         self._load = load
         self._rooms = rooms
         self._on_kick = on_kick
+        self._on_peers = on_peers
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
         self._scripts = {name: self.redis.register_script(body) for name, body in (
@@ -101,7 +104,11 @@ class ClusterNode:
         self.dead_nodes_freed = 0
         self.peer_addresses: frozenset[str] = frozenset({self.address})
         """Base URLs of the registered nodes (refreshed each beat): a page served by one node
-        opens its WebSocket at the room's node, so their origins are allowed on /ws."""
+        opens its WebSocket at the room's node, so their origins are allowed on /ws. Nodes that
+        died stay in it (``dc:addresses``): their pages rejoin through the live nodes."""
+        self.live_peers: tuple[str, ...] = ()
+        """The other live nodes' addresses, for clients (signaling/cluster/directory.py);
+        ``on_peers`` is called when it changes."""
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -130,6 +137,7 @@ class ClusterNode:
         ttl_ms = int(ALIVE_TTL_S * 1000)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.sadd("dc:nodes", self.node_id)
+            pipe.sadd("dc:addresses", self.address)  # every address a page may come from
             pipe.hset(f"dc:node:{self.node_id}", mapping={
                 "address": self.address, "version": self.version, "load": self._load(),
                 "started": f"{time.time():.3f}"})
@@ -144,13 +152,25 @@ class ClusterNode:
             try:
                 await self.beat()
                 await self.sweep()
-                self.peer_addresses = frozenset(
-                    {self.address} | {card.address for card in await self.nodes()})
+                await self._refresh_peers()
             except (RedisError, OSError) as exc:
                 if self.registered:
                     logger.warning("cluster: Redis unreachable (%s); retrying", exc)
                 self.registered = False
             await asyncio.sleep(HEARTBEAT_S)
+
+    async def _refresh_peers(self) -> None:
+        cards = await self.nodes()
+        known: set[bytes | str] = await _result(self.redis.smembers("dc:addresses"))
+        self.peer_addresses = frozenset(
+            {self.address} | {card.address for card in cards} | {_text(a) for a in known})
+        live = other_live_nodes(self.address, [(card.address, card.alive) for card in cards])
+        if live != self.live_peers:
+            self.live_peers = live
+            try:
+                self._on_peers(live)
+            except Exception:  # telling clients must never stop the heartbeat
+                logger.exception("cluster: could not pass the node list on")
 
     async def beat(self) -> None:
         """Alive, load and the placements of rooms with people here kept."""
