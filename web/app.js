@@ -375,8 +375,10 @@ async function join(room, name, opts = {}) {
     }
     if (opts.reconnect) {
       setState('reconnecting');
-      // A cluster moving the room off a dead node: another try (or node) may work.
+      // A cluster moving the room off a dead node: another try (or node) may work. Its seats
+      // may still count for a moment after the room moved (until a live node sweeps them).
       const retry = ['socket', 'timeout', 'internal', 'wrong-node', 'cluster-unavailable'];
+      if (nodes.others.length) retry.push('room-full');
       return retry.includes(err.code) ? 'error' : 'refused';
     }
     setState('error');
