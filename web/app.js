@@ -99,7 +99,7 @@ const reconnector = new Reconnector({
       reconnect: true,
     });
   }),
-  backoff: () => (nodes.others.length ? CLUSTER_BACKOFF_MS : null),
+  backoff: () => (nodes.clustered ? CLUSTER_BACKOFF_MS : null),
   notify: (text) => showNotice(text),
   hook: diemcau,
   isLive: () => !!call && !call.leaving && ['joined', 'joining'].includes(diemcau.state),
@@ -378,7 +378,7 @@ async function join(room, name, opts = {}) {
       // A cluster moving the room off a dead node: another try (or node) may work. Its seats
       // may still count for a moment after the room moved (until a live node sweeps them).
       const retry = ['socket', 'timeout', 'internal', 'wrong-node', 'cluster-unavailable'];
-      if (nodes.others.length) retry.push('room-full');
+      if (nodes.clustered) retry.push('room-full');
       return retry.includes(err.code) ? 'error' : 'refused';
     }
     setState('error');

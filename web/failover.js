@@ -17,7 +17,7 @@ addStrings({
 
 export const MAX_NODES = 32;
 const MAX_ADDRESS_CHARS = 256;
-/** Waits between reconnection rounds when other nodes are known: a dead node's rooms move once
+/** Waits between reconnection rounds in a cluster: a dead node's rooms move once
  * it has missed 3 s of heartbeats, so the first rounds come every second, then back off. */
 export const CLUSTER_BACKOFF_MS = [500, 1000, 1000, 1000, 2000, 4000, 8000];
 
@@ -60,6 +60,7 @@ export class NodeList {
     this.page = nodeOrigin(page); // the node that served this page
     this.current = this.page; // the node the call is (or was last) joined at
     this.others = []; // the server's list: the cluster's other live nodes
+    this.clustered = false; // a server sent a list (even empty): we are in a cluster
   }
 
   /** The call joined through the WebSocket at `ws` (after any redirect). */
@@ -70,6 +71,7 @@ export class NodeList {
   /** A list from the server (`joined.nodes`, `cluster.nodes`): keep its valid addresses. */
   accept(list) {
     if (!Array.isArray(list)) return false;
+    this.clustered = true;
     const seen = new Set();
     for (const value of list.slice(0, MAX_NODES)) {
       const origin = nodeOrigin(value);

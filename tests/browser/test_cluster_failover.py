@@ -283,6 +283,7 @@ async def test_the_node_list_comes_only_from_signaling_and_is_checked(
         await wait_js(page.page, JOINED, TIMEOUT_MS)
         # no --redis: only this page's node, whatever the URL says
         assert await page.page.evaluate("window.diemcau.nodes.order()") == [server_url]
+        assert await page.page.evaluate("window.diemcau.nodes.clustered") is False
         checked = await page.page.evaluate(
             "async (values) => { const m = await import('/static/failover.js');"
             " return values.map((v) => m.nodeOrigin(v)); }", HOSTILE)
