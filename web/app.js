@@ -91,7 +91,8 @@ const PING_TIMEOUT_MS = 2500; // media stopped and no pong this long: the networ
 const nodes = new NodeList();
 diemcau.nodes = nodes;
 const reconnector = new Reconnector({
-  rejoin: (resume) => rejoinAcross(nodes.order(), (node) => {
+  rejoin: (resume) => rejoinAcross(nodes.order(), async (node) => {
+    if (diemcau.state === 'left') return 'left'; // the user left meanwhile: no further node
     const here = node === nodes.current;
     if (!here) showNotice(t('reconnectingOther', { host: new URL(node).host }));
     return join(diemcau.room, diemcau.name, {
