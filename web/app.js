@@ -521,7 +521,7 @@ function boot() {
   $('room-input').value = room;
   $('name-input').value = name;
   if (location.pathname === '/kiosk') { // a meeting-room computer (web/kiosk.js)
-    import('./kiosk.js').then((m) => m.startKiosk({ join, leave, hook: diemcau, setState }));
+    import('./kiosk.js').then((m) => m.startKiosk({ join, leave, hook: diemcau, setState, nodes }));
   } else if (validField(room) && validField(name) && new URLSearchParams(location.search).get('prejoin') === '1') {
     openPrejoin({ room, name, onJoin: (o) => join(room, name, o) });
   } else if (validField(room) && validField(name)) {

@@ -4,7 +4,8 @@
 // (POST /api/kiosk/schedule), joins the meeting by itself at the start time, full screen with
 // large tiles and no controls, rejoins by itself after a drop (web/reconnect.js, then the next
 // schedule poll), leaves when the meeting ends, and always asks for the top layer unless its
-// line says otherwise (`?quality=medium|low`).
+// line says otherwise (`?quality=medium|low`). In a cluster whose node that served the page
+// died, it rejoins through another node like any page, and moves there when it next polls.
 import { addStrings, applyTranslations, t } from './i18n.js';
 
 addStrings({
@@ -84,7 +85,7 @@ function el(tag, props = {}, children = []) {
   return node;
 }
 
-export function startKiosk({ join, leave, hook, setState }) {
+export function startKiosk({ join, leave, hook, setState, nodes = null }) {
   document.body.classList.add('kiosk');
   const quality = new URLSearchParams(location.search).get('quality') || 'top';
   const width = TOP[quality] || TOP.top;
@@ -179,6 +180,7 @@ export function startKiosk({ join, leave, hook, setState }) {
         showSignIn(t('kioskBadSecret'));
         return;
       }
+      if (!inMeeting && moveToLiveNode()) return;
       if (!inMeeting) showWaiting(t('kioskOffline'));
       return;
     }
@@ -208,6 +210,19 @@ export function startKiosk({ join, leave, hook, setState }) {
     const wait = (next.starts_at - serverNow()) * 1000;
     if (wait < POLL_MS) startTimer = setTimeout(poll, Math.max(0, wait) + 200); // at the start
   }
+
+  // The node that served this page is unreachable, but our last call moved to another node of
+  // the cluster (web/failover.js), which took our credentials: carry on from there, with the
+  // secret in the fragment as on first sign-in (it never reaches a server's logs).
+  function moveToLiveNode() {
+    if (!nodes || !creds || !nodes.current || nodes.current === nodes.page) return false;
+    const query = new URLSearchParams({ endpoint: String(creds.endpoint_id) });
+    if (quality !== 'top') query.set('quality', quality);
+    state.state = 'moving';
+    location.assign(`${nodes.current}/kiosk?${query}#secret=${encodeURIComponent(creds.endpoint_secret)}`);
+    return true;
+  }
+  state.endMeeting = () => leaveMeeting(); // as at the meeting's end (tests)
 
   function showSignIn(message = '') {
     state.state = 'signin';

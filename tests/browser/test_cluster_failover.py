@@ -5,8 +5,9 @@ placed on A; A is killed with SIGKILL; every page rejoins the room through anoth
 itself, with the same credentials (the guest's invitation is not spent again), and decodes
 video again. The time from the kill to video decoding again (the failover time) is printed.
 
-Also: the node list a page uses comes only from its server's signaling and holds only plain
-http(s) base URLs (never the URL's parameters, never credentials).
+The kiosk, whose page node is gone, then moves to the node it rejoined through at its next
+schedule poll. Also: the node list a page uses comes only from its server's signaling and
+holds only plain http(s) base URLs (never the URL's parameters, never credentials).
 
 Run inside a private network namespace (docs/architecture.md#network-namespaces).
 """
@@ -255,6 +256,22 @@ async def test_pages_of_a_killed_node_rejoin_through_another_with_video(
                                                                         strict=True))
               + f" (all by {failover_s:.1f} s); room node0 -> {new_node}; "
               f"load average {load[0]:.2f} {load[1]:.2f}")
+
+        # The kiosk's page node is gone: at its next schedule poll (here after its meeting
+        # "ends") it moves to the node it rejoined through, and joins its meeting from there.
+        kiosk = pages[2].page
+        await kiosk.evaluate("() => { window.diemcau.kiosk.endMeeting(); }")
+        await wait_js(kiosk, f"location.origin === {json.dumps(where)} && window.diemcau"
+                             " && window.diemcau.kiosk && window.diemcau.state === 'joined'"
+                             " && window.diemcau.kiosk.state === 'in-meeting'", TIMEOUT_MS)
+        assert "secret" not in kiosk.url  # the secret left the address bar again
+        assert "endpoint_secret" in pages[2].joins[-1][1], pages[2].joins
+        assert pages[2].joins[-1][0].startswith(where.replace("http", "ws", 1))
+        await pages[0].page.locator(".tile:not(.self) .name", has_text="Phòng họp Huyện A") \
+            .first.wait_for(timeout=TIMEOUT_MS)
+        for page in pages:
+            blocked = [line for line in page.lines if "Content Security Policy" in line]
+            assert not blocked, blocked
     except Exception:
         for page in pages:
             print(page.tail())
