@@ -312,6 +312,27 @@ async def test_the_node_list_comes_only_from_signaling_and_is_checked(
         assert kept == [server_url, "http://127.0.0.1:2", "https://node.example"], kept
         assert await page.page.evaluate("window.diemcau.nodes.accept('http://127.0.0.1:3')") \
             is False
+        # a `wrong-node` redirect to anything but a plain http(s) base URL is not followed
+        redirects = await page.page.evaluate(
+            """async (values) => {
+              const m = await import('/static/signaling.js');
+              const out = [];
+              for (const address of values) {
+                const s = new m.Signaling('ws://127.0.0.1:9/ws');
+                s.request = () => Promise.reject(
+                  new m.SignalingError('wrong-node', 'elsewhere', 'join', { address }));
+                s.connect = () => Promise.resolve();
+                let code = null;
+                try {
+                  await s.requestJoin({ type: 'join' }, 'joined');
+                } catch (err) { code = err.code; }
+                out.push([code, s.url]);
+              }
+              return out;
+            }""", [*HOSTILE, "http://127.0.0.1:7"])
+        assert redirects[:-1] == [["wrong-node", "ws://127.0.0.1:9/ws"]] * len(HOSTILE), redirects
+        # a good address is followed (then refused again, at most twice)
+        assert redirects[-1] == ["wrong-node", "ws://127.0.0.1:7/ws"], redirects
         many = [f"http://127.0.0.1:{1000 + i}" for i in range(100)]
         assert len(await page.page.evaluate(
             "(values) => { const n = window.diemcau.nodes; n.accept(values); return n.order(); }",
