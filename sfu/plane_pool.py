@@ -296,10 +296,11 @@ class WorkerPool:
 
     # -- the MediaPlane interface -----------------------------------------------------------------
 
-    def join(self, room: str, participant_id: str, name: str, events: EventSink) -> RoomState:
+    def join(self, room: str, participant_id: str, name: str, events: EventSink,
+             all_layers: bool = False) -> RoomState:
         live = self._room_for(room)
         before = live.state()
-        self._send_or_drop(live, Join(room, participant_id, name))
+        self._send_or_drop(live, Join(room, participant_id, name, all_layers))
         live.participants[participant_id] = _Member(ParticipantState(participant_id, name),
                                                     events)
         return before

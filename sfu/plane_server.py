@@ -167,7 +167,7 @@ class PlaneServer:
             match call:
                 case Join():
                     worker.join(call.room, call.participant, call.name,
-                                self.sink(call.room, call.participant))
+                                self.sink(call.room, call.participant), call.all_layers)
                 case SubscribeAnswer():
                     worker.subscribe_answer(call.room, call.participant, call.sdp)
                 case SetMuted():

@@ -64,6 +64,7 @@ class Join(_Call, tag="join"):
     room: str
     participant: str
     name: str
+    all_layers: bool = False
 
 
 class Leave(_Call, tag="leave"):

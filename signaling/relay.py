@@ -50,8 +50,8 @@ from sfu.plane import MediaPlane
 from sfu.relay import (
     AUDIO_LEVEL_URI,
     FarTrack,
-    LocalPublication,
-    RelayedTrack,
+    Publication,
+    TrackFeed,
     UpstreamTracks,
     VoiceSlot,
     VoiceSlots,
@@ -64,8 +64,9 @@ AUDIO_SLOTS = 3
 """Audio tracks the relay publishes into the far room: B's voices, one per slot (as many as the
 media plane counts speakers, ``sfu.room.MAX_SPEAKERS``)."""
 REMB_BPS = 20_000_000
-"""What the relay tells A it can receive: an unconstrained subscriber, so A forwards its best
-layer (the relay's link is a server's, not a phone's)."""
+"""What the relay tells A it can receive: an unconstrained subscriber (the relay's link is a
+server's, not a phone's); A sends it every simulcast layer anyway (``relay_layers``), and its
+best layer when A predates that."""
 REMB_INTERVAL_S = 1.0
 JOIN_TIMEOUT_S = 15.0
 
@@ -137,7 +138,7 @@ class Relay:
         self._ice = ice_addresses
         self.upstream = UpstreamTracks(self._publish_far, self._send_nack)
         # One near participant per relayed far participant (its own tile, name, speaker state).
-        self._near: dict[str, LocalPublication] = {}  # by far participant id
+        self._near: dict[str, Publication] = {}  # by far participant id
         self._near_count = 0
         self._in_near = False  # the local subscriber (voices) is on
         self._far_names: dict[str, str] = {}
@@ -191,8 +192,10 @@ class Relay:
         url = self.spec.source_url.rstrip("/").replace("http", "ws", 1) + "/ws"
         self._ws = await self._session.ws_connect(url, max_msg_size=8 << 20)
         self._reader = asyncio.ensure_future(self._read_forever())
+        # relay_layers: A sends every simulcast layer as its own stream (sfu/layer_streams.py),
+        # so that B's allocator picks one for each of B's subscribers.
         join: dict[str, Any] = {"type": "join", "room": self.spec.source_room,
-                                "name": relay_name(self.room)}
+                                "name": relay_name(self.room), "relay_layers": True}
         if self.spec.token:
             join["token"] = self.spec.token
         joined = await self._request(join, "joined")
@@ -426,7 +429,7 @@ class Relay:
             return far_participant_id == self.far_pinned
         return True
 
-    def _publish_far(self, track: FarTrack) -> RelayedTrack | None:
+    def _publish_far(self, track: FarTrack) -> TrackFeed | None:
         if not self._in_near or not self.chosen(track.participant_id):
             return None
         publication = self._near.get(track.participant_id)
@@ -440,10 +443,13 @@ class Relay:
         existing = publication.tracks.get(track_id)
         if existing is not None:
             return existing
-        ssrc = track.ssrc
-        return publication.add_track(
-            track_id, track.kind, track.codec, lambda: self._send_pli(ssrc),
-            track.audio_level_ext_id)
+        ssrcs = [layer.ssrc for layer in track.layers] or [track.ssrc]
+
+        def keyframe(layer: int) -> None:  # a PLI names the far consumer of that layer
+            self._send_pli(ssrcs[max(0, min(layer, len(ssrcs) - 1))])
+
+        return publication.add_track(track_id, track.kind, track.codec, keyframe,
+                                     track.audio_level_ext_id, track.rids)
 
     def _sync_tracks(self) -> None:
         """Withdraw from the near room every relayed track that A no longer sends us for a
@@ -461,7 +467,7 @@ class Relay:
                 del self._near[far_id]
                 self._spawn(self._leave(publication))
 
-    async def _leave(self, publication: LocalPublication) -> None:
+    async def _leave(self, publication: Publication) -> None:
         await self.plane.leave(self.room, publication.participant_id)
         publication.close()
 
@@ -487,7 +493,8 @@ class Relay:
             self.nacks_sent += 1
 
     def _remb(self) -> None:
-        video = [t.ssrc for t in self.upstream.tracks() if t.kind is Kind.VIDEO]
+        video = [layer.ssrc for t in self.upstream.tracks() if t.kind is Kind.VIDEO
+                 for layer in t.layers]
         if self._sub_writer is not None and video:
             self._sub_writer.send_rtcp(bytes(RtcpPsfbPacket(
                 fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc, media_ssrc=0,

@@ -34,7 +34,7 @@ def upstream() -> UpstreamTracks:
 
     def publish(track):  # type: ignore[no-untyped-def]
         relayed = publication.add_track(f"{track.participant_id}.{track.mid}", track.kind,
-                                        track.codec, lambda: None)
+                                        track.codec, lambda _layer: None)
         consumer = Consumer(relayed.producer, "near", track.mid, 0xAA, 0xAB, Sink())
         consumer.configure(track.codec, 0, 0)
         consumer.set_target(0)
