@@ -32,6 +32,7 @@ from sfu.consumer import PacketWriter
 from sfu.events import MediaEvent
 from sfu.local_subscriber import TrackInfo
 from sfu.plane import BadDescription, NotDescribed, Target, UnknownParticipant
+from sfu.plane_relay import RelayHost
 from sfu.plane_wire import (
     STATS_INTERVAL_S,
     AddIce,
@@ -46,6 +47,13 @@ from sfu.plane_wire import (
     Pin,
     Publish,
     Ready,
+    RelayKeyframe,
+    RelayMuted,
+    RelayPublish,
+    RelayRtp,
+    RelaySenderReport,
+    RelayTrack,
+    RelayTrackGone,
     Reply,
     Report,
     RequestKeyframe,
@@ -113,8 +121,10 @@ class _RemoteFeed:
 class RemoteLocalSubscriber:
     """The ``LocalSubscriber`` standing in for one in signaling (the recorder)."""
 
-    def __init__(self, channel: Channel, room: str, subscriber: str) -> None:
+    def __init__(self, channel: Channel, room: str, subscriber: str,
+                 audio_level_ext_id: int = 0) -> None:
         self.channel, self.room, self.subscriber = channel, room, subscriber
+        self.audio_level_ext_id = audio_level_ext_id  # read by LocalConsumers (a relay's)
 
     def track_added(self, track: TrackInfo) -> PacketWriter | None:
         self.channel.send(LocalTrack(self.room, self.subscriber, track.producer_id,
@@ -152,6 +162,7 @@ class PlaneServer:
         self.channel = channel
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
+        self.relays = RelayHost(worker.publish_local, channel.send)  # sfu/plane_relay.py
 
     def sink(self, room: str, participant: str) -> Any:
         channel = self.channel
@@ -162,6 +173,9 @@ class PlaneServer:
         return send
 
     def handle(self, call: Call) -> None:
+        if type(call) is RelayRtp:  # the busiest call: a relay's packet, once per packet
+            self.relays.rtp(call)
+            return
         worker = self.worker
         try:
             match call:
@@ -186,9 +200,14 @@ class PlaneServer:
                     worker.request_keyframe(call.room, call.participant)
                 case SubscribeLocal():
                     worker.subscribe_local(call.room, call.subscriber, RemoteLocalSubscriber(
-                        self.channel, call.room, call.subscriber))
+                        self.channel, call.room, call.subscriber, call.audio_level_ext_id))
                 case UnsubscribeLocal():
                     worker.unsubscribe_local(call.room, call.subscriber)
+                case RelayPublish():
+                    self.relays.publish(call, self.sink(call.room, call.participant))
+                case RelayTrack() | RelayTrackGone() | RelayMuted() | RelaySenderReport() \
+                        | RelayKeyframe():
+                    self.relays.handle(call)
                 case Leave() | Publish() | AddIce() | Shutdown():
                     self._spawn(self._answer(call))
                 case Hello():
@@ -210,6 +229,7 @@ class PlaneServer:
             match call:
                 case Leave():
                     await worker.leave(call.room, call.participant)
+                    self.relays.left(call.room, call.participant)
                 case Publish():
                     value = await worker.publish(call.room, call.participant, call.sdp,
                                                  call.screen_mids)

@@ -115,10 +115,18 @@ def video_ssrc_of(participant: SyntheticParticipant, owner: str) -> int | None:
     return None
 
 
-async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path) -> None:
+WORKERS = pytest.mark.parametrize("workers", ["0", "2"], ids=["in-process", "workers-2"])
+"""The media plane in the server process, and in two worker processes (``--workers 2``, the
+relay's near side crossing into the room's worker: ``sfu/plane_relay.py``)."""
+
+
+@WORKERS
+async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path, workers: str) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    with running_server(tmp_path / "a") as server_a, running_server(tmp_path / "b") as server_b:
+    args = ["--workers", workers]
+    with (running_server(tmp_path / "a", extra_args=args) as server_a,
+          running_server(tmp_path / "b", extra_args=args) as server_b):
         token = operator_token(server_b.base_url, server_b.log_text())
         chair = SyntheticParticipant(server_a.base_url, "trung-uong", "Chair")
         district = [Speaker(server_b.base_url, "huyen", "Huyen 0", video=False)] + [
@@ -289,7 +297,7 @@ class DecodingViewer(RembSubscriber):
                 self.decode_errors += 1
 
 
-@pytest.mark.parametrize("workers", ["0", "2"], ids=["in-process", "workers-2"])
+@WORKERS
 async def test_simulcast_layers_through_the_relay(tmp_path: Path, workers: str) -> None:
     """A carries every layer of a simulcast chair to B (one stream per layer); B's allocator
     gives each of B's subscribers its own layer: the top one to a wide-open link, the lowest to
