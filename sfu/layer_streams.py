@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from sfu.consumer import Consumer, PacketWriter
 from sfu.events import LayerStream, TrackDescription
 from sfu.producer import Producer
+from sfu.types import PauseReason
 
 
 def hold(consumer: Consumer, layer: int) -> None:
@@ -89,6 +90,17 @@ class LayerStreams:
         for consumer in consumers[:-1]:
             consumer.close()
         return consumers[:-1]
+
+    def follow_last_n(self, forwards: Callable[[str], bool]) -> None:
+        """Last-N as for any subscriber (whose video the relay gets at all): a producer outside
+        it has every layer's consumer paused, and held on its layer again when back in."""
+        for consumers in self.by_producer.values():
+            inside = forwards(consumers[0].producer.participant_id)
+            for layer, consumer in enumerate(consumers):
+                if inside and consumer.pause_reason is PauseReason.NOT_IN_LAST_N:
+                    hold(consumer, layer)
+                elif not inside and consumer.pause_reason is None:
+                    consumer.set_target(None, PauseReason.NOT_IN_LAST_N)
 
     def describe(self, tracks: dict[str, TrackDescription],
                  consumer_of: Callable[[str], Consumer | None]) -> dict[str, TrackDescription]:

@@ -197,6 +197,8 @@ class Subscriber:
         consumers = (list(self.consumers.values()) if layered is None else
                      [c for c in self.consumers.values() if not layered.held(c.producer.id)])
         self.downlink.tick(consumers, self._sent_bytes())
+        if layered is not None:
+            layered.follow_last_n(self.downlink.policy.forwards)
 
     def _consumer_of_mid(self, mid: str) -> Consumer | None:
         return next((slot.consumer for slot in self.negotiator.slots

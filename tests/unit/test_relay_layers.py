@@ -116,6 +116,22 @@ def test_a_layered_producer_that_goes_closes_its_streams() -> None:
     assert producer.consumers == [consumers[2]]  # the m-line's consumer is the subscriber's
 
 
+def test_last_n_pauses_and_resumes_every_layer_of_a_relayed_video() -> None:
+    """A relay of a big room gets the videos last-N chooses for it, as any subscriber does."""
+    from sfu.types import PauseReason
+
+    asked: list[int] = []
+    _producer, streams, consumers, _writer, _router = layered(asked)
+    streams.follow_last_n(lambda owner: owner != "chair")
+    assert {c.pause_reason for c in consumers} == {PauseReason.NOT_IN_LAST_N}
+    streams.follow_last_n(lambda owner: True)
+    assert [(c.pause_reason, c.target_layer) for c in consumers] == [
+        (None, 0), (None, 1), (None, 2)]
+    consumers[1].set_muted(True)  # a mute is not last-N's to lift
+    streams.follow_last_n(lambda owner: True)
+    assert consumers[1].pause_reason is PauseReason.MUTED
+
+
 def test_a_single_layer_or_audio_track_is_not_layered() -> None:
     streams = LayerStreams("relay", {})
     audio = Producer("a:0", "a", Kind.AUDIO, "0", lambda _p, _l: None)
