@@ -44,7 +44,7 @@ from aiortc.sdp import SessionDescription
 
 from sfu import aiortc_hooks
 from sfu.consumer import PacketWriter
-from sfu.events import Speakers
+from sfu.events import LeaveReason, Removed, Speakers
 from sfu.local_subscriber import TrackInfo
 from sfu.plane import MediaPlane
 from sfu.relay import (
@@ -164,6 +164,8 @@ class Relay:
         self._removed_reason: str | None = None
         self.keyframe_requests_sent = 0  # PLIs sent to the far server
         self.nacks_sent = 0
+        self.near_rejoins = 0  # the near room ended with its media worker and was entered again
+        self._near_rejoin: asyncio.Future[None] | None = None
 
     @staticmethod
     def _new_pc() -> RTCPeerConnection:
@@ -271,6 +273,8 @@ class Relay:
             self.state = "closed"
         if self._watcher is not None:
             self._watcher.cancel()
+        if self._near_rejoin is not None:
+            self._near_rejoin.cancel()
         if self._remb_timer is not None:
             self._remb_timer.cancel()
         await self._leave_near()
@@ -430,15 +434,21 @@ class Relay:
         return True
 
     def _publish_far(self, track: FarTrack) -> TrackFeed | None:
-        if not self._in_near or not self.chosen(track.participant_id):
+        if (not self._in_near or self._near_rejoin is not None
+                or not self.chosen(track.participant_id)):
             return None
         publication = self._near.get(track.participant_id)
         if publication is None:
             self._near_count += 1
             far_name = self._far_names.get(track.participant_id) or self.spec.source_room
-            publication = self._near[track.participant_id] = self.plane.publish_local(
-                self.room, f"{self.participant_id}-{self._near_count}", relay_name(far_name),
-                self._on_near_event)
+            try:
+                publication = self.plane.publish_local(
+                    self.room, f"{self.participant_id}-{self._near_count}",
+                    relay_name(far_name), self._on_near_event)
+            except Exception as exc:  # no live media worker (MediaUnavailable): the next packet
+                logger.debug("relay %s: cannot publish into %r: %r", self.id, self.room, exc)
+                return None  # counted by UpstreamTracks (PAUSED)
+            self._near[track.participant_id] = publication
         track_id = f"{track.participant_id}.{track.mid}"
         existing = publication.tracks.get(track_id)
         if existing is not None:
@@ -518,6 +528,35 @@ class Relay:
         # The relay's participants in the near room hear what everyone hears: follow speakers.
         if isinstance(event, Speakers):
             self.voices.set_speakers(event.participant_ids)
+        elif (isinstance(event, Removed) and event.reason is LeaveReason.MEDIA_WORKER_LOST
+                and self._near_rejoin is None):
+            self._near_rejoin = asyncio.ensure_future(self._rejoin_near())
+
+    async def _rejoin_near(self) -> None:
+        """The near room ended with its media worker (``--workers N``): the relay enters it
+        again (placed on a live worker); its tracks come back with the far side's next packets."""
+        try:
+            near, self._near = self._near, {}
+            for publication in near.values():
+                publication.close()
+            for far in self.upstream.tracks():
+                far.relayed, far.relayed_for = None, ""
+            delay = RECONNECT_MIN_S
+            while self._in_near and self.state in ("running", "reconnecting"):
+                self.plane.unsubscribe_local(self.room, self.participant_id)  # gone with it
+                try:
+                    self.plane.subscribe_local(self.room, self.participant_id, self)
+                except Exception as exc:  # no live worker yet (MediaUnavailable): try again
+                    logger.warning("relay %s: near room not back yet: %r", self.id, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                    continue
+                self.near_rejoins += 1
+                logger.warning("relay %s: entered %r again after its media worker was lost",
+                               self.id, self.room)
+                return
+        finally:
+            self._near_rejoin = None
 
     def sender_report(self, producer_id: str, ntp_timestamp: int, rtp_timestamp: int) -> None:
         pass  # the far server makes its own sender reports from what it receives
@@ -533,5 +572,6 @@ class Relay:
             "audio_packets_back": sum(slot.sent for slot in self.voices.slots),
             "offer_errors": self.offer_errors,
             "reconnects": self.reconnects,
+            "near_rejoins": self.near_rejoins,
             "drops": {reason.value: n for reason, n in self.upstream.drops.items()},
         }

@@ -353,3 +353,58 @@ async def test_simulcast_layers_through_the_relay(tmp_path: Path, workers: str) 
         finally:
             for person in (chair, wide, small):
                 await person.leave()
+
+
+async def test_the_relay_enters_again_when_the_near_rooms_worker_is_lost(tmp_path: Path) -> None:
+    """B runs its media in worker processes; the worker of B's room is killed: B's participants
+    are told (``media-worker-lost``), the relay enters the room again on a live worker, and a
+    participant who joins afterwards decodes the chair once more."""
+    import os
+    import signal
+
+    from tests.integration.test_media_workers import left_reasons, media_workers, ready_workers
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (running_server(tmp_path / "a") as server_a,
+          running_server(tmp_path / "b", extra_args=["--workers", "2"]) as server_b):
+        workers = media_workers(server_b.proc.pid)
+        assert await wait_until(lambda: ready_workers(server_b.base_url) == [
+            workers[0], workers[1]], DEADLINE_S)
+        token = operator_token(server_b.base_url, server_b.log_text())
+        relays = server_b.base_url + "/api/rooms/huyen/relays"
+        chair = SyntheticParticipant(server_a.base_url, "trung-uong", "Chair")
+        before = SyntheticParticipant(server_b.base_url, "huyen", "Huyen 1", video=False)
+        after = SyntheticParticipant(server_b.base_url, "huyen", "Huyen 2", video=False)
+        try:
+            await chair.join()
+            status, relay = await call("POST", relays, token, {
+                "source_url": server_a.base_url, "source_room": "trung-uong"})
+            assert status == 201, relay
+            await before.join()
+            relayed = await near_id_of(relays, token, str(chair.participant_id))
+            assert await wait_until(lambda: before.received[relayed]["video"] > FRAMES,
+                                    DEADLINE_S), dict(before.received)
+
+            os.kill(workers[0], signal.SIGKILL)  # the first room goes to worker 0
+            assert await wait_until(lambda: "media-worker-lost" in left_reasons(before),
+                                    DEADLINE_S), before.events[-3:]
+
+            async def rejoined() -> dict[str, Any]:
+                _, listed = await call("GET", relays, token)
+                return dict(listed[0])
+
+            for _ in range(200):  # bounded: ~20 s
+                state = await rejoined()
+                if state["stats"]["near_rejoins"] == 1 and state["stats"]["participants"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert state["state"] == "running" and state["stats"]["near_rejoins"] == 1, state
+            again = await near_id_of(relays, token, str(chair.participant_id))
+            await after.join()
+            assert await wait_until(lambda: after.received[again]["video"] > FRAMES
+                                    and after.received[again]["audio"] > FRAMES,
+                                    DEADLINE_S), dict(after.received)
+        finally:
+            for person in (chair, before, after):
+                await person.leave()
