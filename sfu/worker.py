@@ -314,11 +314,14 @@ class Worker:
                 stats.producers += len(participant.producers)
                 subscriber = participant.subscriber
                 if subscriber is not None:
-                    stats.consumers += len(subscriber.consumers)
+                    # a relay's lower layers are consumers of their own (sfu/layer_streams.py)
+                    consumers = [*subscriber.consumers.values(), *(
+                        subscriber.layered.extras() if subscriber.layered is not None else ())]
+                    stats.consumers += len(consumers)
                     policy = subscriber.downlink.policy
                     if policy.gate.audio_only or policy.user_audio_only:
                         stats.audio_only["down"] += 1
-                    for consumer in subscriber.consumers.values():
+                    for consumer in consumers:
                         if consumer.pause_reason is not None:
                             stats.paused[consumer.pause_reason.value] += 1
                 if participant.uplink.audio_only:

@@ -284,3 +284,34 @@ def test_an_unwrapped_retransmission_is_rebuilt_for_the_worker() -> None:
     rebuilt = RtpView.parse(rtp_bytes(unwrapped))
     assert (rebuilt.sequence_number, rebuilt.ssrc, rebuilt.payload_type, rebuilt.timestamp,
             rebuilt.payload, rebuilt.extensions) == (11, 3000, 96, 4242, b"payload", {1: b"\x7f"})
+
+
+async def test_a_worker_offers_a_relay_every_layer_and_counts_its_consumers() -> None:
+    """The real Worker and Subscriber (aiortc connections, nothing sent): a subscriber that
+    joined with ``all_layers`` gets a consumer per layer of a simulcast track, the layers in its
+    offer's track map, and the metrics count them; an ordinary subscriber gets one."""
+    import asyncio
+
+    from sfu.events import SubscribeOffer
+    from sfu.worker import MediaConfig, Worker
+
+    worker = Worker(MediaConfig(ice_addresses=("127.0.0.1",)))
+    offers: dict[str, list[SubscribeOffer]] = {"relay": [], "browser": []}
+    try:
+        for name, all_layers in (("relay", True), ("browser", False)):
+            worker.join("room", name, name, lambda event, name=name: offers[name].append(
+                event) if isinstance(event, SubscribeOffer) else None, all_layers=all_layers)
+        publication = worker.publish_local("room", "chair", "Chair", lambda _event: None)
+        publication.add_track("chair.1", Kind.VIDEO, VP8_IN, lambda _layer: None, rids=RIDS)
+        assert worker.stats().consumers == 3 + 1
+        for _ in range(100):  # bounded: the offers are made by each subscriber's task
+            if offers["relay"] and offers["browser"]:
+                break
+            await asyncio.sleep(0.05)
+        (relay_track,) = offers["relay"][0].tracks.values()
+        (browser_track,) = offers["browser"][0].tracks.values()
+        assert [layer.rid for layer in relay_track.layers] == RIDS
+        assert f"a=ssrc:{relay_track.layers[-1].ssrc} " in offers["relay"][0].sdp
+        assert browser_track.layers == ()
+    finally:
+        await worker.close()
