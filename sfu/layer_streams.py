@@ -23,8 +23,13 @@ from collections.abc import Callable, Iterable, Mapping
 
 from sfu.consumer import Consumer, PacketWriter
 from sfu.events import LayerStream, TrackDescription
+from sfu.policy.allocator import layer_for_tile
+from sfu.policy.downlink import Tile
 from sfu.producer import Producer
 from sfu.types import PauseReason
+
+FOLLOWED = (PauseReason.NOT_IN_LAST_N, PauseReason.NOT_VISIBLE)
+"""The pauses ``LayerStreams.follow`` decides (and lifts); a mute is not its to lift."""
 
 
 def hold(consumer: Consumer, layer: int) -> None:
@@ -91,16 +96,27 @@ class LayerStreams:
             consumer.close()
         return consumers[:-1]
 
-    def follow_last_n(self, forwards: Callable[[str], bool]) -> None:
-        """Last-N as for any subscriber (whose video the relay gets at all): a producer outside
-        it has every layer's consumer paused, and held on its layer again when back in."""
+    def follow(self, forwards: Callable[[str], bool], tiles: Mapping[str, Tile]) -> None:
+        """Last-N as for any subscriber (whose video the relay gets at all), and the relay's
+        tiles: what the far room's subscribers want at most of a participant (the relay sends a
+        tile as wide as the highest layer wanted there). Layers above it, or every layer outside
+        last-N, are paused; a layer wanted again is held again (from its next keyframe)."""
         for consumers in self.by_producer.values():
-            inside = forwards(consumers[0].producer.participant_id)
+            owner = consumers[0].producer.participant_id
+            tile = tiles.get(owner)
+            top = len(consumers) - 1
+            if tile is not None:
+                top = layer_for_tile(tile.width, (None,) * len(consumers)) if tile.visible else -1
+            inside = forwards(owner)
             for layer, consumer in enumerate(consumers):
-                if inside and consumer.pause_reason is PauseReason.NOT_IN_LAST_N:
-                    hold(consumer, layer)
-                elif not inside and consumer.pause_reason is None:
-                    consumer.set_target(None, PauseReason.NOT_IN_LAST_N)
+                reason = (PauseReason.NOT_IN_LAST_N if not inside
+                          else PauseReason.NOT_VISIBLE if layer > top else None)
+                if reason is None:
+                    if consumer.pause_reason in FOLLOWED:
+                        hold(consumer, layer)
+                elif consumer.pause_reason is None or (consumer.pause_reason in FOLLOWED
+                                                       and consumer.pause_reason is not reason):
+                    consumer.set_target(None, reason)
 
     def describe(self, tracks: dict[str, TrackDescription],
                  consumer_of: Callable[[str], Consumer | None]) -> dict[str, TrackDescription]:

@@ -410,9 +410,11 @@ class WorkerPool:
     def subscribe_local(self, room: str, subscriber_id: str,
                         subscriber: LocalSubscriber) -> None:
         live = self._room_for(room)
-        # A relay's voices keep their audio level (the far server's extension id).
+        # A relay's voices keep their audio level (the far server's extension id), and its
+        # video is not wanted: the worker does not copy the room's video across for nothing.
         self._send_or_drop(live, SubscribeLocal(room, subscriber_id,
-                                                getattr(subscriber, "audio_level_ext_id", 0)))
+                                                getattr(subscriber, "audio_level_ext_id", 0),
+                                                getattr(subscriber, "wants_video", True)))
         live.local[subscriber_id] = _Local(subscriber)
 
     def unsubscribe_local(self, room: str, subscriber_id: str) -> None:

@@ -72,6 +72,7 @@ from sfu.plane_wire import (
     frame,
     read_frame,
 )
+from sfu.types import Kind
 from sfu.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -122,11 +123,14 @@ class RemoteLocalSubscriber:
     """The ``LocalSubscriber`` standing in for one in signaling (the recorder)."""
 
     def __init__(self, channel: Channel, room: str, subscriber: str,
-                 audio_level_ext_id: int = 0) -> None:
+                 audio_level_ext_id: int = 0, video: bool = True) -> None:
         self.channel, self.room, self.subscriber = channel, room, subscriber
         self.audio_level_ext_id = audio_level_ext_id  # read by LocalConsumers (a relay's)
+        self.video = video  # False (a relay's voices): no video is consumed or sent across
 
     def track_added(self, track: TrackInfo) -> PacketWriter | None:
+        if track.kind is Kind.VIDEO and not self.video:
+            return None
         self.channel.send(LocalTrack(self.room, self.subscriber, track.producer_id,
                                      track.participant_id, track.participant_name, track.kind,
                                      track.codec))
@@ -200,7 +204,8 @@ class PlaneServer:
                     worker.request_keyframe(call.room, call.participant)
                 case SubscribeLocal():
                     worker.subscribe_local(call.room, call.subscriber, RemoteLocalSubscriber(
-                        self.channel, call.room, call.subscriber, call.audio_level_ext_id))
+                        self.channel, call.room, call.subscriber, call.audio_level_ext_id,
+                        call.video))
                 case UnsubscribeLocal():
                     worker.unsubscribe_local(call.room, call.subscriber)
                 case RelayPublish():

@@ -31,6 +31,7 @@ from sfu.events import (
     Speakers,
     SubscribeOffer,
     TrackMuted,
+    VideosForwarded,
 )
 from sfu.policy.downlink import Tile
 from sfu.types import Codec, Kind
@@ -148,6 +149,7 @@ class SubscribeLocal(_Call, tag="local_on"):
     room: str
     subscriber: str
     audio_level_ext_id: int = 0  # a relay's: the far server's id for the voices it sends back
+    video: bool = True  # False: a subscriber of voices only (a relay): no video crosses
 
 
 class UnsubscribeLocal(_Call, tag="local_off"):
@@ -324,7 +326,7 @@ STATS_INTERVAL_S = 0.5
 
 EVENT_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     ParticipantJoined, ParticipantLeft, TrackMuted, Pinned, Speakers, SubscribeOffer,
-    AnswerRefused, AudioOnlyChanged, PublishLayers, Removed)}
+    AnswerRefused, AudioOnlyChanged, PublishLayers, Removed, VideosForwarded)}
 
 _encoder = msgspec.msgpack.Encoder()
 _call_decoder = msgspec.msgpack.Decoder(Call)

@@ -33,6 +33,16 @@ from sfu.wire.seqmath import seq_add, seq_diff, ts_add, ts_diff
 
 MAX_LAYERS = 3
 """Simulcast layers a relayed track may have (what browsers send: q, h, f)."""
+TILE_WIDTH, TILE_HEIGHT = 1280, 720
+
+
+def tile_for(rids: Sequence[str], active: Mapping[str, bool]) -> tuple[int, int]:
+    """The tile a relay reports to the far server for the highest layer the near room wants
+    (``PublishLayers.active`` of the relayed track): 1280x720 for the top, half each side per
+    layer below, as the far side's ``layer_for_tile`` reads q/h/f (1/4, 1/2, 1 of 1280)."""
+    top = max((i for i, rid in enumerate(rids) if active.get(rid, False)), default=0)
+    shift = len(rids) - 1 - top
+    return TILE_WIDTH >> shift, TILE_HEIGHT >> shift
 VOICE_FRAME_TICKS = 960
 """20 ms of Opus at 48 kHz: the gap a voice slot leaves when it changes voice."""
 

@@ -230,6 +230,8 @@ class Room:
         for participant in self.participants.values():
             if participant.publisher is not None:
                 participant.uplink.tick(participant.publisher, now)
+            elif participant.relayed:  # which layers the relay should bring (signaling/relay.py)
+                participant.uplink.tick_relayed(participant.relayed.values(), now)
 
     def drop_producer(self, participant: Participant, producer: Producer) -> None:
         """One track of a participant ends (a stopped screen share); the participant stays."""

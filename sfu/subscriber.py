@@ -198,7 +198,7 @@ class Subscriber:
                      [c for c in self.consumers.values() if not layered.held(c.producer.id)])
         self.downlink.tick(consumers, self._sent_bytes())
         if layered is not None:
-            layered.follow_last_n(self.downlink.policy.forwards)
+            layered.follow(self.downlink.policy.forwards, self.downlink.policy.tiles)
 
     def _consumer_of_mid(self, mid: str) -> Consumer | None:
         return next((slot.consumer for slot in self.negotiator.slots

@@ -4,11 +4,12 @@ The relay is a participant of the far room (server A) over A's ordinary WebSocke
 with a join token of role ``relay`` (no seat) or on an open server, and a local publisher of the
 near room (this server, B):
 
-    A's consumers --RTP--> relay's subscribe connection (aiortc, hooked at the RTP level:
-        nothing decoded) --UpstreamTracks--> RelayedTrack (sfu/relay.py) = a Producer in B
-        --> B's consumers, as if the chair were local
-    B's subscriber PLI / layer switch -> Producer.request_keyframe -> PLI to A's consumer
-        -> A's publisher (A rate-limits it like any subscriber's)
+    A's consumers (one per simulcast layer) --RTP--> relay's subscribe connection (aiortc,
+        hooked at the RTP level) --UpstreamTracks--> RelayedTrack (sfu/relay.py) = a Producer
+        in B with the same layers --> B's consumers, as if the chair were local
+    B's subscriber PLI / layer switch -> Producer.request_keyframe -> PLI to A's consumer of
+        that layer -> A's publisher (A rate-limits it like any subscriber's); the layers B
+        wants -> a tile sent to A, which sends none above it
     NACK per hop: B's consumers answer from their history; UpstreamTracks NACKs toward A
     B's audio: a local subscriber of B (the recorder's mechanism) -> the relay's publish
         connection to A (audio slots sent at the RTP level, SSRC and payload type rewritten)
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +47,7 @@ from aiortc.sdp import SessionDescription
 
 from sfu import aiortc_hooks
 from sfu.consumer import PacketWriter
-from sfu.events import LeaveReason, Removed, Speakers
+from sfu.events import LeaveReason, PublishLayers, Removed, Speakers
 from sfu.local_subscriber import TrackInfo
 from sfu.plane import MediaPlane
 from sfu.relay import (
@@ -55,6 +58,7 @@ from sfu.relay import (
     UpstreamTracks,
     VoiceSlot,
     VoiceSlots,
+    tile_for,
 )
 from sfu.types import DropReason, Kind
 
@@ -161,10 +165,13 @@ class Relay:
         self._watcher: asyncio.Future[None] | None = None
         self.reconnects = 0
         self.audio_level_ext_id = 0  # read by LocalConsumers: the id the far server agreed
+        self.wants_video = False  # read by WorkerPool.subscribe_local: only B's voices go to A
         self._removed_reason: str | None = None
         self.keyframe_requests_sent = 0  # PLIs sent to the far server
         self.nacks_sent = 0
         self.near_rejoins = 0  # the near room ended with its media worker and was entered again
+        # far participant id -> the tile (width, height) sent to A: the layers B wants
+        self._far_tiles: dict[str, tuple[int, int]] = {}
         self._near_rejoin: asyncio.Future[None] | None = None
 
     @staticmethod
@@ -233,6 +240,7 @@ class Relay:
         self._sub = self._new_pc()
         self._pub = self._new_pc()
         self._hooked = set()
+        self._far_tiles = {}  # the new far session has none: the near room's next wish is sent
         self.upstream = UpstreamTracks(self._publish_far, self._send_nack)
         self.voices.replace([])
 
@@ -444,7 +452,8 @@ class Relay:
             try:
                 publication = self.plane.publish_local(
                     self.room, f"{self.participant_id}-{self._near_count}",
-                    relay_name(far_name), self._on_near_event)
+                    relay_name(far_name), functools.partial(self._on_near_event,
+                                                            far_id=track.participant_id))
             except Exception as exc:  # no live media worker (MediaUnavailable): the next packet
                 logger.debug("relay %s: cannot publish into %r: %r", self.id, self.room, exc)
                 return None  # counted by UpstreamTracks (PAUSED)
@@ -524,10 +533,12 @@ class Relay:
     def track_removed(self, producer_id: str) -> None:
         self.voices.remove(producer_id)
 
-    def _on_near_event(self, event: object) -> None:
+    def _on_near_event(self, event: object, far_id: str = "") -> None:
         # The relay's participants in the near room hear what everyone hears: follow speakers.
         if isinstance(event, Speakers):
             self.voices.set_speakers(event.participant_ids)
+        elif isinstance(event, PublishLayers) and far_id:
+            self._near_wants(far_id, event.active)
         elif (isinstance(event, Removed) and event.reason is LeaveReason.MEDIA_WORKER_LOST
                 and self._near_rejoin is None):
             self._near_rejoin = asyncio.ensure_future(self._rejoin_near())
@@ -558,6 +569,26 @@ class Relay:
         finally:
             self._near_rejoin = None
 
+    def _near_wants(self, far_id: str, active: Mapping[str, bool]) -> None:
+        """The near room wants these layers of a relayed participant (its uplink rule, as for a
+        browser's encodings): the relay tells A with a tile as wide as the highest one, so A
+        sends no layer above it (``LayerStreams.follow``) and its publisher may stop it."""
+        rids = next((t.rids for t in self.upstream.tracks()
+                     if t.participant_id == far_id and t.kind is Kind.VIDEO and t.rids), None)
+        tile = tile_for(rids, active) if rids else None
+        if tile is not None and self._far_tiles.get(far_id) != tile:
+            self._far_tiles[far_id] = tile
+            self._spawn(self._send_tiles())
+
+    async def _send_tiles(self) -> None:
+        if self._ws is None or self._ws.closed:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._ws.send_str(json.dumps({"type": "tiles", "tiles": [
+                {"participant_id": far_id, "width": width, "height": height, "visible": True}
+                for far_id, (width, height) in self._far_tiles.items()
+                if far_id not in self._gone]}))
+
     def sender_report(self, producer_id: str, ntp_timestamp: int, rtp_timestamp: int) -> None:
         pass  # the far server makes its own sender reports from what it receives
 
@@ -573,5 +604,6 @@ class Relay:
             "offer_errors": self.offer_errors,
             "reconnects": self.reconnects,
             "near_rejoins": self.near_rejoins,
+            "asked_of_far": {far_id: f"{w}x{h}" for far_id, (w, h) in self._far_tiles.items()},
             "drops": {reason.value: n for reason, n in self.upstream.drops.items()},
         }

@@ -350,6 +350,19 @@ async def test_simulcast_layers_through_the_relay(tmp_path: Path, workers: str) 
             assert chair.layers[1].plis > plis["h"], (report(), plis)
             assert wide.current_width(relayed) == 1280, report()
             assert not wide.errors and not small.errors and not chair.errors
+
+            # 3. Nobody on B wants f any more: the relay tells A (a tile for h), A stops
+            # sending f to it, and A's publisher is told it may stop f (nobody on A wants it).
+            await wide.leave()
+
+            def f_off() -> bool:
+                return any(e["type"] == "publish_layers" and e["active"].get("f") is False
+                           for e in chair.events)
+
+            assert await wait_until(f_off, DEADLINE_S), (
+                [e for e in chair.events if e["type"] == "publish_layers"],
+                (await call("GET", relays, token))[1][0]["stats"]["asked_of_far"])
+            assert small.current_width(relayed) == 640, report()
         finally:
             for person in (chair, wide, small):
                 await person.leave()

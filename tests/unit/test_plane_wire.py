@@ -31,6 +31,7 @@ from sfu.events import (
     SubscribeOffer,
     TrackDescription,
     TrackMuted,
+    VideosForwarded,
 )
 from sfu.plane import BadDescription, NotDescribed, UnknownParticipant
 from sfu.plane_pool import remote_exception, split_port_range
@@ -100,6 +101,7 @@ EVENTS: list[MediaEvent] = [
     AudioOnlyChanged(Direction.DOWN, True, "bandwidth", 900_000, 2_000_000),
     PublishLayers(True, {"q": True, "h": False, "f": False}),
     Removed(LeaveReason.MEDIA_WORKER_LOST),
+    VideosForwarded(("p1", "p2"), 9),  # missing from the table before: lost with --workers N
 ]
 
 CALLS = [
@@ -121,7 +123,7 @@ CALLS = [
     SetUplink("room", "p1", None),
     RequestKeyframe("room", "p1"),
     SubscribeLocal("room", "recorder"),
-    SubscribeLocal("room", "relay-1", 3),
+    SubscribeLocal("room", "relay-1", 3, video=False),
     RelayPublish("room", "relay-1-1", "Chair (relay)"),
     RelayTrack("room", "relay-1-1", "chair.1", Kind.VIDEO, Codec("video/VP8", 90000, 96, 97),
                None, ["q", "h", "f"]),

@@ -122,14 +122,63 @@ def test_last_n_pauses_and_resumes_every_layer_of_a_relayed_video() -> None:
 
     asked: list[int] = []
     _producer, streams, consumers, _writer, _router = layered(asked)
-    streams.follow_last_n(lambda owner: owner != "chair")
+    streams.follow(lambda owner: owner != "chair", {})
     assert {c.pause_reason for c in consumers} == {PauseReason.NOT_IN_LAST_N}
-    streams.follow_last_n(lambda owner: True)
+    streams.follow(lambda owner: True, {})
     assert [(c.pause_reason, c.target_layer) for c in consumers] == [
         (None, 0), (None, 1), (None, 2)]
     consumers[1].set_muted(True)  # a mute is not last-N's to lift
-    streams.follow_last_n(lambda owner: True)
+    streams.follow(lambda owner: True, {})
     assert consumers[1].pause_reason is PauseReason.MUTED
+
+
+def test_the_relays_tile_pauses_the_layers_its_room_does_not_want() -> None:
+    """The relay's tile for the chair says the far room wants h at most: f's stream pauses
+    (and the publisher may stop f); a wider tile holds f again; no tile means every layer."""
+    from sfu.policy.downlink import Tile
+    from sfu.types import PauseReason
+
+    asked: list[int] = []
+    producer, streams, consumers, _writer, _router = layered(asked)
+    streams.follow(lambda owner: True, {"chair": Tile(640, 360, True)})
+    assert [c.pause_reason for c in consumers] == [None, None, PauseReason.NOT_VISIBLE]
+    from sfu.policy.uplink import UplinkPolicy
+
+    policy = UplinkPolicy()  # A's publisher: f nobody holds, off after the grace period
+    policy.active_layers(producer, 0.0)
+    assert policy.active_layers(producer, 6.0) == {"q": True, "h": True, "f": False}
+    streams.follow(lambda owner: True, {"chair": Tile(320, 180, True)})
+    assert [c.pause_reason for c in consumers] == [None] + [PauseReason.NOT_VISIBLE] * 2
+    streams.follow(lambda owner: True, {"chair": Tile(1280, 720, True)})
+    assert [(c.pause_reason, c.target_layer) for c in consumers] == [
+        (None, 0), (None, 1), (None, 2)]
+    streams.follow(lambda owner: owner != "chair", {"chair": Tile(320, 180, True)})
+    assert {c.pause_reason for c in consumers} == {PauseReason.NOT_IN_LAST_N}
+    streams.follow(lambda owner: True, {})
+    assert [c.pause_reason for c in consumers] == [None, None, None]
+
+
+def test_the_relay_asks_for_the_highest_layer_its_room_wants() -> None:
+    from sfu.relay import tile_for
+    from sfu.uplink_control import UplinkControl
+
+    assert tile_for(RIDS, {"q": True, "h": True, "f": True}) == (1280, 720)
+    assert tile_for(RIDS, {"q": True, "h": True, "f": False}) == (640, 360)
+    assert tile_for(RIDS, {"q": True}) == (320, 180)
+    assert tile_for(RIDS, {}) == (320, 180)  # the lowest always flows
+    # B: the relayed participant's uplink rule reports the layers its room wants.
+    events: list[object] = []
+    producer = simulcast_producer([])
+    consumer = Consumer(producer, "near", "1", 1, 2, ListWriter())
+    consumer.configure(VP8_IN, 0, 0)
+    consumer.wanted_layer = 1
+    consumer.set_target(1)
+    producer.attach(consumer)
+    uplink = UplinkControl(events.append)
+    uplink.tick_relayed([producer], 0.0)
+    uplink.tick_relayed([producer], 6.0)  # f unused past the grace period
+    assert [e.active for e in events] == [  # type: ignore[attr-defined]
+        {"q": True, "h": True, "f": True}, {"q": True, "h": True, "f": False}]
 
 
 def test_a_single_layer_or_audio_track_is_not_layered() -> None:
@@ -315,3 +364,28 @@ async def test_a_worker_offers_a_relay_every_layer_and_counts_its_consumers() ->
         assert browser_track.layers == ()
     finally:
         await worker.close()
+
+
+def test_a_relays_voices_subscriber_in_a_worker_takes_no_video() -> None:
+    """With --workers N the relay's local subscriber (B's voices for A) is a stand-in in the
+    worker: it consumes no video, so the room's video is not copied to signaling for nothing
+    (and its consumer would keep every layer of a relayed track wanted)."""
+    from sfu.local_subscriber import TrackInfo
+    from sfu.plane_server import RemoteLocalSubscriber
+    from sfu.plane_wire import LocalTrack
+
+    class Channel:
+        def __init__(self) -> None:
+            self.sent: list[object] = []
+
+        def send(self, message: object) -> None:
+            self.sent.append(message)
+
+    channel = Channel()
+    voices = RemoteLocalSubscriber(channel, "huyen", "relay-1", 3, video=False)  # type: ignore[arg-type]
+    assert voices.track_added(TrackInfo("p:1", "p", "P", Kind.VIDEO, VP8_IN)) is None
+    assert voices.track_added(TrackInfo("p:0", "p", "P", Kind.AUDIO, Codec(
+        "audio/opus", 48000, 111))) is not None
+    assert [type(m) for m in channel.sent] == [LocalTrack]
+    recorder = RemoteLocalSubscriber(channel, "huyen", "recorder")  # type: ignore[arg-type]
+    assert recorder.track_added(TrackInfo("p:1", "p", "P", Kind.VIDEO, VP8_IN)) is not None
