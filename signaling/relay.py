@@ -547,9 +547,9 @@ class Relay:
         """The near room ended with its media worker (``--workers N``): the relay enters it
         again (placed on a live worker); its tracks come back with the far side's next packets."""
         try:
-            near, self._near = self._near, {}
-            for publication in near.values():
+            for publication in self._near.values():
                 publication.close()
+            self._near = {}
             for far in self.upstream.tracks():
                 far.relayed, far.relayed_for = None, ""
             delay = RECONNECT_MIN_S
@@ -557,15 +557,14 @@ class Relay:
                 self.plane.unsubscribe_local(self.room, self.participant_id)  # gone with it
                 try:
                     self.plane.subscribe_local(self.room, self.participant_id, self)
+                    self.near_rejoins += 1
+                    logger.warning("relay %s: in %r again (its media worker was lost)",
+                                   self.id, self.room)
+                    return
                 except Exception as exc:  # no live worker yet (MediaUnavailable): try again
                     logger.warning("relay %s: near room not back yet: %r", self.id, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RECONNECT_MAX_S)
-                    continue
-                self.near_rejoins += 1
-                logger.warning("relay %s: entered %r again after its media worker was lost",
-                               self.id, self.room)
-                return
         finally:
             self._near_rejoin = None
 
