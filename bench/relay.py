@@ -30,7 +30,7 @@ from loadtest.media import load_clip
 from sfu.aiortc_hooks import vp8_packetize
 from sfu.consumer import Consumer
 from sfu.producer import Producer
-from sfu.relay import FarTrack, LocalPublication, UpstreamTracks
+from sfu.relay import FarLayer, FarTrack, LocalPublication, UpstreamTracks
 from sfu.types import Codec, Kind
 from sfu.wire.rtp_packet import RtpView
 
@@ -121,11 +121,13 @@ def measure(packets: list[tuple[bytes, float]], subscribers: int) -> dict[str, f
     publication = LocalPublication("b", "relay-x", producers,
                                    lambda p: attach_consumers(p, subscribers, near_out),
                                    lambda: clock[0])
-    track = FarTrack("0", Kind.VIDEO, VP8, relayed_ssrc, None, None, participant_id="chair")
+    track = FarTrack("0", Kind.VIDEO, VP8, relayed_ssrc, None, None, participant_id="chair",
+                     layers=[FarLayer("", relayed_ssrc, None)])
     upstream = UpstreamTracks(
-        lambda t: publication.add_track("chair.0", t.kind, t.codec, lambda: None),
+        lambda t: publication.add_track("chair.0", t.kind, t.codec, lambda _layer: None),
         lambda _ssrc, _lost: None)
-    upstream.by_ssrc[relayed_ssrc] = (track, False)
+    upstream.by_ssrc[relayed_ssrc] = (track, False, 0)
+    upstream.listed.append(track)
     relay_packets = [(data, at) for data, (_orig, at) in zip(to_relay.packets, packets,
                                                               strict=False)]
     relay_s = timed(relay_packets, clock, upstream.on_rtp)

@@ -75,6 +75,17 @@ class VideosForwarded:
 
 
 @dataclass(frozen=True, slots=True)
+class LayerStream:
+    """One simulcast layer as its own RTP stream to a subscriber that takes every layer (a
+    relay, ``sfu/layer_streams.py``): the layer's RID, and the SSRCs we send it (and its
+    retransmissions) with."""
+
+    rid: str
+    ssrc: int
+    rtx_ssrc: int
+
+
+@dataclass(frozen=True, slots=True)
 class TrackDescription:
     """One m-line of a subscriber offer: whose track it carries."""
 
@@ -82,6 +93,9 @@ class TrackDescription:
     kind: str
     stream_id: str
     source: str = "camera"  # "screen": a shared screen (shown large, top allocator priority)
+    # Every simulcast layer, lowest first, for a subscriber that joined with all layers (a
+    # relay); empty otherwise. The m-line's own SSRC is the top layer's.
+    layers: tuple[LayerStream, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from sfu.diagnostics import ParticipantDiagnostics
 from sfu.events import EventSink, ParticipantState
 from sfu.local_subscriber import LocalSubscriber
 from sfu.policy.downlink import Tile
-from sfu.relay import LocalPublication
+from sfu.relay import Publication
 from sfu.types import Kind
 
 
@@ -70,8 +70,11 @@ class MediaPlane(Protocol):
 
     async def close(self) -> None: ...
 
-    def join(self, room: str, participant_id: str, name: str, events: EventSink) -> RoomState:
-        """Enter a room; returns the room as it was just before (who is there, who is pinned)."""
+    def join(self, room: str, participant_id: str, name: str, events: EventSink,
+             all_layers: bool = False) -> RoomState:
+        """Enter a room; returns the room as it was just before (who is there, who is pinned).
+        ``all_layers``: receive every simulcast layer, each as its own stream (a relay,
+        ``sfu/layer_streams.py``), instead of the one layer the downlink policy picks."""
         ...
 
     async def leave(self, room: str, participant_id: str) -> None: ...
@@ -119,7 +122,7 @@ class MediaPlane(Protocol):
     def unsubscribe_local(self, room: str, subscriber_id: str) -> None: ...
 
     def publish_local(self, room: str, participant_id: str, name: str,
-                      events: EventSink) -> LocalPublication:
+                      events: EventSink) -> Publication:
         """An in-process publisher (a relay, the inverse of ``subscribe_local``): a participant
         with no connection whose tracks are fed as RTP bytes; ``leave`` removes it."""
         ...

@@ -50,6 +50,7 @@ from sfu.plane import (
     UnknownParticipant,
 )
 from sfu.plane_process import WorkerLost, WorkerProcess
+from sfu.plane_relay import RemotePublication
 from sfu.plane_wire import (
     AddIce,
     Call,
@@ -63,6 +64,8 @@ from sfu.plane_wire import (
     LocalTrackRemoved,
     Pin,
     Publish,
+    RelayKeyframeWanted,
+    RelayPublish,
     Reply,
     Report,
     RequestKeyframe,
@@ -78,7 +81,7 @@ from sfu.plane_wire import (
     decode_event,
 )
 from sfu.policy.downlink import Tile
-from sfu.relay import LocalPublication
+from sfu.relay import Publication
 from sfu.subscriber_negotiator import check_answer, describe_error
 from sfu.types import Kind
 from sfu.worker import MediaConfig
@@ -170,6 +173,7 @@ class _Room:
     participants: dict[str, _Member] = field(default_factory=dict)
     pinned: str | None = None
     local: dict[str, _Local] = field(default_factory=dict)
+    published: dict[str, RemotePublication] = field(default_factory=dict)  # relays', by id
 
     def state(self) -> RoomState:
         return RoomState(self.name, tuple(m.state for m in self.participants.values()),
@@ -278,7 +282,7 @@ class WorkerPool:
             raise WorkerLost(f"the media worker of room {live.name!r} is gone")
         process.send(call)
 
-    def _send_or_drop(self, live: _Room, call: Join | SubscribeLocal) -> None:
+    def _send_or_drop(self, live: _Room, call: Join | SubscribeLocal | RelayPublish) -> None:
         """Send what may have just made the room: a room nobody entered is not kept."""
         try:
             self._send(live, call)
@@ -296,10 +300,11 @@ class WorkerPool:
 
     # -- the MediaPlane interface -----------------------------------------------------------------
 
-    def join(self, room: str, participant_id: str, name: str, events: EventSink) -> RoomState:
+    def join(self, room: str, participant_id: str, name: str, events: EventSink,
+             all_layers: bool = False) -> RoomState:
         live = self._room_for(room)
         before = live.state()
-        self._send_or_drop(live, Join(room, participant_id, name))
+        self._send_or_drop(live, Join(room, participant_id, name, all_layers))
         live.participants[participant_id] = _Member(ParticipantState(participant_id, name),
                                                     events)
         return before
@@ -308,6 +313,7 @@ class WorkerPool:
         live = self.rooms.get(room)
         if live is None or live.participants.pop(participant_id, None) is None:
             return
+        live.published.pop(participant_id, None)
         self._drop_if_empty(live)
         try:
             await self._call(live, lambda i: Leave(i, room, participant_id))
@@ -365,13 +371,19 @@ class WorkerPool:
         live, _ = self._member(room, participant_id)
         self._send(live, SetShown(room, participant_id, list(shown)))
 
-    supports_relays = False
-    """A relay's RTP would have to cross into the worker (as the recorder's does the other
-    way); not built yet: the relay API answers 409 with --workers > 1."""
-
     def publish_local(self, room: str, participant_id: str, name: str,
-                      events: EventSink) -> LocalPublication:
-        raise NotImplementedError("relays need the media plane in this process (--workers 0/1)")
+                      events: EventSink) -> Publication:
+        """A relay's near participant in the room's worker; its RTP crosses the socket
+        (``sfu/plane_relay.py``)."""
+        live = self._room_for(room)
+        if participant_id in live.participants:
+            raise ValueError(f"{participant_id!r} is already in {room!r}")
+        self._send_or_drop(live, RelayPublish(room, participant_id, name))
+        live.participants[participant_id] = _Member(ParticipantState(participant_id, name),
+                                                    events)
+        publication = live.published[participant_id] = RemotePublication(
+            room, participant_id, lambda call: self._send(live, call))
+        return publication
 
     def diagnostics(self, room: str) -> tuple[ParticipantDiagnostics, ...]:
         """As the room's worker last reported them (every ``STATS_INTERVAL_S``)."""
@@ -398,7 +410,11 @@ class WorkerPool:
     def subscribe_local(self, room: str, subscriber_id: str,
                         subscriber: LocalSubscriber) -> None:
         live = self._room_for(room)
-        self._send_or_drop(live, SubscribeLocal(room, subscriber_id))
+        # A relay's voices keep their audio level (the far server's extension id), and its
+        # video is not wanted: the worker does not copy the room's video across for nothing.
+        self._send_or_drop(live, SubscribeLocal(room, subscriber_id,
+                                                getattr(subscriber, "audio_level_ext_id", 0),
+                                                getattr(subscriber, "wants_video", True)))
         live.local[subscriber_id] = _Local(subscriber)
 
     def unsubscribe_local(self, room: str, subscriber_id: str) -> None:
@@ -453,6 +469,12 @@ class WorkerPool:
                 writer.send_rtp(report.packet)
         elif isinstance(report, Event):
             self._on_event(process, report)
+        elif isinstance(report, RelayKeyframeWanted):
+            live = self.rooms.get(report.room)
+            if live is not None and live.slot.process is process:
+                publication = live.published.get(report.participant)
+                if publication is not None:
+                    publication.keyframe_wanted(report)
         elif isinstance(report, Stats):
             self.slots[process.index].stats = report
         elif isinstance(report, LocalTrack):
@@ -484,6 +506,7 @@ class WorkerPool:
             member.offer_pending = True
         elif isinstance(event, Removed):
             del live.participants[report.participant]
+            live.published.pop(report.participant, None)
             self._drop_if_empty(live)
         member.sink(event)
 

@@ -32,6 +32,7 @@ from sfu.consumer import PacketWriter
 from sfu.events import MediaEvent
 from sfu.local_subscriber import TrackInfo
 from sfu.plane import BadDescription, NotDescribed, Target, UnknownParticipant
+from sfu.plane_relay import RelayHost
 from sfu.plane_wire import (
     STATS_INTERVAL_S,
     AddIce,
@@ -46,6 +47,13 @@ from sfu.plane_wire import (
     Pin,
     Publish,
     Ready,
+    RelayKeyframe,
+    RelayMuted,
+    RelayPublish,
+    RelayRtp,
+    RelaySenderReport,
+    RelayTrack,
+    RelayTrackGone,
     Reply,
     Report,
     RequestKeyframe,
@@ -64,6 +72,7 @@ from sfu.plane_wire import (
     frame,
     read_frame,
 )
+from sfu.types import Kind
 from sfu.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -113,10 +122,15 @@ class _RemoteFeed:
 class RemoteLocalSubscriber:
     """The ``LocalSubscriber`` standing in for one in signaling (the recorder)."""
 
-    def __init__(self, channel: Channel, room: str, subscriber: str) -> None:
+    def __init__(self, channel: Channel, room: str, subscriber: str,
+                 audio_level_ext_id: int = 0, video: bool = True) -> None:
         self.channel, self.room, self.subscriber = channel, room, subscriber
+        self.audio_level_ext_id = audio_level_ext_id  # read by LocalConsumers (a relay's)
+        self.video = video  # False (a relay's voices): no video is consumed or sent across
 
     def track_added(self, track: TrackInfo) -> PacketWriter | None:
+        if track.kind is Kind.VIDEO and not self.video:
+            return None
         self.channel.send(LocalTrack(self.room, self.subscriber, track.producer_id,
                                      track.participant_id, track.participant_name, track.kind,
                                      track.codec))
@@ -152,6 +166,7 @@ class PlaneServer:
         self.channel = channel
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
+        self.relays = RelayHost(worker.publish_local, channel.send)  # sfu/plane_relay.py
 
     def sink(self, room: str, participant: str) -> Any:
         channel = self.channel
@@ -162,12 +177,15 @@ class PlaneServer:
         return send
 
     def handle(self, call: Call) -> None:
+        if type(call) is RelayRtp:  # the busiest call: a relay's packet, once per packet
+            self.relays.rtp(call)
+            return
         worker = self.worker
         try:
             match call:
                 case Join():
                     worker.join(call.room, call.participant, call.name,
-                                self.sink(call.room, call.participant))
+                                self.sink(call.room, call.participant), call.all_layers)
                 case SubscribeAnswer():
                     worker.subscribe_answer(call.room, call.participant, call.sdp)
                 case SetMuted():
@@ -186,9 +204,15 @@ class PlaneServer:
                     worker.request_keyframe(call.room, call.participant)
                 case SubscribeLocal():
                     worker.subscribe_local(call.room, call.subscriber, RemoteLocalSubscriber(
-                        self.channel, call.room, call.subscriber))
+                        self.channel, call.room, call.subscriber, call.audio_level_ext_id,
+                        call.video))
                 case UnsubscribeLocal():
                     worker.unsubscribe_local(call.room, call.subscriber)
+                case RelayPublish():
+                    self.relays.publish(call, self.sink(call.room, call.participant))
+                case RelayTrack() | RelayTrackGone() | RelayMuted() | RelaySenderReport() \
+                        | RelayKeyframe():
+                    self.relays.handle(call)
                 case Leave() | Publish() | AddIce() | Shutdown():
                     self._spawn(self._answer(call))
                 case Hello():
@@ -210,6 +234,7 @@ class PlaneServer:
             match call:
                 case Leave():
                     await worker.leave(call.room, call.participant)
+                    self.relays.left(call.room, call.participant)
                 case Publish():
                     value = await worker.publish(call.room, call.participant, call.sdp,
                                                  call.screen_mids)
@@ -279,7 +304,8 @@ async def serve(sock: socket.socket) -> None:
                 server.handle(call)
             except Exception:  # one call that fails must not end the worker's other rooms
                 logger.exception("%s failed", type(call).__name__)
-            await asyncio.sleep(0)  # let a call's task start before the next call
+            if type(call) is not RelayRtp:  # a relay's packets start no task: a burst at once
+                await asyncio.sleep(0)  # let a call's task start before the next call
     finally:
         heartbeat.cancel()
         if not server.stopping.is_set():

@@ -31,6 +31,7 @@ from sfu.events import (
     Speakers,
     SubscribeOffer,
     TrackMuted,
+    VideosForwarded,
 )
 from sfu.policy.downlink import Tile
 from sfu.types import Codec, Kind
@@ -64,6 +65,7 @@ class Join(_Call, tag="join"):
     room: str
     participant: str
     name: str
+    all_layers: bool = False
 
 
 class Leave(_Call, tag="leave"):
@@ -146,11 +148,78 @@ class RequestKeyframe(_Call, tag="keyframe"):
 class SubscribeLocal(_Call, tag="local_on"):
     room: str
     subscriber: str
+    audio_level_ext_id: int = 0  # a relay's: the far server's id for the voices it sends back
+    video: bool = True  # False: a subscriber of voices only (a relay): no video crosses
 
 
 class UnsubscribeLocal(_Call, tag="local_off"):
     room: str
     subscriber: str
+
+
+# A relay's near side (``sfu/plane_relay.py``): the relay stays in signaling, its tracks are
+# published in the room's worker and their RTP crosses the socket once per packet.
+
+
+class RelayPublish(_Call, tag="relay_on"):
+    """``MediaPlane.publish_local``: a participant without connections; ``Leave`` ends it."""
+
+    room: str
+    participant: str
+    name: str
+
+
+class RelayTrack(_Call, tag="relay_track"):
+    room: str
+    participant: str
+    track_id: str
+    kind: Kind
+    codec: Codec
+    audio_level_ext_id: int | None = None
+    rids: list[str] = []
+
+
+class RelayTrackGone(_Call, tag="relay_gone"):
+    room: str
+    participant: str
+    track_id: str
+
+
+class RelayRtp(_Call, tag="relay_rtp"):
+    room: str
+    participant: str
+    track_id: str
+    layer: int
+    packet: bytes
+
+
+class RelayMuted(_Call, tag="relay_mute"):
+    room: str
+    participant: str
+    track_id: str
+    muted: bool
+
+
+class RelaySenderReport(_Call, tag="relay_sr"):
+    room: str
+    participant: str
+    track_id: str
+    layer: int
+    ntp_timestamp: int
+    rtp_timestamp: int
+
+
+class RelayKeyframe(_Call, tag="relay_keyframe"):
+    """The relay asks the room's consumers of a track for a keyframe request upstream."""
+
+    room: str
+    participant: str
+    track_id: str
+    layer: int
+
+
+RelayCall = (RelayPublish | RelayTrack | RelayTrackGone | RelayRtp | RelayMuted
+             | RelaySenderReport | RelayKeyframe)
 
 
 class Shutdown(_Call, tag="shutdown"):
@@ -161,7 +230,7 @@ class Shutdown(_Call, tag="shutdown"):
 
 Call = (Hello | Join | Leave | Publish | SubscribeAnswer | AddIce | SetMuted | Pin | SetTiles
         | SetShown | SetAudioOnly | SetUplink | RequestKeyframe | SubscribeLocal | UnsubscribeLocal
-        | Shutdown)
+        | Shutdown | RelayCall)
 
 
 # -- worker -> signaling ---------------------------------------------------------------------------
@@ -241,14 +310,23 @@ class LocalSenderReport(_Report, tag="local_sr"):
     rtp_timestamp: int
 
 
+class RelayKeyframeWanted(_Report, tag="relay_pli"):
+    """The room wants a keyframe of one layer of a relayed track: the relay asks upstream."""
+
+    room: str
+    participant: str
+    track_id: str
+    layer: int
+
+
 Report = (Ready | Reply | Event | Stats | LocalTrack | LocalRtp | LocalTrackRemoved
-          | LocalSenderReport)
+          | LocalSenderReport | RelayKeyframeWanted)
 
 STATS_INTERVAL_S = 0.5
 
 EVENT_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     ParticipantJoined, ParticipantLeft, TrackMuted, Pinned, Speakers, SubscribeOffer,
-    AnswerRefused, AudioOnlyChanged, PublishLayers, Removed)}
+    AnswerRefused, AudioOnlyChanged, PublishLayers, Removed, VideosForwarded)}
 
 _encoder = msgspec.msgpack.Encoder()
 _call_decoder = msgspec.msgpack.Decoder(Call)

@@ -19,9 +19,9 @@ near voices the relay sends back. The shell is ``signaling/relay.py``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.sdp import SessionDescription
@@ -31,16 +31,65 @@ from sfu.types import Codec, DropReason, Kind
 from sfu.wire.rtp_packet import RtpView
 from sfu.wire.seqmath import seq_add, seq_diff, ts_add, ts_diff
 
+MAX_LAYERS = 3
+"""Simulcast layers a relayed track may have (what browsers send: q, h, f)."""
+TILE_WIDTH, TILE_HEIGHT = 1280, 720
+
+
+def tile_for(rids: Sequence[str], active: Mapping[str, bool]) -> tuple[int, int]:
+    """The tile a relay reports to the far server for the highest layer the near room wants
+    (``PublishLayers.active`` of the relayed track): 1280x720 for the top, half each side per
+    layer below, as the far side's ``layer_for_tile`` reads q/h/f (1/4, 1/2, 1 of 1280)."""
+    top = max((i for i, rid in enumerate(rids) if active.get(rid, False)), default=0)
+    shift = len(rids) - 1 - top
+    return TILE_WIDTH >> shift, TILE_HEIGHT >> shift
 VOICE_FRAME_TICKS = 960
 """20 ms of Opus at 48 kHz: the gap a voice slot leaves when it changes voice."""
 
 
+KeyframeRequest = Callable[[int], None]
+"""Called with a simulcast layer's index when the near room wants a keyframe of that layer."""
+
+
+class TrackFeed(Protocol):
+    """What a relay holds of one relayed track: ``RelayedTrack`` in this process, or its
+    stand-in when the room lives in a worker process (``sfu/plane_relay.py``)."""
+
+    def receive(self, packet: RtpView, layer: int = 0) -> None: ...
+
+    def set_muted(self, muted: bool) -> None: ...
+
+    def request_keyframe(self, layer: int = 0) -> None: ...
+
+    def sender_report(self, layer: int, ntp_timestamp: int, rtp_timestamp: int) -> None: ...
+
+
+class Publication(Protocol):
+    """What ``MediaPlane.publish_local`` returns (``LocalPublication`` or its stand-in)."""
+
+    @property
+    def participant_id(self) -> str: ...
+
+    @property
+    def tracks(self) -> Mapping[str, TrackFeed]: ...
+
+    def add_track(self, track_id: str, kind: Kind, codec: Codec,
+                  on_keyframe_request: KeyframeRequest,
+                  audio_level_ext_id: int | None = None,
+                  rids: Sequence[str] = ()) -> TrackFeed: ...
+
+    def remove_track(self, track_id: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class RelayedTrack:
-    """One relayed track: a Producer fed with RTP bytes from the relay."""
+    """One relayed track: a Producer fed with RTP bytes from the relay (every simulcast layer
+    of the far producer, each packet with its layer's index)."""
 
     __slots__ = ("producer", "on_keyframe_request", "keyframe_requests", "drops", "_clock")
 
-    def __init__(self, producer: Producer, on_keyframe_request: Callable[[], None],
+    def __init__(self, producer: Producer, on_keyframe_request: KeyframeRequest,
                  clock: Callable[[], float]) -> None:
         self.producer = producer
         self.on_keyframe_request = on_keyframe_request
@@ -48,16 +97,24 @@ class RelayedTrack:
         self.drops: Counter[DropReason] = Counter()
         self._clock = clock
 
-    def receive(self, packet: RtpView) -> None:
-        """Forward one packet (parsed and RTX-unwrapped by the relay) to the room."""
+    def receive(self, packet: RtpView, layer: int = 0) -> None:
+        """Forward one packet (parsed and RTX-unwrapped by the relay) of one layer to the room."""
         producer = self.producer
         if producer.closed:
             self.drops[DropReason.NOT_CONNECTED] += 1
             return
-        layer = producer.layers[0]
-        if layer.ssrc is None:
-            layer.ssrc = packet.ssrc
-        producer.receive(packet, layer, self._clock())
+        if not 0 <= layer < len(producer.layers):
+            self.drops[DropReason.UNKNOWN_SSRC] += 1
+            return
+        into = producer.layers[layer]
+        if into.ssrc is None:
+            into.ssrc = packet.ssrc
+        producer.receive(packet, into, self._clock())
+
+    def sender_report(self, layer: int, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        """The far consumer's sender report of one layer: the near consumers translate it."""
+        if 0 <= layer < len(self.producer.layers):
+            self.producer.layers[layer].sender_report = (ntp_timestamp, rtp_timestamp)
 
     def set_muted(self, muted: bool) -> None:
         """The far publisher muted (or unmuted) this track: near consumers pause like for a
@@ -67,13 +124,13 @@ class RelayedTrack:
         for consumer in producer.consumers:
             consumer.set_muted(muted)
 
-    def request_keyframe(self) -> None:
+    def request_keyframe(self, layer: int = 0) -> None:
         """Ask the far side for a keyframe (a relay asks A when B's consumers start)."""
-        self.producer.request_keyframe(self._clock(), 0)
+        self.producer.request_keyframe(self._clock(), layer)
 
-    def _on_producer_keyframe_request(self, _producer: Producer, _layer: Layer) -> None:
+    def _on_producer_keyframe_request(self, _producer: Producer, layer: Layer) -> None:
         self.keyframe_requests += 1
-        self.on_keyframe_request()
+        self.on_keyframe_request(layer.index)
 
 
 class LocalPublication:
@@ -97,9 +154,11 @@ class LocalPublication:
         self.closed = False
 
     def add_track(self, track_id: str, kind: Kind, codec: Codec,
-                  on_keyframe_request: Callable[[], None],
-                  audio_level_ext_id: int | None = None) -> RelayedTrack:
-        """A new relayed track; every participant of the room starts consuming it."""
+                  on_keyframe_request: KeyframeRequest,
+                  audio_level_ext_id: int | None = None,
+                  rids: Sequence[str] = ()) -> RelayedTrack:
+        """A new relayed track; every participant of the room starts consuming it. ``rids``:
+        the far producer's simulcast layers, lowest first (none: one layer)."""
         if self.closed:
             raise RuntimeError("publication closed")
         if track_id in self.tracks:
@@ -111,7 +170,7 @@ class LocalPublication:
                 holder[0]._on_producer_keyframe_request(producer, layer)
 
         producer = Producer(f"{self.participant_id}:{track_id}", self.participant_id, kind,
-                            track_id, request)
+                            track_id, request, list(rids[:MAX_LAYERS]) or None)
         producer.set_codec(codec)
         producer.audio_level_ext_id = audio_level_ext_id
         track = RelayedTrack(producer, on_keyframe_request, self._clock)
@@ -243,6 +302,45 @@ AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
 
 @dataclass
+class FarLayer:
+    """One simulcast layer of a far track as its own stream (``sfu/layer_streams.py`` on the far
+    server); a track without layers has one, with the m-line's SSRCs."""
+
+    rid: str
+    ssrc: int
+    rtx_ssrc: int | None
+    nack: NackGenerator | None = None
+
+
+def _ssrc(value: object) -> int | None:
+    return value if type(value) is int and 0 < value < 1 << 32 else None
+
+
+def far_layers(owner: Mapping[str, Any] | None, ssrc: int, rtx_ssrc: int | None
+               ) -> list[FarLayer]:
+    """The layers the far server lists for an m-line (its track map's ``layers``, lowest
+    first, the top one on the m-line's SSRC), or the m-line alone when it lists none usable:
+    the far server's JSON is input like any other."""
+    single = [FarLayer("", ssrc, rtx_ssrc)]
+    raw = owner.get("layers") if owner is not None else None
+    if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_LAYERS:
+        return single
+    layers: list[FarLayer] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            return single
+        layer_ssrc, layer_rtx, rid = _ssrc(item.get("ssrc")), item.get("rtx_ssrc"), item.get("rid")
+        if layer_ssrc is None or (layer_rtx is not None and _ssrc(layer_rtx) is None):
+            return single
+        layers.append(FarLayer(str(rid)[:16] if rid else str(len(layers)), layer_ssrc,
+                               _ssrc(layer_rtx)))
+    ssrcs = [x for layer in layers for x in (layer.ssrc, layer.rtx_ssrc) if x is not None]
+    if layers[-1].ssrc != ssrc or len(set(ssrcs)) != len(ssrcs):
+        return single
+    return layers
+
+
+@dataclass
 class FarTrack:
     """One m-line of the far server's subscribe offer, as the relay receives it."""
 
@@ -253,27 +351,35 @@ class FarTrack:
     rtx_ssrc: int | None
     audio_level_ext_id: int | None
     participant_id: str = ""
-    relayed: RelayedTrack | None = None
+    relayed: TrackFeed | None = None
     relayed_for: str = ""  # the far participant the relayed track belongs to
-    nack: NackGenerator | None = None
+    layers: list[FarLayer] = field(default_factory=list)  # lowest first; set by describe
+
+    @property
+    def rids(self) -> list[str]:
+        """The relayed producer's layers (none: a single layer)."""
+        return [layer.rid for layer in self.layers] if len(self.layers) > 1 else []
 
 
 @dataclass
 class UpstreamTracks:
     """The far side's tracks by SSRC, and what reaches the near room (no sockets)."""
 
-    publish: Callable[[FarTrack], RelayedTrack | None]
+    publish: Callable[[FarTrack], TrackFeed | None]
     send_nack: Callable[[int, list[int]], None]
-    by_ssrc: dict[int, tuple[FarTrack, bool]] = field(default_factory=dict)  # -> (track, rtx)
+    # every SSRC of the far offer -> (track, is RTX, layer index)
+    by_ssrc: dict[int, tuple[FarTrack, bool, int]] = field(default_factory=dict)
     drops: Counter[DropReason] = field(default_factory=Counter)
+    listed: list[FarTrack] = field(default_factory=list)  # the offer's tracks, in order
     packets: int = 0
     sender_reports: int = 0  # applied to relayed producers
 
     def describe(self, offer_sdp: str, owners: dict[str, dict[str, Any]]) -> None:
-        """A (re)offer from the far server: m-lines with their SSRCs and owners."""
+        """A (re)offer from the far server: m-lines with their SSRCs, layers and owners."""
         description = SessionDescription.parse(offer_sdp)
-        old = {track.mid: track for track, _rtx in self.by_ssrc.values()}
+        old = {track.mid: track for track in self.listed}
         self.by_ssrc.clear()
+        self.listed = []
         for media in description.media:
             if media.kind not in ("audio", "video") or media.rtp.muxId is None:
                 continue
@@ -297,22 +403,30 @@ class UpstreamTracks:
                     rtx.payloadType if rtx is not None else None), ssrc, rtx_ssrc, level)
             owner = owners.get(mid)
             track.participant_id = str(owner.get("participant_id", "")) if owner else ""
-            if track.kind is Kind.VIDEO and track.nack is None:
-                track.nack = NackGenerator()
-            self.by_ssrc[ssrc] = (track, False)
-            if rtx_ssrc is not None:
-                self.by_ssrc[rtx_ssrc] = (track, True)
+            layers = far_layers(owner if track.kind is Kind.VIDEO else None, ssrc, rtx_ssrc)
+            kept = {layer.ssrc: layer for layer in track.layers}
+            track.layers = [kept.get(layer.ssrc, layer) for layer in layers]
+            self.listed.append(track)
+            for index, layer in enumerate(track.layers):
+                if track.kind is Kind.VIDEO and layer.nack is None:
+                    layer.nack = NackGenerator()
+                if layer.ssrc in self.by_ssrc or layer.rtx_ssrc in self.by_ssrc:
+                    continue  # two m-lines claim one SSRC: the first keeps it
+                self.by_ssrc[layer.ssrc] = (track, False, index)
+                if layer.rtx_ssrc is not None:
+                    self.by_ssrc[layer.rtx_ssrc] = (track, True, index)
 
     def tracks(self) -> Iterable[FarTrack]:
-        return (track for track, rtx in self.by_ssrc.values() if not rtx)
+        return iter(self.listed)
 
     def on_sender_report(self, ssrc: int, ntp_timestamp: int, rtp_timestamp: int) -> bool:
-        """A sender report of the far server's consumer: the relayed producer keeps it, so the
-        near consumers translate it for their subscribers (lip sync across the relay)."""
+        """A sender report of the far server's consumer (one per layer): the relayed producer
+        keeps it, so the near consumers translate it for their subscribers (lip sync across
+        the relay)."""
         found = self.by_ssrc.get(ssrc)
         if found is None or found[1] or found[0].relayed is None:
             return False
-        found[0].relayed.producer.layers[0].sender_report = (ntp_timestamp, rtp_timestamp)
+        found[0].relayed.sender_report(found[2], ntp_timestamp, rtp_timestamp)
         self.sender_reports += 1
         return True
 
@@ -326,13 +440,14 @@ class UpstreamTracks:
         if found is None:
             self.drops[DropReason.UNKNOWN_SSRC] += 1
             return
-        track, rtx = found
+        track, rtx, index = found
+        layer = track.layers[index]
         if rtx:
             if not packet.payload:
                 self.drops[DropReason.PADDING_ONLY] += 1  # A's bandwidth probes
                 return
             try:
-                packet = packet.unwrap_rtx(track.codec.payload_type, track.ssrc)
+                packet = packet.unwrap_rtx(track.codec.payload_type, layer.ssrc)
             except ValueError:
                 self.drops[DropReason.MALFORMED] += 1
                 return
@@ -345,7 +460,7 @@ class UpstreamTracks:
             if relayed is None:
                 self.drops[DropReason.PAUSED] += 1  # not chosen for relaying
                 return
-        nack = track.nack
+        nack = layer.nack
         if nack is not None:
             if nack.max_seq is not None and not (
                     -NACK_MAX_GAP <= seq_diff(packet.sequence_number, nack.max_seq)
@@ -354,6 +469,6 @@ class UpstreamTracks:
                 nack.missing.clear()
             # aiortc's NackGenerator reads only sequence_number.
             if nack.add(packet):  # type: ignore[arg-type]
-                self.send_nack(track.ssrc, sorted(nack.missing))
+                self.send_nack(layer.ssrc, sorted(nack.missing))
         self.packets += 1
-        relayed.receive(packet)
+        relayed.receive(packet, index)

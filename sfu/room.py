@@ -76,7 +76,8 @@ def retire_counters(participant: Participant, now: float, into: Counter[str]) ->
         # Counter is int-valued to mypy; this one total is float seconds (exported as is).
         into["audio_only_seconds"] += subscriber.downlink.seconds_audio_only(now)  # type: ignore[assignment]
         into["probe_packets"] += subscriber.downlink.probes_sent
-        for consumer in subscriber.consumers.values():
+        layered = subscriber.layered.extras() if subscriber.layered is not None else ()
+        for consumer in (*subscriber.consumers.values(), *layered):  # a relay's lower layers
             into["layer_switches"] += consumer.layer_switches
             into["forwarded_packets"] += consumer.packets_sent
             into["forwarded_bytes"] += consumer.octets_sent
@@ -229,6 +230,8 @@ class Room:
         for participant in self.participants.values():
             if participant.publisher is not None:
                 participant.uplink.tick(participant.publisher, now)
+            elif participant.relayed:  # which layers the relay should bring (signaling/relay.py)
+                participant.uplink.tick_relayed(participant.relayed.values(), now)
 
     def drop_producer(self, participant: Participant, producer: Producer) -> None:
         """One track of a participant ends (a stopped screen share); the participant stays."""

@@ -9,15 +9,17 @@ scheduler: the bandwidth tick, and sender reports for all consumers, compounded,
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
 
 from sfu import aiortc_hooks
 from sfu.consumer import Consumer
 from sfu.downlink_control import DownlinkControl
-from sfu.events import EventSink, ignore_events
+from sfu.events import EventSink, TrackDescription, ignore_events
+from sfu.layer_streams import LayerStreams
 from sfu.negotiation import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, extension_ids, match_codec
 from sfu.policy.downlink import DownlinkPolicy, Tile
 from sfu.producer import Producer
@@ -46,12 +48,20 @@ class Subscriber:
         policy: DownlinkPolicy | None = None,
         transport_cc: bool = True,
         scheduler: Scheduler | None = None,
+        all_layers: bool = False,
     ) -> None:
         self.participant_id = participant_id
         self.pc = pc
         self.downlink = DownlinkControl(
             participant_id, policy or DownlinkPolicy(), notify, self._send_rtp, loop_time
         )
+        if all_layers:  # a relay: every simulcast layer, each its own stream
+            outer = send_offer
+
+            def send_offer(sdp: str, tracks: dict[str, TrackDescription]) -> Awaitable[None]:
+                assert self.layered is not None
+                return outer(sdp, self.layered.describe(tracks, self._consumer_of_mid))
+
         self.negotiator = SubscriberNegotiator(
             participant_id, pc, send_offer,
             configure=self._configure, on_first_offer=self._hook_transport,
@@ -61,6 +71,8 @@ class Subscriber:
         self.rtcp = RtcpRouter(self.downlink, loop_time)
         self._by_ssrc = self.rtcp.by_ssrc  # one table: the router reads what we add
         self.consumers: dict[str, Consumer] = {}  # by producer id
+        # Subscribers that take every simulcast layer (relays): the lower layers' consumers.
+        self.layered = LayerStreams(participant_id, self._by_ssrc) if all_layers else None
         self._writer: aiortc_hooks.DatagramWriter | None = None
         self._scheduler = scheduler if scheduler is not None else Scheduler()
         self._timers: list[Timer] = []
@@ -86,6 +98,8 @@ class Subscriber:
         self._timers.clear()
         self.downlink.close()
         await self.negotiator.close()
+        if self.layered is not None:
+            self.layered.close()
         for consumer in list(self.consumers.values()):
             consumer.close()
         self.consumers.clear()
@@ -111,6 +125,9 @@ class Subscriber:
         producer.attach(consumer)
         if producer.muted:
             consumer.set_muted(True)
+        if self.layered is not None:
+            for extra in self.layered.add(producer, consumer, consumer.writer):
+                self.rtcp.add(extra)
         self.negotiator.assign(slot, consumer, producer.participant_id)
 
     def remove_producer(self, producer_id: str) -> None:
@@ -118,6 +135,10 @@ class Subscriber:
         if consumer is None:
             return
         consumer.close()
+        if self.layered is not None:
+            for extra in self.layered.remove(producer_id):
+                self.rtcp.by_ssrc.pop(extra.ssrc, None)
+                self.rtcp.by_ssrc.pop(extra.rtx_ssrc, None)
         self.negotiator.release(consumer)
 
     def _configure(self, slot: Slot) -> None:
@@ -126,8 +147,12 @@ class Subscriber:
             return
         ids = extension_ids(parameters.headerExtensions)
         codec = match_codec(consumer.producer.codec, parameters.codecs)
-        consumer.configure(codec, ids.get(URI_AUDIO_LEVEL, 0), ids.get(URI_ABS_SEND_TIME, 0),
+        layered = self.layered.of(consumer) if self.layered is not None else [consumer]
+        for each in layered:  # every layer's consumer of a relay's m-line
+            each.configure(codec, ids.get(URI_AUDIO_LEVEL, 0), ids.get(URI_ABS_SEND_TIME, 0),
                            self.downlink.sequencer, self.negotiator.twcc_id)
+        if len(layered) > 1:
+            return  # held on their layers: the downlink policy leaves them alone
         owner = consumer.producer.participant_id
         if consumer.producer.is_video and not self.downlink.policy.forwards(owner):
             # Outside last-N: paused now, not at the next tick (no keyframe slips through).
@@ -168,7 +193,16 @@ class Subscriber:
     # -- bandwidth ---------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        self.downlink.tick(list(self.consumers.values()), self._sent_bytes())
+        layered = self.layered
+        consumers = (list(self.consumers.values()) if layered is None else
+                     [c for c in self.consumers.values() if not layered.held(c.producer.id)])
+        self.downlink.tick(consumers, self._sent_bytes())
+        if layered is not None:
+            layered.follow(self.downlink.policy.forwards, self.downlink.policy.tiles)
+
+    def _consumer_of_mid(self, mid: str) -> Consumer | None:
+        return next((slot.consumer for slot in self.negotiator.slots
+                     if slot.transceiver.mid == mid), None)
 
     def set_tiles(self, tiles: dict[str, Tile]) -> None:
         self.downlink.policy.tiles = tiles
@@ -185,7 +219,8 @@ class Subscriber:
             return 0
         sent = 0
         chunk = b""
-        for consumer in self.consumers.values():
+        extras = self.layered.extras() if self.layered is not None else ()
+        for consumer in itertools.chain(self.consumers.values(), extras):
             report = consumer.sender_report()
             if report is None:
                 continue

@@ -9,12 +9,14 @@ changes (``PublishLayers``, ``AudioOnlyChanged(direction=UP)``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sfu.events import AudioOnlyChanged, Direction, EventSink
 from sfu.policy.uplink import UplinkPolicy
 
 if TYPE_CHECKING:
+    from sfu.producer import Producer
     from sfu.publisher import Publisher
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,18 @@ class UplinkControl:
         self.policy = policy or UplinkPolicy()
         self.estimate_bps: int | None = None  # reported by the client (the browser's estimate)
         self.audio_only = False
+
+    def tick_relayed(self, producers: Iterable[Producer], now: float) -> None:
+        """A relay's participant (no connection: ``sfu/relay.py``): which layers of its tracks
+        this room wants, so that the relay asks the far server for no more. Same rule as for a
+        browser's encodings; no estimate (the far server's link is the relay's business)."""
+        active: dict[str, bool] = {}
+        for producer in producers:
+            if producer.is_video and producer.simulcast:
+                active.update(self.policy.active_layers(producer, now))
+        layers = self.policy.message(True, active) if active else None
+        if layers is not None:
+            self.notify(layers)
 
     def tick(self, publisher: Publisher, now: float) -> None:
         video = [p for p in publisher.producers.values() if p.is_video]

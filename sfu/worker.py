@@ -130,7 +130,8 @@ class Worker:
             room = self.rooms[name] = Room(name, self.retired, last_n)
         return room
 
-    def join(self, room: str, participant_id: str, name: str, events: EventSink) -> RoomState:
+    def join(self, room: str, participant_id: str, name: str, events: EventSink,
+             all_layers: bool = False) -> RoomState:
         live = self.room(room)
         before = _room_state(live)
         loop_time = asyncio.get_running_loop().time
@@ -153,6 +154,7 @@ class Worker:
             participant_id, self._new_pc(), send_offer, loop_time, self.configure_ice,
             notify=events, policy=self.config.downlink_policy(),
             transport_cc=self.config.transport_cc, scheduler=self.scheduler,
+            all_layers=all_layers,
         )
         participant.publisher.start()
         participant.subscriber.start()
@@ -312,11 +314,14 @@ class Worker:
                 stats.producers += len(participant.producers)
                 subscriber = participant.subscriber
                 if subscriber is not None:
-                    stats.consumers += len(subscriber.consumers)
+                    # a relay's lower layers are consumers of their own (sfu/layer_streams.py)
+                    consumers = [*subscriber.consumers.values(), *(
+                        subscriber.layered.extras() if subscriber.layered is not None else ())]
+                    stats.consumers += len(consumers)
                     policy = subscriber.downlink.policy
                     if policy.gate.audio_only or policy.user_audio_only:
                         stats.audio_only["down"] += 1
-                    for consumer in subscriber.consumers.values():
+                    for consumer in consumers:
                         if consumer.pause_reason is not None:
                             stats.paused[consumer.pause_reason.value] += 1
                 if participant.uplink.audio_only:

@@ -60,11 +60,14 @@ def _forwarded(event: VideosForwarded) -> Message:
 
 
 def _offer(event: SubscribeOffer) -> Message:
-    return {"type": "subscribe_offer", "sdp": event.sdp, "tracks": {
-        mid: {"participant_id": track.participant_id, "kind": track.kind,
-              "stream_id": track.stream_id, "source": track.source}
-        for mid, track in event.tracks.items()
-    }}
+    tracks: dict[str, Message] = {}
+    for mid, track in event.tracks.items():
+        tracks[mid] = {"participant_id": track.participant_id, "kind": track.kind,
+                       "stream_id": track.stream_id, "source": track.source}
+        if track.layers:  # a subscriber that takes every simulcast layer (a relay)
+            tracks[mid]["layers"] = [{"rid": layer.rid, "ssrc": layer.ssrc,
+                                      "rtx_ssrc": layer.rtx_ssrc} for layer in track.layers]
+    return {"type": "subscribe_offer", "sdp": event.sdp, "tracks": tracks}
 
 
 def _bandwidth(event: AudioOnlyChanged) -> Message:

@@ -39,6 +39,9 @@ class Join(_Message, tag="join"):
     endpoint_secret: Secret | None = None
     take_over: bool = False
     resume: Secret | None = None  # the `resume_token` of a dropped seat (signaling/resume.py)
+    # A relay (another server) asks for every simulcast layer, each its own stream; granted to
+    # the `relay` role and on open rooms (sfu/layer_streams.py)
+    relay_layers: bool = False
 
 
 class Publish(_Message, tag="publish"):

@@ -4,11 +4,12 @@ The relay is a participant of the far room (server A) over A's ordinary WebSocke
 with a join token of role ``relay`` (no seat) or on an open server, and a local publisher of the
 near room (this server, B):
 
-    A's consumers --RTP--> relay's subscribe connection (aiortc, hooked at the RTP level:
-        nothing decoded) --UpstreamTracks--> RelayedTrack (sfu/relay.py) = a Producer in B
-        --> B's consumers, as if the chair were local
-    B's subscriber PLI / layer switch -> Producer.request_keyframe -> PLI to A's consumer
-        -> A's publisher (A rate-limits it like any subscriber's)
+    A's consumers (one per simulcast layer) --RTP--> relay's subscribe connection (aiortc,
+        hooked at the RTP level) --UpstreamTracks--> RelayedTrack (sfu/relay.py) = a Producer
+        in B with the same layers --> B's consumers, as if the chair were local
+    B's subscriber PLI / layer switch -> Producer.request_keyframe -> PLI to A's consumer of
+        that layer -> A's publisher (A rate-limits it like any subscriber's); the layers B
+        wants -> a tile sent to A, which sends none above it
     NACK per hop: B's consumers answer from their history; UpstreamTracks NACKs toward A
     B's audio: a local subscriber of B (the recorder's mechanism) -> the relay's publish
         connection to A (audio slots sent at the RTP level, SSRC and payload type rewritten)
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,17 +47,18 @@ from aiortc.sdp import SessionDescription
 
 from sfu import aiortc_hooks
 from sfu.consumer import PacketWriter
-from sfu.events import Speakers
+from sfu.events import LeaveReason, PublishLayers, Removed, Speakers
 from sfu.local_subscriber import TrackInfo
 from sfu.plane import MediaPlane
 from sfu.relay import (
     AUDIO_LEVEL_URI,
     FarTrack,
-    LocalPublication,
-    RelayedTrack,
+    Publication,
+    TrackFeed,
     UpstreamTracks,
     VoiceSlot,
     VoiceSlots,
+    tile_for,
 )
 from sfu.types import DropReason, Kind
 
@@ -64,8 +68,9 @@ AUDIO_SLOTS = 3
 """Audio tracks the relay publishes into the far room: B's voices, one per slot (as many as the
 media plane counts speakers, ``sfu.room.MAX_SPEAKERS``)."""
 REMB_BPS = 20_000_000
-"""What the relay tells A it can receive: an unconstrained subscriber, so A forwards its best
-layer (the relay's link is a server's, not a phone's)."""
+"""What the relay tells A it can receive: an unconstrained subscriber (the relay's link is a
+server's, not a phone's); A sends it every simulcast layer anyway (``relay_layers``), and its
+best layer when A predates that."""
 REMB_INTERVAL_S = 1.0
 JOIN_TIMEOUT_S = 15.0
 
@@ -137,7 +142,7 @@ class Relay:
         self._ice = ice_addresses
         self.upstream = UpstreamTracks(self._publish_far, self._send_nack)
         # One near participant per relayed far participant (its own tile, name, speaker state).
-        self._near: dict[str, LocalPublication] = {}  # by far participant id
+        self._near: dict[str, Publication] = {}  # by far participant id
         self._near_count = 0
         self._in_near = False  # the local subscriber (voices) is on
         self._far_names: dict[str, str] = {}
@@ -160,9 +165,14 @@ class Relay:
         self._watcher: asyncio.Future[None] | None = None
         self.reconnects = 0
         self.audio_level_ext_id = 0  # read by LocalConsumers: the id the far server agreed
+        self.wants_video = False  # read by WorkerPool.subscribe_local: only B's voices go to A
         self._removed_reason: str | None = None
         self.keyframe_requests_sent = 0  # PLIs sent to the far server
         self.nacks_sent = 0
+        self.near_rejoins = 0  # the near room ended with its media worker and was entered again
+        # far participant id -> the tile (width, height) sent to A: the layers B wants
+        self._far_tiles: dict[str, tuple[int, int]] = {}
+        self._near_rejoin: asyncio.Future[None] | None = None
 
     @staticmethod
     def _new_pc() -> RTCPeerConnection:
@@ -191,8 +201,10 @@ class Relay:
         url = self.spec.source_url.rstrip("/").replace("http", "ws", 1) + "/ws"
         self._ws = await self._session.ws_connect(url, max_msg_size=8 << 20)
         self._reader = asyncio.ensure_future(self._read_forever())
+        # relay_layers: A sends every simulcast layer as its own stream (sfu/layer_streams.py),
+        # so that B's allocator picks one for each of B's subscribers.
         join: dict[str, Any] = {"type": "join", "room": self.spec.source_room,
-                                "name": relay_name(self.room)}
+                                "name": relay_name(self.room), "relay_layers": True}
         if self.spec.token:
             join["token"] = self.spec.token
         joined = await self._request(join, "joined")
@@ -228,6 +240,7 @@ class Relay:
         self._sub = self._new_pc()
         self._pub = self._new_pc()
         self._hooked = set()
+        self._far_tiles = {}  # the new far session has none: the near room's next wish is sent
         self.upstream = UpstreamTracks(self._publish_far, self._send_nack)
         self.voices.replace([])
 
@@ -268,6 +281,8 @@ class Relay:
             self.state = "closed"
         if self._watcher is not None:
             self._watcher.cancel()
+        if self._near_rejoin is not None:
+            self._near_rejoin.cancel()
         if self._remb_timer is not None:
             self._remb_timer.cancel()
         await self._leave_near()
@@ -426,24 +441,34 @@ class Relay:
             return far_participant_id == self.far_pinned
         return True
 
-    def _publish_far(self, track: FarTrack) -> RelayedTrack | None:
-        if not self._in_near or not self.chosen(track.participant_id):
+    def _publish_far(self, track: FarTrack) -> TrackFeed | None:
+        if (not self._in_near or self._near_rejoin is not None
+                or not self.chosen(track.participant_id)):
             return None
         publication = self._near.get(track.participant_id)
         if publication is None:
             self._near_count += 1
             far_name = self._far_names.get(track.participant_id) or self.spec.source_room
-            publication = self._near[track.participant_id] = self.plane.publish_local(
-                self.room, f"{self.participant_id}-{self._near_count}", relay_name(far_name),
-                self._on_near_event)
+            try:
+                publication = self.plane.publish_local(
+                    self.room, f"{self.participant_id}-{self._near_count}",
+                    relay_name(far_name), functools.partial(self._on_near_event,
+                                                            far_id=track.participant_id))
+            except Exception as exc:  # no live media worker (MediaUnavailable): the next packet
+                logger.debug("relay %s: cannot publish into %r: %r", self.id, self.room, exc)
+                return None  # counted by UpstreamTracks (PAUSED)
+            self._near[track.participant_id] = publication
         track_id = f"{track.participant_id}.{track.mid}"
         existing = publication.tracks.get(track_id)
         if existing is not None:
             return existing
-        ssrc = track.ssrc
-        return publication.add_track(
-            track_id, track.kind, track.codec, lambda: self._send_pli(ssrc),
-            track.audio_level_ext_id)
+        ssrcs = [layer.ssrc for layer in track.layers] or [track.ssrc]
+
+        def keyframe(layer: int) -> None:  # a PLI names the far consumer of that layer
+            self._send_pli(ssrcs[max(0, min(layer, len(ssrcs) - 1))])
+
+        return publication.add_track(track_id, track.kind, track.codec, keyframe,
+                                     track.audio_level_ext_id, track.rids)
 
     def _sync_tracks(self) -> None:
         """Withdraw from the near room every relayed track that A no longer sends us for a
@@ -461,7 +486,7 @@ class Relay:
                 del self._near[far_id]
                 self._spawn(self._leave(publication))
 
-    async def _leave(self, publication: LocalPublication) -> None:
+    async def _leave(self, publication: Publication) -> None:
         await self.plane.leave(self.room, publication.participant_id)
         publication.close()
 
@@ -487,7 +512,8 @@ class Relay:
             self.nacks_sent += 1
 
     def _remb(self) -> None:
-        video = [t.ssrc for t in self.upstream.tracks() if t.kind is Kind.VIDEO]
+        video = [layer.ssrc for t in self.upstream.tracks() if t.kind is Kind.VIDEO
+                 for layer in t.layers]
         if self._sub_writer is not None and video:
             self._sub_writer.send_rtcp(bytes(RtcpPsfbPacket(
                 fmt=RTCP_PSFB_APP, ssrc=self._rtcp_ssrc, media_ssrc=0,
@@ -507,10 +533,60 @@ class Relay:
     def track_removed(self, producer_id: str) -> None:
         self.voices.remove(producer_id)
 
-    def _on_near_event(self, event: object) -> None:
+    def _on_near_event(self, event: object, far_id: str = "") -> None:
         # The relay's participants in the near room hear what everyone hears: follow speakers.
         if isinstance(event, Speakers):
             self.voices.set_speakers(event.participant_ids)
+        elif isinstance(event, PublishLayers) and far_id:
+            self._near_wants(far_id, event.active)
+        elif (isinstance(event, Removed) and event.reason is LeaveReason.MEDIA_WORKER_LOST
+                and self._near_rejoin is None):
+            self._near_rejoin = asyncio.ensure_future(self._rejoin_near())
+
+    async def _rejoin_near(self) -> None:
+        """The near room ended with its media worker (``--workers N``): the relay enters it
+        again (placed on a live worker); its tracks come back with the far side's next packets."""
+        try:
+            for publication in self._near.values():
+                publication.close()
+            self._near = {}
+            for far in self.upstream.tracks():
+                far.relayed, far.relayed_for = None, ""
+            delay = RECONNECT_MIN_S
+            while self._in_near and self.state in ("running", "reconnecting"):
+                self.plane.unsubscribe_local(self.room, self.participant_id)  # gone with it
+                try:
+                    self.plane.subscribe_local(self.room, self.participant_id, self)
+                    self.near_rejoins += 1
+                    logger.warning("relay %s: in %r again (its media worker was lost)",
+                                   self.id, self.room)
+                    return
+                except Exception as exc:  # no live worker yet (MediaUnavailable): try again
+                    logger.warning("relay %s: near room not back yet: %r", self.id, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+        finally:
+            self._near_rejoin = None
+
+    def _near_wants(self, far_id: str, active: Mapping[str, bool]) -> None:
+        """The near room wants these layers of a relayed participant (its uplink rule, as for a
+        browser's encodings): the relay tells A with a tile as wide as the highest one, so A
+        sends no layer above it (``LayerStreams.follow``) and its publisher may stop it."""
+        rids = next((t.rids for t in self.upstream.tracks()
+                     if t.participant_id == far_id and t.kind is Kind.VIDEO and t.rids), None)
+        tile = tile_for(rids, active) if rids else None
+        if tile is not None and self._far_tiles.get(far_id) != tile:
+            self._far_tiles[far_id] = tile
+            self._spawn(self._send_tiles())
+
+    async def _send_tiles(self) -> None:
+        if self._ws is None or self._ws.closed:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._ws.send_str(json.dumps({"type": "tiles", "tiles": [
+                {"participant_id": far_id, "width": width, "height": height, "visible": True}
+                for far_id, (width, height) in self._far_tiles.items()
+                if far_id not in self._gone]}))
 
     def sender_report(self, producer_id: str, ntp_timestamp: int, rtp_timestamp: int) -> None:
         pass  # the far server makes its own sender reports from what it receives
@@ -526,5 +602,7 @@ class Relay:
             "audio_packets_back": sum(slot.sent for slot in self.voices.slots),
             "offer_errors": self.offer_errors,
             "reconnects": self.reconnects,
+            "near_rejoins": self.near_rejoins,
+            "asked_of_far": {far_id: f"{w}x{h}" for far_id, (w, h) in self._far_tiles.items()},
             "drops": {reason.value: n for reason, n in self.upstream.drops.items()},
         }

@@ -97,9 +97,6 @@ async def create_relay(call: Call) -> web.Response:
     if len(relays) >= MAX_RELAYS:
         raise ApiError(409, "conflict", f"at most {MAX_RELAYS} relays per server")
     await _placed_here(call, room)
-    if not getattr(call.request.app[MEDIA_PLANE], "supports_relays", True):
-        raise ApiError(409, "not-supported", "relays need the media plane in this process "
-                                             "(--workers 0 or 1)")
     config = call.request.app[CONFIG]
     addresses = config.media.ice_addresses
     relay = Relay(secrets.token_hex(4), call.request.app[MEDIA_PLANE], room, RelaySpec(

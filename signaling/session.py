@@ -98,6 +98,7 @@ class Session:
         self._session_id: str | None = None  # the participant id, from join on (lobby too)
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._waiting: Waiting | None = None
+        self._relay_layers = False  # join asked for every simulcast layer (a relay)
         self._closing = False
         self._close_code = WSCloseCode.OK
         self._leave_reason = "disconnected"  # for the event record (issue 13)
@@ -289,6 +290,7 @@ class Session:
             await resume_join(self, message)
             return
         session_id = uuid.uuid4().hex[:12]
+        self._relay_layers = message.relay_layers
         if self.control is None:  # no control plane (media-only tests): everyone is a member
             self._session_id, self.room_name = session_id, message.room
             self.sessions.add(session_id, self)
@@ -335,7 +337,9 @@ class Session:
         # until it is (the plane tells the others synchronously inside join).
         self._early_events = []
         before = self.plane.join(admitted.room, admitted.session_id, admitted.name,
-                                 self.on_media_event)
+                                 self.on_media_event, all_layers=self._relay_layers and (
+                                     admitted.role == "relay"
+                                     or admitted.identity.startswith(("open:", "anon:"))))
         self.participant_id = admitted.session_id
         self.resume_token = self.sessions.resume.issue(self)
         cluster = self.control.admission.cluster if self.control is not None else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,17 @@ from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
 from aiortc.sdp import SessionDescription
 
 from loadtest.client import SyntheticParticipant, wait_until
+from loadtest.simulcast import RembSubscriber, SimulcastPublisher
+from recorder.depacketize import Vp8Depacketizer
 from sfu import aiortc_hooks
+from sfu.wire.rtp_packet import RtpView
 from tests.serverproc import running_server
 
 pytestmark = pytest.mark.media
 
 DEADLINE_S = 30.0
 FRAMES = 20
+HIGH_BPS = 10_000_000
 
 
 class ToneAudio(AudioStreamTrack):
@@ -110,10 +115,18 @@ def video_ssrc_of(participant: SyntheticParticipant, owner: str) -> int | None:
     return None
 
 
-async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path) -> None:
+WORKERS = pytest.mark.parametrize("workers", ["0", "2"], ids=["in-process", "workers-2"])
+"""The media plane in the server process, and in two worker processes (``--workers 2``, the
+relay's near side crossing into the room's worker: ``sfu/plane_relay.py``)."""
+
+
+@WORKERS
+async def test_chair_on_a_relayed_to_three_on_b(tmp_path: Path, workers: str) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    with running_server(tmp_path / "a") as server_a, running_server(tmp_path / "b") as server_b:
+    args = ["--workers", workers]
+    with (running_server(tmp_path / "a", extra_args=args) as server_a,
+          running_server(tmp_path / "b", extra_args=args) as server_b):
         token = operator_token(server_b.base_url, server_b.log_text())
         chair = SyntheticParticipant(server_a.base_url, "trung-uong", "Chair")
         district = [Speaker(server_b.base_url, "huyen", "Huyen 0", video=False)] + [
@@ -256,29 +269,155 @@ async def test_relay_needs_a_relay_token_on_a_closed_server(tmp_path: Path) -> N
         assert status == 404
 
 
-async def test_simulcast_chair_reaches_b_in_its_top_layer(tmp_path: Path) -> None:
-    """The relay is an unconstrained subscriber of A (REMB 20 Mbit/s, no tiles): A forwards it
-    the chair's best layer, which B's subscribers receive (the relay carries one layer)."""
-    from loadtest.simulcast import RembSubscriber, SimulcastPublisher
+class DecodingViewer(RembSubscriber):
+    """A ``RembSubscriber`` (its REMB chosen by the test) that also decodes the video it gets
+    with libvpx: frames decoded, by width (the layer), per sending participant."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.decoded: dict[str, Counter[int]] = defaultdict(Counter)
+        self.decode_errors = 0
+        self._vp8: dict[int, tuple[Vp8Depacketizer, Any]] = {}
+
+    def _on_rtp(self, data: bytes, arrival_ms: int) -> None:
+        super()._on_rtp(data, arrival_ms)
+        ssrc = int.from_bytes(data[8:12], "big")
+        state = self.ssrcs.get(ssrc)
+        info = self.tracks.get(state.mid) if state is not None else None
+        if info is None or info["kind"] != "video" or data[1] & 0x7F in self.rtx_pts:
+            return
+        if ssrc not in self._vp8:
+            self._vp8[ssrc] = (Vp8Depacketizer(), av.CodecContext.create("vp8", "r"))
+        depacketizer, decoder = self._vp8[ssrc]
+        for frame in depacketizer.push(RtpView.parse(data), arrival_ms / 1000):
+            try:
+                for picture in decoder.decode(av.Packet(frame.data)):
+                    self.decoded[info["participant_id"]][picture.width] += 1
+            except av.error.FFmpegError:
+                self.decode_errors += 1
+
+
+@WORKERS
+async def test_simulcast_layers_through_the_relay(tmp_path: Path, workers: str) -> None:
+    """A carries every layer of a simulcast chair to B (one stream per layer); B's allocator
+    gives each of B's subscribers its own layer: the top one to a wide-open link, the lowest to
+    a small tile; both decode. A layer switch on B asks A's publisher for that layer's keyframe.
+    Also with the media plane in worker processes on both servers (``--workers 2``)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    args = ["--workers", workers]
+    with (running_server(tmp_path / "a", extra_args=args) as server_a,
+          running_server(tmp_path / "b", extra_args=args) as server_b):
+        token = operator_token(server_b.base_url, server_b.log_text())
+        relays = server_b.base_url + "/api/rooms/huyen/relays"
+        chair = SimulcastPublisher(server_a.base_url, "trung-uong", "Chair")
+        wide = DecodingViewer(server_b.base_url, "huyen", "Wide", forced_remb_bps=HIGH_BPS)
+        small = DecodingViewer(server_b.base_url, "huyen", "Small", forced_remb_bps=HIGH_BPS)
+        try:
+            await chair.join()
+            status, relay = await call("POST", relays, token, {
+                "source_url": server_a.base_url, "source_room": "trung-uong"})
+            assert status == 201, relay
+            await wide.join()
+            await small.join()
+            relayed = await near_id_of(relays, token, str(chair.participant_id))
+
+            async def tile(width: int, height: int) -> None:
+                await small.send({"type": "tiles", "tiles": [{
+                    "participant_id": relayed, "width": width, "height": height,
+                    "visible": True}]})
+
+            await tile(300, 170)
+
+            def report() -> Any:
+                return ({"wide": dict(wide.decoded[relayed]), "small": dict(small.decoded[relayed]),
+                         "errors": (wide.decode_errors, small.decode_errors)}, chair.describe())
+
+            # 1. Each of B's subscribers decodes its own layer of the relayed chair.
+            assert await wait_until(lambda: wide.decoded[relayed][1280] > FRAMES
+                                    and small.decoded[relayed][320] > FRAMES, DEADLINE_S), report()
+            assert 1280 not in small.decoded[relayed], report()
+            assert wide.current_width(relayed) == 1280 and small.current_width(relayed) == 320
+            _, listed = await call("GET", relays, token)
+            assert len(listed[0]["stats"]["tracks"]) == 2, listed  # audio + one layered video
+
+            # 2. The small tile grows to the middle layer: B's consumer asks for a keyframe of
+            # h, which reaches A's publisher as a PLI on h's SSRC; then h is decoded on B.
+            plis = {layer.rid: layer.plis for layer in chair.layers}
+            await tile(640, 360)
+            assert await wait_until(lambda: small.decoded[relayed][640] > FRAMES, DEADLINE_S), (
+                report(), plis)
+            assert chair.layers[1].plis > plis["h"], (report(), plis)
+            assert wide.current_width(relayed) == 1280, report()
+            assert not wide.errors and not small.errors and not chair.errors
+
+            # 3. Nobody on B wants f any more: the relay tells A (a tile for h), A stops
+            # sending f to it, and A's publisher is told it may stop f (nobody on A wants it).
+            await wide.leave()
+
+            def f_off() -> bool:
+                return any(e["type"] == "publish_layers" and e["active"].get("f") is False
+                           for e in chair.events)
+
+            assert await wait_until(f_off, DEADLINE_S), (
+                [e for e in chair.events if e["type"] == "publish_layers"],
+                (await call("GET", relays, token))[1][0]["stats"]["asked_of_far"])
+            assert small.current_width(relayed) == 640, report()
+        finally:
+            for person in (chair, wide, small):
+                await person.leave()
+
+
+async def test_the_relay_enters_again_when_the_near_rooms_worker_is_lost(tmp_path: Path) -> None:
+    """B runs its media in worker processes; the worker of B's room is killed: B's participants
+    are told (``media-worker-lost``), the relay enters the room again on a live worker, and a
+    participant who joins afterwards decodes the chair once more."""
+    import os
+    import signal
+
+    from tests.integration.test_media_workers import left_reasons, media_workers, ready_workers
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    with running_server(tmp_path / "a") as server_a, running_server(tmp_path / "b") as server_b:
+    with (running_server(tmp_path / "a") as server_a,
+          running_server(tmp_path / "b", extra_args=["--workers", "2"]) as server_b):
+        workers = media_workers(server_b.proc.pid)
+        assert await wait_until(lambda: ready_workers(server_b.base_url) == [
+            workers[0], workers[1]], DEADLINE_S)
         token = operator_token(server_b.base_url, server_b.log_text())
-        chair = SimulcastPublisher(server_a.base_url, "trung-uong", "Chair")
-        viewer = RembSubscriber(server_b.base_url, "huyen", "Huyen", forced_remb_bps=10_000_000)
+        relays = server_b.base_url + "/api/rooms/huyen/relays"
+        chair = SyntheticParticipant(server_a.base_url, "trung-uong", "Chair")
+        before = SyntheticParticipant(server_b.base_url, "huyen", "Huyen 1", video=False)
+        after = SyntheticParticipant(server_b.base_url, "huyen", "Huyen 2", video=False)
         try:
             await chair.join()
-            status, relay = await call("POST", server_b.base_url + "/api/rooms/huyen/relays",
-                                       token, {"source_url": server_a.base_url,
-                                               "source_room": "trung-uong"})
+            status, relay = await call("POST", relays, token, {
+                "source_url": server_a.base_url, "source_room": "trung-uong"})
             assert status == 201, relay
-            await viewer.join()
-            relayed = await near_id_of(server_b.base_url + "/api/rooms/huyen/relays", token,
-                                       str(chair.participant_id))
-            assert await viewer.wait_for(lambda: viewer.current_width(relayed) == 1280,
-                                         DEADLINE_S), (
-                dict(viewer.packets_by_width.get(relayed, {})), chair.describe())
+            await before.join()
+            relayed = await near_id_of(relays, token, str(chair.participant_id))
+            assert await wait_until(lambda: before.received[relayed]["video"] > FRAMES,
+                                    DEADLINE_S), dict(before.received)
+
+            os.kill(workers[0], signal.SIGKILL)  # the first room goes to worker 0
+            assert await wait_until(lambda: "media-worker-lost" in left_reasons(before),
+                                    DEADLINE_S), before.events[-3:]
+
+            async def rejoined() -> dict[str, Any]:
+                _, listed = await call("GET", relays, token)
+                return dict(listed[0])
+
+            for _ in range(200):  # bounded: ~20 s
+                state = await rejoined()
+                if state["stats"]["near_rejoins"] == 1 and state["stats"]["participants"]:
+                    break
+                await asyncio.sleep(0.1)
+            assert state["state"] == "running" and state["stats"]["near_rejoins"] == 1, state
+            again = await near_id_of(relays, token, str(chair.participant_id))
+            await after.join()
+            assert await wait_until(lambda: after.received[again]["video"] > FRAMES
+                                    and after.received[again]["audio"] > FRAMES,
+                                    DEADLINE_S), dict(after.received)
         finally:
-            for person in (chair, viewer):
+            for person in (chair, before, after):
                 await person.leave()

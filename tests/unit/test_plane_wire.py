@@ -18,6 +18,7 @@ from sfu.events import (
     AnswerRefused,
     AudioOnlyChanged,
     Direction,
+    LayerStream,
     LeaveReason,
     MediaEvent,
     ParticipantJoined,
@@ -30,6 +31,7 @@ from sfu.events import (
     SubscribeOffer,
     TrackDescription,
     TrackMuted,
+    VideosForwarded,
 )
 from sfu.plane import BadDescription, NotDescribed, UnknownParticipant
 from sfu.plane_pool import remote_exception, split_port_range
@@ -51,6 +53,14 @@ from sfu.plane_wire import (
     Pin,
     Publish,
     Ready,
+    RelayKeyframe,
+    RelayKeyframeWanted,
+    RelayMuted,
+    RelayPublish,
+    RelayRtp,
+    RelaySenderReport,
+    RelayTrack,
+    RelayTrackGone,
     Reply,
     RequestKeyframe,
     SetAudioOnly,
@@ -85,15 +95,19 @@ EVENTS: list[MediaEvent] = [
     Speakers(("p1", "p2")),
     SubscribeOffer("v=0\r\n", {"0": TrackDescription("p1", "audio", "s1"),
                                "1": TrackDescription("p1", "video", "s1")}),
+    SubscribeOffer("v=0\r\n", {"1": TrackDescription("p1", "video", "s1", "camera", (
+        LayerStream("q", 1, 2), LayerStream("h", 3, 4), LayerStream("f", 5, 6)))}),
     AnswerRefused("no"),
     AudioOnlyChanged(Direction.DOWN, True, "bandwidth", 900_000, 2_000_000),
     PublishLayers(True, {"q": True, "h": False, "f": False}),
     Removed(LeaveReason.MEDIA_WORKER_LOST),
+    VideosForwarded(("p1", "p2"), 9),  # missing from the table before: lost with --workers N
 ]
 
 CALLS = [
     Hello(1, MediaConfig(ice_addresses=("127.0.0.1",), port_range=(40000, 40499)), "DEBUG"),
     Join("room", "p1", "An"),
+    Join("room", "relay-1", "An (relay)", all_layers=True),
     Leave(7, "room", "p1"),
     Publish(8, "room", "p1", "v=0\r\n"),
     Publish(8, "room", "p1", "v=0\r\n", ["1"]),
@@ -109,6 +123,15 @@ CALLS = [
     SetUplink("room", "p1", None),
     RequestKeyframe("room", "p1"),
     SubscribeLocal("room", "recorder"),
+    SubscribeLocal("room", "relay-1", 3, video=False),
+    RelayPublish("room", "relay-1-1", "Chair (relay)"),
+    RelayTrack("room", "relay-1-1", "chair.1", Kind.VIDEO, Codec("video/VP8", 90000, 96, 97),
+               None, ["q", "h", "f"]),
+    RelayTrackGone("room", "relay-1-1", "chair.1"),
+    RelayRtp("room", "relay-1-1", "chair.1", 2, b"\x80\x60" + bytes(20)),
+    RelayMuted("room", "relay-1-1", "chair.0", True),
+    RelaySenderReport("room", "relay-1-1", "chair.1", 1, 1 << 63, 1 << 31),
+    RelayKeyframe("room", "relay-1-1", "chair.1", 0),
     UnsubscribeLocal("room", "recorder"),
     Shutdown(11),
 ]
@@ -128,6 +151,7 @@ REPORTS = [
     LocalRtp("room", "recorder", "prod", b"\x80\x60" + bytes(20)),
     LocalTrackRemoved("room", "recorder", "prod"),
     LocalSenderReport("room", "recorder", "prod", 1 << 63, 1 << 31),
+    RelayKeyframeWanted("room", "relay-1-1", "chair.1", 2),
 ]
 
 

@@ -69,11 +69,11 @@ class Far:
         far = self
 
         class Sink(RelayedTrack):
-            def receive(self, packet: RtpView) -> None:
+            def receive(self, packet: RtpView, layer: int = 0) -> None:
                 far.received.append(packet)
 
         producer = Producer("p", "relay", track.kind, track.mid, lambda _p, _l: None)
-        return Sink(producer, lambda: None, lambda: 0.0)
+        return Sink(producer, lambda _layer: None, lambda: 0.0)
 
 
 def test_offer_describes_tracks_with_codecs_rtx_and_owners() -> None:
@@ -81,10 +81,10 @@ def test_offer_describes_tracks_with_codecs_rtx_and_owners() -> None:
     far.upstream.describe(OFFER, OWNERS)
     tracks = {t.mid: t for t in far.upstream.tracks()}
     assert tracks["0"].kind is Kind.AUDIO and tracks["0"].audio_level_ext_id == 1
-    assert tracks["0"].codec.name == "opus" and tracks["0"].nack is None
+    assert tracks["0"].codec.name == "opus" and tracks["0"].layers[0].nack is None
     video = tracks["1"]
     assert (video.ssrc, video.rtx_ssrc, video.codec.rtx_payload_type) == (2000, 2001, 97)
-    assert video.participant_id == "chair" and video.nack is not None
+    assert video.participant_id == "chair" and video.layers[0].nack is not None
 
 
 def test_rtx_is_unwrapped_and_garbage_counted() -> None:
@@ -130,7 +130,7 @@ def test_local_publication_makes_ready_producers_and_carries_keyframe_requests()
     producers: dict[str, Producer] = {}
     now = [10.0]
     publication = LocalPublication("room", "relay-1", producers, ready.append, lambda: now[0])
-    track = publication.add_track("chair.1", Kind.VIDEO, VP8, lambda: asked.append("pli"))
+    track = publication.add_track("chair.1", Kind.VIDEO, VP8, lambda _layer: asked.append("pli"))
     assert ready == [track.producer] and producers == {track.producer.id: track.producer}
     assert track.producer.codec == VP8 and track.producer.participant_id == "relay-1"
     track.receive(RtpView.parse(rtp(1, 2000)))
@@ -182,7 +182,7 @@ def test_a_removed_track_is_withdrawn_from_the_room() -> None:
     producers: dict[str, Producer] = {}
     publication = LocalPublication("room", "relay-1", producers, lambda _p: None, lambda: 0.0,
                                    withdrawn.append)
-    track = publication.add_track("chair.0", Kind.AUDIO, OPUS, lambda: None)
+    track = publication.add_track("chair.0", Kind.AUDIO, OPUS, lambda _layer: None)
     publication.remove_track("chair.0")
     publication.remove_track("chair.0")  # twice: nothing more
     assert withdrawn == [track.producer] and track.producer.closed and not producers
@@ -264,7 +264,7 @@ def test_far_sender_reports_reach_the_near_consumers() -> None:
     producers: dict[str, Producer] = {}
     publication = LocalPublication("room", "relay-1", producers, lambda _p: None, lambda: 1.0)
     upstream = UpstreamTracks(
-        lambda t: publication.add_track(f"chair.{t.mid}", t.kind, t.codec, lambda: None),
+        lambda t: publication.add_track(f"chair.{t.mid}", t.kind, t.codec, lambda _layer: None),
         lambda _ssrc, _lost: None)
     upstream.describe(OFFER, OWNERS)
     assert not upstream.on_sender_report(1000, 5 << 32, 48000)  # nothing relayed yet
@@ -304,7 +304,7 @@ def test_a_far_mute_pauses_the_near_consumers() -> None:
 
     producers: dict[str, Producer] = {}
     publication = LocalPublication("room", "relay-1", producers, lambda _p: None, lambda: 1.0)
-    track = publication.add_track("chair.1", Kind.VIDEO, VP8, lambda: None)
+    track = publication.add_track("chair.1", Kind.VIDEO, VP8, lambda _layer: None)
 
     class Sink:
         def send_rtp(self, packet: bytes) -> bool:
