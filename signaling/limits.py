@@ -64,6 +64,26 @@ def check_offer(sdp: str) -> None:
                             f"{MAX_SDP_CANDIDATES} are allowed")
 
 
+ANSWER_SLACK_BYTES = 16 << 10
+"""A subscriber answer may be at most twice the server's offer plus this (browsers' answers are
+smaller than our offers); a bigger one is refused before it is parsed."""
+
+
+def check_answer(sdp: str, offer_sections: int, offer_bytes: int) -> None:
+    """An answer has the offer's sections (JSEP) and is not much bigger than the offer:
+    anything else is refused on its text, before the parser spends the loop's time on it.
+    A zero ``offer_*`` means no offer is known yet (the session then refuses on state)."""
+    sections = count_sections(sdp)
+    if offer_sections and sections > offer_sections:
+        raise LimitExceeded("answer-sections", offer_sections,
+                            f"answer has {sections} media sections; the offer had "
+                            f"{offer_sections}")
+    limit = 2 * offer_bytes + ANSWER_SLACK_BYTES
+    if offer_bytes and len(sdp) > limit:
+        raise LimitExceeded("answer-size", limit,
+                            f"answer of {len(sdp)} characters; at most {limit} for this offer")
+
+
 class Window:
     """At most ``limit`` events in any ``period_s``: a sliding window of event times."""
 

@@ -34,6 +34,7 @@ from signaling.limits import (
     LimitExceeded,
     Window,
     announced_scopes,
+    check_answer,
     check_offer,
     count_sections,
     refused_candidate_address,
@@ -68,9 +69,6 @@ logger = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 1000
 """Messages queued for a client that does not read; beyond this the client is disconnected."""
-ANSWER_SLACK_BYTES = 16 << 10
-"""A subscriber answer may be at most twice the server's offer plus this (browsers' answers are
-smaller than our offers); a bigger one is refused before it is parsed."""
 
 
 class Session:
@@ -419,19 +417,7 @@ class Session:
 
     async def on_subscribe_answer(self, message: SubscribeAnswer) -> None:
         room, participant_id = self._in_room()
-        # An answer has the offer's sections (JSEP) and is no bigger than the offer by much:
-        # anything else is refused on its text, before the parser spends the loop's time on it.
-        sections = count_sections(message.sdp)
-        if self._offer_sections and sections > self._offer_sections:
-            raise LimitExceeded("answer-sections", self._offer_sections,
-                                f"answer has {sections} media sections; the offer had "
-                                f"{self._offer_sections}")
-        if self._offer_sdp_bytes and \
-                len(message.sdp) > 2 * self._offer_sdp_bytes + ANSWER_SLACK_BYTES:
-            limit = 2 * self._offer_sdp_bytes + ANSWER_SLACK_BYTES
-            raise LimitExceeded("answer-size", limit,
-                                f"answer of {len(message.sdp)} characters; at most {limit} "
-                                "for this offer")
+        check_answer(message.sdp, self._offer_sections, self._offer_sdp_bytes)
         self._usable["subscriber"] += message.sdp.count("\na=candidate:")
         try:
             accepted = self.plane.subscribe_answer(room, participant_id, message.sdp)
