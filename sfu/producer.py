@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from sfu.native import BATCH_SEND_FAILED, BatchItem, send_batch
 from sfu.ratelog import handler_errors
@@ -21,7 +21,7 @@ from sfu.wire.rtp_packet import (
     extension_elements,
     finish_extension_block,
 )
-from sfu.wire.vp8 import KEY, inspect_vp8
+from sfu.wire.vp8 import KEY, Vp8Ids, inspect_vp8, picture_ids
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
@@ -133,6 +133,7 @@ class Producer:
         self.voice_started_s = float("-inf")
         self._request_keyframe = request_keyframe
         self._inspect: Callable[[bytes], int] = _any_packet
+        self._vp8 = False
 
     def attach(self, consumer: Consumer) -> None:
         """Start forwarding to ``consumer`` (once; a closed producer takes no one)."""
@@ -147,6 +148,7 @@ class Producer:
     def set_codec(self, codec: Codec) -> None:
         self.codec = codec
         self._inspect = INSPECTORS.get(codec.name, _any_packet)
+        self._vp8 = codec.name == "vp8"
 
     @property
     def is_video(self) -> bool:
@@ -228,6 +230,9 @@ class Producer:
         elements = block = b""
         # Copies for native writers are collected here and protected and sent in one call.
         batch: list[BatchItem] = []
+        # VP8 picture ids, read once here rather than by every consumer's munger.
+        vp8_ids: Vp8Ids | None | Literal[False] = (picture_ids(packet.payload) if self._vp8
+                                          else False)
         for consumer in consumers:
             key = consumer.ext_key
             if key != last_key:
@@ -235,7 +240,7 @@ class Producer:
                 block = finish_extension_block(elements)
                 last_key = key
             try:
-                consumer.send(packet, index, keyframe, elements, now, batch, block)
+                consumer.send(packet, index, keyframe, elements, now, batch, block, vp8_ids)
             except Exception as exc:  # one broken consumer must not starve the others
                 self.consumer_errors += 1
                 handler_errors.exception("consumer", exc)
