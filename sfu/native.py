@@ -56,6 +56,11 @@ def set_protect_address(address: int) -> None:
         _MODULE.set_protect(address)
 
 
+def set_unprotect_address(address: int) -> None:
+    if _MODULE is not None:
+        _MODULE.set_unprotect(address)
+
+
 def _no_native(_batch: list[BatchItem]) -> list[tuple[int, int]] | None:
     raise RuntimeError("no native fan-out: batches are empty without it")
 
@@ -63,6 +68,17 @@ def _no_native(_batch: list[BatchItem]) -> list[tuple[int, int]] | None:
 send_batch: Callable[[list[BatchItem]], list[tuple[int, int]] | None] = (
     _MODULE.send if _MODULE is not None else _no_native)
 """Protect and send a batch: None when every copy went out, else [(index, reason)]."""
+
+
+def _no_receive(_ctx: int, _fd: int, _data: bytes) -> tuple[bytes | None, int]:
+    raise RuntimeError("no native receive: the caller checks native_enabled()")
+
+
+receive: Callable[[int, int, bytes], tuple[bytes | None, int]] = (
+    _MODULE.receive if _MODULE is not None else _no_receive)
+"""One SRTP datagram just read from a socket: (libsrtp's unprotect of it, or None when it fails
+authentication or has no RTP length; the kernel's arrival time of the last datagram read from
+``fd`` on aiortc's clock in ms, or -1)."""
 
 
 def sockaddr(family: int, address: Any) -> bytes | None:
