@@ -306,6 +306,21 @@ class DatagramWriter:
         self._drop()
 
 
+def _init_native_forward() -> bool:
+    """The classes ``native.forward`` reads, once DatagramWriter exists (sfu/_fanout.c)."""
+    from sfu.consumer import RTP_OVERHEAD, Consumer
+    from sfu.history import RtpHistory
+    from sfu.wire.rewriting import SequenceRewriter, TimestampRewriter
+    from sfu.wire.vp8 import Vp8PictureIdMunger
+
+    return native.init_forward((Consumer, SequenceRewriter, TimestampRewriter,
+                                Vp8PictureIdMunger, RtpHistory, DatagramWriter),
+                               SRTP_AUTH_TAG_LEN, RTP_OVERHEAD)
+
+
+_init_native_forward()
+
+
 RECEIVER_INSTANCE_ATTRS = ("_RTCRtpReceiver__remote_bitrate_estimator",)
 """Instance attributes of a video ``RTCRtpReceiver`` used here (checked by the test)."""
 

@@ -81,6 +81,36 @@ authentication or has no RTP length; the kernel's arrival time of the last datag
 ``fd`` on aiortc's clock in ms, or -1)."""
 
 
+_FORWARD_READY = [False]
+
+
+def init_forward(types: tuple[type, ...], srtp_tag_len: int, rtp_overhead: int) -> bool:
+    """Give ``forward`` the classes whose __slots__ it reads and writes (Consumer,
+    SequenceRewriter, TimestampRewriter, Vp8PictureIdMunger, RtpHistory, DatagramWriter);
+    False (and ``forward_ready()`` False) without the extension, with DIEMCAU_NO_NATIVE=1 or
+    when a slot is not where it expects."""
+    ready = bool(native_enabled() and _MODULE is not None
+                 and _MODULE.init_forward(types, srtp_tag_len, rtp_overhead))
+    _FORWARD_READY[0] = ready
+    return ready
+
+
+def forward_ready() -> bool:
+    """``forward`` may be used: producers hand their steady-state copies to it."""
+    return _FORWARD_READY[0]
+
+
+def _no_forward(*_args: Any) -> None:
+    raise RuntimeError("no native forward: the caller checks forward_ready()")
+
+
+forward: Callable[..., None] = _MODULE.forward if _MODULE is not None else _no_forward
+"""forward(consumers, layer, seq, timestamp, marker, payload, vp8_ids, now, batch, blocks, packet,
+slow, errors): ``Consumer.send`` of each consumer in the steady state (queued in ``batch``);
+the others are appended to ``slow``, (consumer, exception) of a failure after a change to
+``errors``. ``blocks(packet, ext_key, now)`` gives (elements, block) per run of equal keys."""
+
+
 def sockaddr(family: int, address: Any) -> bytes | None:
     """The ``struct sockaddr_in``/``sockaddr_in6`` bytes for a datagram socket's peer address
     (Linux layout), None for what this cannot express."""

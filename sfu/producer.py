@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
+from sfu import native
 from sfu.native import BATCH_SEND_FAILED, BatchItem, send_batch
 from sfu.ratelog import handler_errors
 from sfu.types import Codec, DropReason, Kind
@@ -232,7 +233,10 @@ class Producer:
         batch: list[BatchItem] = []
         # VP8 picture ids, read once here rather than by every consumer's munger.
         vp8_ids: Vp8Ids | None | Literal[False] = (picture_ids(packet.payload) if self._vp8
-                                          else False)
+                                                   else False)
+        if native.forward_ready():
+            # The steady-state copies in C (sfu/_fanout.c forward); the rest below.
+            consumers = self._forward_native(packet, index, vp8_ids, now, batch)
         for consumer in consumers:
             key = consumer.ext_key
             if key != last_key:
@@ -246,6 +250,27 @@ class Producer:
                 handler_errors.exception("consumer", exc)
         if batch:
             self._send_batch(batch)
+
+    def _forward_native(self, packet: RtpView, index: int, vp8_ids: Vp8Ids | None | Literal[False],
+                        now: float, batch: list[BatchItem]) -> list[Consumer]:
+        """``Consumer.send`` of every consumer in the steady state, in one C call; returns the
+        consumers it left to ``Consumer.send`` (in order)."""
+        slow: list[Consumer] = []
+        errors: list[tuple[Consumer, BaseException]] = []
+        try:
+            native.forward(self.consumers, index, packet.sequence_number, packet.timestamp,
+                           packet.marker, packet.payload, vp8_ids, now, batch, self._blocks,
+                           packet, slow, errors)
+        except TypeError:  # an argument it cannot take (checked before any copy): all in Python
+            return self.consumers
+        for _consumer, exc in errors:  # as the loop's except in ``receive``
+            self.consumer_errors += 1
+            handler_errors.exception("consumer", exc)
+        return slow
+
+    def _blocks(self, packet: RtpView, key: tuple[int, int], now: float) -> tuple[bytes, bytes]:
+        elements = self._extension_elements(packet, key, now)
+        return elements, finish_extension_block(elements)
 
     def _send_batch(self, batch: list[BatchItem]) -> None:
         try:
