@@ -425,6 +425,9 @@ class GuardedStunProtocol(StunProtocol):
     ) -> None:
         source = (addr[0], addr[1])  # an IPv6 four-tuple to a two-tuple, as aioice does
         try:
+            if self.guard.passes_srtp(data, source, self.dtls._state == DtlsState.CONNECTED) \
+                    and self._direct(data, self.receiver):
+                return  # media: the guard's rules in one call, then straight to the SFU
             verdict = self.guard.check(
                 data, source, self._credentials, self.transactions,
                 self.dtls._state == DtlsState.CONNECTED,

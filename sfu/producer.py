@@ -18,9 +18,9 @@ from sfu.types import Codec, DropReason, Kind
 from sfu.wire.h264 import inspect_h264
 from sfu.wire.rtp_packet import (
     RtpView,
-    abs_send_time_now,
-    extension_elements,
+    abs_send_time_element,
     finish_extension_block,
+    one_byte_element,
 )
 from sfu.wire.vp8 import KEY, Vp8Ids, inspect_vp8, picture_ids
 
@@ -291,14 +291,14 @@ class Producer:
 
     def _extension_elements(self, packet: RtpView, key: tuple[int, int], now: float) -> bytes:
         audio_level_id, abs_send_time_id = key
-        elements: list[tuple[int, bytes]] = []
+        elements = b""
         if audio_level_id and self.audio_level_ext_id is not None:
             level = packet.extensions.get(self.audio_level_ext_id)
             if level is not None:
-                elements.append((audio_level_id, level))
+                elements = one_byte_element(audio_level_id, level)
         if abs_send_time_id:
-            elements.append((abs_send_time_id, abs_send_time_now(now)))
-        return extension_elements(elements)
+            elements += abs_send_time_element(abs_send_time_id, now)
+        return elements
 
     def take_level(self) -> float | None:
         """Mean audio level (-dBov) since the last call, None without level data."""
