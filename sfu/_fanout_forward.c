@@ -168,7 +168,8 @@ static Py_ssize_t build_block(unsigned char *out, const char *elements, Py_ssize
  * -2 error after its state changed (reported like an exception of Consumer.send). */
 static int forward_one(PyObject *c, long layer, long long in_seq, long long in_ts,
                        int marker, PyObject *payload, PyObject *vp8_ids, double now,
-                       PyObject *batch, PyObject *elements, PyObject *block) {
+                       PyObject *now_obj, PyObject *batch, PyObject *elements,
+                       PyObject *block) {
     PyObject *codec, *seq, *ts, *vp8 = NULL, *history, *writer, *target, *twcc, *v;
     PyObject *pt_obj, *head, *out_payload, *item;
     long long cur, tgt, hi, off, d, ts_off, ts_last, ssrc, pt, twcc_id = 0, mask = 0;
@@ -272,13 +273,13 @@ static int forward_one(PyObject *c, long layer, long long in_seq, long long in_t
         return -2;
     out_ts = (in_ts + ts_off) & 0xFFFFFFFFLL;
     if (out_ts == ts_last || signed_diff(out_ts, ts_last, 0x100000000LL) > 0) {
-        if (set_ll(ts, T_LAST, out_ts) < 0 || (v = PyFloat_FromDouble(now)) == NULL)
+        if (out_ts != ts_last && set_ll(ts, T_LAST, out_ts) < 0)  /* the same value: kept */
             return -2;
-        set_slot(ts, T_TIME, v);
+        Py_INCREF(now_obj);  /* one float per packet, shared by every copy */
+        set_slot(ts, T_TIME, now_obj);
     } else if (SLOT(ts, T_TIME) == Py_None) {
-        if ((v = PyFloat_FromDouble(now)) == NULL)
-            return -2;
-        set_slot(ts, T_TIME, v);
+        Py_INCREF(now_obj);
+        set_slot(ts, T_TIME, now_obj);
     }
     /* -- Vp8PictureIdMunger.apply -- */
     Py_INCREF(payload);
@@ -328,11 +329,10 @@ static int forward_one(PyObject *c, long layer, long long in_seq, long long in_t
     size = PyBytes_GET_SIZE(out_payload);
     /* -- transport-cc, the header -- */
     if (twcc != Py_None) {
-        PyObject *size_obj = PyLong_FromLongLong(size + twcc_overhead), *now_obj, *r;
-        now_obj = size_obj ? PyFloat_FromDouble(now) : NULL;
-        r = now_obj ? PyObject_CallMethodObjArgs(twcc, str_next, size_obj, now_obj, NULL) : NULL;
+        PyObject *size_obj = PyLong_FromLongLong(size + twcc_overhead), *r;
+        r = size_obj ? PyObject_CallMethodObjArgs(twcc, str_next, size_obj, now_obj, NULL)
+                     : NULL;
         Py_XDECREF(size_obj);
-        Py_XDECREF(now_obj);
         if (r == NULL || as_ll(r, &twcc_seq) < 0) {
             Py_XDECREF(r);
             if (!PyErr_Occurred())
@@ -445,7 +445,7 @@ PyObject *fanout_forward(PyObject *self, PyObject *args) {
             }
             if (pair != NULL)
                 done = forward_one(c, layer, in_seq & 0xFFFF, in_ts & 0xFFFFFFFFLL,
-                                   marker ? 0x80 : 0, payload, vp8_ids, now, batch,
+                                   marker ? 0x80 : 0, payload, vp8_ids, now, now_obj, batch,
                                    PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
         }
         if (done == 0 || done == -1) {
