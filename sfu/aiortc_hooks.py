@@ -80,8 +80,6 @@ def missing_internals() -> list[str]:
     return missing
 
 
-
-
 def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
     """Deliver the transport's decrypted RTP and RTCP to the SFU instead of aiortc's receivers.
 
@@ -336,7 +334,6 @@ def disable_remb(receiver: RTCRtpReceiver) -> bool:
         return False
     setattr(receiver, name, None)
     return True
-
 
 
 # -- The media ports: every datagram passes the guard first ---------------------------------------

@@ -56,9 +56,20 @@ def set_protect_address(address: int) -> None:
         _MODULE.set_protect(address)
 
 
-def set_unprotect_address(address: int) -> None:
-    if _MODULE is not None:
-        _MODULE.set_unprotect(address)
+def _function(name: str) -> Callable[..., Any] | None:
+    """A function of the extension, None when it is missing or older than this code (a stale
+    build after an upgrade: the newer native paths stay off, the older ones still work)."""
+    function: Callable[..., Any] | None = getattr(_MODULE, name, None)
+    return function
+
+
+def set_unprotect_address(address: int) -> bool:
+    """Hand libsrtp's srtp_unprotect to the extension; False when it cannot take it."""
+    set_unprotect = _function("set_unprotect")
+    if set_unprotect is None or _function("receive") is None:
+        return False
+    set_unprotect(address)
+    return True
 
 
 def _no_native(_batch: list[BatchItem]) -> list[tuple[int, int]] | None:
@@ -75,7 +86,7 @@ def _no_receive(_ctx: int, _fd: int, _data: bytes) -> tuple[bytes | None, int]:
 
 
 receive: Callable[[int, int, bytes], tuple[bytes | None, int]] = (
-    _MODULE.receive if _MODULE is not None else _no_receive)
+    _function("receive") or _no_receive)
 """One SRTP datagram just read from a socket: (libsrtp's unprotect of it, or None when it fails
 authentication or has no RTP length; the kernel's arrival time of the last datagram read from
 ``fd`` on aiortc's clock in ms, or -1)."""
@@ -89,8 +100,9 @@ def init_forward(types: tuple[type, ...], srtp_tag_len: int, rtp_overhead: int) 
     SequenceRewriter, TimestampRewriter, Vp8PictureIdMunger, RtpHistory, DatagramWriter);
     False (and ``forward_ready()`` False) without the extension, with DIEMCAU_NO_NATIVE=1 or
     when a slot is not where it expects."""
-    ready = bool(native_enabled() and _MODULE is not None
-                 and _MODULE.init_forward(types, srtp_tag_len, rtp_overhead))
+    init = _function("init_forward")
+    ready = bool(native_enabled() and init is not None and _function("forward") is not None
+                 and init(types, srtp_tag_len, rtp_overhead))
     _FORWARD_READY[0] = ready
     return ready
 
@@ -104,7 +116,7 @@ def _no_forward(*_args: Any) -> None:
     raise RuntimeError("no native forward: the caller checks forward_ready()")
 
 
-forward: Callable[..., None] = _MODULE.forward if _MODULE is not None else _no_forward
+forward: Callable[..., None] = _function("forward") or _no_forward
 """forward(consumers, layer, seq, timestamp, marker, payload, vp8_ids, now, batch, blocks, packet,
 slow, errors): ``Consumer.send`` of each consumer in the steady state (queued in ``batch``);
 the others are appended to ``slow``, (consumer, exception) of a failure after a change to

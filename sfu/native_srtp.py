@@ -33,11 +33,11 @@ def _srtp_binding() -> tuple[Any, bool]:
                                                                           "srtp_protect"))))
         if ffi.typeof(lib.srtp_unprotect).cname != SRTP_PROTECT_PROTOTYPE:  # the same shape
             return ffi, False
-        native.set_unprotect_address(
+        unprotect = native.set_unprotect_address(
             int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect"))))
     except (AttributeError, TypeError, ffi.error):
         return None, False
-    return ffi, True
+    return ffi, unprotect
 
 
 _SRTP_FFI, NATIVE_UNPROTECT = _srtp_binding() if native.native_available() else (None, False)
