@@ -1,4 +1,5 @@
-/* sfu._fanout: SRTP-protect and send one incoming packet's copies in one call.
+/* sfu._fanout: SRTP-protect and send one incoming packet's copies in one call (and receive
+ * one SRTP datagram: kernel arrival time + unprotect, ``receive``).
  *
  * Why C: per copy, Python spends more time around the work than in it (pylibsrtp's cffi
  * wrapper allocates and copies twice, the event loop's sendto checks and converts the address
@@ -18,7 +19,12 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <linux/sockios.h>
+
+#include "_fanout.h"
 
 #define MAX_BUFFER 1500   /* as pylibsrtp's buffer ... */
 #define MAX_TRAILER 144   /* ... less SRTP_MAX_TRAILER_LEN (tag + MKI): longer is refused */
@@ -26,6 +32,7 @@
 typedef int (*protect_fn)(void *ctx, void *packet, int *len);
 
 static protect_fn srtp_protect_fn = NULL;
+static protect_fn srtp_unprotect_fn = NULL;  /* same prototype as srtp_protect */
 
 static PyObject *set_protect(PyObject *self, PyObject *arg) {
     void *address = PyLong_AsVoidPtr(arg);
@@ -33,6 +40,64 @@ static PyObject *set_protect(PyObject *self, PyObject *arg) {
         return NULL;
     srtp_protect_fn = (protect_fn)address;
     Py_RETURN_NONE;
+}
+
+static PyObject *set_unprotect(PyObject *self, PyObject *arg) {
+    void *address = PyLong_AsVoidPtr(arg);
+    if (address == NULL && PyErr_Occurred())
+        return NULL;
+    srtp_unprotect_fn = (protect_fn)address;
+    Py_RETURN_NONE;
+}
+
+#define UNIX_TO_NTP_S 2208988800LL  /* aiortc's clock counts milliseconds since 1900 */
+
+/* receive(ctx, fd, datagram) -> (plain RTP bytes or None, kernel arrival ms or -1)
+ *
+ * The direct receive path of one SRTP datagram (sfu/aiortc_hooks.py GuardedStunProtocol):
+ * the kernel's receive time of the datagram just read from fd (SIOCGSTAMP, on aiortc's clock)
+ * and libsrtp's unprotect, without pylibsrtp's wrapper (two copies and an allocation) and
+ * Python's ioctl (a buffer, a struct unpack). The datagram is attacker's bytes: only its
+ * length is trusted (checked against the buffer before the copy); libsrtp checks the rest
+ * (header, extension lengths, tag) and any failure gives None, never an exception. */
+static PyObject *receive(PyObject *self, PyObject *args) {
+    unsigned char buffer[MAX_BUFFER];
+    PyObject *ctx_obj, *plain;
+    void *ctx;
+    int fd, length;
+    const char *data;
+    Py_ssize_t size;
+    long long arrival = -1;
+    struct timeval tv;
+
+    if (!PyArg_ParseTuple(args, "Oiy#", &ctx_obj, &fd, &data, &size))
+        return NULL;
+    if (srtp_unprotect_fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_unprotect() was not called");
+        return NULL;
+    }
+    ctx = PyLong_AsVoidPtr(ctx_obj);
+    if (ctx == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "no SRTP context");
+        return NULL;
+    }
+    if (fd >= 0 && ioctl(fd, SIOCGSTAMP, &tv) == 0)
+        arrival = ((long long)tv.tv_sec + UNIX_TO_NTP_S) * 1000 + tv.tv_usec / 1000;
+    length = (int)size;
+    if (size < 12 || size > MAX_BUFFER) {
+        plain = Py_None;  /* shorter than an RTP header, or longer than any buffer here */
+        Py_INCREF(plain);
+    } else {
+        memcpy(buffer, data, (size_t)size);
+        if (srtp_unprotect_fn(ctx, buffer, &length) != 0 || length < 0 || length > size) {
+            plain = Py_None;
+            Py_INCREF(plain);
+        } else if ((plain = PyBytes_FromStringAndSize((const char *)buffer, length)) == NULL) {
+            return NULL;
+        }
+    }
+    return Py_BuildValue("(NL)", plain, arrival);
 }
 
 /* send(batch) -> None | list of (index, reason)
@@ -119,8 +184,17 @@ error:
     return NULL;
 }
 
+
 static PyMethodDef methods[] = {
     {"set_protect", set_protect, METH_O, "Address of libsrtp's srtp_protect (as an int)."},
+    {"set_unprotect", set_unprotect, METH_O,
+     "Address of libsrtp's srtp_unprotect (as an int)."},
+    {"init_forward", fanout_init_forward, METH_VARARGS,
+     "(types, srtp tag length, transport-cc overhead) -> bool: ready to forward."},
+    {"forward", fanout_forward, METH_VARARGS,
+     "The steady-state Consumer.send of every consumer of one packet (see the source)."},
+    {"receive", receive, METH_VARARGS,
+     "(ctx, fd, datagram) -> (plain RTP or None, kernel arrival ms on aiortc's clock or -1)."},
     {"send", send_batch, METH_O,
      "Protect and send a batch of (target, head, payload, ...); None or [(index, reason)]."},
     {NULL, NULL, 0, NULL},

@@ -41,6 +41,8 @@ from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameter
 from sfu import native
 from sfu.aiortc_loadgen_hooks import *  # noqa: F403 - its __all__: callers use this one module
 from sfu.arrival_stamps import ArrivalStamps, kernel_arrival_ms
+from sfu.native_srtp import NATIVE_UNPROTECT as _NATIVE_UNPROTECT
+from sfu.native_srtp import srtp_context_address
 from sfu.ratelog import handler_errors
 from sfu.wire.demux import DatagramDrop, DatagramDrops, IceCredentials, MediaPortGuard
 
@@ -76,8 +78,6 @@ def missing_internals() -> list[str]:
     if not hasattr(aiortc_clock, "current_ms"):
         missing.append("aiortc.clock.current_ms")
     return missing
-
-
 
 
 def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
@@ -158,39 +158,6 @@ def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
 
 def arrival_ms() -> int:
     return aiortc_clock.current_ms()
-
-
-SRTP_PROTECT_PROTOTYPE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
-"""libsrtp 2's srtp_protect, as pylibsrtp's binding declares it: what sfu/_fanout.c calls."""
-
-
-def _srtp_binding() -> Any:
-    try:
-        from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    try:
-        if ffi.typeof(lib.srtp_protect).cname != SRTP_PROTECT_PROTOTYPE:
-            return None
-        native.set_protect_address(int(ffi.cast("uintptr_t", ffi.addressof(lib,
-                                                                          "srtp_protect"))))
-    except (AttributeError, TypeError, ffi.error):
-        return None
-    return ffi
-
-
-_SRTP_FFI = _srtp_binding() if native.native_available() else None
-
-
-def srtp_context_address(session: pylibsrtp.Session) -> int | None:
-    """The libsrtp ``srtp_t`` of a pylibsrtp session (its private ``_srtp``), for the native
-    fan-out; the session must stay referenced while the address is used."""
-    if _SRTP_FFI is None:
-        return None
-    try:
-        return int(_SRTP_FFI.cast("uintptr_t", session._srtp[0]))  # noqa: SLF001
-    except (AttributeError, TypeError, IndexError):
-        return None
 
 
 SRTP_AUTH_TAG_LEN = 10
@@ -337,6 +304,21 @@ class DatagramWriter:
         self._drop()
 
 
+def _init_native_forward() -> bool:
+    """The classes ``native.forward`` reads, once DatagramWriter exists (sfu/_fanout.c)."""
+    from sfu.consumer import RTP_OVERHEAD, Consumer
+    from sfu.history import RtpHistory
+    from sfu.wire.rewriting import SequenceRewriter, TimestampRewriter
+    from sfu.wire.vp8 import Vp8PictureIdMunger
+
+    return native.init_forward((Consumer, SequenceRewriter, TimestampRewriter,
+                                Vp8PictureIdMunger, RtpHistory, DatagramWriter),
+                               SRTP_AUTH_TAG_LEN, RTP_OVERHEAD)
+
+
+_init_native_forward()
+
+
 RECEIVER_INSTANCE_ATTRS = ("_RTCRtpReceiver__remote_bitrate_estimator",)
 """Instance attributes of a video ``RTCRtpReceiver`` used here (checked by the test)."""
 
@@ -352,7 +334,6 @@ def disable_remb(receiver: RTCRtpReceiver) -> bool:
         return False
     setattr(receiver, name, None)
     return True
-
 
 
 # -- The media ports: every datagram passes the guard first ---------------------------------------
@@ -425,6 +406,10 @@ class GuardedStunProtocol(StunProtocol):
         self.dtls = dtls
         self.drops = drops
         self.stamps = stamps
+        # (pylibsrtp session, its srtp_t, socket fd or -1) for native.receive, made at the
+        # first SRTP datagram of a keyed transport (the session must stay referenced).
+        self._native_rx: tuple[Any, int, int] | None = None
+        self._use_native = _NATIVE_UNPROTECT and native.native_enabled()
 
     def _credentials(self) -> IceCredentials:
         connection = self.receiver
@@ -437,6 +422,9 @@ class GuardedStunProtocol(StunProtocol):
     ) -> None:
         source = (addr[0], addr[1])  # an IPv6 four-tuple to a two-tuple, as aioice does
         try:
+            if self.guard.passes_srtp(data, source, self.dtls._state == DtlsState.CONNECTED) \
+                    and self._direct(data, self.receiver):
+                return  # media: the guard's rules in one call, then straight to the SFU
             verdict = self.guard.check(
                 data, source, self._credentials, self.transactions,
                 self.dtls._state == DtlsState.CONNECTED,
@@ -482,6 +470,8 @@ class GuardedStunProtocol(StunProtocol):
         try:
             if len(data) >= 2 and 191 < data[1] < 209:  # RTCP, as aiortc's is_rtcp decides
                 _guarded(handlers[1], "RTCP", rx.unprotect_rtcp(data))
+            elif self._use_native and self._receive_native(data, rx, handlers[0]):
+                pass
             else:
                 arrival = None
                 if self.stamps is not None and self.transport is not None:  # as the queued path
@@ -491,6 +481,32 @@ class GuardedStunProtocol(StunProtocol):
                          else aiortc_clock.current_ms())
         except pylibsrtp.Error:
             pass  # counted by _CountingSrtpSession, as when aiortc drops it
+        return True
+
+    def _receive_native(self, data: bytes, rx: Any, on_rtp: RtpHandler) -> bool:
+        """The RTP branch of ``_direct`` in one C call (``native.receive``: kernel arrival time
+        and libsrtp's unprotect, without pylibsrtp's wrapper); False when this transport's
+        session cannot go that way (the caller takes the Python path)."""
+        session = rx._session if isinstance(rx, _CountingSrtpSession) else rx
+        target = self._native_rx
+        if target is None or target[0] is not session:
+            ctx = srtp_context_address(session)
+            if ctx is None:
+                self._use_native = False
+                return False
+            fd = -1
+            if self.stamps is not None and self.transport is not None:  # as the Python path
+                try:
+                    fd = self.transport.get_extra_info("socket").fileno()
+                except (AttributeError, OSError, ValueError):
+                    fd = -1
+            target = self._native_rx = (session, ctx, fd)
+        plain, arrival = native.receive(target[1], target[2], data)
+        if plain is None:
+            if isinstance(rx, _CountingSrtpSession):  # as its unprotect counts a refusal
+                rx._drops.add(DatagramDrop.SRTP_UNAUTHENTICATED)
+            return True
+        _guarded(on_rtp, "RTP", plain, arrival if arrival >= 0 else aiortc_clock.current_ms())
         return True
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Protocol
+from typing import Literal, Protocol
 
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
@@ -30,7 +30,7 @@ from sfu.wire.rtp_packet import (
     transport_cc_element,
     wrap_rtx,
 )
-from sfu.wire.vp8 import Vp8Descriptor, Vp8PictureIdMunger
+from sfu.wire.vp8 import Vp8Descriptor, Vp8Ids, Vp8PictureIdMunger, picture_ids
 
 KEYFRAME_RETRY_S = 1.0
 """A consumer waiting for a keyframe asks again this often until one comes."""
@@ -200,11 +200,13 @@ class Consumer:
     def send(
         self, packet: RtpView, layer: int, keyframe: bool, elements: bytes, now: float,
         batch: list[BatchItem] | None = None, block: bytes | None = None,
+        vp8_ids: Vp8Ids | None | Literal[False] = False,
     ) -> None:
         """Forward ``packet`` (rewritten) if this consumer wants it; with a ``batch`` the copy
         may be queued there for the producer to send with the others in one native call.
         ``block``: ``elements`` as a finished extension block, when the caller has it (shared
-        by every consumer without transport-cc)."""
+        by every consumer without transport-cc). ``vp8_ids``: ``picture_ids(packet.payload)``
+        when the caller read them (once for all consumers), False to read them here."""
         codec = self.codec
         if self.pause_reason is not None or codec is None:  # no codec: paused (NO_CODEC, ...)
             self.drops[DropReason.PAUSED] += 1
@@ -228,7 +230,9 @@ class Consumer:
         payload = packet.payload
         if self._rewrite_vp8:
             # Called for every packet: the munger tracks the newest picture id for later syncs.
-            payload = self._vp8.rewrite(payload)
+            if vp8_ids is False:
+                vp8_ids = picture_ids(payload)
+            payload = self._vp8.apply(payload, vp8_ids)
         if self.twcc is not None:
             transport_seq = self.twcc.next(len(payload) + RTP_OVERHEAD, now)
             block = finish_extension_block(

@@ -56,6 +56,22 @@ def set_protect_address(address: int) -> None:
         _MODULE.set_protect(address)
 
 
+def _function(name: str) -> Callable[..., Any] | None:
+    """A function of the extension, None when it is missing or older than this code (a stale
+    build after an upgrade: the newer native paths stay off, the older ones still work)."""
+    function: Callable[..., Any] | None = getattr(_MODULE, name, None)
+    return function
+
+
+def set_unprotect_address(address: int) -> bool:
+    """Hand libsrtp's srtp_unprotect to the extension; False when it cannot take it."""
+    set_unprotect = _function("set_unprotect")
+    if set_unprotect is None or _function("receive") is None:
+        return False
+    set_unprotect(address)
+    return True
+
+
 def _no_native(_batch: list[BatchItem]) -> list[tuple[int, int]] | None:
     raise RuntimeError("no native fan-out: batches are empty without it")
 
@@ -63,6 +79,48 @@ def _no_native(_batch: list[BatchItem]) -> list[tuple[int, int]] | None:
 send_batch: Callable[[list[BatchItem]], list[tuple[int, int]] | None] = (
     _MODULE.send if _MODULE is not None else _no_native)
 """Protect and send a batch: None when every copy went out, else [(index, reason)]."""
+
+
+def _no_receive(_ctx: int, _fd: int, _data: bytes) -> tuple[bytes | None, int]:
+    raise RuntimeError("no native receive: the caller checks native_enabled()")
+
+
+receive: Callable[[int, int, bytes], tuple[bytes | None, int]] = (
+    _function("receive") or _no_receive)
+"""One SRTP datagram just read from a socket: (libsrtp's unprotect of it, or None when it fails
+authentication or has no RTP length; the kernel's arrival time of the last datagram read from
+``fd`` on aiortc's clock in ms, or -1)."""
+
+
+_FORWARD_READY = [False]
+
+
+def init_forward(types: tuple[type, ...], srtp_tag_len: int, rtp_overhead: int) -> bool:
+    """Give ``forward`` the classes whose __slots__ it reads and writes (Consumer,
+    SequenceRewriter, TimestampRewriter, Vp8PictureIdMunger, RtpHistory, DatagramWriter);
+    False (and ``forward_ready()`` False) without the extension, with DIEMCAU_NO_NATIVE=1 or
+    when a slot is not where it expects."""
+    init = _function("init_forward")
+    ready = bool(native_enabled() and init is not None and _function("forward") is not None
+                 and init(types, srtp_tag_len, rtp_overhead))
+    _FORWARD_READY[0] = ready
+    return ready
+
+
+def forward_ready() -> bool:
+    """``forward`` may be used: producers hand their steady-state copies to it."""
+    return _FORWARD_READY[0]
+
+
+def _no_forward(*_args: Any) -> None:
+    raise RuntimeError("no native forward: the caller checks forward_ready()")
+
+
+forward: Callable[..., None] = _function("forward") or _no_forward
+"""forward(consumers, layer, seq, timestamp, marker, payload, vp8_ids, now, batch, blocks, packet,
+slow, errors): ``Consumer.send`` of each consumer in the steady state (queued in ``batch``);
+the others are appended to ``slow``, (consumer, exception) of a failure after a change to
+``errors``. ``blocks(packet, ext_key, now)`` gives (elements, block) per run of equal keys."""
 
 
 def sockaddr(family: int, address: Any) -> bytes | None:

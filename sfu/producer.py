@@ -9,19 +9,20 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+from sfu import native
 from sfu.native import BATCH_SEND_FAILED, BatchItem, send_batch
 from sfu.ratelog import handler_errors
 from sfu.types import Codec, DropReason, Kind
 from sfu.wire.h264 import inspect_h264
 from sfu.wire.rtp_packet import (
     RtpView,
-    abs_send_time_now,
-    extension_elements,
+    abs_send_time_element,
     finish_extension_block,
+    one_byte_element,
 )
-from sfu.wire.vp8 import KEY, inspect_vp8
+from sfu.wire.vp8 import KEY, Vp8Ids, inspect_vp8, picture_ids
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
@@ -133,6 +134,7 @@ class Producer:
         self.voice_started_s = float("-inf")
         self._request_keyframe = request_keyframe
         self._inspect: Callable[[bytes], int] = _any_packet
+        self._vp8 = False
 
     def attach(self, consumer: Consumer) -> None:
         """Start forwarding to ``consumer`` (once; a closed producer takes no one)."""
@@ -147,6 +149,7 @@ class Producer:
     def set_codec(self, codec: Codec) -> None:
         self.codec = codec
         self._inspect = INSPECTORS.get(codec.name, _any_packet)
+        self._vp8 = codec.name == "vp8"
 
     @property
     def is_video(self) -> bool:
@@ -228,6 +231,12 @@ class Producer:
         elements = block = b""
         # Copies for native writers are collected here and protected and sent in one call.
         batch: list[BatchItem] = []
+        # VP8 picture ids, read once here rather than by every consumer's munger.
+        vp8_ids: Vp8Ids | None | Literal[False] = (picture_ids(packet.payload) if self._vp8
+                                                   else False)
+        if native.forward_ready():
+            # The steady-state copies in C (sfu/_fanout.c forward); the rest below.
+            consumers = self._forward_native(packet, index, vp8_ids, now, batch)
         for consumer in consumers:
             key = consumer.ext_key
             if key != last_key:
@@ -235,12 +244,33 @@ class Producer:
                 block = finish_extension_block(elements)
                 last_key = key
             try:
-                consumer.send(packet, index, keyframe, elements, now, batch, block)
+                consumer.send(packet, index, keyframe, elements, now, batch, block, vp8_ids)
             except Exception as exc:  # one broken consumer must not starve the others
                 self.consumer_errors += 1
                 handler_errors.exception("consumer", exc)
         if batch:
             self._send_batch(batch)
+
+    def _forward_native(self, packet: RtpView, index: int, vp8_ids: Vp8Ids | None | Literal[False],
+                        now: float, batch: list[BatchItem]) -> list[Consumer]:
+        """``Consumer.send`` of every consumer in the steady state, in one C call; returns the
+        consumers it left to ``Consumer.send`` (in order)."""
+        slow: list[Consumer] = []
+        errors: list[tuple[Consumer, BaseException]] = []
+        try:
+            native.forward(self.consumers, index, packet.sequence_number, packet.timestamp,
+                           packet.marker, packet.payload, vp8_ids, now, batch, self._blocks,
+                           packet, slow, errors)
+        except TypeError:  # an argument it cannot take (checked before any copy): all in Python
+            return self.consumers
+        for _consumer, exc in errors:  # as the loop's except in ``receive``
+            self.consumer_errors += 1
+            handler_errors.exception("consumer", exc)
+        return slow
+
+    def _blocks(self, packet: RtpView, key: tuple[int, int], now: float) -> tuple[bytes, bytes]:
+        elements = self._extension_elements(packet, key, now)
+        return elements, finish_extension_block(elements)
 
     def _send_batch(self, batch: list[BatchItem]) -> None:
         try:
@@ -261,14 +291,14 @@ class Producer:
 
     def _extension_elements(self, packet: RtpView, key: tuple[int, int], now: float) -> bytes:
         audio_level_id, abs_send_time_id = key
-        elements: list[tuple[int, bytes]] = []
+        elements = b""
         if audio_level_id and self.audio_level_ext_id is not None:
             level = packet.extensions.get(self.audio_level_ext_id)
             if level is not None:
-                elements.append((audio_level_id, level))
+                elements = one_byte_element(audio_level_id, level)
         if abs_send_time_id:
-            elements.append((abs_send_time_id, abs_send_time_now(now)))
-        return extension_elements(elements)
+            elements += abs_send_time_element(abs_send_time_id, now)
+        return elements
 
     def take_level(self) -> float | None:
         """Mean audio level (-dBov) since the last call, None without level data."""

@@ -203,6 +203,24 @@ def extension_elements(elements: list[tuple[int, bytes]]) -> bytes:
     return out
 
 
+def one_byte_element(ext_id: int, value: bytes) -> bytes:
+    """``extension_elements([(ext_id, value)])``: one element, without the list (per packet)."""
+    if not 0 < ext_id < 15 or not 0 < len(value) <= 16:
+        raise ValueError(f"RTP header extension {ext_id} does not fit the one-byte form")
+    return bytes(((ext_id << 4) | (len(value) - 1),)) + value
+
+
+_ABS_SEND_TIME_ELEMENT = struct.Struct("!I")
+
+
+def abs_send_time_element(ext_id: int, now_s: float) -> bytes:
+    """``one_byte_element(ext_id, abs_send_time_now(now_s))`` in one pack (per packet)."""
+    if not 0 < ext_id < 15:
+        raise ValueError(f"RTP header extension {ext_id} does not fit the one-byte form")
+    return _ABS_SEND_TIME_ELEMENT.pack((ext_id << 28) | (2 << 24)
+                                       | (int(now_s * (1 << 18)) & 0xFFFFFF))
+
+
 _PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 
 

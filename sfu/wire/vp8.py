@@ -30,9 +30,16 @@ from dataclasses import dataclass
 
 from sfu.wire.seqmath import pid7_add, pid7_diff, pid_add, pid_diff, tl0_add, tl0_diff
 
-__all__ = ["Vp8Descriptor", "Vp8PictureIdMunger", "inspect_vp8", "is_vp8_keyframe"]
+__all__ = [
+    "Vp8Descriptor", "Vp8Ids", "Vp8PictureIdMunger", "inspect_vp8", "is_vp8_keyframe",
+    "picture_ids",
+]
 
 _TRUNCATED = "VP8 descriptor is truncated"
+
+Vp8Ids = tuple[int, int, int, int]
+"""(picture id or -1 when absent, 1 for a 15-bit id, offset of TL0PICIDX or 0, TL0PICIDX):
+what ``Vp8PictureIdMunger`` reads, from ``picture_ids``."""
 
 
 @dataclass(slots=True)
@@ -276,44 +283,31 @@ class Vp8PictureIdMunger:
         Returns the same object when there is nothing to change (zero offsets) or when the
         descriptor is malformed.
         """
-        n = len(payload)
-        if n < 3 or not payload[0] & 0x80:
-            return payload  # no extension byte: no picture id, no TL0PICIDX
-        x = payload[1]
-        m = wide = 0
-        i = 2
-        if x & 0x80:
-            m = payload[2]
-            wide = m & 0x80
-            i = 4 if wide else 3
-        pos_tl0 = 0
-        if x & 0x40:
-            pos_tl0 = i
-            i += 1
-        if x & 0x30:
-            i += 1
-        if i > n:
-            return payload  # truncated descriptor
+        return self.apply(payload, picture_ids(payload))
 
+    def apply(self, payload: bytes, ids: Vp8Ids | None) -> bytes:
+        """``rewrite`` with the ids already read by ``picture_ids(payload)``: the producer reads
+        them once per packet for all its consumers."""
+        if ids is None:
+            return payload
         # The *_add calls are skipped on zero offsets: this is the per-packet fast path.
-        pid = tl0 = 0
+        pid, wide, pos_tl0, tl0 = ids
         pid_off = self._pid_offset
-        if x & 0x80:
+        if pid >= 0:
             last = self.last_picture_id
             if wide:
-                pid = ((m & 0x7F) << 8) | payload[3]
                 if pid_off:
                     pid = pid_add(pid, pid_off)
                 # Picture ids repeat for every packet of a frame: skip the compare then.
                 if pid != last and (last is None or pid_diff(pid, last) > 0):
                     self.last_picture_id = pid
             else:
-                pid = pid7_add(m, pid_off) if pid_off else m  # see the class docstring
+                if pid_off:
+                    pid = pid7_add(pid, pid_off)  # see the class docstring
                 if pid != last and (last is None or pid7_diff(pid, last) > 0):
                     self.last_picture_id = pid
         tl0_off = self._tl0_offset
         if pos_tl0:
-            tl0 = payload[pos_tl0]
             if tl0_off:
                 tl0 = tl0_add(tl0, tl0_off)
             last = self.last_tl0picidx
@@ -323,7 +317,7 @@ class Vp8PictureIdMunger:
         if not (pid_off | tl0_off):
             return payload
         buf = bytearray(payload)
-        if x & 0x80:
+        if pid >= 0:
             if wide:
                 buf[2] = 0x80 | (pid >> 8)
                 buf[3] = pid & 0xFF
@@ -332,3 +326,33 @@ class Vp8PictureIdMunger:
         if pos_tl0:
             buf[pos_tl0] = tl0
         return bytes(buf)
+
+
+
+def picture_ids(payload: bytes) -> Vp8Ids | None:
+    """What ``Vp8PictureIdMunger`` reads and writes in one payload descriptor; None when the
+    descriptor carries neither id or is truncated (nothing to rewrite). Never raises."""
+    n = len(payload)
+    if n < 3 or not payload[0] & 0x80:
+        return None  # no extension byte: no picture id, no TL0PICIDX
+    x = payload[1]
+    if not x & 0xC0:
+        return None
+    m = wide = 0
+    i = 2
+    if x & 0x80:
+        m = payload[2]
+        wide = m & 0x80
+        i = 4 if wide else 3
+    pos_tl0 = 0
+    if x & 0x40:
+        pos_tl0 = i
+        i += 1
+    if x & 0x30:
+        i += 1
+    if i > n:
+        return None  # truncated descriptor
+    pid = -1
+    if x & 0x80:
+        pid = ((m & 0x7F) << 8) | payload[3] if wide else m
+    return (pid, 1 if wide else 0, pos_tl0, payload[pos_tl0] if pos_tl0 else 0)

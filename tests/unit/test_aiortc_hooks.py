@@ -10,7 +10,7 @@ import pylibsrtp
 import pytest
 from aiortc import RTCPeerConnection
 
-from sfu import aiortc_hooks, native
+from sfu import aiortc_hooks, native, native_srtp
 from sfu.wire.demux import DatagramDrop, DatagramDrops
 
 
@@ -220,16 +220,21 @@ def test_pylibsrtp_names_of_the_native_fan_out() -> None:
     assert hasattr(tx, "_srtp"), "pylibsrtp Session._srtp is gone"
     from pylibsrtp._binding import ffi, lib
 
-    assert ffi.typeof(lib.srtp_protect).cname == aiortc_hooks.SRTP_PROTECT_PROTOTYPE
+    assert ffi.typeof(lib.srtp_protect).cname == native_srtp.SRTP_PROTECT_PROTOTYPE
     if native.native_available():
-        address = aiortc_hooks.srtp_context_address(tx)
+        address = native_srtp.srtp_context_address(tx)
         assert isinstance(address, int) and address != 0
 
 
-async def test_direct_srtp_path_delivers_counts_and_keeps_order() -> None:
-    """GuardedStunProtocol hands SRTP of a hooked transport to the SFU without aiortc's queue;
-    forged packets are counted and dropped, a raising handler drops one packet, and while a
-    datagram is queued the next one queues behind it."""
+@pytest.mark.parametrize("use_native", [
+    pytest.param(True, id="native", marks=pytest.mark.skipif(
+        not native_srtp.NATIVE_UNPROTECT, reason="sfu._fanout not built")),
+    pytest.param(False, id="python"),
+])
+async def test_direct_srtp_path_delivers_counts_and_keeps_order(use_native: bool) -> None:
+    """GuardedStunProtocol hands SRTP of a hooked transport to the SFU without aiortc's queue
+    (through ``native.receive`` or pylibsrtp); forged packets are counted and dropped, a raising
+    handler drops one packet, and while a datagram is queued the next one queues behind it."""
     pc = RTCPeerConnection()
     try:
         pc.addTransceiver("video", direction="sendonly")
@@ -239,6 +244,7 @@ async def test_direct_srtp_path_delivers_counts_and_keeps_order() -> None:
         dtls = pc.getTransceivers()[0].sender.transport
         connection = dtls.transport.iceGatherer._connection
         protocol = connection._protocols[0]
+        protocol._use_native = use_native
         rtp_in: list[bytes] = []
         rtcp_in: list[bytes] = []
 
@@ -256,6 +262,10 @@ async def test_direct_srtp_path_delivers_counts_and_keeps_order() -> None:
         assert protocol._direct(b"\x80\x60\x00\x03" + bytes(40), connection)  # forged
         assert drops.get(DatagramDrop.SRTP_UNAUTHENTICATED) == 1 and len(rtp_in) == 1
         assert protocol._direct(tx.protect(b"\x80\x60\x00\x04" + bytes(8) + b"boom"), connection)
+        for forged in (b"", b"\x80", b"\x80\x60" + bytes(9), b"\x80" * 2000):  # short, long
+            assert protocol._direct(forged, connection)
+        assert drops.get(DatagramDrop.SRTP_UNAUTHENTICATED) == 5 and len(rtp_in) == 1
+        assert (protocol._native_rx is not None) == use_native
         rr = b"\x80\xc9\x00\x01" + bytes(4)
         assert protocol._direct(tx.protect_rtcp(rr), connection) and rtcp_in == [rr]
         connection._queue.put_nowait((b"queued", 1))

@@ -207,3 +207,17 @@ def test_no_native_env_switches_new_writers_to_python(monkeypatch: pytest.Monkey
     assert not native.native_enabled()
     monkeypatch.setenv(native.NO_NATIVE_ENV, "0")
     assert native.native_enabled() == native.native_available()
+
+
+def test_a_stale_extension_keeps_its_old_paths_and_turns_the_new_ones_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An extension built before ``receive``/``forward`` existed (a stale build after an
+    upgrade) must not break the import: those paths stay off, the fan-out still works."""
+    import types
+
+    stale = types.SimpleNamespace(send=lambda batch: None, set_protect=lambda address: None)
+    monkeypatch.setattr(native, "_MODULE", stale)
+    monkeypatch.setattr(native, "_FORWARD_READY", [True])
+    assert native._function("send") is not None and native._function("receive") is None
+    assert native.set_unprotect_address(1) is False
+    assert native.init_forward((), 10, 28) is False and not native.forward_ready()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 
 import pytest
@@ -13,8 +14,11 @@ from sfu.wire.rtp_packet import (
     ONE_BYTE_PROFILE,
     TWO_BYTE_PROFILE,
     RtpView,
+    abs_send_time_element,
     abs_send_time_now,
     build_extension_block,
+    extension_elements,
+    one_byte_element,
     pack_header,
     wrap_rtx,
 )
@@ -415,3 +419,25 @@ def test_rejects_what_aiortc_rejects(packet: bytes) -> None:
         pass  # aiortc agrees
     except Exception as exc:  # pragma: no cover - would be an aiortc bug worth knowing of
         pytest.fail(f"aiortc raised {exc!r}")
+
+
+def test_single_element_builders_match_extension_elements() -> None:
+    """The per-packet shortcuts of the producer build what the general builder builds."""
+    rng = random.Random(3)
+    for ext_id in range(1, 15):
+        for _ in range(50):
+            now = rng.choice((0.0, 63.99999, 64.0, rng.uniform(0, 1e7)))
+            value = rng.randbytes(rng.randrange(1, 17))
+            assert abs_send_time_element(ext_id, now) == extension_elements(
+                [(ext_id, abs_send_time_now(now))])
+            assert one_byte_element(ext_id, value) == extension_elements([(ext_id, value)])
+
+
+@pytest.mark.parametrize("ext_id, value", [(0, b"\x01"), (15, b"\x01"), (3, b""), (3, bytes(17))])
+def test_single_element_builders_refuse_what_does_not_fit(ext_id: int, value: bytes) -> None:
+    with pytest.raises(ValueError):
+        one_byte_element(ext_id, value)
+    if not value or len(value) > 16:
+        return
+    with pytest.raises(ValueError):
+        abs_send_time_element(ext_id, 1.0)

@@ -137,6 +137,8 @@ def first_record_epoch(data: bytes) -> int | None:
 def check(guard: MediaPortGuard, data: bytes, source: tuple[str, int],
           handshake_done: bool) -> DatagramDrop | DatagramKind:
     verdict = guard.check(data, source, lambda: CREDENTIALS, set(), handshake_done)
+    if guard.passes_srtp(data, source, handshake_done):  # the shortcut agrees with check
+        assert verdict == (DatagramKind.SRTP, None)
     if isinstance(verdict, DatagramDrop):
         return verdict
     kind, message = verdict

@@ -1,0 +1,193 @@
+"""``native.forward`` (sfu/_fanout.c): the steady-state ``Consumer.send`` of a whole fan-out in
+C must give exactly what the Python path gives: the same header and payload bytes per
+subscriber, the same rewriter, history, counter and transport-cc state, whatever mix of
+switches, pauses, reordering, padding, VP8 picture id offsets, extension ids, transport-cc and
+non-native writers the stream brings (those take ``Consumer.send``, consumer by consumer).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sfu import aiortc_hooks, native
+from sfu import producer as producer_module
+from sfu.consumer import Consumer
+from sfu.producer import Producer
+from sfu.types import Codec, Kind, PauseReason
+from sfu.wire.rtp_packet import RtpView
+from sfu.wire.twcc import TransportSequencer
+from tests.unit.helpers import VP8_IN, ListWriter, rtp_view, vp8_payload
+
+pytestmark = pytest.mark.skipif(not native.forward_ready(),
+                                reason="sfu._fanout not built (pip install -e .)")
+
+VP8_OUT = Codec("video/VP8", 90000, 100, 101)
+OPUS_IN = Codec("audio/opus", 48000, 111)
+OPUS_OUT = Codec("audio/opus", 48000, 109)
+
+
+class Sent:
+    """Stands in for ``native.send_batch``: keeps every queued copy per target."""
+
+    def __init__(self) -> None:
+        self.copies: dict[int, list[tuple[bytes, bytes]]] = {}
+
+    def __call__(self, batch: list[Any]) -> None:
+        for target, head, payload, _consumer in batch:
+            self.copies.setdefault(target[1], []).append((head, payload))
+
+
+def writer(index: int) -> aiortc_hooks.DatagramWriter:
+    w = aiortc_hooks.DatagramWriter(object(), use_native=False)  # type: ignore[arg-type]
+    w._native = (0, index, b"")  # a target the stand-in send_batch tells apart
+    w._sendto = lambda data, addr: None
+    return w
+
+
+def build(video: bool) -> tuple[Producer, list[Consumer], list[Any], ListWriter]:
+    random.seed(11)  # consumers draw their first sequence number and timestamp
+    producer = Producer("p:1", "p", Kind.VIDEO if video else Kind.AUDIO, "1",
+                        lambda p, layer: None, ["q", "h"] if video else None)
+    producer.set_codec(VP8_IN if video else OPUS_IN)
+    producer.audio_level_ext_id = None if video else 1
+    python_writer = ListWriter()
+    consumers, writers = [], []
+    for i in range(6):
+        w: Any = python_writer if i == 5 else writer(i)
+        if i == 4:  # not connected natively: Consumer.send's Python path, per copy
+            w._native = None
+            w._srtp = type("Plain", (), {"protect": staticmethod(bytes)})()
+            w._sendto = lambda data, addr: python_writer.rtp.append(data)
+        consumer = Consumer(producer, f"s{i}", "0", 7000 + i, 8000 + i, w)
+        twcc = TransportSequencer(first_seq=100 * i) if i % 2 else None
+        consumer.configure(VP8_OUT if video else OPUS_OUT,
+                           audio_level_id=0 if video else 1 + i % 2,
+                           abs_send_time_id=3 if i != 2 else 0, twcc=twcc,
+                           twcc_id=5 if twcc else 0)
+        producer.attach(consumer)
+        consumers.append(consumer)
+        writers.append(w)
+    return producer, consumers, writers, python_writer
+
+
+def video_stream() -> Iterator[tuple[str, Any]]:
+    """(action, argument): packets of two layers, a reordered one, padding, policy changes."""
+    pid = {0: 100, 1: 9000}
+    for i in range(120):
+        for layer in (0, 1):
+            key = i % 40 == 0
+            seq = (65500 + i) if layer == 0 else (30000 + i)  # layer 0 wraps
+            payload = vp8_payload(pid[layer], (i // 3) & 0xFF, key=key, start=True)
+            payload += bytes([i & 0xFF]) * (50 + i % 7)
+            yield "packet", (layer, rtp_view(seq & 0xFFFF, 3000 * (i // 3) + layer,
+                                             payload, marker=i % 3 == 2,
+                                             ssrc=0xA0 + layer))
+            if i % 3 == 2:
+                pid[layer] = (pid[layer] + 1) & 0x7FFF
+        if i == 10:
+            yield "target", 1  # every consumer moves up at the next keyframe of layer 1
+        if i == 15:  # a late packet of layer 1 (reordered) and a padding-only one
+            yield "packet", (1, rtp_view((30000 + 13) & 0xFFFF, 3000 * 4 + 1,
+                                         vp8_payload(9004, 4, key=False), ssrc=0xA1))
+            yield "packet", (1, rtp_view((30000 + 16), 3000 * 5 + 1, b"", ssrc=0xA1))
+        if i == 50:
+            yield "pause", None
+        if i == 55:
+            yield "target", 0  # resumes at layer 0's next keyframe: picture id offsets
+        if i == 90:
+            yield "target", 1
+
+
+def drive(video: bool, use_forward: bool, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setattr(native, "_FORWARD_READY", [use_forward])
+    sent = Sent()
+    monkeypatch.setattr(producer_module, "send_batch", sent)
+    producer, consumers, writers, python_writer = build(video)
+    calls = [0]
+    original = Consumer.send
+
+    def counting_send(self: Consumer, *args: Any, **kwargs: Any) -> None:
+        calls[0] += 1
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Consumer, "send", counting_send)
+    if video:
+        stream: Iterator[tuple[str, Any]] = video_stream()
+    else:
+        stream = iter([("packet", (0, rtp_view(
+            (60000 + i) & 0xFFFF, 960 * i, bytes([i & 0xFF]) * (40 + i % 5), marker=0,
+            extensions={1: bytes([0x80 | (i % 60)])}))) for i in range(200)])
+    now = 1000.0
+    for action, argument in stream:
+        now += 0.005
+        if action == "packet":
+            layer, packet = argument
+            producer.receive(packet, producer.layers[layer], now)
+        elif action == "target":
+            for consumer in consumers:
+                consumer.set_target(argument)
+        elif action == "pause":
+            for consumer in consumers[::2]:
+                consumer.set_target(None, PauseReason.BANDWIDTH)
+    monkeypatch.setattr(Consumer, "send", original)
+    state: dict[str, Any] = {"sent": sent.copies, "python": python_writer.rtp,
+                             "errors": producer.consumer_errors, "send_calls": calls[0]}
+    for i, (consumer, w) in enumerate(zip(consumers, writers, strict=True)):
+        history = consumer._history
+        state[f"c{i}"] = (
+            consumer.packets_sent, consumer.octets_sent, dict(consumer.drops),
+            consumer.current_layer, consumer.layer_switches,
+            consumer._seq._highest, consumer._seq._offset, consumer._seq.last_output,
+            consumer._ts.offset, consumer._ts.last_output, consumer._ts._last_time,
+            consumer._vp8.last_picture_id, consumer._vp8.last_tl0picidx,
+            consumer._vp8._pid_offset, consumer._vp8._tl0_offset,
+            list(history._slots) if history is not None else None,
+            getattr(w, "sent_packets", None), getattr(w, "sent_bytes", None),
+            consumer.twcc._seq if isinstance(consumer.twcc, TransportSequencer) else None,
+        )
+    return state
+
+
+@pytest.mark.parametrize("video", [True, False], ids=["vp8-simulcast", "opus-levels"])
+def test_native_forward_matches_the_python_path(video: bool,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    python = drive(video, False, monkeypatch)
+    with_c = drive(video, True, monkeypatch)
+    assert python["errors"] == with_c["errors"] == 0
+    assert sum(len(c) for c in python["sent"].values()) > 300  # the stream did flow
+    for key in python:
+        if key != "send_calls":
+            assert with_c[key] == python[key], key
+    # Copies in the steady state took the C path (switches, pauses, the other layer, a
+    # pending switch and the Python writers took Consumer.send).
+    assert with_c["send_calls"] <= python["send_calls"] - 100
+    if video:  # the stream did reach the interesting cases
+        state = python["c0"]
+        assert state[4] >= 1 and state[13] != 0  # a layer switch; a picture id offset
+        heads = [RtpView.parse(h + p) for h, p in python["sent"][1]]
+        assert any(v.extensions.get(5) for v in heads)  # transport-cc on consumer 1
+
+
+def test_forward_counts_a_failing_consumer_and_serves_the_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception after a copy's state changed (here: its transport-cc sequencer) is
+    counted like one from ``Consumer.send``; the other consumers still get the packet."""
+    monkeypatch.setattr(native, "_FORWARD_READY", [True])
+    sent = Sent()
+    monkeypatch.setattr(producer_module, "send_batch", sent)
+    producer, consumers, _writers, _python = build(False)
+
+    class Broken(TransportSequencer):
+        def next(self, size: int, now_s: float, probe_cluster: int = -1) -> int:
+            raise RuntimeError("sequencer bug")
+
+    consumers[1].twcc = Broken()
+    for i in range(3):
+        producer.receive(rtp_view(10 + i, 960 * i, b"voice", extensions={1: b"\x81"}),
+                         producer.layers[0], 10.0 + i)
+    assert producer.consumer_errors == 3
+    assert 1 not in sent.copies and all(len(sent.copies[i]) == 3 for i in (0, 2, 3))
