@@ -30,7 +30,8 @@ fi
 extras=""
 [ "$want_test" = 1 ] && extras="[test]"
 stamp=.venv/.diemcau-installed
-want="$(cat pyproject.toml constraints.txt sfu/_fanout.c | sha256sum | cut -d' ' -f1) $extras"
+# The compiled helpers' C sources count too: a changed one must be built again.
+want="$(find sfu loadtest -maxdepth 1 -name '*.[ch]' | sort | xargs cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) $extras"
 have="$(cat "$stamp" 2>/dev/null || true)"
 if [ "$have" != "$want" ] && ! { [ -z "$extras" ] && [ "$have" = "${want}[test]" ]; }; then
   echo "Installing diemcau into .venv (first start or changed requirements)..."
