@@ -142,3 +142,43 @@ async def test_audio_only_keeps_the_videos_outside_last_n_out_of_the_fan_out() -
     decision = policy.decide(5_000_000.0, consumers, 0.0)
     assert decision.targets[consumers[0]] == (None, PauseReason.BANDWIDTH)
     assert decision.targets[consumers[1]] == (None, PauseReason.NOT_IN_LAST_N)
+
+
+async def test_a_room_tick_without_news_chooses_nobody_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Last-N at the room's tick: the same speakers, cameras and pin give everyone the same set,
+    so nobody's is chosen again; a new speaker makes it choose for everyone."""
+    from sfu import last_n
+    from sfu.room import Room
+    from tests.unit.test_last_n import Person
+
+    room = Room("big", last_n=3)
+    people = [Person(room, f"p{i}") for i in range(12)]
+    try:
+        room.maintain(1.0)
+        chosen: list[object] = []
+        original = last_n.select_videos
+
+        def counting(*args: Any, **kwargs: Any) -> tuple[str, ...]:
+            chosen.append(args)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(last_n, "select_videos", counting)
+        for tick in range(4):
+            room.maintain(1.5 + tick / 2)
+        assert chosen == []
+        before = people[0].forwarded()
+        people[7].level(10, 3.6)  # p7 speaks
+        room.maintain(4.0)
+        assert len(chosen) == len(people)
+        assert people[0].forwarded() != before and "p7" in (people[0].forwarded() or ())
+        room.maintain(4.5)  # p7 is quiet now: a recent speaker, chosen again for everyone
+        assert "p7" in (people[0].forwarded() or ())
+        chosen.clear()
+        room.maintain(5.0)  # nothing new
+        assert chosen == []
+    finally:
+        for person in people:
+            assert person.participant.subscriber and person.participant.publisher
+            await person.participant.subscriber.close()
+            await person.participant.publisher.close()
