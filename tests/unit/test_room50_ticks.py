@@ -182,3 +182,46 @@ async def test_a_room_tick_without_news_chooses_nobody_again(
             assert person.participant.subscriber and person.participant.publisher
             await person.participant.subscriber.close()
             await person.participant.publisher.close()
+
+
+async def test_changes_a_moment_apart_fold_into_one_offer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first offer, a renegotiation waits OFFER_FOLD_S: a participant's audio and
+    video becoming ready a moment apart (and joins at once) cost one offer, not one each."""
+    import asyncio
+
+    from sfu import subscriber_negotiator
+    from sfu.subscriber_negotiator import SubscriberNegotiator
+
+    offers: list[int] = []
+
+    async def offer(self: SubscriberNegotiator) -> None:
+        offers.append(len(offers))
+        self._offered = True
+
+    monkeypatch.setattr(SubscriberNegotiator, "_negotiate_once", offer)
+    monkeypatch.setattr(subscriber_negotiator, "OFFER_FOLD_S", 0.2)
+    negotiator = SubscriberNegotiator(
+        "p0", RTCPeerConnection(), _no_offer, configure=lambda slot: None,
+        on_first_offer=lambda transceiver: None, on_transport_cc=lambda ext_id: None,
+        notify=lambda event: None)
+    negotiator.start()
+    try:
+        negotiator.changed()
+        for _ in range(100):  # the first offer goes at once
+            if offers:
+                break
+            await asyncio.sleep(0.01)
+        assert offers == [0]
+        for _ in range(6):  # six changes, each in its own turn of the loop, 10 ms apart
+            negotiator.changed()
+            await asyncio.sleep(0.01)
+        for _ in range(200):  # bounded wait for the folded offer
+            if len(offers) > 1:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # nothing else comes
+        assert offers == [0, 1]
+    finally:
+        await negotiator.close()
+        await negotiator.pc.close()
