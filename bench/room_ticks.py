@@ -82,8 +82,13 @@ async def measure(participants: int, seconds: float, last_n: int) -> dict[str, A
     seq = [0]
 
     def feed(t: float) -> None:
-        """A packet per layer (layers stay active) and a level per voice (3 speak)."""
+        """A packet per layer (layers stay active), a level per voice (3 speak), and each
+        second a REMB (a receiver's repeats: an estimate older than 5 s is none)."""
         seq[0] += 1
+        if seq[0] % 8 == 1:
+            for participant, _a, _v in people:
+                if participant.subscriber is not None:
+                    participant.subscriber.downlink.on_remb(20_000_000)
         for index, (_participant, audio, video) in enumerate(people):
             level = 10 if index < SPEAKERS else 127
             audio.receive(_packet(RtpView, 111, seq[0], {1: bytes([level])}), audio.layers[0], t)

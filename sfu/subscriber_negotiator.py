@@ -231,9 +231,11 @@ class SubscriberNegotiator:
             return
         self._described.set()
         first_mid = next((s.transceiver.mid for s in self.slots if s.transceiver.mid), None)
-        if self._offer_transport_cc and first_mid is not None:
+        if self._offer_transport_cc and first_mid is not None and not self.twcc_id:
+            # Once agreed it stays: later answers (the whole SDP, ~100 sections in a room of
+            # 50) are not searched again.
             twcc_id = negotiated_extension_id(sdp, first_mid, URI_TWCC) or 0
-            if twcc_id and not self.twcc_id:
+            if twcc_id:
                 self.twcc_id = twcc_id
                 self._on_transport_cc(twcc_id)
         # aiortc starts DTLS once per transport; a second offer racing the first handshake
