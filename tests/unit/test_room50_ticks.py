@@ -225,3 +225,26 @@ async def test_changes_a_moment_apart_fold_into_one_offer(
     finally:
         await negotiator.close()
         await negotiator.pc.close()
+
+
+def test_a_worker_process_walks_its_consumers_for_every_fourth_report_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stats go to signaling every 0.5 s (the heartbeat); the walk over every consumer and
+    every room's diagnostics behind them (O(N x N) in a room of N) runs every 2 s."""
+    from sfu.plane_server import STATS_FULL_EVERY, PlaneServer
+    from sfu.worker import MediaConfig, Worker
+
+    class Channel:
+        local_dropped = 0
+
+    worker = Worker(MediaConfig())
+    walks = count_calls(monkeypatch, Worker, "stats")
+    channel = Channel()
+    server = PlaneServer(worker, channel)  # type: ignore[arg-type]
+    reports = []
+    for index in range(2 * STATS_FULL_EVERY):
+        channel.local_dropped = index  # the shed count stays fresh in every report
+        reports.append(server.stats())
+    assert len(walks) == 2
+    assert [r.local_dropped for r in reports] == list(range(2 * STATS_FULL_EVERY))
+    assert all(r.participants == 0 for r in reports)
