@@ -32,12 +32,6 @@ __all__ = ["SendOffer", "Slot", "SubscriberNegotiator", "check_answer", "describ
 
 ANSWER_TIMEOUT_S = 15.0
 CONNECT_TIMEOUT_S = 15.0
-OFFER_FOLD_S = 0.1
-"""A renegotiation waits this long before it offers, so that changes a moment apart (one
-participant's audio and video become ready separately; people join at once) fold into one
-offer: every offer carries every m-line (~1.4 KB each, ~100 in a room of 50) and costs the
-server tens of milliseconds to make and apply, and the client as much. The first offer is not
-delayed."""
 
 SendOffer = Callable[[str, dict[str, TrackDescription]], Awaitable[None]]
 
@@ -179,8 +173,6 @@ class SubscriberNegotiator:
     async def _negotiate_forever(self) -> None:
         while not self._closed:
             await self._dirty.wait()
-            if self._offered:
-                await asyncio.sleep(OFFER_FOLD_S)
             self._dirty.clear()
             try:
                 await self._negotiate_once()
