@@ -291,7 +291,11 @@ class DownlinkControl:
         return result is not None and probe_shows_link_below(
             self._probe_target, result, self._probe_achieved_bps, threshold)
 
-    def tick(self, consumers: Sequence[Consumer], sent_bytes: int = 0) -> None:
+    def tick(self, consumers: Sequence[Consumer], sent_bytes: int = 0,
+             audio_consumers: int | None = None) -> None:
+        """``consumers``: those to decide for (``Subscriber.tick_consumers``: only videos);
+        ``audio_consumers``: how many audio ones share the budget (None: counted in
+        ``consumers``)."""
         now = self._time()
         if self._first_tick is None and sent_bytes:
             self._first_tick = now
@@ -301,7 +305,8 @@ class DownlinkControl:
         if self.estimator is not None and estimate is not None \
                 and estimate >= self.policy.gate.threshold_bps:
             self._above_at = now
-        decision = self.policy.decide(self.estimate_bps, consumers, now, self.congested(now))
+        decision = self.policy.decide(self.estimate_bps, consumers, now, self.congested(now),
+                                      audio_consumers)
         for consumer, (layer, reason) in decision.targets.items():
             consumer.wanted_layer = layer
             consumer.set_target(flowing_layer(consumer, layer, now), reason)

@@ -197,6 +197,9 @@ class Room:
         for p in self.participants.values():
             p.notify(event)
         if kind is Kind.VIDEO:  # a camera off frees its slot in last-N, one on may take one
+            for other in self.participants.values():
+                if other.subscriber is not None:
+                    other.subscriber.review(participant.id)
             self.last_n.select_all(self.participants.values(), self.speakers, self.pinned)
 
     def update_speakers(self) -> None:

@@ -178,7 +178,14 @@ class SubscriberNegotiator:
                 await self._negotiate_once()
             except asyncio.CancelledError:
                 raise
-            except (TimeoutError, ConnectionError, InvalidStateError) as exc:
+            except TimeoutError as exc:
+                # No answer in time (a client on a starved machine, in a room of 50 joining at
+                # once): a fresh offer, or its tracks would wait for the next change, maybe
+                # forever. At most one per ANSWER_TIMEOUT_S.
+                logger.warning("subscriber %s: no answer in time (%r): offering again",
+                               self.participant_id, exc)
+                self._dirty.set()
+            except (ConnectionError, InvalidStateError) as exc:
                 # The client went quiet or away mid-offer: retried on the next change.
                 logger.warning("subscriber %s: negotiation abandoned: %r", self.participant_id,
                                exc)
@@ -216,9 +223,11 @@ class SubscriberNegotiator:
             return
         self._described.set()
         first_mid = next((s.transceiver.mid for s in self.slots if s.transceiver.mid), None)
-        if self._offer_transport_cc and first_mid is not None:
+        if self._offer_transport_cc and first_mid is not None and not self.twcc_id:
+            # Once agreed it stays: later answers (the whole SDP, ~100 sections in a room of
+            # 50) are not searched again.
             twcc_id = negotiated_extension_id(sdp, first_mid, URI_TWCC) or 0
-            if twcc_id and not self.twcc_id:
+            if twcc_id:
                 self.twcc_id = twcc_id
                 self._on_transport_cc(twcc_id)
         # aiortc starts DTLS once per transport; a second offer racing the first handshake

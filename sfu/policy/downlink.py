@@ -119,8 +119,10 @@ class DownlinkPolicy:
 
     def decide(
         self, estimate_bps: float | None, consumers: Sequence[Consumer], now: float,
-        congested: bool = True,
+        congested: bool = True, audio_consumers: int | None = None,
     ) -> Decision:
+        """Targets for the video ``consumers`` given; audio ones only share the budget:
+        ``audio_consumers`` of them (None: those in ``consumers``)."""
         self.gate.update(estimate_bps, now, congested)
         if (self.gate.audio_only and not self.can_probe and self.gate.entered_at is not None
                 and now - self.gate.entered_at >= RETRY_WITHOUT_PROBES_S):
@@ -130,11 +132,15 @@ class DownlinkPolicy:
         audio_only = self.user_audio_only or self.gate.audio_only
         reason = "user" if self.user_audio_only else ("bandwidth" if audio_only else None)
         video = [c for c in consumers if c.producer.is_video and not c.producer.muted]
-        audio_count = len(consumers) - len(video)
+        audio_count = (len(consumers) - len(video) if audio_consumers is None
+                       else audio_consumers)
         targets: dict[Consumer, tuple[int | None, PauseReason | None]] = {}
         demands = {c: self._demand(c) for c in video}
         if audio_only:
-            targets = {c: (None, PauseReason.BANDWIDTH) for c in video}
+            # Outside last-N stays NOT_IN_LAST_N (out of the producer's fan-out): the shell
+            # does not look at such a consumer again until the set changes.
+            targets = {c: (None, PauseReason.BANDWIDTH if self.forwards(
+                c.producer.participant_id) else PauseReason.NOT_IN_LAST_N) for c in video}
         elif estimate_bps is None:
             # No estimate yet: lowest layers, which start fast; the estimate follows.
             targets = {c: (0, None) if d.max_layer is not None else (None, self._hidden(c))
