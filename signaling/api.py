@@ -28,7 +28,7 @@ from signaling.api_access import (
     void_account_tokens,
     void_room_tokens,
 )
-from signaling.api_cluster import CLUSTER_ROUTES
+from signaling.api_cluster import CLUSTER_ROUTES, refuse_if_elsewhere
 from signaling.api_http import (
     EXTRA_ROUTES,
     ApiError,
@@ -377,6 +377,7 @@ async def delete_endpoint(call: Call) -> web.Response:
 
 async def _moderated(call: Call) -> tuple[Room, Moderator]:
     room = await managed_room(call)
+    await refuse_if_elsewhere(call, room.name)  # a cluster: moderated where it meets
     if call.control.moderator is None:
         raise ApiError(503, "unavailable", "moderation is not available on this server")
     return room, call.control.moderator

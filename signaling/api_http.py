@@ -23,10 +23,11 @@ Access = Literal["public", "any", "host", "operator", "support"]
 
 class ApiError(Exception):
     def __init__(self, status: int, error: str, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, node_address: str | None = None) -> None:
         super().__init__(message)
         self.status, self.error, self.message, self.field = status, error, message, field
         self.headers = headers
+        self.node_address = node_address
 
 
 def forbidden(message: str) -> ApiError:
@@ -124,8 +125,8 @@ def _field(text: str) -> str:
 
 
 def _error(exc: ApiError) -> web.Response:
-    response = reply(ErrorOut(error=exc.error, message=exc.message, field=exc.field),
-                     exc.status)
+    response = reply(ErrorOut(error=exc.error, message=exc.message, field=exc.field,
+                              node_address=exc.node_address), exc.status)
     response.headers.update(exc.headers or {})
     return response
 

@@ -258,3 +258,4 @@ class ErrorOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     error: str
     message: str
     field: str | None = None
+    node_address: str | None = None  # wrong-node: the base URL of the room's node

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from recorder.manifest import RECORDINGS_DIR
 from signaling.api_access import managed_room, manages_org
+from signaling.api_cluster import refuse_if_elsewhere
 from signaling.api_http import ApiError, Call, Route, forbidden, no_content, reply
 from signaling.api_models import RecordingFileOut, RecordingOut
 from signaling.recording import RECORDINGS, RecordingConflict, RecordingService
@@ -61,6 +62,7 @@ async def _visible(call: Call) -> RecordingRow:
 
 async def start_recording(call: Call) -> web.Response:
     room = await managed_room(call)
+    await refuse_if_elsewhere(call, room.name)  # a cluster: recorded where it meets
     try:
         row = await _service(call).start(room.name, _who(call), call.request.remote or "")
     except RecordingConflict as exc:
@@ -70,6 +72,7 @@ async def start_recording(call: Call) -> web.Response:
 
 async def stop_recording(call: Call) -> web.Response:
     room = await managed_room(call)
+    await refuse_if_elsewhere(call, room.name)  # a cluster: recorded where it meets
     try:
         row = await _service(call).stop(room.name, _who(call), call.request.remote or "")
     except RecordingConflict as exc:

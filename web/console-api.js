@@ -5,12 +5,13 @@
 const TOKEN_KEY = 'diemcau.console.token';
 
 export class ApiError extends Error {
-  constructor(status, error, message, field = null) {
+  constructor(status, error, message, field = null, nodeAddress = null) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.error = error;
     this.field = field;
+    this.nodeAddress = nodeAddress; // wrong-node (a cluster): the room's node
   }
 }
 
@@ -55,7 +56,7 @@ export class Api {
       const e = data && typeof data === 'object' ? data : {};
       if (response.status === 401 && path !== '/api/login') this.onUnauthorized();
       throw new ApiError(response.status, e.error || `http-${response.status}`,
-        e.message || response.statusText, e.field || null);
+        e.message || response.statusText, e.field || null, e.node_address || null);
     }
     return data;
   }
@@ -103,6 +104,8 @@ export class Api {
   createEndpoint(body) { return this.call('POST', '/api/endpoints', body); }
   deleteEndpoint(id) { return this.call('DELETE', `/api/endpoints/${id}`); }
 
+  /** Nodes and the rooms each runs (operators, with --redis; 404 when the server runs alone). */
+  cluster() { return this.call('GET', '/api/cluster'); }
   participants(room) { return this.call('GET', `/api/rooms/${enc(room)}/participants`); }
   mute(room, pid, kind) {
     return this.call('POST', `/api/rooms/${enc(room)}/participants/${enc(pid)}/mute`, { kind });

@@ -46,10 +46,18 @@ export class LivePanel {
     const room = this.currentRoom();
     if (!this.visible || !room) return;
     const seq = ++this.seq;
-    const [participants, lobby, recordings] = await Promise.all([
-      this.api.participants(room.name), this.api.lobby(room.name),
-      this.api.recordings(room.name).catch(() => [])]);
+    let participants; let lobby; let recordings;
+    try {
+      [participants, lobby, recordings] = await Promise.all([
+        this.api.participants(room.name), this.api.lobby(room.name),
+        this.api.recordings(room.name).catch(() => [])]);
+    } catch (err) {
+      if (err.error !== 'wrong-node' || seq !== this.seq) throw err;
+      this.showElsewhere(err.nodeAddress);
+      return;
+    }
     if (seq !== this.seq || !this.visible) return;
+    this.showElsewhere(null);
     this.participants = participants;
     this.lobby = lobby;
     this.recordings = recordings;
@@ -57,6 +65,25 @@ export class LivePanel {
     if (pinned && !participants.some((p) => p.id === pinned)) delete this.pinned[room.name];
     this.renderToolbar(room);
     this.render(room);
+  }
+
+  /**
+   * A cluster: the meeting runs on another node, which alone can moderate and record it (the
+   * API answers 421 wrong-node here): say so and link to that node's console.
+   * @param {string|null} address the room's node (null: the meeting is here, hide the note)
+   */
+  showElsewhere(address) {
+    const note = $('live-elsewhere');
+    $('live-here').hidden = address !== null;
+    note.hidden = address === null;
+    if (address === null) return;
+    let url = null;
+    try {
+      const u = new URL('/console', address);
+      if (u.protocol === 'http:' || u.protocol === 'https:') url = u.href;
+    } catch (_) { /* no usable address: the note says so without a link */ }
+    note.replaceChildren(t('meetsElsewhere'), ' ',
+      url ? h('a', { href: url, target: '_blank', rel: 'noopener' }, url) : '');
   }
 
   renderToolbar(room) {

@@ -17,6 +17,8 @@ const state = {
   orgs: [],
   rooms: [], // RoomOut
   counts: {}, // room name -> participants now
+  nodes: {}, // room name -> the cluster node it meets on (operators, with --redis)
+  alone: false, // the server said it is no cluster (GET /api/cluster 404)
   selected: null, // room name
   creating: false,
   tab: 'live',
@@ -90,8 +92,20 @@ async function enter(me) {
 async function refreshRooms() {
   const rooms = await api.rooms();
   state.rooms = rooms.sort((a, b) => a.name.localeCompare(b.name));
-  const counts = await Promise.all(rooms.map((r) => api.participants(r.name)
-    .then((ps) => ps.length, () => null)));
+  // A cluster (operators): every node's rooms and seats from /api/cluster, since a room meeting
+  // on another node has nobody here; alone (404) or for hosts, each room's participants here.
+  let cluster = null;
+  if (state.me.role === 'operator' && !state.alone) {
+    cluster = await api.cluster().catch((err) => {
+      if (err.status === 404) state.alone = true; // no --redis: never ask again
+      return null;
+    });
+  }
+  const placed = new Map(((cluster && cluster.rooms) || []).map((r) => [r.name, r]));
+  state.nodes = Object.fromEntries([...placed].map(([name, r]) => [name, r.node]));
+  const counts = await Promise.all(rooms.map((r) => (cluster
+    ? Promise.resolve(placed.has(r.name) ? placed.get(r.name).participants : 0)
+    : api.participants(r.name).then((ps) => ps.length, () => null))));
   state.counts = Object.fromEntries(rooms.map((r, i) => [r.name, counts[i]]));
   renderRoomList();
   if (state.selected && !currentRoom() && !state.creating) selectRoom(null);
@@ -105,6 +119,7 @@ function renderRoomList() {
   }
   list.replaceChildren(...state.rooms.map((r) => {
     const n = state.counts[r.name];
+    const node = (state.nodes || {})[r.name];
     return h('li', {},
       h('button', {
         type: 'button', class: `room-item${r.name === state.selected ? ' active' : ''}`,
@@ -112,8 +127,9 @@ function renderRoomList() {
       },
       h('span', { class: 'room-item-name' }, r.name),
       r.locked ? h('span', { class: 'lock', title: t('locked') }, iconEl('lock', 14)) : null,
-      h('span', { class: `badge${n ? ' live' : ''}`, dataset: { count: n ?? '' },
-        title: t('inRoom', { n: n ?? 0 }) }, `${n ?? '–'}/${r.capacity}`)));
+      h('span', { class: `badge${n ? ' live' : ''}`, dataset: { count: n ?? '', node: node || '' },
+        title: t('inRoom', { n: n ?? 0 }) + (node ? ` (${t('onNode', { node })})` : '') },
+      `${n ?? '–'}/${r.capacity}`)));
   }));
 }
 

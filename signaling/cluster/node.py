@@ -295,6 +295,14 @@ class ClusterNode:
             raise ClusterUnavailable(str(exc)) from exc
         return out
 
+    async def placement(self, room: str) -> str | None:
+        """The id of the node ``room`` is placed on, or None (a lookup: it places nothing)."""
+        try:
+            node = await self.redis.get(f"dc:place:{room}")
+        except (RedisError, OSError) as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+        return None if node is None else _text(node)
+
     async def count(self, room: str) -> int:
         try:
             return int(await self.redis.get(f"dc:count:{room}") or 0)
