@@ -210,6 +210,9 @@ def serve(args: argparse.Namespace) -> None:
     # SIGHUP re-reads the file and the environment; the flags given stay as they were.
     app[RELOAD] = Reloader(settings, lambda: settings_module.load(
         flags, config_file=loaded.file).settings)
+    from sfu.gctune import tune_for_forwarding
+
+    tune_for_forwarding()  # imports and the app built: frozen, never rescanned (sfu/gctune.py)
     web.run_app(app, host=settings.host, port=settings.port, loop=loop,
                 ssl_context=ssl_context, print=None, shutdown_timeout=10,
                 access_log_class=RedactingAccessLogger)
