@@ -3,8 +3,8 @@
 A browser's receiver depacketizes, jitter-buffers and decodes every packet; the load generator
 needs none of that, only what the SFU sees of a receiver and what a person would see:
 
-- per packet (``on_srtp``, called straight from the socket by
-  ``aiortc_hooks.receive_srtp_directly``): the RTP header, which SRTP leaves in the clear:
+- per packet (``on_srtp``, called by the process's receive hub, ``loadtest/hub.py``, with the
+  kernel's receive time): the RTP header, which SRTP leaves in the clear:
   extended sequence number (loss, gaps), RFC 3550 interarrival jitter, bytes. No decryption,
   no aiortc receive task, no parse into objects;
 - per video frame (its first packet, one in ~5): decrypt it, read the content marker (the
@@ -179,14 +179,15 @@ class CheapReceiver:
 
     # -- per packet ----------------------------------------------------------------------------
 
-    def on_srtp(self, data: bytes, srtp: Any) -> None:
-        """One SRTP packet as received (still encrypted). Must not raise."""
+    def on_srtp(self, data: bytes, srtp: Any, arrival: float = 0.0) -> None:
+        """One SRTP packet as received (still encrypted), with the kernel's receive time in
+        wall-clock seconds (0: now). Must not raise."""
         try:
-            self._on_srtp(data, srtp)
+            self._on_srtp(data, srtp, arrival or time.time())
         except Exception:  # noqa: BLE001 - one bad packet must not stop receiving
             self.unknown_packets += 1
 
-    def _on_srtp(self, data: bytes, srtp: Any) -> None:
+    def _on_srtp(self, data: bytes, srtp: Any, now: float) -> None:
         if (data[1] & 0x7F) in self.rtx_pts:
             self._on_rtx(data, srtp)
             return
@@ -195,7 +196,6 @@ class CheapReceiver:
         if track is None:
             self.unknown_packets += 1
             return
-        now = time.time()  # wall clock: the SRs' NTP time is wall clock too
         seq = (data[2] << 8) | data[3]
         highest = track.highest
         in_order = True
