@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -84,14 +85,29 @@ REMB_INTERVAL_S = 0.2
 # -- VP8 -------------------------------------------------------------------------------------------
 
 
+VP8_DESCRIPTOR_BYTES = 4
+
+
+def vp8_descriptors(picture_id: int) -> tuple[bytes, bytes]:
+    """RFC 7741 payload descriptors with a 15-bit picture id (as Chrome sends): (the first
+    packet's of a frame: X, S for the start of partition 0, I; the other packets')."""
+    pid = bytes((0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF))
+    return b"\x90\x80" + pid, b"\x80\x80" + pid
+
+
+@functools.lru_cache(maxsize=4096)
+def vp8_chunks(frame: bytes, max_size: int = MAX_PAYLOAD) -> tuple[bytes, ...]:
+    """A frame cut into packet payloads, descriptors left out: the same for every publisher
+    and every loop of the clip, so cut once (a clip's frames live as long as the process)."""
+    chunk = max_size - VP8_DESCRIPTOR_BYTES
+    return tuple(frame[pos:pos + chunk] for pos in range(0, len(frame), chunk))
+
+
 def vp8_payloads(frame: bytes, picture_id: int, max_size: int = MAX_PAYLOAD) -> list[bytes]:
     """RFC 7741 packetization with a 15-bit picture id (as Chrome sends), one partition."""
-    pid = bytes((0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF))
-    first = b"\x90\x80" + pid  # X, S (start of partition 0); I
-    rest = b"\x80\x80" + pid
-    chunk = max_size - len(first)
-    return [(first if pos == 0 else rest) + frame[pos:pos + chunk]
-            for pos in range(0, len(frame), chunk)]
+    first, rest = vp8_descriptors(picture_id)
+    return [(rest if i else first) + chunk
+            for i, chunk in enumerate(vp8_chunks(frame, max_size))]
 
 
 # -- the publisher ---------------------------------------------------------------------------------
@@ -292,13 +308,14 @@ class SimulcastPublisher(SyntheticParticipant):
         for head, payload in self._frame_packets(layer, now):
             if writer.queue_rtp(batch, head, payload, writer):
                 layer.packets += 1
-                layer.octets += len(payload)
+                layer.octets += len(payload) + VP8_DESCRIPTOR_BYTES
             else:
                 self.send_failures += 1
 
     def _frame_packets(self, layer: LayerSender, now: float) -> list[tuple[bytes, bytes]]:
         """The RTP packets of ``layer``'s next frame captured at ``now``, as (header with
-        extensions, payload) (kept for retransmission; one left out now and then with
+        extensions and the VP8 descriptor, the rest of the payload: one of the frame's cached
+        chunks, never copied here) (kept for retransmission; one left out now and then with
         ``lose_every``)."""
         clip = layer.clip
         if layer.keyframe_wanted:
@@ -310,14 +327,16 @@ class SimulcastPublisher(SyntheticParticipant):
         layer.index = (layer.index + 1) % len(clip.frames)
         timestamp = self._timestamp(layer, now)
         layer.last_timestamp = timestamp
-        payloads = vp8_payloads(frame, layer.picture_id)
+        chunks = vp8_chunks(frame)
+        descriptors = vp8_descriptors(layer.picture_id)
         layer.picture_id = (layer.picture_id + 1) & 0x7FFF
         layer.frames += 1
         rid = (self._rid_id, layer.rid.encode())
-        last = len(payloads) - 1
+        last = len(chunks) - 1
         out = []
         block = b""
-        for i, payload in enumerate(payloads):
+        history = self.history.get(layer.ssrc) if self.history else None
+        for i, chunk in enumerate(chunks):
             if i % PACKETS_PER_BLOCK == 0:
                 # one block per burst: the packets of a burst leave within microseconds, so
                 # they share a send time (abs-send-time is in 1/262144 s anyway)
@@ -325,15 +344,15 @@ class SimulcastPublisher(SyntheticParticipant):
                 if self._abs_id:
                     elements.append((self._abs_id, abs_send_time_now(time.monotonic())))
                 block = build_extension_block(elements)
+            descriptor = descriptors[1 if i else 0]
             head = pack_header(0x90, (0x80 if i == last else 0) | self._pt, layer.seq,
-                               timestamp, layer.ssrc) + block
-            if self.history:
-                self.history[layer.ssrc].put(layer.seq, timestamp, 0x80 if i == last else 0,
-                                             payload)
+                               timestamp, layer.ssrc) + block + descriptor
+            if history is not None:
+                history.put(layer.seq, timestamp, 0x80 if i == last else 0, chunk, descriptor)
             layer.seq = (layer.seq + 1) & 0xFFFF
             if self.lose_every and layer.seq % self.lose_every == 0:
                 continue  # "lost" on the way: only a retransmission can bring it
-            out.append((head, payload))
+            out.append((head, chunk))
         return out
 
     def _send_sender_reports(self, now: float) -> None:
