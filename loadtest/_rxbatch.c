@@ -132,9 +132,61 @@ error:
     return NULL;
 }
 
+/* srtp_unprotect of the libsrtp pylibsrtp links (its address comes from Python, as for
+ * sfu/_fanout.c's srtp_protect): the receiver decrypts one packet per video frame, and
+ * pylibsrtp's wrapper costs more than the decryption (a cffi buffer, two copies). */
+typedef int (*unprotect_fn)(void *ctx, void *packet, int *len);
+static unprotect_fn srtp_unprotect_fn = NULL;
+
+static PyObject *set_unprotect(PyObject *self, PyObject *arg) {
+    void *address = PyLong_AsVoidPtr(arg);
+    if (address == NULL && PyErr_Occurred())
+        return NULL;
+    srtp_unprotect_fn = (unprotect_fn)address;
+    Py_RETURN_NONE;
+}
+
+/* unprotect(ctx, data) -> the decrypted packet; ValueError when libsrtp refuses it. */
+static PyObject *unprotect(PyObject *self, PyObject *args) {
+    unsigned char buffer[MAX_DATAGRAM];
+    PyObject *ctx_object;
+    const char *data;
+    Py_ssize_t size;
+    void *ctx;
+    int length, status;
+
+    if (!PyArg_ParseTuple(args, "Oy#", &ctx_object, &data, &size))
+        return NULL;
+    if (srtp_unprotect_fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_unprotect() was not called");
+        return NULL;
+    }
+    ctx = PyLong_AsVoidPtr(ctx_object);
+    if (ctx == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "no SRTP context");
+        return NULL;
+    }
+    if (size < 12 || size > MAX_DATAGRAM) {
+        PyErr_SetString(PyExc_ValueError, "not an SRTP packet");
+        return NULL;
+    }
+    memcpy(buffer, data, (size_t)size);
+    length = (int)size;
+    status = srtp_unprotect_fn(ctx, buffer, &length);
+    if (status != 0 || length < 0 || length > size) {
+        PyErr_Format(PyExc_ValueError, "srtp_unprotect failed (%d)", status);
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)buffer, length);
+}
+
 static PyMethodDef methods[] = {
     {"recv", recv_batch, METH_VARARGS,
      "recv(fd, max) -> [(data, sender, kernel receive time in ns or 0)], at most 64 a call."},
+    {"set_unprotect", set_unprotect, METH_O, "Address of libsrtp's srtp_unprotect (an int)."},
+    {"unprotect", unprotect, METH_VARARGS,
+     "unprotect(srtp_t address, data) -> decrypted RTP; ValueError when refused."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -88,13 +88,15 @@ class PolledTransport(asyncio.DatagramTransport):
 class _Polled:
     """One socket of the hub: its protocol, and the SRTP shortcut once set."""
 
-    __slots__ = ("sock", "protocol", "on_srtp", "state")
+    __slots__ = ("sock", "protocol", "on_srtp", "state", "session", "fast")
 
     def __init__(self, sock: socket.socket, protocol: Any) -> None:
         self.sock = sock
         self.protocol = protocol
         self.on_srtp: SrtpReceiver | None = None
         self.state: SrtpState | None = None
+        self.session: Any = None  # the receive session last seen ...
+        self.fast: Any = None  # ... and what decrypts for it (rxbatch.fast_session)
 
 
 class ReceiveHub:
@@ -173,6 +175,10 @@ class ReceiveHub:
         peer: Any = None
         if polled.state is not None:
             srtp, peer = polled.state()
+            if srtp is not polled.session:
+                polled.session = srtp
+                polled.fast = rxbatch.fast_session(srtp) if self.native else srtp
+            srtp = polled.fast
         on_srtp = polled.on_srtp if srtp is not None else None
         count = direct = 0
         for _ in range(MAX_READS):

@@ -11,6 +11,7 @@ is used.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import struct
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeAlias
 
+from sfu import aiortc_hooks
 from sfu.native import NO_NATIVE_ENV
 
 SO_TIMESTAMPNS = 35
@@ -47,6 +49,9 @@ def _load() -> ModuleType | None:
 
 
 _MODULE = _load()
+_UNPROTECT = aiortc_hooks.srtp_unprotect_address() if _MODULE is not None else None
+if _MODULE is not None and _UNPROTECT is not None:
+    _MODULE.set_unprotect(_UNPROTECT)
 
 
 def native_available() -> bool:
@@ -106,3 +111,24 @@ def reader(native: bool | None = None) -> Reader:
     """The reader to use: compiled when ``native`` (None: when enabled), else pure Python."""
     use = native_enabled() if native is None else native and native_available()
     return recv_native if use else recv_python
+
+
+class NativeSrtp:
+    """A receive session whose ``unprotect`` is the compiled helper's (libsrtp called
+    directly: pylibsrtp's wrapper costs more than the decryption). Holds the session, whose
+    libsrtp context it uses, for as long as it lives."""
+
+    __slots__ = ("session", "unprotect")
+
+    def __init__(self, session: Any, ctx: int) -> None:
+        assert _MODULE is not None
+        self.session = session
+        self.unprotect: Callable[[bytes], bytes] = functools.partial(_MODULE.unprotect, ctx)
+
+
+def fast_session(session: Any) -> Any:
+    """``session``, or a ``NativeSrtp`` over it when the compiled helper can decrypt for it."""
+    if _MODULE is None or _UNPROTECT is None or session is None:
+        return session
+    ctx = aiortc_hooks.receive_srtp_context(session)
+    return NativeSrtp(session, ctx) if ctx is not None else session

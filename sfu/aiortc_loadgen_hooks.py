@@ -21,9 +21,11 @@ __all__ = [
     "ice_sockets",
     "idle_receiver",
     "missing_loadgen_internals",
+    "receive_srtp_context",
     "receive_srtp_directly",
     "send_audio_level",
     "srtp_receive_state",
+    "srtp_unprotect_address",
     "take_srtp_early",
     "vp8_packetize",
 ]
@@ -240,3 +242,39 @@ def ice_sockets(dtls: RTCDtlsTransport) -> list[Any]:
         if sock is not None:
             out.append(sock)
     return out
+
+
+SRTP_UNPROTECT_PROTOTYPE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
+"""libsrtp 2's srtp_unprotect as pylibsrtp's binding declares it: what loadtest/_rxbatch.c calls."""
+
+
+def srtp_unprotect_address() -> int | None:
+    """The address of ``srtp_unprotect`` in the libsrtp pylibsrtp links (for the load
+    generator's compiled reader), None when the binding is not the one expected."""
+    try:
+        from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        if ffi.typeof(lib.srtp_unprotect).cname != SRTP_UNPROTECT_PROTOTYPE:
+            return None
+        return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect")))
+    except (AttributeError, TypeError, ffi.error):
+        return None
+
+
+def receive_srtp_context(session: Any) -> int | None:
+    """The libsrtp ``srtp_t`` of a receive session (a pylibsrtp ``Session``, or the counting
+    wrapper ``count_srtp_failures`` puts around one), None when there is none. The session
+    must stay referenced while the address is used."""
+    import pylibsrtp
+
+    inner = getattr(session, "_session", session)
+    if not isinstance(inner, pylibsrtp.Session):
+        return None
+    try:
+        from pylibsrtp._binding import ffi
+
+        return int(ffi.cast("uintptr_t", inner._srtp[0]))
+    except (ImportError, AttributeError, TypeError, IndexError):
+        return None

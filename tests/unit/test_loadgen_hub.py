@@ -196,3 +196,31 @@ async def test_the_pacer_reads_its_hub_on_every_beat(native: bool) -> None:
         await pacer.close()
     with pytest.raises(OSError):
         pacer.hub.open("127.0.0.1", Recorder())  # closed: no more sockets
+
+
+@pytest.mark.skipif(not rxbatch.native_available(), reason="loadtest._rxbatch not built")
+def test_the_compiled_decryption_is_libsrtps_and_refuses_what_it_refuses() -> None:
+    import pylibsrtp
+
+    from sfu.wire.rtp_packet import pack_header
+
+    key = bytes(range(30))
+    tx = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+    plain_rx = pylibsrtp.Session(pylibsrtp.Policy(
+        key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    native_rx = rxbatch.fast_session(pylibsrtp.Session(pylibsrtp.Policy(
+        key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND)))
+    assert isinstance(native_rx, rxbatch.NativeSrtp)
+    packets = [tx.protect(pack_header(0x80, 96, seq, 3000 * seq, 1234) + bytes([seq]) * 900)
+               for seq in range(1, 40)]
+    for packet in packets:
+        assert native_rx.unprotect(packet) == plain_rx.unprotect(packet)
+    tampered = bytearray(tx.protect(pack_header(0x80, 96, 50, 0, 1234) + bytes(100)))
+    tampered[20] ^= 1
+    with pytest.raises(ValueError):
+        native_rx.unprotect(bytes(tampered))  # not authentic
+    with pytest.raises(ValueError):
+        native_rx.unprotect(packets[3])  # a replay
+    with pytest.raises(ValueError):
+        native_rx.unprotect(b"\x80")  # not even a header
+    assert rxbatch.fast_session("not a session") == "not a session"
