@@ -192,11 +192,15 @@ class LoadParticipant(SimulcastPublisher):
         if self.send_tiles and self._tiles_dirty and now - self._last_tiles >= TILES_INTERVAL_S:
             self._tiles_dirty = False
             self._last_tiles = now
-            shown = set(self.shown())
+            page = self.shown()
+            shown = set(page)
             width, height = grid_tiles(len(shown))
             tiles = [{"participant_id": pid, "width": width, "height": height,
                       "visible": pid in shown} for pid in self.others]
             self._spawn(self._send_quietly({"type": "tiles", "tiles": tiles}))
+            if self.gallery_page is not None:
+                # as the web client pages its gallery: last-N forwards these after the speakers
+                self._spawn(self._send_quietly({"type": "shown", "participant_ids": page[:64]}))
 
     async def _send_quietly(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(Exception):  # the socket is going away: the supervisor sees

@@ -45,11 +45,13 @@ SrtpHandler = Callable[[bytes, Any], None]
 
 def missing_loadgen_internals() -> list[str]:
     """Names the load generator and tests need that the installed aiortc lacks."""
+    from aioice.ice import Connection
     from aiortc.codecs.vpx import Vp8Encoder
 
     required: list[tuple[type, str]] = [
         (RTCRtpSender, "_next_encoded_frame"),
         (Vp8Encoder, "_packetize"),
+        (Connection, "get_component_candidates"),  # gather_on_polled_sockets replaces it
     ]
     return [f"{owner.__name__}.{name}" for owner, name in required if not hasattr(owner, name)]
 
