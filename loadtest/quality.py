@@ -232,6 +232,14 @@ class LoadParticipant(SimulcastPublisher):
     # -- subscribing ------------------------------------------------------------------------------
 
     async def _answer(self, message: dict[str, Any]) -> None:
+        try:
+            await self._answer_offer(message)
+        except Exception:
+            if self.subscriber.signalingState == "closed":
+                return  # an offer that came as we left: nothing to answer
+            raise
+
+    async def _answer_offer(self, message: dict[str, Any]) -> None:
         async with self._offer_lock:
             pc = self.subscriber
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
