@@ -57,7 +57,10 @@ class PolledTransport(asyncio.DatagramTransport):
         if self._closed:
             return
         try:
-            self._sock.sendto(data, addr)
+            if addr is None:
+                self._sock.send(data)
+            else:
+                self._sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
             self.send_dropped += 1
         except OSError as exc:
@@ -79,7 +82,12 @@ class PolledTransport(asyncio.DatagramTransport):
         self._closed = True
         self._hub.detach(self._sock)
         self._sock.close()
-        asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # closed outside the loop (at exit): tell the protocol now
+            self._protocol.connection_lost(None)
+            return
+        loop.call_soon(self._protocol.connection_lost, None)
 
     def abort(self) -> None:
         self.close()
