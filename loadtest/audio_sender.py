@@ -5,17 +5,16 @@ every frame into an ``av.Packet`` and its timestamp through ``Fraction`` arithme
 generator (50 packets/s per participant, dozens of participants per process) that was as much
 CPU as the three video layers. ``OpusSender`` builds each packet's header itself (MID and
 RFC 6464 audio-level extensions, as Chrome and Firefox send on every audio packet) and hands it
-to the connection's ``DatagramWriter``; one task per participant, paced on the loop's clock,
-skipping ahead after a starved loop instead of bursting. Its sender report goes out with the
-video layers' (``SimulcastPublisher._send_sender_reports``).
+to the connection's ``DatagramWriter``. It has no loop of its own: the publisher's beat
+(``SimulcastPublisher._pace``, one ``loadtest.pacer.Pacer`` for the whole process) calls
+``send_one`` every 20 ms, skipping ahead after a starved loop instead of bursting. Its sender
+report goes out with the video layers' (``SimulcastPublisher._send_sender_reports``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import random
-from collections.abc import Callable
+from typing import Any
 
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
@@ -23,15 +22,12 @@ from loadtest.media import AUDIO_FRAME_SAMPLES, AUDIO_LEVEL_DBOV, AUDIO_RATE
 from sfu import aiortc_hooks
 from sfu.wire.rtp_packet import build_extension_block, pack_header
 
-logger = logging.getLogger(__name__)
-
 PERIOD_S = AUDIO_FRAME_SAMPLES / AUDIO_RATE  # 20 ms
 
 
 def audio_level_element(ext_id: int, level_dbov: int = AUDIO_LEVEL_DBOV) -> tuple[int, bytes]:
     """RFC 6464: voice activity bit clear, the level in -dBov."""
     return ext_id, bytes([level_dbov & 0x7F])
-MAX_LAG_S = 0.2
 
 
 class OpusSender:
@@ -59,16 +55,19 @@ class OpusSender:
         start = self.t0 if self.t0 is not None else now
         return (self.ts_base + int((now - start) * AUDIO_RATE)) & 0xFFFFFFFF
 
-    def send_one(self, now: float) -> None:
+    def send_one(self, now: float, batch: list[Any] | None = None) -> None:
+        """The next frame, captured at ``now``: sent, or queued on the beat's ``batch``."""
         if self.t0 is None:
             self.t0 = now
         frame = self.frames[self.index % len(self.frames)]
         self.index += 1
         x_bit = 0x10 if self._extensions else 0
-        data = pack_header(0x80 | x_bit, self.payload_type, self.seq, self.timestamp(now),
-                           self.ssrc) + self._extensions + frame
+        head = pack_header(0x80 | x_bit, self.payload_type, self.seq, self.timestamp(now),
+                           self.ssrc) + self._extensions
         self.seq = (self.seq + 1) & 0xFFFF
-        if self.writer.send_rtp(data):
+        sent = self.writer.queue_rtp(batch, head, frame, self.writer) if batch is not None \
+            else self.writer.send_rtp(head + frame)
+        if sent:
             self.packets += 1
             self.octets += len(frame)
         else:
@@ -80,24 +79,3 @@ class OpusSender:
         return bytes(RtcpSrPacket(ssrc=self.ssrc, sender_info=RtcpSenderInfo(
             ntp_timestamp=ntp, rtp_timestamp=self.timestamp(now),
             packet_count=self.packets & 0xFFFFFFFF, octet_count=self.octets & 0xFFFFFFFF)))
-
-    async def run(self, connected: Callable[[], bool]) -> None:
-        """Send a frame every 20 ms while ``connected()``, forever (cancel to stop)."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        tick = 0
-        try:
-            while True:
-                due = start + tick * PERIOD_S
-                now = loop.time()
-                if now - due > MAX_LAG_S:
-                    start, tick = now, 0  # a starved loop: carry on from now, no burst
-                elif due > now:
-                    await asyncio.sleep(due - now)
-                tick += 1
-                if connected():
-                    self.send_one(loop.time())
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("audio sender failed")

@@ -214,13 +214,8 @@ class JanusParticipant(LoadParticipant):
         await self.close()
 
     async def close(self) -> None:
-        if self._background is not None:
-            self._background.cancel()
         if self.pacer is not None:
             self.pacer.remove(self)
-        for task in (self._sender_task, self._audio_task):
-            if task is not None:
-                task.cancel()
         if self.audio_track is not None:
             self.audio_track.stop()
         for task in list(self._tasks):

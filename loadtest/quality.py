@@ -5,9 +5,10 @@ MID/RID extensions, and pre-encoded Opus through ``OpusSender`` with the audio l
 speaker or of a muted microphone; it obeys ``publish_layers``) and subscribes like one (answers
 every ``subscribe_offer``, shows one gallery page of tiles and says so, sends REMB for a fixed
 downlink). It costs far less than a browser, or than an aiortc endpoint: no encoder, no decoder,
-no aiortc sender or receiver task; its subscriber's SRTP is read straight off the socket by the
-``CheapReceiver`` (``loadtest/receiver.py``), which also sends what a browser sends back
-(NACK, PLI, receiver reports).
+no aiortc sender or receiver task, no task or timer of its own: the process's beat
+(``loadtest/pacer.py``) reads its subscriber socket in batches (``loadtest/hub.py``), hands its
+SRTP, still encrypted, to the ``CheapReceiver`` (``loadtest/receiver.py``), sends its media and
+runs its receiver's timers: what a browser sends back (NACK, PLI, receiver reports, REMB).
 
 Per incoming SSRC (``TrackStats``): extended sequence numbers (loss = expected - received in the
 window), RFC 3550 interarrival jitter, bytes, and for video the content marker and the delay.
@@ -32,10 +33,8 @@ not available in this kernel. Audio is counted for loss and jitter only.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
-import random
 import time
 from collections import Counter
 from typing import Any
@@ -43,11 +42,10 @@ from typing import Any
 from aiortc import RTCSessionDescription
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
-from loadtest.audio_sender import PERIOD_S as AUDIO_PERIOD_S
-from loadtest.media import FPS, load_simulcast_clips
-from loadtest.pacer import Pacer
+from loadtest.media import load_simulcast_clips
+from loadtest.pacer import shared_pacer
 from loadtest.receiver import MARKER_BYTES, PLAIN, CheapReceiver, Marker, TrackStats
-from loadtest.simulcast import MAX_LAG_S, SENDER_REPORT_INTERVAL_S, SimulcastPublisher
+from loadtest.simulcast import SimulcastPublisher
 from sfu import aiortc_hooks
 from sfu.wire.sdp_munging import split_sections
 
@@ -83,14 +81,13 @@ class LoadParticipant(SimulcastPublisher):
     def __init__(self, base_url: str, room: str, name: str, *, downlink_bps: int = 20_000_000,
                  send_tiles: bool = True, marker_index: dict[bytes, Marker] | None = None,
                  added_delay_ms: float = 0.0, uplink_bps: int | None = 20_000_000,
-                 gallery_page: int | None = None, nack: bool = True,
-                 pacer: Pacer | None = None, **kwargs: Any) -> None:
+                 gallery_page: int | None = None, nack: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("own_audio", True)
         kwargs.setdefault("rtx", True)
         super().__init__(base_url, room, name, **kwargs)
         self.added_delay_s = added_delay_ms / 1000
-        self.pacer = pacer  # None: a task per stream, as SimulcastPublisher does
-        self._next_video = self._next_audio = self._last_report = 0.0
+        self._next_feedback = 0.0
+        self._last_tiles = self._last_uplink = self._last_remb = 0.0
         self.uplink_bps = uplink_bps
         self.downlink_bps = downlink_bps
         self.send_tiles = send_tiles
@@ -115,7 +112,6 @@ class LoadParticipant(SimulcastPublisher):
         self.window_start = time.monotonic()
         self.rembs_sent = 0
         self._sub_writer: aiortc_hooks.DatagramWriter | None = None
-        self._background: asyncio.Task[None] | None = None
         self._tiles_dirty = True
 
     # -- joining ----------------------------------------------------------------------------------
@@ -132,7 +128,6 @@ class LoadParticipant(SimulcastPublisher):
         self._joined_after = len(self.others)
         await self.publish(timeout)
         self.published_at = time.monotonic()
-        self._background = asyncio.ensure_future(self._periodic())
         return joined
 
     def _on_event(self, message: dict[str, Any]) -> None:
@@ -182,32 +177,34 @@ class LoadParticipant(SimulcastPublisher):
                 page.append(pid)
         return page
 
-    async def _periodic(self) -> None:
-        last_tiles = last_uplink = last_remb = 0.0
-        while True:
-            await asyncio.sleep(FEEDBACK_INTERVAL_S)
-            now = time.monotonic()
-            self.rx.tick(now)
-            if now - last_remb < REMB_INTERVAL_S:
-                continue
-            last_remb = now
-            self.send_remb()
-            if self.uplink_bps and now - last_uplink >= UPLINK_INTERVAL_S:
-                # as browsers report availableOutgoingBitrate: the uplink we stand for
-                last_uplink = now
-                with contextlib.suppress(Exception):
-                    await self.send({"type": "uplink", "available_bps": self.uplink_bps})
-            if self.send_tiles and self._tiles_dirty and now - last_tiles >= TILES_INTERVAL_S:
-                self._tiles_dirty = False
-                last_tiles = now
-                shown = set(self.shown())
-                width, height = grid_tiles(len(shown))
-                tiles = [{"participant_id": pid, "width": width, "height": height,
-                          "visible": pid in shown} for pid in self.others]
-                try:
-                    await self.send({"type": "tiles", "tiles": tiles})
-                except Exception:  # noqa: BLE001 - the socket is going away: the supervisor sees
-                    return
+    def _feedback(self, now: float) -> None:
+        """What a browser sends back on its own (on the beat, every ``FEEDBACK_INTERVAL_S``):
+        NACK retries and receiver reports, REMB, the uplink estimate and the tiles shown."""
+        self.rx.tick(now)
+        if now - self._last_remb < REMB_INTERVAL_S:
+            return
+        self._last_remb = now
+        self.send_remb()
+        if self.uplink_bps and now - self._last_uplink >= UPLINK_INTERVAL_S:
+            # as browsers report availableOutgoingBitrate: the uplink we stand for
+            self._last_uplink = now
+            self._spawn(self._send_quietly({"type": "uplink", "available_bps": self.uplink_bps}))
+        if self.send_tiles and self._tiles_dirty and now - self._last_tiles >= TILES_INTERVAL_S:
+            self._tiles_dirty = False
+            self._last_tiles = now
+            page = self.shown()
+            shown = set(page)
+            width, height = grid_tiles(len(shown))
+            tiles = [{"participant_id": pid, "width": width, "height": height,
+                      "visible": pid in shown} for pid in self.others]
+            self._spawn(self._send_quietly({"type": "tiles", "tiles": tiles}))
+            if self.gallery_page is not None:
+                # as the web client pages its gallery: last-N forwards these after the speakers
+                self._spawn(self._send_quietly({"type": "shown", "participant_ids": page[:64]}))
+
+    async def _send_quietly(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):  # the socket is going away: the supervisor sees
+            await self.send(message)
 
     def send_remb(self) -> None:
         if self._sub_writer is None:
@@ -220,51 +217,36 @@ class LoadParticipant(SimulcastPublisher):
     def _send_sub_rtcp(self, packet: bytes) -> bool:
         return self._sub_writer is not None and self._sub_writer.send_rtcp(packet)
 
-    def _frame_packets(self, layer: Any, now: float) -> list[tuple[bytes, int]]:
+    def _frame_packets(self, layer: Any, now: float) -> list[tuple[bytes, bytes]]:
         # Validation only (--added-delay-ms): stamp frames as captured that much earlier while
         # the sender reports keep the true clock mapping; measured delays must grow by it.
         return super()._frame_packets(layer, now - self.added_delay_s)
 
-    def _start_sending(self) -> None:
-        if self.pacer is None:
-            super()._start_sending()
-            return
-        # one timer for the whole process (loadtest/pacer.py), each of us at a random phase
-        now = asyncio.get_running_loop().time()
-        self._t0 = self._last_report = now
-        self._next_video = now + random.random() / FPS
-        self._next_audio = now + random.random() * AUDIO_PERIOD_S
-        self.pacer.add(self, self._pace)
-
     def _pace(self, now: float) -> None:
-        """Send what is due (called by the pacer every few milliseconds)."""
-        writer = self._writer
-        if writer is None or not writer.check():
-            return  # not connected yet
-        if now >= self._next_video:
-            # late by more than MAX_LAG_S (a starved loop): carry on from now, no burst
-            late = now - self._next_video > MAX_LAG_S
-            self._next_video = (now if late else self._next_video) + 1 / FPS
-            for layer in self.layers:
-                if layer.active:
-                    self.send_frame_now(layer, now)
-            if now - self._last_report >= SENDER_REPORT_INTERVAL_S:
-                self._last_report = now
-                self._send_sender_reports(now)
-        opus = self.opus
-        if opus is not None and now >= self._next_audio:
-            late = now - self._next_audio > MAX_LAG_S
-            self._next_audio = (now if late else self._next_audio) + AUDIO_PERIOD_S
-            opus.send_one(now)
+        """The beat: send what is due, then the receiver's timers when due."""
+        super()._pace(now)
+        if now >= self._next_feedback:
+            self._next_feedback = now + FEEDBACK_INTERVAL_S
+            self._feedback(time.monotonic())
 
     # -- subscribing ------------------------------------------------------------------------------
 
     async def _answer(self, message: dict[str, Any]) -> None:
+        try:
+            await self._answer_offer(message)
+        except Exception:
+            if self.subscriber.signalingState == "closed":
+                return  # an offer that came as we left: nothing to answer
+            raise
+
+    async def _answer_offer(self, message: dict[str, Any]) -> None:
         async with self._offer_lock:
             pc = self.subscriber
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
             self.tracks = message["tracks"]
             self.rx.learn(split_sections(message["sdp"])[1], self.tracks)
+            if self.pacer is None:
+                self.pacer = shared_pacer()
             new = []
             for transceiver in pc.getTransceivers():
                 receiver = transceiver.receiver
@@ -281,10 +263,14 @@ class LoadParticipant(SimulcastPublisher):
                         self.rx.on_rtcp)
                     self._sub_writer = aiortc_hooks.DatagramWriter(transport)
                     new.append(transport)
-            aiortc_hooks.configure_ice(pc, self.ice_addresses, None)
+            # sockets the beat reads in batches (loadtest/hub.py), not the event loop
+            aiortc_hooks.gather_on_polled_sockets(pc, self.ice_addresses,
+                                                  self.pacer.open_polled)
             await pc.setLocalDescription(await pc.createAnswer())
             for transport in new:  # gathered now: its sockets exist
-                aiortc_hooks.receive_srtp_directly(transport, self.rx.on_srtp)
+                state = aiortc_hooks.srtp_receive_state(transport)
+                for sock in aiortc_hooks.ice_sockets(transport):
+                    self.pacer.hub.take_srtp(sock, self.rx.on_srtp, state)
             await self.send_answer(pc.localDescription.sdp)
 
     async def send_answer(self, sdp: str) -> None:
@@ -377,13 +363,6 @@ class LoadParticipant(SimulcastPublisher):
         if self._reader is not None and self._reader.done():
             return True
         return "failed" in (self.publisher.connectionState, self.subscriber.connectionState)
-
-    async def close(self) -> None:
-        if self.pacer is not None:
-            self.pacer.remove(self)
-        if self._background is not None:
-            self._background.cancel()
-        await super().close()
 
 
 class _Events(list[dict[str, Any]]):

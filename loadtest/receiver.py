@@ -3,8 +3,8 @@
 A browser's receiver depacketizes, jitter-buffers and decodes every packet; the load generator
 needs none of that, only what the SFU sees of a receiver and what a person would see:
 
-- per packet (``on_srtp``, called straight from the socket by
-  ``aiortc_hooks.receive_srtp_directly``): the RTP header, which SRTP leaves in the clear:
+- per packet (``on_srtp``, called by the process's receive hub, ``loadtest/hub.py``, with the
+  kernel's receive time): the RTP header, which SRTP leaves in the clear:
   extended sequence number (loss, gaps), RFC 3550 interarrival jitter, bytes. No decryption,
   no aiortc receive task, no parse into objects;
 - per video frame (its first packet, one in ~5): decrypt it, read the content marker (the
@@ -23,6 +23,7 @@ The sequence-number arithmetic is ``sfu.wire.seqmath``'s.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from aiortc.rtp import (
 from sfu.wire.seqmath import seq_diff
 from sfu.wire.vp8 import frame_start_offset
 
+_SEQ_TS_SSRC = struct.Struct("!HII")  # an RTP header's sequence number, timestamp and SSRC
 MARKER_BYTES = 16
 NTP_UNIX_OFFSET = 2208988800
 CLOCK = {"video": 90000, "audio": 48000}
@@ -67,10 +69,11 @@ class TrackStats:
                  "frames_by_layer", "marker_ok", "marker_bad", "first_frame_at", "started",
                  "first", "total_received", "rr_expected", "rr_received", "missing",
                  "nacked", "repaired", "unrepaired", "plis", "last_pli", "layer_switches",
-                 "switches_off_keyframe")
+                 "switches_off_keyframe", "video")
 
     def __init__(self, kind: str, participant: str) -> None:
         self.kind = kind
+        self.video = kind == "video"
         self.participant = participant
         self.clock = CLOCK.get(kind, 90000)
         self.highest: int | None = None  # extended sequence number
@@ -179,24 +182,25 @@ class CheapReceiver:
 
     # -- per packet ----------------------------------------------------------------------------
 
-    def on_srtp(self, data: bytes, srtp: Any) -> None:
-        """One SRTP packet as received (still encrypted). Must not raise."""
+    def on_srtp(self, data: bytes, srtp: Any, arrival: float = 0.0) -> None:
+        """One SRTP packet as received (still encrypted), with the kernel's receive time in
+        wall-clock seconds (0: now). Must not raise. (The hot loop of the load generator: one
+        call per packet, one unpack for the header fields.)"""
         try:
-            self._on_srtp(data, srtp)
+            if (data[1] & 0x7F) in self.rtx_pts:
+                self._on_rtx(data, srtp)
+                return
+            seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+            track = self.tracks_by_ssrc.get(ssrc) or self._track(ssrc)
+            if track is None:
+                self.unknown_packets += 1
+                return
+            self._packet(track, ssrc, seq, ts, data, srtp, arrival or time.time())
         except Exception:  # noqa: BLE001 - one bad packet must not stop receiving
             self.unknown_packets += 1
 
-    def _on_srtp(self, data: bytes, srtp: Any) -> None:
-        if (data[1] & 0x7F) in self.rtx_pts:
-            self._on_rtx(data, srtp)
-            return
-        ssrc = int.from_bytes(data[8:12], "big")
-        track = self.tracks_by_ssrc.get(ssrc) or self._track(ssrc)
-        if track is None:
-            self.unknown_packets += 1
-            return
-        now = time.time()  # wall clock: the SRs' NTP time is wall clock too
-        seq = (data[2] << 8) | data[3]
+    def _packet(self, track: TrackStats, ssrc: int, seq: int, ts: int, data: bytes, srtp: Any,
+                now: float) -> None:
         highest = track.highest
         in_order = True
         if highest is None:
@@ -205,7 +209,7 @@ class CheapReceiver:
         else:
             delta = seq_diff(seq, highest & 0xFFFF)
             if delta > 0:
-                if delta > 1 and track.kind == "video" and self.nack:
+                if delta > 1 and track.video and self.nack:
                     self._gap(ssrc, track, highest + 1, highest + delta - 1)
                 track.highest = highest + delta
             else:
@@ -215,14 +219,13 @@ class CheapReceiver:
         track.received += 1
         track.total_received += 1
         track.bytes += len(data)
-        ts = int.from_bytes(data[4:8], "big")
         transit = now * track.clock - ts
         if track.last_transit is not None:
             d = abs(transit - track.last_transit)
             if d < track.clock * 10:  # not a timestamp jump (layer switch or m-line reuse)
                 track.jitter += (d - track.jitter) / 16
         track.last_transit = transit
-        if in_order and track.kind == "video" and ts != track.last_ts:
+        if in_order and track.video and ts != track.last_ts:
             # (a late packet belongs to a frame already seen: not a frame start)
             track.last_ts = ts
             self._frame(ssrc, track, data, ts, now, srtp)

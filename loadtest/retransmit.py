@@ -48,12 +48,15 @@ class LayerHistory:
         self.rid = rid
         self.rtx_ssrc = random.randrange(1, 1 << 32)
         self.rtx_seq = random.randrange(32768)
-        self._ring: list[list[Any] | None] = [None] * HISTORY  # [seq, ts, marker, payload, at]
+        # [seq, ts, marker, payload, resent at, payload prefix]
+        self._ring: list[list[Any] | None] = [None] * HISTORY
         self.retransmitted = 0
         self.missed = 0  # asked for packets no longer (or never) here
 
-    def put(self, seq: int, timestamp: int, marker: int, payload: bytes) -> None:
-        self._ring[seq % HISTORY] = [seq, timestamp, marker, payload, -1e9]
+    def put(self, seq: int, timestamp: int, marker: int, payload: bytes,
+            prefix: bytes = b"") -> None:
+        """A sent packet; its payload is ``prefix + payload`` (kept apart: no copy per packet)."""
+        self._ring[seq % HISTORY] = [seq, timestamp, marker, payload, -1e9, prefix]
 
     def rtx_packets(self, seqs: list[int], rtx_pt: int, extensions: list[tuple[int, bytes]],
                     now: float) -> list[bytes]:
@@ -66,12 +69,13 @@ class LayerHistory:
             if entry is None or entry[0] != seq:
                 self.missed += 1
                 continue
-            _seq, timestamp, marker, payload, last = entry
+            _seq, timestamp, marker, payload, last, prefix = entry
             if now - last < RESEND_INTERVAL_S:
                 continue
             entry[4] = now
             out.append(pack_header(0x90, marker | rtx_pt, self.rtx_seq, timestamp,
-                                   self.rtx_ssrc) + block + seq.to_bytes(2, "big") + payload)
+                                   self.rtx_ssrc) + block + seq.to_bytes(2, "big") + prefix
+                       + payload)
             self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
             self.retransmitted += 1
         return out

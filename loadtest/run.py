@@ -199,6 +199,7 @@ class Load:
         self.published_at: dict[str, float] = {}
         self.count = 0
         self.wait_s = 0.0  # run delay of the generator's processes at the last window
+        self.receive: dict[str, Any] = {}  # the generator's receive hubs, totals so far
         self.speakers = speakers  # the first ones speak, the others are muted (0: everyone)
         self._own_cpu = process_cpu_s()
 
@@ -231,6 +232,7 @@ class Load:
     async def window(self, reset: bool = True) -> tuple[list[dict[str, Any]], float]:
         parts = await asyncio.gather(*(w.window(reset, self.published_at) for w in self.workers))
         self.wait_s = sum(part.get("wait_s", 0.0) for part in parts) + process_wait_s()
+        self.receive = receive_totals([part.get("receive", {}) for part in parts])
         return [p for part in parts for p in part["participants"]], \
             sum(part["cpu_s"] for part in parts) + process_cpu_s()
 
@@ -254,6 +256,7 @@ async def measure(load: Load, duration: float, label: str, quiet: bool) -> dict[
     await load.window(reset=True)
     _, gen_before = await load.window(reset=False)
     gen_wait_before = load.wait_s
+    receive_before = load.receive
     before = await load.target.sample()
     busy_before = machine_busy()
     udp_before = udp_errors()
@@ -288,12 +291,32 @@ async def measure(load: Load, duration: float, label: str, quiet: bool) -> dict[
         "loadgen_cpu_us_per_packet": loadgen_us_per_packet(
             gen_after - gen_before, quality["received_packets"],
             after.get("incoming", 0.0) - before.get("incoming", 0.0)),
+        # how the generator read: recvmmsg (native) or recvmsg, datagrams per read call
+        "loadgen_receive": receive_window(receive_before, load.receive, elapsed),
         "duration_s": round(elapsed, 2),
         "load_average_1m": load_average(),  # other work on this machine skews every figure
         "udp_rcvbuf_drops": udp_after - udp_before,  # kernel drops: somebody read too slowly
         "machine_cpu_pct": round(100 * (busy_after[0] - busy_before[0])
                                  / max(1, busy_after[1] - busy_before[1]), 1),  # of all cores
     }
+
+
+def receive_totals(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The generator processes' receive-hub counters, summed (``native``: all read natively)."""
+    keys = ("datagrams", "reads", "srtp_direct", "beats")
+    totals: dict[str, Any] = {key: sum(part.get(key, 0) for part in parts) for key in keys}
+    totals["native"] = bool(parts) and all(part.get("native") for part in parts)
+    return totals
+
+
+def receive_window(before: dict[str, Any], after: dict[str, Any],
+                   elapsed: float) -> dict[str, Any]:
+    datagrams = after.get("datagrams", 0) - before.get("datagrams", 0)
+    reads = after.get("reads", 0) - before.get("reads", 0)
+    return {"path": "recvmmsg" if after.get("native") else "recvmsg",
+            "datagrams_per_s": round(datagrams / elapsed, 1),
+            "datagrams_per_read": round(datagrams / reads, 1) if reads else None,
+            "beats_per_s": round((after.get("beats", 0) - before.get("beats", 0)) / elapsed, 1)}
 
 
 def run_delay_share(cpu_s: float, waited_s: float | None) -> float | None:

@@ -7,7 +7,9 @@ q;h;f`` and no ``a=ssrc`` lines (what Chromium sends), then replays pre-encoded 
 own, every packet carrying the MID, RID and abs-send-time extensions, SRTP-protected and sent
 through the publisher connection's DTLS transport. aiortc's own video sender never runs. A PLI
 for a layer makes that layer jump to its next keyframe at the next frame. Audio is aiortc's
-sender of pre-encoded Opus (with the audio-level extension, as the forwarding benchmark does).
+sender of pre-encoded Opus (with the audio-level extension, as the forwarding benchmark does),
+or with ``own_audio`` our ``OpusSender``. Every publisher of a process is paced by one beat
+(``loadtest/pacer.py``: the process's, or the event loop's shared one): no task per stream.
 
 ``RembSubscriber`` receives without decoding (its transport's decrypted RTP is only counted, per
 remote participant and kind), never lets aiortc estimate or send REMB, and sends its own REMB of
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -42,6 +45,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from loadtest.audio_sender import PERIOD_S as AUDIO_PERIOD_S
 from loadtest.audio_sender import OpusSender, audio_level_element
 from loadtest.client import SyntheticParticipant
 from loadtest.media import (
@@ -52,6 +56,7 @@ from loadtest.media import (
     load_clip,
     load_simulcast_clips,
 )
+from loadtest.pacer import Pacer, shared_pacer
 from loadtest.retransmit import LayerHistory, rtx_payload_type
 from loadtest.simulcast_sdp import RTPMAP, make_simulcast_offer, mid_of, section_info
 from sfu import aiortc_hooks
@@ -71,8 +76,8 @@ logger = logging.getLogger(__name__)
 VIDEO_CLOCK = 90000
 MAX_PAYLOAD = 1100
 """VP8 payload bytes per RTP packet (Chrome's packets are ~1200 bytes all-in)."""
-PACKETS_PER_YIELD = 8
-"""A 720p keyframe is ~20 packets: yield to the loop between bursts (an in-process server reads)."""
+PACKETS_PER_BLOCK = 8
+"""Packets of a frame that share one abs-send-time (they leave within microseconds)."""
 MAX_LAG_S = 0.2
 SENDER_REPORT_INTERVAL_S = 1.0
 REMB_INTERVAL_S = 0.2
@@ -80,14 +85,29 @@ REMB_INTERVAL_S = 0.2
 # -- VP8 -------------------------------------------------------------------------------------------
 
 
+VP8_DESCRIPTOR_BYTES = 4
+
+
+def vp8_descriptors(picture_id: int) -> tuple[bytes, bytes]:
+    """RFC 7741 payload descriptors with a 15-bit picture id (as Chrome sends): (the first
+    packet's of a frame: X, S for the start of partition 0, I; the other packets')."""
+    pid = bytes((0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF))
+    return b"\x90\x80" + pid, b"\x80\x80" + pid
+
+
+@functools.lru_cache(maxsize=4096)
+def vp8_chunks(frame: bytes, max_size: int = MAX_PAYLOAD) -> tuple[bytes, ...]:
+    """A frame cut into packet payloads, descriptors left out: the same for every publisher
+    and every loop of the clip, so cut once (a clip's frames live as long as the process)."""
+    chunk = max_size - VP8_DESCRIPTOR_BYTES
+    return tuple(frame[pos:pos + chunk] for pos in range(0, len(frame), chunk))
+
+
 def vp8_payloads(frame: bytes, picture_id: int, max_size: int = MAX_PAYLOAD) -> list[bytes]:
     """RFC 7741 packetization with a 15-bit picture id (as Chrome sends), one partition."""
-    pid = bytes((0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF))
-    first = b"\x90\x80" + pid  # X, S (start of partition 0); I
-    rest = b"\x80\x80" + pid
-    chunk = max_size - len(first)
-    return [(first if pos == 0 else rest) + frame[pos:pos + chunk]
-            for pos in range(0, len(frame), chunk)]
+    first, rest = vp8_descriptors(picture_id)
+    return [(rest if i else first) + chunk
+            for i, chunk in enumerate(vp8_chunks(frame, max_size))]
 
 
 # -- the publisher ---------------------------------------------------------------------------------
@@ -120,14 +140,16 @@ class SimulcastPublisher(SyntheticParticipant):
 
     def __init__(self, base_url: str, room: str, name: str = "simulcast", *,
                  own_audio: bool = False, audio_level_dbov: int = AUDIO_LEVEL_DBOV,
-                 rtx: bool = False, lose_every: int = 0, **kwargs: Any) -> None:
+                 rtx: bool = False, lose_every: int = 0, pacer: Pacer | None = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("decode", False)
         super().__init__(base_url, room, name, **kwargs)
         # True: audio goes out through OpusSender (loadtest/audio_sender.py), not aiortc's sender
         self.own_audio = own_audio
         self.audio_level_dbov = audio_level_dbov  # 127: silence (a muted microphone)
         self.opus: OpusSender | None = None
-        self._audio_task: asyncio.Task[None] | None = None
+        self.pacer = pacer  # None: the event loop's shared one (at publish)
+        self._next_video = self._next_audio = self._last_report = 0.0
         self.clips = load_simulcast_clips()
         ssrcs = random.sample(range(1, 1 << 32), len(self.clips))
         self.layers = [LayerSender(clip, ssrc)
@@ -152,7 +174,6 @@ class SimulcastPublisher(SyntheticParticipant):
         self._abs_id = 0
         self._rid_id = 0
         self._t0 = 0.0
-        self._sender_task: asyncio.Task[None] | None = None
         self._rtcp_ssrc = random.getrandbits(32)
 
     async def publish(self, timeout: float = 10.0) -> None:
@@ -199,12 +220,41 @@ class SimulcastPublisher(SyntheticParticipant):
         self._start_sending()
 
     def _start_sending(self) -> None:
-        """A task per stream (a subclass may pace them otherwise)."""
-        self._sender_task = asyncio.ensure_future(self._send_forever())
-        if self.opus is not None:
-            writer = self._writer
-            assert writer is not None
-            self._audio_task = asyncio.ensure_future(self.opus.run(writer.check))
+        """Join the beat (``loadtest/pacer.py``), at a random phase of our own."""
+        if self.pacer is None:
+            self.pacer = shared_pacer()
+        now = asyncio.get_running_loop().time()
+        self._t0 = self._last_report = now
+        self._next_video = now + random.random() / FPS
+        self._next_audio = now + random.random() * AUDIO_PERIOD_S
+        self.pacer.add(self, self._pace)
+
+    def _pace(self, now: float) -> None:
+        """Send what is due (the pacer calls this every few milliseconds with the loop time)."""
+        video_due = now >= self._next_video
+        audio_due = self.opus is not None and now >= self._next_audio
+        if not (video_due or audio_due):
+            return
+        writer = self._writer
+        if writer is None or not writer.check():
+            return  # not connected yet
+        assert self.pacer is not None
+        batch = self.pacer.batch
+        if video_due:
+            # late by more than MAX_LAG_S (a starved loop): carry on from now, no burst
+            late = now - self._next_video > MAX_LAG_S
+            self._next_video = (now if late else self._next_video) + 1 / FPS
+            for layer in self.layers:
+                if layer.active:
+                    self._queue_frame(layer, now, batch)
+            if now - self._last_report >= SENDER_REPORT_INTERVAL_S:
+                self._last_report = now
+                self._send_sender_reports(now)
+        opus = self.opus
+        if audio_due and opus is not None:
+            late = now - self._next_audio > MAX_LAG_S
+            self._next_audio = (now if late else self._next_audio) + AUDIO_PERIOD_S
+            opus.send_one(now, batch)
 
     def _make_opus(self, audio: Any, answer_sdp: str) -> None:
         exts, codecs = section_info(answer_sdp, audio.mid)
@@ -251,56 +301,22 @@ class SimulcastPublisher(SyntheticParticipant):
     def _timestamp(self, layer: LayerSender, now: float) -> int:
         return (layer.ts_base + int((now - self._t0) * VIDEO_CLOCK)) & 0xFFFFFFFF
 
-    async def _send_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._t0 = start = loop.time()
-        tick = 0
-        last_report = start
-        try:
-            while True:
-                due = start + tick / FPS
-                now = loop.time()
-                if now - due > MAX_LAG_S:
-                    start, tick = now, 0  # a starved loop: carry on from now, no burst
-                elif due > now:
-                    await asyncio.sleep(due - now)
-                tick += 1
-                assert self._writer is not None
-                if not self._writer.check():
-                    continue  # not connected yet
-                for layer in self.layers:
-                    if layer.active:
-                        await self._send_frame(layer, loop.time())
-                if loop.time() - last_report >= SENDER_REPORT_INTERVAL_S:
-                    last_report = loop.time()
-                    self._send_sender_reports(last_report)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("simulcast sender failed")
+    def _queue_frame(self, layer: LayerSender, now: float, batch: list[Any]) -> None:
+        """The next frame of ``layer``: its packets go out with the beat's batch."""
+        writer = self._writer
+        assert writer is not None
+        for head, payload in self._frame_packets(layer, now):
+            if writer.queue_rtp(batch, head, payload, writer):
+                layer.packets += 1
+                layer.octets += len(payload) + VP8_DESCRIPTOR_BYTES
+            else:
+                self.send_failures += 1
 
-    async def _send_frame(self, layer: LayerSender, now: float) -> None:
-        for i, (data, size) in enumerate(self._frame_packets(layer, now)):
-            self._send_packet(layer, data, size)
-            if i % PACKETS_PER_YIELD == PACKETS_PER_YIELD - 1:
-                await asyncio.sleep(0)
-
-    def send_frame_now(self, layer: LayerSender, now: float) -> None:
-        """The next frame of ``layer``, sent at once (a paced caller, nothing to yield to)."""
-        for data, size in self._frame_packets(layer, now):
-            self._send_packet(layer, data, size)
-
-    def _send_packet(self, layer: LayerSender, data: bytes, size: int) -> None:
-        assert self._writer is not None
-        if self._writer.send_rtp(data):
-            layer.packets += 1
-            layer.octets += size
-        else:
-            self.send_failures += 1
-
-    def _frame_packets(self, layer: LayerSender, now: float) -> list[tuple[bytes, int]]:
-        """The RTP packets of ``layer``'s next frame captured at ``now``, with their payload
-        sizes (kept for retransmission; one left out now and then with ``lose_every``)."""
+    def _frame_packets(self, layer: LayerSender, now: float) -> list[tuple[bytes, bytes]]:
+        """The RTP packets of ``layer``'s next frame captured at ``now``, as (header with
+        extensions and the VP8 descriptor, the rest of the payload: one of the frame's cached
+        chunks, never copied here) (kept for retransmission; one left out now and then with
+        ``lose_every``)."""
         clip = layer.clip
         if layer.keyframe_wanted:
             layer.keyframe_wanted = False
@@ -311,30 +327,32 @@ class SimulcastPublisher(SyntheticParticipant):
         layer.index = (layer.index + 1) % len(clip.frames)
         timestamp = self._timestamp(layer, now)
         layer.last_timestamp = timestamp
-        payloads = vp8_payloads(frame, layer.picture_id)
+        chunks = vp8_chunks(frame)
+        descriptors = vp8_descriptors(layer.picture_id)
         layer.picture_id = (layer.picture_id + 1) & 0x7FFF
         layer.frames += 1
         rid = (self._rid_id, layer.rid.encode())
-        last = len(payloads) - 1
+        last = len(chunks) - 1
         out = []
         block = b""
-        for i, payload in enumerate(payloads):
-            if i % PACKETS_PER_YIELD == 0:
+        history = self.history.get(layer.ssrc) if self.history else None
+        for i, chunk in enumerate(chunks):
+            if i % PACKETS_PER_BLOCK == 0:
                 # one block per burst: the packets of a burst leave within microseconds, so
                 # they share a send time (abs-send-time is in 1/262144 s anyway)
                 elements = [*self._ext, rid]
                 if self._abs_id:
                     elements.append((self._abs_id, abs_send_time_now(time.monotonic())))
                 block = build_extension_block(elements)
-            data = pack_header(0x90, (0x80 if i == last else 0) | self._pt, layer.seq,
-                               timestamp, layer.ssrc) + block + payload
-            if self.history:
-                self.history[layer.ssrc].put(layer.seq, timestamp, 0x80 if i == last else 0,
-                                             payload)
+            descriptor = descriptors[1 if i else 0]
+            head = pack_header(0x90, (0x80 if i == last else 0) | self._pt, layer.seq,
+                               timestamp, layer.ssrc) + block + descriptor
+            if history is not None:
+                history.put(layer.seq, timestamp, 0x80 if i == last else 0, chunk, descriptor)
             layer.seq = (layer.seq + 1) & 0xFFFF
             if self.lose_every and layer.seq % self.lose_every == 0:
                 continue  # "lost" on the way: only a retransmission can bring it
-            out.append((data, len(payload)))
+            out.append((head, chunk))
         return out
 
     def _send_sender_reports(self, now: float) -> None:
@@ -360,12 +378,8 @@ class SimulcastPublisher(SyntheticParticipant):
                 for layer in self.layers}
 
     async def close(self) -> None:
-        if self._audio_task is not None:
-            self._audio_task.cancel()
-        if self._sender_task is not None:
-            self._sender_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._sender_task
+        if self.pacer is not None:
+            self.pacer.remove(self)
         if self.audio_track is not None:
             self.audio_track.stop()
         await super().close()

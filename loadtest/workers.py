@@ -115,7 +115,11 @@ class WorkerCore:
             w = participant.window(reset)
             w["first_frame_ms"] = participant.first_frame_ms(published_at)
             out.append(w)
-        return {"participants": out, "cpu_s": process_cpu_s(), "wait_s": process_wait_s()}
+        hub = self.pacer.hub
+        return {"participants": out, "cpu_s": process_cpu_s(), "wait_s": process_wait_s(),
+                "receive": {"native": hub.native, "datagrams": hub.datagrams,
+                            "reads": hub.reads, "srtp_direct": hub.srtp,
+                            "beats": self.pacer.ticks}}
 
     async def _supervise(self) -> None:
         while not self._stopping:

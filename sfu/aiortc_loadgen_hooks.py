@@ -17,10 +17,15 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "LOADGEN_INSTANCE_ATTRS",
     "SrtpHandler",
+    "gather_on_polled_sockets",
+    "ice_sockets",
     "idle_receiver",
     "missing_loadgen_internals",
+    "receive_srtp_context",
     "receive_srtp_directly",
     "send_audio_level",
+    "srtp_receive_state",
+    "srtp_unprotect_address",
     "take_srtp_early",
     "vp8_packetize",
 ]
@@ -40,11 +45,13 @@ SrtpHandler = Callable[[bytes, Any], None]
 
 def missing_loadgen_internals() -> list[str]:
     """Names the load generator and tests need that the installed aiortc lacks."""
+    from aioice.ice import Connection
     from aiortc.codecs.vpx import Vp8Encoder
 
     required: list[tuple[type, str]] = [
         (RTCRtpSender, "_next_encoded_frame"),
         (Vp8Encoder, "_packetize"),
+        (Connection, "get_component_candidates"),  # gather_on_polled_sockets replaces it
     ]
     return [f"{owner.__name__}.{name}" for owner, name in required if not hasattr(owner, name)]
 
@@ -154,3 +161,122 @@ def receive_srtp_directly(dtls: RTCDtlsTransport, on_srtp: SrtpHandler) -> int:
         protocol.datagram_received = datagram_received
         hooked += 1
     return hooked
+
+
+OpenPolled = Callable[[str, Any], Any]
+"""(host, protocol) -> the protocol's transport on a new UDP socket bound on ``host`` that the
+event loop never reads (the load generator's ``loadtest.hub.ReceiveHub`` does); OSError when
+it cannot bind."""
+
+
+def gather_on_polled_sockets(pc: Any, announce: list[str], open_polled: OpenPolled) -> None:
+    """Host candidates on ``announce`` for every ICE gatherer of ``pc`` made so far, each on a
+    socket from ``open_polled`` behind the same datagram guard as ``configure_ice`` gives the
+    server's; no STUN or TURN. Call after the transceivers exist, before
+    ``setLocalDescription``. For the load generator's subscribers: their sockets are read in
+    batches on a beat instead of one datagram per event-loop wake-up.
+    """
+    from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+
+    from sfu.aiortc_hooks import GuardedStunProtocol, count_srtp_failures
+    from sfu.wire.demux import DatagramDrops, MediaPortGuard
+
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        connection = dtls.transport.iceGatherer._connection
+        if getattr(connection, "_diemcau_configured", False):
+            continue
+        connection._diemcau_configured = True
+        drops = DatagramDrops()
+        count_srtp_failures(dtls, drops)
+        guard = MediaPortGuard()
+
+        async def gather_component(
+            component: int, addresses: list[str], timeout: int = 5,
+            _connection: Any = connection, _guard: MediaPortGuard = guard,
+            _dtls: RTCDtlsTransport = dtls, _drops: DatagramDrops = drops,
+        ) -> list[Any]:
+            candidates = []
+            for host in announce:
+                protocol = GuardedStunProtocol(_connection, _guard, _dtls, _drops)
+                try:
+                    transport = open_polled(host, protocol)
+                except OSError:
+                    logger.warning("ICE: cannot bind a UDP socket on %s", host)
+                    continue
+                sockname = transport.get_extra_info("sockname")
+                protocol.local_candidate = Candidate(
+                    foundation=candidate_foundation("host", "udp", sockname[0]),
+                    component=component, transport="udp",
+                    priority=candidate_priority(component, "host"),
+                    host=sockname[0], port=sockname[1], type="host",
+                )
+                _connection._protocols.append(protocol)
+                candidates.append(protocol.local_candidate)
+            return candidates
+
+        connection.get_component_candidates = gather_component
+
+
+def srtp_receive_state(dtls: RTCDtlsTransport) -> Callable[[], tuple[Any, Any]]:
+    """A cheap question for a socket reader: () -> (the transport's receive SRTP session, None
+    before the DTLS keys exist; the nominated ICE pair's remote address, None before one)."""
+    connection = dtls.transport._connection
+    nominated = connection._nominated
+    cache: list[Any] = [None, None]  # the pair, its remote address
+
+    def state() -> tuple[Any, Any]:
+        pair = nominated.get(1)
+        if pair is not cache[0]:  # (re)nominated: its address, once
+            cache[0], cache[1] = pair, tuple(pair.remote_addr) if pair is not None else None
+        return dtls._rx_srtp, cache[1]
+
+    return state
+
+
+def ice_sockets(dtls: RTCDtlsTransport) -> list[Any]:
+    """The UDP sockets of the transport's ICE connection (its host candidates')."""
+    connection = dtls.transport._connection
+    out = []
+    for protocol in connection._protocols:
+        transport = getattr(protocol, "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            out.append(sock)
+    return out
+
+
+SRTP_UNPROTECT_PROTOTYPE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
+"""libsrtp 2's srtp_unprotect as pylibsrtp's binding declares it: what loadtest/_rxbatch.c calls."""
+
+
+def srtp_unprotect_address() -> int | None:
+    """The address of ``srtp_unprotect`` in the libsrtp pylibsrtp links (for the load
+    generator's compiled reader), None when the binding is not the one expected."""
+    try:
+        from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        if ffi.typeof(lib.srtp_unprotect).cname != SRTP_UNPROTECT_PROTOTYPE:
+            return None
+        return int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect")))
+    except (AttributeError, TypeError, ffi.error):
+        return None
+
+
+def receive_srtp_context(session: Any) -> int | None:
+    """The libsrtp ``srtp_t`` of a receive session (a pylibsrtp ``Session``, or the counting
+    wrapper ``count_srtp_failures`` puts around one), None when there is none. The session
+    must stay referenced while the address is used."""
+    import pylibsrtp
+
+    inner = getattr(session, "_session", session)
+    if not isinstance(inner, pylibsrtp.Session):
+        return None
+    try:
+        from pylibsrtp._binding import ffi
+
+        return int(ffi.cast("uintptr_t", inner._srtp[0]))
+    except (ImportError, AttributeError, TypeError, IndexError):
+        return None

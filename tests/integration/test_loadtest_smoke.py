@@ -15,6 +15,7 @@ import pytest
 
 from loadtest import report
 from loadtest.run import add_arguments, capacity_option, print_summary, run
+from loadtest.rxbatch import native_available as rxbatch_available
 
 pytestmark = pytest.mark.media
 
@@ -147,3 +148,25 @@ async def test_a_packet_lost_on_the_way_in_is_nacked_and_repaired_by_rtx() -> No
     assert repair["publisher_retransmitted"] > 10, repair
     assert document["loss_pct"]["overall"] < 0.5, (document["loss_pct"], repair)
     assert document["video_tracks_missing"] == 0, document["video_missing"]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("native", [
+    pytest.param(False, id="recvmsg"),
+    pytest.param(True, id="recvmmsg", marks=pytest.mark.skipif(
+        not rxbatch_available(), reason="loadtest._rxbatch not built"))])
+async def test_both_receive_paths_measure_a_meeting(native: bool,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generator's receive hub reads with recvmmsg (compiled) or recvmsg (pure Python,
+    DIEMCAU_NO_NATIVE=1): either way every packet is measured the same (loss, delay from the
+    kernel's receive time, content markers), in batches on the beat."""
+    monkeypatch.setenv("DIEMCAU_NO_NATIVE", "0" if native else "1")
+    document = await run(parse("--participants", "3", "--duration", "3"))
+    receive = document["loadgen_receive"]
+    assert receive["path"] == ("recvmmsg" if native else "recvmsg"), receive
+    assert receive["datagrams_per_s"] > 100 and receive["datagrams_per_read"] >= 1, receive
+    assert document["loss_pct"]["overall"] < 1.0, document["loss_pct"]
+    assert document["video_tracks_missing"] == 0, document["video_missing"]
+    assert document["content_marker"]["bad"] == 0 and document["content_marker"]["ok"] > 100
+    assert document["delay_ms"]["p50"] is not None and document["delay_ms"]["p50"] < 150
+    assert document["received_packets_by_kind"]["audio"] > 100, document
