@@ -151,6 +151,11 @@ class Consumer:
         self._fan_out()
 
     @property
+    def history_allocated(self) -> bool:
+        """Whether this consumer holds a NACK ring now (none outside last-N, none for audio)."""
+        return self._history is not None and self._history.allocated
+
+    @property
     def waiting_keyframe(self) -> bool:
         return self.producer.is_video and self.current_layer != self.target_layer
 
@@ -188,6 +193,8 @@ class Consumer:
         if outside and self._left_fan_out_at is None:
             self._left_fan_out_at = self.producer.packets_received
             self.producer.detach(self)
+            if self._history is not None:
+                self._history.clear()  # its ring (and the payloads it keeps alive) until back
         elif not outside and self._left_fan_out_at is not None:
             missed = self.producer.packets_received - self._left_fan_out_at
             self.drops[DropReason.PAUSED] += max(0, missed)
@@ -225,7 +232,7 @@ class Consumer:
             self.drops[DropReason.TOO_OLD] += 1
             return
         timestamp = self._ts.input(packet.timestamp, now)
-        payload = packet.payload
+        payload = original = packet.payload
         if self._rewrite_vp8:
             # Called for every packet: the munger tracks the newest picture id for later syncs.
             payload = self._vp8.rewrite(payload)
@@ -242,7 +249,7 @@ class Consumer:
             seq, timestamp, self.ssrc,
         ) + block
         if self._history is not None:
-            self._history.put(seq, head, payload)
+            self._history.put(seq, head, payload, original)  # the shared payload, not a copy
         queue = self._queue
         if (queue(batch, head, payload, self) if queue is not None and batch is not None
                 else self.writer.send_rtp(head + payload)):

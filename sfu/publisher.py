@@ -193,6 +193,7 @@ class Publisher:
             self._configure(producer, parameters)
 
         aiortc_hooks.disable_decoding(receiver, on_receive)
+        aiortc_hooks.slim_receiver(receiver)  # the hooked transport never feeds it a packet
 
     def _configure(self, producer: Producer, parameters: RTCRtpReceiveParameters) -> None:
         codec = primary_codec(parameters.codecs)

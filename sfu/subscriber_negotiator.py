@@ -116,6 +116,9 @@ class SubscriberNegotiator:
                 self._configure(slot)
 
             aiortc_hooks.capture_sender(slot.transceiver.sender, on_parameters)
+            # A sendonly m-line's receiver never receives: its estimator, jitter buffer and
+            # decoder queue were ~50 KB per video m-line, one per publisher in the room.
+            aiortc_hooks.slim_receiver(slot.transceiver.receiver, never_receives=True)
         else:
             slot.transceiver.direction = "sendonly"
         return slot

@@ -33,6 +33,7 @@ packet. The reference time is a signed 24-bit counter in the feedback sender's o
 from __future__ import annotations
 
 import struct
+from array import array
 from dataclasses import dataclass, field
 
 from sfu.wire.seqmath import ref24_diff, seq_add, seq_diff
@@ -283,9 +284,12 @@ class TransportSequencer:
         self._first_ext = self._ext
         self._mask = size - 1
         self._capacity = size
-        self._times: list[float] = [0.0] * size
-        self._sizes: list[int] = [0] * size
-        self._clusters: list[int] = [-1] * size
+        # Typed arrays, not lists: a list of 8,192 send times and sizes ends up holding as many
+        # float and int objects (~430 KB per subscriber once the ring has wrapped); these hold
+        # 8 bytes per entry and no objects.
+        self._times = array("d", bytes(8 * size))
+        self._sizes = array("q", bytes(8 * size))
+        self._clusters = array("q", [-1]) * size
         self._tail = self._ext  # oldest packet counted in _window_bytes
         self._window_bytes = 0
         self._cluster_sent: dict[int, int] = {}

@@ -61,3 +61,29 @@ def test_short_packet_is_never_returned() -> None:
 def test_size_must_be_power_of_two(size: int) -> None:
     with pytest.raises(ValueError, match="power of two"):
         RtpHistory(size)
+
+
+def test_ring_exists_only_once_a_packet_is_stored_and_until_cleared() -> None:
+    h = RtpHistory(16)
+    assert not h.allocated and h.get(7) is None  # a consumer that never sent holds no ring
+    h.put(7, rtp(7))
+    assert h.allocated and h.get(7) is not None
+    h.clear()
+    assert not h.allocated and h.get(7) is None
+    h.put(8, rtp(8))
+    assert h.get(8) is not None and h.get(7) is None
+
+
+def test_rewritten_payload_is_kept_as_the_shared_original_plus_its_prefix() -> None:
+    header = rtp(300)[:12]
+    original = bytes(range(40))
+    rewritten = b"\xaa\xbb\xcc" + original[3:]  # a consumer's own picture id, same length
+    h = RtpHistory(16)
+    h.put(300, header, rewritten, original)
+    assert h.get(300) == header + rewritten  # what the subscriber was sent, byte for byte
+    entry = h._slots[300 & 15] if h._slots is not None else None
+    assert entry is not None and entry[1] is original  # the shared bytes, not a copy
+    h.put(301, rtp(301)[:12], b"\x01\x02", b"\x09\x02")  # shorter than the prefix
+    assert h.get(301) == rtp(301)[:12] + b"\x01\x02"
+    h.put(302, rtp(302)[:12], original, original)  # not rewritten: stored as is
+    assert h.get(302) == rtp(302)[:12] + original
