@@ -11,25 +11,37 @@ decoder a thread-safe queue and event (~4 KB of locks and deques). The SFU uses 
 any receiver: ``hook_transport`` hands every decrypted packet of the connection to the SFU
 before a receiver could see it (``Publisher`` keeps its own ``NackGenerator``, the downlink its
 own estimator). ``slim_receiver`` drops them for the small stand-ins aiortc itself uses for
-audio (no estimator, no NACK generator, a 16-slot buffer).
+audio (no estimator, no NACK generator, a 16-slot buffer). Senders and never-started receivers
+also carry asyncio events for their tasks, which ``capture_sender`` keeps from ever starting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 
-from aiortc import RTCRtpReceiver
+from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer
 
-__all__ = ["MEMORY_RECEIVER_ATTRS", "slim_receiver"]
+__all__ = ["MEMORY_RECEIVER_ATTRS", "MEMORY_SENDER_ATTRS", "slim_receiver", "slim_sender"]
 
 _PREFIX = "_RTCRtpReceiver__"
 MEMORY_RECEIVER_ATTRS = tuple(_PREFIX + name for name in (
     "remote_bitrate_estimator", "nack_generator", "jitter_buffer", "decoder_queue",
-    "decoder_error", "decoder_thread"))
+    "decoder_error", "decoder_thread", "rtcp_started", "rtcp_exited", "started"))
 """Instance attributes of ``RTCRtpReceiver`` replaced here (checked on live objects by the
 test)."""
+_SENDER_PREFIX = "_RTCRtpSender__"
+_SENDER_EVENTS = tuple(_SENDER_PREFIX + name for name in (
+    "rtp_started", "rtp_exited", "rtcp_started", "rtcp_exited"))
+MEMORY_SENDER_ATTRS = (*_SENDER_EVENTS, _SENDER_PREFIX + "started")
+"""Instance attributes of ``RTCRtpSender`` replaced or read here (checked by the test)."""
+
+# One asyncio.Event (~0.7 KB with its deque) stands in for the four of every sender whose
+# send() is captured and the two of every receiver that never receives: aiortc waits on them
+# only in stop() of a started sender or receiver, and these never start.
+_NEVER_SET = asyncio.Event()
 
 SLIM_JITTER_CAPACITY = 16
 """What aiortc gives an audio receiver; never filled here (no packet reaches a receiver)."""
@@ -55,7 +67,23 @@ def slim_receiver(receiver: RTCRtpReceiver, never_receives: bool = False) -> boo
     buffer = getattr(receiver, _PREFIX + "jitter_buffer")
     if buffer is not None and buffer.capacity > SLIM_JITTER_CAPACITY:
         setattr(receiver, _PREFIX + "jitter_buffer", JitterBuffer(SLIM_JITTER_CAPACITY))
-    if never_receives and getattr(receiver, _PREFIX + "decoder_thread") is None:
+    if (never_receives and getattr(receiver, _PREFIX + "decoder_thread") is None
+            and not getattr(receiver, _PREFIX + "started")):
         setattr(receiver, _PREFIX + "decoder_queue", _NO_DECODER_QUEUE)
         setattr(receiver, _PREFIX + "decoder_error", _NO_DECODER_ERROR)
+        setattr(receiver, _PREFIX + "rtcp_started", _NEVER_SET)
+        setattr(receiver, _PREFIX + "rtcp_exited", _NEVER_SET)
+    return True
+
+
+def slim_sender(sender: RTCRtpSender) -> bool:
+    """Share the start/exit events of a sender whose ``send()`` was replaced (``capture_sender``):
+    it never starts its RTP and RTCP tasks, so nothing sets or awaits them. False (nothing
+    changed) for a sender that can still start, or when aiortc no longer has these names."""
+    if "send" not in vars(sender) or not all(hasattr(sender, n) for n in MEMORY_SENDER_ATTRS):
+        return False
+    if getattr(sender, _SENDER_PREFIX + "started"):
+        return False
+    for name in _SENDER_EVENTS:
+        setattr(sender, name, _NEVER_SET)
     return True
