@@ -141,9 +141,7 @@ async def measure(label: str, tree: Path, participants: int, args: argparse.Name
         "tracemalloc_overhead_mib": round(overhead / MIB, 1),
         "traced_peak_per_participant_mib": round(
             report.get("traced_peak_bytes", 0) / MIB / per, 2),
-        "rss_trimmed_per_participant_mib": None if report.get("rss_trimmed_bytes") is None
-        else round((report["rss_trimmed_bytes"] - overhead - baseline["rss_before_trace_bytes"])
-                   / MIB / per, 2),
+
         "probe_s": report.get("probe_s"),
         "watched": {name: count for name, count in sorted(report["live"].items())
                     if name.rsplit(".", 1)[-1] in WATCHED},
@@ -160,8 +158,7 @@ def print_run(row: dict[str, Any], top: int) -> None:
           f"{row['rss_per_participant_mib']} MiB per participant; traced "
           f"{row['traced_per_participant_mib']} MiB per participant (tracemalloc's own "
           f"{row['tracemalloc_overhead_mib']} MiB subtracted), traced at the peak "
-          f"{row['traced_peak_per_participant_mib']}; RSS after malloc_trim "
-          f"{row['rss_trimmed_per_participant_mib']} MiB per participant")
+          f"{row['traced_peak_per_participant_mib']}")
     per = max(1, row["joined"])
     if row["by_line"]:
         print("   top allocation sites (KiB per participant, blocks):")
@@ -179,11 +176,9 @@ def print_run(row: dict[str, Any], top: int) -> None:
 
 def print_summary(rows: list[dict[str, Any]]) -> None:
     print("\nMiB per participant (RSS growth / traced), load average at each run:")
-    print(f"  {'tree':<10} {'N':>4} {'RSS':>7} {'trimmed':>8} {'traced':>7} {'peak':>6} "
-          f"{'load':>6}  flowing")
+    print(f"  {'tree':<10} {'N':>4} {'RSS':>7} {'traced':>7} {'peak':>6} {'load':>6}  flowing")
     for row in rows:
         print(f"  {row['tree']:<10} {row['participants']:>4} {row['rss_per_participant_mib']:>7} "
-              f"{row['rss_trimmed_per_participant_mib']!s:>8} "
               f"{row['traced_per_participant_mib']:>7} "
               f"{row['traced_peak_per_participant_mib']:>6} {row['load_average_1m']:>6}  "
               f"{row['flowing']}")

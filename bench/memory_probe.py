@@ -84,10 +84,6 @@ class Probe:
         else:
             report = self._report()
         report["rss_bytes"] = rss
-        if report["kind"] == "report":
-            # What glibc holds freed but not returned (free lists, arenas of exited threads):
-            # measured, then given back, so that the report says how much of the RSS it was.
-            report["rss_trimmed_bytes"] = rss_bytes() if _malloc_trim() else None
         report["probe_s"] = round(time.monotonic() - started, 2)
         tmp = self.path + ".tmp"
         with open(tmp, "w") as out:
