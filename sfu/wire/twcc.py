@@ -417,8 +417,9 @@ class FeedbackRecorder:
             raise ValueError(f"ring size must be a power of two up to 32768, got {size}")
         self._mask = size - 1
         self._capacity = size
-        self._stamps: list[int] = [-1] * size  # which unwrapped seq the slot holds
-        self._arrivals: list[float] = [0.0] * size
+        # Typed arrays, as TransportSequencer's: no int and float object per filled slot.
+        self._stamps = array("q", [-1]) * size  # which unwrapped seq the slot holds
+        self._arrivals = array("d", bytes(8 * size))
         self._highest = -1  # unwrapped; -1 until the first packet
         self._highest_seq = 0
         self._start = 0  # first unwrapped seq not yet reported
