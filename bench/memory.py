@@ -141,6 +141,9 @@ async def measure(label: str, tree: Path, participants: int, args: argparse.Name
         "rss_base_mib": round(baseline["rss_before_trace_bytes"] / MIB, 1),
         "rss_growth_mib": round(rss_growth / MIB, 1),
         "rss_per_participant_mib": round(rss_growth / MIB / per, 2),
+        "rss_trimmed_per_participant_mib": None if report.get("rss_trimmed_bytes") is None
+        else round((report["rss_trimmed_bytes"] - overhead - baseline["rss_before_trace_bytes"])
+                   / MIB / per, 2),
         "traced_per_participant_mib": round(report.get("traced_bytes", 0) / MIB / per, 2),
         "tracemalloc_overhead_mib": round(overhead / MIB, 1),
         "traced_peak_per_participant_mib": round(
@@ -158,11 +161,14 @@ def print_run(row: dict[str, Any], top: int) -> None:
     print(f"\n== {row['tree']} N={row['participants']}: joined {row['joined']}, media flowing "
           f"{row['flowing']} ({row['receiving_all']} receive every shown video), load average "
           f"{row['load_average_1m']}")
+    traced = "" if not row["by_line"] else (
+        f"; traced {row['traced_per_participant_mib']} MiB per participant (tracemalloc's own "
+        f"{row['tracemalloc_overhead_mib']} MiB subtracted), at the peak "
+        f"{row['traced_peak_per_participant_mib']}")
     print(f"   RSS {row['rss_base_mib']} MiB at start, +{row['rss_growth_mib']} MiB: "
-          f"{row['rss_per_participant_mib']} MiB per participant; traced "
-          f"{row['traced_per_participant_mib']} MiB per participant (tracemalloc's own "
-          f"{row['tracemalloc_overhead_mib']} MiB subtracted), traced at the peak "
-          f"{row['traced_peak_per_participant_mib']}")
+          f"{row['rss_per_participant_mib']} MiB per participant ("
+          f"{row['rss_trimmed_per_participant_mib']} once glibc returned its free memory: "
+          f"malloc_trim){traced}")
     per = max(1, row["joined"])
     if row["by_line"]:
         print("   top allocation sites (KiB per participant, blocks):")
@@ -180,9 +186,11 @@ def print_run(row: dict[str, Any], top: int) -> None:
 
 def print_summary(rows: list[dict[str, Any]]) -> None:
     print("\nMiB per participant (RSS growth / traced), load average at each run:")
-    print(f"  {'tree':<10} {'N':>4} {'RSS':>7} {'traced':>7} {'peak':>6} {'load':>6}  flowing")
+    print(f"  {'tree':<10} {'N':>4} {'RSS':>7} {'trimmed':>8} {'traced':>7} {'peak':>6} "
+          f"{'load':>6}  flowing")
     for row in rows:
         print(f"  {row['tree']:<10} {row['participants']:>4} {row['rss_per_participant_mib']:>7} "
+              f"{row['rss_trimmed_per_participant_mib']!s:>8} "
               f"{row['traced_per_participant_mib']:>7} "
               f"{row['traced_peak_per_participant_mib']:>6} {row['load_average_1m']:>6}  "
               f"{row['flowing']}")

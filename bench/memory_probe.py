@@ -78,12 +78,16 @@ class Probe:
     def __call__(self, _signum: int, _frame: FrameType | None) -> None:
         started = time.monotonic()
         rss = rss_bytes()  # first: counting allocates (lists of every object, a set of ids)
+        # What glibc held freed but not returned to the system (free lists, fragments):
+        # measured by giving it back, before counting allocates anything.
+        trimmed = rss_bytes() if self.base is not None and _malloc_trim() else None
         report: dict[str, Any]
         if self.base is None:
             report = self._baseline()
         else:
             report = self._report()
         report["rss_bytes"] = rss
+        report["rss_trimmed_bytes"] = trimmed
         report["probe_s"] = round(time.monotonic() - started, 2)
         tmp = self.path + ".tmp"
         with open(tmp, "w") as out:
