@@ -79,9 +79,10 @@ def offered_codecs(kind: str, codec: Codec | None) -> list[RTCRtpCodecCapability
     return chosen + [c for c in capabilities if c.mimeType.lower() == f"{kind}/rtx"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Slot:
-    """One sendonly m-line of the subscriber connection."""
+    """One sendonly m-line of the subscriber connection (one per publisher's track in every
+    subscriber: slots, no instance dict)."""
 
     transceiver: RTCRtpTransceiver
     kind: str

@@ -272,3 +272,28 @@ def test_consumer_outside_last_n_holds_no_history() -> None:
     consumer.set_target(None, PauseReason.NOT_IN_LAST_N)  # out again: the ring is released
     assert not consumer.history_allocated
     assert consumer.on_nack([header(writer.rtp[0])[2]]) == 0
+
+
+def test_retransmission_is_rebuilt_with_a_fresh_transport_cc_number() -> None:
+    """The history keeps no header: a retransmission gets the original sequence number,
+    timestamp and marker, a send time of now and the next transport-wide number."""
+    from sfu.wire.twcc import TransportSequencer
+
+    producer, consumer, writer, _ = video_pair(ssrc=5000)
+    sequencer = TransportSequencer(first_seq=100)
+    consumer.configure(VP8_OUT, audio_level_id=0, abs_send_time_id=3, twcc=sequencer, twcc_id=5)
+    for i in range(3):
+        feed(producer, rtp_view(400 + i, 3000 * i, vp8_payload(40 + i, 4, key=(i == 0)),
+                                marker=i & 1), 0.01 * i)
+    original = RtpView.parse(writer.rtp[1])
+    assert [RtpView.parse(p).extensions[5] for p in writer.rtp] == [
+        b"\x00\x64", b"\x00\x65", b"\x00\x66"]
+    assert consumer.on_nack([original.sequence_number], now=2.0) == 1
+    rtx = RtpView.parse(writer.rtp[-1])
+    assert (rtx.payload_type, rtx.ssrc) == (101, 5001)
+    assert (rtx.timestamp, rtx.marker) == (original.timestamp, original.marker)
+    assert original.marker == 1
+    assert rtx.extensions[5] == b"\x00\x67"  # a new packet for transport-cc
+    assert rtx.extensions[3] == (2 << 18).to_bytes(3, "big")  # abs-send-time: now
+    assert struct.unpack_from("!H", rtx.payload)[0] == original.sequence_number
+    assert rtx.payload[2:] == original.payload
