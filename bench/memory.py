@@ -48,6 +48,7 @@ STEP_SETTLE_TIMEOUT_S = 20.0
 MIB = 2**20
 WATCHED = ("Consumer", "Producer", "RTCRtpTransceiver", "RTCRtpSender", "RTCRtpReceiver",
            "JitterBuffer", "RtpHistory", "Slot", "RTCPeerConnection", "MediaDescription",
+           "RemoteBitrateEstimator", "RateBucket",
            "RTCRtpCodecParameters", "RTCRtpHeaderExtensionParameters", "dict", "list", "tuple",
            "bytes")
 NAMESPACE_HELP = ("bench.memory moves real media: run it inside a private network namespace, "
