@@ -26,7 +26,7 @@ enum {
     S_HIGHEST, S_OFFSET, S_LAST,
     T_OFFSET, T_LAST, T_TIME,
     V_PID_OFF, V_TL0_OFF, V_LAST_PID, V_LAST_TL0,
-    H_MASK, H_SLOTS,
+    H_MASK, H_PAYLOADS, H_INFO, H_PREFIXES,
     W_NATIVE, W_PACKETS, W_BYTES,
     N_SLOTS
 };
@@ -37,15 +37,21 @@ static const char *slot_names[N_SLOTS] = {
     "_highest", "_offset", "last_output",
     "offset", "last_output", "_last_time",
     "_pid_offset", "_tl0_offset", "last_picture_id", "last_tl0picidx",
-    "_mask", "_slots",
+    "_mask", "_payloads", "_info", "_prefixes",
     "_native", "sent_packets", "sent_bytes",
 };
 /* which of the types below owns each slot */
 static const int slot_owner[N_SLOTS] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5, 5, 5,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4,
+    5, 5, 5,
 };
 enum { N_TYPES = 6 };  /* Consumer, SequenceRewriter, TimestampRewriter, munger, history, writer */
 static PyTypeObject *fwd_types[N_TYPES];
+/* sfu/history.py's words: an info word's "stored" bit, a prefix word's "rewritten" bit, and
+ * the payload bytes a consumer may rewrite (REWRITTEN_PREFIX); tests compare both paths. */
+#define HISTORY_STORED (1ULL << 49)
+#define HISTORY_PREFIX_SET (1ULL << 51)
+#define HISTORY_PREFIX 6
 static Py_ssize_t offsets[N_SLOTS];
 static long tag_len = 0, twcc_overhead = 0;
 static PyObject *str_payload_type = NULL, *str_next = NULL;
@@ -164,6 +170,52 @@ static Py_ssize_t build_block(unsigned char *out, const char *elements, Py_ssize
     return 4 + padded;
 }
 
+/* One typed array of the ring ('Q' items, mask + 1 of them): its words, or NULL (error set). */
+static int ring_words(PyObject *array, long long mask, Py_buffer *view) {
+    if (PyObject_GetBuffer(array, view, PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
+        return -1;
+    if (view->itemsize != 8 || view->len != (mask + 1) * 8 || view->format == NULL
+            || strcmp(view->format, "Q") != 0) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "RtpHistory ring is not an array('Q') of its size");
+        return -1;
+    }
+    return 0;
+}
+
+/* RtpHistory.put(out_seq, out_ts, marker, out_payload, original=payload) on an allocated ring
+ * (sfu/history.py: the same words, the shared payload kept, a rewritten VP8 prefix packed). */
+static int history_put(PyObject *history, PyObject *payloads, long long mask, long long out_seq,
+                       long long out_ts, int marker, PyObject *payload, PyObject *out_payload) {
+    Py_buffer info, prefixes;
+    Py_ssize_t slot = (Py_ssize_t)(out_seq & mask);
+    unsigned long long prefix_word = 0;
+    if (ring_words(SLOT(history, H_INFO), mask, &info) < 0)
+        return -1;
+    if (ring_words(SLOT(history, H_PREFIXES), mask, &prefixes) < 0) {
+        PyBuffer_Release(&info);
+        return -1;
+    }
+    ((unsigned long long *)info.buf)[slot] = (unsigned long long)out_seq
+        | (unsigned long long)(marker ? 1 : 0) << 16
+        | ((unsigned long long)out_ts & 0xFFFFFFFFULL) << 17 | HISTORY_STORED;
+    if (out_payload != payload) {  /* rewritten: only its first bytes differ */
+        Py_ssize_t len = PyBytes_GET_SIZE(out_payload), i;
+        const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(out_payload);
+        if (len > HISTORY_PREFIX)
+            len = HISTORY_PREFIX;
+        for (i = 0; i < len; i++)
+            prefix_word = prefix_word << 8 | b[i];
+        prefix_word |= (unsigned long long)len << 48 | HISTORY_PREFIX_SET;
+    }
+    ((unsigned long long *)prefixes.buf)[slot] = prefix_word;
+    PyBuffer_Release(&info);
+    PyBuffer_Release(&prefixes);
+    Py_INCREF(payload);
+    PyList_SetItem(payloads, slot, payload);  /* steals the new reference */
+    return 0;
+}
+
 /* One consumer: 1 forwarded (queued in batch), 0 for Consumer.send, -1 error before any change,
  * -2 error after its state changed (reported like an exception of Consumer.send). */
 static int forward_one(PyObject *c, long layer, long long in_seq, long long in_ts,
@@ -205,9 +257,13 @@ static int forward_one(PyObject *c, long layer, long long in_seq, long long in_t
     if (history != Py_None) {
         if (!Py_IS_TYPE(history, fwd_types[4]) || as_ll(SLOT(history, H_MASK), &mask) < 0)
             return 0;
-        slots = SLOT(history, H_SLOTS);
-        if (slots == NULL || !PyList_CheckExact(slots) || mask < 0
-                || PyList_GET_SIZE(slots) != mask + 1)
+        slots = SLOT(history, H_PAYLOADS);
+        if (slots == NULL || slots == Py_None)
+            return 0;  /* no ring yet: RtpHistory.put (through Consumer.send) allocates it */
+        if (!PyList_CheckExact(slots) || mask < 0 || PyList_GET_SIZE(slots) != mask + 1
+                || SLOT(history, H_INFO) == NULL || SLOT(history, H_PREFIXES) == NULL
+                || !PyObject_CheckBuffer(SLOT(history, H_INFO))
+                || !PyObject_CheckBuffer(SLOT(history, H_PREFIXES)))
             return 0;
     }
     if (as_ll(SLOT(seq, S_HIGHEST), &hi) < 0 || as_ll(SLOT(seq, S_OFFSET), &off) < 0)
@@ -366,16 +422,9 @@ static int forward_one(PyObject *c, long layer, long long in_seq, long long in_t
     if (head == NULL)
         goto changed_error;
     /* -- RtpHistory.put, DatagramWriter.queue_rtp, the counters -- */
-    if (slots != NULL) {
-        PyObject *entry = PyTuple_Pack(2, head, out_payload);
-        if (entry == NULL)
-            goto head_error;
-        /* Two bytes objects can never be part of a cycle: untracked, the ~2.5 s a history
-         * entry lives do not make it a long-lived object the collector keeps walking (at N=64
-         * the full collections those caused were ~5 % of the server's CPU). */
-        PyObject_GC_UnTrack(entry);
-        PyList_SetItem(slots, (Py_ssize_t)(out_seq & mask), entry);  /* steals entry */
-    }
+    if (slots != NULL && history_put(history, slots, mask, out_seq, out_ts, marker, payload,
+                                     out_payload) < 0)
+        goto head_error;
     item = PyTuple_Pack(4, target, head, out_payload, c);
     if (item == NULL || PyList_Append(batch, item) < 0) {
         Py_XDECREF(item);

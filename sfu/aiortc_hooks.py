@@ -40,6 +40,7 @@ from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameter
 
 from sfu import native
 from sfu.aiortc_loadgen_hooks import *  # noqa: F403 - its __all__: callers use this one module
+from sfu.aiortc_memory_hooks import *  # noqa: F403 - its __all__, as for the load generator's
 from sfu.arrival_stamps import ArrivalStamps, kernel_arrival_ms
 from sfu.native_srtp import NATIVE_UNPROTECT as _NATIVE_UNPROTECT
 from sfu.native_srtp import srtp_context_address

@@ -24,6 +24,7 @@ from sfu.types import Codec, DropReason, PauseReason
 from sfu.wire.rewriting import SequenceRewriter, TimestampRewriter
 from sfu.wire.rtp_packet import (
     RtpView,
+    abs_send_time_now,
     extension_elements,
     finish_extension_block,
     pack_header,
@@ -151,6 +152,11 @@ class Consumer:
         self._fan_out()
 
     @property
+    def history_allocated(self) -> bool:
+        """Whether this consumer holds a NACK ring now (none outside last-N, none for audio)."""
+        return self._history is not None and self._history.allocated
+
+    @property
     def waiting_keyframe(self) -> bool:
         return self.producer.is_video and self.current_layer != self.target_layer
 
@@ -188,6 +194,8 @@ class Consumer:
         if outside and self._left_fan_out_at is None:
             self._left_fan_out_at = self.producer.packets_received
             self.producer.detach(self)
+            if self._history is not None:
+                self._history.clear()  # its ring (and the payloads it keeps alive) until back
         elif not outside and self._left_fan_out_at is not None:
             missed = self.producer.packets_received - self._left_fan_out_at
             self.drops[DropReason.PAUSED] += max(0, missed)
@@ -227,7 +235,7 @@ class Consumer:
             self.drops[DropReason.TOO_OLD] += 1
             return
         timestamp = self._ts.input(packet.timestamp, now)
-        payload = packet.payload
+        payload = original = packet.payload
         if self._rewrite_vp8:
             # Called for every packet: the munger tracks the newest picture id for later syncs.
             if vp8_ids is False:
@@ -246,7 +254,7 @@ class Consumer:
             seq, timestamp, self.ssrc,
         ) + block
         if self._history is not None:
-            self._history.put(seq, head, payload)
+            self._history.put(seq, timestamp, packet.marker, payload, original)
         queue = self._queue
         if (queue(batch, head, payload, self) if queue is not None and batch is not None
                 else self.writer.send_rtp(head + payload)):
@@ -307,11 +315,10 @@ class Consumer:
             return 0
         resent = 0
         for seq in lost:
-            data = self._history.get(seq)
-            if data is None:
+            sent = self._history.get(seq)
+            if sent is None:
                 continue
-            if self.twcc is not None:
-                data = self._restamp(data, now, self.twcc)
+            data = self._resend_packet(seq, *sent, now)
             if self.codec.rtx_payload_type is not None:
                 data = wrap_rtx(data, self.codec.rtx_payload_type, self._rtx_seq, self.rtx_ssrc)
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
@@ -320,16 +327,21 @@ class Consumer:
         self.retransmitted += resent
         return resent
 
-    def _restamp(self, data: bytes, now: float, twcc: TransportStamper) -> bytes:
-        """A retransmission is a new packet for transport-cc: give it a fresh number."""
-        view = RtpView.parse(data)
-        elements = [(i, v) for i, v in view.extensions.items() if i != self.twcc_id]
-        transport_seq = twcc.next(len(data), now)
-        block = finish_extension_block(
-            extension_elements(elements) + transport_cc_element(self.twcc_id, transport_seq)
-        )
-        header = data[:12]
-        return bytes([header[0] | 0x10]) + header[1:] + block + view.payload
+    def _resend_packet(self, seq: int, timestamp: int, marker: int, payload: bytes,
+                       now: float) -> bytes:
+        """The packet sent with ``seq``, rebuilt from the history (which keeps no header): the
+        same sequence number, timestamp, marker and payload; its send time as now (as a
+        retransmission's is) and, for transport-cc, a fresh number (a new packet for it)."""
+        assert self.codec is not None
+        abs_send_time_id = self.ext_key[1]
+        elements = (extension_elements([(abs_send_time_id, abs_send_time_now(now))])
+                    if abs_send_time_id else b"")
+        if self.twcc is not None:
+            transport_seq = self.twcc.next(len(payload) + RTP_OVERHEAD, now)
+            elements += transport_cc_element(self.twcc_id, transport_seq)
+        block = finish_extension_block(elements)
+        return pack_header(0x90 if block else 0x80, (marker << 7) | self.codec.payload_type,
+                           seq, timestamp, self.ssrc) + block + payload
 
     def padding_packet(self, size: int, now: float, probe_cluster: int) -> bytes | None:
         """A padding-only RTX packet for bandwidth probing (None without RTX or transport-cc)."""

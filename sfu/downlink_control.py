@@ -23,6 +23,8 @@ from sfu.wire.twcc import TransportFeedback, TransportSequencer
 logger = logging.getLogger(__name__)
 
 PROBE_DURATION_S = 0.3
+UNUSED_SEQUENCER_SIZE = 1
+"""The sequencer of a subscriber without transport-cc: never stamps, so one slot."""
 PROBE_TICK_S = 0.01
 PROBE_PACKET_BYTES = 255  # the most padding one RTP packet can declare
 PROBE_MAX_PACKETS = 2000
@@ -112,7 +114,10 @@ class DownlinkControl:
         self.notify = notify
         self._send_rtp = send_rtp
         self._time = loop_time
-        self.sequencer = TransportSequencer()
+        # The full ring (8,192 packets, ~200 KB) once transport-cc is negotiated: a subscriber
+        # without it (REMB) never stamps a packet. Consumers read the sequencer when they are
+        # configured, which happens after it is replaced (sfu/subscriber_negotiator.py).
+        self.sequencer = TransportSequencer(UNUSED_SEQUENCER_SIZE)
         # Send-side estimation once transport-cc is negotiated; until then (or without it) REMB.
         self.estimator: BandwidthEstimator | None = None
         self.remb_bps: int | None = None
@@ -141,6 +146,7 @@ class DownlinkControl:
 
     def enable_transport_cc(self) -> None:
         if self.estimator is None:
+            self.sequencer = TransportSequencer()
             self.estimator = SendSideBandwidthEstimator()
             self.policy.can_probe = True
 

@@ -115,7 +115,8 @@ class Publisher:
         self._writer: aiortc_hooks.DatagramWriter | None = None
         self._hooked: set[int] = set()
         self._rtcp_ssrc = uuid.uuid4().int & 0xFFFFFFFF
-        self._estimator = RemoteBitrateEstimator()
+        # Only for a publisher without transport-cc (REMB): 1,000 rate buckets, ~100 KB.
+        self._estimator: RemoteBitrateEstimator | None = None
         self._last_remb = float("-inf")
         self.estimated_bitrate: int | None = None
         # Transport-cc with publishers that offer it (browsers): they estimate their uplink
@@ -193,6 +194,7 @@ class Publisher:
             self._configure(producer, parameters)
 
         aiortc_hooks.disable_decoding(receiver, on_receive)
+        aiortc_hooks.slim_receiver(receiver)  # the hooked transport never feeds it a packet
 
     def _configure(self, producer: Producer, parameters: RTCRtpReceiveParameters) -> None:
         codec = primary_codec(parameters.codecs)
@@ -317,7 +319,10 @@ class Publisher:
         abs_send_time = packet.extensions.get(self._abs_send_time_id)
         if abs_send_time is None or len(abs_send_time) != 3:
             return
-        remb = self._estimator.add(
+        estimator = self._estimator
+        if estimator is None:
+            estimator = self._estimator = RemoteBitrateEstimator()
+        remb = estimator.add(
             arrival_time_ms=arrival_ms,
             abs_send_time=int.from_bytes(abs_send_time, "big"),
             payload_size=len(data),

@@ -15,7 +15,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.exceptions import InvalidStateError
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.sdp import SessionDescription
@@ -24,11 +30,13 @@ from sfu import aiortc_hooks
 from sfu.consumer import Consumer
 from sfu.events import AnswerRefused, EventSink, TrackDescription
 from sfu.negotiation import SUBSCRIBER_TWCC_EXT_ID, URI_TWCC
+from sfu.types import Codec
 from sfu.wire.sdp_munging import add_transport_cc_to_offer, negotiated_extension_id
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SendOffer", "Slot", "SubscriberNegotiator", "check_answer", "describe_error"]
+__all__ = ["SendOffer", "Slot", "SubscriberNegotiator", "check_answer", "describe_error",
+           "offered_codecs"]
 
 ANSWER_TIMEOUT_S = 15.0
 CONNECT_TIMEOUT_S = 15.0
@@ -55,9 +63,26 @@ def describe_error(exc: BaseException) -> str:
     return text[:200]
 
 
-@dataclass(eq=False)
+def offered_codecs(kind: str, codec: Codec | None) -> list[RTCRtpCodecCapability]:
+    """What an m-line offers: only the codec its producer sends (every profile of it, and RTX
+    for video). Every codec aiortc knows was 6 for video and 4 for audio, each parsed and kept
+    twice per m-line (our offer, the answer) and copied once more per transceiver: ~10 KB per
+    m-line, one per publisher, for codecs the SFU could never forward there. A reused m-line
+    offers the next producer's codec. Empty (aiortc's defaults) while the codec is unknown."""
+    if codec is None:
+        return []
+    mime = codec.mime_type.lower()
+    capabilities = RTCRtpSender.getCapabilities(kind).codecs
+    chosen = [c for c in capabilities if c.mimeType.lower() == mime]
+    if not chosen:
+        return []
+    return chosen + [c for c in capabilities if c.mimeType.lower() == f"{kind}/rtx"]
+
+
+@dataclass(eq=False, slots=True)
 class Slot:
-    """One sendonly m-line of the subscriber connection."""
+    """One sendonly m-line of the subscriber connection (one per publisher's track in every
+    subscriber: slots, no instance dict)."""
 
     transceiver: RTCRtpTransceiver
     kind: str
@@ -116,6 +141,10 @@ class SubscriberNegotiator:
                 self._configure(slot)
 
             aiortc_hooks.capture_sender(slot.transceiver.sender, on_parameters)
+            aiortc_hooks.slim_sender(slot.transceiver.sender)
+            # A sendonly m-line's receiver never receives: its estimator, jitter buffer and
+            # decoder queue were ~50 KB per video m-line, one per publisher in the room.
+            aiortc_hooks.slim_receiver(slot.transceiver.receiver, never_receives=True)
         else:
             slot.transceiver.direction = "sendonly"
         return slot
@@ -123,6 +152,7 @@ class SubscriberNegotiator:
     def assign(self, slot: Slot, consumer: Consumer, stream_id: str) -> None:
         slot.consumer = consumer
         slot.stream_id = stream_id
+        slot.transceiver.setCodecPreferences(offered_codecs(slot.kind, consumer.producer.codec))
         aiortc_hooks.set_stream_id(slot.transceiver.sender, stream_id)
         self.changed()
 

@@ -22,6 +22,7 @@ the receiver's clock and only their differences are used).
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from typing import Protocol
 
@@ -168,8 +169,9 @@ class SendSideBandwidthEstimator:
         self._ref_ext = 0
         # Per-packet report state, a ring like the sequencer's: which unwrapped seq a slot
         # describes and whether it was reported received (so duplicates count once).
-        self._stamps: list[int] = []
-        self._received: list[bool] = []
+        # Typed arrays: a list would hold an int object (28 bytes) per slot once filled.
+        self._stamps: array[int] = array("q")
+        self._received: array[int] = array("b")
         self._acked: deque[tuple[float, int]] = deque()
         self._acked_bytes = 0
         self._first_arrival: float | None = None
@@ -260,8 +262,8 @@ class SendSideBandwidthEstimator:
     def _ensure_ring(self, sequencer: TransportSequencer) -> None:
         size = sequencer.capacity  # same ring size: a slot per packet the sequencer remembers
         if len(self._stamps) != size:
-            self._stamps = [-1] * size
-            self._received = [False] * size
+            self._stamps = array("q", [-1]) * size
+            self._received = array("b", bytes(size))
 
     def _cluster(self, cluster: int) -> _Cluster:
         state = self._clusters.get(cluster)

@@ -33,6 +33,7 @@ packet. The reference time is a signed 24-bit counter in the feedback sender's o
 from __future__ import annotations
 
 import struct
+from array import array
 from dataclasses import dataclass, field
 
 from sfu.wire.seqmath import ref24_diff, seq_add, seq_diff
@@ -283,9 +284,12 @@ class TransportSequencer:
         self._first_ext = self._ext
         self._mask = size - 1
         self._capacity = size
-        self._times: list[float] = [0.0] * size
-        self._sizes: list[int] = [0] * size
-        self._clusters: list[int] = [-1] * size
+        # Typed arrays, not lists: a list of 8,192 send times and sizes ends up holding as many
+        # float and int objects (~430 KB per subscriber once the ring has wrapped); these hold
+        # 8 bytes per entry and no objects.
+        self._times = array("d", bytes(8 * size))
+        self._sizes = array("q", bytes(8 * size))
+        self._clusters = array("q", [-1]) * size
         self._tail = self._ext  # oldest packet counted in _window_bytes
         self._window_bytes = 0
         self._cluster_sent: dict[int, int] = {}
@@ -413,8 +417,9 @@ class FeedbackRecorder:
             raise ValueError(f"ring size must be a power of two up to 32768, got {size}")
         self._mask = size - 1
         self._capacity = size
-        self._stamps: list[int] = [-1] * size  # which unwrapped seq the slot holds
-        self._arrivals: list[float] = [0.0] * size
+        # Typed arrays, as TransportSequencer's: no int and float object per filled slot.
+        self._stamps = array("q", [-1]) * size  # which unwrapped seq the slot holds
+        self._arrivals = array("d", bytes(8 * size))
         self._highest = -1  # unwrapped; -1 until the first packet
         self._highest_seq = 0
         self._start = 0  # first unwrapped seq not yet reported

@@ -45,3 +45,25 @@ async def test_bench_workers_smoke() -> None:
     assert step["server_cpu_pct_by_process"]["worker0"] > 0, step  # the room's worker
     assert not step["server_log_problems"], step["server_log_problems"]
     assert set(document["best"]) == {"2"}
+
+
+@pytest.mark.timeout(180)
+async def test_bench_memory_smoke() -> None:
+    """`python -m bench.memory` in miniature: a room of 3, traced; the probe inside the server
+    answers twice and what it counts is the participants' (consumers, slimmed receivers)."""
+    from bench.memory import add_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--participants", "3", "--hold", "1", "--workers", "0",
+                              "--top", "5"])
+    [row] = await run(args)
+    assert row["joined"] == 3 and row["flowing"], row
+    assert row["rss_growth_mib"] > 0 and row["traced_per_participant_mib"] > 0, row
+    assert row["by_line"] and row["by_file"] and row["types"], row
+    watched = {name.rsplit(".", 1)[-1]: count for name, count in row["watched"].items()}
+    assert watched["Consumer"] == 3 * 2 * 2, watched  # audio + video from each of the others
+    # no receiver keeps aiortc's REMB estimator (3 video receivers, 6 sendonly ones); only a
+    # publisher without transport-cc has one of its own
+    assert watched.get("RemoteBitrateEstimator", 0) <= 3, watched
+    assert watched["JitterBuffer"] == watched["RTCRtpReceiver"] == 3 * 2 + 3 * 4, watched

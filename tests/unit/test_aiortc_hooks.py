@@ -81,6 +81,60 @@ async def test_disable_remb_clears_the_video_receivers_estimator() -> None:
         await pc.close()
 
 
+async def test_slim_receiver_drops_what_an_unfed_receiver_holds() -> None:
+    """``sfu/aiortc_memory_hooks.py``: the estimator (1,000 rate buckets), NACK generator,
+    512-slot jitter buffer and, on a sendonly m-line, the decoder queue and error event."""
+    pc = RTCPeerConnection()
+    try:
+        sendonly = pc.addTransceiver("video", direction="sendonly").receiver
+        other = pc.addTransceiver("video", direction="sendonly").receiver
+        for name in aiortc_hooks.MEMORY_RECEIVER_ATTRS:
+            assert hasattr(sendonly, name), f"RTCRtpReceiver.{name} is gone"
+        prefix = "_RTCRtpReceiver__"
+        assert getattr(sendonly, prefix + "remote_bitrate_estimator") is not None
+        assert getattr(sendonly, prefix + "jitter_buffer").capacity == 512
+        assert aiortc_hooks.slim_receiver(sendonly, never_receives=True)
+        assert aiortc_hooks.slim_receiver(other, never_receives=True)
+        assert getattr(sendonly, prefix + "remote_bitrate_estimator") is None
+        assert getattr(sendonly, prefix + "nack_generator") is None
+        assert getattr(sendonly, prefix + "jitter_buffer").capacity == 16
+        assert getattr(sendonly, prefix + "decoder_queue") is getattr(other,
+                                                                    prefix + "decoder_queue")
+        receiving = pc.addTransceiver("video", direction="recvonly").receiver
+        queue = getattr(receiving, prefix + "decoder_queue")
+        assert aiortc_hooks.slim_receiver(receiving)  # a publisher's: receive() still runs
+        assert getattr(receiving, prefix + "decoder_queue") is queue
+        assert getattr(receiving, prefix + "remote_bitrate_estimator") is None
+        assert getattr(sendonly, prefix + "rtcp_started") is getattr(other, prefix + "rtcp_started")
+        assert getattr(receiving, prefix + "rtcp_started") is not getattr(
+            sendonly, prefix + "rtcp_started")
+        assert not aiortc_hooks.slim_receiver(object())  # type: ignore[arg-type]
+    finally:
+        await pc.close()
+    # closing stops every receiver: the shared stand-ins were never touched
+    assert getattr(sendonly, prefix + "decoder_queue").empty()
+    assert not getattr(sendonly, prefix + "rtcp_started").is_set()
+
+
+async def test_slim_sender_shares_the_events_of_a_captured_sender_only() -> None:
+    pc = RTCPeerConnection()
+    try:
+        captured = pc.addTransceiver("video", direction="sendonly").sender
+        plain = pc.addTransceiver("video", direction="sendonly").sender
+        for name in aiortc_hooks.MEMORY_SENDER_ATTRS:
+            assert hasattr(captured, name), f"RTCRtpSender.{name} is gone"
+        assert not aiortc_hooks.slim_sender(plain)  # its send() may still start tasks
+        aiortc_hooks.capture_sender(captured, lambda parameters: None)
+        event = "_RTCRtpSender__rtcp_exited"
+        before = getattr(captured, event)
+        assert aiortc_hooks.slim_sender(captured)
+        assert getattr(captured, event) is not before
+        assert getattr(plain, event) is not getattr(captured, event)
+    finally:
+        await pc.close()  # stops both senders: nothing waits on the shared events
+    assert not getattr(captured, event).is_set()
+
+
 # -- the media-port guard --------------------------------------------------------------------
 
 

@@ -234,3 +234,66 @@ def test_small_rooms_forward_silence_too() -> None:
         packet = rtp_view(seq, 960 * seq, b"\xfc", pt=111, extensions={1: b"\x7f"})
         feed(producer, packet, seq * 0.02)
     assert len(writer.rtp) == 200
+
+
+def test_nack_after_a_picture_id_rewrite_resends_the_rewritten_packet() -> None:
+    """The history keeps the publisher's payload (shared by every consumer) and the consumer's
+    rewritten descriptor bytes; a retransmission is byte for byte what was sent."""
+    first, old, writer, _ = video_pair(ssrc=5000)
+    feed(first, rtp_view(100, 1000, vp8_payload(4000, 40, key=True)), 0.0)
+    old.close()
+    second = Producer("carol:1", "carol", Kind.VIDEO, "1", lambda p, layer: None)
+    second.set_codec(VP8_IN)
+    new = Consumer(second, "bob", "0", 5000, 5001, writer, continue_from=old)
+    new.configure(VP8_OUT, 0, 3)
+    second.consumers.append(new)
+    sent_payloads = []
+    for i in range(3):  # carol's picture ids are renumbered to follow alice's 4000
+        payload = vp8_payload(9 + i, 3 + i, key=(i == 0))
+        sent_payloads.append(payload)
+        feed(second, rtp_view(7 + i, 777777 + 3000 * i, payload), 1.0 + 0.033 * i)
+    sent = writer.rtp[-1]
+    assert Vp8Descriptor.parse(payload_of(sent)).picture_id == 4003
+    assert payload_of(sent) != sent_payloads[-1]  # rewritten
+    assert new.on_nack([header(sent)[2]]) == 1
+    body = payload_of(writer.rtp[-1])
+    assert body[2:] == payload_of(sent)
+
+
+def test_consumer_outside_last_n_holds_no_history() -> None:
+    producer, consumer, writer, _ = video_pair()
+    consumer.set_target(None, PauseReason.NOT_IN_LAST_N)
+    for i in range(5):
+        feed(producer, rtp_view(300 + i, 3000 * i, vp8_payload(30 + i, 3, key=(i == 0))), 0.01 * i)
+    assert writer.rtp == [] and not consumer.history_allocated
+    consumer.set_target(0)  # back in last-N: the ring comes with the first packet sent
+    feed(producer, rtp_view(305, 15000, vp8_payload(35, 3, key=True)), 0.1)
+    assert len(writer.rtp) == 1 and consumer.history_allocated
+    consumer.set_target(None, PauseReason.NOT_IN_LAST_N)  # out again: the ring is released
+    assert not consumer.history_allocated
+    assert consumer.on_nack([header(writer.rtp[0])[2]]) == 0
+
+
+def test_retransmission_is_rebuilt_with_a_fresh_transport_cc_number() -> None:
+    """The history keeps no header: a retransmission gets the original sequence number,
+    timestamp and marker, a send time of now and the next transport-wide number."""
+    from sfu.wire.twcc import TransportSequencer
+
+    producer, consumer, writer, _ = video_pair(ssrc=5000)
+    sequencer = TransportSequencer(first_seq=100)
+    consumer.configure(VP8_OUT, audio_level_id=0, abs_send_time_id=3, twcc=sequencer, twcc_id=5)
+    for i in range(3):
+        feed(producer, rtp_view(400 + i, 3000 * i, vp8_payload(40 + i, 4, key=(i == 0)),
+                                marker=i & 1), 0.01 * i)
+    original = RtpView.parse(writer.rtp[1])
+    assert [RtpView.parse(p).extensions[5] for p in writer.rtp] == [
+        b"\x00\x64", b"\x00\x65", b"\x00\x66"]
+    assert consumer.on_nack([original.sequence_number], now=2.0) == 1
+    rtx = RtpView.parse(writer.rtp[-1])
+    assert (rtx.payload_type, rtx.ssrc) == (101, 5001)
+    assert (rtx.timestamp, rtx.marker) == (original.timestamp, original.marker)
+    assert original.marker == 1
+    assert rtx.extensions[5] == b"\x00\x67"  # a new packet for transport-cc
+    assert rtx.extensions[3] == (2 << 18).to_bytes(3, "big")  # abs-send-time: now
+    assert struct.unpack_from("!H", rtx.payload)[0] == original.sequence_number
+    assert rtx.payload[2:] == original.payload

@@ -145,7 +145,10 @@ def drive(video: bool, use_forward: bool, monkeypatch: pytest.MonkeyPatch) -> di
             consumer._ts.offset, consumer._ts.last_output, consumer._ts._last_time,
             consumer._vp8.last_picture_id, consumer._vp8.last_tl0picidx,
             consumer._vp8._pid_offset, consumer._vp8._tl0_offset,
-            list(history._slots) if history is not None else None,
+            None if history is None else (
+                history._payloads and list(history._payloads),
+                history._info and list(history._info),
+                history._prefixes and list(history._prefixes)),
             getattr(w, "sent_packets", None), getattr(w, "sent_bytes", None),
             consumer.twcc._seq if isinstance(consumer.twcc, TransportSequencer) else None,
         )

@@ -57,3 +57,18 @@ def test_extension_ids_and_limits() -> None:
     assert ids == {URI_MID: 1, URI_TWCC: 3, "urn:example:unknown": 9}
     assert extension_limits(ids) == {1: EXTENSION_SIZES[URI_MID], 3: (2, 2)}
     assert EXTENSION_SIZES[URI_AUDIO_LEVEL] == (1, 1)
+
+
+def test_subscriber_m_lines_offer_only_their_producers_codec() -> None:
+    from sfu.subscriber_negotiator import offered_codecs
+    from sfu.types import Codec
+
+    def names(kind: str, codec: Codec | None) -> list[str]:
+        return [c.mimeType.lower() for c in offered_codecs(kind, codec)]
+
+    assert names("video", Codec("video/VP8", 90000, 96, 97)) == ["video/vp8", "video/rtx"]
+    assert names("video", Codec("video/H264", 90000, 102, 103)) == [
+        "video/h264", "video/h264", "video/rtx"]  # every profile: the browser picks
+    assert names("audio", Codec("audio/opus", 48000, 111)) == ["audio/opus"]
+    assert names("video", None) == []  # aiortc's defaults until the codec is known
+    assert names("video", Codec("video/AV1", 90000, 45)) == []  # not aiortc's: its defaults

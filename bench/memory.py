@@ -1,0 +1,267 @@
+"""``python -m bench.memory``: the server's memory per participant in one room of N.
+
+For each N (``--participants 8,24,50``) and each tree under test (``--tree after=.`` and, to
+compare in the same run, e.g. ``--tree before=/work/main``), alternating trees at each N:
+
+1. a fresh ``diemcau serve`` (one process, ``--last-n 9``) from that tree, with the probe of
+   ``bench/memory_probe.py`` inside; once healthy, the probe's baseline (RSS, live objects per
+   type; tracemalloc starts then, so it traces only what the participants cause);
+2. N synthetic participants of the load generator (``loadtest.quality.LoadParticipant``:
+   simulcast VP8 q/h/f + Opus from pre-encoded clips, gallery page of 9 tiles, REMB, 3
+   speakers; in ``--workers`` processes) join one room over real UDP on loopback, ``--step``
+   at a time;
+3. once every participant receives every video it shows (bounded), ``--hold`` seconds more so
+   that NACK histories and rate windows fill as in a long meeting, then the probe's report:
+   RSS growth per participant (minus tracemalloc's own tables), traced bytes per participant,
+   the top allocation sites by line and by file, and live objects per type against the baseline.
+
+Media moves: run inside a private network namespace with only loopback::
+
+    unshare -n sh -c 'ip link set lo up && exec .venv/bin/python -m bench.memory \\
+        --participants 8,24,50 --tree after=. --tree before=/work/main'
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from loadtest.media import load_clip, load_simulcast_clips
+from loadtest.run import Load
+from loadtest.server import HOST, BenchError, ServerProcess, load_average, require_private_namespace
+from signaling.eventloop import new_event_loop
+
+PROBE = Path(__file__).with_name("memory_probe.py")
+PROBE_TIMEOUT_S = 180.0
+SETTLE_TIMEOUT_S = 60.0
+STEP_SETTLE_TIMEOUT_S = 20.0
+MIB = 2**20
+WATCHED = ("Consumer", "Producer", "RTCRtpTransceiver", "RTCRtpSender", "RTCRtpReceiver",
+           "JitterBuffer", "RtpHistory", "Slot", "RTCPeerConnection", "MediaDescription",
+           "RemoteBitrateEstimator", "RateBucket",
+           "RTCRtpCodecParameters", "RTCRtpHeaderExtensionParameters", "dict", "list", "tuple",
+           "bytes")
+NAMESPACE_HELP = ("bench.memory moves real media: run it inside a private network namespace, "
+                  "e.g. unshare -n sh -c 'ip link set lo up && exec .venv/bin/python -m "
+                  "bench.memory'")
+
+
+class ProbedServer(ServerProcess):
+    """``diemcau serve`` from ``tree`` with the memory probe inside."""
+
+    def __init__(self, workdir: Path, tree: Path, frames: int, top: int,
+                 serve_args: list[str]) -> None:
+        super().__init__(workdir, serve_args=serve_args)
+        self.tree = tree
+        self.frames = frames
+        self.top = top
+        self.report_path = workdir / "memory.json"
+
+    def command(self) -> list[str]:
+        command = super().command()
+        at = command.index("-m")
+        assert command[at + 1] == "diemcau"
+        # env(1) execs the interpreter: the pid stays the server's
+        return ["env", f"PYTHONPATH={self.tree}", f"DIEMCAU_MEMORY_REPORT={self.report_path}",
+                f"DIEMCAU_MEMORY_TRACE={self.frames}", f"DIEMCAU_MEMORY_TOP={self.top}",
+                *command[:at], str(PROBE), *command[at + 2:]]
+
+    async def probe(self) -> dict[str, Any]:
+        """Ask the probe for a report and wait for it (bounded)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.report_path.unlink()
+        assert self.proc is not None
+        self.proc.send_signal(10)  # SIGUSR1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PROBE_TIMEOUT_S
+        while not self.report_path.exists():
+            if loop.time() > deadline or self.proc.poll() is not None:
+                raise BenchError(f"no memory report from the server:\n{self.log_tail()}")
+            await asyncio.sleep(0.1)
+        report: dict[str, Any] = json.loads(self.report_path.read_text())
+        return report
+
+
+class Target:
+    """What ``loadtest.run.Load`` needs to know of the server."""
+
+    name = "diemcau"
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def worker_options(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "target": "diemcau", "ice_addresses": [HOST]}
+
+
+async def measure(label: str, tree: Path, participants: int, args: argparse.Namespace,
+                  http: aiohttp.ClientSession) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="diemcau-memory-") as tmp:
+        server = ProbedServer(Path(tmp), tree.resolve(), args.trace_frames, args.top, [
+            "--open-rooms", "--room-capacity", str(participants + 1),
+            "--last-n", str(args.last_n)])
+        await server.start(http)
+        load: Load | None = None
+        try:
+            baseline = await server.probe()
+            load = Load(Target(server.url), args.workers, 20_000_000, True,
+                        gallery_page=args.last_n, speakers=args.speakers)
+            await load.start()
+            started = time.monotonic()
+            while load.count < participants:  # in steps: a storm of joins fails on 2 cores
+                await load.add(["memory"], min(args.step, participants - load.count))
+                await load.settle(STEP_SETTLE_TIMEOUT_S)
+            flowing = await load.settle(SETTLE_TIMEOUT_S)
+            joined_s = time.monotonic() - started
+            await asyncio.sleep(args.hold)
+            windows, _ = await load.window(reset=False)
+            report = await server.probe()
+        finally:
+            if load is not None:
+                await load.stop()
+            await server.stop()
+    joined = len(load.joined)
+    overhead = report.get("tracemalloc_overhead_bytes", 0)
+    rss_growth = report["rss_bytes"] - overhead - baseline["rss_before_trace_bytes"]
+    per = max(1, joined)
+    return {
+        "tree": label, "participants": participants, "joined": joined,
+        "flowing": flowing, "receiving_all": sum(
+            w["video_from"] >= w["video_expected"] for w in windows),
+        "join_and_settle_s": round(joined_s, 1), "load_average_1m": load_average(),
+        "rss_base_mib": round(baseline["rss_before_trace_bytes"] / MIB, 1),
+        "rss_growth_mib": round(rss_growth / MIB, 1),
+        "rss_per_participant_mib": round(rss_growth / MIB / per, 2),
+        "rss_trimmed_per_participant_mib": None if report.get("rss_trimmed_bytes") is None
+        else round((report["rss_trimmed_bytes"] - overhead - baseline["rss_before_trace_bytes"])
+                   / MIB / per, 2),
+        "traced_per_participant_mib": round(report.get("traced_bytes", 0) / MIB / per, 2),
+        "tracemalloc_overhead_mib": round(overhead / MIB, 1),
+        "traced_peak_per_participant_mib": round(
+            report.get("traced_peak_bytes", 0) / MIB / per, 2),
+
+        "probe_s": report.get("probe_s"),
+        "watched": {name: count for name, count in sorted(report["live"].items())
+                    if name.rsplit(".", 1)[-1] in WATCHED},
+        "types": report["types"], "by_line": report.get("by_line", []),
+        "by_file": report.get("by_file", []),
+    }
+
+
+def print_run(row: dict[str, Any], top: int) -> None:
+    print(f"\n== {row['tree']} N={row['participants']}: joined {row['joined']}, media flowing "
+          f"{row['flowing']} ({row['receiving_all']} receive every shown video), load average "
+          f"{row['load_average_1m']}")
+    traced = "" if not row["by_line"] else (
+        f"; traced {row['traced_per_participant_mib']} MiB per participant (tracemalloc's own "
+        f"{row['tracemalloc_overhead_mib']} MiB subtracted), at the peak "
+        f"{row['traced_peak_per_participant_mib']}")
+    print(f"   RSS {row['rss_base_mib']} MiB at start, +{row['rss_growth_mib']} MiB: "
+          f"{row['rss_per_participant_mib']} MiB per participant ("
+          f"{row['rss_trimmed_per_participant_mib']} once glibc returned its free memory: "
+          f"malloc_trim){traced}")
+    per = max(1, row["joined"])
+    if row["by_line"]:
+        print("   top allocation sites (KiB per participant, blocks):")
+        for stat in row["by_line"][:top]:
+            print(f"     {stat['bytes'] / 1024 / per:8.1f}  {stat['blocks']:>8}  {stat['site']}")
+        print("   by file:")
+        for stat in row["by_file"][:top]:
+            print(f"     {stat['bytes'] / 1024 / per:8.1f}  {stat['blocks']:>8}  {stat['site']}")
+    print("   live objects by type, growth since baseline (shallow KiB per participant, count):")
+    for stat in row["types"][:top]:
+        print(f"     {stat['bytes'] / 1024 / per:8.1f}  {stat['count']:>8}  {stat['type']}")
+    print("   watched: " + ", ".join(f"{name.rsplit('.', 1)[-1]} {count}"
+                                     for name, count in row["watched"].items()))
+
+
+def print_summary(rows: list[dict[str, Any]]) -> None:
+    print("\nMiB per participant (RSS growth / traced), load average at each run:")
+    print(f"  {'tree':<10} {'N':>4} {'RSS':>7} {'trimmed':>8} {'traced':>7} {'peak':>6} "
+          f"{'load':>6}  flowing")
+    for row in rows:
+        print(f"  {row['tree']:<10} {row['participants']:>4} {row['rss_per_participant_mib']:>7} "
+              f"{row['rss_trimmed_per_participant_mib']!s:>8} "
+              f"{row['traced_per_participant_mib']:>7} "
+              f"{row['traced_peak_per_participant_mib']:>6} {row['load_average_1m']:>6}  "
+              f"{row['flowing']}")
+
+
+def parse_tree(text: str) -> tuple[str, Path]:
+    label, _, path = text.partition("=")
+    if not path:
+        label, path = Path(text).name or "tree", text
+    if not (Path(path) / "sfu").is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is not a diemcau checkout (no sfu/)")
+    return label, Path(path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--participants", default="8,24,50",
+                        help="room sizes, comma-separated (default 8,24,50)")
+    parser.add_argument("--tree", type=parse_tree, action="append", default=None,
+                        metavar="LABEL=PATH", help="a checkout to run the server from "
+                        "(repeatable; alternated at each N; default: this one)")
+    parser.add_argument("--hold", type=float, default=20.0,
+                        help="seconds of media after every video arrives, before measuring")
+    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--step", type=int, default=8,
+                        help="participants joining at once (then media settles, bounded)")
+    parser.add_argument("--last-n", type=int, default=9)
+    parser.add_argument("--speakers", type=int, default=3)
+    parser.add_argument("--trace-frames", type=int, default=1,
+                        help="tracemalloc frames per allocation (0: no tracing, RSS only)")
+    parser.add_argument("--top", type=int, default=15, help="rows of each listing")
+    parser.add_argument("--json", type=Path, default=None)
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    require_private_namespace(NAMESPACE_HELP)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, load_clip)
+    await loop.run_in_executor(None, load_simulcast_clips)
+    trees = args.tree or [("this", Path.cwd())]
+    sizes = [int(n) for n in args.participants.split(",") if n.strip()]
+    rows = []
+    async with aiohttp.ClientSession() as http:
+        for participants in sizes:
+            for label, tree in trees:
+                row = await measure(label, tree, participants, args, http)
+                print_run(row, args.top)
+                sys.stdout.flush()
+                rows.append(row)
+    print_summary(rows)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    loop = new_event_loop()
+    try:
+        rows = loop.run_until_complete(run(args))
+    except BenchError as exc:
+        print(f"bench.memory: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        loop.close()
+    if args.json is not None:
+        args.json.write_text(json.dumps({"tool": "bench.memory", "cpu_count": os.cpu_count(),
+                                         "runs": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""aiortc internals touched only to save memory on the server (issue 11: memory per participant).
+
+Split from ``sfu.aiortc_hooks`` for size; it re-exports every name here, so callers import one
+module, and ``tests/unit/test_aiortc_hooks.py`` guards both files.
+
+Every ``RTCRtpTransceiver`` has a receiver, also on the subscriber connection's sendonly
+m-lines, where the server only sends: in a room of 50 each subscriber has ~98 of them. A video
+``RTCRtpReceiver`` builds, in its constructor, a remote bitrate estimator whose rate counter
+holds 1,000 bucket objects (~50 KB), a 512-slot jitter buffer, a NACK generator, and for its
+decoder a thread-safe queue and event (~4 KB of locks and deques). The SFU uses none of them on
+any receiver: ``hook_transport`` hands every decrypted packet of the connection to the SFU
+before a receiver could see it (``Publisher`` keeps its own ``NackGenerator``, the downlink its
+own estimator). ``slim_receiver`` drops them for the small stand-ins aiortc itself uses for
+audio (no estimator, no NACK generator, a 16-slot buffer). Senders and never-started receivers
+also carry asyncio events for their tasks, which ``capture_sender`` keeps from ever starting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+
+from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.jitterbuffer import JitterBuffer
+
+__all__ = ["MEMORY_RECEIVER_ATTRS", "MEMORY_SENDER_ATTRS", "slim_receiver", "slim_sender"]
+
+_PREFIX = "_RTCRtpReceiver__"
+MEMORY_RECEIVER_ATTRS = tuple(_PREFIX + name for name in (
+    "remote_bitrate_estimator", "nack_generator", "jitter_buffer", "decoder_queue",
+    "decoder_error", "decoder_thread", "rtcp_started", "rtcp_exited", "started"))
+"""Instance attributes of ``RTCRtpReceiver`` replaced here (checked on live objects by the
+test)."""
+_SENDER_PREFIX = "_RTCRtpSender__"
+_SENDER_EVENTS = tuple(_SENDER_PREFIX + name for name in (
+    "rtp_started", "rtp_exited", "rtcp_started", "rtcp_exited"))
+MEMORY_SENDER_ATTRS = (*_SENDER_EVENTS, _SENDER_PREFIX + "started")
+"""Instance attributes of ``RTCRtpSender`` replaced or read here (checked by the test)."""
+
+# One asyncio.Event (~0.7 KB with its deque) stands in for the four of every sender whose
+# send() is captured and the two of every receiver that never receives: aiortc waits on them
+# only in stop() of a started sender or receiver, and these never start.
+_NEVER_SET = asyncio.Event()
+
+SLIM_JITTER_CAPACITY = 16
+"""What aiortc gives an audio receiver; never filled here (no packet reaches a receiver)."""
+
+# One stand-in decoder queue and error event for every receiver that never decodes: aiortc
+# touches them only from ``receive()`` (which starts the decoder thread) and when it stops that
+# thread; ``slim_receiver`` is only for receivers whose ``receive()`` never runs.
+_NO_DECODER_QUEUE: queue.Queue[object] = queue.Queue()
+_NO_DECODER_ERROR = threading.Event()
+
+
+def slim_receiver(receiver: RTCRtpReceiver, never_receives: bool = False) -> bool:
+    """Drop what a receiver the SFU never feeds holds in memory; False (nothing changed) when
+    aiortc no longer has these names.
+
+    ``never_receives``: the receiver of a sendonly m-line, whose ``receive()`` aiortc never
+    calls; its decoder queue and error event are then shared stand-ins as well.
+    """
+    if not all(hasattr(receiver, name) for name in MEMORY_RECEIVER_ATTRS):
+        return False
+    setattr(receiver, _PREFIX + "remote_bitrate_estimator", None)
+    setattr(receiver, _PREFIX + "nack_generator", None)
+    buffer = getattr(receiver, _PREFIX + "jitter_buffer")
+    if buffer is not None and buffer.capacity > SLIM_JITTER_CAPACITY:
+        setattr(receiver, _PREFIX + "jitter_buffer", JitterBuffer(SLIM_JITTER_CAPACITY))
+    if (never_receives and getattr(receiver, _PREFIX + "decoder_thread") is None
+            and not getattr(receiver, _PREFIX + "started")):
+        setattr(receiver, _PREFIX + "decoder_queue", _NO_DECODER_QUEUE)
+        setattr(receiver, _PREFIX + "decoder_error", _NO_DECODER_ERROR)
+        setattr(receiver, _PREFIX + "rtcp_started", _NEVER_SET)
+        setattr(receiver, _PREFIX + "rtcp_exited", _NEVER_SET)
+    return True
+
+
+def slim_sender(sender: RTCRtpSender) -> bool:
+    """Share the start/exit events of a sender whose ``send()`` was replaced (``capture_sender``):
+    it never starts its RTP and RTCP tasks, so nothing sets or awaits them. False (nothing
+    changed) for a sender that can still start, or when aiortc no longer has these names."""
+    if "send" not in vars(sender) or not all(hasattr(sender, n) for n in MEMORY_SENDER_ATTRS):
+        return False
+    if getattr(sender, _SENDER_PREFIX + "started"):
+        return False
+    for name in _SENDER_EVENTS:
+        setattr(sender, name, _NEVER_SET)
+    return True
