@@ -221,3 +221,17 @@ def test_a_stale_extension_keeps_its_old_paths_and_turns_the_new_ones_off(
     assert native._function("send") is not None and native._function("receive") is None
     assert native.set_unprotect_address(1) is False
     assert native.init_forward((), 10, 28) is False and not native.forward_ready()
+
+
+def test_a_built_forward_accepts_the_classes_it_reads() -> None:
+    """The C forward reads Consumer's, the rewriters', RtpHistory's and DatagramWriter's
+    __slots__ by name: when one of them changes (RtpHistory's ring once did) it switches itself
+    off without a word and forwarding silently falls back to Python. A fresh build must accept
+    the classes as they are now."""
+    from sfu import native
+    from sfu.aiortc_hooks import _init_native_forward
+
+    if not native.native_enabled() or native._function("init_forward") is None:
+        pytest.skip("no native forward in this build (pure Python or DIEMCAU_NO_NATIVE=1)")
+    assert _init_native_forward() is True
+    assert native.forward_ready()
