@@ -159,7 +159,7 @@ export class Reconnector {
         outcome = 'error';
         console.warn('rejoin failed', err);
       }
-      if (outcome === 'joined') {
+      if (outcome === 'joined' || outcome === 'moving') { // 'moving': the page goes elsewhere
         this.running = false;
         return; // `connected()` finishes the timing when media flows
       }
