@@ -36,6 +36,10 @@ const MAX_ADDRESS_CHARS = 256;
 /** Waits between reconnection rounds in a cluster: a dead node's rooms move once
  * it has missed 3 s of heartbeats, so the first rounds come every second, then back off. */
 export const CLUSTER_BACKOFF_MS = [500, 1000, 1000, 1000, 2000, 4000, 8000];
+/** Failed rounds after which a page moves to a live node outside its CSP even though the
+ * server's list still names reachable ones (they may have died since): moving reloads the page
+ * (and a new origin may ask for the camera again), so reachable nodes get their chance first. */
+export const MOVE_AFTER_ROUNDS = 4;
 
 /** `value` as `http(s)://host[:port]`, or null when it is anything else. */
 export function nodeOrigin(value) {
@@ -159,6 +163,7 @@ export function pageNodes(doc = document) {
 export class Rejoiner {
   constructor(nodes, { join, hasLeft, notify, move }) {
     Object.assign(this, { nodes, join, hasLeft, notify, move });
+    this.failedRounds = 0;
   }
 
   /** One automatic round (web/reconnect.js): the seat's resume token where it was issued. */
@@ -188,8 +193,11 @@ export class Rejoiner {
       if (!here) this.notify(t(key, { host: new URL(node).host }));
       return this.join(node, { resume: here ? resume : null, takeOver: !here, reconnect: true });
     });
+    this.failedRounds = outcome === 'error' ? this.failedRounds + 1 : 0;
     const outside = nodes.outside();
-    if (outcome === 'error' && outside.length && !this.hasLeft() && this.move(outside[0])) {
+    const reachable = nodes.others.some((node) => nodes.allows(node));
+    const move = outside.length && (!reachable || this.failedRounds >= MOVE_AFTER_ROUNDS);
+    if (outcome === 'error' && move && !this.hasLeft() && this.move(outside[0])) {
       this.notify(t('movingNode', { host: new URL(outside[0]).host }));
       return 'moving';
     }

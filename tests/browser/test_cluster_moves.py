@@ -169,8 +169,16 @@ async def test_a_node_added_after_the_page_loaded_is_reached_by_moving_the_page(
             # B on its rejoin token (its single-use invitation is spent)
             os.kill(c.proc.pid, signal.SIGKILL)
             c.proc.wait(5)
-            await wait_js(page.page, f"{JOINED} && window.diemcau.nodes.current !== "
-                                     f"{json.dumps(c.base_url)}", 60_000)
+            try:
+                await wait_js(page.page, f"{JOINED} && window.diemcau.nodes.current !== "
+                                         f"{json.dumps(c.base_url)}", 60_000)
+            except TimeoutError:
+                print(await page.page.evaluate(
+                    "() => { const d = window.diemcau; return JSON.stringify({url: location.href,"
+                    " state: d.state, loss: d.lastLoss, gaveUp: d.reconnectGaveUp,"
+                    " order: d.nodes.order(), allowed: d.nodes.allowed,"
+                    " others: d.nodes.others, reconnects: d.reconnects}); }"))
+                raise
             assert "token" in page.joins[-1][1] and "invite" not in page.joins[-1][1]
             assert not csp_blocked(page), csp_blocked(page)
         except Exception:
@@ -243,3 +251,48 @@ async def test_a_lobby_guest_whose_node_dies_waits_again_through_another(
     finally:
         with contextlib.suppress(Exception):
             await page.page.context.close()
+
+
+async def test_a_page_whose_reachable_nodes_all_die_moves_to_a_later_node(
+        tmp_path: Path, browser: Any) -> None:
+    """Nodes A and B serve the page; C registers later (outside the page's CSP); A and B die:
+    the page moves to C by itself and rejoins there with its join token."""
+    with ExitStack() as stack:
+        redis_server = stack.enter_context(running_redis(tmp_path))
+        data = tmp_path / "data"
+        data.mkdir()
+        a, b = (start_node(stack, tmp_path, redis_server, i, data) for i in range(2))
+        token = login(a)
+        api(a.base_url, "POST", "/api/rooms", {"name": ROOM, "org_id": 1}, token)
+        link = api(a.base_url, "POST", f"/api/rooms/{ROOM}/tokens",
+                   {"name": "Chủ trì", "role": "host"}, token)["link"]
+        await until(lambda: b.base_url.replace("http", "ws", 1) in page_csp(a.base_url), 10.0,
+                    "B in A's CSP")
+        page = await open_page(browser, a.base_url + link
+                               + ("" if "name=" in link else "&name=Chu%20tri"), "host")
+        try:
+            await wait_js(page.page, JOINED, TIMEOUT_MS)
+            c = start_node(stack, tmp_path, redis_server, 2, data)
+            # the page hears of C (a `cluster` message) but may not open a socket there
+            await wait_js(page.page, "window.diemcau.nodes.outside().length === 1", TIMEOUT_MS)
+            killed_at = time.monotonic()
+            for victim in (a, b):
+                os.kill(victim.proc.pid, signal.SIGKILL)
+            for victim in (a, b):
+                victim.proc.wait(5)
+            await wait_js(page.page, f"location.origin === {json.dumps(c.base_url)} && {JOINED}",
+                          60_000)
+            moved_s = time.monotonic() - killed_at
+            assert "moved" not in page.page.url, page.page.url
+            assert page.joins[-1][0].startswith(c.base_url.replace("http", "ws", 1))
+            assert "token" in page.joins[-1][1], page.joins
+            assert not csp_blocked(page), csp_blocked(page)
+            load = os.getloadavg()
+            print(f"\nmoved to a node outside the page's CSP and joined {moved_s:.1f} s after "
+                  f"kill -9 of its nodes; load average {load[0]:.2f}")
+        except Exception:
+            print(page.tail())
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await page.page.context.close()
