@@ -531,14 +531,9 @@ function boot() {
   $('cam-btn').addEventListener('click', () => toggle('video'));
   $('audio-only-btn').addEventListener('click', () => setAudioOnly(!diemcau.audioOnly));
   $('leave-btn').addEventListener('click', leave);
-  $('rejoin-btn').addEventListener('click', async () => {
-    if (!nodes.clustered) return join(diemcau.room, diemcau.name);
-    // across the nodes as the automatic reconnection does; if none takes us, the usual join
-    // at the last one tried says why
-    const { outcome, node } = await rejoiner.manual();
-    if (!['joined', 'moving', 'left'].includes(outcome)) join(diemcau.room, diemcau.name, { ...joinOptions, node });
-    return outcome;
-  });
+  $('rejoin-btn').addEventListener('click', () => (nodes.clustered
+    ? rejoiner.manual((node) => join(diemcau.room, diemcau.name, { ...joinOptions, node }))
+    : join(diemcau.room, diemcau.name)));
   $('join-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     const [room, name] = ['room-input', 'name-input'].map((id) => $(id).value.trim());

@@ -172,11 +172,13 @@ export class Rejoiner {
   }
 
   /** The "rejoin" button (the call ended, or the automatic reconnection gave up): the same
-   * order; resolves with the outcome and the node that gave it. */
-  async manual() {
+   * order. If no node takes the call, `fallback(node)` joins as usual at the last node tried,
+   * which says why (the join form, as the button did before). */
+  async manual(fallback) {
     let last = this.nodes.current;
     const outcome = await this._round(null, true, (node) => { last = node; });
-    return { outcome, node: last };
+    if (!['joined', 'moving', 'left'].includes(outcome)) fallback(last);
+    return outcome;
   }
 
   async _round(resume, manual, tried = () => {}) {
