@@ -296,3 +296,44 @@ async def test_a_page_whose_reachable_nodes_all_die_moves_to_a_later_node(
         finally:
             with contextlib.suppress(Exception):
                 await page.page.context.close()
+
+
+HOSTILE = ["javascript:alert(1)", "data:text/html,x", "//evil.example", "http://u:p@127.0.0.1:1",
+           "http://127.0.0.1:1/path", "http://127.0.0.1:1/?q", "ws://127.0.0.1:1",
+           '"><script>alert(1)</script>']
+
+
+async def test_the_page_node_list_and_a_move_accept_only_plain_node_addresses(
+        server_url: str, browser: Any) -> None:
+    """Without --redis the page has no node list (any socket it opens is its own node's); the
+    list in a page's meta keeps only plain http(s) base URLs; no move to anything else; a
+    redirect to a hostile address is never a reason to move; a moved page's fragment (the
+    rejoin token) leaves the address bar."""
+    page = await open_page(browser, f"{server_url}/?room=hostile&name=An#moved=1&rejoin=abc",
+                           "hostile")
+    try:
+        await wait_js(page.page, JOINED, TIMEOUT_MS)
+        assert "#" not in page.page.url and "rejoin" not in page.page.url, page.page.url
+        assert await page.page.evaluate("window.diemcau.nodes.allowed") is None
+        assert await page.page.evaluate("window.diemcau.nodes.outside()") == []
+        result = await page.page.evaluate(
+            """async (values) => {
+              const m = await import('/static/failover.js');
+              const doc = new DOMParser().parseFromString('<meta name="diemcau-nodes">',
+                                                          'text/html');
+              doc.querySelector('meta').setAttribute('content',
+                [...values, 'http://127.0.0.1:7', 'https://Node.Example'].join(' '));
+              const nodes = new m.NodeList();
+              return {
+                kept: m.pageNodes(doc),
+                moves: values.map((v) => m.movePage(v, { room: 'r', name: 'n' })),
+                outside: values.map((address) => m.redirectOutside(
+                  { code: 'wrong-node', details: { address } }, nodes)),
+              };
+            }""", HOSTILE)
+        assert result["kept"] == ["http://127.0.0.1:7", "https://node.example"], result
+        assert result["moves"] == [False] * len(HOSTILE), result
+        assert result["outside"] == [None] * len(HOSTILE), result
+        assert page.page.url.startswith(server_url)  # still here
+    finally:
+        await page.page.context.close()
