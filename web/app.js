@@ -92,11 +92,11 @@ const PING_TIMEOUT_MS = 2500; // media stopped and no pong this long: the networ
 // resume token is only known to the node that issued it; elsewhere the seat is taken over.
 const nodes = new NodeList();
 diemcau.nodes = nodes;
-// A node outside this page's CSP is reached by loading the page from it (not the kiosk's:
-// web/kiosk.js moves by itself at its next poll).
-const movePageTo = (node) => location.pathname !== '/kiosk' && movePage(node, {
-  room: diemcau.room, name: diemcau.name, rejoin: loadRejoin(diemcau.room),
-});
+// A node outside this page's CSP is reached by loading the page from it (the kiosk's own way
+// for the kiosk: web/kiosk.js).
+const movePageTo = (node) => (location.pathname === '/kiosk'
+  ? !!diemcau.kiosk && !!diemcau.kiosk.moveTo && diemcau.kiosk.moveTo(node)
+  : movePage(node, { room: diemcau.room, name: diemcau.name, rejoin: loadRejoin(diemcau.room) }));
 const rejoiner = new Rejoiner(nodes, {
   join: (node, o) => join(diemcau.room, diemcau.name,
     { ...joinOptions, ...o, node, takeOver: o.takeOver || joinOptions.takeOver }),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -337,3 +338,58 @@ async def test_the_page_node_list_and_a_move_accept_only_plain_node_addresses(
         assert page.page.url.startswith(server_url)  # still here
     finally:
         await page.page.context.close()
+
+
+async def test_a_kiosk_whose_room_runs_on_a_later_node_moves_there(
+        tmp_path: Path, browser: Any) -> None:
+    """A kiosk page stays open for days: its meeting's room placed on a node that registered
+    after the page loaded (outside its CSP) is reached by moving the kiosk page there, with
+    its device secret in the fragment."""
+    with ExitStack() as stack:
+        redis_server = stack.enter_context(running_redis(tmp_path))
+        data = tmp_path / "data"
+        data.mkdir()
+        a, b = (start_node(stack, tmp_path, redis_server, i, data) for i in range(2))
+        token = login(a)
+        api(a.base_url, "POST", "/api/rooms", {"name": ROOM, "org_id": 1}, token)
+        device = api(a.base_url, "POST", "/api/endpoints",
+                     {"name": "Phòng họp Huyện A", "org_id": 1}, token)
+        start = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+        end = start + dt.timedelta(minutes=30)
+        if end.date() != start.date():
+            pytest.skip("too close to midnight UTC for a same-day meeting")
+        await until(lambda: b.base_url.replace("http", "ws", 1) in page_csp(a.base_url), 10.0,
+                    "B in A's CSP")
+        page = await open_page(
+            browser, f"{a.base_url}/kiosk?endpoint={device['id']}#secret={device['secret']}",
+            "kiosk", viewport={"width": 1920, "height": 1080})
+        try:
+            await wait_js(page.page, "window.diemcau && window.diemcau.kiosk"
+                                     " && window.diemcau.kiosk.state === 'waiting'", TIMEOUT_MS)
+            c = start_node(stack, tmp_path, redis_server, 2, data)
+            await until(lambda: c.base_url.replace("http", "ws", 1) in page_csp(a.base_url),
+                        10.0, "C in A's CSP")
+            client = redis.Redis.from_url(redis_server.url)
+            try:
+                client.set(f"dc:place:{ROOM}", "node2", px=60_000)
+            finally:
+                client.close()
+            api(a.base_url, "POST", f"/api/rooms/{ROOM}/meetings", {
+                "title": "Giao ban tuần", "first_date": start.date().isoformat(),
+                "start": start.strftime("%H:%M"), "end": end.strftime("%H:%M"),
+                "weekly": False, "utc_offset_min": 0, "endpoint_ids": [device["id"]]}, token)
+            await page.page.evaluate("() => { window.diemcau.kiosk.poll(); }")
+            await wait_js(page.page, f"location.origin === {json.dumps(c.base_url)}"
+                                     " && window.diemcau && window.diemcau.kiosk"
+                                     " && window.diemcau.state === 'joined'"
+                                     " && window.diemcau.kiosk.state === 'in-meeting'", 60_000)
+            assert "secret" not in page.page.url, page.page.url
+            assert "endpoint_secret" in page.joins[-1][1], page.joins
+            assert page.joins[-1][0].startswith(c.base_url.replace("http", "ws", 1))
+            assert not csp_blocked(page), csp_blocked(page)
+        except Exception:
+            print(page.tail())
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await page.page.context.close()
