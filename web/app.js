@@ -105,7 +105,7 @@ const rejoiner = new Rejoiner(nodes, {
   move: movePageTo,
 });
 const reconnector = new Reconnector({
-  rejoin: (resume) => rejoiner.auto(resume),
+  rejoin: (resume, attempt) => rejoiner.auto(resume, attempt),
   backoff: () => (nodes.clustered ? CLUSTER_BACKOFF_MS : null),
   notify: (text) => showNotice(text),
   hook: diemcau,

@@ -166,8 +166,10 @@ export class Rejoiner {
     this.failedRounds = 0;
   }
 
-  /** One automatic round (web/reconnect.js): the seat's resume token where it was issued. */
-  auto(resume) {
+  /** One automatic round (web/reconnect.js): the seat's resume token where it was issued;
+   * `attempt` 0 starts a new reconnection (the failed rounds count from there). */
+  auto(resume, attempt = 0) {
+    if (attempt === 0) this.failedRounds = 0;
     return this._round(resume, false);
   }
 
@@ -176,6 +178,7 @@ export class Rejoiner {
    * which says why (the join form, as the button did before). */
   async manual(fallback) {
     let last = this.nodes.current;
+    this.failedRounds = 0;
     const outcome = await this._round(null, true, (node) => { last = node; });
     if (!['joined', 'moving', 'left'].includes(outcome)) fallback(last);
     return outcome;

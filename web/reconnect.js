@@ -158,7 +158,7 @@ export class Reconnector {
       let outcome;
       this.lostAgain = false;
       try {
-        outcome = await this.rejoin(this.resumeToken);
+        outcome = await this.rejoin(this.resumeToken, attempt);
         if (outcome === 'joined' && this.lostAgain) outcome = 'error'; // joined, then lost
       } catch (err) {
         outcome = 'error';
