@@ -25,6 +25,7 @@ from sfu.worker import Worker
 from signaling.api import add_api_routes
 from signaling.cluster.directory import cluster_message
 from signaling.cluster.node import CLUSTER, ClusterNode
+from signaling.cluster.pages import cluster_page
 from signaling.cluster.seats import ClusterSeats
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
@@ -60,7 +61,12 @@ def web_root() -> Path:
     return Path(str(resources.files("web")))
 
 
-async def index(request: web.Request) -> web.FileResponse:
+async def index(request: web.Request) -> web.StreamResponse:
+    if CLUSTER in request.app:  # the CSP and the page's node list from one snapshot
+        html = (request.app[WEB_ROOT] / "index.html").read_text(encoding="utf-8")
+        body, csp = cluster_page(html, request.app[CLUSTER].peer_addresses)
+        return web.Response(text=body, content_type="text/html", headers={
+            "Cache-Control": "no-cache", "Content-Security-Policy": csp})
     return web.FileResponse(request.app[WEB_ROOT] / "index.html",
                             headers={"Cache-Control": "no-cache"})
 
@@ -239,7 +245,7 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     def on_peers(nodes: tuple[str, ...]) -> None:  # the node list changed: tell the clients
         message = cluster_message(nodes)
         for session in sessions.all():
-            if session.participant_id is not None:
+            if session.admitted_or_waiting:  # lobby guests too: they wait again elsewhere
                 session.send(message)
 
     node = ClusterNode(config.redis_url, address, version("diemcau"), node_id=config.node_id,

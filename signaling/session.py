@@ -26,6 +26,7 @@ from sfu.types import Kind
 from signaling.admission import Admitted, Credentials, Waiting
 from signaling.auth import JoinRefused
 from signaling.candidates import check_candidate, strip_refused_candidates
+from signaling.cluster.directory import lobby_extras
 from signaling.config import Config
 from signaling.control import ControlPlane, RecordingHooks
 from signaling.limits import (
@@ -313,7 +314,8 @@ class Session:
         if isinstance(outcome, Waiting):
             self._waiting = outcome
             self._admitted()
-            self.send({"type": "lobby", "room": message.room, "participant_id": session_id})
+            self.send({"type": "lobby", "room": message.room, "participant_id": session_id,
+                       **lobby_extras(self.control.admission.cluster, outcome)})
             logger.info("%s waits in the lobby of %r", message.name, message.room)
             return
         await self.finish_join(outcome)

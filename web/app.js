@@ -11,8 +11,8 @@ import { MeetingExtras } from './meeting.js';
 import { Gallery } from './gallery.js';
 import { VideoLayers, bandwidthNotice, initialBandwidth, parseBandwidth } from './bandwidth.js';
 import {
-  credentials, dropRejoin, offerFor, rerenderJoinError, saveRejoin, showJoinError, staleRejoin,
-  urlParams, validField,
+  credentials, dropRejoin, loadRejoin, offerFor, rerenderJoinError, saveRejoin, showJoinError,
+  staleRejoin, urlParams, validField,
 } from './joinflow.js';
 import {
   FINAL_REASONS, hostNoticeKind, renderControlButtons, rerenderScreens, showError, showHostNotice,
@@ -21,7 +21,9 @@ import {
 import { Reconnector, showPeerState } from './reconnect.js';
 import { ScreenShare } from './screenshare.js';
 import { applySpeaker, openPrejoin } from './prejoin.js';
-import { CLUSTER_BACKOFF_MS, NodeList, rejoinAcross, wsUrl } from './failover.js';
+import {
+  CLUSTER_BACKOFF_MS, NodeList, Rejoiner, movePage, redirectOutside, takeMove, wsUrl,
+} from './failover.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -90,16 +92,20 @@ const PING_TIMEOUT_MS = 2500; // media stopped and no pong this long: the networ
 // resume token is only known to the node that issued it; elsewhere the seat is taken over.
 const nodes = new NodeList();
 diemcau.nodes = nodes;
+// A node outside this page's CSP is reached by loading the page from it (the kiosk's own way
+// for the kiosk: web/kiosk.js).
+const movePageTo = (node) => (location.pathname === '/kiosk'
+  ? !!diemcau.kiosk && !!diemcau.kiosk.moveTo && diemcau.kiosk.moveTo(node)
+  : movePage(node, { room: diemcau.room, name: diemcau.name, rejoin: loadRejoin(diemcau.room) }));
+const rejoiner = new Rejoiner(nodes, {
+  join: (node, o) => join(diemcau.room, diemcau.name,
+    { ...joinOptions, ...o, node, takeOver: o.takeOver || joinOptions.takeOver }),
+  hasLeft: () => diemcau.state === 'left',
+  notify: (text) => showNotice(text),
+  move: movePageTo,
+});
 const reconnector = new Reconnector({
-  rejoin: (resume) => rejoinAcross(nodes.order(), async (node) => {
-    if (diemcau.state === 'left') return 'left'; // the user left meanwhile: no further node
-    const here = node === nodes.current;
-    if (!here) showNotice(t('reconnectingOther', { host: new URL(node).host }));
-    return join(diemcau.room, diemcau.name, {
-      ...joinOptions, node, resume: here ? resume : null, takeOver: !here || joinOptions.takeOver,
-      reconnect: true,
-    });
-  }),
+  rejoin: (resume, attempt) => rejoiner.auto(resume, attempt),
   backoff: () => (nodes.clustered ? CLUSTER_BACKOFF_MS : null),
   notify: (text) => showNotice(text),
   hook: diemcau,
@@ -288,6 +294,7 @@ async function join(room, name, opts = {}) {
   if (opts.resume) fields = { ...fields, resume: opts.resume };
   if (opts.takeOver) fields.take_over = true;
   const signaling = new Signaling(opts.node ? wsUrl(opts.node) : undefined);
+  signaling.canReach = (origin) => nodes.allows(origin); // a redirect outside our CSP: move
   const c = { signaling, session: null, stream: null, published: false, leaving: false, hostMuted: {} };
   c.selfTile = createTile({ name, self: true });
   c.layers = new VideoLayers(() => (c.published ? c.session.videoSender() : null));
@@ -346,6 +353,11 @@ async function join(room, name, opts = {}) {
     .on('close', () => {
       if (call !== c || c.leaving) return;
       if (diemcau.state === 'joined' && reconnector.lost('socket')) return;
+      if (diemcau.state === 'lobby' && nodes.clustered && reconnector.lost('lobby')) {
+        c.lobbyGone = true; // the wait below ends; the reconnection waits again elsewhere
+        c.lobbyLost(Object.assign(new Error('the lobby\'s server is gone'), { code: 'socket' }));
+        return;
+      }
       showError('socket', t('connectionLost'));
       endCall(c, 'error');
     });
@@ -357,9 +369,14 @@ async function join(room, name, opts = {}) {
     joined = await signaling.requestJoin({ type: 'join', room, name, ...fields }, ['joined', 'lobby'],
       { timeoutMs: 15000 });
     if (joined.type === 'lobby' && call === c) {
+      // a cluster's lobby guest waits again through another node if ours dies
+      if (joined.rejoin_token) saveRejoin(room, joined.rejoin_token);
+      reconnector.joined(joined);
+      nodes.joinedAt(signaling.url, true);
+      nodes.accept(joined.nodes);
       setState('lobby');
       showView('lobby');
-      joined = await new Promise((resolve) => { c.admit = resolve; });
+      joined = await new Promise((resolve, reject) => { c.admit = resolve; c.lobbyLost = reject; });
       showView('call');
     }
   } catch (err) {
@@ -367,8 +384,14 @@ async function join(room, name, opts = {}) {
     if (call !== c) return 'error';
     c.leaving = true;
     teardown(c);
+    if (c.lobbyGone && !opts.reconnect) return 'error'; // the reconnection took over
     if (opts.resume && err.code === 'resume-expired') { // the seat is gone: join as usual
       return join(room, name, { ...opts, media: null, resume: null, takeOver: true });
+    }
+    const outside = redirectOutside(err, nodes);
+    if (outside && movePageTo(outside)) {
+      setState('moving');
+      return 'moving';
     }
     if (staleRejoin(kind, err)) {
       dropRejoin(room);
@@ -508,7 +531,9 @@ function boot() {
   $('cam-btn').addEventListener('click', () => toggle('video'));
   $('audio-only-btn').addEventListener('click', () => setAudioOnly(!diemcau.audioOnly));
   $('leave-btn').addEventListener('click', leave);
-  $('rejoin-btn').addEventListener('click', () => join(diemcau.room, diemcau.name));
+  $('rejoin-btn').addEventListener('click', () => (nodes.clustered
+    ? rejoiner.manual((node) => join(diemcau.room, diemcau.name, { ...joinOptions, node }))
+    : join(diemcau.room, diemcau.name)));
   $('join-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
     const [room, name] = ['room-input', 'name-input'].map((id) => $(id).value.trim());
@@ -518,10 +543,16 @@ function boot() {
 
   if (!window.RTCPeerConnection) showError('unsupported', t('unsupported'));
   const { room, name } = urlParams();
+  const moved = takeMove(); // this page was loaded from here by another node's page
+  if (moved && moved.rejoin && validField(room)) saveRejoin(room, moved.rejoin);
   $('room-input').value = room;
   $('name-input').value = name;
   if (location.pathname === '/kiosk') { // a meeting-room computer (web/kiosk.js)
     import('./kiosk.js').then((m) => m.startKiosk({ join, leave, hook: diemcau, setState, nodes }));
+  } else if (moved && validField(room) && validField(name)) { // rejoin here, with retries
+    Object.assign(diemcau, { room, name });
+    setState('reconnecting');
+    reconnector.lost('moved');
   } else if (validField(room) && validField(name) && new URLSearchParams(location.search).get('prejoin') === '1') {
     openPrejoin({ room, name, onJoin: (o) => join(room, name, o) });
   } else if (validField(room) && validField(name)) {

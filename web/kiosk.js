@@ -214,15 +214,18 @@ export function startKiosk({ join, leave, hook, setState, nodes = null }) {
   // The node that served this page is unreachable, but our last call moved to another node of
   // the cluster (web/failover.js), which took our credentials: carry on from there, with the
   // secret in the fragment as on first sign-in (it never reaches a server's logs).
-  function moveToLiveNode() {
-    if (!nodes || !creds || !nodes.current || nodes.current === nodes.page) return false;
+  // Also to a node outside this page's CSP (added to the cluster after the page loaded).
+  function moveToLiveNode(target = nodes && nodes.current) {
+    if (!nodes || !creds || !target || target === nodes.page) return false;
     const query = new URLSearchParams({ endpoint: String(creds.endpoint_id) });
     if (quality !== 'top') query.set('quality', quality);
     state.state = 'moving';
-    location.assign(`${nodes.current}/kiosk?${query}#secret=${encodeURIComponent(creds.endpoint_secret)}`);
+    location.assign(`${target}/kiosk?${query}#secret=${encodeURIComponent(creds.endpoint_secret)}`);
     return true;
   }
+  state.moveTo = (origin) => moveToLiveNode(origin); // web/failover.js: a node outside the CSP
   state.endMeeting = () => leaveMeeting(); // as at the meeting's end (tests)
+  state.poll = () => poll(); // the schedule asked now, not at the next poll (tests)
 
   function showSignIn(message = '') {
     state.state = 'signin';

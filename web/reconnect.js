@@ -136,7 +136,10 @@ export class Reconnector {
   /** The socket closed unexpectedly, or media failed: rejoin with backoff. True if handled. */
   lost(reason) {
     if (!this.enabled) return false;
-    if (this.running) return true;
+    if (this.running) { // lost again while an attempt runs (its node died meanwhile): go on
+      this.lostAgain = true;
+      return true;
+    }
     if (this.lostAt === null) this.lostAt = performance.now();
     this.mode = 'rejoin';
     this.running = true;
@@ -153,13 +156,15 @@ export class Reconnector {
       const wait = schedule[Math.min(attempt, schedule.length - 1)];
       await new Promise((resolve) => { setTimeout(resolve, attempt ? wait : 200); });
       let outcome;
+      this.lostAgain = false;
       try {
-        outcome = await this.rejoin(this.resumeToken);
+        outcome = await this.rejoin(this.resumeToken, attempt);
+        if (outcome === 'joined' && this.lostAgain) outcome = 'error'; // joined, then lost
       } catch (err) {
         outcome = 'error';
         console.warn('rejoin failed', err);
       }
-      if (outcome === 'joined') {
+      if (outcome === 'joined' || outcome === 'moving') { // 'moving': the page goes elsewhere
         this.running = false;
         return; // `connected()` finishes the timing when media flows
       }

@@ -121,7 +121,7 @@ export class Signaling {
         const address = err.details && err.details.address;
         if (err.code !== 'wrong-node' || hop >= maxRedirects) throw err;
         const target = nodeOrigin(address); // a plain http(s) base URL, or no redirect
-        if (!target) throw err;
+        if (!target || (this.canReach && !this.canReach(target))) throw err;
         const old = this.ws;
         this.url = wsUrl(target);
         this.ws = null;

@@ -9,7 +9,12 @@ client checks them again (it trusts nothing it did not get from its server's sig
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from signaling.admission_types import Waiting
+    from signaling.cluster.seats import ClusterSeats
 
 MAX_NODES = 32
 """At most this many addresses in one message: a client tries them in turn."""
@@ -51,3 +56,16 @@ def other_live_nodes(own_address: str, cards: Iterable[tuple[str, bool]]) -> tup
 def cluster_message(nodes: tuple[str, ...]) -> dict[str, object]:
     """The ``cluster`` message sent to every joined client of this node when the list changes."""
     return {"type": "cluster", "nodes": list(nodes)}
+
+
+def lobby_extras(cluster: ClusterSeats | None, waiting: Waiting) -> dict[str, object]:
+    """What a lobby guest of a cluster node gets besides ``lobby``: the other live nodes (the
+    lobby lives in this node's memory and dies with it: the guest waits again through another
+    node) and, for an invitation's guest, the rejoin token that waits again without spending
+    another use (a guest token: it leads to the lobby again, never past it)."""
+    if cluster is None:
+        return {}
+    out: dict[str, object] = {"nodes": list(cluster.node.live_peers)}
+    if waiting.principal.rejoin_token is not None:
+        out["rejoin_token"] = waiting.principal.rejoin_token
+    return out

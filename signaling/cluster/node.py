@@ -44,6 +44,12 @@ anew. Three beats: one slow beat on a busy machine must not kill a node."""
 PLACEMENT_TTL_S = 30.0
 """A placement nobody refreshes (the room emptied, or was only looked up) lapses after this."""
 REDIS_TIMEOUT_S = 2.0
+ADDRESS_TTL_S = 24 * 3600.0
+"""An address no live node has had for this long is no longer an allowed Origin: a dead node's
+pages have rejoined elsewhere (or were closed) long before."""
+ADDRESSES_KEY = "dc:origins"
+"""Every node address with the time it was last seen alive (a sorted set). Not the older
+``dc:addresses`` set (never pruned), which is left alone for nodes of the older version."""
 
 
 
@@ -84,7 +90,8 @@ class ClusterNode:
                  load: Callable[[], int] = lambda: 0,
                  rooms: Callable[[], list[str]] = list,
                  on_kick: Callable[[str], None] = lambda session_id: None,
-                 on_peers: Callable[[tuple[str, ...]], None] = lambda nodes: None) -> None:
+                 on_peers: Callable[[tuple[str, ...]], None] = lambda nodes: None,
+                 address_ttl_s: float = ADDRESS_TTL_S) -> None:
         self.url = url
         self.address = address.rstrip("/")
         self.version = version
@@ -93,6 +100,7 @@ class ClusterNode:
         self._rooms = rooms
         self._on_kick = on_kick
         self._on_peers = on_peers
+        self.address_ttl_s = address_ttl_s
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
         self._scripts = {name: self.redis.register_script(body) for name, body in (
@@ -137,7 +145,7 @@ class ClusterNode:
         ttl_ms = int(ALIVE_TTL_S * 1000)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.sadd("dc:nodes", self.node_id)
-            pipe.sadd("dc:addresses", self.address)  # every address a page may come from
+            pipe.zadd(ADDRESSES_KEY, {self.address: time.time()})  # pages may come from it
             pipe.hset(f"dc:node:{self.node_id}", mapping={
                 "address": self.address, "version": self.version, "load": self._load(),
                 "started": f"{time.time():.3f}"})
@@ -161,7 +169,15 @@ class ClusterNode:
 
     async def _refresh_peers(self) -> None:
         cards = await self.nodes()
-        known: set[bytes | str] = await _result(self.redis.smembers("dc:addresses"))
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            # the live nodes' addresses seen now; those unseen for address_ttl_s pruned
+            pipe.zadd(ADDRESSES_KEY, {card.address: now for card in cards if card.alive}
+                      or {self.address: now})
+            pipe.zremrangebyscore(ADDRESSES_KEY, "-inf", now - self.address_ttl_s)
+            pipe.zrange(ADDRESSES_KEY, 0, -1)
+            replies = await pipe.execute()
+        known: list[bytes | str] = replies[-1]
         self.peer_addresses = frozenset(
             {self.address} | {card.address for card in cards} | {_text(a) for a in known})
         live = other_live_nodes(self.address, [(card.address, card.alive) for card in cards])

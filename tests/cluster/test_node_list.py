@@ -5,11 +5,13 @@ dies; a dead node's address still allowed as an Origin (its pages rejoin elsewhe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from signaling.cluster.node import ClusterNode
 from tests.cluster.redisproc import RedisServer, running_redis
@@ -83,3 +85,39 @@ async def test_a_failing_callback_does_not_stop_the_heartbeat(redis_server: Redi
         for node in (a, b, c):
             if node is not None:
                 await node.close()
+
+
+async def test_addresses_unseen_for_a_day_are_no_longer_allowed(
+        redis_server: RedisServer) -> None:
+    """``dc:origins`` keeps each address with when a live node last had it: a node dead for
+    longer than the horizon (24 h) is no longer an allowed Origin; one dead for an hour still
+    is (its pages rejoin through the live nodes); the live nodes' stay fresh."""
+    client = redis.Redis.from_url(redis_server.url)
+    now = time.time()
+    old, recent = "http://127.0.0.1:9201", "http://127.0.0.1:9202"
+    client.zadd("dc:origins", {old: now - 25 * 3600, recent: now - 3600})
+    a = ClusterNode(redis_server.url, "http://127.0.0.1:9203", "test", node_id="a")
+    b = ClusterNode(redis_server.url, "http://127.0.0.1:9204", "test", node_id="b")
+    try:
+        await a.start()
+        await b.start()
+        assert await until(lambda: "http://127.0.0.1:9204" in a.peer_addresses), \
+            a.peer_addresses
+        assert await until(lambda: old not in a.peer_addresses), a.peer_addresses
+        assert recent in a.peer_addresses
+        assert client.zscore("dc:origins", old) is None
+        for address in ("http://127.0.0.1:9203", "http://127.0.0.1:9204"):
+            score = client.zscore("dc:origins", address)
+            assert score is not None and score >= now - 5, (address, score)
+        # b dies; with a short horizon (as after a day) its address goes too, a's stays
+        await b.close()
+        a.address_ttl_s = 0.5
+        assert await until(lambda: "http://127.0.0.1:9204" not in a.peer_addresses), \
+            a.peer_addresses
+        assert "http://127.0.0.1:9203" in a.peer_addresses
+        assert recent not in a.peer_addresses
+    finally:
+        await a.close()
+        with contextlib.suppress(Exception):
+            await b.close()
+        client.close()

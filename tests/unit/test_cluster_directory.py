@@ -11,6 +11,7 @@ from signaling.cluster.directory import (
     cluster_message,
     other_live_nodes,
 )
+from signaling.cluster.pages import cluster_page
 
 
 @pytest.mark.parametrize(("address", "expected"), [
@@ -46,3 +47,18 @@ def test_the_list_is_bounded() -> None:
     cards = [(f"http://10.0.0.{i}", True) for i in range(1, 100)]
     assert len(other_live_nodes("http://10.0.0.1", cards)) == MAX_NODES
     assert cluster_message(("http://a",)) == {"type": "cluster", "nodes": ["http://a"]}
+
+
+def test_a_cluster_page_names_the_nodes_its_csp_allows_from_one_snapshot() -> None:
+    html = '<!doctype html>\n<head>\n  <meta charset="utf-8">\n  <title>x</title>'
+    addresses = ["http://127.0.0.1:9002/", "https://Node.Example", "http://127.0.0.1:9001",
+                 'http://a"><script>x</script>', "http://user:pw@127.0.0.1:9", "javascript:x"]
+    body, csp = cluster_page(html, addresses)
+    meta = ('<meta name="diemcau-nodes" content="http://127.0.0.1:9001 '
+            'http://127.0.0.1:9002 https://node.example">')
+    assert meta in body and body.index(meta) > body.index('charset="utf-8"')
+    assert "<script>" not in body and "user" not in body and "javascript" not in body
+    assert ("connect-src 'self' ws://127.0.0.1:9001 ws://127.0.0.1:9002 "
+            "wss://node.example;") in csp
+    with pytest.raises(ValueError):
+        cluster_page("<html></html>", addresses)
