@@ -16,11 +16,12 @@ import aiohttp
 import pytest
 from pagewait import wait_js
 
+from tests.cluster.nodes import start_nodes
 from tests.cluster.redisproc import running_redis
 from tests.cluster.test_moderated_where_it_meets import ROOM, call
 from tests.cluster.test_rejoin import join
 from tests.integration.test_recording import operator_token
-from tests.serverproc import Server, running_server
+from tests.serverproc import Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -35,13 +36,7 @@ UI_TIMEOUT_MS = 15_000
 def nodes(tmp_path: Path) -> Iterator[list[Server]]:
     with ExitStack() as stack:
         redis_server = stack.enter_context(running_redis(tmp_path))
-        servers = []
-        for i in range(2):
-            home = tmp_path / f"node{i}"
-            home.mkdir()
-            servers.append(stack.enter_context(running_server(
-                home, extra_args=["--redis", redis_server.url, "--node-id", f"node{i}"])))
-        yield servers
+        yield start_nodes(stack, tmp_path, redis_server.url, 2)
 
 
 async def _console(browser, server: Server):

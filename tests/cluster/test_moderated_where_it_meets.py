@@ -17,10 +17,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.cluster.nodes import start_nodes
 from tests.cluster.redisproc import RedisServer, running_redis
 from tests.cluster.test_rejoin import join
 from tests.integration.test_recording import operator_token
-from tests.serverproc import Server, running_server
+from tests.serverproc import Server
 
 ROOM = "giao-ban"
 
@@ -29,12 +30,7 @@ ROOM = "giao-ban"
 def two_nodes(tmp_path: Path) -> Iterator[tuple[RedisServer, list[Server]]]:
     with ExitStack() as stack:
         redis_server = stack.enter_context(running_redis(tmp_path))
-        servers = []
-        for i in range(2):
-            home = tmp_path / f"node{i}"
-            home.mkdir()
-            servers.append(stack.enter_context(running_server(
-                home, extra_args=["--redis", redis_server.url, "--node-id", f"node{i}"])))
+        servers = start_nodes(stack, tmp_path, redis_server.url, 2)
         yield redis_server, servers
 
 

@@ -19,9 +19,10 @@ import pytest
 import redis
 
 from loadtest.client import SignalingError, SyntheticParticipant
+from tests.cluster.nodes import start_nodes
 from tests.cluster.redisproc import RedisServer, running_redis
 from tests.integration.test_recording import get_json, operator_token
-from tests.serverproc import Server, running_server
+from tests.serverproc import Server
 
 CAPACITY = 26
 JOIN_TIMEOUT_S = 30.0
@@ -32,14 +33,8 @@ DEATH_TIMEOUT_S = 20.0
 def cluster(tmp_path: Path) -> Iterator[tuple[RedisServer, list[Server]]]:
     with ExitStack() as stack:
         redis_server = stack.enter_context(running_redis(tmp_path))
-        servers = []
-        for i in range(3):
-            home = tmp_path / f"node{i}"
-            home.mkdir()
-            servers.append(stack.enter_context(running_server(
-                home, extra_args=["--redis", redis_server.url, "--node-id", f"node{i}",
-                                  "--room-capacity", str(CAPACITY),
-                                  "--max-unjoined-per-address", "200"])))
+        servers = start_nodes(stack, tmp_path, redis_server.url, 3, [
+            "--room-capacity", str(CAPACITY), "--max-unjoined-per-address", "200"])
         yield redis_server, servers
 
 

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 import redis
 
+from tests.cluster.nodes import start_nodes
 from tests.cluster.redisproc import RedisServer, running_redis
 from tests.serverproc import Server, running_server
 
@@ -28,12 +29,7 @@ WAIT_S = 20.0
 def cluster(tmp_path: Path) -> Iterator[tuple[RedisServer, list[Server]]]:
     with ExitStack() as stack:
         redis_server = stack.enter_context(running_redis(tmp_path))
-        servers = []
-        for i in range(3):
-            home = tmp_path / f"node{i}"
-            home.mkdir()
-            servers.append(stack.enter_context(running_server(
-                home, extra_args=["--redis", redis_server.url, "--node-id", f"node{i}"])))
+        servers = start_nodes(stack, tmp_path, redis_server.url, 3)
         yield redis_server, servers
 
 

@@ -6,6 +6,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from loadtest.client import SyntheticParticipant
+from tests.cluster.nodes import start_nodes
 from tests.cluster.redisproc import running_redis
 from tests.integration.test_relay import call, operator_token
 from tests.serverproc import running_server
@@ -14,12 +15,7 @@ from tests.serverproc import running_server
 async def test_a_relay_is_started_on_the_rooms_node(tmp_path: Path) -> None:
     with ExitStack() as stack:
         redis_server = stack.enter_context(running_redis(tmp_path))
-        nodes = []
-        for i in range(2):
-            home = tmp_path / f"node{i}"
-            home.mkdir()
-            nodes.append(stack.enter_context(running_server(
-                home, extra_args=["--redis", redis_server.url, "--node-id", f"node{i}"])))
+        nodes = start_nodes(stack, tmp_path, redis_server.url, 2)
         far_home = tmp_path / "far"
         far_home.mkdir()
         far = stack.enter_context(running_server(far_home))
