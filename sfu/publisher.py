@@ -39,6 +39,7 @@ from sfu.negotiation import (
     extension_limits,
     primary_codec,
 )
+from sfu.policy.rate_counter import RateCounter
 from sfu.producer import Layer, Producer
 from sfu.scheduler import Scheduler, Timer
 from sfu.types import DropReason, Kind
@@ -322,6 +323,8 @@ class Publisher:
         estimator = self._estimator
         if estimator is None:
             estimator = self._estimator = RemoteBitrateEstimator()
+            # The same figures without aiortc's per-millisecond loop (sfu/policy/rate_counter.py).
+            estimator.incoming_bitrate = RateCounter(1000, 8000)  # type: ignore[assignment]
         remb = estimator.add(
             arrival_time_ms=arrival_ms,
             abs_send_time=int.from_bytes(abs_send_time, "big"),
