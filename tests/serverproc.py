@@ -10,6 +10,7 @@ most START_TIMEOUT seconds, before any media flows).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,10 +34,34 @@ TEST_WORKERS = os.environ.get("DIEMCAU_TEST_WORKERS", "0")
 in-process (0) unless this variable asks for worker processes."""
 
 
+LISTEN_PORTS_FROM = 20000
+"""Ports for the test's own listeners are picked from here up to the kernel's ephemeral range."""
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port free for TCP and UDP on ``host``, BELOW the ephemeral range: a port the kernel
+    hands out with bind(0) is ephemeral, and on a busy run an outgoing connection may take it
+    before the server (or coturn, or redis) that was told to listen on it binds (seen once:
+    coturn's TLS listener failed with EADDRINUSE)."""
+    rng = random.Random()
+    high = max(LISTEN_PORTS_FROM + 1000, _ephemeral_low())
+    for _ in range(500):
+        port = rng.randrange(LISTEN_PORTS_FROM, high)
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def healthy(url: str) -> bool:

@@ -29,7 +29,7 @@ from netns import LinkUnavailable, ShapedLink
 from pagewait import wait_js
 
 from loadtest.client import wait_until
-from tests.serverproc import running_server
+from tests.serverproc import free_port, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -380,10 +380,6 @@ async def test_reconnects_after_a_network_change(link: ShapedLink, tmp_path: Pat
 # -- TURN ---------------------------------------------------------------------------------
 
 
-def _free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -394,8 +390,8 @@ def coturn(tmp_path: Path) -> Iterator[tuple[int, str, int]]:
     binary = shutil.which("turnserver")
     if binary is None:
         pytest.skip("coturn is not installed (apt-get install coturn)")
-    port, secret = _free_port(), "test-turn-secret-" + os.urandom(8).hex()
-    tls_port = _free_port(socket.SOCK_STREAM)
+    port, secret = free_port(), "test-turn-secret-" + os.urandom(8).hex()
+    tls_port = free_port()
     cert, key = self_signed(tmp_path, ["127.0.0.1"])
     log = tmp_path / "turnserver.log"
     cmd = [binary, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",

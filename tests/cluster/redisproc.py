@@ -18,9 +18,9 @@ START_TIMEOUT_S = 10.0
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    from tests.serverproc import free_port  # below the ephemeral range (see there)
+
+    return free_port()
 
 
 def _answers(port: int) -> bool:
