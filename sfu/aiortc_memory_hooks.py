@@ -26,6 +26,7 @@ from aiortc.jitterbuffer import JitterBuffer
 from aiortc.sdp import MediaDescription, SessionDescription
 
 __all__ = ["MEMORY_PC_ATTRS", "MEMORY_RECEIVER_ATTRS", "MEMORY_SENDER_ATTRS",
+           "MEMORY_TRANSCEIVER_ATTRS",
            "slim_descriptions", "slim_receiver", "slim_sender"]
 
 _PREFIX = "_RTCRtpReceiver__"
@@ -98,6 +99,8 @@ _DESCRIPTIONS = tuple(_PC_PREFIX + name for name in (
 _REMOTE_PARAMETERS = (_PC_PREFIX + "remoteDtls", _PC_PREFIX + "remoteIce")
 MEMORY_PC_ATTRS = (*_DESCRIPTIONS, *_REMOTE_PARAMETERS, _PC_PREFIX + "transceivers")
 """Instance attributes of ``RTCPeerConnection`` replaced or read here (checked by the test)."""
+MEMORY_TRANSCEIVER_ATTRS = ("_codecs", "_headerExtensions")
+"""Instance attributes of ``RTCRtpTransceiver`` shared here (checked by the test)."""
 
 
 def _shared(value: object, seen: list[object]) -> object:
@@ -134,16 +137,21 @@ def _skeleton(description: SessionDescription, seen: list[object]) -> SessionDes
 def slim_descriptions(pc: RTCPeerConnection) -> int:
     """Once an answer to our offer is applied, keep of aiortc's parsed offer and answer only
     what it reads again, and share the equal remote DTLS and ICE parameters it keeps per
-    m-line; the number of m-lines slimmed (0: nothing changed).
+    m-line and the equal negotiated codec and header-extension lists of its transceivers; the
+    number of m-lines slimmed (0: nothing changed).
 
     aiortc keeps both descriptions parsed for the connection's life (~7 KB per m-line with an
     aiortc answer; a subscriber in a room of 50 has ~98 m-lines), and each m-line's DTLS and
-    ICE parameters of the answer (~1.4 KB), identical under BUNDLE. Only for a connection in
-    the ``stable`` state whose transceivers do not receive: aiortc reads the remote m-line's
-    SSRCs and RTCP parameters when it starts a receiver (``__remoteRtp``), so a connection with
-    a receiving m-line is left alone. The next ``createOffer``/``setLocalDescription``/
-    ``setRemoteDescription`` replace the descriptions with fresh full ones, so this runs after
-    each negotiation; ``localDescription``/``remoteDescription`` then print only the skeleton.
+    ICE parameters of the answer (~1.4 KB), identical under BUNDLE, and each transceiver its
+    own deep copy of the codecs agreed (~1.7 KB), equal on every m-line of one producer codec
+    (aiortc and the SFU only read these lists: ``createOffer`` and ``setRemoteDescription``
+    assign new ones; the captured sender parameters and ``match_codec`` read them). Only for a
+    connection in the ``stable`` state whose transceivers do not receive: aiortc reads the
+    remote m-line's SSRCs and RTCP parameters when it starts a receiver (``__remoteRtp``), so a
+    connection with a receiving m-line is left alone. The next ``createOffer``,
+    ``setLocalDescription`` and ``setRemoteDescription`` replace the descriptions with fresh
+    full ones, so this runs after each negotiation; ``localDescription`` and
+    ``remoteDescription`` then print only the skeleton.
     """
     if pc.signalingState != "stable" or not all(hasattr(pc, n) for n in MEMORY_PC_ATTRS):
         return 0
@@ -152,7 +160,12 @@ def slim_descriptions(pc: RTCPeerConnection) -> int:
         return 0
     if getattr(pc, _PC_PREFIX + "pendingRemoteDescription") is not None:
         return 0
+    if not all(hasattr(t, n) for t in transceivers for n in MEMORY_TRANSCEIVER_ATTRS):
+        return 0
     seen: list[object] = []
+    for transceiver in transceivers:
+        for name in MEMORY_TRANSCEIVER_ATTRS:
+            setattr(transceiver, name, _shared(getattr(transceiver, name), seen))
     for name in _REMOTE_PARAMETERS:
         by_owner = getattr(pc, name)
         for owner, value in by_owner.items():

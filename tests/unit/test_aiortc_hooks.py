@@ -395,7 +395,8 @@ async def _answer(server: RTCPeerConnection, client: RTCPeerConnection) -> str:
 async def test_slim_descriptions_keeps_a_skeleton_and_renegotiation_works() -> None:
     """``slim_descriptions``: after an answer, aiortc's parsed offer and answer keep only kinds
     and mids (no codecs, SSRCs, candidates), the per-m-line remote DTLS/ICE parameters are one
-    shared object, and the next offer/answer (a subscriber's every join) still works."""
+    shared object, so are equal codec lists of transceivers, and the next offer/answer (a
+    subscriber's every join) still works."""
     server, client = RTCPeerConnection(), RTCPeerConnection()
     prefix = "_RTCPeerConnection__"
     try:
@@ -428,8 +429,18 @@ async def test_slim_descriptions_keeps_a_skeleton_and_renegotiation_works() -> N
             ("audio", "0"), ("video", "1"), ("video", "2")]
         assert all(m.rtp.codecs for m in getattr(server, prefix + "pendingLocalDescription").media)
         assert server.signalingState == "stable"
+        _, video1, video2 = server.getTransceivers()
+        for name in aiortc_hooks.MEMORY_TRANSCEIVER_ATTRS:
+            assert hasattr(video1, name), f"RTCRtpTransceiver.{name} is gone"
+        assert video1._codecs == video2._codecs and video1._codecs is not video2._codecs
         assert aiortc_hooks.slim_descriptions(server) == 3
+        assert video1._codecs is video2._codecs  # one list for equal codecs agreed
+        assert video1._headerExtensions is video2._headerExtensions
         assert [t.mid for t in server.getTransceivers()] == ["0", "1", "2"]
+        server.addTransceiver("audio", direction="sendonly")  # and once more after sharing
+        await _answer(server, client)
+        assert [t.currentDirection for t in server.getTransceivers()] == ["sendonly"] * 4
+        assert video1._codecs is not video2._codecs  # aiortc assigned fresh ones
     finally:
         await server.close()
         await client.close()
