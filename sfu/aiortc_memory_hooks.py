@@ -113,20 +113,28 @@ def _shared(value: object, seen: list[object]) -> object:
     return value
 
 
-def _skeleton(description: SessionDescription, seen: list[object]) -> SessionDescription:
+def _mids(description: SessionDescription) -> list[tuple[str, str | None]]:
+    return [(media.kind, media.rtp.muxId) for media in description.media]
+
+
+def _skeleton(description: SessionDescription, seen: list[object],
+              like: SessionDescription | None) -> SessionDescription:
     """What aiortc 1.16 reads again from an applied description of an offering connection
     whose m-lines all send: ``createOffer`` the kind and mid of each m-line (to keep them in
     order), ``addIceCandidate`` the mids and each m-line's candidate list,
     ``__validate_description`` the kinds and mids (of the offer being answered: always a fresh
-    one); printing it, the ICE parameters. Codecs, feedback, extensions, SSRCs and candidates
-    go; the DTLS and ICE parameters are shared."""
+    one); printing it, the ICE parameters. Codecs, feedback, extensions, SSRCs, candidates and
+    directions go; the DTLS and ICE parameters are shared, and so are the m-lines of the offer
+    and of its answer (the same kinds and mids, which aiortc checked), ``like``'s."""
     slim = SessionDescription()
     slim.type = description.type
     slim.origin = description.origin
     slim.group = description.group
+    if like is not None and _mids(like) == _mids(description):
+        slim.media = like.media
+        return slim
     for media in description.media:
         bare = MediaDescription(media.kind, media.port, media.profile, media.fmt)
-        bare.direction = media.direction
         bare.rtp.muxId = media.rtp.muxId
         bare.ice = _shared(media.ice, seen)  # type: ignore[assignment]
         bare.dtls = _shared(media.dtls, seen)  # type: ignore[assignment]
@@ -171,9 +179,11 @@ def slim_descriptions(pc: RTCPeerConnection) -> int:
         for owner, value in by_owner.items():
             by_owner[owner] = _shared(value, seen)
     slimmed = 0
+    like = None
     for name in _DESCRIPTIONS:
         description = getattr(pc, name)
         if description is not None:
-            setattr(pc, name, _skeleton(description, seen))
+            like = _skeleton(description, seen, like)
+            setattr(pc, name, like)
             slimmed = max(slimmed, len(description.media))
     return slimmed

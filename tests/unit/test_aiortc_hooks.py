@@ -415,6 +415,8 @@ async def test_slim_descriptions_keeps_a_skeleton_and_renegotiation_works() -> N
             assert all(not m.rtp.codecs and not m.ssrc and not m.ice_candidates
                        for m in slim.media)
             assert slim.media[0].ice is slim.media[1].ice
+        local = getattr(server, prefix + "pendingLocalDescription")
+        assert local.media is getattr(server, prefix + "currentRemoteDescription").media
         for name in ("remoteDtls", "remoteIce"):
             values = list(getattr(server, prefix + name).values())
             assert len(values) == 2 and values[0] is values[1]
