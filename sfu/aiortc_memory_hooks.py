@@ -21,10 +21,13 @@ import asyncio
 import queue
 import threading
 
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer
+from aiortc.sdp import MediaDescription, SessionDescription
 
-__all__ = ["MEMORY_RECEIVER_ATTRS", "MEMORY_SENDER_ATTRS", "slim_receiver", "slim_sender"]
+__all__ = ["MEMORY_PC_ATTRS", "MEMORY_RECEIVER_ATTRS", "MEMORY_SENDER_ATTRS",
+           "MEMORY_TRANSCEIVER_ATTRS",
+           "slim_descriptions", "slim_receiver", "slim_sender"]
 
 _PREFIX = "_RTCRtpReceiver__"
 MEMORY_RECEIVER_ATTRS = tuple(_PREFIX + name for name in (
@@ -87,3 +90,100 @@ def slim_sender(sender: RTCRtpSender) -> bool:
     for name in _SENDER_EVENTS:
         setattr(sender, name, _NEVER_SET)
     return True
+
+
+_PC_PREFIX = "_RTCPeerConnection__"
+_DESCRIPTIONS = tuple(_PC_PREFIX + name for name in (
+    "pendingLocalDescription", "currentLocalDescription",
+    "pendingRemoteDescription", "currentRemoteDescription"))
+_REMOTE_PARAMETERS = (_PC_PREFIX + "remoteDtls", _PC_PREFIX + "remoteIce")
+MEMORY_PC_ATTRS = (*_DESCRIPTIONS, *_REMOTE_PARAMETERS, _PC_PREFIX + "transceivers")
+"""Instance attributes of ``RTCPeerConnection`` replaced or read here (checked by the test)."""
+MEMORY_TRANSCEIVER_ATTRS = ("_codecs", "_headerExtensions")
+"""Instance attributes of ``RTCRtpTransceiver`` shared here (checked by the test)."""
+
+
+def _shared(value: object, seen: list[object]) -> object:
+    """``value``, or an equal one already kept (DTLS and ICE parameters: one per m-line in
+    aiortc, identical under BUNDLE)."""
+    for kept in seen:
+        if kept == value:
+            return kept
+    seen.append(value)
+    return value
+
+
+def _mids(description: SessionDescription) -> list[tuple[str, str | None]]:
+    return [(media.kind, media.rtp.muxId) for media in description.media]
+
+
+def _skeleton(description: SessionDescription, seen: list[object],
+              like: SessionDescription | None) -> SessionDescription:
+    """What aiortc 1.16 reads again from an applied description of an offering connection
+    whose m-lines all send: ``createOffer`` the kind and mid of each m-line (to keep them in
+    order), ``addIceCandidate`` the mids and each m-line's candidate list,
+    ``__validate_description`` the kinds and mids (of the offer being answered: always a fresh
+    one); printing it, the ICE parameters. Codecs, feedback, extensions, SSRCs, candidates and
+    directions go; the DTLS and ICE parameters are shared, and so are the m-lines of the offer
+    and of its answer (the same kinds and mids, which aiortc checked), ``like``'s."""
+    slim = SessionDescription()
+    slim.type = description.type
+    slim.origin = description.origin
+    slim.group = description.group
+    if like is not None and _mids(like) == _mids(description):
+        slim.media = like.media
+        return slim
+    for media in description.media:
+        bare = MediaDescription(media.kind, media.port, media.profile, media.fmt)
+        bare.rtp.muxId = media.rtp.muxId
+        bare.ice = _shared(media.ice, seen)  # type: ignore[assignment]
+        bare.dtls = _shared(media.dtls, seen)  # type: ignore[assignment]
+        slim.media.append(bare)
+    return slim
+
+
+def slim_descriptions(pc: RTCPeerConnection) -> int:
+    """Once an answer to our offer is applied, keep of aiortc's parsed offer and answer only
+    what it reads again, and share the equal remote DTLS and ICE parameters it keeps per
+    m-line and the equal negotiated codec and header-extension lists of its transceivers; the
+    number of m-lines slimmed (0: nothing changed).
+
+    aiortc keeps both descriptions parsed for the connection's life (~7 KB per m-line with an
+    aiortc answer; a subscriber in a room of 50 has ~98 m-lines), and each m-line's DTLS and
+    ICE parameters of the answer (~1.4 KB), identical under BUNDLE, and each transceiver its
+    own deep copy of the codecs agreed (~1.7 KB), equal on every m-line of one producer codec
+    (aiortc and the SFU only read these lists: ``createOffer`` and ``setRemoteDescription``
+    assign new ones; the captured sender parameters and ``match_codec`` read them). Only for a
+    connection in the ``stable`` state whose transceivers do not receive: aiortc reads the
+    remote m-line's SSRCs and RTCP parameters when it starts a receiver (``__remoteRtp``), so a
+    connection with a receiving m-line is left alone. The next ``createOffer``,
+    ``setLocalDescription`` and ``setRemoteDescription`` replace the descriptions with fresh
+    full ones, so this runs after each negotiation; ``localDescription`` and
+    ``remoteDescription`` then print only the skeleton.
+    """
+    if pc.signalingState != "stable" or not all(hasattr(pc, n) for n in MEMORY_PC_ATTRS):
+        return 0
+    transceivers = getattr(pc, _PC_PREFIX + "transceivers")
+    if any(t.currentDirection in ("recvonly", "sendrecv") for t in transceivers):
+        return 0
+    if getattr(pc, _PC_PREFIX + "pendingRemoteDescription") is not None:
+        return 0
+    if not all(hasattr(t, n) for t in transceivers for n in MEMORY_TRANSCEIVER_ATTRS):
+        return 0
+    seen: list[object] = []
+    for transceiver in transceivers:
+        for name in MEMORY_TRANSCEIVER_ATTRS:
+            setattr(transceiver, name, _shared(getattr(transceiver, name), seen))
+    for name in _REMOTE_PARAMETERS:
+        by_owner = getattr(pc, name)
+        for owner, value in by_owner.items():
+            by_owner[owner] = _shared(value, seen)
+    slimmed = 0
+    like = None
+    for name in _DESCRIPTIONS:
+        description = getattr(pc, name)
+        if description is not None:
+            like = _skeleton(description, seen, like)
+            setattr(pc, name, like)
+            slimmed = max(slimmed, len(description.media))
+    return slimmed

@@ -251,6 +251,8 @@ class SubscriberNegotiator:
         except Exception as exc:  # aiortc raises ValueError, but also AttributeError etc.
             self._refuse_answer(exc)
             return
+        # aiortc keeps our offer and the answer parsed (~7 KB per m-line): only a skeleton stays.
+        aiortc_hooks.slim_descriptions(self.pc)
         self._described.set()
         first_mid = next((s.transceiver.mid for s in self.slots if s.transceiver.mid), None)
         if self._offer_transport_cc and first_mid is not None and not self.twcc_id:

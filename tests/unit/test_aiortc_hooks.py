@@ -377,3 +377,90 @@ async def test_idle_receiver_never_starts_a_decoder_or_rtcp_task() -> None:
         assert all(getattr(receiver, name) is None for name in names)
     finally:
         await pc.close()
+
+
+PC_PREFIX = "_RTCPeerConnection__"
+
+
+async def _answer(server: RTCPeerConnection, client: RTCPeerConnection) -> str:
+    """One offer from ``server`` answered by ``client``; the answer's text."""
+    await server.setLocalDescription(await server.createOffer())
+    await client.setRemoteDescription(server.localDescription)
+    await client.setLocalDescription(await client.createAnswer())
+    answer = client.localDescription
+    await server.setRemoteDescription(answer)
+    return answer.sdp
+
+
+async def test_slim_descriptions_keeps_a_skeleton_and_renegotiation_works() -> None:
+    """``slim_descriptions``: after an answer, aiortc's parsed offer and answer keep only kinds
+    and mids (no codecs, SSRCs, candidates), the per-m-line remote DTLS/ICE parameters are one
+    shared object, so are equal codec lists of transceivers, and the next offer/answer (a
+    subscriber's every join) still works."""
+    server, client = RTCPeerConnection(), RTCPeerConnection()
+    prefix = "_RTCPeerConnection__"
+    try:
+        for name in aiortc_hooks.MEMORY_PC_ATTRS:
+            assert hasattr(server, name), f"RTCPeerConnection.{name} is gone"
+        server.addTransceiver("audio", direction="sendonly")
+        server.addTransceiver("video", direction="sendonly")
+        await _answer(server, client)
+        offer = getattr(server, prefix + "pendingLocalDescription")  # aiortc keeps it pending
+        answer = getattr(server, prefix + "currentRemoteDescription")
+        assert offer.media[1].rtp.codecs and answer.media[1].rtp.codecs and answer.media[1].ssrc
+        assert aiortc_hooks.slim_descriptions(server) == 2
+        for name in ("pendingLocalDescription", "currentRemoteDescription"):
+            slim = getattr(server, prefix + name)
+            assert [(m.kind, m.rtp.muxId) for m in slim.media] == [("audio", "0"), ("video", "1")]
+            assert all(not m.rtp.codecs and not m.ssrc and not m.ice_candidates
+                       for m in slim.media)
+            assert slim.media[0].ice is slim.media[1].ice
+        local = getattr(server, prefix + "pendingLocalDescription")
+        assert local.media is getattr(server, prefix + "currentRemoteDescription").media
+        for name in ("remoteDtls", "remoteIce"):
+            values = list(getattr(server, prefix + name).values())
+            assert len(values) == 2 and values[0] is values[1]
+        assert server.remoteDescription is not None  # printable (the session checks it)
+        await server.addIceCandidate(None)  # trickle's end after the skeleton
+        # renegotiation: a third m-line; the old ones keep their mids, kinds and codecs
+        server.addTransceiver("video", direction="sendonly")
+        answer_sdp = await _answer(server, client)
+        assert answer_sdp.count("a=rtpmap:") > 3
+        media = getattr(server, prefix + "currentRemoteDescription").media
+        assert [(m.kind, m.rtp.muxId) for m in media] == [
+            ("audio", "0"), ("video", "1"), ("video", "2")]
+        assert all(m.rtp.codecs for m in getattr(server, prefix + "pendingLocalDescription").media)
+        assert server.signalingState == "stable"
+        _, video1, video2 = server.getTransceivers()
+        for name in aiortc_hooks.MEMORY_TRANSCEIVER_ATTRS:
+            assert hasattr(video1, name), f"RTCRtpTransceiver.{name} is gone"
+        assert video1._codecs == video2._codecs and video1._codecs is not video2._codecs
+        assert aiortc_hooks.slim_descriptions(server) == 3
+        assert video1._codecs is video2._codecs  # one list for equal codecs agreed
+        assert video1._headerExtensions is video2._headerExtensions
+        assert [t.mid for t in server.getTransceivers()] == ["0", "1", "2"]
+        server.addTransceiver("audio", direction="sendonly")  # and once more after sharing
+        await _answer(server, client)
+        assert [t.currentDirection for t in server.getTransceivers()] == ["sendonly"] * 4
+        assert video1._codecs is not video2._codecs  # aiortc assigned fresh ones
+    finally:
+        await server.close()
+        await client.close()
+
+
+async def test_slim_descriptions_leaves_a_receiving_or_unanswered_connection_alone() -> None:
+    """aiortc reads a receiving m-line's remote SSRCs when it starts the receiver; an offer
+    not yet answered is read when the answer comes."""
+    server, client = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        server.addTransceiver("video", direction="sendrecv")
+        client.addTransceiver("video", direction="sendrecv")  # answers sendonly: we receive
+        await _answer(server, client)
+        assert server.getTransceivers()[0].currentDirection == "sendrecv"
+        assert aiortc_hooks.slim_descriptions(server) == 0
+        assert getattr(server, PC_PREFIX + "currentRemoteDescription").media[0].rtp.codecs
+        await server.setLocalDescription(await server.createOffer())
+        assert aiortc_hooks.slim_descriptions(server) == 0  # have-local-offer
+    finally:
+        await server.close()
+        await client.close()
