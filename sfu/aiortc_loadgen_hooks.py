@@ -176,9 +176,7 @@ def gather_on_polled_sockets(pc: Any, announce: list[str], open_polled: OpenPoll
     ``setLocalDescription``. For the load generator's subscribers: their sockets are read in
     batches on a beat instead of one datagram per event-loop wake-up.
     """
-    from aioice.candidate import Candidate, candidate_foundation, candidate_priority
-
-    from sfu.aiortc_hooks import GuardedStunProtocol, count_srtp_failures
+    from sfu.aiortc_hooks import GuardedStunProtocol, add_host_candidate, count_srtp_failures
     from sfu.wire.demux import DatagramDrops, MediaPortGuard
 
     for transceiver in pc.getTransceivers():
@@ -204,15 +202,8 @@ def gather_on_polled_sockets(pc: Any, announce: list[str], open_polled: OpenPoll
                 except OSError:
                     logger.warning("ICE: cannot bind a UDP socket on %s", host)
                     continue
-                sockname = transport.get_extra_info("sockname")
-                protocol.local_candidate = Candidate(
-                    foundation=candidate_foundation("host", "udp", sockname[0]),
-                    component=component, transport="udp",
-                    priority=candidate_priority(component, "host"),
-                    host=sockname[0], port=sockname[1], type="host",
-                )
-                _connection._protocols.append(protocol)
-                candidates.append(protocol.local_candidate)
+                candidates.append(add_host_candidate(_connection, protocol, transport,
+                                                     component))
             return candidates
 
         connection.get_component_candidates = gather_component
