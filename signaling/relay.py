@@ -27,7 +27,6 @@ import json
 import logging
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -61,6 +60,14 @@ from sfu.relay import (
     tile_for,
 )
 from sfu.types import DropReason, Kind
+from signaling.relay_spec import (  # noqa: F401 - RelaySpec and RelayError re-exported
+    CONNECT_ERRORS,
+    RELAY_ID_PREFIX,
+    RELAY_SUFFIX,
+    RelayError,
+    RelaySpec,
+    relay_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,33 +85,6 @@ JOIN_TIMEOUT_S = 15.0
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 30.0
 """Backoff between attempts to reach the far server again after it closed the link."""
-
-
-RELAY_ID_PREFIX = "relay-"
-"""A relay's participant id in the near room (``Worker.publish_local``)."""
-RELAY_SUFFIX = " (relay)"
-
-
-def relay_name(room: str) -> str:
-    """The display name a relay has in the other room (names are at most 64 characters)."""
-    return f"{room[:56]}{RELAY_SUFFIX}"
-
-
-class RelayError(Exception):
-    """The relay could not start (the far server refused, or did not answer)."""
-
-
-CONNECT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, RelayError, KeyError, TypeError,
-                  ValueError)
-
-
-@dataclass(frozen=True)
-class RelaySpec:
-    source_url: str  # http(s)://host:port of the far server
-    source_room: str
-    token: str | None = None  # a join token minted on the far server (role "relay")
-    participants: tuple[str, ...] = ()  # far participant ids to relay; empty: see `pinned`
-    pinned: bool = False  # only the far room's pinned participant (the chair); else everyone
 
 
 class _VoiceWriter:
