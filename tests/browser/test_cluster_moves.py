@@ -121,6 +121,21 @@ def start_node(stack: ExitStack, tmp_path: Path, redis_server: RedisServer, i: i
         extra_args=["--redis", redis_server.url, "--node-id", f"node{i}"]))
 
 
+async def add_node_with_the_room(stack: ExitStack, tmp_path: Path, redis_server: RedisServer,
+                                 data: Path, a: Server) -> Server:
+    """Node C joins the cluster after A's pages loaded (A's CSP names it once it registered),
+    and the room is placed on it."""
+    c = start_node(stack, tmp_path, redis_server, 2, data)
+    await until(lambda: c.base_url.replace("http", "ws", 1) in page_csp(a.base_url), 10.0,
+                "C in A's CSP")
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.set(f"dc:place:{ROOM}", "node2", px=60_000)
+    finally:
+        client.close()
+    return c
+
+
 async def test_a_node_added_after_the_page_loaded_is_reached_by_moving_the_page(
         tmp_path: Path, browser: Any) -> None:
     with ExitStack() as stack:
@@ -140,14 +155,7 @@ async def test_a_node_added_after_the_page_loaded_is_reached_by_moving_the_page(
             allowed = await page.page.evaluate("window.diemcau.nodes.allowed")
             assert allowed == sorted([a.base_url, b.base_url]), allowed
             # C joins the cluster later, and the room is placed on it
-            c = start_node(stack, tmp_path, redis_server, 2, data)
-            await until(lambda: c.base_url.replace("http", "ws", 1) in page_csp(a.base_url),
-                        10.0, "C in A's CSP")
-            client = redis.Redis.from_url(redis_server.url)
-            try:
-                client.set(f"dc:place:{ROOM}", "node2", px=60_000)
-            finally:
-                client.close()
+            c = await add_node_with_the_room(stack, tmp_path, redis_server, data, a)
             # A guest opens the invitation in this page: A sends it to C, outside its CSP
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(invite).query)
             await page.page.evaluate(
@@ -366,14 +374,7 @@ async def test_a_kiosk_whose_room_runs_on_a_later_node_moves_there(
         try:
             await wait_js(page.page, "window.diemcau && window.diemcau.kiosk"
                                      " && window.diemcau.kiosk.state === 'waiting'", TIMEOUT_MS)
-            c = start_node(stack, tmp_path, redis_server, 2, data)
-            await until(lambda: c.base_url.replace("http", "ws", 1) in page_csp(a.base_url),
-                        10.0, "C in A's CSP")
-            client = redis.Redis.from_url(redis_server.url)
-            try:
-                client.set(f"dc:place:{ROOM}", "node2", px=60_000)
-            finally:
-                client.close()
+            c = await add_node_with_the_room(stack, tmp_path, redis_server, data, a)
             api(a.base_url, "POST", f"/api/rooms/{ROOM}/meetings", {
                 "title": "Giao ban tuần", "first_date": start.date().isoformat(),
                 "start": start.strftime("%H:%M"), "end": end.strftime("%H:%M"),
