@@ -35,6 +35,7 @@ from signaling.auth import (
     verify_join_token,
 )
 from signaling.cluster.seats import ClusterSeats
+from signaling.cluster.sitting import SittingBook
 from signaling.meeting_log import MeetingLog
 from signaling.ratelimit import RateLimiter, account_key, address_key
 from signaling.store import DEFAULT_CAPACITY, InvitationUnusable, JoinRecord, NotFound, Room, Store
@@ -73,6 +74,9 @@ class Admission:
                  cluster: ClusterSeats | None = None) -> None:
         self.store = store
         self.cluster = cluster
+        self.sittings: SittingBook | None = None
+        """With --redis: the live sitting's admitted guests, removals and lock, which
+        survive the room's node (signaling/cluster/sitting.py)."""
         self.secret = secret
         self.passwords = passwords
         self.limiter = limiter or RateLimiter()
@@ -351,9 +355,14 @@ class Admission:
         """``_enter`` with the seat taken in Redis first: the cluster-wide count decides."""
         capacity = room.capacity if room is not None else self.open_room_capacity
         auto_record = room.auto_record if room is not None else False
-        if room is not None and room.locked and principal.role not in HOST_ROLES:
+        sitting = await self.sittings.peek(room_name) if self.sittings is not None else None
+        locked = room is not None and (room.locked or (sitting is not None and sitting.locked))
+        # back from a node that died under them: in despite the lock, past the lobby
+        back = sitting is not None and principal.identity in sitting.present
+        if locked and principal.role not in HOST_ROLES and not back:
             raise JoinRefused("room-locked", f"room {room_name!r} is locked by its host")
-        if room is not None and room.lobby and principal.role == "guest":
+        if room is not None and room.lobby and principal.role == "guest" and not back and (
+                sitting is None or principal.identity not in sitting.admitted):
             return self._enter(room_name, room, principal, session_id, take_over, now)
         assert self.cluster is not None
         await self.cluster.seat(room_name, capacity, principal.identity,
@@ -423,6 +432,8 @@ class Admission:
         removed[identity] = until
         for gone in [i for i, t in removed.items() if t <= self.clock()]:
             del removed[gone]
+        if self.sittings is not None:
+            self.sittings.removed(room_name, identity, until, self.clock())
         if identity.startswith("guest:"):
             room = await self.store.find_room(room_name)
             if room is not None:
@@ -431,6 +442,9 @@ class Admission:
     async def _check_not_removed(self, room_name: str, room: Room | None, identity: str,
                                  now: float) -> None:
         removed = self._removed.get(room_name, {}).get(identity, 0.0) > now
+        if not removed and self.sittings is not None:  # removed while on a node that died
+            sitting = await self.sittings.peek(room_name)
+            removed = sitting is not None and sitting.removed.get(identity, 0.0) > now
         if not removed and room is not None and identity.startswith("guest:"):
             removed = await self.store.is_removed(room.id, identity, now)
         if removed:
@@ -476,6 +490,8 @@ class Admission:
                                 waiting.take_over)
         admitted = self._seat_mirrored(room_name, waiting.capacity, waiting.auto_record,
                                        waiting.principal, session_id)
+        if self.sittings is not None:  # a rejoin (through any node) skips the lobby
+            self.sittings.admitted(room_name, waiting.principal.identity)
         self._lobby.get(room_name, {}).pop(session_id, None)
         if not self._lobby.get(room_name, True):
             del self._lobby[room_name]

@@ -27,6 +27,7 @@ from signaling.cluster.directory import cluster_message
 from signaling.cluster.node import CLUSTER, ClusterNode
 from signaling.cluster.pages import cluster_page
 from signaling.cluster.seats import ClusterSeats
+from signaling.cluster.sitting import SittingBook
 from signaling.config import Config
 from signaling.control import CONTROL, BootstrapResult, control_ctx
 from signaling.documents import DOCUMENTS_DIR
@@ -257,11 +258,16 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
 
     seats = ClusterSeats(node, kick_remote)
     admission.cluster = seats
+    sittings = SittingBook(node.redis)  # a room's sitting survives its node
+    sittings.start()
+    admission.sittings = sessions.extras.sittings = sittings
     app[CLUSTER] = node
     try:
         yield
     finally:
         admission.cluster = None
+        admission.sittings = sessions.extras.sittings = None
+        await sittings.close()
         await seats.close()
         await node.close()
 

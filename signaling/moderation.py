@@ -96,6 +96,7 @@ class LiveModerator:
         await session.kick("removed")
 
     async def set_locked(self, room: str, locked: bool) -> None:
+        self.sessions.extras.on_locked(room, locked)
         for session in self.sessions.in_room(room):
             session.send({"type": "room_locked", "locked": locked})
 
@@ -116,3 +117,4 @@ class LiveModerator:
 
     async def pin(self, room: str, participant_id: str | None) -> None:
         self.plane.pin(room, participant_id)
+        self.sessions.extras.on_pinned(room, participant_id)

@@ -25,6 +25,7 @@ from signaling.store import ChatMessage
 
 if TYPE_CHECKING:
     from signaling.admission import Admitted
+    from signaling.cluster.sitting import SittingBook
     from signaling.moderation import SessionRegistry
     from signaling.session import Session
 
@@ -39,6 +40,7 @@ class _Meeting:
     hands: dict[str, float] = field(default_factory=dict)  # participant id -> raised at
     quality: dict[str, dict[str, Any]] = field(default_factory=dict)  # participant id -> last
     lines_sent: int = 0
+    identities: dict[str, str] = field(default_factory=dict)  # participant id -> identity
 
 
 class RoomExtras:
@@ -46,6 +48,9 @@ class RoomExtras:
         self.registry = registry
         self._meetings: dict[str, _Meeting] = {}
         self._rates: dict[str, SenderRates] = {}  # participant id -> windows
+        self.sittings: SittingBook | None = None
+        """With --redis: the sitting's live state is kept in Redis too and continued by the node
+        that takes the room over (signaling/cluster/sitting.py)."""
 
     # -- lifecycle (from Session) ----------------------------------------------------------------
 
@@ -58,8 +63,18 @@ class RoomExtras:
         lines, the raised hands and the last quality reports, for ``joined.meeting`` (one
         message: nothing arrives between ``joined`` and what the client asks next)."""
         room, pid = admitted.room, admitted.session_id
+        if room not in self._meetings and self.sittings is not None:
+            state = await self.sittings.adopt(room)  # a sitting its dead node left, or new
+            if room not in self._meetings:
+                self._meetings[room] = _Meeting(state.id, lines_sent=state.lines)
+                if state.locked and session.control is not None:
+                    await _restore_lock(session, room)
         meeting = self._current(room)
+        meeting.identities[pid] = admitted.identity
+        if self.sittings is not None:
+            self.sittings.present(room, admitted.identity, True)
         self._rates[pid] = SenderRates()
+        self._restore_hand(room, meeting, pid, admitted.identity)
         lines: list[ChatMessage] = []
         if session.control is not None:
             lines = await session.control.store.list_chat(room, meeting.id, CHAT_HISTORY)
@@ -71,17 +86,53 @@ class RoomExtras:
             "can_moderate": admitted.role in MODERATOR_ROLES,
         }
 
+    def joined(self, session: Session, admitted: Admitted) -> None:
+        """In the media room now: the pin its node's death interrupted is set again."""
+        state = self.sittings.live(admitted.room) if self.sittings is not None else None
+        if state is not None and state.pinned == admitted.identity:
+            try:
+                session.plane.pin(admitted.room, admitted.session_id)
+            except (KeyError, ValueError):  # gone again meanwhile
+                pass
+
     def on_left(self, room: str, participant_id: str) -> None:
         self._rates.pop(participant_id, None)
         meeting = self._meetings.get(room)
         if meeting is None:
             return
         meeting.quality.pop(participant_id, None)
+        identity = meeting.identities.pop(participant_id, None)
+        if self.sittings is not None and identity is not None:
+            self.sittings.present(room, identity, False)
         if meeting.hands.pop(participant_id, None) is not None:
             self._broadcast(room, {"type": "hand", "participant_id": participant_id,
                                    "raised": False})
+            if self.sittings is not None and identity is not None:
+                self.sittings.hand(room, identity, None)
         if not any(s.participant_id is not None for s in self.registry.in_room(room)):
             del self._meetings[room]  # the sitting is over
+            if self.sittings is not None:
+                self.sittings.end(room)
+
+    # -- what moderation changed (kept with the sitting, --redis) ------------------------------
+
+    def on_pinned(self, room: str, participant_id: str | None) -> None:
+        meeting = self._meetings.get(room)
+        if self.sittings is not None and meeting is not None:
+            self.sittings.pin(room, None if participant_id is None
+                              else meeting.identities.get(participant_id))
+
+    def on_locked(self, room: str, locked: bool) -> None:
+        if self.sittings is not None:
+            self.sittings.lock(room, locked)
+
+    def _restore_hand(self, room: str, meeting: _Meeting, pid: str, identity: str) -> None:
+        state = self.sittings.live(room) if self.sittings is not None else None
+        raised_at = None if state is None else state.hands.get(identity)
+        if raised_at is None or pid in meeting.hands:
+            return
+        meeting.hands[pid] = raised_at  # in `joined.meeting` for them, told to the others:
+        self._broadcast(room, {"type": "hand", "participant_id": pid, "raised": True})
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -97,6 +148,8 @@ class RoomExtras:
             raise ProtocolError("limit-exceeded", f"this meeting has reached its "
                                 f"{chat.MAX_MEETING_LINES} chat messages")
         meeting.lines_sent += 1
+        if self.sittings is not None:
+            self.sittings.line(room)
         admitted = session.admitted
         line = ChatMessage(0, room, meeting.id, time.time(),
                            admitted.identity if admitted else f"anon:{pid}",
@@ -142,6 +195,9 @@ class RoomExtras:
             meeting.hands[pid] = time.time()
         elif meeting.hands.pop(target, None) is None:
             return
+        identity = meeting.identities.get(target)
+        if self.sittings is not None and identity is not None:
+            self.sittings.hand(room, identity, meeting.hands.get(target))
         out: dict[str, Any] = {"type": "hand", "participant_id": target,
                                "raised": message.raised}
         if target != pid:
@@ -189,7 +245,9 @@ class RoomExtras:
         """The room's sitting; a new one if the last person left while this one was joining."""
         meeting = self._meetings.get(room)
         if meeting is None:
-            meeting = self._meetings[room] = _Meeting(secrets.token_hex(8))
+            state = self.sittings.live(room) if self.sittings is not None else None
+            meeting = self._meetings[room] = _Meeting(
+                state.id if state is not None else secrets.token_hex(8))
         return meeting
 
     def _rate(self, pid: str, what: str) -> None:
@@ -204,6 +262,15 @@ class RoomExtras:
         for session in self.registry.in_room(room):
             if session.participant_id is not None:  # seated (not in the lobby)
                 session.send(message)
+
+
+async def _restore_lock(session: Session, room: str) -> None:
+    """The sitting was locked when its node died; a node with its own store locks it too
+    (with a shared store it is locked already)."""
+    assert session.control is not None
+    stored = await session.control.store.find_room(room)
+    if stored is not None and not stored.locked:
+        await session.control.store.update_room(room, locked=True)
 
 
 def _where(session: Session) -> tuple[str, str]:

@@ -341,6 +341,7 @@ class Session:
                                      admitted.role == "relay"
                                      or admitted.identity.startswith(("open:", "anon:"))))
         self.participant_id = admitted.session_id
+        self.sessions.extras.joined(self, admitted)  # a pin kept by the sitting (--redis)
         self.resume_token = self.sessions.resume.issue(self)
         cluster = self.control.admission.cluster if self.control is not None else None
         self.send({

@@ -62,7 +62,8 @@ def lobby_extras(cluster: ClusterSeats | None, waiting: Waiting) -> dict[str, ob
     """What a lobby guest of a cluster node gets besides ``lobby``: the other live nodes (the
     lobby lives in this node's memory and dies with it: the guest waits again through another
     node) and, for an invitation's guest, the rejoin token that waits again without spending
-    another use (a guest token: it leads to the lobby again, never past it)."""
+    another use (a guest token: it leads to the lobby again, past it only once a host let this
+    guest in during the sitting, signaling/cluster/sitting.py)."""
     if cluster is None:
         return {}
     out: dict[str, object] = {"nodes": list(cluster.node.live_peers)}

@@ -21,6 +21,8 @@ Keys (``PREFIX`` = ``dc:``):
 
 Room names and identities may contain ``|``; session and node ids are ours and never do, so the
 values split from the right (Lua's greedy ``(.*)``).
+- ``dc:sitting:<room>``        hash: the room's sitting (``signaling.cluster.sitting``); kept
+                               with the placement, left to expire when the node dies
 - ``dc:kick:<id>``             pub/sub channel: session ids the node must disconnect (take-over)
 """
 
@@ -138,6 +140,7 @@ for i = 4, #ARGV do
   local room = ARGV[i]
   if redis.call('GET', 'dc:place:' .. room) == node then
     redis.call('PEXPIRE', 'dc:place:' .. room, ttl * 10)
+    redis.call('PEXPIRE', 'dc:sitting:' .. room, ttl * 20)
   end
 end
 return 1
