@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.sdp import SessionDescription
 
+from sfu.consumer import PacketWriter
 from sfu.producer import Layer, Producer
 from sfu.types import Codec, DropReason, Kind
 from sfu.wire.rtp_packet import RtpView
@@ -240,6 +241,26 @@ class VoiceSlot:
         data[8:12] = self.ssrc.to_bytes(4, "big")
         self.sent += 1
         return bytes(data)
+
+
+class VoiceWriter:
+    """A near consumer's rewritten audio -> its voice slot toward the far room, if it has one
+    (``writer``: the relay's publish connection toward the far room, while it has one)."""
+
+    __slots__ = ("producer_id", "_voices", "_writer")
+
+    def __init__(self, producer_id: str, voices: VoiceSlots,
+                 writer: Callable[[], PacketWriter | None]) -> None:
+        self.producer_id = producer_id
+        self._voices = voices
+        self._writer = writer
+
+    def send_rtp(self, packet: bytes) -> bool:
+        writer = self._writer()
+        if writer is None:
+            return False
+        data = self._voices.packet(self.producer_id, packet)
+        return data is not None and writer.send_rtp(data)
 
 
 class VoiceSlots:

@@ -178,7 +178,11 @@ async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
     worker.start()
     app[MEDIA_PLANE] = worker
     app[REGISTRY] = make_registry(worker, app[REFUSALS])
-    app[CONTROL].moderator = LiveModerator(worker, app[CONTROL], app[SESSIONS])
+    app[CONTROL].moderator = moderator = LiveModerator(worker, app[CONTROL], app[SESSIONS])
+    from signaling.relay_api import RELAYS  # (as install_relays below: a late import)
+
+    if RELAYS in app:  # the relays' people are moderated through them
+        moderator.relays = app[RELAYS]
     meetings = app[CONTROL].meetings
     sampler = None  # poor-quality samples: loss and round trip from the plane's diagnostics
     if meetings is not None:

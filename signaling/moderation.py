@@ -13,10 +13,13 @@ from sfu.plane import MediaPlane
 from sfu.types import Kind
 from signaling.api_models import ParticipantInfo
 from signaling.control import ControlPlane
+from signaling.relay_moderation import find_relayed
+from signaling.relay_spec import RELAY_ID_PREFIX
 from signaling.resume import ResumeBook
 from signaling.room_extras import RoomExtras
 
 if TYPE_CHECKING:
+    from signaling.relay import Relay
     from signaling.session import Session
 
 
@@ -51,6 +54,9 @@ class LiveModerator:
         self.plane = plane
         self.control = control
         self.sessions = sessions
+        self.relays: dict[str, Relay] = {}
+        """The relays into this server's rooms (signaling/relay_api.py): their people in a room
+        have no session here and are moderated through them (signaling/relay_moderation.py)."""
 
     def _session(self, room: str, participant_id: str) -> Session:
         session = self.sessions.get(participant_id)
@@ -68,7 +74,8 @@ class LiveModerator:
             admitted = session.admitted if session is not None else None
             out.append(ParticipantInfo(
                 id=participant.id, name=participant.name,
-                role=admitted.role if admitted else "member",
+                role=admitted.role if admitted else (
+                    "relay" if participant.id.startswith(RELAY_ID_PREFIX) else "member"),
                 identity=admitted.identity if admitted else "",
                 audio_muted=participant.audio_muted, video_muted=participant.video_muted,
                 pinned=live.pinned == participant.id,
@@ -82,6 +89,10 @@ class LiveModerator:
 
     async def mute(self, room: str, participant_id: str,
                    kind: Literal["audio", "video"]) -> None:
+        relayed = find_relayed(self.relays.values(), room, participant_id)
+        if relayed is not None:  # B stops forwarding it; A's meeting is not touched
+            relayed.mute(Kind(kind))
+            return
         session = self._session(room, participant_id)
         if session.participant_id is None:
             raise KeyError(participant_id)
@@ -90,6 +101,10 @@ class LiveModerator:
         session.send({"type": "muted_by_host", "kind": kind})
 
     async def remove(self, room: str, participant_id: str) -> None:
+        relayed = find_relayed(self.relays.values(), room, participant_id)
+        if relayed is not None:  # no longer relayed into this room; A's meeting goes on
+            relayed.remove()
+            return
         session = self._session(room, participant_id)
         if session.admitted is not None:  # keep them out: no rejoin with the same identity
             await self.control.admission.exclude(room, session.admitted.identity)

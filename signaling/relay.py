@@ -57,9 +57,11 @@ from sfu.relay import (
     UpstreamTracks,
     VoiceSlot,
     VoiceSlots,
+    VoiceWriter,
     tile_for,
 )
 from sfu.types import DropReason, Kind
+from signaling.relay_moderation import RelayModeration, apply_mutes
 from signaling.relay_spec import (  # noqa: F401 - RelaySpec and RelayError re-exported
     CONNECT_ERRORS,
     RELAY_ID_PREFIX,
@@ -85,23 +87,6 @@ JOIN_TIMEOUT_S = 15.0
 RECONNECT_MIN_S = 1.0
 RECONNECT_MAX_S = 30.0
 """Backoff between attempts to reach the far server again after it closed the link."""
-
-
-class _VoiceWriter:
-    """A near consumer's rewritten audio -> its voice slot toward the far room, if it has one."""
-
-    __slots__ = ("producer_id", "_relay")
-
-    def __init__(self, producer_id: str, relay: Relay) -> None:
-        self.producer_id = producer_id
-        self._relay = relay
-
-    def send_rtp(self, packet: bytes) -> bool:
-        writer = self._relay._pub_writer
-        if writer is None:
-            return False
-        data = self._relay.voices.packet(self.producer_id, packet)
-        return data is not None and writer.send_rtp(data)
 
 
 class Relay:
@@ -153,6 +138,7 @@ class Relay:
         # far participant id -> the tile (width, height) sent to A: the layers B wants
         self._far_tiles: dict[str, tuple[int, int]] = {}
         self._near_rejoin: asyncio.Future[None] | None = None
+        self.moderation = RelayModeration()  # B's hosts' removals and mutes (by far id)
 
     @staticmethod
     def _new_pc() -> RTCPeerConnection:
@@ -319,8 +305,8 @@ class Relay:
         muted = message.get("muted") is True
         for track in self.upstream.tracks():
             if (track.participant_id == owner and track.kind.value == kind
-                    and track.relayed is not None):
-                track.relayed.set_muted(muted)
+                    and track.relayed is not None):  # a mute of B's hosts holds
+                track.relayed.set_muted(muted or self.moderation.is_muted(owner, track.kind))
 
     def _note_far(self, participant: object) -> None:
         if not isinstance(participant, dict):
@@ -413,7 +399,8 @@ class Relay:
     def chosen(self, far_participant_id: str) -> bool:
         spec = self.spec
         if (not far_participant_id or far_participant_id == self.far_participant_id
-                or far_participant_id in self._gone or far_participant_id in self._far_relays):
+                or far_participant_id in self._gone or far_participant_id in self._far_relays
+                or far_participant_id in self.moderation.removed):  # by B's hosts
             return False  # nor another relay in the far room: a loop would feed itself
         if spec.participants:
             return far_participant_id in spec.participants
@@ -447,8 +434,20 @@ class Relay:
         def keyframe(layer: int) -> None:  # a PLI names the far consumer of that layer
             self._send_pli(ssrcs[max(0, min(layer, len(ssrcs) - 1))])
 
-        return publication.add_track(track_id, track.kind, track.codec, keyframe,
+        feed = publication.add_track(track_id, track.kind, track.codec, keyframe,
                                      track.audio_level_ext_id, track.rids)
+        apply_mutes(self, track.participant_id, publication)  # B's hosts muted them before
+        return feed
+
+    def near_people(self) -> dict[str, Publication]:
+        """far participant id -> their participant in the near room"""
+        return dict(self._near)
+
+    def stop_relaying(self, far_id: str) -> None:
+        """B's host removed them: out of the near room; A sends no more of their video."""
+        self._sync_tracks()
+        self._far_tiles[far_id] = (0, 0)
+        self._spawn(self._send_tiles())
 
     def _sync_tracks(self) -> None:
         """Withdraw from the near room every relayed track that A no longer sends us for a
@@ -508,7 +507,7 @@ class Relay:
                 or track.participant_name.endswith(RELAY_SUFFIX)):
             return None  # not our own, nor another relay's: no loop between rooms
         self.voices.add(track.producer_id, track.participant_id)
-        return _VoiceWriter(track.producer_id, self)
+        return VoiceWriter(track.producer_id, self.voices, lambda: self._pub_writer)
 
     def track_removed(self, producer_id: str) -> None:
         self.voices.remove(producer_id)
@@ -564,7 +563,8 @@ class Relay:
             return
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self._ws.send_str(json.dumps({"type": "tiles", "tiles": [
-                {"participant_id": far_id, "width": width, "height": height, "visible": True}
+                {"participant_id": far_id, "width": width, "height": height,
+                 "visible": width > 0}
                 for far_id, (width, height) in self._far_tiles.items()
                 if far_id not in self._gone]}))
 
@@ -585,4 +585,5 @@ class Relay:
             "near_rejoins": self.near_rejoins,
             "asked_of_far": {far_id: f"{w}x{h}" for far_id, (w, h) in self._far_tiles.items()},
             "drops": {reason.value: n for reason, n in self.upstream.drops.items()},
+            "moderation": self.moderation.summary(),
         }
