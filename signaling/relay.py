@@ -123,7 +123,7 @@ class Relay:
         self._rtcp_ssrc = secrets.randbits(32)
         self.voices = VoiceSlots([])
         self.offer_errors = 0
-        self._gone: set[str] = set()  # far participants who left (ids are not reused)
+        self.gone: set[str] = set()  # far participants who left (ids are not reused)
         self._far_relays: set[str] = set()  # far participants that are relays (by name)
         self._waiter: asyncio.Future[dict[str, Any]] | None = None
         self._remb_timer: asyncio.TimerHandle | None = None
@@ -288,7 +288,7 @@ class Relay:
             elif kind == "participant_joined":
                 self._note_far(message.get("participant"))
             elif kind == "participant_left":
-                self._gone.add(str(message.get("participant_id")))
+                self.gone.add(str(message.get("participant_id")))
                 self._sync_tracks()
             elif kind in ("joined", "publish_answer", "error", "lobby"):
                 if kind == "error":
@@ -399,7 +399,7 @@ class Relay:
     def chosen(self, far_participant_id: str) -> bool:
         spec = self.spec
         if (not far_participant_id or far_participant_id == self.far_participant_id
-                or far_participant_id in self._gone or far_participant_id in self._far_relays
+                or far_participant_id in self.gone or far_participant_id in self._far_relays
                 or far_participant_id in self.moderation.removed):  # by B's hosts
             return False  # nor another relay in the far room: a loop would feed itself
         if spec.participants:
@@ -566,7 +566,7 @@ class Relay:
                 {"participant_id": far_id, "width": width, "height": height,
                  "visible": width > 0}
                 for far_id, (width, height) in self._far_tiles.items()
-                if far_id not in self._gone]}))
+                if far_id not in self.gone]}))
 
     def sender_report(self, producer_id: str, ntp_timestamp: int, rtp_timestamp: int) -> None:
         pass  # the far server makes its own sender reports from what it receives

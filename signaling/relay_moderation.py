@@ -20,8 +20,8 @@ bounded. The REST calls are audited like every changing call (``signaling/api_au
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Any
 
 from sfu.types import Kind
 from signaling.relay_spec import RELAY_ID_PREFIX
@@ -32,22 +32,32 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_DECISIONS = 256
-"""Far participants a relay remembers removing or muting (far ids are not reused)."""
+MAX_DECISIONS = 1024
+"""Far participants a relay remembers removing or muting, each. Those who left A are forgotten
+first (far ids are not reused), so this is only reached beyond a room's capacity (1,000);
+then the oldest decision goes."""
 
 
 class RelayModeration:
-    """What B's hosts decided about one relay's far participants."""
+    """What B's hosts decided about one relay's far participants (insertion-ordered)."""
 
     def __init__(self) -> None:
-        self.removed: set[str] = set()  # far participant ids
+        self.removed: dict[str, None] = {}  # far participant ids
         self.muted: dict[str, set[Kind]] = {}  # far participant id -> kinds B muted
 
     def is_muted(self, far_id: str, kind: Kind) -> bool:
         return kind in self.muted.get(far_id, ())
 
+    def remove(self, far_id: str, gone: Collection[str]) -> None:
+        self.removed[far_id] = None
+        _bound(self.removed, gone)
+
+    def mute(self, far_id: str, kind: Kind, gone: Collection[str]) -> None:
+        self.muted.setdefault(far_id, set()).add(kind)
+        _bound(self.muted, gone)
+
     def summary(self) -> dict[str, object]:
-        return {"removed": sorted(self.removed),
+        return {"removed": list(self.removed),
                 "muted": {far: sorted(k.value for k in kinds)
                           for far, kinds in self.muted.items()}}
 
@@ -61,22 +71,24 @@ class RelayedPerson:
         self.publication = publication
 
     def mute(self, kind: Kind) -> None:
-        decisions = self.relay.moderation
-        if self.far_id not in decisions.muted and len(decisions.muted) >= MAX_DECISIONS:
-            raise ValueError("too many relayed people muted")
-        decisions.muted.setdefault(self.far_id, set()).add(kind)
+        self.relay.moderation.mute(self.far_id, kind, self.relay.gone)
         apply_mutes(self.relay, self.far_id, self.publication)
         logger.info("relay %s: far participant %s muted (%s) in %r", self.relay.id,
                     self.far_id, kind.value, self.relay.room)
 
     def remove(self) -> None:
-        decisions = self.relay.moderation
-        if len(decisions.removed) >= MAX_DECISIONS:
-            raise ValueError("too many relayed people removed")
-        decisions.removed.add(self.far_id)
+        self.relay.moderation.remove(self.far_id, self.relay.gone)
         self.relay.stop_relaying(self.far_id)
         logger.info("relay %s: far participant %s removed from %r", self.relay.id,
                     self.far_id, self.relay.room)
+
+
+def _bound(decisions: dict[str, Any], gone: Collection[str]) -> None:
+    if len(decisions) > MAX_DECISIONS:
+        for far_id in [f for f in decisions if f in gone]:
+            del decisions[far_id]
+    while len(decisions) > MAX_DECISIONS:
+        del decisions[next(iter(decisions))]
 
 
 def find_relayed(relays: Iterable[Relay], room: str,
