@@ -1,10 +1,11 @@
 """A room's sitting survives its node's death (issue 14): two real `diemcau serve --redis`
 processes sharing one data directory (one store, as with a networked store), a real
 redis-server, WebSocket clients. On node A a host, a member and a guest admitted from the
-lobby; chat lines, a raised hand, the room locked, the host pinned. `kill -9` of A; everyone
-rejoins through B as the web client's failover does (credentials with take-over, the guest on
-its rejoin token): the same sitting goes on (its chat history, the hand still raised, the room
-still locked, the pin), and the admitted guest is not sent to the lobby again."""
+lobby, a member removed by the host; chat lines, a raised hand, the room locked, the host
+pinned. `kill -9` of A; everyone rejoins through B as the web client's failover does
+(credentials with take-over, the guest on its rejoin token): the same sitting goes on (its
+chat history, the hand still raised, the room still locked, the pin), the admitted guest is not
+sent to the lobby again, and the member the host removed on A stays out."""
 
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ async def test_the_sitting_goes_on_after_its_node_is_killed(
                         {"name": ROOM, "org_id": orgs[0]["id"], "lobby": True})
     assert status == 201, room
     tokens = {}
-    for who, role in (("host", "host"), ("member", "member"), ("late", "member")):
+    for who, role in (("host", "host"), ("member", "member"), ("late", "member"),
+                      ("unruly", "member")):
         status, minted = call("POST", api + f"/rooms/{ROOM}/tokens", admin,
                               {"name": who, "identity": who, "role": role})
         assert status == 201, minted
@@ -121,6 +123,13 @@ async def test_the_sitting_goes_on_after_its_node_is_killed(
             member, joined_m = await enter(http, node_a.base_url,
                                            {"name": "Dai bieu", "token": tokens["member"]})
             sockets.append(member)
+            unruly, joined_u = await enter(http, node_a.base_url,
+                                           {"name": "On ao", "token": tokens["unruly"]})
+            status, _ = call("DELETE", node_a.base_url + f"/api/rooms/{ROOM}/participants/"
+                             f"{joined_u['participant_id']}", admin)
+            assert status == 204
+            assert (await receive(unruly, "left"))["reason"] == "removed"
+            await unruly.close()
             guest, lobby = await enter(http, node_a.base_url,
                                        {"name": "Khach", "invite": invite.group(1)},
                                        expect="lobby")
@@ -143,7 +152,7 @@ async def test_the_sitting_goes_on_after_its_node_is_killed(
             deadline = time.monotonic() + WAIT_S
             kept = sitting_in_redis(redis_server)
             while not (kept and kept.locked and kept.hands and kept.pinned and kept.admitted
-                       and kept.lines == 2):
+                       and kept.removed and kept.lines == 2):
                 assert time.monotonic() < deadline, f"sitting not written: {kept}"
                 await asyncio.sleep(0.1)
                 kept = sitting_in_redis(redis_server)
@@ -186,6 +195,13 @@ async def test_the_sitting_goes_on_after_its_node_is_killed(
                                   "token": tokens["late"]})
             refused = await receive(late, "joined")
             assert refused["type"] == "error" and refused["code"] == "room-locked", refused
+            # the person the host removed on A stays out on B
+            again_u = await http.ws_connect(node_b.base_url.replace("http", "ws", 1) + "/ws")
+            sockets.append(again_u)
+            await again_u.send_json({"type": "join", "room": ROOM, "name": "On ao",
+                                     "token": tokens["unruly"], "take_over": True})
+            refused = await receive(again_u, "joined")
+            assert refused["type"] == "error" and refused["code"] == "not-invited", refused
             print(f"\nsitting {sitting} continued on {node_b.base_url}: host rejoined "
                   f"{rejoined_s:.1f} s after kill -9; {json.dumps(kept.hands)}")
         finally:
