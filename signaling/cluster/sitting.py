@@ -44,6 +44,9 @@ start a new meeting."""
 MAX_ENTRIES = 1000
 """Hands, admitted guests and removed people a sitting keeps (each), at most."""
 MAX_IDENTITY = 256
+MAX_FIELD_BYTES = MAX_ENTRIES * (4 * MAX_IDENTITY + 32)
+"""The largest field a valid sitting writes (UTF-8, four bytes a character at most); a larger
+one is refused before any parser sees it."""
 RETRY_S = 1.0
 
 Identity = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_IDENTITY)]
@@ -95,7 +98,7 @@ def decode_state(raw: Mapping[bytes | str, bytes | str]) -> SittingState | None:
     for key, value in raw.items():
         name = _text(key) if isinstance(key, bytes | str) else ""
         if name in FIELDS:
-            if len(value) > 64 * MAX_ENTRIES * 4:  # before any parser sees it
+            if len(value) > MAX_FIELD_BYTES:
                 raise ValueError(f"sitting field {name!r} of {len(value)} bytes")
             fields[name] = _DECODERS[name].decode(value)
     return msgspec.convert(fields, SittingState)

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from signaling.cluster.sitting import KEY, MAX_ENTRIES, SittingBook, decode_state
+from signaling.cluster.sitting import (
+    KEY,
+    MAX_ENTRIES,
+    MAX_FIELD_BYTES,
+    MAX_IDENTITY,
+    SittingBook,
+    SittingState,
+    decode_state,
+    encode_fields,
+)
 from tests.cluster.redisproc import RedisServer, running_redis
 
 WAIT_S = 10.0
@@ -145,3 +154,13 @@ async def test_redis_down_starts_a_fresh_sitting_and_the_writer_keeps_trying(
         finally:
             await other.close()
             await node.close()
+
+
+def test_the_largest_valid_sitting_reads_back_and_a_larger_field_is_refused() -> None:
+    widest = "ư" * MAX_IDENTITY  # two bytes a character in UTF-8
+    state = SittingState(id="0123456789abcdef", hands={
+        f"{i:04d}{widest}"[:MAX_IDENTITY]: 1e10 for i in range(MAX_ENTRIES)})
+    fields = encode_fields(state, ("id", "hands"))
+    assert decode_state(fields) == state  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        decode_state({"id": fields["id"], "lines": b" " * (MAX_FIELD_BYTES + 1)})
