@@ -76,6 +76,10 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--recording-retention-days", metavar="DAYS",
                        help="delete recordings older than DAYS (checked hourly, logged); "
                             "default: keep them")
+    serve.add_argument("--store", metavar="URL",
+                       help="keep accounts, rooms and records in this PostgreSQL database "
+                            "(postgresql://user@host:5432/db), shared by every node; default: "
+                            "the data directory's SQLite file")
     serve.add_argument("--redis", metavar="URL",
                        help="join a cluster through this Redis (redis://host:6379/0): rooms "
                             "placed on one node, exact room limits across nodes")
