@@ -1,5 +1,5 @@
-"""Fixtures for the control plane: a real SQLite file or PostgreSQL database, cheap password hashing, a fake moderator
-standing in for the media side."""
+"""Fixtures for the control plane: a real SQLite file or PostgreSQL database (``store_url``),
+cheap password hashing, a fake moderator standing in for the media side."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The store against a real SQLite file and a real PostgreSQL (``store`` fixture): migrations, case-sensitivity, atomic invitations, crash safety,
-and the weekly schedule helper."""
+"""The store against a real SQLite file and a real PostgreSQL (``store`` fixture): migrations,
+case-sensitivity, atomic invitations, crash safety, and the weekly schedule helper."""
 
 from __future__ import annotations
 
