@@ -217,9 +217,14 @@ def serve(args: argparse.Namespace) -> None:
     from sfu.gctune import tune_for_forwarding
 
     tune_for_forwarding()  # imports and the app built: frozen, never rescanned (sfu/gctune.py)
-    web.run_app(app, host=settings.host, port=settings.port, loop=loop,
-                ssl_context=ssl_context, print=None, shutdown_timeout=10,
-                access_log_class=RedactingAccessLogger)
+    from signaling.store import StoreError
+
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, loop=loop,
+                    ssl_context=ssl_context, print=None, shutdown_timeout=10,
+                    access_log_class=RedactingAccessLogger)
+    except StoreError as exc:  # --store unreachable, refused, or not a database we can use
+        raise SystemExit(f"diemcau: {exc}") from None
 
 
 def private_dir(path: Path) -> None:

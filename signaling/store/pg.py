@@ -71,7 +71,7 @@ class PgStore(SqliteStore):
             await store._run(store._connect)
         except psycopg.Error as exc:
             await store.close()
-            why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            why = " ".join(line.strip() for line in str(exc).splitlines()) or type(exc).__name__
             raise StoreError(f"cannot open the store at {redact(url)}: {why}") from None
         except BaseException:
             await store.close()
