@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     token_commands = token.add_subparsers(dest="token", required=True)
     create = token_commands.add_parser("create", help="make a signed join token")
     create.add_argument("--data-dir", type=Path, default=Path("./data"))
+    from signaling.ops_cli import add_store_argument
+
+    add_store_argument(create)
     create.add_argument("--room", required=True)
     create.add_argument("--name", required=True, help="display name")
     create.add_argument("--identity", default=None)
@@ -243,11 +246,12 @@ def token_create_cli(args: argparse.Namespace) -> int:
     token, path = token_create(
         args.data_dir, args.room, args.name, identity=args.identity, role=args.role,
         ttl_s=args.ttl, can_publish=not args.no_publish, can_subscribe=not args.no_subscribe,
+        store_url=args.store,
     )
     from signaling.ops_cli import audit_offline
 
     audit_offline(args.data_dir, "cli.token_create", args.room, args.identity or args.name,
-                  {"role": args.role, "ttl_s": args.ttl})
+                  {"role": args.role, "ttl_s": args.ttl}, store_url=args.store)
     print(token)
     print(args.url.rstrip("/") + path)
     return 0

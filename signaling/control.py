@@ -217,12 +217,20 @@ def token_link(room: str, token: str) -> str:
 
 def token_create(data_dir: Path, room: str, name: str, *, identity: str | None = None,
                  role: JoinRole = "member", ttl_s: float = DEFAULT_TOKEN_TTL_S,
-                 can_publish: bool = True, can_subscribe: bool = True) -> tuple[str, str]:
-    """For ``diemcau token create``: a join token signed with this data directory's secret,
-    and its join path (``/?room=...&token=...``). Needs no running server."""
+                 can_publish: bool = True, can_subscribe: bool = True,
+                 store_url: str | None = None) -> tuple[str, str]:
+    """For ``diemcau token create``: a join token signed with this data directory's secret
+    (with ``store_url``: the secret the nodes sharing that store sign with), and its join path
+    (``/?room=...&token=...``). Needs no running server."""
     identity = identity or f"token:{new_secret_token()[0][:12]}"
     # Bound to the stored room of that name (if there is one yet): see Room.instance.
-    instance = find_room_instance(data_dir / DB_FILE, room)
-    token = create_join_token(load_or_create_secret(data_dir), room, identity, name, role,
+    if store_url is not None:
+        from signaling.ops_cli import networked_signing
+
+        secret, instance = networked_signing(data_dir, store_url, room)
+    else:
+        secret = load_or_create_secret(data_dir)
+        instance = find_room_instance(data_dir / DB_FILE, room)
+    token = create_join_token(secret, room, identity, name, role,
                               can_publish, can_subscribe, ttl_s, room_instance=instance)
     return token, token_link(room, token)
