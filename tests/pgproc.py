@@ -100,7 +100,7 @@ class PostgresServer:
 
         with psycopg.connect(host=str(self.directory), port=self.port, user=USER,
                              dbname=database, autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]  # test-made text
+            conn.execute(sql)  # test-made text
 
     def fresh_url(self) -> str:
         """A new empty schema, and the store URL whose connections use it."""
