@@ -4,7 +4,9 @@
 One ``diemcau serve`` process at a time, alternating the backends round by round so both see
 the same machine: its data directory's SQLite file, then ``--store`` PostgreSQL (a server given
 with ``--store URL``, else a throw-away PostgreSQL 15 started as the tests start one,
-tests/pgproc.py). In each, ``--concurrency`` clients call for ``--seconds`` each:
+tests/pgproc.py, but with fsync and synchronous commits on, as SQLite's ``synchronous=FULL``).
+The CPU column is the diemcau process's; PostgreSQL's own server processes are not in it. In
+each, ``--concurrency`` clients call for ``--seconds`` each:
 
 - ``join``: a WebSocket ``join`` with a join token (from the API beforehand; four identities
   per client, each joining again with ``take_over``), answered ``joined``, then closed:
@@ -158,7 +160,7 @@ async def run(args: argparse.Namespace) -> None:
     if url is None:
         from tests.pgproc import start_postgres  # a checkout's test helper (see the docstring)
 
-        started = start_postgres()
+        started = start_postgres(durable=True)  # fsync on: as durable as SQLite's FULL
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'round':>5} {'store':<10} " + " ".join(
         f"{phase + ' req/s':>11} {'ms CPU':>7}" for phase in PHASES) + "  failures")

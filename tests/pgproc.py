@@ -52,6 +52,8 @@ class PostgresServer:
     port: int
     password: str = field(default_factory=lambda: secrets.token_hex(12))
     proc: subprocess.Popen[bytes] | None = None
+    durable: bool = False
+    """True: fsync and synchronous commits as in production (benchmarks); tests go without."""
     _schemas: int = 0
 
     @property
@@ -73,14 +75,15 @@ class PostgresServer:
         log = self.directory / "postgres.log"
         subprocess.run([*prefix, str(initdb), "-D", str(data), "-U", USER, "--pwfile", str(pwfile),
                         "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
-                        "--locale=C.UTF-8", "--no-sync"],
+                        "--locale=C.UTF-8", *([] if self.durable else ["--no-sync"])],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 [*prefix, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port),
                  "-c", "listen_addresses=127.0.0.1",
                  "-c", f"unix_socket_directories={self.directory}",
-                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 *([] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                                            "-c", "full_page_writes=off"]),
                  "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
                 stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -120,11 +123,11 @@ class PostgresServer:
         self.proc = None
 
 
-def start_postgres() -> PostgresServer:
+def start_postgres(durable: bool = False) -> PostgresServer:
     from tests.serverproc import free_port  # below the ephemeral range (see there)
 
     directory = Path(tempfile.mkdtemp(prefix="diemcau-pg-"))  # reachable by the postgres user
-    server = PostgresServer(directory, free_port())
+    server = PostgresServer(directory, free_port(), durable=durable)
     try:
         server.start()
     except BaseException:

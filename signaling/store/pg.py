@@ -20,7 +20,8 @@ swaps the plumbing (``signaling/store/pg_dialect.py`` translates as the statemen
     single UPDATE statements, atomic on their row;
   * names (accounts, rooms, endpoints, invitations' tokens): unique constraints -> ``Conflict``;
   * migrations: one advisory lock, so nodes starting together migrate once.
-- Reads are REPEATABLE READ READ ONLY: one snapshot over several statements, as in SQLite.
+- Reads of several statements are REPEATABLE READ READ ONLY: one snapshot, as in SQLite; a
+  read of one statement runs alone (its own snapshot, two round trips fewer).
 - Backup: ``diemcau backup`` refuses (pg_dump is the tool; see docs/operations.md).
 """
 
@@ -144,6 +145,13 @@ class PgStore(SqliteStore):
                 self._connection(), "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                 lambda c: fn(cast(sqlite3.Connection, c)))
         return await self._run(snapshot)
+
+    async def _one(self, sql: str, args: tuple[object, ...]) -> Any:
+        # One statement is its own snapshot: no BEGIN/COMMIT round trips around it.
+        return await self._run(lambda: PgConn(self._connection()).execute(sql, args).fetchone())
+
+    async def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
+        return await self._run(lambda: PgConn(self._connection()).execute(sql, args).fetchall())
 
     def _serialise(self, c: sqlite3.Connection, what: str) -> None:
         c.execute("SELECT pg_advisory_xact_lock(?)", (LOCKS[what],))
