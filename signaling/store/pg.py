@@ -119,9 +119,26 @@ class PgStore(SqliteStore):
                 c.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
             self._in_transaction(conn, "BEGIN", step)
 
-    def _in_transaction(self, conn: psycopg.Connection[PgRow], begin: str,
+    def _first(self, sql: str, args: tuple[object, ...] = ()) -> tuple[
+            psycopg.Connection[PgRow], psycopg.Cursor[PgRow]]:
+        """Run the first statement of a call, on a new connection if this thread's has died
+        meanwhile (PostgreSQL restarted, an idle connection cut): nothing was done on the dead
+        one, so once more is safe. A failure later in the call is the caller's error."""
+        conn = self._connection()
+        try:
+            return conn, PgConn(conn).execute(sql, args)
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+        conn = self._connection()
+        return conn, PgConn(conn).execute(sql, args)
+
+    def _in_transaction(self, conn: psycopg.Connection[PgRow] | None, begin: str,
                         fn: Callable[[PgConn], T]) -> T:
-        conn.execute(begin)
+        if conn is None:
+            conn, _ = self._first(begin)
+        else:
+            conn.execute(begin)
         try:
             result = fn(PgConn(conn))
         except psycopg.errors.IntegrityError as exc:
@@ -136,22 +153,21 @@ class PgStore(SqliteStore):
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # PgConn offers what the SQL methods use of sqlite3.Connection (execute, executemany;
         # rows by name and by index), so they run unchanged.
-        return self._in_transaction(self._connection(), "BEGIN",
-                                    lambda c: fn(cast(sqlite3.Connection, c)))
+        return self._in_transaction(None, "BEGIN", lambda c: fn(cast(sqlite3.Connection, c)))
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def snapshot() -> T:
             return self._in_transaction(
-                self._connection(), "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                None, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                 lambda c: fn(cast(sqlite3.Connection, c)))
         return await self._run(snapshot)
 
     async def _one(self, sql: str, args: tuple[object, ...]) -> Any:
         # One statement is its own snapshot: no BEGIN/COMMIT round trips around it.
-        return await self._run(lambda: PgConn(self._connection()).execute(sql, args).fetchone())
+        return await self._run(lambda: self._first(sql, args)[1].fetchone())
 
     async def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
-        return await self._run(lambda: PgConn(self._connection()).execute(sql, args).fetchall())
+        return await self._run(lambda: self._first(sql, args)[1].fetchall())
 
     def _serialise(self, c: sqlite3.Connection, what: str) -> None:
         c.execute("SELECT pg_advisory_xact_lock(?)", (LOCKS[what],))

@@ -10,6 +10,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -65,16 +66,25 @@ def login(base_url: str, username: str, password: str) -> str:
     return str(body["token"])
 
 
+def joined(base_url: str, room: str, username: str) -> AsyncContextManager[dict[str, Any]]:
+    """Join ``room`` with an account (see ``joining``)."""
+    return joining(base_url, {"type": "join", "room": room, "name": username,
+                              "username": username, "password": PASSWORD})
+
+
+def joined_with_token(base_url: str, room: str,
+                      token: str) -> AsyncContextManager[dict[str, Any]]:
+    return joining(base_url, {"type": "join", "room": room, "name": "Khach", "token": token})
+
+
 @asynccontextmanager
-async def joined(base_url: str, room: str, username: str,
-                 **fields: object) -> AsyncIterator[dict[str, Any]]:
-    """Join ``room`` over /ws with an account, following `wrong-node` to the room's node, and
-    hold the seat while inside. Yields the `joined` message, or the refusal (type `error`)."""
+async def joining(base_url: str, join: dict[str, object]) -> AsyncIterator[dict[str, Any]]:
+    """Send ``join`` over /ws, following `wrong-node` to the room's node, and hold the seat
+    while inside. Yields the `joined` message, or the refusal (type `error`)."""
     async with aiohttp.ClientSession() as http:
         for _hop in range(MAX_HOPS):
             ws = await http.ws_connect(base_url.replace("http", "ws", 1) + "/ws")
-            await ws.send_json({"type": "join", "room": room, "name": username,
-                                "username": username, "password": PASSWORD, **fields})
+            await ws.send_json(join)
             reply = await _first_reply(ws)
             if reply.get("code") != "wrong-node":
                 break
@@ -124,6 +134,7 @@ async def test_what_one_node_makes_the_other_knows_and_admits_exactly(
     status, _ = call(b.base_url, "PATCH", "/api/rooms/khac", admin_b, {"locked": False})
     assert status == 200  # an operator's act audited by B
 
+    tokens: list[str] = []
     async with joined(b.base_url, "giao-ban", "lan") as lan:
         assert lan["type"] == "joined", lan
         # one room per account across the nodes: lan, seated through B, is refused at A
@@ -136,6 +147,16 @@ async def test_what_one_node_makes_the_other_knows_and_admits_exactly(
                 assert hoa.get("code") == "room-full", hoa
             async with joined(a.base_url, "giao-ban", "hoa") as hoa:
                 assert hoa.get("code") == "room-full", hoa
+
+    # join tokens signed by either node admit at the room's node (one secret in the store)
+    for node, token, name in ((a, admin_a, "Khach A"), (b, admin_b, "Khach B")):
+        status, made = call(node.base_url, "POST", "/api/rooms/khac/tokens", token,
+                            {"name": name, "identity": f"token:{name[-1]}"})
+        assert status == 201, made
+        tokens.append(made["token"])
+    async with joined_with_token(a.base_url, "khac", tokens[0]) as first, \
+            joined_with_token(a.base_url, "khac", tokens[1]) as second:
+        assert first["type"] == second["type"] == "joined", (first, second)
 
     # one audit trail, appended by both nodes, verifies
     await asyncio.sleep(0)  # the journals flush on read (api_reports._flushed)

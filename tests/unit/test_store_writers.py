@@ -132,6 +132,41 @@ async def test_nodes_starting_together_migrate_once(postgres: PostgresServer) ->
             await store.close()
 
 
+async def test_nodes_starting_together_bootstrap_once(tmp_path: Path,
+                                                      store_url: str | None) -> None:
+    from signaling.auth import Passwords
+    from signaling.control import bootstrap
+
+    stores = await two(tmp_path, store_url)
+    try:
+        results = await asyncio.gather(*(bootstrap(stores[i % 2], tmp_path / f"node{i}",
+                                                   Passwords.fast()) for i in range(4)))
+        assert sum(result is not None for result in results) == 1  # one password printed
+        assert [a.username for a in await stores[1].list_accounts()] == ["admin"]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_the_store_reconnects_when_postgresql_cut_its_connections(
+        tmp_path: Path, postgres: PostgresServer) -> None:
+    url = postgres.fresh_url()
+    store = await open_store_for(tmp_path, url)
+    try:
+        org = await store.create_organisation("o")
+        await asyncio.gather(*(store.get_organisation(org.id) for _ in range(8)))  # 4 threads
+        postgres.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE application_name = 'diemcau'")
+        # every call after the cut is served: reads and writes, on fresh connections
+        for _ in range(2):
+            got = await asyncio.gather(*(store.get_organisation(org.id) for _ in range(8)))
+            assert got == [org] * 8
+            await store.create_room(f"r{_}", org.id)
+            assert len(await store.list_rooms()) == _ + 1
+    finally:
+        await store.close()
+
+
 def test_every_migration_step_has_a_postgresql_version() -> None:
     from signaling.store.pg_dialect import pg_migrations, pg_steps
 
