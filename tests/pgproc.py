@@ -26,7 +26,18 @@ import pytest
 
 from signaling.store import SqliteStore
 
-PG_BIN = Path(os.environ.get("DIEMCAU_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """Debian's PostgreSQL 15 (bookworm); else the newest installed, or DIEMCAU_TEST_PG_BIN."""
+    if "DIEMCAU_TEST_PG_BIN" in os.environ:
+        return Path(os.environ["DIEMCAU_TEST_PG_BIN"])
+    preferred = Path("/usr/lib/postgresql/15/bin")
+    installed = sorted((p for p in Path("/usr/lib/postgresql").glob("*/bin")
+                        if p.parent.name.isdigit()), key=lambda p: int(p.parent.name))
+    return preferred if preferred.exists() or not installed else installed[-1]
+
+
+PG_BIN = _pg_bin()
 USER = "diemcau"
 DATABASE = "diemcau"
 START_TIMEOUT_S = 30.0

@@ -199,17 +199,6 @@ class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps, SqliteMeetingExtras):
 
     # -- general -------------------------------------------------------------------------------
 
-    async def signing_secret(self, candidate: bytes) -> bytes:
-        """The secret every node sharing this store signs tokens with: ``candidate`` if none
-        was stored yet (the first node to ask wins; the unique key settles a race)."""
-        def get(c: sqlite3.Connection) -> bytes:
-            c.execute("INSERT INTO store_secrets (name, value) VALUES ('join-tokens', ?) "
-                      "ON CONFLICT DO NOTHING", (candidate.hex(),))
-            row = c.execute("SELECT value FROM store_secrets WHERE name = 'join-tokens'"
-                            ).fetchone()
-            return bytes.fromhex(row[0])
-        return await self._write(get)
-
     async def schema_version(self) -> int:
         return await self._read(self._version)
 

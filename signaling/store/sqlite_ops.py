@@ -1,5 +1,6 @@
 """Operations tables of ``SqliteStore`` (issue 13): the durable webhook queue and the support
-notices sent; and the online backup of a store (``diemcau backup``).
+notices sent; the secret nodes sharing a store sign with (issue 14); and the online backup of a
+store (``diemcau backup``).
 
 A mixin over the store's plumbing (``_write``/``_all``/``_run``, on the store thread), like
 ``sqlite_archive.py``.
@@ -139,6 +140,19 @@ class SqliteOps:
                                  "created_at < ?", (undelivered_before,)).rowcount
             return done, given_up
         return await self._write(prune)
+
+    # -- secrets shared by the nodes (issue 14) ---------------------------------------------------
+
+    async def signing_secret(self, candidate: bytes) -> bytes:
+        """The secret every node sharing this store signs tokens with: ``candidate`` if none
+        was stored yet (the first node to ask wins; the unique key settles a race)."""
+        def get(c: sqlite3.Connection) -> bytes:
+            c.execute("INSERT INTO store_secrets (name, value) VALUES ('join-tokens', ?) "
+                      "ON CONFLICT DO NOTHING", (candidate.hex(),))
+            row = c.execute("SELECT value FROM store_secrets WHERE name = 'join-tokens'"
+                            ).fetchone()
+            return bytes.fromhex(row[0])
+        return await self._write(get)
 
     # -- support notices -------------------------------------------------------------------------
 
