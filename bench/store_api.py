@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import tempfile
 import time
@@ -154,8 +155,9 @@ async def measure(workdir: Path, store_url: str | None, seconds: float,
     return results
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> list[dict[str, object]]:
     started = None
+    report: list[dict[str, object]] = []
     url = args.store
     if url is None:
         from tests.pgproc import start_postgres  # a checkout's test helper (see the docstring)
@@ -176,6 +178,9 @@ async def run(args: argparse.Namespace) -> None:
                     if backend == "postgresql":
                         store_url = started.fresh_url() if started else url
                     got = await measure(workdir, store_url, args.seconds, args.concurrency)
+                    report.append({"round": round_no, "store": backend, **{
+                        phase: {"per_s": got[phase][0], "cpu_ms": got[phase][1],
+                                "failures": got[phase][2]} for phase in PHASES}})
                     print(f"{round_no:>5} {backend:<10} " + " ".join(
                         f"{got[p][0]:>11.1f} {got[p][1]:>7.2f}" for p in PHASES)
                         + "  " + " ".join(f"{p}:{got[p][2]}" for p in PHASES), flush=True)
@@ -185,9 +190,10 @@ async def run(args: argparse.Namespace) -> None:
 
             stop_postgres(started)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -195,8 +201,13 @@ def main() -> None:
     parser.add_argument("--store", default=None, metavar="URL",
                         help="an existing PostgreSQL database, emptied by nobody: give a fresh "
                              "one per run (default: start a throw-away one)")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    report = asyncio.run(run(args))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
