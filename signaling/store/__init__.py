@@ -3,6 +3,7 @@ its PostgreSQL one (``signaling/store/pg.py``) for several hosts."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from signaling.store.models import (
@@ -32,6 +33,7 @@ from signaling.store.schedule import is_on
 from signaling.store.sqlite import SqliteStore
 
 DB_FILE = "diemcau.sqlite3"
+logger = logging.getLogger(__name__)
 
 
 async def open_store(data_dir: Path, url: str | None = None) -> Store:
@@ -39,9 +41,12 @@ async def open_store(data_dir: Path, url: str | None = None) -> Store:
     (``--store``; ``StoreError`` if it cannot be reached), else the default, one SQLite file in
     the data directory."""
     if url is not None:
+        from signaling.store.locate import redact
         from signaling.store.pg import PgStore  # psycopg is loaded only by those who use it
 
-        return await PgStore.open(url)
+        store = await PgStore.open(url)
+        logger.info("store: PostgreSQL at %s", redact(url))
+        return store
     return await SqliteStore.open(data_dir / DB_FILE)
 
 
