@@ -45,6 +45,8 @@ T = TypeVar("T")
 THREADS = 4
 """Connections per node: calls in flight at once (the SQLite store has one)."""
 CONNECT_TIMEOUT_S = 10
+RETRIES = 3
+"""Runs of a write transaction PostgreSQL aborted for a deadlock with another node's."""
 LOCK_BASE = 0x64696D_6300_0000
 """Advisory lock keys (bigint): this base plus a number per thing serialised."""
 LOCKS = {"migrations": LOCK_BASE + 1, "audit": LOCK_BASE + 2}
@@ -153,7 +155,17 @@ class PgStore(SqliteStore):
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # PgConn offers what the SQL methods use of sqlite3.Connection (execute, executemany;
         # rows by name and by index), so they run unchanged.
-        return self._in_transaction(None, "BEGIN", lambda c: fn(cast(sqlite3.Connection, c)))
+        for attempt in range(1, RETRIES + 1):
+            try:
+                return self._in_transaction(None, "BEGIN",
+                                            lambda c: fn(cast(sqlite3.Connection, c)))
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                # Two nodes' sweeps (expired sessions, removals) may delete overlapping rows in
+                # different orders; PostgreSQL aborts one. The transaction is whole or nothing,
+                # so it is run again.
+                if attempt == RETRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def snapshot() -> T:

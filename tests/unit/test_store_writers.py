@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,6 +168,37 @@ async def test_the_store_reconnects_when_postgresql_cut_its_connections(
             assert len(await store.list_rooms()) == _ + 1
     finally:
         await store.close()
+
+
+async def test_a_write_postgresql_aborts_for_a_deadlock_runs_again(
+        tmp_path: Path, postgres: PostgresServer) -> None:
+    url = postgres.fresh_url()
+    stores = [await open_store_for(tmp_path, url) for _ in range(2)]
+    try:
+        first = (await stores[0].create_organisation("a")).id
+        second = (await stores[0].create_organisation("b")).id
+        both_hold_one = threading.Barrier(2, timeout=10)
+        runs = [0, 0]
+
+        def crosswise(node: int, order: tuple[int, int]) -> Callable[[Any], None]:
+            def write(c: Any) -> None:
+                runs[node] += 1
+                c.execute("UPDATE organisations SET created_at = 1 WHERE id = ?", (order[0],))
+                if runs[node] == 1:
+                    both_hold_one.wait()  # each holds one row and reaches for the other's
+                c.execute("UPDATE organisations SET created_at = 2 WHERE id = ?", (order[1],))
+            return write
+
+        await asyncio.gather(stores[0]._write(crosswise(0, (first, second))),
+                             stores[1]._write(crosswise(1, (second, first))))
+        assert sorted(runs) == [1, 2]  # PostgreSQL aborted one; it ran again and went through
+        # the run again came last: both its updates stand
+        again = (first, second) if runs[0] == 2 else (second, first)
+        stamps = {o.id: o.created_at for o in await stores[0].list_organisations()}
+        assert (stamps[again[0]], stamps[again[1]]) == (1.0, 2.0)
+    finally:
+        for store in stores:
+            await store.close()
 
 
 def test_every_migration_step_has_a_postgresql_version() -> None:
