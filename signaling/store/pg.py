@@ -4,8 +4,10 @@ node of a cluster, so ``account:<id>`` is the same person on every node.
 The SQL methods are ``SqliteStore``'s, written once in the subset both engines speak; this class
 swaps the plumbing (``signaling/store/pg_dialect.py`` translates as the statements run):
 
-- A small thread pool, each thread with its own psycopg connection (opened on first use and again
-  after a failure), so the event loop never blocks and a few calls run at once.
+- Threads, each with its own psycopg connection (opened on first use and again after a
+  failure), so the event loop never blocks: one thread for this node's writes, which commit in
+  the order they were called, as in SQLite (join records, chat lines: ids in call order), and a
+  small pool for reads, a few at once.
 - Writes are READ COMMITTED transactions. What was safe because one process owned the SQLite file
   (its BEGIN IMMEDIATE serialised every writer) is made safe per case with several writers:
   * an invitation's uses: its row is read ``FOR UPDATE`` (``_for_update``), so the check and the
@@ -43,7 +45,7 @@ from signaling.store.sqlite import SqliteStore
 
 T = TypeVar("T")
 THREADS = 4
-"""Connections per node: calls in flight at once (the SQLite store has one)."""
+"""Read threads (and connections) per node, besides the one writing (SQLite has one for all)."""
 CONNECT_TIMEOUT_S = 10
 RETRIES = 3
 """Runs of a write transaction PostgreSQL aborted for a deadlock with another node's."""
@@ -61,6 +63,7 @@ class PgStore(SqliteStore):
         # Not SqliteStore.__init__: no file, a pool of threads with a connection each.
         self.url = url
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pgstore")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgstore-write")
         self._local = threading.local()
         self._opened: list[psycopg.Connection[PgRow]] = []
         self._guard = threading.Lock()
@@ -82,8 +85,11 @@ class PgStore(SqliteStore):
         return store
 
     async def close(self) -> None:
+        # Calls already queued finish first (as SqliteStore's do); then the connections close.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._writer.shutdown, True)
+        await loop.run_in_executor(None, self._executor.shutdown, True)
         self._closed = True
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
         with self._guard:
             opened, self._opened = self._opened, []
         for conn in opened:
@@ -100,8 +106,8 @@ class PgStore(SqliteStore):
                                    connect_timeout=CONNECT_TIMEOUT_S,
                                    application_name="diemcau")
             self._local.conn = conn
-            with self._guard:
-                self._opened.append(conn)
+            with self._guard:  # (dead ones are dropped: a long run may reconnect many times)
+                self._opened = [c for c in self._opened if not c.closed] + [conn]
         return conn
 
     def _connect(self) -> None:
@@ -166,6 +172,9 @@ class PgStore(SqliteStore):
                 if attempt == RETRIES:
                     raise
         raise AssertionError("unreachable")
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._tx, fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def snapshot() -> T:

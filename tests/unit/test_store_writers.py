@@ -191,11 +191,11 @@ async def test_a_write_postgresql_aborts_for_a_deadlock_runs_again(
 
         await asyncio.gather(stores[0]._write(crosswise(0, (first, second))),
                              stores[1]._write(crosswise(1, (second, first))))
-        assert sorted(runs) == [1, 2]  # PostgreSQL aborted one; it ran again and went through
-        # the run again came last: both its updates stand
-        again = (first, second) if runs[0] == 2 else (second, first)
+        # PostgreSQL aborted one (or, on a busy machine, each once); it ran again and went
+        # through: both calls returned, and the last to commit left both its rows
+        assert max(runs) >= 2 and max(runs) <= 3, runs
         stamps = {o.id: o.created_at for o in await stores[0].list_organisations()}
-        assert (stamps[again[0]], stamps[again[1]]) == (1.0, 2.0)
+        assert sorted((stamps[first], stamps[second])) == [1.0, 2.0]
     finally:
         for store in stores:
             await store.close()
