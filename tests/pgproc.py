@@ -52,9 +52,19 @@ def _as_user() -> tuple[list[str], pwd.struct_passwd | None]:
             account = pwd.getpwnam(name)
         except KeyError:
             continue
+        # --pdeathsig: a test run killed outright does not leave PostgreSQL running behind it
+        # (set after the change of user, which would clear it).
         return ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
-                "--clear-groups", "--"], account
+                "--clear-groups", "--pdeathsig", "INT", "--"], account
     pytest.fail("running as root and no postgres/nobody account to run PostgreSQL as")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (not root): SIGINT ("fast" shutdown) when the test run dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGINT)
 
 
 @dataclass
@@ -96,7 +106,8 @@ class PostgresServer:
                  *([] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
                                             "-c", "full_page_writes=off"]),
                  "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
-                stdout=out, stderr=subprocess.STDOUT)
+                stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=None if prefix else _die_with_parent)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
