@@ -201,6 +201,26 @@ async def test_a_write_postgresql_aborts_for_a_deadlock_runs_again(
             await store.close()
 
 
+async def test_both_dialects_make_the_same_tables_and_columns(
+        tmp_path: Path, postgres: PostgresServer) -> None:
+    lite = await open_store_for(tmp_path, None)
+    pg = await open_store_for(tmp_path, postgres.fresh_url())
+    try:
+        tables = [row[0] for row in await lite._all(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        lite_columns = {t: [row[1] for row in await lite._all(f'PRAGMA table_info("{t}")')]
+                        for t in tables}
+        pg_columns: dict[str, list[str]] = {}
+        for table, column in await pg._all(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"):
+            pg_columns.setdefault(table, []).append(column)
+        assert pg_columns == lite_columns
+    finally:
+        await lite.close()
+        await pg.close()
+
+
 def test_every_migration_step_has_a_postgresql_version() -> None:
     from signaling.store.pg_dialect import pg_migrations, pg_steps
 
