@@ -93,11 +93,18 @@ class PostgresServer:
         if account is not None:
             for path in (self.directory, pwfile):
                 os.chown(path, account.pw_uid, account.pw_gid)
-        log = self.directory / "postgres.log"
         subprocess.run([*prefix, str(initdb), "-D", str(data), "-U", USER, "--pwfile", str(pwfile),
                         "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
                         "--locale=C.UTF-8", *([] if self.durable else ["--no-sync"])],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.launch()
+        self.admin(f"CREATE DATABASE {DATABASE}")
+
+    def launch(self) -> None:
+        """Run the server on the initialised data directory (again, after ``stop``)."""
+        prefix, _account = _as_user()
+        data = self.directory / "data"
+        log = self.directory / "postgres.log"
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 [*prefix, str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port),
@@ -113,7 +120,6 @@ class PostgresServer:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("postgres did not start: " + log.read_text(errors="replace"))
             time.sleep(0.1)
-        self.admin(f"CREATE DATABASE {DATABASE}")
 
     def _ready(self) -> bool:
         done = subprocess.run([str(PG_BIN / "pg_isready"), "-q", "-h", str(self.directory),
