@@ -76,6 +76,10 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--recording-retention-days", metavar="DAYS",
                        help="delete recordings older than DAYS (checked hourly, logged); "
                             "default: keep them")
+    serve.add_argument("--store", metavar="URL",
+                       help="keep accounts, rooms and records in this PostgreSQL database "
+                            "(postgresql://user@host:5432/db), shared by every node; default: "
+                            "the data directory's SQLite file")
     serve.add_argument("--redis", metavar="URL",
                        help="join a cluster through this Redis (redis://host:6379/0): rooms "
                             "placed on one node, exact room limits across nodes")
@@ -118,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     token_commands = token.add_subparsers(dest="token", required=True)
     create = token_commands.add_parser("create", help="make a signed join token")
     create.add_argument("--data-dir", type=Path, default=Path("./data"))
+    from signaling.ops_cli import add_store_argument
+
+    add_store_argument(create)
     create.add_argument("--room", required=True)
     create.add_argument("--name", required=True, help="display name")
     create.add_argument("--identity", default=None)
@@ -213,9 +220,14 @@ def serve(args: argparse.Namespace) -> None:
     from sfu.gctune import tune_for_forwarding
 
     tune_for_forwarding()  # imports and the app built: frozen, never rescanned (sfu/gctune.py)
-    web.run_app(app, host=settings.host, port=settings.port, loop=loop,
-                ssl_context=ssl_context, print=None, shutdown_timeout=10,
-                access_log_class=RedactingAccessLogger)
+    from signaling.store import StoreError
+
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, loop=loop,
+                    ssl_context=ssl_context, print=None, shutdown_timeout=10,
+                    access_log_class=RedactingAccessLogger)
+    except StoreError as exc:  # --store unreachable, refused, or not a database we can use
+        raise SystemExit(f"diemcau: {exc}") from None
 
 
 def private_dir(path: Path) -> None:
@@ -234,11 +246,12 @@ def token_create_cli(args: argparse.Namespace) -> int:
     token, path = token_create(
         args.data_dir, args.room, args.name, identity=args.identity, role=args.role,
         ttl_s=args.ttl, can_publish=not args.no_publish, can_subscribe=not args.no_subscribe,
+        store_url=args.store,
     )
     from signaling.ops_cli import audit_offline
 
     audit_offline(args.data_dir, "cli.token_create", args.room, args.identity or args.name,
-                  {"role": args.role, "ttl_s": args.ttl})
+                  {"role": args.role, "ttl_s": args.ttl}, store_url=args.store)
     print(token)
     print(args.url.rstrip("/") + path)
     return 0

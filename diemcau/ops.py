@@ -27,6 +27,9 @@ def add_ops_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
                         help="the server's data directory (default: from the config, "
                              "./data)")
     backup.add_argument("--config", type=Path, default=None, metavar="FILE")
+    backup.add_argument("--store", default=None, metavar="URL",
+                        help="the server's --store (default: from the config or DIEMCAU_STORE); "
+                             "a PostgreSQL store is backed up with pg_dump, not here")
 
 
 def run_ops(args: argparse.Namespace) -> int:
@@ -43,13 +46,20 @@ def run_ops(args: argparse.Namespace) -> int:
         print(settings_module.describe(loaded))
         print("# ok")
         return 0
-    data_dir = args.data_dir
-    if data_dir is None:
+    data_dir, store_url = args.data_dir, args.store
+    if data_dir is None or store_url is None:
         try:
-            data_dir = Path(settings_module.load({}, config_file=args.config).settings.data_dir)
+            settings = settings_module.load({}, config_file=args.config).settings
         except settings_module.ConfigError as exc:
             print(f"diemcau: {exc}", file=sys.stderr)
             return 2
+        data_dir = data_dir or Path(settings.data_dir)
+        store_url = store_url or settings.store
+    if store_url is not None:
+        from signaling.backup import pg_dump_advice
+
+        print(pg_dump_advice(store_url), file=sys.stderr)
+        return 2
     from signaling.backup import backup_store
 
     try:

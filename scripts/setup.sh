@@ -12,7 +12,7 @@ python=${PYTHON:-python3}
 # still succeeds and forwarding runs in pure Python.
 apt_packages=(iproute2 gcc python3-dev)
 "$python" -m venv --help >/dev/null 2>&1 || apt_packages+=(python3-venv)
-[ "$want_test" = 1 ] && apt_packages+=(chromium firefox-esr util-linux redis-server coturn)  # redis: tests/cluster; coturn: TURN browser test
+[ "$want_test" = 1 ] && apt_packages+=(chromium firefox-esr util-linux redis-server coturn postgresql)  # redis: tests/cluster; coturn: TURN browser test; postgresql: the --store tests (tests/pgproc.py)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

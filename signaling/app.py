@@ -332,7 +332,8 @@ def create_app(
     app.cleanup_ctx.append(
         control_ctx(config.data_dir, open_rooms=config.open_rooms, on_bootstrap=on_bootstrap,
                     open_room_capacity=config.open_room_capacity,
-                    audit_retention_days=config.audit_retention_days)
+                    audit_retention_days=config.audit_retention_days,
+                    store_url=config.store_url)
     )
     app.cleanup_ctx.append(cluster_ctx)
     app.cleanup_ctx.append(worker_ctx)

@@ -28,6 +28,19 @@ class BackupResult:
     rows: int
 
 
+def pg_dump_advice(store_url: str) -> str:
+    """Why ``diemcau backup`` does not copy a PostgreSQL store, and what does (issue 14):
+    PostgreSQL's own tool takes a consistent snapshot while every node writes."""
+    from signaling.store.locate import redact
+
+    return (f"diemcau: the store is a PostgreSQL database ({redact(store_url)}); back it up "
+            "with PostgreSQL's pg_dump, which copies one consistent snapshot while the nodes "
+            "write, e.g.\n  pg_dump --format=custom --file=diemcau.pgdump 'postgresql://"
+            "user@host:5432/db'\n(restore: pg_restore --dbname=URL diemcau.pgdump). The "
+            "dump holds the nodes' signing secret too; recordings and documents stay in each "
+            "node's data directory: copy them alongside.")
+
+
 def backup_store(data_dir: Path, dest: Path, now: float | None = None) -> BackupResult:
     source = data_dir / DB_FILE
     if not source.is_file():

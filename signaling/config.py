@@ -56,6 +56,9 @@ class Config:
     """Record every room while anyone is in it (the plans record every meeting)."""
     recording_retention_days: float | None = None
     """Recordings older than this many days are deleted (logged); None keeps them."""
+    store_url: str | None = None
+    """--store: a PostgreSQL URL every node shares (signaling/store/pg.py); None: the data
+    directory's SQLite file."""
     redis_url: str | None = None
     """--redis: join a cluster of nodes (signaling/cluster); None runs alone."""
     node_address: str | None = None

@@ -31,7 +31,7 @@ from signaling.auth import (
 from signaling.journal import Journal
 from signaling.meeting_log import MeetingLog
 from signaling.ratelimit import RateLimiter
-from signaling.store import DB_FILE, DEFAULT_CAPACITY, Store, open_store
+from signaling.store import DB_FILE, DEFAULT_CAPACITY, Conflict, Store, open_store
 from signaling.store.sqlite import find_room_instance
 
 if TYPE_CHECKING:
@@ -101,10 +101,19 @@ class ControlPlane:
     async def open(cls, data_dir: Path, *, open_rooms: bool = False,
                    passwords: Passwords | None = None, store: Store | None = None,
                    clock: Callable[[], float] = time.time,
-                   open_room_capacity: int | None = None) -> ControlPlane:
-        store = store or await open_store(data_dir)
+                   open_room_capacity: int | None = None,
+                   store_url: str | None = None) -> ControlPlane:
+        store = store or await open_store(data_dir, store_url)
         passwords = passwords or Passwords()
         secret = load_or_create_secret(data_dir)
+        if getattr(store, "networked", False):
+            # Nodes sharing a networked store sign and check tokens with one secret (a token,
+            # a rejoin or a resume from one node is good at another); the first node's wins.
+            try:
+                secret = await store.signing_secret(secret)  # type: ignore[attr-defined]
+            except BaseException:
+                await store.close()
+                raise
         limiter = RateLimiter()
         admission = Admission(store, secret, passwords, limiter, open_rooms=open_rooms,
                               open_room_capacity=open_room_capacity or DEFAULT_CAPACITY,
@@ -130,6 +139,7 @@ def control_ctx(data_dir: Path, *, open_rooms: bool = False, passwords: Password
                 on_bootstrap: Callable[[BootstrapResult], None] | None = None,
                 open_room_capacity: int | None = None,
                 audit_retention_days: float | None = None,
+                store_url: str | None = None,
                 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context that puts a ``ControlPlane`` on ``app[CONTROL]`` and, on an empty
     store, bootstraps it and hands the result (the operator's password, shown once) to
@@ -137,7 +147,8 @@ def control_ctx(data_dir: Path, *, open_rooms: bool = False, passwords: Password
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         control = await ControlPlane.open(data_dir, open_rooms=open_rooms, passwords=passwords,
-                                          open_room_capacity=open_room_capacity)
+                                          open_room_capacity=open_room_capacity,
+                                          store_url=store_url)
         control.moderator = moderator
         if control.journal is not None:
             if audit_retention_days is not None:
@@ -179,9 +190,14 @@ async def bootstrap(store: Store, data_dir: Path,
     passwords = passwords or Passwords()
     load_or_create_secret(data_dir)
     password = random_password()
-    organisation = await store.create_organisation("Demo")
-    await store.create_account("admin", "Operator", "operator", None,
-                               await passwords.hash(password))
+    try:
+        organisation = await store.create_organisation("Demo")
+        await store.create_account("admin", "Operator", "operator", None,
+                                   await passwords.hash(password))
+    except Conflict:
+        # Nodes sharing one store (--store) started together: another one bootstraps it.
+        logger.info("the store was bootstrapped by another node meanwhile")
+        return None
     room = await store.create_room(DEMO_ROOM, organisation.id)
     token, token_hash = new_secret_token()
     await store.create_invitation(room.id, token_hash, max_uses=DEMO_INVITE_USES,
@@ -201,12 +217,20 @@ def token_link(room: str, token: str) -> str:
 
 def token_create(data_dir: Path, room: str, name: str, *, identity: str | None = None,
                  role: JoinRole = "member", ttl_s: float = DEFAULT_TOKEN_TTL_S,
-                 can_publish: bool = True, can_subscribe: bool = True) -> tuple[str, str]:
-    """For ``diemcau token create``: a join token signed with this data directory's secret,
-    and its join path (``/?room=...&token=...``). Needs no running server."""
+                 can_publish: bool = True, can_subscribe: bool = True,
+                 store_url: str | None = None) -> tuple[str, str]:
+    """For ``diemcau token create``: a join token signed with this data directory's secret
+    (with ``store_url``: the secret the nodes sharing that store sign with), and its join path
+    (``/?room=...&token=...``). Needs no running server."""
     identity = identity or f"token:{new_secret_token()[0][:12]}"
     # Bound to the stored room of that name (if there is one yet): see Room.instance.
-    instance = find_room_instance(data_dir / DB_FILE, room)
-    token = create_join_token(load_or_create_secret(data_dir), room, identity, name, role,
+    if store_url is not None:
+        from signaling.ops_cli import networked_signing
+
+        secret, instance = networked_signing(data_dir, store_url, room)
+    else:
+        secret = load_or_create_secret(data_dir)
+        instance = find_room_instance(data_dir / DB_FILE, room)
+    token = create_join_token(secret, room, identity, name, role,
                               can_publish, can_subscribe, ttl_s, room_instance=instance)
     return token, token_link(room, token)

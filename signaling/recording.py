@@ -314,7 +314,13 @@ class RecordingService:
         if self.retention_s is None:
             return []
         deleted = []
+        # Nodes sharing one store (--store) share the catalogue, not the files: each sweeps the
+        # recordings it holds, so another node's stay listed (and on that node's disk).
+        shared = getattr(self.store, "networked", False)
+        root = self.data_dir / RECORDINGS_DIR
         for row in await self.store.list_recordings(until=now - self.retention_s, limit=10_000):
+            if shared and not (root / row.id).is_dir():
+                continue
             if row.state != "recording":
                 await self.delete(row, "retention")
                 deleted.append(row.id)

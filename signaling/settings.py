@@ -25,6 +25,7 @@ from sfu.policy.last_n import DEFAULT_LAST_N, MAX_LAST_N
 from sfu.worker import MediaConfig
 from signaling.config import Config, HookSettings
 from signaling.limits import JOIN_TIMEOUT_S, MAX_UNJOINED_PER_ADDRESS
+from signaling.store.locate import check_store_url
 from signaling.turn import DEFAULT_TTL_S, TurnConfig, TurnConfigError, turn_config
 
 ENV_PREFIX = "DIEMCAU_"
@@ -63,6 +64,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_urls: list[str] = msgspec.field(default_factory=list)
     webhook_secret: str | None = None
     support_lead_minutes: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    store: str | None = None
+    """A PostgreSQL URL shared by every node (issue 14); None: the data directory's SQLite."""
     redis: str | None = None
     node_address: str | None = None
     node_id: str | None = None
@@ -83,7 +86,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 KEYS: tuple[str, ...] = Settings.__struct_fields__
 LIST_KEYS = frozenset(key for key in KEYS if isinstance(getattr(Settings(), key), list))
-SECRET_KEYS = frozenset({"webhook_secret"})
+SECRET_KEYS = frozenset({"webhook_secret", "store"})  # a store URL may hold a password
 RELOADABLE = frozenset({"log_level", "join_timeout", "max_unjoined_per_address", "ice_servers",
                         "recording_retention_days", "webhook_urls", "webhook_secret",
                         "support_lead_minutes"})
@@ -227,6 +230,11 @@ def _check(settings: Settings, sources: Mapping[str, str]) -> None:
     for url in settings.webhook_urls:
         if not url.startswith(("http://", "https://")):
             fail("webhook_urls", f"{url!r} is not an http:// or https:// URL")
+    if settings.store is not None:
+        try:
+            check_store_url(settings.store)
+        except ValueError as exc:
+            fail("store", str(exc))
     if settings.webhook_urls and not settings.webhook_secret:
         fail("webhook_urls", "webhooks are signed: set webhook_secret too "
                              f"(e.g. in the environment as {env_name('webhook_secret')})")
@@ -292,7 +300,8 @@ def to_config(settings: Settings) -> Config:
         max_unjoined_per_address=settings.max_unjoined_per_address,
         record_all=settings.record_all,
         recording_retention_days=settings.recording_retention_days,
-        redis_url=settings.redis, node_address=settings.node_address, node_id=settings.node_id,
+        store_url=settings.store, redis_url=settings.redis,
+        node_address=settings.node_address, node_id=settings.node_id,
         audit_retention_days=settings.audit_retention_days,
         workers=os.cpu_count() or 1 if settings.workers is None else settings.workers,
         turn=_turn(settings), reconnect_grace_s=settings.reconnect_grace,

@@ -46,6 +46,8 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 600.0
 DELIVERY_TIMEOUT_S = 10.0
 BATCH = 50
+CLAIM_S = 6 * DELIVERY_TIMEOUT_S
+"""A batch is claimed this long (nodes sharing the queue skip it), well past its deliveries."""
 CONCURRENT_DELIVERIES = 4
 KEEP_DELIVERED_S = 7 * 86400
 GIVE_UP_AFTER_S = 3 * 86400
@@ -122,7 +124,8 @@ class WebhookService:
             while True:
                 try:
                     await self.flush()
-                    while due := await self.store.due_webhooks(self.clock(), BATCH):
+                    while due := await self.store.claim_webhooks(self.clock(), CLAIM_S,
+                                                                 BATCH):
                         await self._deliver_all(http, due)
                         await self.flush()
                     if self.clock() - last_prune > 3600:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from sfu.worker import MediaConfig
 from signaling.app import create_app
 from signaling.config import Config
+from tests.pgproc import PostgresServer, start_postgres, stop_postgres
 
 
 def only_loopback() -> bool:
@@ -52,3 +53,24 @@ async def server(tmp_path: Path) -> AsyncIterator[TestServer]:
 
 def base_url(test_server: TestServer) -> str:
     return str(test_server.make_url("")).rstrip("/")
+
+
+STORES = ("sqlite", "postgresql")
+"""The store backends the store and API tests run against (issue 14)."""
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL 15 for the session (tests/pgproc.py), started when first needed."""
+    server = start_postgres()
+    yield server
+    stop_postgres(server)
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """None: the data directory's SQLite file; else the URL of a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.fresh_url()

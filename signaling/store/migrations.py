@@ -266,4 +266,12 @@ MIGRATIONS: list[list[Step]] = [
         )""",
         "CREATE INDEX documents_room ON documents (room_id, id)",
     ],
+    # 7 (issue 14): secrets the nodes sharing a networked store share (the join-token signing
+    # key; SQLite stores keep it in the data directory's file as before).
+    [
+        """CREATE TABLE store_secrets (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+    ],
 ]

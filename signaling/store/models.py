@@ -206,7 +206,8 @@ ROOM_FIELDS = frozenset({"capacity", "kind", "locked", "lobby", "auto_record", "
 
 class Store(Protocol):
     """Everything the control plane keeps. Every write is one transaction; every method is safe
-    to call from many tasks at once. A second database can implement this later."""
+    to call from many tasks at once. Two implementations: ``SqliteStore`` (the default, one
+    file) and ``PgStore`` (``--store``: PostgreSQL, shared by several nodes)."""
 
     async def close(self) -> None: ...
 

@@ -75,6 +75,12 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
 
 
 class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps, SqliteMeetingExtras):
+    networked = False
+    """True for a store that several hosts share (``PgStore``): they share its signing secret."""
+    _for_update = ""
+    """Appended to a SELECT whose row the transaction then changes: PostgreSQL locks the row
+    (``PgStore``); SQLite's ``BEGIN IMMEDIATE`` already holds the only write lock."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
@@ -117,6 +123,9 @@ class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps, SqliteMeetingExtras):
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # PostgreSQL's two-argument greatest(), so the store's SQL is the same in both dialects
+        # (SQLite spells it max(a, b), which PostgreSQL does not have).
+        conn.create_function("greatest", 2, max, deterministic=True)
         self._conn = conn
         self._migrate()
 
@@ -264,7 +273,7 @@ class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps, SqliteMeetingExtras):
         def update(c: sqlite3.Connection) -> float:
             # The table name comes from our two callers only, never from the caller's text.
             row = c.execute(f"UPDATE {table} SET tokens_void_before = "
-                            "max(tokens_void_before, ?) WHERE id = ? "
+                            "greatest(tokens_void_before, ?) WHERE id = ? "
                             "RETURNING tokens_void_before", (before, key)).fetchone()
             if row is None:
                 raise NotFound(entity, key)
@@ -312,7 +321,7 @@ class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps, SqliteMeetingExtras):
 
     async def list_rooms(self, org_id: int | None = None,
                          member_id: int | None = None) -> list[Room]:
-        sql, args = "SELECT * FROM rooms WHERE 1", []
+        sql, args = "SELECT * FROM rooms WHERE TRUE", []
         if org_id is not None:
             sql += " AND org_id = ?"
             args.append(org_id)
@@ -351,7 +360,7 @@ class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps, SqliteMeetingExtras):
         def insert(c: sqlite3.Connection) -> None:
             c.execute("DELETE FROM removals WHERE until <= ?", (time.time(),))  # sweep
             c.execute("INSERT INTO removals VALUES (?, ?, ?) ON CONFLICT (room_id, identity) "
-                      "DO UPDATE SET until = max(until, excluded.until)",
+                      "DO UPDATE SET until = greatest(removals.until, excluded.until)",
                       (room_id, identity, until))
         await self._write(insert)
 
@@ -424,7 +433,8 @@ class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps, SqliteMeetingExtras):
         use of a link get it exactly once.
         """
         def consume(c: sqlite3.Connection) -> Invitation:
-            row = c.execute("SELECT * FROM invitations WHERE token_hash = ?",
+            # PostgreSQL: lock the row (several nodes); SQLite's BEGIN IMMEDIATE already has.
+            row = c.execute("SELECT * FROM invitations WHERE token_hash = ?" + self._for_update,
                             (token_hash,)).fetchone()
             if row is None:
                 raise InvitationUnusable("unknown")
@@ -467,7 +477,7 @@ class SqliteStore(SqliteArchive, SqliteJournal, SqliteOps, SqliteMeetingExtras):
 
     async def list_meetings(self, room_id: int | None = None,
                             endpoint_id: int | None = None) -> list[Meeting]:
-        where, args = "WHERE 1", []
+        where, args = "WHERE TRUE", []
         if room_id is not None:
             where += " AND room_id = ?"
             args.append(room_id)

@@ -35,6 +35,11 @@ class SqliteJournal:
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
 
+    def _serialise(self, c: sqlite3.Connection, what: str) -> None:
+        """Make this write transaction the only one touching ``what`` until it ends. SQLite:
+        nothing to do (``BEGIN IMMEDIATE`` holds the database's one write lock); PostgreSQL
+        takes a transaction-scoped advisory lock (``PgStore``)."""
+
     # -- the event record ------------------------------------------------------------------------
 
     async def append_events(self, events: Sequence[MeetingEvent]) -> None:
@@ -75,6 +80,9 @@ class SqliteJournal:
     async def append_audit(self, entries: Sequence[AuditEntry]) -> str:
         """Chain ``entries`` on; returns the new head hash."""
         def append(c: sqlite3.Connection) -> str:
+            # Several nodes append: reading the head and inserting after it must not interleave
+            # (the chain would fork; the seq key would refuse the second anyway).
+            self._serialise(c, "audit")
             seq, head = _head(c)
             for entry in entries:
                 seq += 1
@@ -92,7 +100,7 @@ class SqliteJournal:
                          room: str | None = None, actor: str | None = None,
                          limit: int = 1000) -> list[AuditRow]:
         """Newest first."""
-        where, args = ["1"], []
+        where, args = ["TRUE"], []
         for clause, value in (("at >= ?", since), ("at < ?", until), ("room = ?", room),
                               ("actor = ?", actor)):
             if value is not None:
@@ -129,6 +137,7 @@ class SqliteJournal:
         newest ``keep_max``, always a run from the start (the chain stays one piece) and
         remember the last dropped row as the anchor. Returns how many were dropped."""
         def prune(c: sqlite3.Connection) -> int:
+            self._serialise(c, "audit")
             cut = c.execute("SELECT max(seq) FROM audit WHERE at < ?", (before,)).fetchone()[0]
             by_count = c.execute("SELECT seq FROM audit ORDER BY seq DESC LIMIT 1 OFFSET ?",
                                  (keep_max,)).fetchone()

@@ -50,7 +50,8 @@ class SqliteMeetingExtras:
         """The last ``limit`` lines of one meeting that nobody deleted, oldest first."""
         rows = await self._all(
             "SELECT * FROM (SELECT * FROM chat_messages WHERE room = ? AND meeting = ? AND "
-            "deleted_by IS NULL ORDER BY id DESC LIMIT ?) ORDER BY id", (room, meeting, limit))
+            "deleted_by IS NULL ORDER BY id DESC LIMIT ?) AS recent ORDER BY id",
+            (room, meeting, limit))
         return [_chat(r) for r in rows]
 
     async def delete_chat(self, room: str, meeting: str, message_id: int,

@@ -1,5 +1,6 @@
 """Operations tables of ``SqliteStore`` (issue 13): the durable webhook queue and the support
-notices sent; and the online backup of a store (``diemcau backup``).
+notices sent; the secret nodes sharing a store sign with (issue 14); and the online backup of a
+store (``diemcau backup``).
 
 A mixin over the store's plumbing (``_write``/``_all``/``_run``, on the store thread), like
 ``sqlite_archive.py``.
@@ -78,6 +79,9 @@ class SqliteOps:
     def _db(self) -> sqlite3.Connection:
         raise NotImplementedError
 
+    _skip_locked = ""
+    """PostgreSQL: `` FOR UPDATE SKIP LOCKED`` (``PgStore``); SQLite's write lock is whole."""
+
     # -- webhooks --------------------------------------------------------------------------------
 
     async def enqueue_webhooks(self, rows: Sequence[tuple[str, str, str, float]]) -> None:
@@ -90,6 +94,21 @@ class SqliteOps:
         rows = await self._all("SELECT * FROM webhook_queue WHERE delivered_at IS NULL AND "
                                "next_at <= ? ORDER BY next_at, id LIMIT ?", (now, limit))
         return [_webhook(row) for row in rows]
+
+    async def claim_webhooks(self, now: float, lease_s: float,
+                             limit: int = 50) -> list[WebhookRow]:
+        """The due rows, claimed for ``lease_s``: their ``next_at`` moves on, so another node
+        (or process) sharing the queue does not deliver them too; a node that dies with a claim
+        leaves them due again after the lease (at least once, never twice at once).
+        PostgreSQL: FOR UPDATE SKIP LOCKED lets the nodes claim different rows at once."""
+        def claim(c: sqlite3.Connection) -> list[WebhookRow]:
+            rows = c.execute("SELECT * FROM webhook_queue WHERE delivered_at IS NULL AND "
+                             "next_at <= ? ORDER BY next_at, id LIMIT ?" + self._skip_locked,
+                             (now, limit)).fetchall()
+            c.executemany("UPDATE webhook_queue SET next_at = ? WHERE id = ?",
+                          [(now + lease_s, row["id"]) for row in rows])
+            return [_webhook(row) for row in rows]
+        return await self._write(claim)
 
     async def next_webhook_at(self) -> float | None:
         rows = await self._all("SELECT min(next_at) FROM webhook_queue "
@@ -122,14 +141,28 @@ class SqliteOps:
             return done, given_up
         return await self._write(prune)
 
+    # -- secrets shared by the nodes (issue 14) ---------------------------------------------------
+
+    async def signing_secret(self, candidate: bytes) -> bytes:
+        """The secret every node sharing this store signs tokens with: ``candidate`` if none
+        was stored yet (the first node to ask wins; the unique key settles a race)."""
+        def get(c: sqlite3.Connection) -> bytes:
+            c.execute("INSERT INTO store_secrets (name, value) VALUES ('join-tokens', ?) "
+                      "ON CONFLICT DO NOTHING", (candidate.hex(),))
+            row = c.execute("SELECT value FROM store_secrets WHERE name = 'join-tokens'"
+                            ).fetchone()
+            return bytes.fromhex(row[0])
+        return await self._write(get)
+
     # -- support notices -------------------------------------------------------------------------
 
     async def add_support_notice(self, notice: SupportNotice) -> bool:
         """False if this occurrence was already notified (another start, another process)."""
         return await self._write(lambda c: c.execute(
-            "INSERT OR IGNORE INTO support_notices (meeting_id, starts_at, room, title, sent_at) "
-            "VALUES (?, ?, ?, ?, ?)", (notice.meeting_id, notice.starts_at, notice.room,
-                                       notice.title, notice.sent_at)).rowcount == 1)
+            "INSERT INTO support_notices (meeting_id, starts_at, room, title, sent_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (notice.meeting_id, notice.starts_at, notice.room, notice.title,
+             notice.sent_at)).rowcount == 1)
 
     async def list_support_notices(self, since: float, limit: int = 100) -> list[SupportNotice]:
         rows = await self._all("SELECT * FROM support_notices WHERE starts_at >= ? "

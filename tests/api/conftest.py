@@ -1,5 +1,5 @@
-"""Fixtures for the control plane: a real SQLite file, cheap password hashing, a fake moderator
-standing in for the media side."""
+"""Fixtures for the control plane: a real SQLite file or PostgreSQL database (``store_url``),
+cheap password hashing, a fake moderator standing in for the media side."""
 
 from __future__ import annotations
 
@@ -92,12 +92,13 @@ AiohttpClient = Callable[[web.Application], Awaitable[TestClient]]
 
 
 @pytest.fixture
-async def api(tmp_path: Path, aiohttp_client: AiohttpClient) -> Api:
+async def api(tmp_path: Path, aiohttp_client: AiohttpClient, store_url: str | None) -> Api:
+    """The API over each store backend: the data directory's SQLite file and PostgreSQL."""
     moderator = FakeModerator()
     results: list[BootstrapResult] = []
     app = web.Application()
     app.cleanup_ctx.append(control_ctx(tmp_path, passwords=Passwords.fast(), moderator=moderator,
-                                       on_bootstrap=results.append))
+                                       on_bootstrap=results.append, store_url=store_url))
     add_api_routes(app)
     client = await aiohttp_client(app)
     return Api(client, app[CONTROL], moderator, results[0])

@@ -117,8 +117,8 @@ class Live:
 
 
 @pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    app = create_app(make_config(tmp_path, open_rooms=False))
+async def live(tmp_path: Path, store_url: str | None) -> AsyncIterator[Live]:
+    app = create_app(make_config(tmp_path, open_rooms=False, store_url=store_url))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     control = app[CONTROL]
@@ -155,7 +155,9 @@ async def test_token_of_a_deleted_room_does_not_open_its_namesake(live: Live) ->
     await live.call("POST", "/api/rooms", host_b, {"name": "future", "locked": True,
                                                    "lobby": True, "password": "B-secret"}, 201)
     # SQLite reused the row id: binding to the id alone would not have been enough.
-    assert (await live.control.store.get_room("future")).id == old_id
+    # (PostgreSQL's identity never reuses one; what follows must hold either way.)
+    if not getattr(live.control.store, "networked", False):
+        assert (await live.control.store.get_room("future")).id == old_id
     _, reply = await live.join(room="future", token=kept["token"])
     assert reply["type"] == "error" and reply["code"] == "bad-token", reply
     assert "earlier room" in reply["message"]

@@ -21,6 +21,7 @@ from signaling.auth import (
     verify_join_token,
 )
 from signaling.store import Account, Room, SqliteStore
+from tests.pgproc import open_store_for
 
 ICT = dt.timezone(dt.timedelta(hours=7))
 MONDAY_9 = dt.datetime(2025, 1, 13, 9, 0, tzinfo=ICT).timestamp()
@@ -56,8 +57,8 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    store = await SqliteStore.open(tmp_path / "db.sqlite3")
+async def world(tmp_path: Path, store_url: str | None) -> AsyncIterator[World]:
+    store = await open_store_for(tmp_path, store_url)
     passwords = Passwords.fast()
     clock = [MONDAY_9]
     org = await store.create_organisation("UBND")

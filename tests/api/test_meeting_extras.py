@@ -59,8 +59,8 @@ class World(Live):
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    app = create_app(make_config(tmp_path, open_rooms=False))
+async def world(tmp_path: Path, store_url: str | None) -> AsyncIterator[World]:
+    app = create_app(make_config(tmp_path, open_rooms=False, store_url=store_url))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     control = app[CONTROL]

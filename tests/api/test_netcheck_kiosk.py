@@ -27,9 +27,10 @@ ICT = dt.timezone(dt.timedelta(hours=7))
 
 
 @pytest.fixture
-async def client(tmp_path: Path, aiohttp_client: AiohttpClient) -> TestClient:
+async def client(tmp_path: Path, aiohttp_client: AiohttpClient,
+                 store_url: str | None) -> TestClient:
     app = web.Application(client_max_size=1 << 20)
-    app.cleanup_ctx.append(control_ctx(tmp_path, passwords=Passwords.fast()))
+    app.cleanup_ctx.append(control_ctx(tmp_path, passwords=Passwords.fast(), store_url=store_url))
     add_netcheck_routes(app, 2_000_000)
     add_kiosk_routes(app)
     return await aiohttp_client(app)

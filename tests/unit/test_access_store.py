@@ -16,11 +16,12 @@ from signaling.auth import load_or_create_secret, verify_join_token
 from signaling.ratelimit import account_key, address_key
 from signaling.store import DB_FILE, JoinRecord, NotFound, SqliteStore
 from signaling.store.migrations import MIGRATIONS
+from tests.pgproc import open_store_for
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = await SqliteStore.open(tmp_path / "db.sqlite3")
+async def store(tmp_path: Path, store_url: str | None) -> AsyncIterator[SqliteStore]:
+    s = await open_store_for(tmp_path, store_url)
     yield s
     await s.close()
 

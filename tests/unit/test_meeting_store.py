@@ -10,6 +10,7 @@ import pytest
 
 from signaling.store import ChatMessage, NotFound, SqliteStore
 from signaling.store.migrations import MIGRATIONS
+from tests.pgproc import open_store_for
 
 
 async def test_a_version_3_database_gains_the_setting_off(tmp_path: Path) -> None:
@@ -35,8 +36,8 @@ async def test_a_version_3_database_gains_the_setting_off(tmp_path: Path) -> Non
         await store.close()
 
 
-async def test_chat_lines_belong_to_one_meeting(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "db.sqlite3")
+async def test_chat_lines_belong_to_one_meeting(tmp_path: Path, store_url: str | None) -> None:
+    store = await open_store_for(tmp_path, store_url)
     try:
         org = await store.create_organisation("O")
         room = await store.create_room("Hop", org.id)
@@ -56,8 +57,8 @@ async def test_chat_lines_belong_to_one_meeting(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_documents_are_kept_per_room(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "db.sqlite3")
+async def test_documents_are_kept_per_room(tmp_path: Path, store_url: str | None) -> None:
+    store = await open_store_for(tmp_path, store_url)
     try:
         org = await store.create_organisation("O")
         a = await store.create_room("A", org.id)

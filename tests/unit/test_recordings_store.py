@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from signaling.store import NotFound, RecordingFile, RecordingRow, SqliteStore
+from signaling.store import NotFound, RecordingFile, RecordingRow
+from tests.pgproc import open_store_for
 
 FILE = RecordingFile("recordings/r1/a-audio.webm", "audio", "Anh", "opus", 12.5, 40_000,
                      "ab" * 32)
 
 
-async def test_recording_row_lifecycle_and_filters(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "db.sqlite3")
+async def test_recording_row_lifecycle_and_filters(tmp_path: Path, store_url: str | None) -> None:
+    store = await open_store_for(tmp_path, store_url)
     await store.add_recording(RecordingRow("r1", "Phong-hop", 1, None, 100.0, None, "recording",
                                            "account:1"))
     await store.add_recording(RecordingRow("r2", "khac", 2, None, 200.0, None, "recording",
@@ -32,7 +33,7 @@ async def test_recording_row_lifecycle_and_filters(tmp_path: Path) -> None:
         await store.finish_recording("nope", ended_at=1.0, state="failed", stopped_by=None,
                                      participants=(), files=())
     await store.close()
-    reopened = await SqliteStore.open(tmp_path / "db.sqlite3")
+    reopened = await open_store_for(tmp_path, store_url)
     try:
         assert (await reopened.get_recording("r1")).files == (FILE,)
     finally:

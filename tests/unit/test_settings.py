@@ -86,6 +86,16 @@ def test_secret_is_never_printed(tmp_path: Path) -> None:
     assert "x" * 5 not in str(caught.value)
 
 
+def test_the_store_from_file_environment_or_flag(tmp_path: Path) -> None:
+    url = "postgresql://dc:s3cret-pw@10.0.0.9:5432/diemcau"
+    from_file = load({}, {}, write(tmp_path, f'store = "{url}"\n'))
+    assert to_config(from_file.settings).store_url == url
+    assert load({}, {"DIEMCAU_STORE": url}).settings.store == url
+    assert load({"store": url}, {}).sources["store"] == "flag --store"
+    assert to_config(load({}, {}).settings).store_url is None  # the SQLite file, as before
+    assert "s3cret-pw" not in describe(from_file)
+
+
 def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                               monkeypatch: pytest.MonkeyPatch) -> None:
     config_file = write(tmp_path, "port = 7000\nrecord_all = true\n")

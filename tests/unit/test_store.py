@@ -1,5 +1,5 @@
-"""SqliteStore against a real file: migrations, case-sensitivity, atomic invitations, crash safety,
-and the weekly schedule helper."""
+"""The store against a real SQLite file and a real PostgreSQL (``store`` fixture): migrations,
+case-sensitivity, atomic invitations, crash safety, and the weekly schedule helper."""
 
 from __future__ import annotations
 
@@ -28,14 +28,15 @@ from signaling.store import (
 )
 from signaling.store.migrations import MIGRATIONS
 from signaling.store.schedule import check_meeting_times, next_start
+from tests.pgproc import open_store_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ICT = dt.timezone(dt.timedelta(hours=7))
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = await SqliteStore.open(tmp_path / "db.sqlite3")
+async def store(tmp_path: Path, store_url: str | None) -> AsyncIterator[SqliteStore]:
+    s = await open_store_for(tmp_path, store_url)
     yield s
     await s.close()
 
@@ -104,10 +105,11 @@ async def test_rooms_members_and_updates(store: SqliteStore) -> None:
         await store.delete_room("r")
 
 
-async def test_invitation_consume_is_atomic_under_20_consumers(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    # Two stores on one file: two connections, as the server and the CLI would be.
-    a, b = await SqliteStore.open(path), await SqliteStore.open(path)
+async def test_invitation_consume_is_atomic_under_20_consumers(tmp_path: Path,
+                                                              store_url: str | None) -> None:
+    # Two stores on one file (as the server and the CLI would be) or one PostgreSQL database
+    # (two nodes: eight connections).
+    a, b = await open_store_for(tmp_path, store_url), await open_store_for(tmp_path, store_url)
     org = await a.create_organisation("o")
     room = await a.create_room("r", org.id)
     await a.create_invitation(room.id, "five", max_uses=5, expires_at=2e9)

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 from signaling.config import HookSettings
-from signaling.store.sqlite import SqliteStore
 from signaling.support import SupportNotifier
 from signaling.webhooks import WebhookService
+from tests.pgproc import open_store_for
 
 ICT = dt.timezone(dt.timedelta(hours=7))
 START = dt.datetime(2026, 12, 7, 9, 0, tzinfo=ICT).timestamp()  # a Monday, 09:00 +07:00
@@ -25,8 +25,8 @@ class Clock:
         return self.now
 
 
-async def test_notice_fires_at_its_lead_time_once(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "store.sqlite3")
+async def test_notice_fires_at_its_lead_time_once(tmp_path: Path, store_url: str | None) -> None:
+    store = await open_store_for(tmp_path, store_url)
     try:
         org = await store.create_organisation("Da Nang")
         room = await store.create_room("danang-ubnd", org.id)
@@ -64,8 +64,8 @@ async def test_notice_fires_at_its_lead_time_once(tmp_path: Path) -> None:
 
 
 async def test_lead_time_is_configurable_and_a_late_start_still_notifies(
-        tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "store.sqlite3")
+        tmp_path: Path, store_url: str | None) -> None:
+    store = await open_store_for(tmp_path, store_url)
     try:
         org = await store.create_organisation("Hue")
         room = await store.create_room("hue", org.id)

@@ -24,6 +24,7 @@ from signaling.webhooks import (
     sign,
     verify,
 )
+from tests.pgproc import open_store_for
 
 SECRET = "a-shared-secret-of-32-characters"
 DEADLINE_S = 20.0
@@ -85,8 +86,9 @@ def test_signature_and_backoff() -> None:
     assert backoff_s(40) == 600.0
 
 
-async def test_signed_deliveries_retried_while_receiver_down_then_up(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "store.sqlite3")
+async def test_signed_deliveries_retried_while_receiver_down_then_up(
+        tmp_path: Path, store_url: str | None) -> None:
+    store = await open_store_for(tmp_path, store_url)
     port = unused_port()
     hooks = HookSettings(webhook_urls=(f"http://127.0.0.1:{port}/hook",), webhook_secret=SECRET)
     service = WebhookService(store, hooks, backoff_base_s=0.05, backoff_max_s=0.3)
@@ -166,8 +168,8 @@ def test_emit_without_urls_queues_nothing(tmp_path: Path) -> None:
 
 
 async def test_prune_forgets_delivered_and_gives_up_on_the_undeliverable(
-        tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "store.sqlite3")
+        tmp_path: Path, store_url: str | None) -> None:
+    store = await open_store_for(tmp_path, store_url)
     try:
         await store.enqueue_webhooks([("http://127.0.0.1:9/a", "room_started", "{}", 100.0),
                                       ("http://127.0.0.1:9/a", "room_finished", "{}", 200.0),
