@@ -53,6 +53,14 @@ def process_cpu_s(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_cpu_split(pid: int | str = "self") -> tuple[float, float]:
+    """(utime, stime) of a process, in seconds: user space and kernel apart (on loopback a
+    ``sendto`` also runs the receiver's side of the delivery, in the sender's kernel time)."""
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
 def process_wait_s(pid: int | str = "self") -> float:
     """Seconds the process's threads spent runnable but waiting for a CPU (run delay, from
     ``/proc/PID/task/*/schedstat``): how much other work on the machine held it back."""
