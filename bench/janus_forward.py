@@ -31,6 +31,7 @@ from loadtest.media import AUDIO_LEVEL_DBOV, Clip, load_clip
 from loadtest.server import (
     BenchError,
     load_average,
+    process_context_switches,
     process_cpu_s,
     process_cpu_split,
     require_private_namespace,
@@ -199,10 +200,12 @@ async def bench_janus(n_subscribers: int, duration: float, *, warmup: float = WA
         before = await group.counts()
         cpu0, own0, ticks0 = process_cpu_s(janus.proc.pid), process_cpu_s(), cpu_ticks()
         split0 = process_cpu_split(janus.proc.pid)
+        switches0 = process_context_switches(janus.proc.pid)
         t0 = time.monotonic()
         await asyncio.sleep(duration)
         cpu1, own1, ticks1 = process_cpu_s(janus.proc.pid), process_cpu_s(), cpu_ticks()
         split1 = process_cpu_split(janus.proc.pid)
+        switches1 = process_context_switches(janus.proc.pid)
         elapsed = time.monotonic() - t0
         after = await group.counts()
         packets = after["packets"] - before["packets"]
@@ -210,6 +213,10 @@ async def bench_janus(n_subscribers: int, duration: float, *, warmup: float = WA
         result.update(window_figures(elapsed, cpu_s, packets, own1 - own0, ticks0, ticks1))
         result["server_user_s"] = round(split1[0] - split0[0], 3)
         result["server_sys_s"] = round(split1[1] - split0[1], 3)
+        result["server_voluntary_switches_per_s"] = round(
+            (switches1[0] - switches0[0]) / elapsed, 1)
+        result["server_involuntary_switches_per_s"] = round(
+            (switches1[1] - switches0[1]) / elapsed, 1)
         result["janus_problems"] = janus.problems()[:5]
     finally:
         if group is not None:
@@ -269,6 +276,8 @@ def diemcau_run(n: int, duration: float) -> dict[str, Any]:
         "native_fanout": result.get("native_fanout"),
         "server_user_s": result.get("server_user_s"),
         "server_sys_s": result.get("server_sys_s"),
+        "server_voluntary_switches_per_s": result.get("server_voluntary_switches_per_s"),
+        "server_involuntary_switches_per_s": result.get("server_involuntary_switches_per_s"),
     }
 
 
@@ -289,7 +298,12 @@ def user_sys(run: dict[str, Any]) -> str:
                              run.get("received_packets"))
     if user is None or system is None or not packets:
         return ""
-    return f"  usr/sys {user / packets * 1e6:5.2f}/{system / packets * 1e6:5.2f} us"
+    text = f"  usr/sys {user / packets * 1e6:5.2f}/{system / packets * 1e6:5.2f} us"
+    preempted = run.get("server_involuntary_switches_per_s")
+    if preempted is not None:
+        text += (f"  switches/s vol {run.get('server_voluntary_switches_per_s', 0):.0f} "
+                 f"invol {preempted:.0f}")
+    return text
 
 
 def compare(counts: list[int], duration: float, pairs: int = 3,

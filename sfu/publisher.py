@@ -188,7 +188,8 @@ class Publisher:
         self.producers[mid] = producer
         if id(receiver.transport) not in self._hooked:
             self._hooked.add(id(receiver.transport))
-            aiortc_hooks.hook_transport(receiver.transport, self._on_rtp, self._on_rtcp)
+            aiortc_hooks.hook_transport(receiver.transport, self._on_rtp, self._on_rtcp,
+                                        self._on_rtp_view)
             self._writer = aiortc_hooks.DatagramWriter(receiver.transport)
 
         def on_receive(parameters: RTCRtpReceiveParameters) -> None:
@@ -257,6 +258,11 @@ class Publisher:
         except ValueError:
             self.drops[DropReason.MALFORMED] += 1
             return
+        self._on_rtp_view(packet, arrival_ms)
+
+    def _on_rtp_view(self, packet: RtpView, arrival_ms: int) -> None:
+        """One parsed packet (by ``_on_rtp``, or in C by ``native.receive_view``)."""
+        data = packet.data
         if self._twcc_ext_id is not None:
             # Before anything may discard the packet: it crossed the publisher's link, and the
             # browser's estimator reads a packet reported lost as loss on that link. Probe padding
