@@ -62,7 +62,9 @@ from loadtest.server import (
     BenchError,
     ServerProcess,
     load_average,
+    process_context_switches,
     process_cpu_s,
+    process_cpu_split,
     process_rss_mib,
     require_private_namespace,
 )
@@ -157,6 +159,8 @@ async def bench(
                 before_metrics = await server.metrics(http)
                 before_counts = await sum_counts(groups)
                 before_cpu, before_own = process_cpu_s(server.pid), process_cpu_s()
+                before_split = process_cpu_split(server.pid)
+                before_switches = process_context_switches(server.pid)
                 before_video, before_audio = (publisher.video_track.bytes,
                                               publisher.audio_track.bytes)
                 lag = LoopLag()
@@ -166,6 +170,8 @@ async def bench(
                             if profile else None)
                 await asyncio.sleep(duration)
                 after_cpu, after_own = process_cpu_s(server.pid), process_cpu_s()
+                after_split = process_cpu_split(server.pid)
+                after_switches = process_context_switches(server.pid)
                 elapsed = time.monotonic() - t0
                 after_counts = await sum_counts(groups)
                 after_metrics = await server.metrics(http)
@@ -197,6 +203,12 @@ async def bench(
                 result.update({
                     "duration_s": round(elapsed, 3),
                     "server_cpu_s": round(cpu_s, 3),
+                    "server_user_s": round(after_split[0] - before_split[0], 3),
+                    "server_sys_s": round(after_split[1] - before_split[1], 3),
+                    "server_voluntary_switches_per_s": round(
+                        (after_switches[0] - before_switches[0]) / elapsed, 1),
+                    "server_involuntary_switches_per_s": round(
+                        (after_switches[1] - before_switches[1]) / elapsed, 1),
                     "server_cpu_percent": round(100 * cpu_s / elapsed, 1),
                     "forwarded_packets": int(forwarded),
                     "forwarded_packets_per_s": round(forwarded / elapsed, 1),

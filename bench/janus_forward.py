@@ -28,7 +28,14 @@ from typing import Any
 from bench.participants import JOIN_TIMEOUT_S, BenchPublisher, CountingSubscriber, LocalGroup
 from loadtest.janus import JANUS_HOST, JANUS_URL, ROOM_BASE, JanusApi, JanusTarget
 from loadtest.media import AUDIO_LEVEL_DBOV, Clip, load_clip
-from loadtest.server import BenchError, load_average, process_cpu_s, require_private_namespace
+from loadtest.server import (
+    BenchError,
+    load_average,
+    process_context_switches,
+    process_cpu_s,
+    process_cpu_split,
+    require_private_namespace,
+)
 
 VIDEO_TIMEOUT_S = 30.0
 WARMUP_S = 3.0
@@ -192,14 +199,24 @@ async def bench_janus(n_subscribers: int, duration: float, *, warmup: float = WA
         assert janus.proc is not None
         before = await group.counts()
         cpu0, own0, ticks0 = process_cpu_s(janus.proc.pid), process_cpu_s(), cpu_ticks()
+        split0 = process_cpu_split(janus.proc.pid)
+        switches0 = process_context_switches(janus.proc.pid)
         t0 = time.monotonic()
         await asyncio.sleep(duration)
         cpu1, own1, ticks1 = process_cpu_s(janus.proc.pid), process_cpu_s(), cpu_ticks()
+        split1 = process_cpu_split(janus.proc.pid)
+        switches1 = process_context_switches(janus.proc.pid)
         elapsed = time.monotonic() - t0
         after = await group.counts()
         packets = after["packets"] - before["packets"]
         cpu_s = cpu1 - cpu0
         result.update(window_figures(elapsed, cpu_s, packets, own1 - own0, ticks0, ticks1))
+        result["server_user_s"] = round(split1[0] - split0[0], 3)
+        result["server_sys_s"] = round(split1[1] - split0[1], 3)
+        result["server_voluntary_switches_per_s"] = round(
+            (switches1[0] - switches0[0]) / elapsed, 1)
+        result["server_involuntary_switches_per_s"] = round(
+            (switches1[1] - switches0[1]) / elapsed, 1)
         result["janus_problems"] = janus.problems()[:5]
     finally:
         if group is not None:
@@ -257,6 +274,10 @@ def diemcau_run(n: int, duration: float) -> dict[str, Any]:
         # the whole run (joins included): bench() does not expose its window's ticks
         "machine_busy_share": busy_share(ticks0, ticks1),
         "native_fanout": result.get("native_fanout"),
+        "server_user_s": result.get("server_user_s"),
+        "server_sys_s": result.get("server_sys_s"),
+        "server_voluntary_switches_per_s": result.get("server_voluntary_switches_per_s"),
+        "server_involuntary_switches_per_s": result.get("server_involuntary_switches_per_s"),
     }
 
 
@@ -268,7 +289,21 @@ def format_run(run: dict[str, Any]) -> str:
             f"rx {run['received_packets_per_s']:8.0f} pkt/s  "
             f"{run['cpu_us_per_received_packet']:6.2f} us/pkt  "
             f"gen {run['loadgen_cpu_percent']:5.1f} %  load1 {run['load_average_1m']:.1f}  "
-            f"busy {100 * run['machine_busy_share']:.0f} %")
+            f"busy {100 * run['machine_busy_share']:.0f} %{user_sys(run)}")
+
+
+def user_sys(run: dict[str, Any]) -> str:
+    """The server's user/kernel split of its CPU time per received packet, when measured."""
+    user, system, packets = (run.get("server_user_s"), run.get("server_sys_s"),
+                             run.get("received_packets"))
+    if user is None or system is None or not packets:
+        return ""
+    text = f"  usr/sys {user / packets * 1e6:5.2f}/{system / packets * 1e6:5.2f} us"
+    preempted = run.get("server_involuntary_switches_per_s")
+    if preempted is not None:
+        text += (f"  switches/s vol {run.get('server_voluntary_switches_per_s', 0):.0f} "
+                 f"invol {preempted:.0f}")
+    return text
 
 
 def compare(counts: list[int], duration: float, pairs: int = 3,

@@ -53,6 +53,30 @@ def process_cpu_s(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_cpu_split(pid: int | str = "self") -> tuple[float, float]:
+    """(utime, stime) of a process, in seconds: user space and kernel apart (on loopback a
+    ``sendto`` also runs the receiver's side of the delivery, in the sender's kernel time)."""
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def process_context_switches(pid: int | str = "self") -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of all of a process's threads: involuntary
+    ones are preemptions (on loopback, mostly a receiver woken by our own ``sendto``)."""
+    voluntary = involuntary = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/task/{task}/status") as file:
+                    for line in file:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            voluntary += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches:"):
+                            involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
 def process_wait_s(pid: int | str = "self") -> float:
     """Seconds the process's threads spent runnable but waiting for a CPU (run delay, from
     ``/proc/PID/task/*/schedstat``): how much other work on the machine held it back."""

@@ -60,7 +60,7 @@ static PyObject *set_unprotect(PyObject *self, PyObject *arg) {
  * Python's ioctl (a buffer, a struct unpack). The datagram is attacker's bytes: only its
  * length is trusted (checked against the buffer before the copy); libsrtp checks the rest
  * (header, extension lengths, tag) and any failure gives None, never an exception. */
-static PyObject *receive(PyObject *self, PyObject *args) {
+PyObject *fanout_receive(PyObject *self, PyObject *args) {
     unsigned char buffer[MAX_BUFFER];
     PyObject *ctx_obj, *plain;
     void *ctx;
@@ -193,8 +193,14 @@ static PyMethodDef methods[] = {
      "(types, srtp tag length, transport-cc overhead) -> bool: ready to forward."},
     {"forward", fanout_forward, METH_VARARGS,
      "The steady-state Consumer.send of every consumer of one packet (see the source)."},
-    {"receive", receive, METH_VARARGS,
+    {"receive", fanout_receive, METH_VARARGS,
      "(ctx, fd, datagram) -> (plain RTP or None, kernel arrival ms on aiortc's clock or -1)."},
+    {"init_view", fanout_init_view, METH_O,
+     "(RtpView) -> bool: ready to build RtpViews in C (parse_view, receive_view)."},
+    {"parse_view", fanout_parse_view, METH_O,
+     "(plain RTP bytes) -> RtpView, or None when RtpView.parse must decide."},
+    {"receive_view", fanout_receive_view, METH_VARARGS,
+     "(ctx, fd, datagram) -> (RtpView, or plain bytes for Python to parse, or None; arrival)."},
     {"send", send_batch, METH_O,
      "Protect and send a batch of (target, head, payload, ...); None or [(index, reason)]."},
     {NULL, NULL, 0, NULL},

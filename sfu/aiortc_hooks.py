@@ -50,10 +50,12 @@ from sfu.native_srtp import NATIVE_UNPROTECT as _NATIVE_UNPROTECT
 from sfu.native_srtp import srtp_context_address
 from sfu.ratelog import handler_errors
 from sfu.wire.demux import DatagramDrop, DatagramDrops, IceCredentials, MediaPortGuard
+from sfu.wire.rtp_packet import RtpView
 
 logger = logging.getLogger(__name__)
 
 RtpHandler = Callable[[bytes, int], None]
+RtpViewHandler = Callable[[RtpView, int], None]
 """(decrypted RTP bytes, arrival time in ms) -> None."""
 RtcpHandler = Callable[[bytes], None]
 
@@ -85,11 +87,14 @@ def missing_internals() -> list[str]:
     return missing
 
 
-def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
+def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
+                   on_rtp_view: RtpViewHandler | None = None) -> None:
     """Deliver the transport's decrypted RTP and RTCP to the SFU instead of aiortc's receivers.
 
     An exception escaping into ``RTCDtlsTransport._recv_next`` would close the whole transport
     (every track of that participant): the handlers are guarded, and a failure drops one packet.
+    ``on_rtp_view`` (optional) takes a packet the compiled receive path already parsed
+    (``native.receive_view``); ``on_rtp`` gets every other one, as bytes.
     """
 
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
@@ -112,11 +117,14 @@ def hook_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHand
     dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]  # the hook itself
     dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]  # the hook itself
     # For GuardedStunProtocol's direct path (no queue, no coroutine per packet)
-    setattr(dtls, DIRECT_HANDLERS, (on_rtp, on_rtcp))
+    setattr(dtls, DIRECT_HANDLERS, (on_rtp, on_rtcp, on_rtp_view))
 
+
+native.init_view(RtpView)  # the class native.receive_view builds (sfu/_fanout_receive.c)
 
 DIRECT_HANDLERS = "_diemcau_direct_handlers"
-"""Attribute of a hooked RTCDtlsTransport: (on_rtp, on_rtcp), called synchronously."""
+"""Attribute of a hooked RTCDtlsTransport: (on_rtp, on_rtcp, on_rtp_view or None), called
+synchronously."""
 
 
 def _guarded(handler: Callable[..., None], what: str, *args: Any) -> None:
@@ -318,7 +326,7 @@ class GuardedStunProtocol(StunProtocol):
         try:
             if len(data) >= 2 and 191 < data[1] < 209:  # RTCP, as aiortc's is_rtcp decides
                 _guarded(handlers[1], "RTCP", rx.unprotect_rtcp(data))
-            elif self._use_native and self._receive_native(data, rx, handlers[0]):
+            elif self._use_native and self._receive_native(data, rx, handlers[0], handlers[2]):
                 pass
             else:
                 arrival = None
@@ -331,9 +339,11 @@ class GuardedStunProtocol(StunProtocol):
             pass  # counted by _CountingSrtpSession, as when aiortc drops it
         return True
 
-    def _receive_native(self, data: bytes, rx: Any, on_rtp: RtpHandler) -> bool:
+    def _receive_native(self, data: bytes, rx: Any, on_rtp: RtpHandler,
+                        on_view: RtpViewHandler | None) -> bool:
         """The RTP branch of ``_direct`` in one C call (``native.receive``: kernel arrival time
-        and libsrtp's unprotect, without pylibsrtp's wrapper); False when this transport's
+        and libsrtp's unprotect, without pylibsrtp's wrapper; ``native.receive_view`` when the
+        handler takes a parsed packet: the header parsed too); False when this transport's
         session cannot go that way (the caller takes the Python path)."""
         session = rx._session if isinstance(rx, _CountingSrtpSession) else rx
         target = self._native_rx
@@ -349,12 +359,23 @@ class GuardedStunProtocol(StunProtocol):
                 except (AttributeError, OSError, ValueError):
                     fd = -1
             target = self._native_rx = (session, ctx, fd)
-        plain, arrival = native.receive(target[1], target[2], data)
+        if on_view is not None and native.view_ready():
+            plain, arrival = native.receive_view(target[1], target[2], data)
+        else:
+            plain, arrival = native.receive(target[1], target[2], data)
         if plain is None:
             if isinstance(rx, _CountingSrtpSession):  # as its unprotect counts a refusal
                 rx._drops.add(DatagramDrop.SRTP_UNAUTHENTICATED)
             return True
-        _guarded(on_rtp, "RTP", plain, arrival if arrival >= 0 else aiortc_clock.current_ms())
+        if arrival < 0:
+            arrival = aiortc_clock.current_ms()
+        try:  # as _guarded, without its frame: this runs for every packet
+            if on_view is None or type(plain) is bytes:
+                on_rtp(plain, arrival)
+            else:  # an RtpView: receive_view parsed it
+                on_view(plain, arrival)
+        except Exception as exc:
+            handler_errors.exception("RTP", exc)
         return True
 
 

@@ -92,6 +92,42 @@ authentication or has no RTP length; the kernel's arrival time of the last datag
 ``fd`` on aiortc's clock in ms, or -1)."""
 
 
+def _no_receive_view(_ctx: int, _fd: int, _data: bytes) -> tuple[Any, int]:
+    raise RuntimeError("no native receive_view: the caller checks view_ready()")
+
+
+def _no_parse_view(_data: bytes) -> Any:
+    raise RuntimeError("no native parse_view: the caller checks view_ready()")
+
+
+receive_view: Callable[[int, int, bytes], tuple[Any, int]] = (
+    _function("receive_view") or _no_receive_view)
+"""``receive`` with the RTP header parsed in C: (an ``RtpView``; or the plain bytes when
+``RtpView.parse`` must decide (a two-byte extension block, or a packet it refuses); or None as
+``receive`` gives it, the arrival ms or -1)."""
+
+parse_view: Callable[[bytes], Any] = _function("parse_view") or _no_parse_view
+"""An ``RtpView`` of plain RTP bytes parsed in C, or None when ``RtpView.parse`` must decide."""
+
+_VIEW_READY = [False]
+
+
+def init_view(view_type: type) -> bool:
+    """Give the extension ``RtpView`` (whose __slots__ ``receive_view`` fills); False (and
+    ``view_ready()`` False) without the extension, with DIEMCAU_NO_NATIVE=1, an older build, or
+    a slot not where it expects."""
+    init = _function("init_view")
+    ready = bool(native_enabled() and init is not None and _function("receive_view") is not None
+                 and init(view_type))
+    _VIEW_READY[0] = ready
+    return ready
+
+
+def view_ready() -> bool:
+    """``receive_view`` and ``parse_view`` may be used."""
+    return _VIEW_READY[0]
+
+
 _FORWARD_READY = [False]
 
 

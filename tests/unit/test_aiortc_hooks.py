@@ -12,6 +12,7 @@ from aiortc import RTCPeerConnection
 
 from sfu import aiortc_hooks, native, native_srtp
 from sfu.wire.demux import DatagramDrop, DatagramDrops
+from sfu.wire.rtp_packet import RtpView
 
 
 def test_aiortc_is_the_pinned_version() -> None:
@@ -464,3 +465,44 @@ async def test_slim_descriptions_leaves_a_receiving_or_unanswered_connection_alo
     finally:
         await server.close()
         await client.close()
+
+
+@pytest.mark.skipif(not native.view_ready(), reason="sfu._fanout not built")
+async def test_direct_srtp_path_hands_parsed_views_to_a_view_handler() -> None:
+    """With ``on_rtp_view``, the native path parses the header in C (``receive_view``): a packet
+    of a common shape arrives as the RtpView Python would parse, any other as bytes for
+    ``on_rtp``; forged ones are counted and a raising view handler drops one packet only."""
+    pc = RTCPeerConnection()
+    try:
+        pc.addTransceiver("video", direction="sendonly")
+        drops = DatagramDrops()
+        aiortc_hooks.configure_ice(pc, ["127.0.0.1"], None, drops)
+        await pc.setLocalDescription(await pc.createOffer())
+        dtls = pc.getTransceivers()[0].sender.transport
+        connection = dtls.transport.iceGatherer._connection
+        protocol = connection._protocols[0]
+        protocol._use_native = True
+        as_bytes: list[bytes] = []
+        as_views: list[RtpView] = []
+
+        def on_view(view: RtpView, _arrival: int) -> None:
+            if view.payload.endswith(b"boom"):
+                raise RuntimeError("handler bug")
+            as_views.append(view)
+
+        aiortc_hooks.hook_transport(dtls, lambda data, _a: as_bytes.append(data), lambda _d: None,
+                                    on_view)
+        tx, rx = _srtp_pair()
+        dtls._rx_srtp = aiortc_hooks._CountingSrtpSession(rx, drops)
+        plain = b"\x90\x60\x00\x02" + bytes(8) + b"\xbe\xde\x00\x01\x10\x7f\x00\x00" + b"media"
+        two_byte = b"\x90\x60\x00\x03" + bytes(8) + b"\x10\x00\x00\x01\x01\x01\x7f\x00" + b"x"
+        assert protocol._direct(tx.protect(plain), connection)
+        assert protocol._direct(tx.protect(two_byte), connection)
+        assert protocol._direct(tx.protect(b"\x80\x60\x00\x04" + bytes(8) + b"boom"), connection)
+        assert protocol._direct(b"\x80\x60\x00\x05" + bytes(40), connection)  # forged
+        assert [(v.sequence_number, v.extensions, v.payload) for v in as_views] \
+            == [(2, {1: b"\x7f"}, b"media")]
+        assert as_views[0].data == plain and as_bytes == [two_byte]
+        assert drops.get(DatagramDrop.SRTP_UNAUTHENTICATED) == 1
+    finally:
+        await pc.close()
