@@ -119,6 +119,9 @@ class Room:
         others = self.others(participant.id)
         self.participants[participant.id] = participant
         self._gate_silence()
+        if participant.subscriber is not None:
+            # Camera videos on at most N m-lines, switched by last-N (sfu/video_slots.py).
+            participant.subscriber.use_video_slots(self.last_n.n)
         if participant.subscriber is not None and self.pinned:
             participant.subscriber.downlink.policy.pinned = {self.pinned}
         for other in others:
