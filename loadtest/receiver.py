@@ -169,6 +169,16 @@ class CheapReceiver:
                         self.ssrc_mid[ssrc] = (mid, kind)
                         self.tracks_by_ssrc.pop(ssrc, None)  # a reused m-line: a new track
 
+    def follow_slot(self, mid: str, participant_id: str) -> None:
+        """A pooled video m-line shows another participant from now on (``slot``): its
+        stream continues (same SSRC), counted as that participant's from the next packet."""
+        info = dict(self.tracks.get(mid) or {"kind": "video"})
+        info["participant_id"] = info["stream_id"] = participant_id
+        self.tracks = {**self.tracks, mid: info}
+        for ssrc, (known_mid, _kind) in self.ssrc_mid.items():
+            if known_mid == mid:
+                self.tracks_by_ssrc.pop(ssrc, None)
+
     def _track(self, ssrc: int) -> TrackStats | None:
         known = self.ssrc_mid.get(ssrc)
         if known is None:
