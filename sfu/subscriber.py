@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
@@ -88,6 +89,7 @@ class Subscriber:
         self._loop_time = loop_time
         # Camera videos on a pool of last-N slots (Room.add turns it on in rooms with last-N).
         self.video_slots: VideoSlots | None = None
+        self.retired: Counter[str] = Counter()  # counters of the consumers dropped so far
         self._scheduler = scheduler if scheduler is not None else Scheduler()
         self._timers: list[Timer] = []
         self._closed = False
@@ -205,6 +207,15 @@ class Subscriber:
         else:
             self._audio_consumers -= 1
         consumer.close()
+        # Its counters stay in the totals (/metrics counters never go back): a pooled slot
+        # drops a consumer at every switch.
+        retired = self.retired
+        retired["layer_switches"] += consumer.layer_switches
+        retired["forwarded_packets"] += consumer.packets_sent
+        retired["forwarded_bytes"] += consumer.octets_sent
+        retired["retransmitted_packets"] += consumer.retransmitted
+        for reason, count in consumer.drops.items():
+            retired[f"drop:{reason.value}"] += count
         if self.layered is not None:
             for extra in self.layered.remove(producer_id):
                 self.rtcp.by_ssrc.pop(extra.ssrc, None)
