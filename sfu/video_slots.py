@@ -37,9 +37,16 @@ if TYPE_CHECKING:
 __all__ = ["VideoSlots", "pooled"]
 
 
+POOLED_CODEC = "vp8"
+"""The codec of every pooled m-line: a slot negotiated for one codec cannot carry another
+without renegotiating, so only VP8 cameras (the web client's and the load generator's) share the
+pool; a camera in another codec (an H.264 endpoint) keeps its own m-line, paused by last-N."""
+
+
 def pooled(producer: Producer) -> bool:
-    """Whether a producer travels on the pool: a camera video (screens keep their own m-line)."""
-    return producer.is_video and producer.source == "camera"
+    """Whether a producer travels on the pool: a VP8 camera (screens keep their own m-line)."""
+    return (producer.is_video and producer.source == "camera" and producer.codec is not None
+            and producer.codec.name == POOLED_CODEC)
 
 
 @dataclass

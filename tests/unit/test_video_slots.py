@@ -12,7 +12,7 @@ from sfu.policy.video_slots import SlotMove, VideoSlotAssignment
 from sfu.producer import Producer
 from sfu.subscriber_negotiator import Slot
 from sfu.types import Codec, DropReason, Kind
-from sfu.video_slots import VideoSlots
+from sfu.video_slots import VideoSlots, pooled
 from sfu.wire.rtp_packet import RtpView
 from sfu.wire.vp8 import Vp8Descriptor
 from tests.unit.helpers import VP8_IN, ListWriter, rtp_view, vp8_payload
@@ -189,3 +189,17 @@ def test_a_leaving_producer_frees_its_slot_for_a_waiting_one_without_renegotiati
     assert h.lines[0].consumer is not None and h.lines[0].consumer.producer is c
     assert h.lines[0].stream_id == "c"  # nothing of a was shown: named at once
     assert a.consumers == []
+
+
+def test_only_vp8_cameras_share_the_pool() -> None:
+    vp8 = camera("a", [])
+    assert pooled(vp8)
+    h264 = Producer("b:v", "b", Kind.VIDEO, "1", lambda p, layer: None)
+    h264.set_codec(Codec("video/H264", 90000, 102, 103))
+    assert not pooled(h264)  # its own m-line: a VP8 slot could not carry it
+    screen = camera("c", [])
+    screen.source = "screen"
+    assert not pooled(screen)
+    voice = Producer("d:a", "d", Kind.AUDIO, "0", lambda p, layer: None)
+    voice.set_codec(Codec("audio/opus", 48000, 111))
+    assert not pooled(voice)
