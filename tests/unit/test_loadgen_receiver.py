@@ -233,3 +233,18 @@ def test_a_switched_slot_counts_for_its_new_participant_from_the_next_packet() -
     track = link.receiver.tracks_by_ssrc[VIDEO_SSRC]
     assert track.participant == "p2" and track.received == 1
     assert not nacked(link.feedback())
+
+
+def test_an_offer_naming_another_participant_for_an_mline_starts_a_new_count() -> None:
+    link = Link()
+    link.frame(1, 3000, KEY_Q)
+    # The server switched the slot and named the new owner in its next offer (no `slot` seen)
+    link.receiver.learn(SECTIONS, {"0": {"participant_id": "p3", "kind": "video"},
+                                   "1": {"participant_id": "p1", "kind": "audio"}})
+    link.frame(2, 6000, KEY_Q)
+    assert link.receiver.tracks_by_ssrc[VIDEO_SSRC].participant == "p3"
+    link.rtp(1, 960, b"\x00" * 20, ssrc=AUDIO_SSRC, pt=OPUS_PT)
+    link.receiver.learn(SECTIONS, {"0": {"participant_id": "p3", "kind": "video"},
+                                   "1": {"participant_id": "p1", "kind": "audio"}})
+    assert link.receiver.tracks_by_ssrc[VIDEO_SSRC].received == 1  # same owner: kept
+    assert link.receiver.tracks_by_ssrc[AUDIO_SSRC].participant == "p1"
