@@ -179,6 +179,8 @@ class SyntheticParticipant:
                 self.others.pop(message["participant_id"], None)
             elif kind == "subscribe_offer":
                 self._spawn(self._answer(message))
+            elif kind == "slot":
+                self._spawn(self._follow_slot(message))
             waiter = self._waiters.pop(kind, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(message)
@@ -247,6 +249,16 @@ class SyntheticParticipant:
                     continue
                 self._consumed.add(mid)
                 self._spawn(self._consume(mid, transceiver.receiver.track))
+
+    async def _follow_slot(self, message: dict[str, Any]) -> None:
+        """A pooled video m-line shows another participant from now on (docs/protocol.md
+        ``slot``): after any offer received before it (the lock keeps their order)."""
+        async with self._offer_lock:
+            mid, owner = message.get("mid"), message.get("participant_id")
+            if isinstance(mid, str) and isinstance(owner, str):
+                self.tracks[mid] = {"participant_id": owner, "kind": "video",
+                                    "stream_id": owner,
+                                    "source": str(message.get("source", "camera"))}
 
     def take_over_receivers(
         self,

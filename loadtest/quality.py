@@ -156,6 +156,14 @@ class LoadParticipant(SimulcastPublisher):
                 self.audio_only_s += now - (self.audio_only_since or now)
                 self.audio_only, self.audio_only_since = False, None
 
+    async def _follow_slot(self, message: dict[str, Any]) -> None:
+        """A pooled video m-line switched (``slot``): after any earlier offer (the lock)."""
+        async with self._offer_lock:
+            mid, owner = message.get("mid"), message.get("participant_id")
+            if isinstance(mid, str) and isinstance(owner, str):
+                self.rx.follow_slot(mid, owner)
+                self.tracks = self.rx.tracks
+
     @property
     def tracks_by_ssrc(self) -> dict[int, TrackStats]:
         return self.rx.tracks_by_ssrc

@@ -168,6 +168,23 @@ class CheapReceiver:
                     if self.ssrc_mid.get(ssrc, (None,))[0] != mid:
                         self.ssrc_mid[ssrc] = (mid, kind)
                         self.tracks_by_ssrc.pop(ssrc, None)  # a reused m-line: a new track
+        for ssrc, track in list(self.tracks_by_ssrc.items()):
+            # A pooled video m-line the offer names for another participant (switched by the
+            # server, last-N video slots): counted for the one named from the next packet.
+            known = self.ssrc_mid.get(ssrc)
+            info = tracks.get(known[0]) if known is not None else None
+            if info is not None and info.get("participant_id") != track.participant:
+                del self.tracks_by_ssrc[ssrc]
+
+    def follow_slot(self, mid: str, participant_id: str) -> None:
+        """A pooled video m-line shows another participant from now on (``slot``): its
+        stream continues (same SSRC), counted as that participant's from the next packet."""
+        info = dict(self.tracks.get(mid) or {"kind": "video"})
+        info["participant_id"] = info["stream_id"] = participant_id
+        self.tracks = {**self.tracks, mid: info}
+        for ssrc, (known_mid, _kind) in self.ssrc_mid.items():
+            if known_mid == mid:
+                self.tracks_by_ssrc.pop(ssrc, None)
 
     def _track(self, ssrc: int) -> TrackStats | None:
         known = self.ssrc_mid.get(ssrc)

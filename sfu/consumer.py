@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
@@ -68,7 +69,7 @@ class Consumer:
         "target_layer", "current_layer", "layer_switches", "twcc",
         "twcc_id", "wanted_layer", "_seq", "_ts", "_vp8", "_history", "_rtx_seq",
         "_last_keyframe_request",
-        "_rewrite_vp8", "_left_fan_out_at", "_queue",
+        "_rewrite_vp8", "_left_fan_out_at", "_queue", "on_first_frame",
     )
 
     def __init__(
@@ -115,12 +116,21 @@ class Consumer:
             self._vp8 = continue_from._vp8
             self._rtx_seq = continue_from._rtx_seq
         else:
+            continue_from = None
             # Start in the lower half of the space like aiortc: fewer early wraps for SRTP.
             self._seq = SequenceRewriter(random.randrange(32768))
             self._ts = TimestampRewriter(clock_rate, random.getrandbits(32))
             self._vp8 = Vp8PictureIdMunger()
             self._rtx_seq = random.randrange(32768)
         self._history = RtpHistory(HISTORY_SIZE) if producer.is_video else None
+        if (continue_from is not None and continue_from._history is not None
+                and self._history is not None):
+            # One stream on the m-line: a NACK for what the previous producer sent is still
+            # answered (the numbers continue, so the ring does too).
+            self._history = continue_from._history
+        # Called once, with this consumer, when it forwards its first frame (a pooled video
+        # slot switched to this producer tells its client then: sfu/video_slots.py).
+        self.on_first_frame: Callable[[Consumer], None] | None = None
         self._last_keyframe_request = float("-inf")
         self._rewrite_vp8 = False
         self._left_fan_out_at: int | None = None  # producer's packet count when it left
@@ -222,6 +232,9 @@ class Consumer:
         if layer != self.current_layer:
             if layer == self.target_layer and keyframe:
                 self._switch_to(packet, layer, now)
+                if self.on_first_frame is not None:
+                    first, self.on_first_frame = self.on_first_frame, None
+                    first(self)
             else:
                 self.drops[DropReason.WAITING_FOR_KEYFRAME if layer == self.target_layer
                            else DropReason.LAYER_MISMATCH] += 1

@@ -75,6 +75,16 @@ class VideosForwarded:
 
 
 @dataclass(frozen=True, slots=True)
+class SlotShown:
+    """A pooled video m-line (``mid``) carries this participant's video from now on: its first
+    keyframe on the slot is being sent (last-N video slots, ``sfu/video_slots.py``)."""
+
+    mid: str
+    participant_id: str
+    source: str = "camera"
+
+
+@dataclass(frozen=True, slots=True)
 class LayerStream:
     """One simulcast layer as its own RTP stream to a subscriber that takes every layer (a
     relay, ``sfu/layer_streams.py``): the layer's RID, and the SSRCs we send it (and its
@@ -139,7 +149,7 @@ class Removed:
 
 MediaEvent = (ParticipantJoined | ParticipantLeft | TrackMuted | Pinned | Speakers
               | SubscribeOffer | AnswerRefused | AudioOnlyChanged | PublishLayers | Removed
-              | VideosForwarded)
+              | VideosForwarded | SlotShown)
 EventSink = Callable[[MediaEvent], None]
 
 

@@ -85,6 +85,7 @@ class LastN:
         if previous is not None and set(chosen) == set(previous):
             return
         subscriber.downlink.policy.forwarded = frozenset(chosen)
+        subscriber.follow_last_n(chosen)  # its pooled video slots (sfu/video_slots.py)
         participant.notify(VideosForwarded(chosen, self.n))
 
     def select_audio(self, participants: Iterable[Participant],

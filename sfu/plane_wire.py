@@ -28,6 +28,7 @@ from sfu.events import (
     Pinned,
     PublishLayers,
     Removed,
+    SlotShown,
     Speakers,
     SubscribeOffer,
     TrackMuted,
@@ -326,7 +327,7 @@ STATS_INTERVAL_S = 0.5
 
 EVENT_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     ParticipantJoined, ParticipantLeft, TrackMuted, Pinned, Speakers, SubscribeOffer,
-    AnswerRefused, AudioOnlyChanged, PublishLayers, Removed, VideosForwarded)}
+    AnswerRefused, AudioOnlyChanged, PublishLayers, Removed, VideosForwarded, SlotShown)}
 
 _encoder = msgspec.msgpack.Encoder()
 _call_decoder = msgspec.msgpack.Decoder(Call)

@@ -76,6 +76,7 @@ def retire_counters(participant: Participant, now: float, into: Counter[str]) ->
         # Counter is int-valued to mypy; this one total is float seconds (exported as is).
         into["audio_only_seconds"] += subscriber.downlink.seconds_audio_only(now)  # type: ignore[assignment]
         into["probe_packets"] += subscriber.downlink.probes_sent
+        into.update(subscriber.retired)  # consumers it dropped (producers gone, slots switched)
         layered = subscriber.layered.extras() if subscriber.layered is not None else ()
         for consumer in (*subscriber.consumers.values(), *layered):  # a relay's lower layers
             into["layer_switches"] += consumer.layer_switches
@@ -119,6 +120,9 @@ class Room:
         others = self.others(participant.id)
         self.participants[participant.id] = participant
         self._gate_silence()
+        if participant.subscriber is not None:
+            # Camera videos on at most N m-lines, switched by last-N (sfu/video_slots.py).
+            participant.subscriber.use_video_slots(self.last_n.n)
         if participant.subscriber is not None and self.pinned:
             participant.subscriber.downlink.policy.pinned = {self.pinned}
         for other in others:

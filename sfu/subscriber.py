@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
 
@@ -22,11 +23,13 @@ from sfu.events import EventSink, TrackDescription, ignore_events
 from sfu.layer_streams import LayerStreams
 from sfu.negotiation import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, extension_ids, match_codec
 from sfu.policy.downlink import DownlinkPolicy, Tile
+from sfu.policy.video_slots import VideoSlotAssignment
 from sfu.producer import Producer
 from sfu.rtcp_router import RtcpRouter
 from sfu.scheduler import Scheduler, Timer
 from sfu.subscriber_negotiator import SendOffer, Slot, SubscriberNegotiator
 from sfu.types import Kind, PauseReason
+from sfu.video_slots import VideoSlots, pooled
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,11 @@ class Subscriber:
         self._ticked_forwarded: frozenset[str] | None = None
         self._ticked_once = False
         self._writer: aiortc_hooks.DatagramWriter | None = None
+        self._notify = notify
+        self._loop_time = loop_time
+        # Camera videos on a pool of last-N slots (Room.add turns it on in rooms with last-N).
+        self.video_slots: VideoSlots | None = None
+        self.retired: Counter[str] = Counter()  # counters of the consumers dropped so far
         self._scheduler = scheduler if scheduler is not None else Scheduler()
         self._timers: list[Timer] = []
         self._closed = False
@@ -117,10 +125,35 @@ class Subscriber:
 
     # -- membership --------------------------------------------------------------------------------
 
+    def use_video_slots(self, n: int) -> None:
+        """Carry camera videos on a pool of at most ``n`` m-lines (last-N video slots,
+        ``sfu/video_slots.py``); 0 turns it off for producers added later. Not for relays,
+        which take every producer's every layer."""
+        if self.layered is not None:
+            return
+        if self.video_slots is not None:
+            self.video_slots.resize(n)
+        elif n > 0:
+            self.video_slots = VideoSlots(VideoSlotAssignment(n), self._consume, self._drop,
+                                          self._notify, self._loop_time)
+
+    def follow_last_n(self, chosen: Sequence[str]) -> None:
+        """Last-N chose these participants' videos for us (highest priority first)."""
+        if self.video_slots is not None and not self._closed:
+            self.video_slots.follow(chosen)
+
     def add_producer(self, producer: Producer) -> None:
         if self._closed or producer.id in self.consumers or producer.closed:
             return
-        slot = self.negotiator.acquire(producer.kind.value)
+        if self.video_slots is not None and pooled(producer):
+            self.video_slots.add(producer)
+            return
+        self._consume(producer, None)
+
+    def _consume(self, producer: Producer, line: Slot | None) -> Slot:
+        """The consumer of ``producer`` on ``line`` (None: a new or reused m-line, which
+        renegotiates), continuing the stream ``line.previous`` sent there."""
+        slot = line if line is not None else self.negotiator.acquire(producer.kind.value)
         ssrc, rtx_ssrc = aiortc_hooks.sender_ssrcs(slot.transceiver.sender)
         if self._writer is None:
             self._writer = aiortc_hooks.DatagramWriter(slot.transceiver.sender.transport)
@@ -141,12 +174,28 @@ class Subscriber:
         if self.layered is not None:
             for extra in self.layered.add(producer, consumer, consumer.writer):
                 self.rtcp.add(extra)
-        self.negotiator.assign(slot, consumer, producer.participant_id)
+        if line is None:
+            self.negotiator.assign(slot, consumer, producer.participant_id)
+        else:  # a pooled slot switched: no renegotiation, configured as negotiated
+            slot.consumer = consumer
+            self._configure(slot)
+        return slot
 
     def remove_producer(self, producer_id: str) -> None:
-        consumer = self.consumers.pop(producer_id, None)
+        if self.video_slots is not None and producer_id in self.video_slots.producers:
+            self.video_slots.remove(producer_id)
+            return
+        consumer = self.consumers.get(producer_id)
         if consumer is None:
             return
+        self._drop(consumer)
+        self.negotiator.release(consumer)
+
+    def _drop(self, consumer: Consumer) -> None:
+        """Unregister and close one consumer (its m-line is the caller's)."""
+        producer_id = consumer.producer.id
+        if self.consumers.get(producer_id) is consumer:
+            del self.consumers[producer_id]
         owner = consumer.producer.participant_id
         if consumer.producer.kind is Kind.VIDEO:
             others = [c for c in self._video.get(owner, ()) if c is not consumer]
@@ -158,11 +207,19 @@ class Subscriber:
         else:
             self._audio_consumers -= 1
         consumer.close()
+        # Its counters stay in the totals (/metrics counters never go back): a pooled slot
+        # drops a consumer at every switch.
+        retired = self.retired
+        retired["layer_switches"] += consumer.layer_switches
+        retired["forwarded_packets"] += consumer.packets_sent
+        retired["forwarded_bytes"] += consumer.octets_sent
+        retired["retransmitted_packets"] += consumer.retransmitted
+        for reason, count in consumer.drops.items():
+            retired[f"drop:{reason.value}"] += count
         if self.layered is not None:
             for extra in self.layered.remove(producer_id):
                 self.rtcp.by_ssrc.pop(extra.ssrc, None)
                 self.rtcp.by_ssrc.pop(extra.rtx_ssrc, None)
-        self.negotiator.release(consumer)
 
     def _configure(self, slot: Slot) -> None:
         consumer, parameters = slot.consumer, slot.parameters

@@ -90,6 +90,9 @@ class Slot:
     previous: Consumer | None = None
     parameters: RTCRtpSendParameters | None = None
     stream_id: str = field(default="")
+    # A last-N video slot (sfu/video_slots.py): kept sendonly for the pool, never reused by
+    # another kind of track; ``stream_id`` names the participant it shows.
+    pooled: bool = False
 
 
 class SubscriberNegotiator:
@@ -131,7 +134,8 @@ class SubscriberNegotiator:
 
     def acquire(self, kind: str) -> Slot:
         """A sendonly m-line of ``kind``: an inactive one reused, else a new transceiver."""
-        slot = next((s for s in self.slots if s.consumer is None and s.kind == kind), None)
+        slot = next((s for s in self.slots
+                     if s.consumer is None and s.kind == kind and not s.pooled), None)
         if slot is None:
             slot = Slot(self.pc.addTransceiver(kind, direction="sendonly"), kind)
             self.slots.append(slot)
@@ -172,7 +176,7 @@ class SubscriberNegotiator:
     def track_map(self) -> dict[str, TrackDescription]:
         return {
             slot.transceiver.mid: TrackDescription(
-                participant_id=slot.consumer.producer.participant_id,
+                participant_id=slot.stream_id or slot.consumer.producer.participant_id,
                 kind=slot.kind,
                 stream_id=slot.stream_id,
                 source=slot.consumer.producer.source,

@@ -7,7 +7,9 @@ found through a table.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
 
 from sfu.events import (
     AnswerRefused,
@@ -19,11 +21,13 @@ from sfu.events import (
     Pinned,
     PublishLayers,
     Removed,
+    SlotShown,
     Speakers,
     SubscribeOffer,
     TrackMuted,
     VideosForwarded,
 )
+from signaling.messages import SlotMessage
 
 Message = dict[str, Any]
 
@@ -57,6 +61,12 @@ def _speakers(event: Speakers) -> Message:
 def _forwarded(event: VideosForwarded) -> Message:
     return {"type": "forwarded", "participant_ids": list(event.participant_ids),
             "last_n": event.last_n}
+
+
+def _slot(event: SlotShown) -> Message:
+    source: Literal["camera", "screen"] = "screen" if event.source == "screen" else "camera"
+    return msgspec.structs.asdict(SlotMessage(mid=event.mid, participant_id=event.participant_id,
+                                              source=source))
 
 
 def _offer(event: SubscribeOffer) -> Message:
@@ -101,6 +111,7 @@ _TO_JSON: dict[type, Callable[[Any], Message]] = {
     AnswerRefused: _answer_refused,
     Removed: _removed,
     VideosForwarded: _forwarded,
+    SlotShown: _slot,
 }
 
 

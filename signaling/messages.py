@@ -147,6 +147,17 @@ MESSAGE_TYPES = ("join", "publish", "subscribe_answer", "ice", "mute", "tiles", 
 _decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 
 
+class SlotMessage(msgspec.Struct, kw_only=True):
+    """Server to client (not a ``ClientMessage``): the pooled video m-line ``mid`` shows
+    ``participant_id``'s video from now on (last-N video slots; its first keyframe is on the
+    way). The client moves that m-line's track to the participant's tile."""
+
+    type: Literal["slot"] = "slot"
+    mid: str
+    participant_id: str
+    source: Literal["camera", "screen"] = "camera"
+
+
 class ProtocolError(Exception):
     """A message we refuse; ``code`` and ``message`` go back to the sender as an ``error``."""
 

@@ -55,11 +55,15 @@ window.diemcau = diemcau;
 let call = null; // {signaling, session, stream, selfTile, layers, reporter, published, leaving}
 // Pages of 3x3 remote tiles; last-N: placeholders for the videos the server does not forward.
 const gallery = new Gallery(document.getElementById('grid'), (msg) => !!call && call.signaling.send(msg), {
-  onForwarded: () => roster.refreshAll(),
+  onForwarded: () => {
+    roster.refreshAll();
+    if (call && call.reporter) call.reporter.schedule(); // a forwarded tile counts as visible
+  },
 });
 diemcau.gallery = gallery;
 const roster = new Roster(document.getElementById('grid'), diemcau.participants, {
   videoBlocked: (id) => diemcau.bandwidth.down.audio_only || !gallery.forwards(id),
+  videoComing: (id) => gallery.forwarded !== null && gallery.forwarded.has(id),
   onChange: () => {
     updateCount();
     gallery.layout();
@@ -321,6 +325,7 @@ async function join(room, name, opts = {}) {
     .on('participant_joined', (m) => { if (call === c) roster.add(m.participant, diemcau.selfId); })
     .on('participant_left', (m) => { if (call === c) roster.remove(m.participant_id); })
     .on('subscribe_offer', (m) => { if (call === c) c.session.handleSubscribeOffer(m); })
+    .on('slot', (m) => { if (call === c) c.session.handleSlot(m); })
     .on('track_muted', (m) => { if (call === c) roster.setMuted(m.participant_id, m.kind, m.muted); })
     .on('bandwidth', (m) => { if (call === c) onBandwidth(m); })
     .on('muted_by_host', (m) => { if (call === c) onMutedByHost(c, m.kind); })

@@ -9,14 +9,20 @@ export class Roster {
    * @param {object} opts
    * @param {(id: string) => boolean} [opts.videoBlocked] true while the server sends us no video
    *   of participant `id` (audio-only, or not among the videos it forwards: last-N)
+   * @param {(id: string) => boolean} [opts.videoComing] true when the server forwards `id`'s
+   *   video though no m-line carries it yet (last-N video slots: one switches to it at its
+   *   next keyframe, then `slot` moves the track here); the tile counts as showing video
    * @param {() => void} [opts.onChange] participants, tracks or mute states changed
    * @param {(blocked: boolean) => void} [opts.onSoundBlocked] autoplay with sound refused / allowed
    */
-  constructor(grid, participants, { videoBlocked = () => false, onChange = () => {}, onSoundBlocked = () => {} } = {}) {
+  constructor(grid, participants, {
+    videoBlocked = () => false, videoComing = () => false, onChange = () => {}, onSoundBlocked = () => {},
+  } = {}) {
     this.grid = grid;
     this.participants = participants;
     this.tiles = new Map(); // participant id -> tile
     this.videoBlocked = videoBlocked;
+    this.videoComing = videoComing;
     this.onChange = onChange;
     this.onSoundBlocked = onSoundBlocked;
     this.watchedTracks = new WeakSet();
@@ -47,7 +53,10 @@ export class Roster {
     return [...this.tiles].map(([id, tile]) => ({
       participant_id: id,
       el: tile.el,
-      hasVideo: !!this.participants[id] && this.publishesVideo(this.participants[id]),
+      // A slot switches only to a tile the server believes visible: a forwarded camera counts
+      // before its track arrives (else neither would wait for the other forever).
+      hasVideo: !!this.participants[id] && (this.publishesVideo(this.participants[id])
+        || (!this.participants[id].muted.video && this.videoComing(id))),
     }));
   }
 

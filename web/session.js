@@ -97,6 +97,27 @@ export class Session {
     this._emitTracks();
   }
 
+  /**
+   * A server `slot`: the pooled video m-line `mid` shows another participant from now on
+   * (last-N video slots, docs/protocol.md). Queued behind any offer received before it, whose
+   * track map it then corrects; the track moves to that participant's tile.
+   */
+  handleSlot(msg) {
+    this._subQueue = this._subQueue
+      .then(() => this._ready)
+      .then(() => {
+        if (this.closed || typeof msg.mid !== 'string' || typeof msg.participant_id !== 'string') return;
+        this.tracks = {
+          ...this.tracks,
+          [msg.mid]: { participant_id: msg.participant_id, kind: 'video',
+            stream_id: msg.participant_id, source: msg.source || 'camera' },
+        };
+        this._emitTracks();
+      })
+      .catch((err) => { if (!this.closed) this.onError(err, 'slot'); });
+    return this._subQueue;
+  }
+
   /** Walk the transceivers: every listed mid gives (participant, kind, track). */
   _emitTracks() {
     const entries = [];

@@ -219,3 +219,32 @@ def test_rtx_payload_type_is_the_one_whose_apt_is_the_codec() -> None:
            "a=rtpmap:98 H264/90000\r\na=rtpmap:99 rtx/90000\r\na=fmtp:99 apt=96\r\n")
     assert rtx_payload_type(sdp, "0", 96) == 99
     assert rtx_payload_type(sdp, "0", 100) is None and rtx_payload_type(sdp, "1", 96) is None
+
+
+def test_a_switched_slot_counts_for_its_new_participant_from_the_next_packet() -> None:
+    link = Link()
+    link.frame(1, 3000, KEY_Q)
+    link.frame(2, 6000, DELTA_Q)
+    assert link.receiver.tracks_by_ssrc[VIDEO_SSRC].participant == "p1"
+    link.receiver.follow_slot("0", "p2")  # the server's `slot`: mid 0 shows p2 now
+    assert link.receiver.tracks["0"]["participant_id"] == "p2"
+    assert link.receiver.tracks["1"]["participant_id"] == "p1"  # audio untouched
+    link.frame(3, 9000, KEY_Q)  # the same stream continues (same SSRC, next number)
+    track = link.receiver.tracks_by_ssrc[VIDEO_SSRC]
+    assert track.participant == "p2" and track.received == 1
+    assert not nacked(link.feedback())
+
+
+def test_an_offer_naming_another_participant_for_an_mline_starts_a_new_count() -> None:
+    link = Link()
+    link.frame(1, 3000, KEY_Q)
+    # The server switched the slot and named the new owner in its next offer (no `slot` seen)
+    link.receiver.learn(SECTIONS, {"0": {"participant_id": "p3", "kind": "video"},
+                                   "1": {"participant_id": "p1", "kind": "audio"}})
+    link.frame(2, 6000, KEY_Q)
+    assert link.receiver.tracks_by_ssrc[VIDEO_SSRC].participant == "p3"
+    link.rtp(1, 960, b"\x00" * 20, ssrc=AUDIO_SSRC, pt=OPUS_PT)
+    link.receiver.learn(SECTIONS, {"0": {"participant_id": "p3", "kind": "video"},
+                                   "1": {"participant_id": "p1", "kind": "audio"}})
+    assert link.receiver.tracks_by_ssrc[VIDEO_SSRC].received == 1  # same owner: kept
+    assert link.receiver.tracks_by_ssrc[AUDIO_SSRC].participant == "p1"

@@ -27,6 +27,7 @@ from sfu.events import (
     Pinned,
     PublishLayers,
     Removed,
+    SlotShown,
     Speakers,
     SubscribeOffer,
     TrackDescription,
@@ -102,6 +103,7 @@ EVENTS: list[MediaEvent] = [
     PublishLayers(True, {"q": True, "h": False, "f": False}),
     Removed(LeaveReason.MEDIA_WORKER_LOST),
     VideosForwarded(("p1", "p2"), 9),  # missing from the table before: lost with --workers N
+    SlotShown("3", "p2", "camera"),
 ]
 
 CALLS = [
