@@ -16,10 +16,12 @@ server's state is consistent while it is counted.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
 import os
+import re
 import runpy
 import signal
 import sys
@@ -74,10 +76,12 @@ class Probe:
         self.path = path
         self.frames = frames
         self.base: tuple[Counter[str], Counter[str]] | None = None
+        self.base_allocator: dict[str, Any] = {}
 
     def __call__(self, _signum: int, _frame: FrameType | None) -> None:
         started = time.monotonic()
         rss = rss_bytes()  # first: counting allocates (lists of every object, a set of ids)
+        allocator = allocator_state()
         # What glibc held freed but not returned to the system (free lists, fragments):
         # measured by giving it back, before counting allocates anything.
         trimmed = rss_bytes() if self.base is not None and _malloc_trim() else None
@@ -87,6 +91,7 @@ class Probe:
         else:
             report = self._report()
         report["rss_bytes"] = rss
+        report["allocator"] = self.base_allocator if report["kind"] == "baseline" else allocator
         report["rss_trimmed_bytes"] = trimmed
         report["probe_s"] = round(time.monotonic() - started, 2)
         tmp = self.path + ".tmp"
@@ -95,12 +100,15 @@ class Probe:
         os.replace(tmp, self.path)
 
     def _baseline(self) -> dict[str, Any]:
+        rss_untrimmed = rss_bytes()
         self.base = census()
         _malloc_trim()  # what counting allocated goes back, not into the participants' share
         rss = rss_bytes()  # before tracemalloc's own tables exist
+        self.base_allocator = allocator_state()  # at the same point as the RSS baseline
         if self.frames > 0:
             tracemalloc.start(self.frames)
-        return {"kind": "baseline", "rss_before_trace_bytes": rss}
+        return {"kind": "baseline", "rss_before_trace_bytes": rss,
+                "rss_untrimmed_bytes": rss_untrimmed}
 
     def _report(self) -> dict[str, Any]:
         assert self.base is not None
@@ -153,6 +161,152 @@ def _short(path: str) -> str:
         if root and path.startswith(root.rstrip("/") + "/"):
             return path[len(root.rstrip("/")) + 1:]
     return path
+
+
+# -- where the RSS is: glibc arenas, pymalloc arenas, mappings (issue 11, allocator level) -------
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def allocator_state() -> dict[str, Any]:
+    """What holds the process's memory, read without allocating much: the kernel's view
+    (smaps: RSS, PSS, USS, by kind of mapping), glibc's (mallinfo2, per arena from malloc_info)
+    and pymalloc's (sys._debugmallocstats), plus the threads alive."""
+    state: dict[str, Any] = {"smaps": _smaps(), "threads": _threads()}
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        state["mallinfo"] = {field[0]: getattr(info, field[0]) for field in _MallInfo2._fields_}
+        state["arenas"] = _malloc_info(libc)
+    state["pymalloc"] = _pymalloc()
+    state["trimmers"] = _trimmers()
+    return state
+
+
+def _trimmers() -> list[dict[str, float]]:
+    """The trims sfu/memtune.py's Trimmer made and their own time. gc.get_objects() skips the
+    permanent generation (sfu/gctune.py froze the set-up): thawed and frozen again for the
+    search (objects alive then were already frozen or survive as long; the GC is no wiser)."""
+    frozen = gc.get_freeze_count()
+    if frozen:
+        gc.unfreeze()
+    try:
+        return [{"count": t.count, "total_s": t.total_s, "max_s": t.max_s}
+                for t in gc.get_objects() if type(t).__name__ == "Trimmer"]
+    finally:
+        if frozen:
+            gc.freeze()
+
+
+def _smaps() -> dict[str, int]:
+    """RSS by kind of mapping: [heap] (glibc's main arena), 1 MiB anonymous mappings (pymalloc's
+    arenas), other anonymous ones (glibc's thread arenas, big mmapped blocks, stacks), files;
+    and the totals RSS, PSS, USS (private pages)."""
+    kinds: dict[str, int] = {}
+    kind = "other"
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split(None, 1)[0]
+            if "-" in head and not head.endswith(":"):
+                fields = line.split()
+                start, end = (int(x, 16) for x in head.split("-"))
+                name = fields[5] if len(fields) > 5 else ""
+                if name == "[heap]":
+                    kind = "heap"
+                elif name.startswith("["):
+                    kind = "special"
+                elif name:
+                    kind = "file"
+                elif end - start == 1 << 20:
+                    kind = "anon_1mib"
+                else:
+                    kind = "anon_other"
+            elif head in ("Rss:", "Pss:", "Private_Clean:", "Private_Dirty:"):
+                kb = int(line.split()[1]) * 1024
+                key = {"Rss:": "rss", "Pss:": "pss"}.get(head, "uss")
+                kinds[key] = kinds.get(key, 0) + kb
+                if head == "Rss:":
+                    kinds["rss_" + kind] = kinds.get("rss_" + kind, 0) + kb
+    return kinds
+
+
+def _threads() -> dict[str, int]:
+    names: Counter[str] = Counter()
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{task}/comm") as comm:
+                names[comm.read().strip()] += 1
+    return dict(names)
+
+
+def _malloc_info(libc: ctypes.CDLL) -> list[dict[str, int]]:
+    """glibc's arenas (heap nr 0 is the main one): bytes obtained from the system, free."""
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    path = f"/tmp/diemcau-malloc-info-{os.getpid()}.xml"
+    stream = libc.fopen(path.encode(), b"w")
+    if not stream:
+        return []
+    try:
+        libc.malloc_info(0, stream)
+    finally:
+        libc.fclose(stream)
+    with open(path) as xml:
+        text = xml.read()
+    os.unlink(path)
+    heaps = []
+    for nr, body in re.findall(r'<heap nr="(\d+)">(.*?)</heap>', text, re.S):
+        current = re.search(r'<system type="current" size="(\d+)"/>', body)
+        free = sum(int(size) for size in re.findall(
+            r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"/>', body))
+        heaps.append({"nr": int(nr), "system": int(current.group(1)) if current else 0,
+                      "free": free})
+    return heaps
+
+
+_PYMALLOC_KEYS = {
+    "# arenas allocated current": "arenas", "# bytes in allocated blocks": "allocated",
+    "# bytes in available blocks": "available", "# bytes lost to pool headers": "pool_headers",
+    "# bytes lost to quantization": "quantization", "# bytes lost to arena alignment":
+    "alignment", "Total": "total"}
+
+
+def _pymalloc() -> dict[str, int]:
+    """sys._debugmallocstats (it writes to C's stderr): pymalloc's arenas and their use; the
+    free pools of used arenas are in ``available`` with the free blocks."""
+    saved = os.dup(2)
+    path = f"/tmp/diemcau-pymalloc-{os.getpid()}.txt"
+    try:
+        with open(path, "w") as out:
+            sys.stderr.flush()
+            os.dup2(out.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+        with open(path) as stats:
+            text = stats.read()
+    finally:
+        os.close(saved)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    found: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        name = _PYMALLOC_KEYS.get(key.strip())
+        if name and name not in found:
+            with contextlib.suppress(ValueError):
+                found[name] = int(value.strip().replace(",", ""))
+    unused = re.search(r"(\d+) unused pools \* \d+ bytes\s*=\s*([\d,]+)", text)
+    if unused:
+        found["unused_pools"] = int(unused.group(2).replace(",", ""))
+    return found
 
 
 def main() -> None:

@@ -1,0 +1,164 @@
+"""glibc allocator settings and trims for a forwarding process (issue 11: memory per participant).
+
+What ``bench/memory.py`` found at 50 participants (allocator tables of ``bench/memory_probe.py``):
+most of the RSS beyond live Python objects is glibc's main arena (``[heap]``) holding freed
+chunks between live ones. Every join makes aiortc parse a full offer and answer for every
+subscriber and build SDP strings, and every forwarded packet allocates its payload (> 512 bytes:
+glibc, not pymalloc); what the join wave freed stays mapped, because glibc only gives memory
+back on its own from the top of the heap. Threads allocate little here (the SQLite and journal
+threads, uvloop's resolver threads), each in an arena of its own.
+
+Two standard levers, nothing clever:
+
+- ``tune_allocator()`` once at start-up, before the threads start: ``mallopt`` caps the number of
+  arenas (``M_ARENA_MAX``: every thread's first ``malloc`` may create one, up to 8 per core) and
+  fixes the mmap threshold (``M_MMAP_THRESHOLD``; a fixed value also stops glibc from raising
+  it, and the trim threshold with it, after a big block is freed).
+- ``Trimmer``: ``malloc_trim(0)`` (which since glibc 2.8 also returns free pages in the middle
+  of the heap, not only at its top) when a wave of joins or leaves has settled: checked on the
+  worker's 1 s beat (a timer callback, never on the packet path), at most once per
+  ``min_interval_s``, and only while a join or leave happened in the last ``active_s`` seconds
+  (the renegotiations a join sets off take seconds after it). A meeting that does not change
+  never trims. Each trim's own duration is kept (``count``, ``total_s``, ``max_s``).
+
+``DIEMCAU_MEMTUNE=0`` keeps glibc's defaults and never trims (for comparing, as
+``DIEMCAU_GC_DEFAULT=1`` does for the collector); ``DIEMCAU_MEMTUNE=trim`` (or ``arenas``,
+``mmap``, separated by ``,`` or ``+``) applies only those parts. Not glibc (musl, macOS):
+nothing is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+ENVIRONMENT = "DIEMCAU_MEMTUNE"
+PARTS = ("arenas", "mmap", "trim")
+
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+ARENA_MAX = 2
+"""Arenas in all: the main one (the event loop's thread) and one shared by the other threads."""
+MMAP_THRESHOLD = 128 * 1024
+"""glibc's initial value, kept fixed (blocks this big are mmapped and unmapped when freed)."""
+
+
+def parts_enabled(environ: dict[str, str] | None = None) -> frozenset[str]:
+    """The parts ``DIEMCAU_MEMTUNE`` asks for: all by default, none for ``0``."""
+    value = (os.environ if environ is None else environ).get(ENVIRONMENT, "").strip()
+    if value in ("", "1"):
+        return frozenset(PARTS)
+    if value == "0":
+        return frozenset()
+    return frozenset(part.strip() for part in value.replace("+", ",").split(",")) & frozenset(
+        PARTS)
+
+
+def _libc() -> ctypes.CDLL | None:
+    """glibc, or None elsewhere (no ``mallopt``/``malloc_trim``)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+    except OSError:
+        return None
+    if not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):
+        return None
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    libc.malloc_trim.restype = ctypes.c_int
+    return libc
+
+
+@dataclass(frozen=True)
+class AllocatorTuning:
+    """What ``tune_allocator`` applied (``mallopt`` returned 1 for each listed option)."""
+
+    arena_max: int | None
+    mmap_threshold: int | None
+    trim: bool
+
+
+def tune_allocator(environ: dict[str, str] | None = None) -> AllocatorTuning | None:
+    """Apply the start-up options once per process (call before starting threads); None when
+    disabled or not on glibc."""
+    parts = parts_enabled(environ)
+    libc = _libc() if parts else None
+    if libc is None:
+        return None
+    arena_max = ARENA_MAX if "arenas" in parts and libc.mallopt(M_ARENA_MAX, ARENA_MAX) else None
+    mmap = (MMAP_THRESHOLD if "mmap" in parts
+            and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) else None)
+    return AllocatorTuning(arena_max, mmap, "trim" in parts)
+
+
+def malloc_trim() -> Callable[[], object] | None:
+    """``malloc_trim(0)`` as a callable, or None when not on glibc."""
+    libc = _libc()
+    if libc is None:
+        return None
+    trim = libc.malloc_trim
+    return lambda: trim(0)
+
+
+class Trimmer:
+    """Gives glibc's free memory back once a wave of joins/leaves settles (see the module doc).
+
+    Pure decision (time passed in); ``trim`` is injected (``malloc_trim()`` in the server)."""
+
+    MIN_INTERVAL_S = 5.0
+    """At most one trim this often."""
+    ACTIVE_S = 30.0
+    """Trims continue this long after the last join or leave (its renegotiations)."""
+
+    def __init__(self, trim: Callable[[], object], min_interval_s: float = MIN_INTERVAL_S,
+                 active_s: float = ACTIVE_S,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self._trim = trim
+        self.min_interval_s = min_interval_s
+        self.active_s = active_s
+        self._clock = clock  # measures each trim's own duration
+        self._changed_at: float | None = None
+        self._last_trim: float | None = None
+        self._changed_since_trim = False
+        self.count = 0
+        self.total_s = 0.0
+        self.max_s = 0.0
+
+    def changed(self, now: float) -> None:
+        """A participant joined or left (their renegotiations follow)."""
+        self._changed_at = now
+        self._changed_since_trim = True
+
+    def due(self, now: float) -> bool:
+        if self._changed_at is None:
+            return False
+        if self._last_trim is not None and now - self._last_trim < self.min_interval_s:
+            return False
+        return self._changed_since_trim or now - self._changed_at <= self.active_s
+
+    def tick(self, now: float) -> bool:
+        """Trim if due (from a periodic timer); True when it trimmed."""
+        if not self.due(now):
+            return False
+        started = self._clock()
+        self._trim()
+        took = self._clock() - started
+        self._last_trim = now
+        self._changed_since_trim = False
+        self.count += 1
+        self.total_s += took
+        self.max_s = max(self.max_s, took)
+        return True
+
+
+def worker_trimmer(environ: dict[str, str] | None = None) -> Trimmer | None:
+    """The trimmer of a media worker, or None when disabled or not on glibc."""
+    if "trim" not in parts_enabled(environ):
+        return None
+    trim = malloc_trim()
+    return Trimmer(trim) if trim is not None else None
