@@ -181,6 +181,8 @@ def _allocator_figures(state: dict[str, Any]) -> dict[str, int]:
         "glibc_mmapped": info.get("hblkhd", 0), "glibc_in_use": info.get("uordblks", 0),
         "pymalloc_arenas": py.get("total", 0), "pymalloc_blocks": py.get("allocated", 0),
         "pymalloc_free": py.get("available", 0) + py.get("unused_pools", 0),
+        "pymalloc_free_blocks": py.get("available", 0),
+        "pymalloc_unused_pools": py.get("unused_pools", 0),
     }
 
 
@@ -219,7 +221,8 @@ def print_run(row: dict[str, Any], top: int) -> None:
               "{glibc_main_free}), {glibc_arena_count} arenas in all, thread arenas "
               "{glibc_thread_arenas} (free {glibc_thread_free}), mmapped {glibc_mmapped}, "
               "in use {glibc_in_use}; pymalloc arenas {pymalloc_arenas} (blocks "
-              "{pymalloc_blocks}, free {pymalloc_free})".format(**alloc))
+              "{pymalloc_blocks}, free {pymalloc_free}: {pymalloc_free_blocks} in used pools, "
+              "{pymalloc_unused_pools} in unused pools)".format(**alloc))
         print("   threads: " + ", ".join(f"{n} x{c}" for n, c in sorted(row["threads"].items())))
         for trims in row.get("trims") or []:
             print(f"   malloc_trim by the worker (sfu/memtune.py): {trims['count']} trims, "

@@ -17,9 +17,10 @@ Two standard levers, nothing clever:
 - ``Trimmer``: ``malloc_trim(0)`` (which since glibc 2.8 also returns free pages in the middle
   of the heap, not only at its top) when a wave of joins or leaves has settled: checked on the
   worker's 1 s beat (a timer callback, never on the packet path), at most once per
-  ``min_interval_s``, and only while a join or leave happened in the last ``active_s`` seconds
-  (the renegotiations a join sets off take seconds after it). A meeting that does not change
-  never trims. Each trim's own duration is kept (``count``, ``total_s``, ``max_s``).
+  ``min_interval_s``, while a join or leave happened in the last ``active_s`` seconds (the
+  renegotiations a join sets off take seconds after it) or once the RSS grew by
+  ``growth_bytes`` since the last trim. A meeting that does not change never trims. Each
+  trim's own duration is kept (``count``, ``total_s``, ``max_s``).
 
 ``DIEMCAU_MEMTUNE=0`` keeps glibc's defaults and never trims (for comparing, as
 ``DIEMCAU_GC_DEFAULT=1`` does for the collector); ``DIEMCAU_MEMTUNE=trim`` (or ``arenas``,
@@ -38,6 +39,8 @@ from dataclasses import dataclass
 
 ENVIRONMENT = "DIEMCAU_MEMTUNE"
 PARTS = ("arenas", "mmap", "trim")
+DEFAULT_PARTS = frozenset({"trim"})
+"""What paid in ``bench/memory.py`` at 50; ``arenas`` and ``mmap`` did not (module doc)."""
 
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
@@ -48,10 +51,10 @@ MMAP_THRESHOLD = 128 * 1024
 
 
 def parts_enabled(environ: dict[str, str] | None = None) -> frozenset[str]:
-    """The parts ``DIEMCAU_MEMTUNE`` asks for: all by default, none for ``0``."""
+    """The parts ``DIEMCAU_MEMTUNE`` asks for: ``DEFAULT_PARTS`` unless set, none for ``0``."""
     value = (os.environ if environ is None else environ).get(ENVIRONMENT, "").strip()
     if value in ("", "1"):
-        return frozenset(PARTS)
+        return DEFAULT_PARTS
     if value == "0":
         return frozenset()
     return frozenset(part.strip() for part in value.replace("+", ",").split(",")) & frozenset(
@@ -105,25 +108,46 @@ def malloc_trim() -> Callable[[], object] | None:
     return lambda: trim(0)
 
 
-class Trimmer:
-    """Gives glibc's free memory back once a wave of joins/leaves settles (see the module doc).
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
-    Pure decision (time passed in); ``trim`` is injected (``malloc_trim()`` in the server)."""
+
+def rss_bytes() -> int | None:
+    """The process's resident set (one read of /proc/self/statm, a few microseconds)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Trimmer:
+    """Gives glibc's free memory back after joins/leaves and the renegotiations they set off
+    (see the module doc). Pure decision (time and RSS passed in); ``trim`` is injected
+    (``malloc_trim()`` in the server).
+
+    Due when ``min_interval_s`` passed since the last trim and either a participant joined or
+    left less than ``active_s`` ago (or since that trim), or the RSS grew by ``growth_bytes``
+    since that trim (a wave of renegotiations on a busy machine outlasts ``active_s``). A
+    meeting that does not change does not grow, and never trims."""
 
     MIN_INTERVAL_S = 5.0
     """At most one trim this often."""
     ACTIVE_S = 30.0
     """Trims continue this long after the last join or leave (its renegotiations)."""
+    GROWTH_BYTES = 8 * 2**20
+    """RSS growth since the last trim that makes one due without a join or leave."""
 
     def __init__(self, trim: Callable[[], object], min_interval_s: float = MIN_INTERVAL_S,
-                 active_s: float = ACTIVE_S,
+                 active_s: float = ACTIVE_S, growth_bytes: int = GROWTH_BYTES,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self._trim = trim
         self.min_interval_s = min_interval_s
         self.active_s = active_s
+        self.growth_bytes = growth_bytes
         self._clock = clock  # measures each trim's own duration
         self._changed_at: float | None = None
         self._last_trim: float | None = None
+        self._rss_after_trim: int | None = None
         self._changed_since_trim = False
         self.count = 0
         self.total_s = 0.0
@@ -134,21 +158,28 @@ class Trimmer:
         self._changed_at = now
         self._changed_since_trim = True
 
-    def due(self, now: float) -> bool:
-        if self._changed_at is None:
-            return False
+    def due(self, now: float, rss: int | None = None) -> bool:
         if self._last_trim is not None and now - self._last_trim < self.min_interval_s:
             return False
-        return self._changed_since_trim or now - self._changed_at <= self.active_s
+        if self._changed_since_trim:
+            return True
+        if self._changed_at is not None and now - self._changed_at <= self.active_s:
+            return True
+        return (rss is not None and self._rss_after_trim is not None
+                and rss - self._rss_after_trim >= self.growth_bytes)
 
-    def tick(self, now: float) -> bool:
-        """Trim if due (from a periodic timer); True when it trimmed."""
-        if not self.due(now):
+    def tick(self, now: float, rss: Callable[[], int | None] = lambda: None) -> bool:
+        """Trim if due (from a periodic timer); True when it trimmed. ``rss`` reads the
+        resident set (before deciding, and after a trim as the mark growth counts from)."""
+        if self._last_trim is not None and now - self._last_trim < self.min_interval_s:
+            return False  # the common case: no read at all
+        if not self.due(now, rss()):
             return False
         started = self._clock()
         self._trim()
         took = self._clock() - started
         self._last_trim = now
+        self._rss_after_trim = rss()
         self._changed_since_trim = False
         self.count += 1
         self.total_s += took

@@ -107,7 +107,8 @@ class Worker:
             trimmer = self.trimmer
             self._trim_timer = self.scheduler.every(
                 self.TRIM_CHECK_INTERVAL_S,
-                lambda: trimmer.tick(asyncio.get_running_loop().time()), "malloc trim")
+                lambda: trimmer.tick(asyncio.get_running_loop().time(), memtune.rss_bytes),
+                "malloc trim")
 
     def maintain(self) -> None:
         now = asyncio.get_running_loop().time()

@@ -62,18 +62,19 @@ def _arenas(tmp_path: Path, **env: str) -> dict[str, object]:
 
 
 def test_the_arena_cap_holds_for_threads_started_after_it(tmp_path: Path) -> None:
-    tuned = _arenas(tmp_path, DIEMCAU_MEMTUNE="1")
+    tuned = _arenas(tmp_path, DIEMCAU_MEMTUNE="arenas")
     assert tuned == {"heaps": memtune.ARENA_MAX, "arena_max": memtune.ARENA_MAX}
     default = _arenas(tmp_path, DIEMCAU_MEMTUNE="0")  # the same threads get arenas of their own
     assert default["arena_max"] is None and int(str(default["heaps"])) > memtune.ARENA_MAX
 
 
 def test_the_switch_selects_parts() -> None:
-    assert parts_enabled({}) == {"arenas", "mmap", "trim"}
+    assert parts_enabled({}) == parts_enabled({"DIEMCAU_MEMTUNE": "1"}) == {"trim"}
     assert parts_enabled({"DIEMCAU_MEMTUNE": "0"}) == frozenset()
     assert parts_enabled({"DIEMCAU_MEMTUNE": "trim+arenas"}) == {"trim", "arenas"}
     assert parts_enabled({"DIEMCAU_MEMTUNE": "mmap,bogus"}) == {"mmap"}
     assert memtune.tune_allocator({"DIEMCAU_MEMTUNE": "0"}) is None
+    assert memtune.tune_allocator({}) == memtune.AllocatorTuning(None, None, True)
     assert memtune.worker_trimmer({"DIEMCAU_MEMTUNE": "arenas"}) is None
     assert memtune.worker_trimmer({"DIEMCAU_MEMTUNE": "trim"}) is not None
 
@@ -120,6 +121,22 @@ def test_trims_after_a_change_at_most_once_per_interval_and_stop_when_quiet() ->
     assert trimmer.total_s == pytest.approx(0.007)
     trimmer.changed(180.5)  # a late join: one more trim even if its window ends quiet
     assert [t for t in range(200, 300) if trimmer.tick(float(t))] == [200, 205, 210]
+
+
+def test_rss_growth_without_a_join_makes_a_trim_due() -> None:
+    """A long renegotiation wave outlasts the window after the last join: growth counts."""
+    rss = [100 << 20]
+    trimmer = Trimmer(lambda: rss.__setitem__(0, rss[0] - (3 << 20)), min_interval_s=5.0,
+                      active_s=30.0, growth_bytes=8 << 20)
+    trimmer.changed(0.0)
+    assert trimmer.tick(0.0, lambda: rss[0])  # the mark: 97 MiB after the trim
+    ticks = [t for t in range(40, 200) if trimmer.tick(float(t), lambda: rss[0])]
+    assert ticks == []  # quiet and not growing: never
+    rss[0] += 7 << 20
+    assert not trimmer.tick(200.0, lambda: rss[0])  # +7 MiB: below the mark
+    rss[0] += 1 << 20
+    assert trimmer.tick(201.0, lambda: rss[0]) and trimmer.count == 2
+    assert not trimmer.tick(202.0, lambda: 1 << 40)  # then not before the interval
 
 
 def test_a_change_during_the_interval_waits_for_it() -> None:
