@@ -13,7 +13,15 @@ compare in the same run, e.g. ``--tree before=/work/main``), alternating trees a
 3. once every participant receives every video it shows (bounded), ``--hold`` seconds more so
    that NACK histories and rate windows fill as in a long meeting, then the probe's report:
    RSS growth per participant (minus tracemalloc's own tables), traced bytes per participant,
-   the top allocation sites by line and by file, and live objects per type against the baseline.
+   the top allocation sites by line and by file, and live objects per type against the baseline;
+   and where the RSS is, as growth per participant: the kernel's view (RSS, PSS, USS; [heap],
+   other anonymous, files), glibc's (arenas, free chunks, in use, mmapped) and pymalloc's
+   (arenas, blocks in use, free blocks, free pools), the threads, and ``sfu/memtune.py``'s
+   trims with their own time. The issue's figure is the RSS growth of the server process.
+
+``--tree LABEL=PATH,VAR=VALUE`` sets environment variables for that tree's server, so one
+checkout compares a switch with itself (``--tree off=.,DIEMCAU_MEMTUNE=0 --tree on=.``);
+``--rounds`` repeats the alternation.
 
 Media moves: run inside a private network namespace with only loopback::
 
@@ -155,6 +163,7 @@ async def measure(label: str, tree: Path, env: tuple[str, ...], participants: in
                                       overhead, per),
         "threads": (report.get("allocator") or {}).get("threads", {}),
         "trims": (report.get("allocator") or {}).get("trimmers", []),
+        "transient": report.get("transient"),
         "rss_growth_untrimmed_base_per_participant_mib": None
         if baseline.get("rss_untrimmed_bytes") is None else round(
             (report["rss_bytes"] - overhead - baseline["rss_untrimmed_bytes"]) / MIB / per, 2),
@@ -233,6 +242,14 @@ def print_run(row: dict[str, Any], top: int) -> None:
         print("   top allocation sites (KiB per participant, blocks):")
         for stat in row["by_line"][:top]:
             print(f"     {stat['bytes'] / 1024 / per:8.1f}  {stat['blocks']:>8}  {stat['site']}")
+        transient = row.get("transient") or {}
+        if transient.get("by_line"):
+            print(f"   transient: sites holding more at the highest traced point "
+                  f"({transient['peak_bytes'] / MIB / per:.2f} MiB per participant, "
+                  f"{transient['snapshots']} snapshots) than at the end (KiB per participant):")
+            for stat in transient["by_line"][:top]:
+                print(f"     {stat['bytes'] / 1024 / per:8.1f}  {stat['blocks']:>8}  "
+                      f"{stat['site']}")
         print("   by file:")
         for stat in row["by_file"][:top]:
             print(f"     {stat['bytes'] / 1024 / per:8.1f}  {stat['blocks']:>8}  {stat['site']}")
