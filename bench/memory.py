@@ -46,7 +46,14 @@ import aiohttp
 
 from loadtest.media import load_clip, load_simulcast_clips
 from loadtest.run import Load
-from loadtest.server import HOST, BenchError, ServerProcess, load_average, require_private_namespace
+from loadtest.server import (
+    HOST,
+    BenchError,
+    ServerProcess,
+    load_average,
+    process_cpu_s,
+    require_private_namespace,
+)
 from signaling.eventloop import new_event_loop
 
 PROBE = Path(__file__).with_name("memory_probe.py")
@@ -123,6 +130,8 @@ async def measure(label: str, tree: Path, env: tuple[str, ...], participants: in
         load: Load | None = None
         try:
             baseline = await server.probe()
+            assert server.proc is not None
+            cpu_before = process_cpu_s(server.proc.pid)
             load = Load(Target(server.url), args.workers, 20_000_000, True,
                         gallery_page=args.last_n, speakers=args.speakers)
             await load.start()
@@ -134,6 +143,7 @@ async def measure(label: str, tree: Path, env: tuple[str, ...], participants: in
             joined_s = time.monotonic() - started
             await asyncio.sleep(args.hold)
             windows, _ = await load.window(reset=False)
+            cpu_s = process_cpu_s(server.proc.pid) - cpu_before
             report = await server.probe()
         finally:
             if load is not None:
@@ -147,7 +157,8 @@ async def measure(label: str, tree: Path, env: tuple[str, ...], participants: in
         "tree": label, "participants": participants, "joined": joined,
         "flowing": flowing, "receiving_all": sum(
             w["video_from"] >= w["video_expected"] for w in windows),
-        "join_and_settle_s": round(joined_s, 1), "load_average_1m": load_average(),
+        "join_and_settle_s": round(joined_s, 1),
+        "server_cpu_s": round(cpu_s, 1), "hold_s": args.hold, "load_average_1m": load_average(),
         "rss_base_mib": round(baseline["rss_before_trace_bytes"] / MIB, 1),
         "rss_growth_mib": round(rss_growth / MIB, 1),
         "rss_per_participant_mib": round(rss_growth / MIB / per, 2),
@@ -213,7 +224,8 @@ def allocator_growth(base: dict[str, Any] | None, now: dict[str, Any] | None, ov
 def print_run(row: dict[str, Any], top: int) -> None:
     print(f"\n== {row['tree']} N={row['participants']}: joined {row['joined']}, media flowing "
           f"{row['flowing']} ({row['receiving_all']} receive every shown video), load average "
-          f"{row['load_average_1m']}")
+          f"{row['load_average_1m']}; server CPU {row['server_cpu_s']} s from the empty start "
+          f"to the report ({row['join_and_settle_s']} s of joins + {row['hold_s']} s held)")
     traced = "" if not row["by_line"] else (
         f"; traced {row['traced_per_participant_mib']} MiB per participant (tracemalloc's own "
         f"{row['tracemalloc_overhead_mib']} MiB subtracted), at the peak "
