@@ -142,12 +142,12 @@ class Probe:
 
 class PeakWatcher(threading.Thread):
     """Keeps a tracemalloc snapshot of the highest traced memory seen (checked every second,
-    a new snapshot only 10 % above the last one), so the report can say which sites the join
+    a new snapshot only 25 % above the last one), so the report can say which sites the join
     waves allocated and freed again: the transient allocations, whose freed memory is what
     stays mapped beyond the live objects."""
 
     INTERVAL_S = 1.0
-    MARGIN = 1.10
+    MARGIN = 1.25
 
     def __init__(self) -> None:
         super().__init__(name="memory-peak", daemon=True)
@@ -161,7 +161,7 @@ class PeakWatcher(threading.Thread):
             if not tracemalloc.is_tracing():
                 return
             current, _ = tracemalloc.get_traced_memory()
-            if current > max(self.snapshot_bytes * self.MARGIN, 1 << 20):
+            if current > max(self.snapshot_bytes * self.MARGIN, 16 << 20):
                 self.snapshot = tracemalloc.take_snapshot().filter_traces(
                     [tracemalloc.Filter(False, tracemalloc.__file__),
                      tracemalloc.Filter(False, __file__)])
