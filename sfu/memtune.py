@@ -18,8 +18,9 @@ Levers, measured alone in alternating runs (README, "Memory per participant"):
   ``min_interval_s``, while a join or leave happened in the last ``active_s`` seconds (the
   renegotiations a join sets off take seconds after it) or once the RSS grew by
   ``growth_bytes`` since the last trim. A meeting that does not change does not grow and never
-  trims. Each trim's own duration is kept (``count``, ``total_s``, ``max_s``): 12-18
-  trims per 50-person join wave, 8-41 ms in all, the longest 1.7-21 ms. It reaches glibc's free chunks only; pymalloc's free pools are not glibc's.
+  trims. Each trim's own duration is kept (``count``, ``total_s``, ``max_s``): 12-18 trims
+  per 50-person join wave, 8-41 ms in all, the longest 1.7-21 ms. It reaches glibc's free
+  chunks only; pymalloc's free pools are not glibc's.
 - ``tune_allocator()`` once at start-up, before any thread starts: ``mallopt`` caps the arenas
   (``M_ARENA_MAX``) and fixes the mmap threshold (``M_MMAP_THRESHOLD``, which also stops glibc
   from raising it after a big block is freed). Opt-in (``arenas``, ``mmap``): neither changed
