@@ -217,6 +217,8 @@ def allocator_growth(base: dict[str, Any] | None, now: dict[str, Any] | None, ov
     for key in ("kernel_rss", "kernel_pss", "kernel_uss", "glibc_in_use"):
         growth[key] -= overhead / MIB / per
     rounded: dict[str, Any] = {key: round(value, 3) for key, value in growth.items()}
+    if not now.get("pymalloc"):  # tracemalloc's hooks hide pymalloc from _debugmallocstats
+        rounded.update({key: None for key in rounded if key.startswith("pymalloc")})
     rounded["glibc_arena_count"] = len(now.get("arenas", []))
     return rounded
 

@@ -93,6 +93,8 @@ class Probe:
         else:
             report = self._report()
         report["rss_bytes"] = rss
+        if report["kind"] == "report":
+            allocator["trimmers"] = _trimmers()  # last: it freezes what is alive (below)
         report["allocator"] = self.base_allocator if report["kind"] == "baseline" else allocator
         report["rss_trimmed_bytes"] = trimmed
         report["probe_s"] = round(time.monotonic() - started, 2)
@@ -233,14 +235,13 @@ def allocator_state() -> dict[str, Any]:
         state["mallinfo"] = {field[0]: getattr(info, field[0]) for field in _MallInfo2._fields_}
         state["arenas"] = _malloc_info(libc)
     state["pymalloc"] = _pymalloc()
-    state["trimmers"] = _trimmers()
     return state
 
 
 def _trimmers() -> list[dict[str, float]]:
     """The trims sfu/memtune.py's Trimmer made and their own time. gc.get_objects() skips the
-    permanent generation (sfu/gctune.py froze the set-up): thawed and frozen again for the
-    search (objects alive then were already frozen or survive as long; the GC is no wiser)."""
+    permanent generation, where sfu/gctune.py put the worker: thawed for the search and frozen
+    again, which freezes everything alive, so it runs after the census of the last report."""
     frozen = gc.get_freeze_count()
     if frozen:
         gc.unfreeze()
