@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> None:
+    from sfu.memtune import tune_allocator
+
+    tune_allocator()  # glibc's options, before any thread starts (sfu/memtune.py)
     from aiohttp import web
 
     from signaling import settings as settings_module

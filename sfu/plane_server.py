@@ -341,6 +341,9 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[0]))
+    from sfu.memtune import tune_allocator
+
+    tune_allocator()  # glibc's options, before any thread starts (sfu/memtune.py)
     from sfu.gctune import tune_for_forwarding
 
     tune_for_forwarding()  # imports done: frozen, never rescanned (sfu/gctune.py)

@@ -17,7 +17,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
-from sfu import aiortc_hooks
+from sfu import aiortc_hooks, memtune
 from sfu.diagnostics import ParticipantDiagnostics, room_diagnostics
 from sfu.events import EventSink, LeaveReason, Removed, SubscribeOffer, TrackDescription
 from sfu.link_stats import LinkStats, participant_link
@@ -87,8 +87,15 @@ class Worker:
         self._maintain_timer: Timer | None = None
         self.retired: Counter[str] = Counter()  # counters of participants who left
         self.datagram_drops = DatagramDrops()  # garbage on the media ports, by reason
+        self.trimmer = memtune.worker_trimmer()  # glibc's free memory back after joins/leaves
+        self._trim_timer: Timer | None = None
 
     MAINTAIN_INTERVAL_S = 0.5
+    TRIM_CHECK_INTERVAL_S = 1.0  # the sender reports' beat: no wake-up of its own
+
+    def _changed(self) -> None:
+        if self.trimmer is not None:
+            self.trimmer.changed(asyncio.get_running_loop().time())
 
     def start(self) -> None:
         """Start the periodic room maintenance (call from a running loop)."""
@@ -96,6 +103,12 @@ class Worker:
             self._maintain_timer = self.scheduler.every(
                 self.MAINTAIN_INTERVAL_S, self.maintain, "worker maintenance"
             )
+        if self.trimmer is not None and self._trim_timer is None:
+            trimmer = self.trimmer
+            self._trim_timer = self.scheduler.every(
+                self.TRIM_CHECK_INTERVAL_S,
+                lambda: trimmer.tick(asyncio.get_running_loop().time(), memtune.rss_bytes),
+                "malloc trim")
 
     def maintain(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -159,6 +172,7 @@ class Worker:
         participant.publisher.start()
         participant.subscriber.start()
         live.add(participant)
+        self._changed()
         return before
 
     async def leave(self, room: str, participant_id: str) -> None:
@@ -166,6 +180,7 @@ class Worker:
         if live is None:
             return
         await live.remove(participant_id)
+        self._changed()
         if not live.participants and not live.local:
             self.rooms.pop(room, None)
 
@@ -174,6 +189,9 @@ class Worker:
         if self._maintain_timer is not None:
             self._maintain_timer.cancel()
             self._maintain_timer = None
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
+            self._trim_timer = None
         for name, room in list(self.rooms.items()):
             for participant_id in list(room.participants):
                 participant = room.participants.get(participant_id)

@@ -55,7 +55,7 @@ async def test_bench_memory_smoke() -> None:
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--participants", "3", "--hold", "1", "--workers", "0",
+    args = parser.parse_args(["--participants", "3", "--hold", "2", "--workers", "0",
                               "--top", "5"])
     [row] = await run(args)
     assert row["joined"] == 3 and row["flowing"], row
@@ -67,3 +67,11 @@ async def test_bench_memory_smoke() -> None:
     # publisher without transport-cc has one of its own
     assert watched.get("RemoteBitrateEstimator", 0) <= 3, watched
     assert watched["JitterBuffer"] == watched["RTCRtpReceiver"] == 3 * 2 + 3 * 4, watched
+    # where the RSS is (glibc, pymalloc, the kernel) and the worker's trims after the joins
+    # (sfu/memtune.py: at least one, each timed; the 2 s held span a 1 s check)
+    alloc = row["allocator"]
+    assert alloc["glibc_arena_count"] >= 1 and alloc["kernel_rss"] > 0, alloc
+    assert alloc["glibc_in_use"] > 0 and row["threads"], row
+    assert alloc["pymalloc_blocks"] is None, alloc  # traced: tracemalloc hides pymalloc's stats
+    [trims] = row["trims"]
+    assert trims["count"] >= 1 and trims["total_s"] > 0, trims
