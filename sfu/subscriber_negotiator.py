@@ -235,6 +235,10 @@ class SubscriberNegotiator:
         self._configure_ice(self.pc)
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)
+        # The offer's text (~95 KB in a room of 50) is not needed again: not held for up to
+        # ANSWER_TIMEOUT_S per subscriber while a join wave waits for answers. (Its text cannot
+        # replace localDescription.sdp below: only the latter carries the gathered candidates.)
+        del offer
         for slot in self.slots:  # mids exist only now
             if slot.consumer is not None:
                 slot.consumer.mid = slot.transceiver.mid or ""
