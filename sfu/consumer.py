@@ -386,6 +386,16 @@ class Consumer:
             ),
         )
 
+    def add_counters_to(self, into: Counter[str]) -> None:
+        """Adds this consumer's totals to a room's /metrics counters (also once it is dropped:
+        the subscriber keeps them, since counters never go back)."""
+        into["layer_switches"] += self.layer_switches
+        into["forwarded_packets"] += self.packets_sent
+        into["forwarded_bytes"] += self.octets_sent
+        into["retransmitted_packets"] += self.retransmitted
+        for reason, count in self.drops.items():
+            into[f"drop:{reason.value}"] += count
+
     def close(self) -> None:
         self.closed = True
         self.pause_reason = PauseReason.NOT_NEGOTIATED

@@ -79,12 +79,7 @@ def retire_counters(participant: Participant, now: float, into: Counter[str]) ->
         into.update(subscriber.retired)  # consumers it dropped (producers gone, slots switched)
         layered = subscriber.layered.extras() if subscriber.layered is not None else ()
         for consumer in (*subscriber.consumers.values(), *layered):  # a relay's lower layers
-            into["layer_switches"] += consumer.layer_switches
-            into["forwarded_packets"] += consumer.packets_sent
-            into["forwarded_bytes"] += consumer.octets_sent
-            into["retransmitted_packets"] += consumer.retransmitted
-            for reason, count in consumer.drops.items():
-                into[f"drop:{reason.value}"] += count
+            consumer.add_counters_to(into)
         for reason, count in subscriber.rtcp.drops.items():  # its RTCP that did not parse
             into[f"drop:{reason.value}"] += count
     for producer in participant.producers:

@@ -209,13 +209,7 @@ class Subscriber:
         consumer.close()
         # Its counters stay in the totals (/metrics counters never go back): a pooled slot
         # drops a consumer at every switch.
-        retired = self.retired
-        retired["layer_switches"] += consumer.layer_switches
-        retired["forwarded_packets"] += consumer.packets_sent
-        retired["forwarded_bytes"] += consumer.octets_sent
-        retired["retransmitted_packets"] += consumer.retransmitted
-        for reason, count in consumer.drops.items():
-            retired[f"drop:{reason.value}"] += count
+        consumer.add_counters_to(self.retired)
         if self.layered is not None:
             for extra in self.layered.remove(producer_id):
                 self.rtcp.by_ssrc.pop(extra.ssrc, None)
