@@ -39,8 +39,8 @@ from sfu.negotiation import (
     extension_limits,
     primary_codec,
 )
-from sfu.policy.rate_counter import RateCounter
 from sfu.producer import Layer, Producer
+from sfu.remb_estimator import new_remote_estimator
 from sfu.scheduler import Scheduler, Timer
 from sfu.types import DropReason, Kind
 from sfu.wire.rtp_packet import RtpView, extensions_valid
@@ -361,9 +361,8 @@ class Publisher:
             return self.estimated_bitrate
         estimator = self._estimator
         if estimator is None:
-            estimator = self._estimator = RemoteBitrateEstimator()
-            # The same figures without aiortc's per-millisecond loop (sfu/policy/rate_counter.py).
-            estimator.incoming_bitrate = RateCounter(1000, 8000)  # type: ignore[assignment]
+            # The same figures as aiortc's, cheaper (sfu/remb_estimator.py).
+            estimator = self._estimator = new_remote_estimator()
         add = estimator.add
         for arrival_ms, abs_send_time, size, ssrc in samples:
             remb = add(arrival_ms, abs_send_time, size, ssrc)
