@@ -310,7 +310,7 @@ class Publisher:
             producer.refuse(packet, layer.index, DropReason.BAD_EXTENSION)
             return
         now = self._time()
-        if producer.is_video:
+        if producer.kind is Kind.VIDEO:
             self._feedback(route, packet, data, arrival_ms, now)
         producer.receive(packet, layer, now)
 
@@ -318,7 +318,14 @@ class Publisher:
         self, route: Route, packet: RtpView, data: bytes, arrival_ms: int, now: float
     ) -> None:
         nack = route.nack
-        if nack is not None and nack.max_seq is not None and not (
+        if nack is not None and not nack.missing and nack.max_seq is not None and (
+            packet.sequence_number - nack.max_seq == 1
+        ):
+            # The steady state (the next number, nothing missing): all that NackGenerator.add
+            # would do, without its six Python calls (issue 11). A wrap goes the long way.
+            nack.max_seq = packet.sequence_number
+            nack = None
+        elif nack is not None and nack.max_seq is not None and not (
             -NACK_MAX_GAP <= seq_diff(packet.sequence_number, nack.max_seq) <= NACK_MAX_GAP
         ):
             nack.max_seq = None  # a jump, not loss: restart from this packet
