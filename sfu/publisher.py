@@ -310,7 +310,7 @@ class Publisher:
             producer.refuse(packet, layer.index, DropReason.BAD_EXTENSION)
             return
         now = self._time()
-        if producer.kind is Kind.VIDEO:
+        if producer.is_video:
             self._feedback(route, packet, data, arrival_ms, now)
         producer.receive(packet, layer, now)
 
