@@ -105,6 +105,8 @@ class Producer:
         self.id = producer_id
         self.participant_id = participant_id
         self.kind = kind
+        # A plain attribute, not a property: read per packet and per tick, and kind never changes.
+        self.is_video = kind is Kind.VIDEO
         self.mid = mid
         self.source = "camera"  # or "screen" (Publisher.answer): subscribers show it large
         self.codec: Codec | None = None
@@ -150,10 +152,6 @@ class Producer:
         self.codec = codec
         self._inspect = INSPECTORS.get(codec.name, _any_packet)
         self._vp8 = codec.name == "vp8"
-
-    @property
-    def is_video(self) -> bool:
-        return self.kind is Kind.VIDEO
 
     @property
     def simulcast(self) -> bool:
