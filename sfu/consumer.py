@@ -109,25 +109,28 @@ class Consumer:
         self._ts: TimestampRewriter
         self._vp8: Vp8PictureIdMunger
         self._rtx_seq: int
+        self._history: RtpHistory | None
+        history: RtpHistory | None
         if continue_from is not None and continue_from.ssrc == ssrc:
             # A reused m-line: the subscriber sees one stream, so numbering continues seamlessly.
             self._seq = continue_from._seq
             self._ts = continue_from._ts
             self._vp8 = continue_from._vp8
             self._rtx_seq = continue_from._rtx_seq
+            # One stream on the m-line: a NACK for what the previous producer sent is still
+            # answered (the numbers continue, so the ring does too).
+            history = continue_from._history
         else:
-            continue_from = None
             # Start in the lower half of the space like aiortc: fewer early wraps for SRTP.
             self._seq = SequenceRewriter(random.randrange(32768))
             self._ts = TimestampRewriter(clock_rate, random.getrandbits(32))
             self._vp8 = Vp8PictureIdMunger()
             self._rtx_seq = random.randrange(32768)
-        self._history = RtpHistory(HISTORY_SIZE) if producer.is_video else None
-        if (continue_from is not None and continue_from._history is not None
-                and self._history is not None):
-            # One stream on the m-line: a NACK for what the previous producer sent is still
-            # answered (the numbers continue, so the ring does too).
-            self._history = continue_from._history
+            history = None
+        if not producer.is_video:
+            self._history = None
+        else:
+            self._history = history if history is not None else RtpHistory(HISTORY_SIZE)
         # Called once, with this consumer, when it forwards its first frame (a pooled video
         # slot switched to this producer tells its client then: sfu/video_slots.py).
         self.on_first_frame: Callable[[Consumer], None] | None = None

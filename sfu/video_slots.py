@@ -85,23 +85,24 @@ class VideoSlots:
         else:
             self.follow(self.wanted)
 
-    def remove(self, producer_id: str) -> Consumer | None:
+    def remove(self, producer_id: str) -> None:
         """The producer is gone: its slot (if any) is free and kept for the next one without
-        renegotiation; returns its consumer (already dropped) or None."""
-        producer = self.producers.pop(producer_id, None)
-        if producer is None:
-            return None
+        renegotiation."""
+        if self.producers.pop(producer_id, None) is None:
+            return
         index = self.assignment.leave(producer_id)
-        consumer = None
         if index is not None:
-            line = self.lines[index]
-            consumer = line.consumer
-            if consumer is not None:
-                self.drop(consumer)
-                line.previous = consumer
-                line.consumer = None
+            self._vacate(self.lines[index])
         self.follow(self.wanted)
-        return consumer
+
+    def _vacate(self, line: Slot) -> Consumer | None:
+        """Drop the line's consumer (kept as ``previous``: the next one continues its stream)."""
+        old = line.consumer
+        if old is not None:
+            self.drop(old)
+            line.previous = old
+            line.consumer = None
+        return old
 
     def follow(self, wanted: Sequence[str]) -> None:
         """Last-N chose ``wanted`` (participant ids, highest priority first): map it onto the
@@ -123,11 +124,7 @@ class VideoSlots:
             self.lines.append(line)
             return
         line = self.lines[move.index]
-        old = line.consumer
-        if old is not None:
-            self.drop(old)
-            line.previous = old
-            line.consumer = None
+        old = self._vacate(line)
         shown_before = old is not None and old.packets_sent > 0
         self.consume(producer, line)
         consumer = line.consumer
