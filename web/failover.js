@@ -196,7 +196,10 @@ export class Rejoiner {
       // a lobby guest: the lobby was that node's (it died with it); wait again elsewhere
       const key = nodes.lobby ? 'lobbyLost' : 'reconnectingOther';
       if (!here) this.notify(t(key, { host: new URL(node).host }));
-      return this.join(node, { resume: here ? resume : null, takeOver: !here, reconnect: true });
+      // Without a resume token for this node the seat we rejoin is still our own (a dead
+      // node's, until a live one sweeps it; a moved page has none): take it over.
+      const resumeHere = here ? resume : null;
+      return this.join(node, { resume: resumeHere, takeOver: !resumeHere, reconnect: true });
     });
     this.failedRounds = outcome === 'error' ? this.failedRounds + 1 : 0;
     const outside = nodes.outside();
