@@ -4,9 +4,10 @@
  * Why C: per copy, Python spends more time around the work than in it (pylibsrtp's cffi
  * wrapper allocates and copies twice, the event loop's sendto checks and converts the address
  * every call). Here each copy is assembled (header + payload) in one stack buffer, protected by
- * libsrtp in place and sent with one sendto(2) on the subscriber's own socket. Each subscriber
- * has its own ICE socket (its own 5-tuple), so sendmmsg(2), which batches per socket, does not
- * apply across a fan-out.
+ * libsrtp in place and sent on the subscriber's own socket. Each subscriber has its own ICE
+ * socket (its own 5-tuple), so sendmmsg(2), which batches per socket, does not apply across a
+ * fan-out: the copies go out through io_uring, a chunk per system call (sfu/_fanout_uring.c),
+ * or with one sendto(2) each where io_uring is not available.
  *
  * libsrtp is the copy pylibsrtp links: Python hands over the address of its srtp_protect
  * (sfu/aiortc_hooks.py checks the prototype) and each session's srtp_t, so no header or
@@ -17,6 +18,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -100,13 +102,124 @@ PyObject *fanout_receive(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NL)", plain, arrival);
 }
 
+/* One copy of a batch item (target, head, payload, ...) with target = (srtp_ctx, fd, sockaddr):
+ * header and payload assembled in buffer and protected. 0 done (length, fd, sockaddr set),
+ * 1 too long or protect failed, -1 a malformed item (exception set: a bug of the caller's). */
+static int protect_copy(PyObject *item, unsigned char *buffer, int *length, int *fd,
+                        PyObject **sockaddr) {
+    PyObject *target, *head, *payload;
+    void *ctx;
+    long fd_value;
+    Py_ssize_t head_len, payload_len;
+
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) {
+        PyErr_SetString(PyExc_TypeError, "batch items are (target, head, payload, ...)");
+        return -1;
+    }
+    target = PyTuple_GET_ITEM(item, 0);
+    head = PyTuple_GET_ITEM(item, 1);
+    payload = PyTuple_GET_ITEM(item, 2);
+    if (!PyTuple_Check(target) || PyTuple_GET_SIZE(target) != 3 || !PyBytes_Check(head)
+        || !PyBytes_Check(payload) || !PyBytes_Check(PyTuple_GET_ITEM(target, 2))) {
+        PyErr_SetString(PyExc_TypeError, "target is (ctx, fd, sockaddr), head/payload bytes");
+        return -1;
+    }
+    ctx = PyLong_AsVoidPtr(PyTuple_GET_ITEM(target, 0));
+    fd_value = PyLong_AsLong(PyTuple_GET_ITEM(target, 1));
+    if (PyErr_Occurred())
+        return -1;
+    *fd = (int)fd_value;
+    *sockaddr = PyTuple_GET_ITEM(target, 2);
+    head_len = PyBytes_GET_SIZE(head);
+    payload_len = PyBytes_GET_SIZE(payload);
+    if (head_len + payload_len > MAX_BUFFER - MAX_TRAILER)
+        return 1;
+    memcpy(buffer, PyBytes_AS_STRING(head), (size_t)head_len);
+    memcpy(buffer + head_len, PyBytes_AS_STRING(payload), (size_t)payload_len);
+    *length = (int)(head_len + payload_len);
+    if (srtp_protect_fn(ctx, buffer, length) != 0 || *length > MAX_BUFFER)
+        return 1;
+    return 0;
+}
+
+/* sendto(2) of one protected copy: 0 sent, 2 failed. */
+static int send_copy(int fd, const unsigned char *buffer, int length, PyObject *sockaddr) {
+    ssize_t sent;
+    do {
+        sent = sendto(fd, buffer, (size_t)length, MSG_DONTWAIT,
+                      (const struct sockaddr *)PyBytes_AS_STRING(sockaddr),
+                      (socklen_t)PyBytes_GET_SIZE(sockaddr));
+    } while (sent < 0 && errno == EINTR);
+    return sent < 0 ? 2 : 0;
+}
+
+/* Append (index, reason) to *failures (made on the first one); -1 on memory error. */
+static int add_failure(PyObject **failures, Py_ssize_t index, int reason) {
+    PyObject *entry;
+    if (*failures == NULL && (*failures = PyList_New(0)) == NULL)
+        return -1;
+    entry = Py_BuildValue("(ni)", index, reason);
+    if (entry == NULL || PyList_Append(*failures, entry) < 0) {
+        Py_XDECREF(entry);
+        return -1;
+    }
+    Py_DECREF(entry);
+    return 0;
+}
+
+/* The protected copies of one chunk of a batch (at most URING_CHUNK): kept until its sends
+ * completed. Allocated once per process, on the first batch sent through io_uring. */
+static unsigned char (*arena)[MAX_BUFFER] = NULL;
+
+/* Items [start, end) of batch (end - start <= URING_CHUNK) protected into the arena and sent in
+ * one io_uring_enter; reasons[i - start] set for each item. -1 on a malformed item (exception
+ * set; the copies before it still go out). */
+static int send_chunk_ring(PyObject *batch, Py_ssize_t start, Py_ssize_t end, int *reasons) {
+    long results[URING_CHUNK];
+    int lengths[URING_CHUNK], fds[URING_CHUNK];
+    PyObject *addresses[URING_CHUNK];
+    Py_ssize_t slots[URING_CHUNK];  /* queued send -> item offset in the chunk */
+    Py_ssize_t i;
+    int queued = 0, malformed = 0, j;
+
+    memset(reasons, 0, sizeof(int) * (size_t)(end - start));
+    for (i = start; i < end; i++) {
+        int reason = protect_copy(PyList_GET_ITEM(batch, i), arena[queued], &lengths[queued],
+                                  &fds[queued], &addresses[queued]);
+        if (reason < 0) {
+            malformed = 1;
+            break;
+        }
+        reasons[i - start] = reason;
+        if (reason == 0) {
+            fanout_uring_queue(fds[queued], PyBytes_AS_STRING(addresses[queued]),
+                               (socklen_t)PyBytes_GET_SIZE(addresses[queued]), arena[queued],
+                               (size_t)lengths[queued]);
+            slots[queued] = i - start;
+            results[queued] = URING_NOT_DONE;
+            queued++;
+        }
+    }
+    fanout_uring_flush(results);
+    for (j = 0; j < queued; j++) {
+        if (results[j] == URING_NOT_DONE)  /* the ring could not take it: send it here */
+            reasons[slots[j]] = send_copy(fds[j], arena[j], lengths[j], addresses[j]);
+        else if (results[j] < 0)
+            reasons[slots[j]] = 2;
+    }
+    return malformed ? -1 : 0;
+}
+
 /* send(batch) -> None | list of (index, reason)
  *   batch: list of (target, head, payload, ...) where target = (srtp_ctx, fd, sockaddr)
- *   reason: 1 = too long or protect failed, 2 = sendto failed. */
+ *   reason: 1 = too long or protect failed, 2 = send failed.
+ * Through io_uring (sfu/_fanout_uring.c) a chunk of copies at a time when it is available, else
+ * one sendto(2) per copy; the same bytes either way. */
 static PyObject *send_batch(PyObject *self, PyObject *batch) {
     unsigned char buffer[MAX_BUFFER];
+    int reasons[URING_CHUNK];
     PyObject *failures = NULL;
-    Py_ssize_t count, i;
+    Py_ssize_t count, start, i;
 
     if (!PyList_Check(batch)) {
         PyErr_SetString(PyExc_TypeError, "batch must be a list");
@@ -117,62 +230,30 @@ static PyObject *send_batch(PyObject *self, PyObject *batch) {
         return NULL;
     }
     count = PyList_GET_SIZE(batch);
-    for (i = 0; i < count; i++) {
-        PyObject *item = PyList_GET_ITEM(batch, i);
-        PyObject *target, *head, *payload, *sockaddr;
-        void *ctx;
-        long fd;
-        Py_ssize_t head_len, payload_len;
-        int length, reason = 0;
-
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3) {
-            PyErr_SetString(PyExc_TypeError, "batch items are (target, head, payload, ...)");
-            goto error;
-        }
-        target = PyTuple_GET_ITEM(item, 0);
-        head = PyTuple_GET_ITEM(item, 1);
-        payload = PyTuple_GET_ITEM(item, 2);
-        if (!PyTuple_Check(target) || PyTuple_GET_SIZE(target) != 3 || !PyBytes_Check(head)
-            || !PyBytes_Check(payload) || !PyBytes_Check(PyTuple_GET_ITEM(target, 2))) {
-            PyErr_SetString(PyExc_TypeError, "target is (ctx, fd, sockaddr), head/payload bytes");
-            goto error;
-        }
-        ctx = PyLong_AsVoidPtr(PyTuple_GET_ITEM(target, 0));
-        fd = PyLong_AsLong(PyTuple_GET_ITEM(target, 1));
-        if (PyErr_Occurred())
-            goto error;
-        sockaddr = PyTuple_GET_ITEM(target, 2);
-        head_len = PyBytes_GET_SIZE(head);
-        payload_len = PyBytes_GET_SIZE(payload);
-        if (head_len + payload_len > MAX_BUFFER - MAX_TRAILER) {
-            reason = 1;
-        } else {
-            memcpy(buffer, PyBytes_AS_STRING(head), (size_t)head_len);
-            memcpy(buffer + head_len, PyBytes_AS_STRING(payload), (size_t)payload_len);
-            length = (int)(head_len + payload_len);
-            if (srtp_protect_fn(ctx, buffer, &length) != 0 || length > MAX_BUFFER) {
-                reason = 1;
-            } else {
-                ssize_t sent;
-                do {
-                    sent = sendto((int)fd, buffer, (size_t)length, MSG_DONTWAIT,
-                                  (const struct sockaddr *)PyBytes_AS_STRING(sockaddr),
-                                  (socklen_t)PyBytes_GET_SIZE(sockaddr));
-                } while (sent < 0 && errno == EINTR);
-                if (sent < 0)
-                    reason = 2;
+    if (arena == NULL && count > 1 && fanout_uring_ready())
+        arena = malloc(sizeof(*arena) * URING_CHUNK);
+    if (count > 1 && arena != NULL && fanout_uring_ready()) {
+        for (start = 0; start < count; start += URING_CHUNK) {
+            Py_ssize_t end = start + URING_CHUNK < count ? start + URING_CHUNK : count;
+            if (send_chunk_ring(batch, start, end, reasons) < 0)
+                goto error;  /* the copies before it went out; Python counts them all failed */
+            for (i = start; i < end; i++) {
+                if (reasons[i - start] && add_failure(&failures, i, reasons[i - start]) < 0)
+                    goto error;
             }
         }
-        if (reason) {
-            PyObject *entry;
-            if (failures == NULL && (failures = PyList_New(0)) == NULL)
+    } else {
+        for (i = 0; i < count; i++) {
+            int length, fd;
+            PyObject *sockaddr;
+            int reason = protect_copy(PyList_GET_ITEM(batch, i), buffer, &length, &fd,
+                                      &sockaddr);
+            if (reason < 0)
                 goto error;
-            entry = Py_BuildValue("(ni)", i, reason);
-            if (entry == NULL || PyList_Append(failures, entry) < 0) {
-                Py_XDECREF(entry);
+            if (reason == 0)
+                reason = send_copy(fd, buffer, length, sockaddr);
+            if (reason && add_failure(&failures, i, reason) < 0)
                 goto error;
-            }
-            Py_DECREF(entry);
         }
     }
     if (failures == NULL)
@@ -203,6 +284,8 @@ static PyMethodDef methods[] = {
      "(ctx, fd, datagram) -> (RtpView, or plain bytes for Python to parse, or None; arrival)."},
     {"send", send_batch, METH_O,
      "Protect and send a batch of (target, head, payload, ...); None or [(index, reason)]."},
+    {"uring", fanout_uring, METH_VARARGS,
+     "(enable=None) -> state of the io_uring send path: on, off, unavailable/retired: why."},
     {NULL, NULL, 0, NULL},
 };
 

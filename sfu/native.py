@@ -81,6 +81,18 @@ send_batch: Callable[[list[BatchItem]], list[tuple[int, int]] | None] = (
 """Protect and send a batch: None when every copy went out, else [(index, reason)]."""
 
 
+def uring_state(enable: bool | None = None) -> str:
+    """The fan-out's send path for batches: "on" (a chunk of copies per io_uring_enter), "off"
+    (switched off, or DIEMCAU_NO_URING=1), "unavailable: <why>" (no io_uring here: one sendto
+    per copy), "retired: <why>", "not tried" (no batch yet), or "absent" (an extension without
+    it). ``enable`` switches it for the batches sent from now on (tests run both)."""
+    uring = _function("uring")
+    if uring is None:
+        return "absent"
+    state: str = uring() if enable is None else uring(enable)
+    return state
+
+
 def _no_receive(_ctx: int, _fd: int, _data: bytes) -> tuple[bytes | None, int]:
     raise RuntimeError("no native receive: the caller checks native_enabled()")
 

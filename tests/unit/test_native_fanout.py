@@ -11,7 +11,8 @@ import asyncio
 import os
 import random
 import socket
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pylibsrtp
@@ -28,11 +29,33 @@ from tests.unit.helpers import VP8_IN, rtp_view, vp8_payload
 VP8_OUT = Codec("video/VP8", 90000, 100, 101)
 KEY = bytes(range(30))
 
+NO_BUILD = pytest.mark.skipif(not native.native_available(),
+                              reason="sfu._fanout not built (pip install -e .)")
+NO_URING = pytest.mark.skipif(
+    not native.native_available() or native.uring_state(True) != "on",
+    reason="no io_uring here (the fan-out sends with sendto: the native-sendto path)")
 PATHS = [
-    pytest.param(True, id="native", marks=pytest.mark.skipif(
-        not native.native_available(), reason="sfu._fanout not built (pip install -e .)")),
-    pytest.param(False, id="python"),
+    pytest.param("uring", id="native-uring", marks=NO_URING),
+    pytest.param("sendto", id="native-sendto", marks=NO_BUILD),
+    pytest.param("python", id="python"),
 ]
+"""The fan-out's three paths: native batches sent through io_uring (sfu/_fanout_uring.c), native
+batches with one sendto per copy, and pure Python."""
+
+
+@pytest.fixture(autouse=True)
+def _uring_back_on() -> Iterator[None]:
+    """A test that switched io_uring off leaves it as the server would run."""
+    yield
+    if native.native_available():
+        native.uring_state(True)
+
+
+def use_path(path: str) -> bool:
+    """Select a path for the batches sent from now on; True for the native ones."""
+    if path != "python":
+        assert native.uring_state(path == "uring") == ("on" if path == "uring" else "off")
+    return path != "python"
 
 
 @dataclass
@@ -125,10 +148,9 @@ def vp8_stream(count: int, size: int = 1000) -> list[RtpView]:
     return packets
 
 
-@pytest.mark.parametrize("use_native", PATHS)
-async def test_every_subscriber_receives_every_copy(use_native: bool,
-                                                    rooms: list[Room]) -> None:
-    room = await make_room(use_native)
+@pytest.mark.parametrize("path", PATHS)
+async def test_every_subscriber_receives_every_copy(path: str, rooms: list[Room]) -> None:
+    room = await make_room(use_path(path))
     rooms.append(room)
     stream = vp8_stream(30)
     for i, packet in enumerate(stream):
@@ -144,25 +166,24 @@ async def test_every_subscriber_receives_every_copy(use_native: bool,
         assert sub.writer.sent_bytes == sum(len(d) for d in sub.received) + 30 * 10
 
 
-async def test_both_paths_put_the_same_bytes_on_the_wire(rooms: list[Room]) -> None:
-    if not native.native_available():
-        pytest.skip("sfu._fanout not built")
+@NO_URING
+async def test_every_path_puts_the_same_bytes_on_the_wire(rooms: list[Room]) -> None:
     received = []
-    for use_native in (True, False):
+    for path in ("uring", "sendto", "python"):
         random.seed(7)  # consumers draw their first sequence number and timestamp
-        room = await make_room(use_native)
+        room = await make_room(use_path(path))
         rooms.append(room)
         for i, packet in enumerate(vp8_stream(12)):
             room.producer.receive(packet, room.producer.layers[0], i * 0.01)
         await room.wait_for([12, 12, 12])
         received.append([sub.received for sub in room.subscribers])
-    assert received[0] == received[1]
+    assert received[0] == received[1] == received[2]
 
 
-@pytest.mark.parametrize("use_native", PATHS)
+@pytest.mark.parametrize("path", PATHS)
 async def test_a_copy_too_long_to_protect_is_dropped_and_the_others_go(
-        use_native: bool, rooms: list[Room]) -> None:
-    room = await make_room(use_native)
+        path: str, rooms: list[Room]) -> None:
+    room = await make_room(use_path(path))
     rooms.append(room)
     first, second = vp8_stream(2)
     big = rtp_view(102, 3000, vp8_payload(21, 1, key=False) + bytes(1400))
@@ -235,3 +256,77 @@ def test_a_built_forward_accepts_the_classes_it_reads() -> None:
         pytest.skip("no native forward in this build (pure Python or DIEMCAU_NO_NATIVE=1)")
     assert _init_native_forward() is True
     assert native.forward_ready()
+
+
+def rtp_head(seq: int, ssrc: int = 0x1234) -> bytes:
+    return struct.pack("!BBHII", 0x80, 100, seq, seq * 3000, ssrc)
+
+
+@pytest.mark.parametrize("path", [p for p in PATHS if p.values[0] != "python"])
+async def test_a_batch_longer_than_a_chunk_arrives_whole_and_in_order(
+        path: str, rooms: list[Room]) -> None:
+    """150 copies for 3 sockets: more than one io_uring submission (64 a chunk)."""
+    room = await make_room(use_path(path))
+    rooms.append(room)
+    batch: list[native.BatchItem] = []
+    for seq in range(50):
+        for sub in room.subscribers:
+            assert sub.writer._native is not None
+            batch.append((sub.writer._native, rtp_head(seq), bytes([seq]) * 900, None))
+    assert native.send_batch(batch) is None
+    await room.wait_for([50, 50, 50])
+    for sub in room.subscribers:
+        views = [RtpView.parse(data) for data in sub.received]
+        assert [v.sequence_number for v in views] == list(range(50))
+        assert [v.payload[:1] for v in views] == [bytes([seq]) for seq in range(50)]
+
+
+@pytest.mark.parametrize("path", [p for p in PATHS if p.values[0] != "python"])
+async def test_a_send_that_fails_is_reported_and_the_others_go(
+        path: str, rooms: list[Room]) -> None:
+    """A copy whose socket is gone (EBADF) is reason 2 at its own index; the copies before and
+    after it reach their subscribers, on either native path."""
+    room = await make_room(use_path(path), n=2)
+    rooms.append(room)
+    first, second = (sub.writer._native for sub in room.subscribers)
+    assert first is not None and second is not None
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead_fd = closed.fileno()
+    closed.close()
+    dead = (first[0], dead_fd, second[2])
+    batch: list[native.BatchItem] = [
+        (first, rtp_head(1), b"a" * 100, None), (dead, rtp_head(1, 0x99), b"x" * 100, None),
+        (second, rtp_head(1), b"b" * 100, None)]
+    assert native.send_batch(batch) == [(1, native.BATCH_SEND_FAILED)]
+    await room.wait_for([1, 1])
+    assert [RtpView.parse(d).payload for d in room.subscribers[0].received] == [b"a" * 100]
+    assert [RtpView.parse(d).payload for d in room.subscribers[1].received] == [b"b" * 100]
+
+
+@NO_URING
+async def test_a_forked_child_sends_through_a_ring_of_its_own(rooms: list[Room]) -> None:
+    """The parent's ring is not the child's to submit to (worker processes may fork): the child
+    sets up its own and its copies arrive."""
+    room = await make_room(use_path("uring"), n=2)
+    rooms.append(room)
+    targets = [sub.writer._native for sub in room.subscribers]
+    assert native.send_batch([(t, rtp_head(1), b"p", None) for t in targets if t]) is None
+    pid = os.fork()
+    if pid == 0:  # the child: send, say how through the exit status, leave at once
+        failures = native.send_batch([(t, rtp_head(2), b"c", None) for t in targets if t])
+        state = native.uring_state()
+        os._exit(0 if failures is None and state == "on" else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    await room.wait_for([2, 2])
+    for sub in room.subscribers:
+        assert [RtpView.parse(d).payload for d in sub.received] == [b"p", b"c"]
+
+
+def test_switching_io_uring_off_and_on() -> None:
+    if not native.native_available():
+        pytest.skip("sfu._fanout not built")
+    assert native.uring_state(False) == "off"
+    assert native.uring_state() == "off"
+    state = native.uring_state(True)
+    assert state == "on" or state.startswith("unavailable: ")
