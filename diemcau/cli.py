@@ -214,6 +214,9 @@ def serve(args: argparse.Namespace) -> None:
               f"without credentials; try {base}/?room=demo", flush=True)
     loop = new_event_loop()
     print(f"diemcau: listening on {base}", flush=True)
+    from sfu.native import describe
+
+    print(f"diemcau: media fan-out: {describe()}", flush=True)
     from signaling.web_security import RedactingAccessLogger
 
     app = create_app(config, announce)

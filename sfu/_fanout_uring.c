@@ -229,12 +229,15 @@ void fanout_uring_flush(long *results) {
 }
 
 /* uring(enable=None) -> state: "on", "off" (switched off here or by DIEMCAU_NO_URING=1),
- * "unavailable: <why>", "retired: <why>" or "not tried". True/False switch it for new batches
+ * "unavailable: <why>" or "retired: <why>" (set up on the first call). True/False switch it
+ * for new batches
  * (True retries a ring that was switched off or is not set up yet). */
 PyObject *fanout_uring(PyObject *self, PyObject *args) {
     PyObject *enable = Py_None;
     if (!PyArg_ParseTuple(args, "|O", &enable))
         return NULL;
+    if (enable == Py_None && ring_state == RING_NOT_TRIED)
+        fanout_uring_ready();  /* say what the next batch would use */
     if (enable != Py_None) {
         int flag = PyObject_IsTrue(enable);
         if (flag < 0)

@@ -84,13 +84,24 @@ send_batch: Callable[[list[BatchItem]], list[tuple[int, int]] | None] = (
 def uring_state(enable: bool | None = None) -> str:
     """The fan-out's send path for batches: "on" (a chunk of copies per io_uring_enter), "off"
     (switched off, or DIEMCAU_NO_URING=1), "unavailable: <why>" (no io_uring here: one sendto
-    per copy), "retired: <why>", "not tried" (no batch yet), or "absent" (an extension without
-    it). ``enable`` switches it for the batches sent from now on (tests run both)."""
+    per copy), "retired: <why>", or "absent" (an extension without it). ``enable`` switches it
+    for the batches sent from now on (tests run both)."""
     uring = _function("uring")
     if uring is None:
         return "absent"
     state: str = uring() if enable is None else uring(enable)
     return state
+
+
+def describe() -> str:
+    """How this process forwards, for the start-up log."""
+    if not native_enabled():
+        return "pure Python (no compiled fan-out)" if _MODULE is None else (
+            f"pure Python ({NO_NATIVE_ENV}=1)")
+    state = uring_state()
+    if state == "on":
+        return "compiled, copies sent through io_uring"
+    return f"compiled, one sendto per copy (io_uring {state})"
 
 
 def _no_receive(_ctx: int, _fd: int, _data: bytes) -> tuple[bytes | None, int]:

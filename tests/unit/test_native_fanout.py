@@ -12,6 +12,8 @@ import os
 import random
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
@@ -330,3 +332,18 @@ def test_switching_io_uring_off_and_on() -> None:
     assert native.uring_state() == "off"
     state = native.uring_state(True)
     assert state == "on" or state.startswith("unavailable: ")
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"DIEMCAU_NO_URING": "1"}, "compiled, one sendto per copy (io_uring off)"),
+    ({"DIEMCAU_NO_NATIVE": "1"}, "pure Python (DIEMCAU_NO_NATIVE=1)"),
+])
+def test_the_start_up_line_says_which_path_a_fresh_process_takes(
+        env: dict[str, str], expected: str) -> None:
+    if not native.native_available():
+        pytest.skip("sfu._fanout not built")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DIEMCAU_NO_")}
+    out = subprocess.run([sys.executable, "-c", "from sfu import native; print(native.describe())"],
+                         env={**clean, **env}, capture_output=True, text=True, timeout=60,
+                         check=True)
+    assert out.stdout.strip() == expected
