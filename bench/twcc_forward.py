@@ -13,6 +13,10 @@ time). Three modes, alternated round by round so they see the same machine:
   sequencer moved to C, sfu/_fanout_twcc.c);
 - ``twcc``: a plain ``TransportSequencer``: the C path's own copy of ``next`` where it applies.
 
+``--no-io`` replaces the batch's protect-and-send (``native.send_batch``) by a stand-in that
+drops it: what is left is the forward path's own CPU per copy, where transport-cc's share is
+not drowned in the kernel's ``sendto`` (nothing reaches the sockets then).
+
 Media moves on loopback, so it runs in a private network namespace with only loopback::
 
     unshare -n sh -c 'ip link set lo up && exec python -m bench.twcc_forward --subscribers 16,64'
@@ -52,12 +56,19 @@ def vp8_payload(picture_id: int, tl0: int, key: bool, size: int) -> bytes:
     return descriptor + bytes([0x00 if key else 0x01]) + b"\x9d\x01\x2a" + bytes(size)
 
 
-async def one_round(subscribers: int, mode: str, packets: int, first: int) -> dict[str, float]:
+def _no_send(batch: list[Any]) -> None:
+    """``--no-io``: every copy counts as sent, none is protected or sent."""
+    return None
+
+
+async def one_round(subscribers: int, mode: str, packets: int, first: int,
+                    no_io: bool = False) -> dict[str, float]:
     """Feed ``packets`` packets to a fresh fan-out of ``subscribers``; CPU of the receive calls."""
     import pylibsrtp
     from aiortc import RTCPeerConnection
 
-    from sfu import aiortc_hooks
+    from sfu import aiortc_hooks, native
+    from sfu import producer as producer_module
     from sfu.consumer import Consumer
     from sfu.producer import Producer
     from sfu.types import Codec, Kind
@@ -105,6 +116,8 @@ async def one_round(subscribers: int, mode: str, packets: int, first: int) -> di
                                                 i == 0, 1000), 0)
                   for i in range(packets)]
         layer = producer.layers[0]
+        if no_io:
+            producer_module.send_batch = _no_send
         cpu = user = 0.0
         copies = 0
         for start in range(0, packets, STRETCH):
@@ -125,6 +138,7 @@ async def one_round(subscribers: int, mode: str, packets: int, first: int) -> di
         return {"cpu_s": cpu, "user_s": user, "packets": float(packets),
                 "copies_sent": float(sent), "copies_received": float(copies)}
     finally:
+        producer_module.send_batch = native.send_batch
         for writer in writers:
             writer.close()
         for sock in sockets:
@@ -134,7 +148,8 @@ async def one_round(subscribers: int, mode: str, packets: int, first: int) -> di
         await pc.close()
 
 
-async def run(subscribers: list[int], packets: int, rounds: int) -> list[dict[str, Any]]:
+async def run(subscribers: list[int], packets: int, rounds: int,
+              no_io: bool = False) -> list[dict[str, Any]]:
     from sfu import native
     from sfu.aiortc_hooks import _init_native_forward
 
@@ -150,7 +165,7 @@ async def run(subscribers: list[int], packets: int, rounds: int) -> list[dict[st
         for r in range(rounds):
             order = MODES if r % 2 == 0 else MODES[::-1]  # alternate which goes first
             for mode in order:
-                samples[mode].append(await one_round(n, mode, per_round, 1000 * r))
+                samples[mode].append(await one_round(n, mode, per_round, 1000 * r, no_io))
         row: dict[str, Any] = {"subscribers": n, "packets_per_mode": per_round * rounds}
         for mode in MODES:
             per_copy = [1e6 * s["cpu_s"] / s["copies_sent"] for s in samples[mode]]
@@ -191,19 +206,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", type=int, default=20000,
                         help="incoming packets per mode and fan-out size, over all rounds")
     parser.add_argument("--rounds", type=int, default=4, help="alternated rounds per mode")
+    parser.add_argument("--no-io", action="store_true",
+                        help="drop the batches instead of protecting and sending them")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
     try:
         require_private_namespace(NAMESPACE_HELP)
         subscribers = [int(v) for v in args.subscribers.split(",") if v]
         load_before = os.getloadavg()
-        results = asyncio.run(run(subscribers, args.packets, max(1, args.rounds)))
+        results = asyncio.run(run(subscribers, args.packets, max(1, args.rounds),
+                                  args.no_io))
         load_after = os.getloadavg()
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    if args.no_io:
+        print("--no-io: batches dropped, not protected or sent (nothing received)")
     print_table(results)
     if args.json:
         with open(args.json, "w") as file:

@@ -22,3 +22,13 @@ async def test_twcc_forward_bench_smoke(capsys: pytest.CaptureFixture[str]) -> N
         assert figures["us_per_copy"] > 0 and len(figures["us_per_copy_rounds"]) == 2, mode
     twcc_forward.print_table([row])
     assert "transport-cc in C saves" in capsys.readouterr().out
+
+
+async def test_twcc_forward_bench_without_io() -> None:
+    """``--no-io``: the copies are made and counted, none is sent; the real send is back after."""
+    from sfu import producer as producer_module
+
+    [row] = await twcc_forward.run([2], packets=40, rounds=1, no_io=True)
+    for mode in twcc_forward.MODES:
+        assert row[mode]["copies_sent"] == 80 and row[mode]["copies_received"] == 0, mode
+    assert producer_module.send_batch is native.send_batch
