@@ -11,6 +11,11 @@ PyObject *fanout_init_view(PyObject *self, PyObject *type);
 PyObject *fanout_parse_view(PyObject *self, PyObject *data);
 PyObject *fanout_receive_view(PyObject *self, PyObject *args);
 
+/* sfu/_fanout_twcc.c: member offsets of __slots__; TransportSequencer.next for forward_one */
+int fanout_member_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset);
+int fanout_twcc_init(PyTypeObject *type);
+int fanout_twcc_next(PyObject *twcc, long long size, double now, long long *seq);
+
 /* sfu/_fanout_uring.c: a fan-out's sends in one io_uring_enter(2) */
 #include <sys/socket.h>
 #define URING_CHUNK 64          /* sends per system call (and ring entries) */

@@ -2,7 +2,6 @@
  * Built into the same extension as sfu/_fanout.c (pyproject.toml lists both sources). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 
 #include <string.h>
 
@@ -45,7 +44,9 @@ static const int slot_owner[N_SLOTS] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4,
     5, 5, 5,
 };
-enum { N_TYPES = 6 };  /* Consumer, SequenceRewriter, TimestampRewriter, munger, history, writer */
+/* Consumer, SequenceRewriter, TimestampRewriter, munger, history, writer, TransportSequencer
+ * (whose slots sfu/_fanout_twcc.c reads) */
+enum { N_TYPES = 7 };
 static PyTypeObject *fwd_types[N_TYPES];
 /* sfu/history.py's words: an info word's "stored" bit, a prefix word's "rewritten" bit, and
  * the payload bytes a consumer may rewrite (REWRITTEN_PREFIX); tests compare both paths. */
@@ -67,7 +68,7 @@ PyObject *fanout_init_forward(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!ll", &PyTuple_Type, &types, &tag_len, &twcc_overhead))
         return NULL;
     if (PyTuple_GET_SIZE(types) != N_TYPES) {
-        PyErr_SetString(PyExc_ValueError, "init_forward needs 6 types");
+        PyErr_SetString(PyExc_ValueError, "init_forward needs 7 types");
         return NULL;
     }
     for (i = 0; i < N_TYPES; i++) {
@@ -79,26 +80,11 @@ PyObject *fanout_init_forward(PyObject *self, PyObject *args) {
         Py_INCREF(t);
         Py_XSETREF(fwd_types[i], (PyTypeObject *)t);
     }
-    for (i = 0; i < N_SLOTS; i++) {
-        PyObject *descr = PyObject_GetAttrString((PyObject *)fwd_types[slot_owner[i]],
-                                                 slot_names[i]);
-        PyMemberDef *member;
-        if (descr == NULL) {
-            PyErr_Clear();
+    for (i = 0; i < N_SLOTS; i++)
+        if (!fanout_member_offset(fwd_types[slot_owner[i]], slot_names[i], &offsets[i]))
             Py_RETURN_FALSE;
-        }
-        if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
-            Py_DECREF(descr);
-            Py_RETURN_FALSE;  /* not a __slots__ member: no fixed offset */
-        }
-        member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
-            Py_DECREF(descr);
-            Py_RETURN_FALSE;
-        }
-        offsets[i] = member->offset;
-        Py_DECREF(descr);
-    }
+    if (!fanout_twcc_init(fwd_types[6]))
+        Py_RETURN_FALSE;  /* TransportSequencer's slots (sfu/_fanout_twcc.c) */
     if (str_payload_type == NULL && (str_payload_type = PyUnicode_InternFromString(
             "payload_type")) == NULL)
         return NULL;
@@ -385,17 +371,22 @@ static int forward_one(PyObject *c, long layer, long long in_seq, long long in_t
     size = PyBytes_GET_SIZE(out_payload);
     /* -- transport-cc, the header -- */
     if (twcc != Py_None) {
-        PyObject *size_obj = PyLong_FromLongLong(size + twcc_overhead), *r;
-        r = size_obj ? PyObject_CallMethodObjArgs(twcc, str_next, size_obj, now_obj, NULL)
-                     : NULL;
-        Py_XDECREF(size_obj);
-        if (r == NULL || as_ll(r, &twcc_seq) < 0) {
-            Py_XDECREF(r);
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "transport sequence is not an int");
+        int done = fanout_twcc_next(twcc, size + twcc_overhead, now, &twcc_seq);
+        if (done < 0)
             goto changed_error;
+        if (done == 0) {  /* a probe running, or not a plain TransportSequencer */
+            PyObject *size_obj = PyLong_FromLongLong(size + twcc_overhead), *r;
+            r = size_obj ? PyObject_CallMethodObjArgs(twcc, str_next, size_obj, now_obj, NULL)
+                         : NULL;
+            Py_XDECREF(size_obj);
+            if (r == NULL || as_ll(r, &twcc_seq) < 0) {
+                Py_XDECREF(r);
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "transport sequence is not an int");
+                goto changed_error;
+            }
+            Py_DECREF(r);
         }
-        Py_DECREF(r);
         block_len = build_block(head_buf + 12, PyBytes_AS_STRING(elements), elements_len,
                                 (int)twcc_id, twcc_seq & 0xFFFF);
     } else {

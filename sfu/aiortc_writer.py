@@ -165,10 +165,12 @@ def _init_native_forward() -> bool:
     from sfu.consumer import RTP_OVERHEAD, Consumer
     from sfu.history import RtpHistory
     from sfu.wire.rewriting import SequenceRewriter, TimestampRewriter
+    from sfu.wire.twcc import TransportSequencer
     from sfu.wire.vp8 import Vp8PictureIdMunger
 
     return native.init_forward((Consumer, SequenceRewriter, TimestampRewriter,
-                                Vp8PictureIdMunger, RtpHistory, DatagramWriter),
+                                Vp8PictureIdMunger, RtpHistory, DatagramWriter,
+                                TransportSequencer),
                                SRTP_AUTH_TAG_LEN, RTP_OVERHEAD)
 
 

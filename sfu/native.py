@@ -156,7 +156,8 @@ _FORWARD_READY = [False]
 
 def init_forward(types: tuple[type, ...], srtp_tag_len: int, rtp_overhead: int) -> bool:
     """Give ``forward`` the classes whose __slots__ it reads and writes (Consumer,
-    SequenceRewriter, TimestampRewriter, Vp8PictureIdMunger, RtpHistory, DatagramWriter);
+    SequenceRewriter, TimestampRewriter, Vp8PictureIdMunger, RtpHistory, DatagramWriter,
+    TransportSequencer: its ``next`` runs in C too, sfu/_fanout_twcc.c);
     False (and ``forward_ready()`` False) without the extension, with DIEMCAU_NO_NATIVE=1 or
     when a slot is not where it expects."""
     init = _function("init_forward")

@@ -15,7 +15,7 @@ import pytest
 
 from sfu import aiortc_hooks, native
 from sfu import producer as producer_module
-from sfu.consumer import Consumer
+from sfu.consumer import RTP_OVERHEAD, Consumer
 from sfu.producer import Producer
 from sfu.types import Codec, Kind, PauseReason
 from sfu.wire.rtp_packet import RtpView
@@ -63,7 +63,8 @@ def build(video: bool) -> tuple[Producer, list[Consumer], list[Any], ListWriter]
             w._srtp = type("Plain", (), {"protect": staticmethod(bytes)})()
             w._sendto = lambda data, addr: python_writer.rtp.append(data)
         consumer = Consumer(producer, f"s{i}", "0", 7000 + i, 8000 + i, w)
-        twcc = TransportSequencer(first_seq=100 * i) if i % 2 else None
+        # A ring of 16 that wraps and sequence numbers that pass 0xFFFF -> 0 early on.
+        twcc = TransportSequencer(size=16, first_seq=0xFFF8 - 3 * i) if i % 2 else None
         consumer.configure(VP8_OUT if video else OPUS_OUT,
                            audio_level_id=0 if video else 1 + i % 2,
                            abs_send_time_id=3 if i != 2 else 0, twcc=twcc,
@@ -115,6 +116,14 @@ def drive(video: bool, use_forward: bool, monkeypatch: pytest.MonkeyPatch) -> di
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(Consumer, "send", counting_send)
+    next_calls = [0]
+    original_next = TransportSequencer.next
+
+    def counting_next(self: TransportSequencer, *args: Any) -> int:
+        next_calls[0] += 1
+        return original_next(self, *args)
+
+    monkeypatch.setattr(TransportSequencer, "next", counting_next)
     if video:
         stream: Iterator[tuple[str, Any]] = video_stream()
     else:
@@ -134,8 +143,10 @@ def drive(video: bool, use_forward: bool, monkeypatch: pytest.MonkeyPatch) -> di
             for consumer in consumers[::2]:
                 consumer.set_target(None, PauseReason.BANDWIDTH)
     monkeypatch.setattr(Consumer, "send", original)
+    monkeypatch.setattr(TransportSequencer, "next", original_next)
     state: dict[str, Any] = {"sent": sent.copies, "python": python_writer.rtp,
-                             "errors": producer.consumer_errors, "send_calls": calls[0]}
+                             "errors": producer.consumer_errors, "send_calls": calls[0],
+                             "next_calls": next_calls[0]}
     for i, (consumer, w) in enumerate(zip(consumers, writers, strict=True)):
         history = consumer._history
         state[f"c{i}"] = (
@@ -150,9 +161,19 @@ def drive(video: bool, use_forward: bool, monkeypatch: pytest.MonkeyPatch) -> di
                 history._info and list(history._info),
                 history._prefixes and list(history._prefixes)),
             getattr(w, "sent_packets", None), getattr(w, "sent_bytes", None),
-            consumer.twcc._seq if isinstance(consumer.twcc, TransportSequencer) else None,
+            sequencer_state(consumer.twcc),
         )
     return state
+
+
+def sequencer_state(twcc: Any) -> tuple[Any, ...] | None:
+    """Every slot of a TransportSequencer, its typed arrays item by item."""
+    if not isinstance(twcc, TransportSequencer):
+        return None
+    return (twcc._seq, twcc._ext, twcc._first_ext, twcc._mask, twcc._capacity,
+            list(twcc._times), list(twcc._sizes), list(twcc._clusters), twcc._tail,
+            twcc._window_bytes, dict(twcc._cluster_sent), twcc.active_cluster,
+            list(twcc._closed))
 
 
 @pytest.mark.parametrize("video", [True, False], ids=["vp8-simulcast", "opus-levels"])
@@ -163,14 +184,20 @@ def test_native_forward_matches_the_python_path(video: bool,
     assert python["errors"] == with_c["errors"] == 0
     assert sum(len(c) for c in python["sent"].values()) > 300  # the stream did flow
     for key in python:
-        if key != "send_calls":
+        if key not in ("send_calls", "next_calls"):
             assert with_c[key] == python[key], key
     # Copies in the steady state took the C path (switches, pauses, the other layer, a
     # pending switch and the Python writers took Consumer.send).
     assert with_c["send_calls"] <= python["send_calls"] - 100
+    # ... and so did their transport-cc numbers: the Python method only for Consumer.send's.
+    assert with_c["next_calls"] <= python["next_calls"] - 50
     if video:  # the stream did reach the interesting cases
         state = python["c0"]
         assert state[4] >= 1 and state[13] != 0  # a layer switch; a picture id offset
+    for i in (1, 3):  # transport-cc: the ring wrapped, the sequence number passed 0xFFFF
+        twcc = python[f"c{i}"][-1]
+        assert twcc[1] - twcc[2] > 2 * twcc[4] and twcc[8] == twcc[1] - twcc[4]
+        assert twcc[0] < twcc[2] and twcc[9] == sum(twcc[6])
         heads = [RtpView.parse(h + p) for h, p in python["sent"][1]]
         assert any(v.extensions.get(5) for v in heads)  # transport-cc on consumer 1
 
@@ -194,3 +221,81 @@ def test_forward_counts_a_failing_consumer_and_serves_the_others(
                          producer.layers[0], 10.0 + i)
     assert producer.consumer_errors == 3
     assert 1 not in sent.copies and all(len(sent.copies[i]) == 3 for i in (0, 2, 3))
+
+
+def probe_run(use_forward: bool, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Audio through consumers 1 and 3 (transport-cc, ring of 16) with a probe running for
+    packets 20-39: those packets belong to its cluster, counted by the Python method."""
+    monkeypatch.setattr(native, "_FORWARD_READY", [use_forward])
+    sent = Sent()
+    monkeypatch.setattr(producer_module, "send_batch", sent)
+    producer, consumers, _writers, _python = build(False)
+    calls: dict[int, list[int]] = {1: [], 3: []}
+    original_next = TransportSequencer.next
+
+    def counting_next(self: TransportSequencer, *args: Any) -> int:
+        for i in calls:
+            if consumers[i].twcc is self:
+                calls[i].append(packet_index[0])
+        return original_next(self, *args)
+
+    monkeypatch.setattr(TransportSequencer, "next", counting_next)
+    packet_index = [0]
+    for n in range(45):
+        packet_index[0] = n
+        if n in (20, 40):
+            for i in calls:
+                twcc = consumers[i].twcc
+                assert isinstance(twcc, TransportSequencer)
+                twcc.open_cluster(7 + i) if n == 20 else twcc.close_cluster(7 + i)
+        producer.receive(rtp_view((60000 + n) & 0xFFFF, 960 * n, bytes(40 + n % 5),
+                                  extensions={1: b"\x85"}), producer.layers[0], 50.0 + n * 0.02)
+    monkeypatch.setattr(TransportSequencer, "next", original_next)
+    return {"sent": sent.copies, "errors": producer.consumer_errors, "calls": calls,
+            "twcc": [sequencer_state(consumers[i].twcc) for i in calls]}
+
+
+def test_a_running_probe_takes_the_python_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    python = probe_run(False, monkeypatch)
+    with_c = probe_run(True, monkeypatch)
+    assert python["errors"] == with_c["errors"] == 0
+    assert with_c["sent"] == python["sent"] and with_c["twcc"] == python["twcc"]
+    for state, cluster in zip(python["twcc"], (8, 10), strict=True):
+        assert state is not None
+        assert state[10] == {cluster: 20}  # _cluster_sent: every packet of the probe
+        assert state[7].count(cluster) == 11 and state[7].count(-1) == 5  # ring of 16
+    for i, indices in python["calls"].items():
+        assert indices == list(range(45)), i  # the Python path: every copy
+    for i, indices in with_c["calls"].items():
+        # The C path: the first copy (Consumer.send allocates the NACK ring) and the probe's.
+        assert indices == [0, *range(20, 40)], i
+
+
+class Stamper:
+    """A transport-cc stamper that is no TransportSequencer (Consumer's TransportStamper
+    protocol): the C path calls its ``next``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, float]] = []
+
+    def next(self, size: int, now_s: float, probe_cluster: int = -1) -> int:
+        self.calls.append((size, now_s))
+        return (0xFFFD + len(self.calls)) & 0xFFFF
+
+
+@pytest.mark.parametrize("use_forward", [False, True], ids=["python", "native"])
+def test_a_stamper_of_another_class_is_called(use_forward: bool,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "_FORWARD_READY", [use_forward])
+    sent = Sent()
+    monkeypatch.setattr(producer_module, "send_batch", sent)
+    producer, consumers, _writers, _python = build(False)
+    stamper = Stamper()
+    consumers[1].twcc = stamper
+    for n in range(5):
+        producer.receive(rtp_view(10 + n, 960 * n, bytes(30), extensions={1: b"\x81"}),
+                         producer.layers[0], 10.0 + n)
+    assert producer.consumer_errors == 0
+    assert [size for size, _now in stamper.calls] == [30 + RTP_OVERHEAD] * 5
+    numbers = [RtpView.parse(head + payload).extensions[5] for head, payload in sent.copies[1]]
+    assert numbers == [((0xFFFE + n) & 0xFFFF).to_bytes(2, "big") for n in range(5)]
