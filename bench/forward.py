@@ -110,6 +110,7 @@ async def bench(
     profile_native: bool = False,
     server_python_args: list[str] | None = None,
     audio_level: int | None = AUDIO_LEVEL_DBOV,
+    server_cpus: set[int] | None = None,
 ) -> dict[str, Any]:
     """1 publisher -> ``n_subscribers`` through a fresh server; figures of the measured window."""
     require_private_namespace(NAMESPACE_HELP)
@@ -125,7 +126,7 @@ async def bench(
                               "publisher_sends_audio_level": audio_level is not None}
     with tempfile.TemporaryDirectory(prefix="diemcau-bench-") as tmp:
         server = ServerProcess(Path(tmp), python_args=server_python_args,
-                               serve_args=SERVE_ARGS)
+                               serve_args=SERVE_ARGS, cpus=server_cpus)
         async with aiohttp.ClientSession() as http:
             publisher: BenchPublisher | None = None
             groups: list[LocalGroup | RemoteGroup] = []
@@ -319,7 +320,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if against == "janus":
         from bench.janus_forward import compare
 
-        return compare(counts, float(args.duration), int(getattr(args, "pairs", 3)), args.json)
+        return compare(counts, float(args.duration), int(getattr(args, "pairs", 3)), args.json,
+                       server_cpu=getattr(args, "server_cpu", None))
     workers = getattr(args, "workers", None)
     profile_dir: Path | None = getattr(args, "profile_dir", None)
     profile_native = bool(getattr(args, "profile_native", False))
@@ -376,6 +378,9 @@ def add_against_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the same load on diemcau and on Janus (apt package janus), "
                              "alternating; prints each run and the CPU-per-packet ratio")
     parser.add_argument("--pairs", type=int, default=3, help="with --against: runs per server")
+    parser.add_argument("--server-cpu", type=int, default=None,
+                        help="with --against: pin each server (diemcau, Janus and all their "
+                             "threads) to this core and the load to the others")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -28,6 +29,7 @@ from typing import Any
 from bench.participants import JOIN_TIMEOUT_S, BenchPublisher, CountingSubscriber, LocalGroup
 from loadtest.janus import JANUS_HOST, JANUS_URL, ROOM_BASE, JanusApi, JanusTarget
 from loadtest.media import AUDIO_LEVEL_DBOV, Clip, load_clip
+from loadtest.ramp import cpu_split, pin
 from loadtest.server import (
     BenchError,
     load_average,
@@ -172,14 +174,15 @@ def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
 
 
 async def bench_janus(n_subscribers: int, duration: float, *, warmup: float = WARMUP_S,
-                      audio_level: int | None = AUDIO_LEVEL_DBOV) -> dict[str, Any]:
+                      audio_level: int | None = AUDIO_LEVEL_DBOV,
+                      server_cpus: set[int] | None = None) -> dict[str, Any]:
     """1 publisher -> ``n_subscribers`` through a fresh Janus; figures of the measured window."""
     require_private_namespace("bench forward --against janus must run in a private namespace")
     if not 1 <= n_subscribers <= JANUS_MAX_SUBSCRIBERS or duration <= 0:
         raise ValueError(f"Janus runs take 1..{JANUS_MAX_SUBSCRIBERS} subscribers")
     loop = asyncio.get_running_loop()
     clip = await loop.run_in_executor(None, load_clip)
-    janus = JanusTarget(rooms=1, participants=1)
+    janus = JanusTarget(rooms=1, participants=1, cpus=server_cpus)
     publisher: JanusBenchPublisher | None = None
     group: JanusGroup | None = None
     result: dict[str, Any] = {"server": "janus", "subscribers": n_subscribers}
@@ -254,11 +257,12 @@ def _run(coro: Any) -> dict[str, Any]:
         return result
 
 
-def diemcau_run(n: int, duration: float) -> dict[str, Any]:
+def diemcau_run(n: int, duration: float, server_cpus: set[int] | None = None
+                ) -> dict[str, Any]:
     from bench.forward import bench
 
     ticks0 = cpu_ticks()
-    result = _run(bench(n, duration))
+    result = _run(bench(n, duration, server_cpus=server_cpus))
     ticks1 = cpu_ticks()
     packets = int(result["subscriber_received_packets"])
     cpu_s = float(result["server_cpu_s"])
@@ -307,8 +311,27 @@ def user_sys(run: dict[str, Any]) -> str:
 
 
 def compare(counts: list[int], duration: float, pairs: int = 3,
-            json_path: Path | None = None) -> int:
-    """Alternate diemcau and Janus runs, ``pairs`` pairs per N; print each run and the ratios."""
+            json_path: Path | None = None, server_cpu: int | None = None) -> int:
+    """Alternate diemcau and Janus runs, ``pairs`` pairs per N; print each run and the ratios.
+    ``server_cpu``: each server on that core alone, this process (the publisher and the
+    subscribers) on the others, so neither server shares its core with the load."""
+    mine = os.sched_getaffinity(0)
+    try:
+        server_cpus, load_cpus = cpu_split(server_cpu, mine)
+    except BenchError as exc:
+        print(f"diemcau bench forward: {exc}", file=sys.stderr)
+        return 2
+    if server_cpus is not None:
+        pin(0, load_cpus)
+        print(f"servers pinned to core {server_cpu}, the load to {sorted(load_cpus)}", flush=True)
+    try:
+        return _compare(counts, duration, pairs, json_path, server_cpus)
+    finally:
+        pin(0, mine)
+
+
+def _compare(counts: list[int], duration: float, pairs: int, json_path: Path | None,
+             server_cpus: set[int] | None) -> int:
     failed = False
     summary: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
@@ -316,12 +339,12 @@ def compare(counts: list[int], duration: float, pairs: int = 3,
         ratios: list[float] = []
         for pair in range(pairs):
             pair_runs = []
-            servers: list[tuple[str, Callable[[int, float], dict[str, Any]]]] = [
+            servers: list[tuple[str, Callable[[int, float, set[int] | None], dict[str, Any]]]] = [
                 ("diemcau", diemcau_run), ("janus", janus_run)]
             for name, runner in servers:
                 print(f"N={n} pair {pair + 1}/{pairs}: {name} ...", flush=True)
                 try:
-                    run = runner(n, duration)
+                    run = runner(n, duration, server_cpus)
                 except Exception as exc:  # noqa: BLE001 - reported per run, the rest goes on
                     run = {"server": name, "subscribers": n,
                            "error": f"{type(exc).__name__}: {exc}"}
@@ -351,6 +374,7 @@ def compare(counts: list[int], duration: float, pairs: int = 3,
     if json_path is not None:
         json_path.write_text(json.dumps({
             "benchmark": "forward-against-janus", "pairs": pairs, "duration_s": duration,
+            "server_cpus": sorted(server_cpus) if server_cpus else None,
             "measure": "server process CPU time / packets the subscribers received",
             "python": sys.version.split()[0], "summary": summary, "runs": runs,
         }, indent=2) + "\n")
@@ -358,5 +382,5 @@ def compare(counts: list[int], duration: float, pairs: int = 3,
     return 1 if failed else 0
 
 
-def janus_run(n: int, duration: float) -> dict[str, Any]:
-    return _run(bench_janus(n, duration))
+def janus_run(n: int, duration: float, server_cpus: set[int] | None = None) -> dict[str, Any]:
+    return _run(bench_janus(n, duration, server_cpus=server_cpus))

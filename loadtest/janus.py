@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import shutil
 import subprocess
@@ -273,12 +274,21 @@ class JanusTarget:
 
     name = "janus"
 
-    def __init__(self, rooms: int, participants: int) -> None:
+    def __init__(self, rooms: int, participants: int, cpus: set[int] | None = None) -> None:
         self.rooms = rooms
         self.participants = participants
+        self.cpus = cpus  # pin Janus (every thread) to these cores
         self.proc: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._veth = False
+
+    def _pin(self) -> None:
+        """Pin every thread Janus has (those started before the first call included)."""
+        if self.cpus is None or self.proc is None:
+            return
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.sched_setaffinity(int(task.name), self.cpus)
 
     def worker_options(self) -> dict[str, Any]:
         return {"base_url": JANUS_URL, "target": "janus", "ice_addresses": [JANUS_HOST]}
@@ -308,6 +318,7 @@ class JanusTarget:
                 [binary, "-F", str(d), "-C", str(d / "janus.jcfg"), "-i", JANUS_HOST,
                  "-E", VETH[0], "-o", "-d", "3"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._pin()  # threads started from now on inherit it
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HEALTH_TIMEOUT_S
         async with aiohttp.ClientSession() as http:
@@ -320,6 +331,7 @@ class JanusTarget:
                         if response.status == 200:
                             break
                 await asyncio.sleep(0.2)
+        self._pin()  # any thread started before the first call
         admin = JanusApi()
         await admin.create()
         try:
