@@ -252,6 +252,7 @@ PyObject *fanout_uring(PyObject *self, PyObject *args) {
         if (flag && ring_state == RING_NOT_TRIED) {
             /* set up now, whatever DIEMCAU_NO_URING says: the caller asked for it */
 #ifdef HAVE_URING
+            ring_unmap();  /* a parent's ring, inherited across fork while switched off */
             ring_pid = getpid();
             if (ring_setup() < 0)
                 ring_state = RING_UNAVAILABLE;

@@ -8,6 +8,7 @@ receivers that unprotect and parse what arrived on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -314,10 +315,13 @@ async def test_a_forked_child_sends_through_a_ring_of_its_own(rooms: list[Room])
     targets = [sub.writer._native for sub in room.subscribers]
     assert native.send_batch([(t, rtp_head(1), b"p", None) for t in targets if t]) is None
     pid = os.fork()
-    if pid == 0:  # the child: send, say how through the exit status, leave at once
-        failures = native.send_batch([(t, rtp_head(2), b"c", None) for t in targets if t])
-        state = native.uring_state()
-        os._exit(0 if failures is None and state == "on" else 1)
+    if pid == 0:  # the child: send, say how through the exit status, never back into pytest
+        code = 99
+        try:
+            failures = native.send_batch([(t, rtp_head(2), b"c", None) for t in targets if t])
+            code = 0 if failures is None and native.uring_state() == "on" else 1
+        finally:
+            os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     await room.wait_for([2, 2])
@@ -347,3 +351,24 @@ def test_the_start_up_line_says_which_path_a_fresh_process_takes(
                          env={**clean, **env}, capture_output=True, text=True, timeout=60,
                          check=True)
     assert out.stdout.strip() == expected
+
+
+@NO_URING
+def test_a_child_switching_io_uring_on_keeps_one_ring_not_its_parents_too() -> None:
+    """Switched off in the parent, then on in a forked child: the child closes the inherited
+    ring before setting up its own (one io_uring descriptor, not two)."""
+    assert native.uring_state(True) == "on" and native.uring_state(False) == "off"
+    pid = os.fork()
+    if pid == 0:  # the child: never back into pytest, whatever happens
+        code = 99
+        try:
+            state = native.uring_state(True)
+            rings = 0
+            for name in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(OSError):
+                    rings += "io_uring" in os.readlink(f"/proc/self/fd/{name}")
+            code = rings if state == "on" else 98
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1  # the number of rings it holds
