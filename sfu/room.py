@@ -125,6 +125,10 @@ class Room:
             for producer in other.producers:
                 if producer.codec is not None and participant.subscriber is not None:
                     participant.subscriber.add_producer(producer)
+        if self.speakers:
+            # `speakers` goes out when the set changes: a newcomer learns the current one now,
+            # or its gallery (speakers first) pages past the videos last-N forwards first.
+            participant.notify(Speakers(tuple(self.speakers)))
         self.last_n.select(participant, list(self.participants.values()), self.speakers,
                            self.pinned)
 
