@@ -52,6 +52,7 @@ from sfu.wire.sdp_munging import split_sections
 REMB_INTERVAL_S = 0.5
 FEEDBACK_INTERVAL_S = 0.1
 TILES_INTERVAL_S = 0.5
+SPEAKER_MEMORY = 50  # speakers remembered for the page order (web/gallery.js keeps 50)
 UPLINK_INTERVAL_S = 1.0
 VIEWPORT = (1280, 720)
 
@@ -139,7 +140,11 @@ class LoadParticipant(SimulcastPublisher):
             self.forwarded = {i for i in ids if isinstance(i, str)} if isinstance(ids, list) \
                 else None
         elif kind == "speakers":
-            speakers = [str(pid) for pid in message.get("participant_ids") or []]
+            # as web/gallery.js: the latest speakers first, then the earlier ones (recent
+            # speakers stay ahead of the page, as last-N forwards them ahead of it)
+            current = [str(pid) for pid in message.get("participant_ids") or []]
+            speakers = (current + [pid for pid in self.speakers
+                                   if pid not in current])[:SPEAKER_MEMORY]
             if speakers != self.speakers:
                 self.speakers = speakers
                 self._tiles_dirty = True
@@ -341,6 +346,12 @@ class LoadParticipant(SimulcastPublisher):
         # whose video should come: the page's, less what the server says it does not forward
         wanted = {pid: self.others[pid] for pid in shown
                   if pid in self.others and (self.forwarded is None or pid in self.forwarded)}
+        # Tiles on the page whose video the server does not forward show a placeholder: not
+        # "missing" (the server said so), but not seen either; counted apart so the report
+        # says how many videos a person sees, not only that the forwarded ones arrive.
+        placeholders = sorted(self.others[pid] for pid in shown
+                              if pid in self.others and self.forwarded is not None
+                              and pid not in self.forwarded)
         result = {
             "name": self.name, "room": self.room, "elapsed_s": elapsed,
             "expected": {k: v[0] for k, v in loss.items()},
@@ -352,6 +363,9 @@ class LoadParticipant(SimulcastPublisher):
             "video_expected": len(wanted),
             "video_missing_from": sorted(name for pid, name in wanted.items()
                                          if pid not in senders),
+            "tiles_without_video": placeholders,
+            # videos received at all (on the page or not) and the page's size
+            "videos_received": len(senders), "page_tiles": len(shown),
             "delay_hist": dict(self.rx.delay_ms), "audio_only": self.audio_only,
             "audio_only_s": audio_only_s, "reconnects": self.reconnects,
             "unknown_packets": self.rx.unknown_packets, "repair": dict(repair),

@@ -65,6 +65,8 @@ def aggregate(windows: list[dict[str, Any]]) -> dict[str, Any]:
     elapsed = 0.0
     markers = [0, 0]
     missing_video = 0
+    placeholders: dict[str, list[str]] = {}
+    videos: list[float] = []
     repair: Counter[str] = Counter()
     for w in windows:
         exp = sum(w["expected"].values())
@@ -84,6 +86,10 @@ def aggregate(windows: list[dict[str, Any]]) -> dict[str, Any]:
         markers[0] += w["marker_ok"]
         markers[1] += w["marker_bad"]
         missing_video += len(w["video_missing_from"])
+        if w.get("tiles_without_video"):
+            placeholders[w["name"]] = w["tiles_without_video"]
+        if "videos_received" in w:
+            videos.append(w["videos_received"])
         for key, value in w.get("repair", {}).items():
             repair[key] += value
     total_frames = sum(frames.values())
@@ -102,6 +108,11 @@ def aggregate(windows: list[dict[str, Any]]) -> dict[str, Any]:
                        "time_share": round(audio_only_s / elapsed, 3) if elapsed else None},
         "content_marker": {"ok": markers[0], "bad": markers[1]},
         "video_tracks_missing": missing_video,
+        # what a person sees: videos received each (min too: one short page shows there), and
+        # tiles of the page the server did not forward (placeholders), by participant
+        "videos_per_participant": {**stats(videos), "min": min(videos) if videos else None},
+        "tiles_without_video": sum(len(names) for names in placeholders.values()),
+        "tiles_without_video_by_participant": placeholders,
         # diagnosis: who got no video from whom, and publishers told to send fewer layers
         "video_missing": {w["name"]: w["video_missing_from"] for w in windows
                           if w.get("video_missing_from")},
@@ -130,6 +141,9 @@ def slo_breaches(quality: dict[str, Any], server_cpu_pct: float | None,
         out.append(f"server CPU {server_cpu_pct:.0f}% > {CPU_SLO_PCT * server_cores:.0f}%")
     if quality["video_tracks_missing"]:
         out.append(f"{quality['video_tracks_missing']} remote video tracks never arrived")
+    if quality.get("tiles_without_video"):
+        out.append(f"{quality['tiles_without_video']} gallery tiles shown without video "
+                   f"(not forwarded)")
     return out
 
 
@@ -148,12 +162,14 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     """One line per run/step: participants, quality p50/p95/max, server."""
     head = (f"{'N':>4} {'join ms p50/p95':>16} {'1st frame ms':>14} {'loss % p50/p95/max':>19} "
             f"{'delay ms p50/p95/max':>21} {'jitter p95':>10} {'kbps p50/p95':>13} "
-            f"{'layers q/h/f':>13} {'a-only':>6} {'srv CPU%':>8} {'RSS MB':>6} {'us/pkt':>6} "
+            f"{'layers q/h/f':>13} {'videos min/p50':>14} {'a-only':>6} {'srv CPU%':>8} "
+            f"{'RSS MB':>6} {'us/pkt':>6} "
             f"{'gen CPU%':>8} {'machine%':>8} {'load1':>5}")
     lines = [head]
     for row in rows:
         q, s = row, row.get("server", {})
         lay = q.get("layers", {}).get("tracks", {})
+        vids = q.get("videos_per_participant") or {}
         lines.append(
             f"{row['participants']:>4} "
             f"{_fmt(q['join_ms']['p50']):>7}/{_fmt(q['join_ms']['p95']):<8} "
@@ -165,6 +181,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
             f"{_fmt(q['jitter_ms']['p95'], 1):>10} "
             f"{_fmt(q['recv_kbps']['p50']):>6}/{_fmt(q['recv_kbps']['p95']):<6} "
             f"{lay.get('q', 0):>5}/{lay.get('h', 0)}/{lay.get('f', 0):<5} "
+            f"{_fmt(vids.get('min')):>7}/{_fmt(vids.get('p50'), 1):<6} "
             f"{q['audio_only']['participants']:>6} "
             f"{_fmt(s.get('cpu_pct'), 1):>8} {_fmt(s.get('rss_mb')):>6} "
             f"{_fmt(s.get('cpu_us_per_packet'), 1):>6} "

@@ -237,12 +237,13 @@ class Load:
             sum(part["cpu_s"] for part in parts) + process_cpu_s()
 
     async def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> bool:
-        """Until every participant receives video from everyone in its room (bounded)."""
+        """Until every participant receives the video of every tile on its page (bounded)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             windows, _ = await self.window(reset=False)
-            if windows and all(w["video_from"] >= w["video_expected"] for w in windows):
+            if windows and all(w["video_from"] >= w["video_expected"]
+                               and not w.get("tiles_without_video") for w in windows):
                 return True
             await asyncio.sleep(0.5)
         return False
