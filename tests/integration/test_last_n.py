@@ -116,6 +116,7 @@ async def test_subscriber_receives_n_videos_that_follow_the_speaker(
     publishers = [Publisher(url, "hoi-nghi", name) for name in ("An", "Binh", "Chi")]
     listener = SyntheticParticipant(url, "hoi-nghi", "Nghe", audio=False, video=False,
                                     remb=False)
+    late = SyntheticParticipant(url, "hoi-nghi", "Muon", audio=False, video=False, remb=False)
     try:
         for publisher in publishers:
             await publisher.join()
@@ -140,6 +141,14 @@ async def test_subscriber_receives_n_videos_that_follow_the_speaker(
         assert leaked == {b: 0}
         speakers = [e for e in listener.events if e["type"] == "speakers"]
         assert speakers and c in speakers[-1]["participant_ids"]
+        # Somebody joining while Chi keeps speaking hears of her at once, after `joined`
+        # (`speakers` went out only on a change: its gallery would have paged past her).
+        await late.join()
+        assert await late.wait_for(lambda: any(
+            e["type"] == "speakers" and e["participant_ids"] == [c] for e in late.events), 10), (
+            late.events)
+        kinds = [e["type"] for e in late.events]
+        assert kinds.index("joined") < kinds.index("speakers"), kinds
         assert not listener.errors
         assert all(len(e["participant_ids"]) <= N for e in listener.events
                    if e["type"] == "forwarded")
@@ -151,7 +160,7 @@ async def test_subscriber_receives_n_videos_that_follow_the_speaker(
         leaked = await flowing(listener, {b, c}, {a})
         assert leaked == {a: 0}
     finally:
-        await asyncio.gather(*(p.leave() for p in [*publishers, listener]),
+        await asyncio.gather(*(p.leave() for p in [*publishers, listener, late]),
                              return_exceptions=True)
 
 
