@@ -106,6 +106,9 @@ async def test_a_gallery_page_receives_only_its_videos() -> None:
     assert document["joined"] == 4, document["refused"]
     assert document["video_tracks_missing"] == 0, document["video_missing"]
     assert sum(document["layers"]["tracks"].values()) == 4 * 2, document["layers"]
+    # every tile of every page has its video: none shown as a placeholder
+    assert document["tiles_without_video"] == 0, document["tiles_without_video_by_participant"]
+    assert document["videos_per_participant"]["min"] == 2, document["videos_per_participant"]
 
 
 @pytest.mark.timeout(120)
