@@ -76,6 +76,8 @@ class LastN:
         if subscriber is None:
             return
         previous = self.forwarded.get(participant.id)
+        if recent:  # only those it heard speak (a newcomer's gallery knows no earlier ones)
+            recent = self.history.heard_since(recent, participant.joined_at)
         chosen = select_videos(
             self.n, [p for p in publishers if p != participant.id], pinned=pinned,
             speakers=speakers, recent=recent, shown=self.shown.get(participant.id),

@@ -52,6 +52,12 @@ class SpeakerHistory:
         alive = [(at, p) for p, at in self._last.items() if now - at <= self.recent_s]
         return [p for _at, p in sorted(alive, key=lambda item: (-item[0], item[1]))]
 
+    def heard_since(self, recent: Sequence[str], since: float) -> list[str]:
+        """Those of ``recent`` who spoke at or after ``since`` (order kept). A subscriber who
+        joined later never heard the others speak: its client does not rank them first, so
+        ranking them ahead of its page would forward videos off its page."""
+        return [p for p in recent if self._last.get(p, float("-inf")) >= since]
+
 
 def select_videos(
     n: int,

@@ -231,9 +231,10 @@ def test_a_selected_voice_and_small_rooms_flow_whole() -> None:
 
 
 class Person:
-    def __init__(self, room: Room, pid: str, video: bool = True) -> None:
+    def __init__(self, room: Room, pid: str, video: bool = True,
+                 joined_at: float = 0.0) -> None:
         self.events: list[MediaEvent] = []
-        self.participant = Participant(pid, pid, self.events.append)
+        self.participant = Participant(pid, pid, self.events.append, joined_at=joined_at)
         self.participant.publisher = Publisher(pid, RTCPeerConnection(), lambda p: None,
                                                lambda: 0.0)
         self.participant.subscriber = Subscriber(pid, RTCPeerConnection(), _no_offer,

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sfu.events import Speakers
+from sfu.policy.last_n import SpeakerHistory
 from sfu.room import Room
 from tests.unit.test_last_n import Person
 
@@ -67,3 +68,34 @@ async def test_nobody_speaking_tells_a_newcomer_nothing(room: Room) -> None:
     room.maintain(1.0)
     late = Person(room, "late")
     assert speakers_told(late) == []
+
+
+def test_recent_speakers_are_those_heard_since_a_time() -> None:
+    history = SpeakerHistory()
+    history.update(["a"], 1.0)
+    history.update(["b"], 2.0)
+    recent = history.recent(3.0)
+    assert recent == ["b", "a"]
+    assert history.heard_since(recent, 1.5) == ["b"]
+    assert history.heard_since(recent, 0.0) == ["b", "a"]
+    assert history.heard_since(["ghost"], 0.0) == []
+
+
+async def test_a_newcomer_gets_no_recent_speaker_it_never_heard(room: Room) -> None:
+    """Somebody who spoke before we joined (and stopped) ranks ahead of the page only for those
+    who heard them: a newcomer's gallery knows nothing of them, its page would show a
+    placeholder while their video came to a tile off the page."""
+    people = [Person(room, pid) for pid in ("a", "b", "c", "d", "e")]
+    people[3].level(10, 1.0)  # d speaks, then stops
+    room.maintain(1.5)
+    room.maintain(3.0)
+    assert room.speakers == [] and room.last_n.history.recent(3.0) == ["d"]
+    early = people[0]
+    room.set_shown(early.participant, ("b", "c", "e"))
+    assert set(early.forwarded() or ()) == {"d", "b", "c"}  # d stays for who heard it: as before
+    late = Person(room, "late", video=False, joined_at=3.5)
+    assert speakers_told(late) == []  # nobody speaks now
+    page = web_client_page(late, room, 3)
+    assert page == ("a", "b", "c")
+    room.set_shown(late.participant, page)
+    assert set(late.forwarded() or ()) == set(page)  # before: d, a, b (c a placeholder)
