@@ -267,15 +267,20 @@ async def _no_offer(sdp: str, tracks: object) -> None:
     return None
 
 
-@pytest.fixture
-async def room() -> AsyncIterator[Room]:
-    live = Room("big", last_n=2)
-    yield live
+async def close_everyone(live: Room) -> None:
+    """Close every participant's subscriber and publisher (their aiortc peers)."""
     for participant in list(live.participants.values()):
         if participant.subscriber is not None:
             await participant.subscriber.close()
         if participant.publisher is not None:
             await participant.publisher.close()
+
+
+@pytest.fixture
+async def room() -> AsyncIterator[Room]:
+    live = Room("big", last_n=2)
+    yield live
+    await close_everyone(live)
 
 
 async def test_room_forwards_n_videos_that_follow_the_speaker(room: Room) -> None:

@@ -16,18 +16,14 @@ import pytest
 from sfu.events import Speakers
 from sfu.policy.last_n import SpeakerHistory
 from sfu.room import Room
-from tests.unit.test_last_n import Person
+from tests.unit.test_last_n import Person, close_everyone
 
 
 @pytest.fixture
 async def room() -> AsyncIterator[Room]:
     live = Room("big", last_n=3)
     yield live
-    for participant in list(live.participants.values()):
-        if participant.subscriber is not None:
-            await participant.subscriber.close()
-        if participant.publisher is not None:
-            await participant.publisher.close()
+    await close_everyone(live)
 
 
 def speakers_told(person: Person) -> list[tuple[str, ...]]:
