@@ -230,9 +230,8 @@ static PyObject *send_batch(PyObject *self, PyObject *batch) {
         return NULL;
     }
     count = PyList_GET_SIZE(batch);
-    if (arena == NULL && count > 1 && fanout_uring_ready())
-        arena = malloc(sizeof(*arena) * URING_CHUNK);
-    if (count > 1 && arena != NULL && fanout_uring_ready()) {
+    if (count > 1 && fanout_uring_ready() && (arena != NULL
+            || (arena = malloc(sizeof(*arena) * URING_CHUNK)) != NULL)) {
         for (start = 0; start < count; start += URING_CHUNK) {
             Py_ssize_t end = start + URING_CHUNK < count ? start + URING_CHUNK : count;
             if (send_chunk_ring(batch, start, end, reasons) < 0)

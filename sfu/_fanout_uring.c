@@ -23,6 +23,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,18 @@ enum { RING_NOT_TRIED, RING_ON, RING_OFF, RING_UNAVAILABLE, RING_RETIRED };
 static int ring_state = RING_NOT_TRIED;
 static int ring_errno = 0;      /* why it is unavailable */
 static pid_t ring_pid = 0;      /* the process that set it up */
+static pid_t own_pid = 0;       /* this process: getpid(2) is a system call, not to be made
+                                 * per batch; a child's is set by the fork handler below */
+
+static void after_fork_in_child(void) { own_pid = getpid(); }
+
+static pid_t current_pid(void) {
+    if (own_pid == 0) {
+        pthread_atfork(NULL, NULL, after_fork_in_child);
+        own_pid = getpid();
+    }
+    return own_pid;
+}
 
 #ifdef HAVE_URING
 static int ring_fd = -1;
@@ -111,7 +124,7 @@ static int ring_setup(void) {
 /* 1 when uring_queue/uring_flush may be used now (sets the ring up on first use). */
 int fanout_uring_ready(void) {
 #ifdef HAVE_URING
-    pid_t pid = getpid();
+    pid_t pid = current_pid();
     if (ring_state == RING_ON && ring_pid == pid)
         return 1;
     if (ring_state == RING_ON || (ring_state == RING_RETIRED && ring_pid != pid)) {
@@ -246,14 +259,14 @@ PyObject *fanout_uring(PyObject *self, PyObject *args) {
             ring_state = RING_OFF;
         else if (flag && ring_state == RING_OFF) {
 #ifdef HAVE_URING
-            ring_state = ring_fd >= 0 && ring_pid == getpid() ? RING_ON : RING_NOT_TRIED;
+            ring_state = ring_fd >= 0 && ring_pid == current_pid() ? RING_ON : RING_NOT_TRIED;
 #endif
         }
         if (flag && ring_state == RING_NOT_TRIED) {
             /* set up now, whatever DIEMCAU_NO_URING says: the caller asked for it */
 #ifdef HAVE_URING
             ring_unmap();  /* a parent's ring, inherited across fork while switched off */
-            ring_pid = getpid();
+            ring_pid = current_pid();
             if (ring_setup() < 0)
                 ring_state = RING_UNAVAILABLE;
             else {
