@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,14 +17,11 @@ from aiortc import MediaStreamTrack
 
 from loadtest.client import SyntheticParticipant
 from loadtest.media import PreEncodedVideoTrack, _encode_frames, _vp8_encoder
-from sfu.worker import MediaConfig
-from signaling.app import create_app
-from signaling.config import Config
 from tests.conftest import base_url
+from tests.integration.test_last_n import N, last_n_server  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.media
 
-N = 2
 SIZES = [(128, 96), (160, 120), (192, 144), (224, 168)]  # one per publisher: tells them apart
 KEYFRAME_EVERY = 10  # a pre-encoded clip ignores PLIs: its own keyframes come every 1/3 s
 
@@ -71,13 +66,9 @@ def forwarded(person: SyntheticParticipant) -> set[str]:
 
 
 @pytest.fixture
-async def slots_server(tmp_path: Path) -> AsyncIterator[TestServer]:
-    media = MediaConfig(ice_addresses=("127.0.0.1",), last_n=N)
-    app = create_app(Config(data_dir=tmp_path, media=media, open_rooms=True))
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
+async def slots_server(last_n_server: TestServer) -> TestServer:  # noqa: F811 - the fixture
+    """A server with last-N of ``N`` (the same as tests/integration/test_last_n.py's)."""
+    return last_n_server
 
 
 async def test_slots_switch_between_publishers_without_renegotiation(

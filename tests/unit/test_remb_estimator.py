@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sfu.remb_estimator import MinPeriodOveruseEstimator, new_remote_estimator
+from tests.unit.test_rate_counter import steady_stream_estimates
 
 
 @settings(max_examples=300, deadline=None)
@@ -35,14 +36,6 @@ def test_estimates_as_aiortc(steps: list[tuple[int, int, int]]) -> None:
 
 def test_a_steady_stream_gives_the_same_estimates() -> None:
     """A 1 Mbit/s stream with a pause and a burst (the estimator does update on it)."""
-    ours, theirs = new_remote_estimator(), RemoteBitrateEstimator()
-    got, want = [], []
-    now, abs_send = 0, 0
-    for i in range(3000):
-        now += 3000 if i == 1500 else (1 if i % 37 == 0 else 9)
-        abs_send = (abs_send + (now % 7) * 2000) & 0xFFFFFF
-        size = 1100 if i % 10 else 300
-        got.append(ours.add(now, abs_send, size, 1234))
-        want.append(theirs.add(now, abs_send, size, 1234))
+    got, want = steady_stream_estimates(new_remote_estimator(), RemoteBitrateEstimator())
     assert got == want
     assert any(value is not None for value in got)
