@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from importlib.metadata import version
+from typing import Any
 
 import aioice.ice
 import pylibsrtp
@@ -139,17 +140,24 @@ async def test_slim_sender_shares_the_events_of_a_captured_sender_only() -> None
 # -- the media-port guard --------------------------------------------------------------------
 
 
+async def hooked_sender(pc: RTCPeerConnection, drops: DatagramDrops) -> tuple[Any, Any, Any]:
+    """A sending video transceiver on guarded host sockets (configure_ice on 127.0.0.1), its
+    offer made: (its DTLS transport, the ICE connection, that connection's first protocol)."""
+    pc.addTransceiver("video", direction="sendonly")
+    aiortc_hooks.configure_ice(pc, ["127.0.0.1"], None, drops)
+    await pc.setLocalDescription(await pc.createOffer())
+    dtls = pc.getTransceivers()[0].sender.transport
+    connection = dtls.transport.iceGatherer._connection
+    return dtls, connection, connection._protocols[0]
+
+
 async def test_configure_ice_guards_every_host_socket() -> None:
     """Private names: aioice ``Connection._queue``/``_protocols``, StunProtocol's ``receiver``,
     ``transactions``, ``local_candidate``; aiortc ``RTCDtlsTransport._rx_srtp``/``_state``."""
     pc = RTCPeerConnection()
     drops = DatagramDrops()
     try:
-        pc.addTransceiver("video", direction="sendonly")
-        aiortc_hooks.configure_ice(pc, ["127.0.0.1"], None, drops)
-        await pc.setLocalDescription(await pc.createOffer())
-        dtls = pc.getTransceivers()[0].sender.transport
-        connection = dtls.transport.iceGatherer._connection
+        dtls, connection, _first = await hooked_sender(pc, drops)
         protocols = connection._protocols
         assert protocols and all(isinstance(p, aiortc_hooks.GuardedStunProtocol)
                                  for p in protocols)
@@ -292,13 +300,8 @@ async def test_direct_srtp_path_delivers_counts_and_keeps_order(use_native: bool
     handler drops one packet, and while a datagram is queued the next one queues behind it."""
     pc = RTCPeerConnection()
     try:
-        pc.addTransceiver("video", direction="sendonly")
         drops = DatagramDrops()
-        aiortc_hooks.configure_ice(pc, ["127.0.0.1"], None, drops)
-        await pc.setLocalDescription(await pc.createOffer())
-        dtls = pc.getTransceivers()[0].sender.transport
-        connection = dtls.transport.iceGatherer._connection
-        protocol = connection._protocols[0]
+        dtls, connection, protocol = await hooked_sender(pc, drops)
         protocol._use_native = use_native
         rtp_in: list[bytes] = []
         rtcp_in: list[bytes] = []
@@ -474,13 +477,8 @@ async def test_direct_srtp_path_hands_parsed_views_to_a_view_handler() -> None:
     ``on_rtp``; forged ones are counted and a raising view handler drops one packet only."""
     pc = RTCPeerConnection()
     try:
-        pc.addTransceiver("video", direction="sendonly")
         drops = DatagramDrops()
-        aiortc_hooks.configure_ice(pc, ["127.0.0.1"], None, drops)
-        await pc.setLocalDescription(await pc.createOffer())
-        dtls = pc.getTransceivers()[0].sender.transport
-        connection = dtls.transport.iceGatherer._connection
-        protocol = connection._protocols[0]
+        dtls, connection, protocol = await hooked_sender(pc, drops)
         protocol._use_native = True
         as_bytes: list[bytes] = []
         as_views: list[RtpView] = []
