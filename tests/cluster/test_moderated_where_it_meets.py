@@ -6,9 +6,6 @@ links to. Two real `diemcau serve --redis` processes, a real redis-server."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,6 +17,7 @@ import pytest
 from tests.cluster.nodes import start_nodes
 from tests.cluster.redisproc import RedisServer, running_redis
 from tests.cluster.test_rejoin import join
+from tests.cluster.test_shared_store import call as call_json
 from tests.integration.test_recording import operator_token
 from tests.serverproc import Server
 
@@ -35,15 +33,8 @@ def two_nodes(tmp_path: Path) -> Iterator[tuple[RedisServer, list[Server]]]:
 
 
 def call(method: str, url: str, token: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+    """A JSON REST call to ``url`` (test_shared_store's ``call``, with the whole URL)."""
+    return call_json(url, method, "", token, body)
 
 
 async def test_a_meeting_is_moderated_on_its_node_and_elsewhere_points_there(
