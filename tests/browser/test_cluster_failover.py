@@ -33,8 +33,9 @@ import redis
 from conftest import CHROMIUM
 from pagewait import wait_js
 
+from tests.cluster.nodes import start_nodes
 from tests.cluster.redisproc import RedisServer, running_redis
-from tests.serverproc import Server, running_server
+from tests.serverproc import Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -82,13 +83,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[RedisServer, list[Server]]]:
         redis_server = stack.enter_context(running_redis(tmp_path))
         data = tmp_path / "data"
         data.mkdir()
-        servers = []
-        for i in range(3):
-            home = tmp_path / f"node{i}"
-            home.mkdir()
-            servers.append(stack.enter_context(running_server(
-                home, open_rooms=False, data_dir=data,
-                extra_args=["--redis", redis_server.url, "--node-id", f"node{i}"])))
+        servers = start_nodes(stack, tmp_path, redis_server.url, 3, open_rooms=False,
+                              data_dir=data)
         yield redis_server, servers
 
 

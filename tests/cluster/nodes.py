@@ -11,11 +11,15 @@ from tests.serverproc import Server, running_server
 
 
 def start_nodes(stack: ExitStack, tmp_path: Path, redis_url: str, count: int,
-                extra_args: Sequence[str] = ()) -> list[Server]:
+                extra_args: Sequence[str] = (), *, open_rooms: bool = True,
+                data_dir: Path | None = None) -> list[Server]:
+    """``data_dir``: one data directory for all (one store, one signing secret), the nodes
+    started one after the other so the first one bootstraps it; else one each."""
     servers = []
     for i in range(count):
         home = tmp_path / f"node{i}"
         home.mkdir()
         servers.append(stack.enter_context(running_server(
-            home, extra_args=["--redis", redis_url, "--node-id", f"node{i}", *extra_args])))
+            home, open_rooms=open_rooms, data_dir=data_dir,
+            extra_args=["--redis", redis_url, "--node-id", f"node{i}", *extra_args])))
     return servers

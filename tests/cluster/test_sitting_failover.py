@@ -25,11 +25,12 @@ import pytest
 import redis
 
 from signaling.cluster.sitting import KEY, decode_state
+from tests.cluster.nodes import start_nodes
 from tests.cluster.redisproc import RedisServer, running_redis
 from tests.cluster.test_moderated_where_it_meets import call
 from tests.cluster.test_rejoin import receive
 from tests.integration.test_recording import operator_token
-from tests.serverproc import Server, running_server
+from tests.serverproc import Server
 
 ROOM = "hop-tinh"
 WAIT_S = 20.0
@@ -41,13 +42,8 @@ def shared_nodes(tmp_path: Path) -> Iterator[tuple[RedisServer, list[Server]]]:
         redis_server = stack.enter_context(running_redis(tmp_path))
         data = tmp_path / "data"
         data.mkdir()
-        servers = []
-        for i in range(2):  # one after the other: the first one bootstraps the store
-            home = tmp_path / f"node{i}"
-            home.mkdir()
-            servers.append(stack.enter_context(running_server(
-                home, open_rooms=False, data_dir=data,
-                extra_args=["--redis", redis_server.url, "--node-id", f"node{i}"])))
+        servers = start_nodes(stack, tmp_path, redis_server.url, 2, open_rooms=False,
+                              data_dir=data)
         yield redis_server, servers
 
 
