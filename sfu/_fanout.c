@@ -281,6 +281,8 @@ static PyMethodDef methods[] = {
      "(plain RTP bytes) -> RtpView, or None when RtpView.parse must decide."},
     {"receive_view", fanout_receive_view, METH_VARARGS,
      "(ctx, fd, datagram) -> (RtpView, or plain bytes for Python to parse, or None; arrival)."},
+    {"extension_blocks", fanout_extension_blocks, METH_VARARGS,
+     "(producer, packet, key, now) -> (elements, block), as producer._blocks."},
     {"send", send_batch, METH_O,
      "Protect and send a batch of (target, head, payload, ...); None or [(index, reason)]."},
     {"uring", fanout_uring, METH_VARARGS,

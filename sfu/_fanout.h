@@ -10,6 +10,7 @@ PyObject *fanout_receive(PyObject *self, PyObject *args);
 PyObject *fanout_init_view(PyObject *self, PyObject *type);
 PyObject *fanout_parse_view(PyObject *self, PyObject *data);
 PyObject *fanout_receive_view(PyObject *self, PyObject *args);
+PyObject *fanout_extension_blocks(PyObject *self, PyObject *args);  /* sfu/_fanout_blocks.c */
 
 /* sfu/_fanout_twcc.c: member offsets of __slots__; TransportSequencer.next for forward_one */
 int fanout_member_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset);

@@ -227,3 +227,18 @@ class OwnedFd:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _no_extension_blocks(_producer: Any, _packet: Any, _key: Any, _now: float) -> Any:
+    raise RuntimeError("no native extension_blocks: the caller checks blocks_ready()")
+
+
+def blocks_ready() -> bool:
+    """``extension_blocks`` may stand in for ``Producer._blocks`` (sfu/_fanout_blocks.c)."""
+    return native_enabled() and _function("extension_blocks") is not None
+
+
+extension_blocks: Callable[[Any, Any, Any, float], tuple[bytes, bytes]] = (
+    _function("extension_blocks") or _no_extension_blocks)
+"""extension_blocks(producer, packet, key, now) -> (elements, block): ``producer._blocks`` in
+one C call; anything it does not take as Python would, it hands to ``producer._blocks``."""
