@@ -26,4 +26,38 @@ void fanout_uring_queue(int fd, const void *address, socklen_t address_len, void
 void fanout_uring_flush(long *results);
 PyObject *fanout_uring(PyObject *self, PyObject *args);
 
+/* sfu/_fanout.c: the pieces of a copy's protect-and-send that sfu/_fanout_send.c shares */
+#define MAX_BUFFER 1500   /* as pylibsrtp's buffer ... */
+#define MAX_TRAILER 144   /* ... less SRTP_MAX_TRAILER_LEN (tag + MKI): longer is refused */
+int fanout_protect_ready(void);
+int fanout_protect(void *ctx, unsigned char *buffer, int *length);  /* libsrtp's status */
+int fanout_sendto(int fd, const unsigned char *buffer, int length, const void *address,
+                  socklen_t address_len);                            /* 0 sent, 2 failed */
+unsigned char (*fanout_arena(void))[MAX_BUFFER];  /* URING_CHUNK buffers, or NULL */
+
+/* sfu/_fanout_send.c: forward_send, the fused fan-out: the copies forward_one makes go
+ * straight into the send arena (no head bytes, tuple or list item per copy) */
+typedef struct {
+    int ring;           /* queued on io_uring (arena buffers), else one sendto per copy */
+    int dry;            /* benchmarks only: built, neither protected nor sent */
+    int queued;
+    int dry_slot;
+    PyObject *failures; /* [(consumer, reason, head length, payload length)] or NULL */
+    PyObject *consumers[URING_CHUNK];  /* strong references until the chunk is flushed */
+    PyObject *targets[URING_CHUNK];    /* ... which keep the sockaddr bytes alive */
+    int fds[URING_CHUNK], lengths[URING_CHUNK], head_lens[URING_CHUNK],
+        payload_lens[URING_CHUNK];
+    long results[URING_CHUNK];
+    unsigned char stack[MAX_BUFFER];   /* the copy when not queued on the ring */
+} fanout_sink;
+int fanout_sink_active(void);  /* a fused fan-out is queuing: send() must not use the ring */
+PyObject *fanout_forward_send(PyObject *self, PyObject *args);
+PyObject *fanout_dry_run(PyObject *self, PyObject *args);
+/* sfu/_fanout_forward.c, for forward_send: the consumers loop with a sink instead of a batch */
+PyObject *fanout_forward_all(PyObject *args, fanout_sink *sink);
+int fanout_sink_target(PyObject *target, void **ctx, int *fd);  /* 1 usable */
+unsigned char *fanout_sink_buffer(fanout_sink *sink);
+int fanout_sink_add(fanout_sink *sink, PyObject *consumer, PyObject *target, void *ctx, int fd,
+                    int head_len, const char *payload, Py_ssize_t payload_len);
+
 #endif

@@ -25,6 +25,13 @@ from tests.unit.helpers import VP8_IN, ListWriter, rtp_view, vp8_payload
 pytestmark = pytest.mark.skipif(not native.forward_ready(),
                                 reason="sfu._fanout not built (pip install -e .)")
 
+
+@pytest.fixture(autouse=True)
+def _two_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``forward`` + a stand-in ``send_batch`` here: the targets are no sockets or sessions, so
+    ``forward_send`` (which sends itself) is compared in tests/unit/test_native_fanout.py."""
+    monkeypatch.setattr(native, "_FUSED_READY", [False])
+
 VP8_OUT = Codec("video/VP8", 90000, 100, 101)
 OPUS_IN = Codec("audio/opus", 48000, 111)
 OPUS_OUT = Codec("audio/opus", 48000, 109)
