@@ -48,6 +48,8 @@ typedef struct {
     int fds[URING_CHUNK], lengths[URING_CHUNK], head_lens[URING_CHUNK],
         payload_lens[URING_CHUNK];
     long results[URING_CHUNK];
+    void *ctxs[URING_CHUNK];           /* each copy's srtp_t: protected at the flush */
+    int slots[URING_CHUNK];            /* queued send -> copy */
     unsigned char stack[MAX_BUFFER];   /* the copy when not queued on the ring */
 } fanout_sink;
 int fanout_sink_active(void);  /* a fused fan-out is queuing: send() must not use the ring */
