@@ -11,6 +11,48 @@ PyObject *fanout_init_view(PyObject *self, PyObject *type);
 PyObject *fanout_parse_view(PyObject *self, PyObject *data);
 PyObject *fanout_receive_view(PyObject *self, PyObject *args);
 
+/* Per-copy counters and rewriter state live in the Python objects' __slots__ as ints; a new int
+ * per value per copy (~10 per copy) is allocator churn on the hot path. An int that only its
+ * slot holds (reference count 1: no name, frame, container or caller can see it) is changed
+ * in place instead: nobody can observe that it is the same object. Only for CPython 3.11's
+ * layout (30-bit digits), positive single-digit values above the small-int cache (whose
+ * shared objects are never changed: their counts are never 1); any other case gets a new int. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000 && PYLONG_BITS_IN_DIGIT == 30
+#define FANOUT_INT_IN_PLACE 1
+#endif
+
+static inline int fanout_int_reusable(PyObject *old, long long v) {
+#ifdef FANOUT_INT_IN_PLACE
+    return old != NULL && v > 256 && v < (1LL << 30) && Py_REFCNT(old) == 1
+        && PyLong_CheckExact(old) && Py_SIZE(old) == 1;
+#else
+    (void)old; (void)v;
+    return 0;
+#endif
+}
+
+static inline void fanout_int_write(PyObject *old, long long v) {
+#ifdef FANOUT_INT_IN_PLACE
+    ((PyLongObject *)old)->ob_digit[0] = (digit)v;
+#else
+    (void)old; (void)v;
+#endif
+}
+
+/* *slot = v, in place when fanout_int_reusable; 0 ok, -1 memory error (slot unchanged). */
+static inline int fanout_store_ll(PyObject **slot, long long v) {
+    PyObject *old = *slot, *fresh;
+    if (fanout_int_reusable(old, v)) {
+        fanout_int_write(old, v);
+        return 0;
+    }
+    if ((fresh = PyLong_FromLongLong(v)) == NULL)
+        return -1;
+    *slot = fresh;
+    Py_XDECREF(old);
+    return 0;
+}
+
 /* sfu/_fanout_twcc.c: member offsets of __slots__; TransportSequencer.next for forward_one */
 int fanout_member_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset);
 int fanout_twcc_init(PyTypeObject *type);

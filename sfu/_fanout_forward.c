@@ -113,11 +113,7 @@ static void set_slot(PyObject *obj, int i, PyObject *value) {  /* steals value (
 }
 
 static int set_ll(PyObject *obj, int i, long long v) {
-    PyObject *o = PyLong_FromLongLong(v);
-    if (o == NULL)
-        return -1;
-    set_slot(obj, i, o);
-    return 0;
+    return fanout_store_ll((PyObject **)((char *)obj + offsets[i]), v);
 }
 
 static int add_ll(PyObject *obj, int i, long long n) {
