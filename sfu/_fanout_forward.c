@@ -457,7 +457,9 @@ changed_error:
 /* forward(consumers, layer, seq, timestamp, marker, payload, vp8_ids, now, batch, blocks,
  *         packet, slow, errors) -> None
  *   blocks(packet, ext_key, now) -> (elements, block), asked once per run of equal ext_keys;
- *   slow gets the consumers Consumer.send must handle, errors (consumer, exception) pairs. */
+ *   slow gets the consumers Consumer.send must handle, errors (consumer, exception) pairs.
+ * Each copy is queued in batch as (target, head, payload, consumer) for send(); forward_send
+ * (sfu/_fanout_send.c) sends them itself instead. */
 PyObject *fanout_forward(PyObject *self, PyObject *args) {
     return fanout_forward_all(args, NULL);
 }

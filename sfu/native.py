@@ -5,7 +5,9 @@ copy (its subscriber's ``NativeTarget``, the rewritten header, the payload, the 
 batch, and ``send_batch`` protects and sends them all in one call, in C. The extension is built
 by ``pip install -e .`` (setuptools, the system's C compiler); when it is missing, or
 ``DIEMCAU_NO_NATIVE=1``, ``native_enabled()`` is false, no target is made and every copy takes
-the pure-Python path (``DatagramWriter.send_rtp``), with the same packets on the wire.
+the pure-Python path (``DatagramWriter.send_rtp``), with the same packets on the wire. In the
+steady state ``forward_send`` makes, protects and sends a fan-out's copies in one call, without
+the batch (sfu/_fanout_send.c).
 """
 
 from __future__ import annotations
