@@ -249,6 +249,8 @@ static PyObject *send_batch(PyObject *self, PyObject *batch) {
     if (count > 1 && !fanout_sink_active() && fanout_uring_ready() && fanout_arena() != NULL) {
         for (start = 0; start < count; start += URING_CHUNK) {
             Py_ssize_t end = start + URING_CHUNK < count ? start + URING_CHUNK : count;
+            if (start > 0 && !fanout_uring_ready())
+                break;  /* retired by the chunk before: the rest with sendto, below */
             if (send_chunk_ring(batch, start, end, reasons) < 0)
                 goto error;  /* the copies before it went out; Python counts them all failed */
             for (i = start; i < end; i++) {
@@ -257,18 +259,18 @@ static PyObject *send_batch(PyObject *self, PyObject *batch) {
             }
         }
     } else {
-        for (i = 0; i < count; i++) {
-            int length, fd;
-            PyObject *sockaddr;
-            int reason = protect_copy(PyList_GET_ITEM(batch, i), buffer, &length, &fd,
-                                      &sockaddr);
-            if (reason < 0)
-                goto error;
-            if (reason == 0)
-                reason = send_copy(fd, buffer, length, sockaddr);
-            if (reason && add_failure(&failures, i, reason) < 0)
-                goto error;
-        }
+        start = 0;
+    }
+    for (i = start; i < count; i++) {  /* one sendto each: no ring, or the ring retired */
+        int length, fd;
+        PyObject *sockaddr;
+        int reason = protect_copy(PyList_GET_ITEM(batch, i), buffer, &length, &fd, &sockaddr);
+        if (reason < 0)
+            goto error;
+        if (reason == 0)
+            reason = send_copy(fd, buffer, length, sockaddr);
+        if (reason && add_failure(&failures, i, reason) < 0)
+            goto error;
     }
     if (failures == NULL)
         Py_RETURN_NONE;
