@@ -50,6 +50,9 @@ with one sendto each, pure Python; the native ones with ``forward_send`` (forwar
 call, sfu/_fanout_send.c) where the build has it, and "two-calls": ``forward`` then
 ``send_batch`` through io_uring (DIEMCAU_NO_FUSED_SEND=1)."""
 FUSED = bool(native.fused_ready())
+CHILD_RING = pytest.mark.skipif(
+    os.environ.get("DIEMCAU_NO_URING", "") not in ("", "0"),
+    reason="a forked child honours DIEMCAU_NO_URING=1 (it sends with sendto)")
 
 
 @pytest.fixture(autouse=True)
@@ -317,6 +320,7 @@ async def test_a_send_that_fails_is_reported_and_the_others_go(
 
 
 @NO_URING
+@CHILD_RING
 async def test_a_forked_child_sends_through_a_ring_of_its_own(rooms: list[Room]) -> None:
     """The parent's ring is not the child's to submit to (worker processes may fork): the child
     sets up its own and its copies arrive."""

@@ -24,6 +24,7 @@ from sfu.types import DropReason, PauseReason
 from sfu.wire.rtp_packet import RtpView
 from tests.unit.helpers import rtp_view, vp8_payload
 from tests.unit.test_native_fanout import (
+    CHILD_RING,
     FUSED,
     NO_URING,
     PATHS,
@@ -179,6 +180,7 @@ async def test_a_copy_whose_send_fails_is_uncounted_and_the_others_go(
 
 @NO_URING
 @NO_FUSED
+@CHILD_RING
 async def test_a_forked_child_forwards_through_a_ring_of_its_own(rooms: list[Room]) -> None:
     """forward_send in a forked child (worker processes may fork) sets up the child's ring;
     its copies arrive and none is reported failed."""
