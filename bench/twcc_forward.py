@@ -17,6 +17,13 @@ time). Three modes, alternated round by round so they see the same machine:
 drops it: what is left is the forward path's own CPU per copy, where transport-cc's share is
 not drowned in the kernel's ``sendto`` (nothing reaches the sockets then).
 
+``--fused`` compares two other modes instead, both with a plain ``TransportSequencer``:
+``two-calls`` (``native.forward`` queues each copy as a header bytes object and a tuple in a
+list, ``native.send_batch`` protects and sends them: DIEMCAU_NO_FUSED_SEND=1) and ``fused``
+(``native.forward_send``: each copy written into its send buffer, protected and sent in the
+same call, sfu/_fanout_send.c). With ``--no-io`` the fused mode builds each copy in its buffer
+and neither protects nor sends it (``native.dry_run``), two-calls drops its batch.
+
 Media moves on loopback, so it runs in a private network namespace with only loopback::
 
     unshare -n sh -c 'ip link set lo up && exec python -m bench.twcc_forward --subscribers 16,64'
@@ -40,6 +47,7 @@ from typing import Any
 from loadtest.server import BenchError, require_private_namespace
 
 MODES = ("off", "twcc-py", "twcc")
+FUSED_MODES = ("two-calls", "fused")
 KEY = bytes(range(30))
 NAMESPACE_HELP = (
     "python -m bench.twcc_forward sends on loopback and must run inside a private network "
@@ -80,6 +88,11 @@ async def one_round(subscribers: int, mode: str, packets: int, first: int,
 
         __slots__ = ()
 
+    fused_before = native._FUSED_READY[0]
+    if mode in FUSED_MODES:
+        native._FUSED_READY[0] = mode == "fused"
+        if mode == "fused" and not native.fused_ready():
+            raise BenchError("no native forward_send in this build")
     loop = asyncio.get_running_loop()
     pc = RTCPeerConnection()
     dtls = pc.addTransceiver("video", direction="sendonly").sender.transport
@@ -118,6 +131,7 @@ async def one_round(subscribers: int, mode: str, packets: int, first: int,
         layer = producer.layers[0]
         if no_io:
             producer_module.send_batch = _no_send
+            native.dry_run(True)
         cpu = user = 0.0
         copies = 0
         for start in range(0, packets, STRETCH):
@@ -139,6 +153,8 @@ async def one_round(subscribers: int, mode: str, packets: int, first: int,
                 "copies_sent": float(sent), "copies_received": float(copies)}
     finally:
         producer_module.send_batch = native.send_batch
+        native.dry_run(False)
+        native._FUSED_READY[0] = fused_before
         for writer in writers:
             writer.close()
         for sock in sockets:
@@ -149,7 +165,7 @@ async def one_round(subscribers: int, mode: str, packets: int, first: int,
 
 
 async def run(subscribers: list[int], packets: int, rounds: int,
-              no_io: bool = False) -> list[dict[str, Any]]:
+              no_io: bool = False, modes: tuple[str, ...] = MODES) -> list[dict[str, Any]]:
     from sfu import native
     from sfu.aiortc_hooks import _init_native_forward
 
@@ -161,13 +177,13 @@ async def run(subscribers: list[int], packets: int, rounds: int,
     results = []
     per_round = max(STRETCH, packets // rounds)
     for n in subscribers:
-        samples: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+        samples: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
         for r in range(rounds):
-            order = MODES if r % 2 == 0 else MODES[::-1]  # alternate which goes first
+            order = modes if r % 2 == 0 else modes[::-1]  # alternate which goes first
             for mode in order:
                 samples[mode].append(await one_round(n, mode, per_round, 1000 * r, no_io))
         row: dict[str, Any] = {"subscribers": n, "packets_per_mode": per_round * rounds}
-        for mode in MODES:
+        for mode in modes:
             per_copy = [1e6 * s["cpu_s"] / s["copies_sent"] for s in samples[mode]]
             user_copy = [1e6 * s["user_s"] / s["copies_sent"] for s in samples[mode]]
             row[mode] = {
@@ -183,16 +199,21 @@ async def run(subscribers: list[int], packets: int, rounds: int,
     return results
 
 
-def print_table(results: list[dict[str, Any]]) -> None:
-    print(f"{'N':>4} {'mode':>8} {'us/packet':>10} {'us/copy':>8} {'user us/copy':>13} "
+def print_table(results: list[dict[str, Any]], modes: tuple[str, ...] = MODES) -> None:
+    print(f"{'N':>4} {'mode':>9} {'us/packet':>10} {'us/copy':>8} {'user us/copy':>13} "
           f"{'sent':>9} {'received':>9}  us/copy per round")
     for row in results:
-        for mode in MODES:
+        for mode in modes:
             m = row[mode]
-            print(f"{row['subscribers']:>4} {mode:>8} {m['us_per_packet']:>10.1f} "
+            print(f"{row['subscribers']:>4} {mode:>9} {m['us_per_packet']:>10.1f} "
                   f"{m['us_per_copy']:>8.2f} {m['user_us_per_copy']:>13.2f} "
                   f"{m['copies_sent']:>9.0f} {m['copies_received']:>9.0f}  "
                   f"{m['us_per_copy_rounds']}")
+        if modes == FUSED_MODES:
+            saved = row["two-calls"]["us_per_copy"] - row["fused"]["us_per_copy"]
+            print(f"{row['subscribers']:>4} forward_send saves {saved:.2f} us per copy (median of "
+                  f"rounds; {row['fused']['us_per_copy'] / row['two-calls']['us_per_copy']:.2f}x)")
+            continue
         saved = row["twcc-py"]["us_per_copy"] - row["twcc"]["us_per_copy"]
         print(f"{row['subscribers']:>4} transport-cc in C saves {saved:.2f} us per copy "
               f"(median of rounds); transport-cc costs "
@@ -208,14 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4, help="alternated rounds per mode")
     parser.add_argument("--no-io", action="store_true",
                         help="drop the batches instead of protecting and sending them")
+    parser.add_argument("--fused", action="store_true",
+                        help="compare forward + send_batch with forward_send instead")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
     try:
         require_private_namespace(NAMESPACE_HELP)
         subscribers = [int(v) for v in args.subscribers.split(",") if v]
         load_before = os.getloadavg()
+        modes = FUSED_MODES if args.fused else MODES
         results = asyncio.run(run(subscribers, args.packets, max(1, args.rounds),
-                                  args.no_io))
+                                  args.no_io, modes))
         load_after = os.getloadavg()
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -224,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     if args.no_io:
         print("--no-io: batches dropped, not protected or sent (nothing received)")
-    print_table(results)
+    print_table(results, modes)
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"load_before": load_before, "load_after": load_after,

@@ -28,8 +28,6 @@
 
 #include "_fanout.h"
 
-#define MAX_BUFFER 1500   /* as pylibsrtp's buffer ... */
-#define MAX_TRAILER 144   /* ... less SRTP_MAX_TRAILER_LEN (tag + MKI): longer is refused */
 
 typedef int (*protect_fn)(void *ctx, void *packet, int *len);
 
@@ -143,14 +141,25 @@ static int protect_copy(PyObject *item, unsigned char *buffer, int *length, int 
 }
 
 /* sendto(2) of one protected copy: 0 sent, 2 failed. */
-static int send_copy(int fd, const unsigned char *buffer, int length, PyObject *sockaddr) {
+int fanout_sendto(int fd, const unsigned char *buffer, int length, const void *address,
+                  socklen_t address_len) {
     ssize_t sent;
     do {
         sent = sendto(fd, buffer, (size_t)length, MSG_DONTWAIT,
-                      (const struct sockaddr *)PyBytes_AS_STRING(sockaddr),
-                      (socklen_t)PyBytes_GET_SIZE(sockaddr));
+                      (const struct sockaddr *)address, address_len);
     } while (sent < 0 && errno == EINTR);
     return sent < 0 ? 2 : 0;
+}
+
+static int send_copy(int fd, const unsigned char *buffer, int length, PyObject *sockaddr) {
+    return fanout_sendto(fd, buffer, length, PyBytes_AS_STRING(sockaddr),
+                         (socklen_t)PyBytes_GET_SIZE(sockaddr));
+}
+
+int fanout_protect_ready(void) { return srtp_protect_fn != NULL; }
+
+int fanout_protect(void *ctx, unsigned char *buffer, int *length) {
+    return srtp_protect_fn(ctx, buffer, length);
 }
 
 /* Append (index, reason) to *failures (made on the first one); -1 on memory error. */
@@ -170,6 +179,12 @@ static int add_failure(PyObject **failures, Py_ssize_t index, int reason) {
 /* The protected copies of one chunk of a batch (at most URING_CHUNK): kept until its sends
  * completed. Allocated once per process, on the first batch sent through io_uring. */
 static unsigned char (*arena)[MAX_BUFFER] = NULL;
+
+unsigned char (*fanout_arena(void))[MAX_BUFFER] {
+    if (arena == NULL)
+        arena = malloc(sizeof(*arena) * URING_CHUNK);
+    return arena;
+}
 
 /* Items [start, end) of batch (end - start <= URING_CHUNK) protected into the arena and sent in
  * one io_uring_enter; reasons[i - start] set for each item. -1 on a malformed item (exception
@@ -230,10 +245,12 @@ static PyObject *send_batch(PyObject *self, PyObject *batch) {
         return NULL;
     }
     count = PyList_GET_SIZE(batch);
-    if (count > 1 && fanout_uring_ready() && (arena != NULL
-            || (arena = malloc(sizeof(*arena) * URING_CHUNK)) != NULL)) {
+    /* the ring and arena are a fused fan-out's while it queues (a send() from a callback) */
+    if (count > 1 && !fanout_sink_active() && fanout_uring_ready() && fanout_arena() != NULL) {
         for (start = 0; start < count; start += URING_CHUNK) {
             Py_ssize_t end = start + URING_CHUNK < count ? start + URING_CHUNK : count;
+            if (start > 0 && !fanout_uring_ready())
+                break;  /* retired by the chunk before: the rest with sendto, below */
             if (send_chunk_ring(batch, start, end, reasons) < 0)
                 goto error;  /* the copies before it went out; Python counts them all failed */
             for (i = start; i < end; i++) {
@@ -242,18 +259,18 @@ static PyObject *send_batch(PyObject *self, PyObject *batch) {
             }
         }
     } else {
-        for (i = 0; i < count; i++) {
-            int length, fd;
-            PyObject *sockaddr;
-            int reason = protect_copy(PyList_GET_ITEM(batch, i), buffer, &length, &fd,
-                                      &sockaddr);
-            if (reason < 0)
-                goto error;
-            if (reason == 0)
-                reason = send_copy(fd, buffer, length, sockaddr);
-            if (reason && add_failure(&failures, i, reason) < 0)
-                goto error;
-        }
+        start = 0;
+    }
+    for (i = start; i < count; i++) {  /* one sendto each: no ring, or the ring retired */
+        int length, fd;
+        PyObject *sockaddr;
+        int reason = protect_copy(PyList_GET_ITEM(batch, i), buffer, &length, &fd, &sockaddr);
+        if (reason < 0)
+            goto error;
+        if (reason == 0)
+            reason = send_copy(fd, buffer, length, sockaddr);
+        if (reason && add_failure(&failures, i, reason) < 0)
+            goto error;
     }
     if (failures == NULL)
         Py_RETURN_NONE;
@@ -285,6 +302,10 @@ static PyMethodDef methods[] = {
      "(producer, packet, key, now) -> (elements, block), as producer._blocks."},
     {"send", send_batch, METH_O,
      "Protect and send a batch of (target, head, payload, ...); None or [(index, reason)]."},
+    {"forward_send", fanout_forward_send, METH_VARARGS,
+     "forward() whose copies are protected and sent in the same call (sfu/_fanout_send.c)."},
+    {"dry_run", fanout_dry_run, METH_VARARGS,
+     "(flag=None) -> bool: benchmarks only: forward_send builds copies, sends none."},
     {"uring", fanout_uring, METH_VARARGS,
      "(enable=None) -> state of the io_uring send path: on, off, unavailable/retired: why."},
     {NULL, NULL, 0, NULL},

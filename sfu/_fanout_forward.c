@@ -113,11 +113,7 @@ static void set_slot(PyObject *obj, int i, PyObject *value) {  /* steals value (
 }
 
 static int set_ll(PyObject *obj, int i, long long v) {
-    PyObject *o = PyLong_FromLongLong(v);
-    if (o == NULL)
-        return -1;
-    set_slot(obj, i, o);
-    return 0;
+    return fanout_store_ll((PyObject **)((char *)obj + offsets[i]), v);
 }
 
 static int add_ll(PyObject *obj, int i, long long n) {
@@ -202,22 +198,27 @@ static int history_put(PyObject *history, PyObject *payloads, long long mask, lo
     return 0;
 }
 
-/* One consumer: 1 forwarded (queued in batch), 0 for Consumer.send, -1 error before any change,
- * -2 error after its state changed (reported like an exception of Consumer.send). */
+#define HEAD_MAX (12 + 4 + 1024)  /* the header: a block of at most 1000 bytes of elements */
+
+/* One consumer: 1 forwarded (queued in batch, or given to the sink: sfu/_fanout_send.c), 0 for
+ * Consumer.send, -1 error before any change, -2 error after its state changed (reported like
+ * an exception of Consumer.send). */
 static int forward_one(PyObject *c, long layer, long long in_seq, long long in_ts,
                        int marker, PyObject *payload, PyObject *vp8_ids, double now,
-                       PyObject *now_obj, PyObject *batch, PyObject *elements,
-                       PyObject *block) {
+                       PyObject *now_obj, PyObject *batch, fanout_sink *sink,
+                       PyObject *elements, PyObject *block) {
     PyObject *codec, *seq, *ts, *vp8 = NULL, *history, *writer, *target, *twcc, *v;
-    PyObject *pt_obj, *head, *out_payload, *item;
+    PyObject *pt_obj, *head = NULL, *out_payload, *item;
     long long cur, tgt, hi, off, d, ts_off, ts_last, ssrc, pt, twcc_id = 0, mask = 0;
     long long pid = -1, wide = 0, pos_tl0 = 0, tl0 = 0, pid_off = 0, tl0_off = 0;
     long long out_seq, out_ts, twcc_seq = 0, size;
     int rewrite_vp8, has_last_pid = 0, has_last_tl0 = 0;
     long long last_pid = 0, last_tl0 = 0;
     PyObject *slots = NULL;
-    unsigned char head_buf[12 + 4 + 1024];
+    unsigned char head_buf[HEAD_MAX], *head_out;
     Py_ssize_t block_len, elements_len;
+    void *ctx = NULL;
+    int fd = -1;
 
     /* -- every check first: nothing changes before the copy is known to take this path -- */
     if (SLOT(c, C_PAUSE) != Py_None)
@@ -240,6 +241,8 @@ static int forward_one(PyObject *c, long layer, long long in_seq, long long in_t
     target = SLOT(writer, W_NATIVE);
     if (target == NULL || target == Py_None)
         return 0;  /* Consumer.send sends it through the writer's Python path */
+    if (sink != NULL && !fanout_sink_target(target, &ctx, &fd))
+        return 0;  /* not (srtp_t, fd, sockaddr): Consumer.send queues it, send() says why */
     if (history != Py_None) {
         if (!Py_IS_TYPE(history, fwd_types[4]) || as_ll(SLOT(history, H_MASK), &mask) < 0)
             return 0;
@@ -369,7 +372,7 @@ static int forward_one(PyObject *c, long layer, long long in_seq, long long in_t
         }
     }
     size = PyBytes_GET_SIZE(out_payload);
-    /* -- transport-cc, the header -- */
+    /* -- transport-cc, the header (written where the copy is assembled) -- */
     if (twcc != Py_None) {
         int done = fanout_twcc_next(twcc, size + twcc_overhead, now, &twcc_seq);
         if (done < 0)
@@ -387,51 +390,65 @@ static int forward_one(PyObject *c, long layer, long long in_seq, long long in_t
             }
             Py_DECREF(r);
         }
-        block_len = build_block(head_buf + 12, PyBytes_AS_STRING(elements), elements_len,
+    }
+    /* after any call out to Python above: the sink's buffer for this copy (arena or stack) */
+    head_out = sink != NULL ? fanout_sink_buffer(sink) : head_buf;
+    if (twcc != Py_None) {
+        block_len = build_block(head_out + 12, PyBytes_AS_STRING(elements), elements_len,
                                 (int)twcc_id, twcc_seq & 0xFFFF);
     } else {
         block_len = PyBytes_GET_SIZE(block);
-        if (block_len > (Py_ssize_t)sizeof(head_buf) - 12) {
+        if (block_len > HEAD_MAX - 12) {
             PyErr_SetString(PyExc_ValueError, "extension block too long");
             goto changed_error;
         }
-        memcpy(head_buf + 12, PyBytes_AS_STRING(block), (size_t)block_len);
+        memcpy(head_out + 12, PyBytes_AS_STRING(block), (size_t)block_len);
     }
-    head_buf[0] = block_len ? 0x90 : 0x80;
-    head_buf[1] = (unsigned char)(marker | pt);
-    head_buf[2] = (unsigned char)(out_seq >> 8);
-    head_buf[3] = (unsigned char)out_seq;
-    head_buf[4] = (unsigned char)(out_ts >> 24);
-    head_buf[5] = (unsigned char)(out_ts >> 16);
-    head_buf[6] = (unsigned char)(out_ts >> 8);
-    head_buf[7] = (unsigned char)out_ts;
-    head_buf[8] = (unsigned char)(ssrc >> 24);
-    head_buf[9] = (unsigned char)(ssrc >> 16);
-    head_buf[10] = (unsigned char)(ssrc >> 8);
-    head_buf[11] = (unsigned char)ssrc;
-    head = PyBytes_FromStringAndSize((const char *)head_buf, 12 + block_len);
-    if (head == NULL)
-        goto changed_error;
-    /* -- RtpHistory.put, DatagramWriter.queue_rtp, the counters -- */
+    head_out[0] = block_len ? 0x90 : 0x80;
+    head_out[1] = (unsigned char)(marker | pt);
+    head_out[2] = (unsigned char)(out_seq >> 8);
+    head_out[3] = (unsigned char)out_seq;
+    head_out[4] = (unsigned char)(out_ts >> 24);
+    head_out[5] = (unsigned char)(out_ts >> 16);
+    head_out[6] = (unsigned char)(out_ts >> 8);
+    head_out[7] = (unsigned char)out_ts;
+    head_out[8] = (unsigned char)(ssrc >> 24);
+    head_out[9] = (unsigned char)(ssrc >> 16);
+    head_out[10] = (unsigned char)(ssrc >> 8);
+    head_out[11] = (unsigned char)ssrc;
+    if (sink == NULL) {
+        head = PyBytes_FromStringAndSize((const char *)head_buf, 12 + block_len);
+        if (head == NULL)
+            goto changed_error;
+    }
+    /* -- RtpHistory.put, DatagramWriter.queue_rtp (or the sink), the counters -- */
     if (slots != NULL && history_put(history, slots, mask, out_seq, out_ts, marker, payload,
                                      out_payload) < 0)
         goto head_error;
-    item = PyTuple_Pack(4, target, head, out_payload, c);
-    if (item == NULL || PyList_Append(batch, item) < 0) {
-        Py_XDECREF(item);
-        goto head_error;
-    }
-    Py_DECREF(item);
     if (add_ll(writer, W_PACKETS, 1) < 0
             || add_ll(writer, W_BYTES, 12 + block_len + size + tag_len) < 0
             || add_ll(c, C_PACKETS, 1) < 0 || add_ll(c, C_OCTETS, size) < 0)
         goto head_error;
-    Py_DECREF(head);
+    if (sink != NULL) {
+        /* counted as sent, as queue_rtp does: a copy the sink cannot send is reported with
+         * the lengths Consumer.batch_failed uncounts */
+        if (fanout_sink_add(sink, c, target, ctx, fd, (int)(12 + block_len),
+                            PyBytes_AS_STRING(out_payload), size) < 0)
+            goto head_error;
+    } else {
+        item = PyTuple_Pack(4, target, head, out_payload, c);
+        if (item == NULL || PyList_Append(batch, item) < 0) {
+            Py_XDECREF(item);
+            goto head_error;
+        }
+        Py_DECREF(item);
+        Py_DECREF(head);
+    }
     Py_DECREF(out_payload);
     return 1;
 
 head_error:
-    Py_DECREF(head);
+    Py_XDECREF(head);
 changed_error:
     Py_XDECREF(out_payload);
     return -2;
@@ -440,20 +457,35 @@ changed_error:
 /* forward(consumers, layer, seq, timestamp, marker, payload, vp8_ids, now, batch, blocks,
  *         packet, slow, errors) -> None
  *   blocks(packet, ext_key, now) -> (elements, block), asked once per run of equal ext_keys;
- *   slow gets the consumers Consumer.send must handle, errors (consumer, exception) pairs. */
+ *   slow gets the consumers Consumer.send must handle, errors (consumer, exception) pairs.
+ * Each copy is queued in batch as (target, head, payload, consumer) for send(); forward_send
+ * (sfu/_fanout_send.c) sends them itself instead. */
 PyObject *fanout_forward(PyObject *self, PyObject *args) {
-    PyObject *consumers, *payload, *vp8_ids, *batch, *blocks, *packet, *slow, *errors;
+    return fanout_forward_all(args, NULL);
+}
+
+/* forward (sink NULL) or forward_send (the same arguments without batch: each copy goes to the
+ * sink, sfu/_fanout_send.c). */
+PyObject *fanout_forward_all(PyObject *args, fanout_sink *sink) {
+    PyObject *consumers, *payload, *vp8_ids, *batch = NULL, *blocks, *packet, *slow, *errors;
     PyObject *last_key = NULL, *pair = NULL, *now_obj;
     long layer;
     long long in_seq, in_ts;
-    int marker;
+    int marker, parsed;
     double now;
     Py_ssize_t i;
 
-    if (!PyArg_ParseTuple(args, "O!lLLiO!OdO!OOO!O!", &PyList_Type, &consumers, &layer,
-                          &in_seq, &in_ts, &marker, &PyBytes_Type, &payload, &vp8_ids, &now,
-                          &PyList_Type, &batch, &blocks, &packet, &PyList_Type, &slow,
-                          &PyList_Type, &errors))
+    if (sink == NULL)
+        parsed = PyArg_ParseTuple(args, "O!lLLiO!OdO!OOO!O!", &PyList_Type, &consumers, &layer,
+                                  &in_seq, &in_ts, &marker, &PyBytes_Type, &payload, &vp8_ids,
+                                  &now, &PyList_Type, &batch, &blocks, &packet, &PyList_Type,
+                                  &slow, &PyList_Type, &errors);
+    else
+        parsed = PyArg_ParseTuple(args, "O!lLLiO!OdOOO!O!", &PyList_Type, &consumers, &layer,
+                                  &in_seq, &in_ts, &marker, &PyBytes_Type, &payload, &vp8_ids,
+                                  &now, &blocks, &packet, &PyList_Type, &slow, &PyList_Type,
+                                  &errors);
+    if (!parsed)
         return NULL;
     if (!forward_ready) {
         PyErr_SetString(PyExc_RuntimeError, "init_forward() did not succeed");
@@ -486,7 +518,7 @@ PyObject *fanout_forward(PyObject *self, PyObject *args) {
             if (pair != NULL)
                 done = forward_one(c, layer, in_seq & 0xFFFF, in_ts & 0xFFFFFFFFLL,
                                    marker ? 0x80 : 0, payload, vp8_ids, now, now_obj, batch,
-                                   PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
+                                   sink, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
         }
         if (done == 0 || done == -1) {
             PyErr_Clear();

@@ -94,13 +94,31 @@ static void set_owned(PyObject *obj, int i, PyObject *value) {  /* steals value 
     Py_XDECREF(old);
 }
 
+/* A new int for v, or NULL when the slot's own can take v in place (*failed set on a memory
+ * error). */
+static PyObject *fresh_int(PyObject *old, long long v, int *failed) {
+    PyObject *fresh;
+    if (fanout_int_reusable(old, v))
+        return NULL;
+    if ((fresh = PyLong_FromLongLong(v)) == NULL)
+        *failed = 1;
+    return fresh;
+}
+
+static void commit_int(PyObject *obj, int i, PyObject *fresh, long long v) {
+    if (fresh != NULL)
+        set_owned(obj, i, fresh);
+    else
+        fanout_int_write(QSLOT(obj, i), v);
+}
+
 /* TransportSequencer.next(size, now) without a probe: 1 done (*seq set), 0 the caller must call
  * the Python method (nothing changed), -1 error (nothing changed). */
 int fanout_twcc_next(PyObject *twcc, long long size, double now, long long *seq) {
     long long s, ext, mask, capacity, tail, window, active, slot;
     Py_buffer times, sizes, clusters;
     PyObject *new_seq, *new_ext, *new_window, *new_tail = NULL;
-    int wraps;
+    int wraps, failed = 0;
 
     if (sequencer_type == NULL || !Py_IS_TYPE(twcc, sequencer_type))
         return 0;  /* a subclass may override next: its own method */
@@ -131,14 +149,15 @@ int fanout_twcc_next(PyObject *twcc, long long size, double now, long long *seq)
     wraps = ext - tail >= capacity;
     if (wraps)  /* the slot about to be reused is still counted in the window sum */
         window -= ((long long *)sizes.buf)[slot];
-    /* Every new value first, so a failed allocation leaves the sequencer as it was.
+    /* Every new value first, so a failed allocation leaves the sequencer as it was (an int
+     * changed in place needs none: fanout_int_reusable, sfu/_fanout.h).
      * (s + 1) & 0xFFFF is seq_add(s, 1) of sfu/wire/seqmath.py, as the Python method does. */
-    new_seq = PyLong_FromLongLong((s + 1) & 0xFFFF);
-    new_ext = PyLong_FromLongLong(ext + 1);
-    new_window = PyLong_FromLongLong(window + size);
+    new_seq = fresh_int(QSLOT(twcc, Q_SEQ), (s + 1) & 0xFFFF, &failed);
+    new_ext = fresh_int(QSLOT(twcc, Q_EXT), ext + 1, &failed);
+    new_window = fresh_int(QSLOT(twcc, Q_WINDOW), window + size, &failed);
     if (wraps)
-        new_tail = PyLong_FromLongLong(tail + 1);
-    if (new_seq == NULL || new_ext == NULL || new_window == NULL || (wraps && new_tail == NULL)) {
+        new_tail = fresh_int(QSLOT(twcc, Q_TAIL), tail + 1, &failed);
+    if (failed) {
         Py_XDECREF(new_seq);
         Py_XDECREF(new_ext);
         Py_XDECREF(new_window);
@@ -155,10 +174,10 @@ int fanout_twcc_next(PyObject *twcc, long long size, double now, long long *seq)
     PyBuffer_Release(&sizes);
     PyBuffer_Release(&clusters);
     if (wraps)
-        set_owned(twcc, Q_TAIL, new_tail);
-    set_owned(twcc, Q_WINDOW, new_window);
-    set_owned(twcc, Q_EXT, new_ext);
-    set_owned(twcc, Q_SEQ, new_seq);
+        commit_int(twcc, Q_TAIL, new_tail, tail + 1);
+    commit_int(twcc, Q_WINDOW, new_window, window + size);
+    commit_int(twcc, Q_EXT, new_ext, ext + 1);
+    commit_int(twcc, Q_SEQ, new_seq, (s + 1) & 0xFFFF);
     *seq = s;
     return 1;
 }

@@ -279,14 +279,15 @@ class Consumer:
         else:
             self.drops[DropReason.NOT_CONNECTED] += 1
 
-    def batch_failed(self, reason: int, head: bytes, payload: bytes) -> None:
-        """The native fan-out could not send a copy queued by ``send``: uncount it."""
+    def batch_failed(self, reason: int, head_size: int, payload_size: int) -> None:
+        """The native fan-out could not send a copy (of a header and a payload of these sizes)
+        queued by ``send`` or made by ``native.forward_send``: uncount it."""
         self.packets_sent -= 1
-        self.octets_sent -= len(payload)
+        self.octets_sent -= payload_size
         self.drops[DropReason.NOT_CONNECTED] += 1
         batch_failed = getattr(self.writer, "batch_failed", None)
         if batch_failed is not None:
-            batch_failed(reason, len(head) + len(payload))
+            batch_failed(reason, head_size + payload_size)
 
     def _want_keyframe(self, now: float) -> None:
         if now - self._last_keyframe_request >= KEYFRAME_RETRY_S:

@@ -5,7 +5,9 @@ copy (its subscriber's ``NativeTarget``, the rewritten header, the payload, the 
 batch, and ``send_batch`` protects and sends them all in one call, in C. The extension is built
 by ``pip install -e .`` (setuptools, the system's C compiler); when it is missing, or
 ``DIEMCAU_NO_NATIVE=1``, ``native_enabled()`` is false, no target is made and every copy takes
-the pure-Python path (``DatagramWriter.send_rtp``), with the same packets on the wire.
+the pure-Python path (``DatagramWriter.send_rtp``), with the same packets on the wire. In the
+steady state ``forward_send`` makes, protects and sends a fan-out's copies in one call, without
+the batch (sfu/_fanout_send.c).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from types import ModuleType
 from typing import Any, TypeAlias
 
 NO_NATIVE_ENV = "DIEMCAU_NO_NATIVE"
+NO_FUSED_ENV = "DIEMCAU_NO_FUSED_SEND"
+"""Set (not 0): ``forward`` queues its copies in a batch that ``send`` protects and sends (two
+calls, a header bytes object and a tuple per copy) instead of ``forward_send`` (for A/B runs)."""
 
 NativeTarget: TypeAlias = tuple[int, int, bytes]
 """(address of the subscriber's libsrtp srtp_t, socket fd, struct sockaddr of its peer)."""
@@ -99,9 +104,11 @@ def describe() -> str:
         return "pure Python (no compiled fan-out)" if _MODULE is None else (
             f"pure Python ({NO_NATIVE_ENV}=1)")
     state = uring_state()
+    two_calls = (f"; forward and send in two calls ({NO_FUSED_ENV}=1)"
+                 if os.environ.get(NO_FUSED_ENV, "") not in ("", "0") else "")
     if state == "on":
-        return "compiled, copies sent through io_uring"
-    return f"compiled, one sendto per copy (io_uring {state})"
+        return "compiled, copies sent through io_uring" + two_calls
+    return f"compiled, one sendto per copy (io_uring {state})" + two_calls
 
 
 def _no_receive(_ctx: int, _fd: int, _data: bytes) -> tuple[bytes | None, int]:
@@ -152,6 +159,7 @@ def view_ready() -> bool:
 
 
 _FORWARD_READY = [False]
+_FUSED_READY = [False]
 
 
 def init_forward(types: tuple[type, ...], srtp_tag_len: int, rtp_overhead: int) -> bool:
@@ -164,12 +172,20 @@ def init_forward(types: tuple[type, ...], srtp_tag_len: int, rtp_overhead: int) 
     ready = bool(native_enabled() and init is not None and _function("forward") is not None
                  and init(types, srtp_tag_len, rtp_overhead))
     _FORWARD_READY[0] = ready
+    _FUSED_READY[0] = (ready and _function("forward_send") is not None
+                       and os.environ.get(NO_FUSED_ENV, "") in ("", "0"))
     return ready
 
 
 def forward_ready() -> bool:
     """``forward`` may be used: producers hand their steady-state copies to it."""
     return _FORWARD_READY[0]
+
+
+def fused_ready() -> bool:
+    """``forward_send`` may be used instead of ``forward`` + ``send_batch`` (with
+    ``forward_ready()``; not with DIEMCAU_NO_FUSED_SEND=1 or an older build)."""
+    return _FUSED_READY[0]
 
 
 def _no_forward(*_args: Any) -> None:
@@ -181,6 +197,26 @@ forward: Callable[..., None] = _function("forward") or _no_forward
 slow, errors): ``Consumer.send`` of each consumer in the steady state (queued in ``batch``);
 the others are appended to ``slow``, (consumer, exception) of a failure after a change to
 ``errors``. ``blocks(packet, ext_key, now)`` gives (elements, block) per run of equal keys."""
+
+
+forward_send: Callable[..., list[tuple[Any, int, int, int]] | None] = (
+    _function("forward_send") or _no_forward)
+"""forward_send(consumers, layer, seq, timestamp, marker, payload, vp8_ids, now, blocks, packet,
+slow, errors): ``forward`` whose copies are protected and sent in the same call (written
+straight into the send buffers, sfu/_fanout_send.c; through io_uring, a flush per 64 copies and
+one at the end, or one sendto each). None when every copy went out, else [(consumer, reason,
+header size, payload size)] of the copies it counted as sent and could not send (reasons as
+``send_batch``'s) for ``Consumer.batch_failed``."""
+
+
+def dry_run(enable: bool | None = None) -> bool:
+    """Benchmarks only: with True, ``forward_send`` builds each copy in its send buffer but
+    neither protects nor sends it (bench/twcc_forward.py --no-io). False without the function."""
+    function = _function("dry_run")
+    if function is None:
+        return False
+    state: bool = function() if enable is None else function(enable)
+    return state
 
 
 def sockaddr(family: int, address: Any) -> bytes | None:

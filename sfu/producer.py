@@ -261,15 +261,25 @@ class Producer:
         consumers it left to ``Consumer.send`` (in order)."""
         slow: list[Consumer] = []
         errors: list[tuple[Consumer, BaseException]] = []
+        failures: list[tuple[Consumer, int, int, int]] | None = None
         try:
-            native.forward(self.consumers, index, packet.sequence_number, packet.timestamp,
-                           packet.marker, packet.payload, vp8_ids, now, batch, self._forward_blocks,
-                           packet, slow, errors)
+            if native.fused_ready():  # its copies protected and sent in the same call
+                failures = native.forward_send(
+                    self.consumers, index, packet.sequence_number, packet.timestamp,
+                    packet.marker, packet.payload, vp8_ids, now, self._forward_blocks, packet,
+                    slow, errors)
+            else:  # its copies queued in ``batch`` for ``_send_batch``
+                native.forward(self.consumers, index, packet.sequence_number, packet.timestamp,
+                               packet.marker, packet.payload, vp8_ids, now, batch,
+                               self._forward_blocks, packet, slow, errors)
         except TypeError:  # an argument it cannot take (checked before any copy): all in Python
             return self.consumers
         for _consumer, exc in errors:  # as the loop's except in ``receive``
             self.consumer_errors += 1
             handler_errors.exception("consumer", exc)
+        if failures:
+            for consumer, reason, head_size, payload_size in failures:
+                consumer.batch_failed(reason, head_size, payload_size)
         return slow
 
     def _blocks(self, packet: RtpView, key: tuple[int, int], now: float) -> tuple[bytes, bytes]:
@@ -285,7 +295,7 @@ class Producer:
         if failures:
             for index, reason in failures:
                 _target, head, payload, consumer = batch[index]
-                consumer.batch_failed(reason, head, payload)
+                consumer.batch_failed(reason, len(head), len(payload))
 
     def refuse(self, packet: RtpView, index: int, reason: DropReason) -> None:
         """Count an invalid packet once; consumers close its sequence gap (no NACK for it)."""

@@ -37,27 +37,39 @@ NO_BUILD = pytest.mark.skipif(not native.native_available(),
 NO_URING = pytest.mark.skipif(
     not native.native_available() or native.uring_state(True) != "on",
     reason="no io_uring here (the fan-out sends with sendto: the native-sendto path)")
+NO_FUSED = pytest.mark.skipif(
+    not native.fused_ready(), reason="no native forward_send (not built, or switched off)")
 PATHS = [
     pytest.param("uring", id="native-uring", marks=NO_URING),
     pytest.param("sendto", id="native-sendto", marks=NO_BUILD),
     pytest.param("python", id="python"),
+    pytest.param("two-calls", id="native-two-calls", marks=NO_URING),
 ]
-"""The fan-out's three paths: native batches sent through io_uring (sfu/_fanout_uring.c), native
-batches with one sendto per copy, and pure Python."""
+"""The fan-out's paths: native copies sent through io_uring (sfu/_fanout_uring.c), native copies
+with one sendto each, pure Python; the native ones with ``forward_send`` (forward and send in one
+call, sfu/_fanout_send.c) where the build has it, and "two-calls": ``forward`` then
+``send_batch`` through io_uring (DIEMCAU_NO_FUSED_SEND=1)."""
+FUSED = bool(native.fused_ready())
+CHILD_RING = pytest.mark.skipif(
+    os.environ.get("DIEMCAU_NO_URING", "") not in ("", "0"),
+    reason="a forked child honours DIEMCAU_NO_URING=1 (it sends with sendto)")
 
 
 @pytest.fixture(autouse=True)
 def _uring_back_on() -> Iterator[None]:
-    """A test that switched io_uring off leaves it as the server would run."""
+    """A test that switched io_uring off (or the fused path) leaves it as the server runs."""
     yield
     if native.native_available():
         native.uring_state(True)
+    native._FUSED_READY[0] = FUSED
 
 
 def use_path(path: str) -> bool:
-    """Select a path for the batches sent from now on; True for the native ones."""
+    """Select a path for the copies sent from now on; True for the native ones."""
     if path != "python":
-        assert native.uring_state(path == "uring") == ("on" if path == "uring" else "off")
+        ring = path != "sendto"
+        assert native.uring_state(ring) == ("on" if ring else "off")
+    native._FUSED_READY[0] = FUSED and path != "two-calls"
     return path != "python"
 
 
@@ -93,7 +105,7 @@ class Room:
             await asyncio.sleep(0.01)
 
 
-async def make_room(use_native: bool, n: int = 3) -> Room:
+async def make_room(use_native: bool, n: int = 3, python_writers: tuple[int, ...] = ()) -> Room:
     loop = asyncio.get_running_loop()
     pc = RTCPeerConnection()
     dtls = pc.addTransceiver("video", direction="sendonly").sender.transport
@@ -107,13 +119,14 @@ async def make_room(use_native: bool, n: int = 3) -> Room:
         transport, _ = await loop.create_datagram_endpoint(
             asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
         transports.append(transport)
-        writer = aiortc_hooks.DatagramWriter(dtls, use_native=use_native)
+        writer = aiortc_hooks.DatagramWriter(dtls, use_native=use_native
+                                             and i not in python_writers)
         # What _refresh takes from a connected DTLS transport and its nominated pair:
         writer._srtp = pylibsrtp.Session(pylibsrtp.Policy(
             key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
         writer._sendto = transport.sendto
         writer._addr = sock.getsockname()
-        if use_native:
+        if use_native and i not in python_writers:
             writer._native = writer._native_target(transport, writer._addr)
             assert writer.is_native
         rx = pylibsrtp.Session(pylibsrtp.Policy(key=KEY,
@@ -172,7 +185,7 @@ async def test_every_subscriber_receives_every_copy(path: str, rooms: list[Room]
 @NO_URING
 async def test_every_path_puts_the_same_bytes_on_the_wire(rooms: list[Room]) -> None:
     received = []
-    for path in ("uring", "sendto", "python"):
+    for path in ("uring", "sendto", "python", "two-calls"):
         random.seed(7)  # consumers draw their first sequence number and timestamp
         room = await make_room(use_path(path))
         rooms.append(room)
@@ -180,7 +193,7 @@ async def test_every_path_puts_the_same_bytes_on_the_wire(rooms: list[Room]) -> 
             room.producer.receive(packet, room.producer.layers[0], i * 0.01)
         await room.wait_for([12, 12, 12])
         received.append([sub.received for sub in room.subscribers])
-    assert received[0] == received[1] == received[2]
+    assert received[0] == received[1] == received[2] == received[3]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -307,6 +320,7 @@ async def test_a_send_that_fails_is_reported_and_the_others_go(
 
 
 @NO_URING
+@CHILD_RING
 async def test_a_forked_child_sends_through_a_ring_of_its_own(rooms: list[Room]) -> None:
     """The parent's ring is not the child's to submit to (worker processes may fork): the child
     sets up its own and its copies arrive."""
@@ -341,6 +355,9 @@ def test_switching_io_uring_off_and_on() -> None:
 @pytest.mark.parametrize("env, expected", [
     ({"DIEMCAU_NO_URING": "1"}, "compiled, one sendto per copy (io_uring off)"),
     ({"DIEMCAU_NO_NATIVE": "1"}, "pure Python (DIEMCAU_NO_NATIVE=1)"),
+    ({"DIEMCAU_NO_URING": "1", "DIEMCAU_NO_FUSED_SEND": "1"},
+     "compiled, one sendto per copy (io_uring off); forward and send in two calls "
+     "(DIEMCAU_NO_FUSED_SEND=1)"),
 ])
 def test_the_start_up_line_says_which_path_a_fresh_process_takes(
         env: dict[str, str], expected: str) -> None:
@@ -379,3 +396,4 @@ def test_a_child_switching_io_uring_on_keeps_one_ring_not_its_parents_too() -> N
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 10  # 10 + the rings it added
+

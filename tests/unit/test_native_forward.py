@@ -25,6 +25,13 @@ from tests.unit.helpers import VP8_IN, ListWriter, rtp_view, vp8_payload
 pytestmark = pytest.mark.skipif(not native.forward_ready(),
                                 reason="sfu._fanout not built (pip install -e .)")
 
+
+@pytest.fixture(autouse=True)
+def _two_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``forward`` + a stand-in ``send_batch`` here: the targets are no sockets or sessions, so
+    ``forward_send`` (which sends itself) is compared in tests/unit/test_native_fanout.py."""
+    monkeypatch.setattr(native, "_FUSED_READY", [False])
+
 VP8_OUT = Codec("video/VP8", 90000, 100, 101)
 OPUS_IN = Codec("audio/opus", 48000, 111)
 OPUS_OUT = Codec("audio/opus", 48000, 109)
@@ -299,3 +306,32 @@ def test_a_stamper_of_another_class_is_called(use_forward: bool,
     assert [size for size, _now in stamper.calls] == [30 + RTP_OVERHEAD] * 5
     numbers = [RtpView.parse(head + payload).extensions[5] for head, payload in sent.copies[1]]
     assert numbers == [((0xFFFE + n) & 0xFFFF).to_bytes(2, "big") for n in range(5)]
+
+
+def test_an_int_someone_else_holds_is_never_changed_in_place(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C path changes a counter's int in place only while its slot is the one reference
+    (sfu/_fanout.h fanout_int_reusable): values read out by anyone keep their values."""
+    monkeypatch.setattr(native, "_FORWARD_READY", [True])
+    monkeypatch.setattr(producer_module, "send_batch", Sent())
+    producer, consumers, writers, _python = build(False)
+
+    def voice(n: int) -> RtpView:
+        return rtp_view(1000 + n, 960 * n, bytes(300 + n), extensions={1: b"\x81"})
+
+    def watched() -> list[Any]:
+        c, w, twcc = consumers[1], writers[1], consumers[1].twcc
+        assert isinstance(twcc, TransportSequencer)
+        return [c.packets_sent, c.octets_sent, w.sent_packets, w.sent_bytes, c._seq._highest,
+                c._seq.last_output, twcc._ext, twcc._window_bytes, twcc._tail]
+
+    for n in range(40):  # past the small ints, the ring of 16 wrapped
+        producer.receive(voice(n), producer.layers[0], 10.0 + n * 0.02)
+    held = watched()
+    snapshot = [str(v) for v in held]
+    for n in range(40, 45):
+        producer.receive(voice(n), producer.layers[0], 10.0 + n * 0.02)
+    assert [str(v) for v in held] == snapshot
+    now = watched()
+    assert now[0] == held[0] + 5 and now[1] > held[1] and now[6] == held[6] + 5
+    assert consumers[1].packets_sent == 45 and producer.consumer_errors == 0
