@@ -15,7 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pylibsrtp
@@ -319,6 +319,20 @@ async def test_a_send_that_fails_is_reported_and_the_others_go(
     assert [RtpView.parse(d).payload for d in room.subscribers[1].received] == [b"b" * 100]
 
 
+def exit_code_of_child(check: Callable[[], bool]) -> int:
+    """Fork; the child runs ``check`` and says how it went through its exit status (0 true,
+    1 false, 99 raised), never going back into pytest. The parent gets that status."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = 0 if check() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 @NO_URING
 @CHILD_RING
 async def test_a_forked_child_sends_through_a_ring_of_its_own(rooms: list[Room]) -> None:
@@ -328,16 +342,12 @@ async def test_a_forked_child_sends_through_a_ring_of_its_own(rooms: list[Room])
     rooms.append(room)
     targets = [sub.writer._native for sub in room.subscribers]
     assert native.send_batch([(t, rtp_head(1), b"p", None) for t in targets if t]) is None
-    pid = os.fork()
-    if pid == 0:  # the child: send, say how through the exit status, never back into pytest
-        code = 99
-        try:
-            failures = native.send_batch([(t, rtp_head(2), b"c", None) for t in targets if t])
-            code = 0 if failures is None and native.uring_state() == "on" else 1
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child_sends() -> bool:
+        failures = native.send_batch([(t, rtp_head(2), b"c", None) for t in targets if t])
+        return failures is None and native.uring_state() == "on"
+
+    assert exit_code_of_child(child_sends) == 0
     await room.wait_for([2, 2])
     for sub in room.subscribers:
         assert [RtpView.parse(d).payload for d in sub.received] == [b"p", b"c"]
