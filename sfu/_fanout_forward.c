@@ -389,6 +389,10 @@ static int forward_one(PyObject *c, long layer, long long in_seq, long long in_t
                 goto changed_error;
             }
             Py_DECREF(r);
+            if (twcc_seq < 0 || twcc_seq > 0xFFFF) {  /* as transport_cc_element refuses it */
+                PyErr_SetString(PyExc_ValueError, "transport sequence number past 16 bits");
+                goto changed_error;
+            }
         }
     }
     /* after any call out to Python above: the sink's buffer for this copy (arena or stack) */

@@ -308,6 +308,31 @@ def test_a_stamper_of_another_class_is_called(use_forward: bool,
     assert numbers == [((0xFFFE + n) & 0xFFFF).to_bytes(2, "big") for n in range(5)]
 
 
+class WideStamper(Stamper):
+    """A stamper that hands out a number past 16 bits: ``transport_cc_element`` refuses it."""
+
+    def next(self, size: int, now_s: float, probe_cluster: int = -1) -> int:
+        self.calls.append((size, now_s))
+        return 0x10000 + len(self.calls)
+
+
+@pytest.mark.parametrize("use_forward", [False, True], ids=["python", "native"])
+def test_a_transport_number_past_16_bits_is_refused_on_both_paths(
+        use_forward: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C path wrote such a number masked to 16 bits where the Python path raised: both now
+    count the consumer's error and send it nothing; the others get every packet."""
+    monkeypatch.setattr(native, "_FORWARD_READY", [use_forward])
+    sent = Sent()
+    monkeypatch.setattr(producer_module, "send_batch", sent)
+    producer, consumers, _writers, _python = build(False)
+    consumers[1].twcc = WideStamper()
+    for n in range(3):
+        producer.receive(rtp_view(10 + n, 960 * n, bytes(30), extensions={1: b"\x81"}),
+                         producer.layers[0], 10.0 + n)
+    assert producer.consumer_errors == 3
+    assert 1 not in sent.copies and all(len(sent.copies[i]) == 3 for i in (0, 2, 3))
+
+
 def test_an_int_someone_else_holds_is_never_changed_in_place(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The C path changes a counter's int in place only while its slot is the one reference
