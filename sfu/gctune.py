@@ -15,6 +15,13 @@ of ~48 put 16 % of the server's CPU in the collector). Two standard levers, noth
 Cycles are still collected, only later; memory stays bounded (see the README's memory figures).
 ``DIEMCAU_GC_DEFAULT=1`` keeps CPython's defaults (for comparing, see README "performance").
 
+After start-up (``FreezePolicy``, ``GcKeeper``, run by the worker): a freeze once each join
+settled, so what people bring into a meeting is not rescanned by the middle and full
+collections; leavers freed by reference counting (the close paths break their cycles, see
+``Subscriber._dismantle`` and ``aiortc_hooks.release_connection``); what still leaks into the
+permanent generation reclaimed when the worker is empty or after many leavers.
+``DIEMCAU_GC_FREEZE_JOINS=0`` keeps the start-up freeze only (for comparing, ``bench/gc_churn.py``).
+
 A collection stops the whole process, media included: a one-core ramp at 60 measured young
 collections of 5-78 ms and middle ones of 79-119 ms while people joined, and 363-409 ms full
 ones (a room's ~240,000 objects freed as it ended). ``PauseWatch`` times every collection and
@@ -36,7 +43,10 @@ from typing import Any
 logger = logging.getLogger("sfu.gc")
 
 YOUNG_THRESHOLD = 20_000
-"""Net container allocations before a young collection (CPython's default: 700)."""
+"""Net container allocations before a young collection (CPython's default: 700). Kept with
+joins frozen: 8,000 was measured too (``bench/gc_churn.py``, 30 people, 20 replaced): the
+longest young collection did not shrink (10-31 ms of CPU against 10-38), they came four times
+as often (621 against 330 ms in all during the churn) and middle ones came back (23-44 ms)."""
 OLDER_THRESHOLDS = (20, 20)
 """Young collections per middle one, middle ones per full one (default 10, 10)."""
 LONG_PAUSE_S = 0.1
@@ -104,11 +114,13 @@ FREEZE_JOINS_ENVIRONMENT = "DIEMCAU_GC_FREEZE_JOINS"
 SETTLE_S = 2.0
 """From a participant's first subscribe answer to the freeze: the answer is applied and its
 connection starts in that time, and joins close together share one freeze."""
-RECLAIM_MIN_LEAVERS = 50
+RECLAIM_MIN_LEAVERS = 100
 RECLAIM_LEAVERS_PER_LIVE = 2
 """Mid-meeting, a reclaim (a full collection of the whole process) only once this many left
 since the last one: at least ``RECLAIM_MIN_LEAVERS`` and twice the participants still here.
-What their broken cycles did not free stays in the permanent generation until then."""
+What their broken cycles did not free (~20 objects, a few KB, per leaver) stays in the
+permanent generation until then. Such a reclaim scans everything (~40 ms for an empty server,
+~1 us per object more), so it is rare and logged: it costs the people still here a pause."""
 
 
 class GcAction(enum.Enum):
