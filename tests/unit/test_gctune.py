@@ -13,10 +13,10 @@ import pytest
 
 PROBE = """
 import gc, json
-from sfu.gctune import tune_for_forwarding
+from sfu.gctune import tune_for_forwarding, worker_keeper
 tuned = tune_for_forwarding()
 print(json.dumps({"tuned": tuned, "threshold": gc.get_threshold(),
-                  "frozen": gc.get_freeze_count()}))
+                  "frozen": gc.get_freeze_count(), "keeper": worker_keeper() is not None}))
 """
 
 
@@ -29,15 +29,18 @@ def _probe(**env: str) -> dict[str, object]:
 def test_a_forwarding_process_freezes_its_setup_and_widens_the_young_generation() -> None:
     from sfu.gctune import OLDER_THRESHOLDS, YOUNG_THRESHOLD
 
-    result = _probe(DIEMCAU_GC_DEFAULT="0")
+    result = _probe(DIEMCAU_GC_DEFAULT="0", DIEMCAU_GC_FREEZE_JOINS="1")
     assert result["tuned"] is True
     assert result["threshold"] == [YOUNG_THRESHOLD, *OLDER_THRESHOLDS]
     assert isinstance(result["frozen"], int) and result["frozen"] > 1000  # the imports
+    assert result["keeper"] is True  # its workers freeze after joins
+    result = _probe(DIEMCAU_GC_DEFAULT="0", DIEMCAU_GC_FREEZE_JOINS="0")
+    assert result["tuned"] is True and result["keeper"] is False  # the start-up freeze only
 
 
 def test_the_environment_keeps_cpythons_defaults() -> None:
     result = _probe(DIEMCAU_GC_DEFAULT="1")
-    assert result == {"tuned": False, "threshold": [700, 10, 10], "frozen": 0}
+    assert result == {"tuned": False, "threshold": [700, 10, 10], "frozen": 0, "keeper": False}
 
 
 class FakeClock:
