@@ -114,6 +114,8 @@ FREEZE_JOINS_ENVIRONMENT = "DIEMCAU_GC_FREEZE_JOINS"
 SETTLE_S = 2.0
 """From a participant's first subscribe answer to the freeze: the answer is applied and its
 connection starts in that time, and joins close together share one freeze."""
+SETTLE_AT_MOST_S = 10.0
+"""A wave of joins that never pauses for ``SETTLE_S`` is frozen this long after its first."""
 RECLAIM_MIN_LEAVERS = 100
 RECLAIM_LEAVERS_PER_LIVE = 2
 """Mid-meeting, a reclaim (a full collection of the whole process) only once this many left
@@ -142,14 +144,19 @@ class FreezePolicy:
     nobody a pause), or after many leavers."""
 
     settle_s: float = SETTLE_S
+    at_most_s: float = SETTLE_AT_MOST_S
     min_leavers: int = RECLAIM_MIN_LEAVERS
     leavers_per_live: int = RECLAIM_LEAVERS_PER_LIVE
     freeze_at: float | None = None
     leavers: int = 0  # since the last reclaim
+    _latest: float | None = None  # the wave's first settled join + ``at_most_s``
 
     def settled(self, now: float) -> None:
         """A participant's subscribing connection took its first answer."""
-        self.freeze_at = now + self.settle_s  # a later join moves it: one freeze for a wave
+        if self._latest is None:
+            self._latest = now + self.at_most_s
+        # a later join moves it (one freeze for a wave), up to ``at_most_s`` after the first
+        self.freeze_at = min(now + self.settle_s, self._latest)
 
     def left(self) -> None:
         self.leavers += 1
@@ -167,7 +174,7 @@ class FreezePolicy:
     def done(self, action: GcAction) -> None:
         if action is not GcAction.FREEZE:
             self.leavers = 0
-        self.freeze_at = None  # a reclaim freezes too
+        self.freeze_at = self._latest = None  # a reclaim freezes too
 
 
 @dataclass

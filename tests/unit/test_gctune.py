@@ -119,6 +119,21 @@ def test_a_freeze_comes_once_a_join_wave_settled() -> None:
     assert policy.due(100.0, live=5) is None  # once per wave
 
 
+def test_a_wave_that_never_pauses_is_frozen_after_at_most_ten_seconds() -> None:
+    from sfu.gctune import FreezePolicy, GcAction
+
+    policy = FreezePolicy(settle_s=2.0, at_most_s=10.0)
+    froze = []
+    for step in range(30):  # a join every 1.5 s for 45 s
+        now = 100.0 + 1.5 * step
+        policy.settled(now)
+        action = policy.due(now + 1.0, live=step)
+        if action is GcAction.FREEZE:
+            froze.append(now + 1.0)
+            policy.done(action)
+    assert froze == [110.0, 120.5, 131.0, 141.5]  # 10 s after the first join not yet frozen
+
+
 def test_a_reclaim_when_the_worker_is_empty_or_after_many_leavers() -> None:
     from sfu.gctune import FreezePolicy, GcAction
 
