@@ -32,7 +32,7 @@ from typing import Any
 import pylibsrtp
 from aioice import stun
 from aioice.ice import Connection, StunProtocol
-from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc import clock as aiortc_clock
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
@@ -75,7 +75,7 @@ _REQUIRED: list[tuple[type, str]] = [
 # Instance attributes set in __init__ (checked on live objects by the test).
 DTLS_INSTANCE_ATTRS = ("_tx_srtp", "_rx_srtp", "_state", "transport")
 SENDER_INSTANCE_ATTRS = ("_ssrc", "_rtx_ssrc", "_stream_id")
-ICE_CONNECTION_ATTRS = ("_nominated", "_queue")
+ICE_CONNECTION_ATTRS = ("_nominated", "_queue", "_check_list")
 STUN_PROTOCOL_ATTRS = ("receiver", "transactions")  # set in StunProtocol.__init__
 
 
@@ -125,6 +125,37 @@ native.init_view(RtpView)  # the class native.receive_view builds (sfu/_fanout_r
 DIRECT_HANDLERS = "_diemcau_direct_handlers"
 """Attribute of a hooked RTCDtlsTransport: (on_rtp, on_rtcp, on_rtp_view or None), called
 synchronously."""
+
+
+def release_connection(pc: RTCPeerConnection) -> None:
+    """After ``pc.close()``: break the reference cycles of a closed connection, so reference
+    counting frees it and all it holds (SDP, transceivers, transports, SRTP sessions) at once,
+    without the cyclic collector (``sfu/gctune.py``). The cycles: aiortc's event listeners
+    (a transport's ``statechange`` listeners are bound methods of the connection that owns
+    it), our own hooks (a transport's handlers and a sender's ``send`` are closures over the
+    Publisher, Subscriber or negotiator that hold the connection; our ICE gathering and
+    guarded sockets over aioice's connection and the transport). Left to the collector: 10
+    objects per connection (pyOpenSSL's verify callback, a cycle of its own)."""
+    pc.remove_all_listeners()
+    transports: dict[int, RTCDtlsTransport] = {}
+    for transceiver in pc.getTransceivers():
+        for end in (transceiver.sender, transceiver.receiver):
+            vars(end).pop("send", None)  # capture_sender
+            vars(end).pop("receive", None)  # disable_decoding
+            if end.transport is not None:
+                transports[id(end.transport)] = end.transport
+    for dtls in transports.values():
+        dtls.remove_all_listeners()  # count_srtp_failures, the connection's state updates
+        for name in ("_handle_rtp_data", "_handle_rtcp_data", DIRECT_HANDLERS):
+            vars(dtls).pop(name, None)  # hook_transport: back to aiortc's (closed) methods
+        ice = dtls.transport
+        ice.remove_all_listeners()
+        ice.iceGatherer.remove_all_listeners()
+        connection = ice.iceGatherer._connection
+        vars(connection).pop("get_component_candidates", None)  # configure_ice's, over itself
+        # Its pairs' protocols (GuardedStunProtocol) hold the DTLS transport that holds it.
+        connection._check_list = []
+        connection._nominated.clear()
 
 
 def _guarded(handler: Callable[..., None], what: str, *args: Any) -> None:

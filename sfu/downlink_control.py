@@ -100,6 +100,15 @@ def probe_shows_link_below(target_bps: int, result_bps: int, achieved_bps: float
     return (target_bps >= threshold_bps and result_bps < PROBE_BELOW_MARGIN * threshold_bps
             and achieved_bps >= threshold_bps)
 
+
+def _sends_nothing(packet: bytes) -> bool:
+    return False
+
+
+def _tells_nobody(event: object) -> None:
+    pass
+
+
 class DownlinkControl:
     def __init__(
         self,
@@ -388,6 +397,12 @@ class DownlinkControl:
 
         burst()
         return True
+
+    def dismantle(self) -> None:
+        """Closed with its subscriber: drop the callbacks into it (a cycle through the
+        subscriber's bound method), so reference counting frees both (sfu/gctune.py)."""
+        self._send_rtp = _sends_nothing
+        self.notify = _tells_nobody
 
     def close(self) -> None:
         if self._probe_handle is not None:

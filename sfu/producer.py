@@ -91,6 +91,14 @@ class Layer:
         return now - self.last_packet_s < LAYER_STALE_S
 
 
+def _asks_nothing(producer: Producer, layer: Layer) -> None:
+    pass
+
+
+def _no_blocks(packet: RtpView, ids: tuple[int, int], now: float) -> tuple[bytes, bytes]:
+    raise RuntimeError("the producer is closed")
+
+
 class Producer:
     """An incoming audio or video track of one participant."""
 
@@ -327,4 +335,8 @@ class Producer:
         for consumer in list(self.consumers):
             consumer.close()
         self.consumers.clear()
+        # Subscribers' closed consumers may hold a closed producer a while (a slot's previous
+        # stream): it no longer holds its publisher, nor itself (sfu/gctune.py).
+        self._request_keyframe = _asks_nothing
+        self._forward_blocks = _no_blocks
 

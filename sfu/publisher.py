@@ -433,3 +433,7 @@ class Publisher:
         for producer in self.producers.values():
             producer.close()
         await asyncio.shield(self.pc.close())
+        # Reference counting frees the connection now, and the producers that subscribers'
+        # closed consumers still hold no longer hold it (sfu/gctune.py).
+        aiortc_hooks.release_connection(self.pc)
+        self._routes.clear()

@@ -122,6 +122,20 @@ class Subscriber:
         if self._writer is not None:
             self._writer.close()  # its duplicated socket descriptor, before the ICE sockets go
         await self.pc.close()
+        self._dismantle()
+
+    def _dismantle(self) -> None:
+        """Closed: break the reference cycles among this subscriber's objects (callbacks into
+        it held by its parts, aiortc's and our hooks on its connection), so reference counting
+        frees them now and the cyclic collector never has to (sfu/gctune.py)."""
+        aiortc_hooks.release_connection(self.pc)
+        self.rtcp.by_ssrc.clear()
+        self._video.clear()
+        self._review.clear()
+        self.negotiator.dismantle()
+        self.downlink.dismantle()
+        if self.video_slots is not None:
+            self.video_slots.dismantle()
 
     # -- membership --------------------------------------------------------------------------------
 

@@ -95,6 +95,15 @@ class Slot:
     pooled: bool = False
 
 
+
+def _does_nothing(*_args: object) -> None:
+    pass
+
+
+async def _offers_nothing(*_args: object) -> None:
+    pass
+
+
 class SubscriberNegotiator:
     def __init__(
         self,
@@ -190,6 +199,17 @@ class SubscriberNegotiator:
     def start(self) -> None:
         if self._task is None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._negotiate_forever())
+
+    def dismantle(self) -> None:
+        """After ``close`` and the connection's: forget the slots and the callbacks into the
+        subscriber (cycles through its bound methods and through each slot's sender hook), so
+        reference counting frees them (sfu/gctune.py)."""
+        for slot in self.slots:
+            slot.consumer = slot.previous = None
+        self.slots.clear()
+        self._configure = self._on_first_offer = self._on_transport_cc = _does_nothing
+        self._send_offer = _offers_nothing
+        self._notify = _does_nothing
 
     async def close(self) -> None:
         self._closed = True

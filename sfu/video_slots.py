@@ -49,6 +49,10 @@ def pooled(producer: Producer) -> bool:
             and producer.codec.name == POOLED_CODEC)
 
 
+def _consumes_nothing(producer: Producer, line: Slot | None) -> Slot:
+    raise RuntimeError("the subscriber of these video slots is closed")
+
+
 @dataclass
 class VideoSlots:
     """The pool of one subscriber. ``consume(producer, line)`` makes and registers the consumer
@@ -70,6 +74,14 @@ class VideoSlots:
     def waiting(self) -> list[str]:
         """Producers without a slot (their owner is not in last-N, or no slot was free)."""
         return [p for p in self.producers if p not in self.assignment.slots]
+
+    def dismantle(self) -> None:
+        """Closed with its subscriber: drop the lines, producers and callbacks into it (cycles
+        through its bound methods), so reference counting frees them (sfu/gctune.py)."""
+        self.lines.clear()
+        self.producers.clear()
+        self.consume = _consumes_nothing
+        self.drop = self.notify = lambda _item: None  # type: ignore[assignment]
 
     def resize(self, n: int) -> None:
         self.assignment.resize(n)

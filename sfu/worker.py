@@ -17,7 +17,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
-from sfu import aiortc_hooks, memtune
+from sfu import aiortc_hooks, gctune, memtune
 from sfu.diagnostics import ParticipantDiagnostics, room_diagnostics
 from sfu.events import EventSink, LeaveReason, Removed, SubscribeOffer, TrackDescription
 from sfu.link_stats import LinkStats, participant_link
@@ -89,6 +89,9 @@ class Worker:
         self.datagram_drops = DatagramDrops()  # garbage on the media ports, by reason
         self.trimmer = memtune.worker_trimmer()  # glibc's free memory back after joins/leaves
         self._trim_timer: Timer | None = None
+        # freezes after joins, reclaims after leaves (sfu/gctune.py); made in start(), once
+        # the process is tuned for forwarding
+        self.gc_keeper: gctune.GcKeeper | None = None
 
     MAINTAIN_INTERVAL_S = 0.5
     TRIM_CHECK_INTERVAL_S = 1.0  # the sender reports' beat: no wake-up of its own
@@ -99,6 +102,8 @@ class Worker:
 
     def start(self) -> None:
         """Start the periodic room maintenance (call from a running loop)."""
+        if self.gc_keeper is None:
+            self.gc_keeper = gctune.worker_keeper()
         if self._maintain_timer is None:
             self._maintain_timer = self.scheduler.every(
                 self.MAINTAIN_INTERVAL_S, self.maintain, "worker maintenance"
@@ -117,6 +122,8 @@ class Worker:
                 room.maintain(now)
             except Exception:
                 logger.exception("maintenance of room %r failed", room.name)
+        if self.gc_keeper is not None:
+            self.gc_keeper.tick(now, sum(len(room.participants) for room in self.rooms.values()))
 
     def _new_pc(self) -> RTCPeerConnection:
         servers = [RTCIceServer(urls=url) for url in self.config.ice_servers]
@@ -179,7 +186,8 @@ class Worker:
         live = self.rooms.get(room)
         if live is None:
             return
-        await live.remove(participant_id)
+        if await live.remove(participant_id) is not None and self.gc_keeper is not None:
+            self.gc_keeper.policy.left()
         self._changed()
         if not live.participants and not live.local:
             self.rooms.pop(room, None)
@@ -230,7 +238,11 @@ class Worker:
             check_answer(answer_sdp)
         except Exception as exc:  # aiortc's parser raises all sorts
             raise BadDescription(describe_error(exc)) from None
-        return subscriber.set_answer(answer_sdp)
+        applied = subscriber.set_answer(answer_sdp)
+        if applied and self.gc_keeper is not None and subscriber.negotiator.negotiations == 1:
+            # The join's last step: what it set up is alive and stays (sfu/gctune.py).
+            self.gc_keeper.policy.settled(asyncio.get_running_loop().time())
+        return applied
 
     async def add_ice_candidate(self, room: str, participant_id: str, target: Target,
                                 candidate: Any | None) -> None:

@@ -232,6 +232,8 @@ class Session:
                 await asyncio.wait_for(writer, 2.0)
             except (TimeoutError, asyncio.CancelledError):
                 writer.cancel()
+            # Its bound methods held by itself: a cycle only the collector could free.
+            self._handlers.clear()
 
     async def handle_frame(self, raw: str) -> None:
         ref: str | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import struct
+import weakref
 from importlib.metadata import version
 from typing import Any
 
@@ -180,6 +182,37 @@ async def test_configure_ice_guards_every_host_socket() -> None:
         assert dtls._state.name == "NEW" and hasattr(dtls, "_rx_srtp")
     finally:
         await pc.close()
+
+
+async def _closed_hooked_connection(release: bool) -> tuple[weakref.ref[Any], ...]:
+    """A connection hooked as the server hooks one (guarded sockets, transport handlers, a
+    captured sender), closed (and released): weak references to it and its parts."""
+    pc = RTCPeerConnection()
+    dtls, connection, protocol = await hooked_sender(pc, DatagramDrops())
+    sender = pc.getTransceivers()[0].sender
+    aiortc_hooks.hook_transport(dtls, lambda data, arrival: None, lambda data: None)
+    aiortc_hooks.capture_sender(sender, lambda parameters: None)
+    await pc.close()
+    if release:
+        aiortc_hooks.release_connection(pc)
+    return tuple(weakref.ref(part) for part in (pc, dtls, connection, protocol, sender))
+
+
+async def test_a_released_connection_is_freed_by_reference_counting() -> None:
+    """Private names: aioice ``Connection._check_list``/``_nominated`` (emptied), our hooks'
+    instance attributes removed; aiortc's listeners through pyee's public API."""
+    gc.collect()
+    gc.disable()
+    try:
+        released = await _closed_hooked_connection(release=True)
+        kept = await _closed_hooked_connection(release=False)
+        assert [ref() for ref in released] == [None] * 5  # no cycle held any of it
+        # unreleased, all but the protocol (which aioice drops at close) wait for the collector
+        assert [ref() is not None for ref in kept] == [True, True, True, False, True]
+    finally:
+        gc.enable()
+    gc.collect()
+    assert all(ref() is None for ref in kept)
 
 
 def _srtp_pair() -> tuple[pylibsrtp.Session, pylibsrtp.Session]:

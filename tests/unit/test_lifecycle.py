@@ -60,3 +60,31 @@ async def test_worker_timers_end_with_close() -> None:
     assert len(worker.scheduler) == 1 + (worker.trimmer is not None)  # + sfu/memtune.py's check
     await worker.close()
     assert len(worker.scheduler) == 0 and worker.scheduler.closed
+
+
+async def test_a_closed_subscriber_and_publisher_are_freed_without_the_collector() -> None:
+    """Their parts hold callbacks into them (bound methods, closures): ``close`` breaks those
+    cycles, so reference counting frees them at once (sfu/gctune.py)."""
+    import gc
+    import weakref
+
+    scheduler = Scheduler()
+    loop = asyncio.get_running_loop()
+    gc.collect()
+    gc.disable()
+    try:
+        subscriber = Subscriber("sub", RTCPeerConnection(), _no_offer, loop.time,
+                                scheduler=scheduler)
+        subscriber.use_video_slots(9)
+        publisher = Publisher("pub", RTCPeerConnection(), lambda producer: None, loop.time,
+                              scheduler=scheduler)
+        subscriber.start()
+        publisher.start()
+        refs = [weakref.ref(subscriber), weakref.ref(subscriber.pc),
+                weakref.ref(publisher), weakref.ref(publisher.pc)]
+        await subscriber.close()
+        await publisher.close()
+        del subscriber, publisher
+        assert [ref() for ref in refs] == [None] * 4
+    finally:
+        gc.enable()
