@@ -252,8 +252,7 @@ class Producer:
         for consumer in consumers:
             key = consumer.ext_key
             if key != last_key:
-                elements = self._extension_elements(packet, key, now)
-                block = finish_extension_block(elements)
+                elements, block = self._blocks(packet, key, now)
                 last_key = key
             try:
                 consumer.send(packet, index, keyframe, elements, now, batch, block, vp8_ids)
