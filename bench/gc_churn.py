@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import tempfile
@@ -36,12 +35,11 @@ from typing import Any
 
 import aiohttp
 
+from bench.probed import ReportingServer, Target
 from loadtest.media import load_clip, load_simulcast_clips
 from loadtest.run import Load
 from loadtest.server import (
-    HOST,
     BenchError,
-    ServerProcess,
     load_average,
     require_private_namespace,
 )
@@ -58,8 +56,10 @@ NAMESPACE_HELP = ("bench.gc_churn moves real media: run it inside a private netw
                   "bench.gc_churn'")
 
 
-class ProbedServer(ServerProcess):
+class ProbedServer(ReportingServer):
     """``diemcau serve`` from this checkout with the collector probe inside."""
+
+    probe_timeout_s = PROBE_TIMEOUT_S
 
     def __init__(self, workdir: Path, serve_args: list[str], env: tuple[str, ...]) -> None:
         super().__init__(workdir, serve_args=serve_args)
@@ -72,30 +72,6 @@ class ProbedServer(ServerProcess):
         # env(1) execs the interpreter: the pid stays the server's
         return ["env", f"PYTHONPATH={Path.cwd()}", f"DIEMCAU_GC_REPORT={self.report_path}",
                 *self.env, *command[:at], str(PROBE), *command[at + 2:]]
-
-    async def probe(self) -> dict[str, Any]:
-        with contextlib.suppress(FileNotFoundError):
-            self.report_path.unlink()
-        assert self.proc is not None
-        self.proc.send_signal(10)  # SIGUSR1
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PROBE_TIMEOUT_S
-        while not self.report_path.exists():
-            if loop.time() > deadline or self.proc.poll() is not None:
-                raise BenchError(f"no report from the server:\n{self.log_tail()}")
-            await asyncio.sleep(0.05)
-        report: dict[str, Any] = json.loads(self.report_path.read_text())
-        return report
-
-
-class Target:
-    name = "diemcau"
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-
-    def worker_options(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, "target": "diemcau", "ice_addresses": [HOST]}
 
 
 def phase(before: dict[str, Any], after: dict[str, Any], base_rss: int,

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -44,12 +43,11 @@ from typing import Any
 
 import aiohttp
 
+from bench.probed import ReportingServer, Target
 from loadtest.media import load_clip, load_simulcast_clips
 from loadtest.run import Load
 from loadtest.server import (
-    HOST,
     BenchError,
-    ServerProcess,
     load_average,
     process_cpu_s,
     require_private_namespace,
@@ -71,8 +69,11 @@ NAMESPACE_HELP = ("bench.memory moves real media: run it inside a private networ
                   "bench.memory'")
 
 
-class ProbedServer(ServerProcess):
+class ProbedServer(ReportingServer):
     """``diemcau serve`` from ``tree`` with the memory probe inside."""
+
+    report_name = "memory report"
+    probe_timeout_s = PROBE_TIMEOUT_S
 
     def __init__(self, workdir: Path, tree: Path, frames: int, top: int,
                  serve_args: list[str], env: tuple[str, ...] = ()) -> None:
@@ -91,33 +92,6 @@ class ProbedServer(ServerProcess):
         return ["env", f"PYTHONPATH={self.tree}", f"DIEMCAU_MEMORY_REPORT={self.report_path}",
                 f"DIEMCAU_MEMORY_TRACE={self.frames}", f"DIEMCAU_MEMORY_TOP={self.top}",
                 *self.env, *command[:at], str(PROBE), *command[at + 2:]]
-
-    async def probe(self) -> dict[str, Any]:
-        """Ask the probe for a report and wait for it (bounded)."""
-        with contextlib.suppress(FileNotFoundError):
-            self.report_path.unlink()
-        assert self.proc is not None
-        self.proc.send_signal(10)  # SIGUSR1
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PROBE_TIMEOUT_S
-        while not self.report_path.exists():
-            if loop.time() > deadline or self.proc.poll() is not None:
-                raise BenchError(f"no memory report from the server:\n{self.log_tail()}")
-            await asyncio.sleep(0.1)
-        report: dict[str, Any] = json.loads(self.report_path.read_text())
-        return report
-
-
-class Target:
-    """What ``loadtest.run.Load`` needs to know of the server."""
-
-    name = "diemcau"
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-
-    def worker_options(self) -> dict[str, Any]:
-        return {"base_url": self.base_url, "target": "diemcau", "ice_addresses": [HOST]}
 
 
 async def measure(label: str, tree: Path, env: tuple[str, ...], participants: int,

@@ -51,11 +51,20 @@ def _type_name(obj: object) -> str:
 
 def census() -> tuple[Counter[str], Counter[str]]:
     """Live objects and their shallow sizes per type: every object the collector tracks, plus
-    the untracked ones they hold directly (bytes, str, int, atomic-only dicts and tuples)."""
-    gc.collect()
+    the untracked ones they hold directly (bytes, str, int, atomic-only dicts and tuples).
+    A worker freezes what each join leaves alive (sfu/gctune.py), and gc.get_objects() skips
+    the permanent generation: thawed for the count and frozen again, as ``_trimmers`` does."""
+    frozen = gc.get_freeze_count()
+    if frozen:
+        gc.unfreeze()
+    try:
+        gc.collect()
+        tracked = gc.get_objects()
+    finally:
+        if frozen:
+            gc.freeze()
     counts: Counter[str] = Counter()
     sizes: Counter[str] = Counter()
-    tracked = gc.get_objects()
     seen: set[int] = set()
     for obj in tracked:
         name = _type_name(obj)
