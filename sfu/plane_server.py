@@ -33,6 +33,7 @@ from aiortc.sdp import candidate_from_sdp
 from sfu.consumer import PacketWriter
 from sfu.events import MediaEvent
 from sfu.local_subscriber import TrackInfo
+from sfu.native import describe
 from sfu.plane import BadDescription, NotDescribed, Target, UnknownParticipant
 from sfu.plane_relay import RelayHost
 from sfu.plane_wire import (
@@ -289,11 +290,13 @@ async def serve(sock: socket.socket) -> None:
     logging.basicConfig(level=hello.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s worker{hello.index} %(name)s: "
                                "%(message)s")
+    fanout = describe()  # this process's own path: a worker is not signaling (sfu/native.py)
+    logger.info("media fan-out: %s", fanout)
     worker = Worker(hello.config)
     worker.start()
     channel = Channel(writer)
     server = PlaneServer(worker, channel)
-    channel.send(Ready(os.getpid()))
+    channel.send(Ready(os.getpid(), fanout))
     loop = asyncio.get_running_loop()
     heartbeat = loop.call_soon(lambda: None)
 
