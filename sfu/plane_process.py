@@ -120,9 +120,7 @@ class WorkerProcess:
             ready = decode_report(body) if body is not None else None
             if not isinstance(ready, Ready):
                 raise WorkerLost(f"worker {index} did not say ready: {ready!r}")
-            worker.fanout = ready.fanout
-            logger.info("media worker %d (pid %d): media fan-out: %s", index, proc.pid,
-                        ready.fanout or "not said")
+            worker.fanout = ready.fanout  # the worker logs it itself; kept for operators' tools
         except BaseException:
             worker.closing = True
             worker._kill()
