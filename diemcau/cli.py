@@ -216,7 +216,8 @@ def serve(args: argparse.Namespace) -> None:
     print(f"diemcau: listening on {base}", flush=True)
     from sfu.native import describe
 
-    print(f"diemcau: media fan-out: {describe()}", flush=True)
+    where = " (this process; each media worker logs its own)" if config.workers > 1 else ""
+    print(f"diemcau: media fan-out: {describe()}{where}", flush=True)
     from signaling.web_security import RedactingAccessLogger
 
     app = create_app(config, announce)

@@ -78,6 +78,7 @@ class WorkerProcess:
         self.lost: str | None = None  # why, once it is gone
         self.closing = False
         self.bad_reports = 0
+        self.fanout = ""  # how it forwards, from its Ready (sfu.native.describe() there)
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._ids = itertools.count(1)
         loop = asyncio.get_running_loop()
@@ -119,6 +120,7 @@ class WorkerProcess:
             ready = decode_report(body) if body is not None else None
             if not isinstance(ready, Ready):
                 raise WorkerLost(f"worker {index} did not say ready: {ready!r}")
+            worker.fanout = ready.fanout  # the worker logs it itself; kept for operators' tools
         except BaseException:
             worker.closing = True
             worker._kill()

@@ -33,6 +33,7 @@ from aiortc.sdp import candidate_from_sdp
 from sfu.consumer import PacketWriter
 from sfu.events import MediaEvent
 from sfu.local_subscriber import TrackInfo
+from sfu.native import describe
 from sfu.plane import BadDescription, NotDescribed, Target, UnknownParticipant
 from sfu.plane_relay import RelayHost
 from sfu.plane_wire import (
@@ -92,10 +93,13 @@ class Channel:
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         self.local_dropped = 0
+        self.reports_out = 0  # frames other than Stats and recorder RTP: none per packet
 
     def send(self, message: Report) -> None:
         if self.writer.is_closing():
             return
+        if type(message) is not Stats:
+            self.reports_out += 1
         self.writer.write(frame(message))
 
     def send_rtp(self, message: LocalRtp) -> bool:
@@ -177,6 +181,7 @@ class PlaneServer:
         self.relays = RelayHost(worker.publish_local, channel.send)  # sfu/plane_relay.py
         self._reports = 0
         self._gathered: Stats | None = None
+        self.calls_in = 0  # calls read, relay RTP aside (a relay's packets cross by design)
 
     def sink(self, room: str, participant: str) -> Any:
         channel = self.channel
@@ -274,8 +279,14 @@ class PlaneServer:
                 dict(stats.totals), dict(stats.audio_only), dict(stats.paused),
                 dict(stats.datagram_drops), self.channel.local_dropped,
                 {room: list(self.worker.diagnostics(room)) for room in self.worker.rooms})
-            return self._gathered
-        return msgspec.structs.replace(self._gathered, local_dropped=self.channel.local_dropped)
+        else:
+            self._gathered = msgspec.structs.replace(
+                self._gathered, local_dropped=self.channel.local_dropped)
+        # Fresh in every report: how much crosses the socket besides media (tests bound it
+        # per forwarded packet: nothing may cross per packet).
+        self._gathered.totals.update(plane_reports_out=self.channel.reports_out,
+                                     plane_calls_in=self.calls_in)
+        return self._gathered
 
 
 async def serve(sock: socket.socket) -> None:
@@ -289,11 +300,13 @@ async def serve(sock: socket.socket) -> None:
     logging.basicConfig(level=hello.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s worker{hello.index} %(name)s: "
                                "%(message)s")
+    fanout = describe()  # this process's own path: a worker is not signaling (sfu/native.py)
+    logger.info("media fan-out: %s", fanout)
     worker = Worker(hello.config)
     worker.start()
     channel = Channel(writer)
     server = PlaneServer(worker, channel)
-    channel.send(Ready(os.getpid()))
+    channel.send(Ready(os.getpid(), fanout))
     loop = asyncio.get_running_loop()
     heartbeat = loop.call_soon(lambda: None)
 
@@ -316,6 +329,8 @@ async def serve(sock: socket.socket) -> None:
             except ValueError as exc:
                 logger.error("%s", exc)
                 continue
+            if type(call) is not RelayRtp:
+                server.calls_in += 1
             try:
                 server.handle(call)
             except Exception:  # one call that fails must not end the worker's other rooms

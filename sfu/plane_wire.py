@@ -243,6 +243,8 @@ class _Report(msgspec.Struct, tag_field="t"):
 
 class Ready(_Report, tag="ready"):
     pid: int
+    fanout: str = ""
+    """How the worker forwards (``sfu.native.describe()`` in that process), for signaling's log."""
 
 
 class Reply(_Report, tag="reply"):

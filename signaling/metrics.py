@@ -45,6 +45,10 @@ class MediaPlaneCollector(Collector):
             ("media_workers_lost", "workers_lost", "SFU worker processes lost (died or hung)"),
             ("recorder_packets_shed", "recorder_packets_shed",
              "Recorded packets a worker process shed because signaling did not keep up"),
+            ("media_worker_reports", "plane_reports_out", "Frames worker processes sent "
+             "signaling besides stats and recorder RTP (events, replies): none per packet"),
+            ("media_worker_calls", "plane_calls_in",
+             "Calls signaling sent worker processes, relay RTP aside"),
         ]
         for name, key, text in counters:
             yield CounterMetricFamily(f"diemcau_{name}", text, totals.get(key, 0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -196,3 +197,47 @@ async def test_a_lost_worker_finishes_its_rooms_recording_cleanly(tmp_path: Path
         finally:
             await asyncio.gather(*(p.leave() for p in room_a + room_b), return_exceptions=True)
         assert await wait_until(lambda: manifests(data)["ghi-b"].state != "recording", 20)
+
+
+def worker_traffic(base_url: str) -> tuple[float, float]:
+    """(forwarded packets, frames crossing the worker socket besides stats and media) as of
+    the workers' last stats report (both from the same report: one consistent snapshot)."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for name in ("rtp_forwarded_packets", "media_worker_reports", "media_worker_calls"):
+        match = re.search(rf"^diemcau_{name}_total (\S+)$", text, re.M)
+        assert match, name
+        values[name] = float(match.group(1))
+    return (values["rtp_forwarded_packets"],
+            values["media_worker_reports"] + values["media_worker_calls"])
+
+
+async def test_nothing_crosses_the_worker_socket_per_packet(tmp_path: Path) -> None:
+    """A meeting in a worker process: what signaling and the worker exchange is per join, per
+    change and per report (a few frames a second), never per forwarded packet. Counted over a
+    fixed number of packets, not timed: 3,000 forwarded packets may bring ~2 frames a second of
+    calls and events however long they take to flow, but not one per 20 packets."""
+    with running_server(tmp_path, extra_args=["--workers", "2"]) as server:
+        url = server.base_url
+        people = [SyntheticParticipant(url, "phong-dem", name) for name in ("An", "Binh")]
+        try:
+            for person in people:
+                await person.join()
+            assert await wait_until(lambda: meeting(people), 40), (
+                {p.name: dict(p.received) for p in people})
+            # Forwarded packets are gathered every 2 s, the frame counts in every report: once
+            # a report counts packets, the joins' frames are counted too.
+            assert await wait_until(lambda: worker_traffic(url)[0] > 0, 20)
+            forwarded0, frames0 = worker_traffic(url)
+            assert frames0 > 2  # the joins crossed (besides each worker's Ready): they count
+
+            def flowed() -> bool:
+                return worker_traffic(url)[0] >= forwarded0 + 3000
+
+            assert await wait_until(flowed, 60), (worker_traffic(url), forwarded0)
+            forwarded1, frames1 = worker_traffic(url)
+            assert frames1 - frames0 < (forwarded1 - forwarded0) / 20, (
+                frames1 - frames0, forwarded1 - forwarded0)
+        finally:
+            await asyncio.gather(*(p.leave() for p in people), return_exceptions=True)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from loadtest.client import wait_until
-from sfu import plane_pool, plane_process
+from sfu import native, plane_pool, plane_process
 from sfu.events import LeaveReason, MediaEvent, Pinned, Removed, TrackMuted
 from sfu.plane import UnknownParticipant
 from sfu.plane_pool import MediaUnavailable, WorkerPool
@@ -81,6 +81,22 @@ async def test_the_pools_view_answers_at_once_and_events_come_from_the_worker(
     await pool.leave("a", "a2")
     assert pool.room_state("a") is None
     assert await wait_until(lambda: pool.stats().participants == 0, 10)
+
+
+async def test_each_worker_says_how_it_forwards(capfd: pytest.CaptureFixture[str]) -> None:
+    # Same source tree and environment as this process: the same fan-out path (compiled or
+    # not, io_uring or not), said by each worker itself, not assumed from signaling's.
+    expected = native.describe()
+    pool = WorkerPool(MediaConfig(ice_addresses=("127.0.0.1",)), 2)
+    await pool.open()
+    try:
+        for slot in pool.slots:
+            assert slot.process is not None and slot.process.fanout == expected
+    finally:
+        await pool.close()
+    err = capfd.readouterr().err
+    for index in range(2):
+        assert f"worker{index} sfu.plane_server: media fan-out: {expected}" in err, err[-2000:]
 
 
 async def test_a_killed_worker_ends_only_its_rooms_and_comes_back(pool: WorkerPool) -> None:
