@@ -226,6 +226,7 @@ def test_a_worker_process_walks_its_consumers_for_every_fourth_report_only(
 
     class Channel:
         local_dropped = 0
+        reports_out = 0
 
         def send(self, frame: object) -> None:  # the relay host's outlet; unused here
             raise AssertionError("no frame expected")
