@@ -116,13 +116,15 @@ SETTLE_S = 2.0
 connection starts in that time, and joins close together share one freeze."""
 SETTLE_AT_MOST_S = 10.0
 """A wave of joins that never pauses for ``SETTLE_S`` is frozen this long after its first."""
-RECLAIM_MIN_LEAVERS = 100
-RECLAIM_LEAVERS_PER_LIVE = 2
+RECLAIM_MIN_LEAVERS = 1000
+RECLAIM_LEAVERS_PER_LIVE = 10
 """Mid-meeting, a reclaim (a full collection of the whole process) only once this many left
-since the last one: at least ``RECLAIM_MIN_LEAVERS`` and twice the participants still here.
-What their broken cycles did not free (~20 objects, a few KB, per leaver) stays in the
-permanent generation until then. Such a reclaim scans everything (~40 ms for an empty server,
-~1 us per object more), so it is rare and logged: it costs the people still here a pause."""
+since the last one: at least ``RECLAIM_MIN_LEAVERS`` and ten times the participants still
+here. What their broken cycles did not free (~20 objects, a few KB, per leaver) stays in the
+permanent generation until then: ~3 MB at most. Such a reclaim scans everything (~40 ms for an
+empty server, ~1 us per object more: some 0.3-0.5 s in a room of 60, as the full collections
+at a ramp's end took), a stop every participant of the worker hears, so it is rare and logged;
+an emptied worker reclaims for free."""
 
 
 class GcAction(enum.Enum):

@@ -165,7 +165,7 @@ async def test_a_worker_left_with_nobody_reclaims(app_server: tuple[TestServer, 
     try:
         assert await wait_until(lambda: keeper.freezes == 1, TIMEOUT)  # their joins settled
         await _leave(worker, participants[0])
-        assert keeper.reclaims == 0  # one left of two: the next reclaim waits for 100
+        assert keeper.reclaims == 0  # one left of two: the next reclaim waits for 1000
         await _leave(worker, participants[1])
         assert await wait_until(lambda: keeper.reclaims == 1, TIMEOUT)
         assert lines and GcAction.RECLAIM_EMPTY.value in lines[0]
