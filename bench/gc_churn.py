@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -35,16 +34,12 @@ from typing import Any
 
 import aiohttp
 
-from bench.probed import ReportingServer, Target
-from loadtest.media import load_clip, load_simulcast_clips
+from bench.probed import ReportingServer, Target, bench_main, prepare_load
 from loadtest.run import Load
 from loadtest.server import (
-    BenchError,
     load_average,
-    require_private_namespace,
 )
 from loadtest.workers import LocalWorker
-from signaling.eventloop import new_event_loop
 
 PROBE = Path(__file__).with_name("gc_probe.py")
 PROBE_TIMEOUT_S = 30.0
@@ -208,10 +203,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    require_private_namespace(NAMESPACE_HELP)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, load_clip)
-    await loop.run_in_executor(None, load_simulcast_clips)
+    await prepare_load(NAMESPACE_HELP)
     modes = args.mode or list(MODES)
     rows = []
     async with aiohttp.ClientSession() as http:
@@ -225,21 +217,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.gc_churn", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    loop = new_event_loop()
-    try:
-        rows = loop.run_until_complete(run(args))
-    except BenchError as exc:
-        print(f"bench.gc_churn: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        loop.close()
-    if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0
+    return bench_main("bench.gc_churn", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

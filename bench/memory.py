@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -43,16 +42,12 @@ from typing import Any
 
 import aiohttp
 
-from bench.probed import ReportingServer, Target
-from loadtest.media import load_clip, load_simulcast_clips
+from bench.probed import ReportingServer, Target, bench_main, prepare_load
 from loadtest.run import Load
 from loadtest.server import (
-    BenchError,
     load_average,
     process_cpu_s,
-    require_private_namespace,
 )
-from signaling.eventloop import new_event_loop
 
 PROBE = Path(__file__).with_name("memory_probe.py")
 PROBE_TIMEOUT_S = 180.0
@@ -301,10 +296,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    require_private_namespace(NAMESPACE_HELP)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, load_clip)
-    await loop.run_in_executor(None, load_simulcast_clips)
+    await prepare_load(NAMESPACE_HELP)
     trees = args.tree or [("this", Path.cwd(), ())]
     sizes = [int(n) for n in args.participants.split(",") if n.strip()]
     rows = []
@@ -321,22 +313,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    loop = new_event_loop()
-    try:
-        rows = loop.run_until_complete(run(args))
-    except BenchError as exc:
-        print(f"bench.memory: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        loop.close()
-    if args.json is not None:
-        args.json.write_text(json.dumps({"tool": "bench.memory", "cpu_count": os.cpu_count(),
-                                         "runs": rows}, indent=1))
-    return 0
+    return bench_main("bench.memory", __doc__, add_arguments, run, argv, lambda rows: {
+        "tool": "bench.memory", "cpu_count": os.cpu_count(), "runs": rows})
 
 
 if __name__ == "__main__":
